@@ -1,0 +1,16 @@
+//! The edgenet configuration schema and its validation, shared by the node, the control plane
+//! and the CLI.
+//!
+//! A configuration goes through three steps: TOML text is parsed into [`RawConfig`] (serde, with
+//! `deny_unknown_fields`), [`validate`] checks every value and collects every error with its field
+//! path, and the result is a [`Config`] whose values the rest of the program never re-checks.
+
+mod error;
+mod model;
+mod schema;
+mod validate;
+
+pub use error::{ConfigError, FieldError};
+pub use model::*;
+pub use schema::*;
+pub use validate::{load, parse_host_pattern, parse_toml, read_certs, read_key, validate};

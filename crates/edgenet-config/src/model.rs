@@ -1,0 +1,223 @@
+//! The validated configuration: what the rest of the node sees.
+//!
+//! Every value here has been checked by [`crate::validate`]; code that holds a [`Config`] never
+//! re-checks addresses, hostnames, header names or certificates.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub use crate::schema::{HeaderAction, ListenerProtocol};
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Settings of the node process.
+    pub node: NodeSettings,
+    /// Client listeners.
+    pub listeners: Vec<Listener>,
+    /// The admin listener's address.
+    pub admin: Option<SocketAddr>,
+    /// The access log destination.
+    pub access_log: AccessLog,
+    /// Limits on client requests.
+    pub limits: Limits,
+    /// The zones, in file order.
+    pub zones: Vec<Zone>,
+}
+
+/// Settings of the node process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// The PoP's name.
+    pub name: String,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// The longest SIGTERM waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
+
+/// One client listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The bound address.
+    pub address: SocketAddr,
+    /// HTTP or HTTPS.
+    pub protocol: ListenerProtocol,
+    /// HTTP/2 with prior knowledge on a plain listener.
+    pub h2c: bool,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Standard output.
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// Limits on client requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request head accepted, in bytes.
+    pub max_request_header_bytes: usize,
+}
+
+/// A hostname pattern of a zone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Matches exactly this lower-case name.
+    Exact(String),
+    /// `*.example.com`: matches any name ending in `.example.com` with at least one more label;
+    /// holds the suffix with its leading dot.
+    Wildcard(String),
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// A zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Its unique name.
+    pub name: String,
+    /// The hostnames it serves.
+    pub hostnames: Vec<HostPattern>,
+    /// Its certificate, when it has one.
+    pub tls: Option<ZoneTls>,
+    /// The Host sent to the origin; `None` keeps the client's.
+    pub host_header: Option<HeaderValue>,
+    /// The origin pool.
+    pub origins: OriginPool,
+    /// Request header rules.
+    pub request_headers: Vec<HeaderRule>,
+    /// Response header rules.
+    pub response_headers: Vec<HeaderRule>,
+}
+
+/// A zone's certificate.
+#[derive(Debug, Clone)]
+pub struct ZoneTls {
+    /// The certificate chain file.
+    pub cert_path: PathBuf,
+    /// The private key file.
+    pub key_path: PathBuf,
+    /// What was found on disk.
+    pub material: CertMaterial,
+}
+
+/// A zone's certificate material as found when the config was validated.
+#[derive(Debug)]
+pub enum CertMaterial {
+    /// Parsed from the files.
+    Loaded {
+        /// The chain, leaf first.
+        chain: Vec<CertificateDer<'static>>,
+        /// The private key.
+        key: PrivateKeyDer<'static>,
+    },
+    /// Both files are missing and the zone asks for a generated self-signed certificate.
+    Generate,
+}
+
+impl Clone for CertMaterial {
+    fn clone(&self) -> Self {
+        match self {
+            CertMaterial::Loaded { chain, key } => CertMaterial::Loaded {
+                chain: chain.clone(),
+                key: key.clone_key(),
+            },
+            CertMaterial::Generate => CertMaterial::Generate,
+        }
+    }
+}
+
+/// A zone's origin pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginPool {
+    /// The servers.
+    pub servers: Vec<OriginServer>,
+    /// TLS to the origins.
+    pub tls: Option<OriginTls>,
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Per-read timeout.
+    pub read_timeout: Duration,
+    /// Further origins tried after a connect failure of an idempotent request.
+    pub retries: u32,
+    /// Active health checks.
+    pub health_check: Option<HealthCheck>,
+    /// Passive ejection.
+    pub passive: Passive,
+}
+
+/// One origin server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginServer {
+    /// The address as the operator wrote it (for logs).
+    pub name: String,
+    /// The resolved address.
+    pub address: SocketAddr,
+    /// Its weight.
+    pub weight: u32,
+}
+
+/// TLS to origins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTls {
+    /// The SNI name; `None` uses the Host sent upstream.
+    pub sni: Option<String>,
+    /// Whether the certificate is verified.
+    pub verify: bool,
+    /// A CA bundle replacing the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The path requested.
+    pub path: String,
+    /// The Host header sent.
+    pub host: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Timeout of one check.
+    pub timeout: Duration,
+    /// Successes to mark up.
+    pub healthy_threshold: u32,
+    /// Failures to mark down.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive ejection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passive {
+    /// Consecutive connect failures that eject; 0 disables.
+    pub max_failures: u32,
+    /// How long an ejected server is skipped.
+    pub eject_for: Duration,
+}
+
+/// One header rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRule {
+    /// Set, add or remove.
+    pub action: HeaderAction,
+    /// The header.
+    pub name: HeaderName,
+    /// The value for set and add.
+    pub value: Option<HeaderValue>,
+}

@@ -1,0 +1,350 @@
+//! The configuration file as written by an operator: serde structs that mirror the TOML.
+//!
+//! Values that need checking (addresses, hostnames, header names, files) stay strings here and
+//! are turned into validated types by [`crate::validate`], so that one run reports every error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one PoP.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Settings of the node itself.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// Where the node accepts client traffic.
+    #[serde(default)]
+    pub listeners: Vec<ListenerSection>,
+    /// The admin listener (metrics, health, readiness). Absent: no admin listener.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+    /// Where the access log goes.
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    /// Limits on what a client may send.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// The zones this node serves.
+    #[serde(default)]
+    pub zones: Vec<ZoneSection>,
+}
+
+/// Settings of the node process.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The PoP's name: shown in `Via`, error pages and logs.
+    #[serde(default = "default_node_name")]
+    pub name: String,
+    /// Worker threads for the proxy; absent means one per CPU core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests before the process exits.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: default_node_name(),
+            threads: None,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_node_name() -> String {
+    "edgenet".to_string()
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The protocol a client listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Plain text: HTTP/1.1, and HTTP/2 with prior knowledge (h2c) when enabled.
+    Http,
+    /// TLS 1.2/1.3 with ALPN choosing HTTP/2 or HTTP/1.1; the certificate is chosen by SNI.
+    Https,
+}
+
+/// One client listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// `IP:port` to bind.
+    pub address: String,
+    /// `http` or `https`.
+    pub protocol: ListenerProtocol,
+    /// On `http` listeners: accept HTTP/2 with prior knowledge (h2c). Default on.
+    #[serde(default = "default_true")]
+    pub h2c: bool,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `IP:port` to bind; keep it on a private address.
+    pub address: String,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogOutput {
+    /// One JSON line per request on standard output.
+    #[default]
+    Stdout,
+    /// One JSON line per request appended to `path`.
+    File,
+    /// No access log.
+    Off,
+}
+
+/// The access log.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// `stdout`, `file` or `off`.
+    #[serde(default)]
+    pub output: AccessLogOutput,
+    /// The file to append to when `output = "file"`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// Limits on client requests.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// The largest request head (request line and headers) accepted, in bytes; larger gets 400.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_request_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+/// One zone: a set of hostnames served from one origin pool.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSection {
+    /// A unique name for logs and metrics.
+    pub name: String,
+    /// Hostnames served: exact (`example.com`) or a leftmost wildcard (`*.example.com`).
+    pub hostnames: Vec<String>,
+    /// The certificate for HTTPS listeners, chosen by SNI.
+    #[serde(default)]
+    pub tls: Option<ZoneTlsSection>,
+    /// The Host header sent to the origin; absent keeps the client's.
+    #[serde(default)]
+    pub host_header: Option<String>,
+    /// The origin pool.
+    pub origins: OriginPoolSection,
+    /// Rules applied to the request before it goes to the origin, in order.
+    #[serde(default)]
+    pub request_headers: Vec<HeaderRuleSection>,
+    /// Rules applied to the response before it goes to the client, in order.
+    #[serde(default)]
+    pub response_headers: Vec<HeaderRuleSection>,
+}
+
+/// A zone's certificate.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneTlsSection {
+    /// PEM file with the certificate chain, leaf first. Relative to the config file.
+    pub cert: PathBuf,
+    /// PEM file with the private key. Relative to the config file.
+    pub key: PathBuf,
+    /// When both files are missing, create a self-signed certificate for the zone's hostnames.
+    #[serde(default)]
+    pub generate_if_missing: bool,
+}
+
+/// The origin pool of a zone.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginPoolSection {
+    /// The origin servers.
+    pub servers: Vec<OriginServerSection>,
+    /// TLS to the origins; absent means plain HTTP/1.1.
+    #[serde(default)]
+    pub tls: Option<OriginTlsSection>,
+    /// How long to wait for a TCP (and TLS) connection to an origin.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for each read from an origin; exceeded gives 504.
+    #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// How many other origins an idempotent request tries after a connect failure.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Active health checks; absent means only passive ejection.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSection>,
+    /// Passive ejection on connect errors.
+    #[serde(default)]
+    pub passive: PassiveSection,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+/// One origin server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginServerSection {
+    /// `host:port`; a hostname is resolved when the config loads.
+    pub address: String,
+    /// Share of requests relative to the other servers (1..=1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// TLS from the node to the origins.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginTlsSection {
+    /// The server name sent in SNI and verified; absent uses the Host sent to the origin.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Verify the origin's certificate. Default on.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// A PEM bundle of CA certificates to verify against instead of the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+/// Active health checks of each origin server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// The path requested with GET.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// The Host header of the check; absent uses the zone's first exact hostname.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Time between checks of one server.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive successes that mark a down server up.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that mark an up server down.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/".to_string()
+}
+
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_healthy_threshold() -> u32 {
+    2
+}
+
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Passive ejection: a server that fails to connect repeatedly is skipped for a while.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveSection {
+    /// Consecutive connect failures that eject a server; 0 turns passive ejection off.
+    #[serde(default = "default_passive_failures")]
+    pub max_failures: u32,
+    /// How long an ejected server is skipped.
+    #[serde(default = "default_eject_for", with = "humantime_serde")]
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveSection {
+    fn default() -> Self {
+        PassiveSection {
+            max_failures: default_passive_failures(),
+            eject_for: default_eject_for(),
+        }
+    }
+}
+
+fn default_passive_failures() -> u32 {
+    1
+}
+
+fn default_eject_for() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// What a header rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderAction {
+    /// Replace every value of the header with `value`.
+    Set,
+    /// Append `value` as another value of the header.
+    Add,
+    /// Remove the header.
+    Remove,
+}
+
+/// One header rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRuleSection {
+    /// `set`, `add` or `remove`.
+    pub action: HeaderAction,
+    /// The header name.
+    pub name: String,
+    /// The value, for `set` and `add`.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}

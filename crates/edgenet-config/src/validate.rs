@@ -1,0 +1,642 @@
+//! Turning a [`RawConfig`] into a validated [`Config`], collecting every error on the way.
+//!
+//! Validation reads the certificate files a zone names (an unreadable or invalid certificate is
+//! a configuration error naming the file) and resolves origin hostnames; it never writes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{ConfigError, FieldError};
+use crate::model::*;
+use crate::schema::*;
+
+/// Headers whose framing or routing meaning the proxy owns; header rules may not touch them.
+const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Parses TOML text into the raw schema; `origin` names the input in errors.
+pub fn parse_toml(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let position = inner
+            .span()
+            .map(|span| {
+                let (line, col) = line_col(text, span.start);
+                format!(" (line {line}, column {col})")
+            })
+            .unwrap_or_default();
+        ConfigError::Syntax {
+            origin: origin.to_string(),
+            path: if path == "." { "<root>".into() } else { path },
+            reason: format!("{}{position}", inner.message().trim_end()),
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Reads, parses and validates a configuration file. Relative paths inside it are resolved
+/// against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let raw = parse_toml(&text, &origin)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate(&raw, base).map_err(|errors| ConfigError::Invalid { origin, errors })
+}
+
+/// Validates a parsed configuration. Returns every error found, not just the first.
+pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, Vec<FieldError>> {
+    let mut v = Validator {
+        errors: Vec::new(),
+        base_dir,
+    };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(v.errors)
+    }
+}
+
+struct Validator<'a> {
+    errors: Vec<FieldError>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(FieldError::new(path, value, reason));
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Config {
+        let node = self.node(&raw.node);
+        let listeners = self.listeners(&raw.listeners);
+        let admin = raw.admin.as_ref().and_then(|a| {
+            let addr = self.socket_addr("admin.address", &a.address);
+            if let Some(addr) = addr {
+                if listeners.iter().any(|l| l.address == addr) {
+                    self.err(
+                        "admin.address",
+                        &a.address,
+                        "is also a client listener; the admin listener needs its own address",
+                    );
+                }
+            }
+            addr
+        });
+        let access_log = match (raw.access_log.output, &raw.access_log.path) {
+            (AccessLogOutput::Stdout, _) => AccessLog::Stdout,
+            (AccessLogOutput::Off, _) => AccessLog::Off,
+            (AccessLogOutput::File, Some(p)) => AccessLog::File(self.resolve(p)),
+            (AccessLogOutput::File, None) => {
+                self.err(
+                    "access_log.path",
+                    "",
+                    "is required when access_log.output is \"file\"",
+                );
+                AccessLog::Off
+            }
+        };
+        let limits = Limits {
+            max_request_header_bytes: raw.limits.max_request_header_bytes,
+        };
+        if !(1024..=1024 * 1024).contains(&limits.max_request_header_bytes) {
+            self.err(
+                "limits.max_request_header_bytes",
+                limits.max_request_header_bytes.to_string(),
+                "must be between 1024 and 1048576",
+            );
+        }
+        let zones = self.zones(&raw.zones);
+        let has_https = listeners
+            .iter()
+            .any(|l| l.protocol == ListenerProtocol::Https);
+        if has_https && !zones.iter().any(|z| z.tls.is_some()) {
+            self.err(
+                "listeners",
+                "",
+                "an https listener needs at least one zone with a [zones.tls] certificate",
+            );
+        }
+        Config {
+            node,
+            listeners,
+            admin,
+            access_log,
+            limits,
+            zones,
+        }
+    }
+
+    fn node(&mut self, raw: &NodeSection) -> NodeSettings {
+        if raw.name.is_empty()
+            || raw.name.len() > 63
+            || !raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            self.err(
+                "node.name",
+                &raw.name,
+                "must be 1 to 63 characters of letters, digits, '-', '_' or '.'",
+            );
+        }
+        let threads = match raw.threads {
+            Some(0) => {
+                self.err("node.threads", "0", "must be at least 1");
+                1
+            }
+            Some(n) if n > 1024 => {
+                self.err("node.threads", n.to_string(), "must be at most 1024");
+                1
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        };
+        if raw.drain_timeout > Duration::from_secs(3600) {
+            self.err(
+                "node.drain_timeout",
+                humantime::format_duration(raw.drain_timeout).to_string(),
+                "must be at most 1h",
+            );
+        }
+        NodeSettings {
+            name: raw.name.clone(),
+            threads,
+            drain_timeout: raw.drain_timeout,
+        }
+    }
+
+    fn listeners(&mut self, raw: &[ListenerSection]) -> Vec<Listener> {
+        if raw.is_empty() {
+            self.err("listeners", "", "at least one listener is required");
+        }
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for (i, l) in raw.iter().enumerate() {
+            let path = format!("listeners[{i}].address");
+            let Some(address) = self.socket_addr(&path, &l.address) else {
+                continue;
+            };
+            if !seen.insert(address) {
+                self.err(path, &l.address, "is listed twice");
+                continue;
+            }
+            out.push(Listener {
+                address,
+                protocol: l.protocol,
+                h2c: l.h2c && l.protocol == ListenerProtocol::Http,
+            });
+        }
+        out
+    }
+
+    fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    path,
+                    value,
+                    "is not a socket address (IP:port, [IPv6]:port)",
+                );
+                None
+            }
+        }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn zones(&mut self, raw: &[ZoneSection]) -> Vec<Zone> {
+        let mut names: HashSet<&str> = HashSet::new();
+        // Which zone claimed each hostname pattern first, to report conflicts with both names.
+        let mut owners: HashMap<HostPattern, String> = HashMap::new();
+        let mut out = Vec::new();
+        for (i, z) in raw.iter().enumerate() {
+            let p = format!("zones[{i}]");
+            if !valid_zone_name(&z.name) {
+                self.err(
+                    format!("{p}.name"),
+                    &z.name,
+                    "must be 1 to 63 characters of lower-case letters, digits, '-', '_' or '.'",
+                );
+            } else if !names.insert(&z.name) {
+                self.err(format!("{p}.name"), &z.name, "is used by another zone");
+            }
+            let mut hostnames = Vec::new();
+            if z.hostnames.is_empty() {
+                self.err(
+                    format!("{p}.hostnames"),
+                    "",
+                    "a zone needs at least one hostname",
+                );
+            }
+            for (j, h) in z.hostnames.iter().enumerate() {
+                let hp = format!("{p}.hostnames[{j}]");
+                match parse_host_pattern(h) {
+                    Ok(pattern) => {
+                        if let Some(owner) = owners.get(&pattern) {
+                            let reason = format!("is already served by zone {owner:?}");
+                            self.err(hp, h, reason);
+                        } else {
+                            owners.insert(pattern.clone(), z.name.clone());
+                            hostnames.push(pattern);
+                        }
+                    }
+                    Err(reason) => self.err(hp, h, reason),
+                }
+            }
+            let tls = z
+                .tls
+                .as_ref()
+                .and_then(|t| self.zone_tls(&format!("{p}.tls"), t));
+            let host_header = z.host_header.as_ref().and_then(|h| {
+                let ok = parse_host_pattern(h)
+                    .ok()
+                    .filter(|p| matches!(p, HostPattern::Exact(_)))
+                    .is_some()
+                    || h.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == h);
+                if ok {
+                    HeaderValue::from_str(h).ok()
+                } else {
+                    self.err(
+                        format!("{p}.host_header"),
+                        h,
+                        "is not a hostname or host:port",
+                    );
+                    None
+                }
+            });
+            let first_exact = hostnames.iter().find_map(|h| match h {
+                HostPattern::Exact(name) => Some(name.clone()),
+                HostPattern::Wildcard(_) => None,
+            });
+            let origins = self.origin_pool(&format!("{p}.origins"), &z.origins, first_exact);
+            let request_headers = self.header_rules(&format!("{p}.request_headers"), &z.request_headers);
+            let response_headers =
+                self.header_rules(&format!("{p}.response_headers"), &z.response_headers);
+            out.push(Zone {
+                name: z.name.clone(),
+                hostnames,
+                tls,
+                host_header,
+                origins,
+                request_headers,
+                response_headers,
+            });
+        }
+        out
+    }
+
+    fn zone_tls(&mut self, p: &str, t: &ZoneTlsSection) -> Option<ZoneTls> {
+        let cert_path = self.resolve(&t.cert);
+        let key_path = self.resolve(&t.key);
+        if t.generate_if_missing && !cert_path.exists() && !key_path.exists() {
+            return Some(ZoneTls {
+                cert_path,
+                key_path,
+                material: CertMaterial::Generate,
+            });
+        }
+        let before = self.errors.len();
+        let chain = match read_certs(&cert_path) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                self.err(format!("{p}.cert"), cert_path.display().to_string(), reason);
+                None
+            }
+        };
+        let key = match read_key(&key_path) {
+            Ok(k) => Some(k),
+            Err(reason) => {
+                self.err(format!("{p}.key"), key_path.display().to_string(), reason);
+                None
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        let (chain, key) = (chain?, key?);
+        if let Err(reason) = check_pair(&chain, &key) {
+            self.err(format!("{p}.key"), key_path.display().to_string(), reason);
+            return None;
+        }
+        Some(ZoneTls {
+            cert_path,
+            key_path,
+            material: CertMaterial::Loaded { chain, key },
+        })
+    }
+
+    fn origin_pool(
+        &mut self,
+        p: &str,
+        raw: &OriginPoolSection,
+        first_exact: Option<String>,
+    ) -> OriginPool {
+        if raw.servers.is_empty() {
+            self.err(format!("{p}.servers"), "", "at least one origin server is required");
+        }
+        let mut servers = Vec::new();
+        for (i, s) in raw.servers.iter().enumerate() {
+            let sp = format!("{p}.servers[{i}]");
+            if !(1..=1000).contains(&s.weight) {
+                self.err(
+                    format!("{sp}.weight"),
+                    s.weight.to_string(),
+                    "must be between 1 and 1000",
+                );
+            }
+            match resolve_origin(&s.address) {
+                Ok(address) => servers.push(OriginServer {
+                    name: s.address.clone(),
+                    address,
+                    weight: s.weight.clamp(1, 1000),
+                }),
+                Err(reason) => self.err(format!("{sp}.address"), &s.address, reason),
+            }
+        }
+        self.positive(&format!("{p}.connect_timeout"), raw.connect_timeout);
+        self.positive(&format!("{p}.read_timeout"), raw.read_timeout);
+        if raw.retries > 16 {
+            self.err(format!("{p}.retries"), raw.retries.to_string(), "must be at most 16");
+        }
+        let tls = raw.tls.as_ref().map(|t| {
+            if let Some(sni) = &t.sni {
+                if !matches!(parse_host_pattern(sni), Ok(HostPattern::Exact(_))) {
+                    self.err(format!("{p}.tls.sni"), sni, "is not a hostname");
+                }
+            }
+            let ca = t.ca.as_ref().map(|c| self.resolve(c));
+            if let Some(ca) = &ca {
+                if let Err(reason) = read_certs(ca) {
+                    self.err(format!("{p}.tls.ca"), ca.display().to_string(), reason);
+                }
+            }
+            OriginTls {
+                sni: t.sni.clone(),
+                verify: t.verify,
+                ca,
+            }
+        });
+        let health_check = raw.health_check.as_ref().map(|h| {
+            let hp = format!("{p}.health_check");
+            if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
+                self.err(format!("{hp}.path"), &h.path, "must be an absolute path like /health");
+            }
+            if h.interval < Duration::from_millis(100) {
+                self.err(
+                    format!("{hp}.interval"),
+                    humantime::format_duration(h.interval).to_string(),
+                    "must be at least 100ms",
+                );
+            }
+            self.positive(&format!("{hp}.timeout"), h.timeout);
+            for (name, v) in [
+                ("healthy_threshold", h.healthy_threshold),
+                ("unhealthy_threshold", h.unhealthy_threshold),
+            ] {
+                if !(1..=100).contains(&v) {
+                    self.err(format!("{hp}.{name}"), v.to_string(), "must be between 1 and 100");
+                }
+            }
+            let host = match (&h.host, &first_exact) {
+                (Some(host), _) => {
+                    if HeaderValue::from_str(host).is_err() {
+                        self.err(format!("{hp}.host"), host, "is not a valid Host value");
+                    }
+                    host.clone()
+                }
+                (None, Some(exact)) => exact.clone(),
+                (None, None) => "localhost".to_string(),
+            };
+            HealthCheck {
+                path: h.path.clone(),
+                host,
+                interval: h.interval,
+                timeout: h.timeout,
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            }
+        });
+        if raw.passive.max_failures > 0 {
+            self.positive(&format!("{p}.passive.eject_for"), raw.passive.eject_for);
+        }
+        OriginPool {
+            servers,
+            tls,
+            connect_timeout: raw.connect_timeout,
+            read_timeout: raw.read_timeout,
+            retries: raw.retries,
+            health_check,
+            passive: Passive {
+                max_failures: raw.passive.max_failures,
+                eject_for: raw.passive.eject_for,
+            },
+        }
+    }
+
+    fn positive(&mut self, path: &str, d: Duration) {
+        if d.is_zero() {
+            self.err(path, "0s", "must be longer than zero");
+        }
+    }
+
+    fn header_rules(&mut self, p: &str, raw: &[HeaderRuleSection]) -> Vec<HeaderRule> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let rp = format!("{p}[{i}]");
+            let name = match HeaderName::from_bytes(r.name.as_bytes()) {
+                Ok(n) if MANAGED_HEADERS.contains(&n.as_str()) => {
+                    self.err(
+                        format!("{rp}.name"),
+                        &r.name,
+                        "is managed by the proxy and cannot be changed by a header rule",
+                    );
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.err(format!("{rp}.name"), &r.name, "is not a valid header name");
+                    None
+                }
+            };
+            let value = match (r.action, &r.value) {
+                (HeaderAction::Remove, Some(v)) => {
+                    self.err(format!("{rp}.value"), v, "is not allowed with action \"remove\"");
+                    None
+                }
+                (HeaderAction::Remove, None) => None,
+                (_, None) => {
+                    self.err(format!("{rp}.value"), "", "is required with actions \"set\" and \"add\"");
+                    None
+                }
+                (_, Some(v)) => match HeaderValue::from_str(v) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        self.err(
+                            format!("{rp}.value"),
+                            v,
+                            "is not a valid header value (control characters are not allowed)",
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(name) = name {
+                if r.action == HeaderAction::Remove || value.is_some() {
+                    out.push(HeaderRule {
+                        action: r.action,
+                        name,
+                        value,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn valid_zone_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
+}
+
+/// Parses a zone hostname: an exact DNS name or IP literal, or `*.` followed by a DNS name.
+pub fn parse_host_pattern(raw: &str) -> Result<HostPattern, String> {
+    let lower = raw.to_ascii_lowercase();
+    if let Some(suffix) = lower.strip_prefix("*.") {
+        if suffix.contains('*') {
+            return Err("may contain '*' only as the whole leftmost label".into());
+        }
+        check_dns_name(suffix)?;
+        return Ok(HostPattern::Wildcard(format!(".{suffix}")));
+    }
+    if lower.contains('*') {
+        return Err("may contain '*' only as the whole leftmost label (\"*.example.com\")".into());
+    }
+    if lower.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(HostPattern::Exact(lower));
+    }
+    if let Some(inner) = lower.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        if inner.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Ok(HostPattern::Exact(lower));
+        }
+    }
+    check_dns_name(&lower)?;
+    Ok(HostPattern::Exact(lower))
+}
+
+fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("is not a hostname: must be 1 to 253 characters".into());
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("is not a hostname: every label must be 1 to 63 characters".into());
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
+            return Err(
+                "is not a hostname: labels are letters, digits and inner hyphens".to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = address.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("is not host:port".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("has an invalid port {port:?}"));
+    }
+    check_dns_name(host)?;
+    match (host, port.parse::<u16>().unwrap_or(0)).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{host:?} resolved to no address")),
+        Err(e) => Err(format!("cannot be resolved: {e}")),
+    }
+}
+
+/// Reads a PEM certificate chain; the error says what is wrong with the file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+    let certs = certs.map_err(|e| format!("is not a valid PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    for (i, c) in certs.iter().enumerate() {
+        if let Err(e) = rustls::server::ParsedCertificate::try_from(c) {
+            return Err(format!("certificate #{} is not a valid X.509 certificate: {e}", i + 1));
+        }
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("contains no usable PEM private key: {e}"))
+}
+
+fn check_pair(chain: &[CertificateDer<'static>], key: &PrivateKeyDer<'static>) -> Result<(), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| format!("is not a supported private key: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("does not match the certificate: {e}"))
+}
