@@ -1,1 +1,21 @@
-//! placeholder
+//! The PoP's HTTP pipeline on Pingora (DESIGN.md section 1): listeners, TLS termination,
+//! zone routing, origin pools with health checks, header rules, error pages, the admin
+//! listener, metrics, the access log, reloads and draining.
+//!
+//! `proxy` wires the stages into Pingora's phases; the stages themselves (`router`,
+//! `request_check`, `forwarding`, and the crates `edgenet-origin` and `edgenet-rules`) decide
+//! from their inputs and do no IO.
+
+pub mod access_log;
+pub mod admin;
+pub mod forwarding;
+pub mod health_check;
+pub mod metrics;
+pub mod proxy;
+pub mod request_check;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+pub use server::{load_config, run};

@@ -1,0 +1,151 @@
+//! Active health checks of origin servers: the IO around `edgenet_origin`'s state machine.
+//!
+//! One background task walks the running configuration every 100 ms and starts, for each
+//! server whose check is due, a GET of the zone's health path over a fresh connection (TLS when
+//! the zone talks TLS to its origins). Results feed [`edgenet_origin::OriginHealth`], which the
+//! request path reads without locks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use edgenet_config::HealthCheck;
+use edgenet_origin::Transition;
+use pingora_core::connectors::http::Connector;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+
+use crate::state::{Node, ZoneRuntime};
+
+/// The background service running every health check.
+pub struct HealthChecker {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Arc::new(Connector::new(None));
+        let mut due: HashMap<(String, SocketAddr), Instant> = HashMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let snapshot = self.node.snapshot.load_full();
+            let now = Instant::now();
+            for zone in &snapshot.zones {
+                let Some(check) = &zone.config.origins.health_check else {
+                    continue;
+                };
+                for (idx, member) in zone.pool.members().iter().enumerate() {
+                    let key = (zone.config.name.clone(), member.server.address);
+                    let next = due.entry(key).or_insert(now);
+                    if *next > now {
+                        continue;
+                    }
+                    *next = now + check.interval.max(check.timeout);
+                    let peer = check_peer(zone, idx, check);
+                    let req = check_request(check);
+                    let connector = connector.clone();
+                    let node = self.node.clone();
+                    let zone_name = zone.config.name.clone();
+                    let health = member.health.clone();
+                    let origin = member.server.name.clone();
+                    let (timeout, healthy, unhealthy) =
+                        (check.timeout, check.healthy_threshold, check.unhealthy_threshold);
+                    tokio::spawn(async move {
+                        let result = tokio::time::timeout(timeout, probe(&connector, &peer, req)).await;
+                        let outcome = match result {
+                            Ok(Ok(status)) if (200..400).contains(&status) => Ok(status),
+                            Ok(Ok(status)) => Err(format!("status {status}")),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+                        };
+                        let transition = health.observe_check(outcome.is_ok(), healthy, unhealthy);
+                        node.metrics
+                            .origin_up
+                            .with_label_values(&[&zone_name, &origin])
+                            .set(health.is_up() as i64);
+                        match (transition, &outcome) {
+                            (Some(Transition::BecameDown), Err(reason)) => tracing::warn!(
+                                zone = %zone_name, %origin, %reason, "origin marked down by health checks"),
+                            (Some(Transition::BecameUp), _) => tracing::info!(
+                                zone = %zone_name, %origin, "origin marked up by health checks"),
+                            _ => {}
+                        }
+                    });
+                }
+            }
+            // Forget servers that left the configuration.
+            due.retain(|(zone, addr), _| {
+                snapshot.zones.iter().any(|z| {
+                    &z.config.name == zone
+                        && z.config.origins.health_check.is_some()
+                        && z.config.origins.servers.iter().any(|s| s.address == *addr)
+                })
+            });
+        }
+    }
+}
+
+fn check_peer(zone: &ZoneRuntime, idx: usize, check: &HealthCheck) -> HttpPeer {
+    let member = &zone.pool.members()[idx];
+    let origins = &zone.config.origins;
+    let (tls, sni) = match &origins.tls {
+        Some(t) => (
+            true,
+            t.sni
+                .clone()
+                .unwrap_or_else(|| crate::router::host_without_port(&check.host).to_string()),
+        ),
+        None => (false, String::new()),
+    };
+    let mut peer = HttpPeer::new(member.server.address, tls, sni);
+    peer.options.connection_timeout = Some(origins.connect_timeout.min(check.timeout));
+    peer.options.read_timeout = Some(check.timeout);
+    if let Some(t) = &origins.tls {
+        peer.options.verify_cert = t.verify;
+        peer.options.verify_hostname = t.verify;
+        peer.options.ca = zone.origin_ca.clone();
+    }
+    peer
+}
+
+fn check_request(check: &HealthCheck) -> Box<RequestHeader> {
+    let mut req = RequestHeader::build("GET", check.path.as_bytes(), Some(3))
+        .expect("validated health check path");
+    let _ = req.insert_header("host", check.host.as_str());
+    let _ = req.insert_header("user-agent", "edgenet-health-check");
+    let _ = req.insert_header("connection", "close");
+    Box::new(req)
+}
+
+async fn probe(connector: &Connector, peer: &HttpPeer, req: Box<RequestHeader>) -> Result<u16, String> {
+    let (mut session, _) = connector
+        .get_http_session(peer)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    session
+        .write_request_header(req)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    session
+        .response_header()
+        .map(|r| r.status.as_u16())
+        .ok_or_else(|| "no response".to_string())
+}

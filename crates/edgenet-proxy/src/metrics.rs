@@ -1,0 +1,215 @@
+//! Prometheus metrics of the node, with per-zone handles resolved once per configuration so the
+//! request path never hashes label values.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Protocols a request can arrive over, as metric labels.
+pub const PROTOCOLS: [&str; 3] = ["http1", "http2", "other"];
+/// Status classes as metric labels; index = status / 100 - 1.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every metric of the node.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    /// Open client connections.
+    pub open_connections: IntGauge,
+    /// Requests being processed.
+    pub inflight: IntGauge,
+    /// TLS handshakes completed.
+    pub tls_handshakes: IntCounter,
+    /// TLS handshakes started (ClientHello seen or connection accepted on a TLS listener).
+    pub tls_started: IntCounter,
+    /// The running configuration's version.
+    pub config_version: IntGauge,
+    reloads: IntCounterVec,
+    /// Origin servers up (1) or down (0), by zone and server.
+    pub origin_up: IntGaugeVec,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: IntCounter,
+}
+
+/// Metric handles of one zone.
+pub struct ZoneMetrics {
+    requests: Vec<IntCounter>,
+    /// Total request duration.
+    pub duration: Histogram,
+    /// Time to the origin's response head.
+    pub upstream_duration: Histogram,
+    upstream_errors: Vec<IntCounter>,
+}
+
+/// Kinds of upstream failure, as metric labels.
+pub const UPSTREAM_ERRORS: [&str; 4] = ["connect", "timeout", "read_write", "other"];
+
+impl ZoneMetrics {
+    /// Counts one request.
+    pub fn request(&self, protocol: usize, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.requests[protocol * CLASSES.len() + class].inc();
+    }
+
+    /// Counts one upstream error of kind index `kind` (see [`UPSTREAM_ERRORS`]).
+    pub fn upstream_error(&self, kind: usize) {
+        self.upstream_errors[kind].inc();
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ];
+        let requests = IntCounterVec::new(
+            Opts::new("edgenet_requests_total", "Requests by zone, status class and protocol"),
+            &["zone", "status_class", "protocol"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new("edgenet_request_duration_seconds", "Total request duration")
+                .buckets(buckets.clone()),
+            &["zone"],
+        )
+        .expect("valid metric");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "edgenet_upstream_response_seconds",
+                "Time from choosing an origin to its response head",
+            )
+            .buckets(buckets),
+            &["zone"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new("edgenet_upstream_errors_total", "Upstream failures by zone and kind"),
+            &["zone", "kind"],
+        )
+        .expect("valid metric");
+        let open_connections =
+            IntGauge::new("edgenet_open_connections", "Open client connections").expect("valid");
+        let inflight =
+            IntGauge::new("edgenet_inflight_requests", "Requests being processed").expect("valid");
+        let tls_handshakes = IntCounter::new(
+            "edgenet_tls_handshakes_total",
+            "TLS handshakes completed",
+        )
+        .expect("valid");
+        let tls_started = IntCounter::new(
+            "edgenet_tls_connections_total",
+            "Connections accepted on TLS listeners (each starts a handshake)",
+        )
+        .expect("valid");
+        let config_version =
+            IntGauge::new("edgenet_config_version", "Version of the running configuration")
+                .expect("valid");
+        let reloads = IntCounterVec::new(
+            Opts::new("edgenet_config_reloads_total", "Configuration reloads by result"),
+            &["result"],
+        )
+        .expect("valid");
+        let origin_up = IntGaugeVec::new(
+            Opts::new("edgenet_origin_up", "Whether health checks count an origin server up"),
+            &["zone", "origin"],
+        )
+        .expect("valid");
+        let access_log_dropped = IntCounter::new(
+            "edgenet_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )
+        .expect("valid");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(open_connections.clone()),
+            Box::new(inflight.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(tls_started.clone()),
+            Box::new(config_version.clone()),
+            Box::new(reloads.clone()),
+            Box::new(origin_up.clone()),
+            Box::new(access_log_dropped.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_duration,
+            upstream_errors,
+            open_connections,
+            inflight,
+            tls_handshakes,
+            tls_started,
+            config_version,
+            reloads,
+            origin_up,
+            access_log_dropped,
+        }
+    }
+
+    /// Resolves the handles of zone `zone` (`-` for requests that matched no zone).
+    pub fn zone(&self, zone: &str) -> ZoneMetrics {
+        let mut requests = Vec::new();
+        for p in PROTOCOLS {
+            for c in CLASSES {
+                requests.push(self.requests.with_label_values(&[zone, c, p]));
+            }
+        }
+        ZoneMetrics {
+            requests,
+            duration: self.duration.with_label_values(&[zone]),
+            upstream_duration: self.upstream_duration.with_label_values(&[zone]),
+            upstream_errors: UPSTREAM_ERRORS
+                .iter()
+                .map(|k| self.upstream_errors.with_label_values(&[zone, k]))
+                .collect(),
+        }
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        // Handshake failures are derived: connections on TLS listeners that never completed one.
+        let failed = self
+            .tls_started
+            .get()
+            .saturating_sub(self.tls_handshakes.get());
+        out.extend_from_slice(
+            format!(
+                "# HELP edgenet_tls_handshake_failures_total TLS connections whose handshake did not complete (includes those in progress)\n\
+                 # TYPE edgenet_tls_handshake_failures_total counter\n\
+                 edgenet_tls_handshake_failures_total {failed}\n"
+            )
+            .as_bytes(),
+        );
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,479 @@
+//! The request path on Pingora's `ProxyHttp` phases: this is where the stages are wired, in the
+//! order of DESIGN.md section 1, and nothing else.
+//!
+//! request_filter: request checks (400), zone by Host/SNI (421) · upstream_peer: origin pool ·
+//! fail_to_connect: passive ejection and retry on another origin · upstream_request_filter:
+//! forwarding fields and request header rules · response_filter: response header rules ·
+//! fail_to_proxy: 502/504 error pages · logging: metrics and the access log line.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use edgenet_rules::apply_header_rules;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::Version;
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::access_log::{now_rfc3339, Entry};
+use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo, Edit};
+use crate::request_check;
+use crate::state::{Node, Snapshot, ZoneRuntime};
+use crate::tls::Sni;
+
+/// The header carrying the request id, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The proxy: one per node, shared by every listener.
+pub struct EdgeProxy {
+    /// The node state.
+    pub node: Arc<Node>,
+}
+
+/// Counts a request in flight for as long as it lives.
+pub struct InflightGuard(Arc<Node>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.metrics.inflight.dec();
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    _inflight: InflightGuard,
+    start: Instant,
+    snapshot: Option<Arc<Snapshot>>,
+    zone: Option<usize>,
+    request_id: String,
+    tried: Vec<usize>,
+    current: Option<usize>,
+    upstream_start: Option<Instant>,
+    upstream_ms: Option<f64>,
+    error: Option<String>,
+}
+
+impl Ctx {
+    fn zone<'a>(&'a self) -> Option<&'a ZoneRuntime> {
+        Some(&self.snapshot.as_ref()?.zones[self.zone?])
+    }
+}
+
+fn is_tls(digest: Option<&Digest>) -> bool {
+    digest.is_some_and(|d| d.ssl_digest.is_some())
+}
+
+fn sni(digest: Option<&Digest>) -> Option<String> {
+    let ssl = digest?.ssl_digest.as_ref()?;
+    ssl.extension.get::<Sni>().and_then(|s| s.0.clone())
+}
+
+fn protocol_index(version: Version) -> usize {
+    match version {
+        Version::HTTP_2 => 1,
+        Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09 => 0,
+        _ => 2,
+    }
+}
+
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "h2",
+        Version::HTTP_11 => "http/1.1",
+        Version::HTTP_10 => "http/1.0",
+        _ => "other",
+    }
+}
+
+fn via_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "2",
+        Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    }
+}
+
+/// The authority the request names: the target's for absolute-form and HTTP/2, else Host.
+fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
+    if let Some(a) = req.uri.authority() {
+        return (Some(a.as_str()), req.version != Version::HTTP_2);
+    }
+    (req.headers.get(HOST).and_then(|h| h.to_str().ok()), false)
+}
+
+impl EdgeProxy {
+    fn client_ip(session: &Session) -> Option<IpAddr> {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+    }
+
+    /// Writes a short plain-text error page naming the PoP and the request id.
+    async fn respond_error(&self, session: &mut Session, ctx: &mut Ctx, status: u16, reason: &str) {
+        let body = format!(
+            "{status} {}\n{reason}\npop: {}\nrequest id: {}\n",
+            http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            self.node.name,
+            ctx.request_id,
+        );
+        let mut resp = match ResponseHeader::build(status, Some(4)) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let _ = resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            let _ = resp.insert_header(REQUEST_ID, v);
+        }
+        let _ = resp.insert_header("via", format!("{} {}", via_version(session.req_header().version), self.node.name));
+        ctx.error.get_or_insert_with(|| reason.to_string());
+        // A malformed or misrouted request may have a body we will not read: do not reuse.
+        session.set_keepalive(None);
+        let is_head = session.req_header().method == http::Method::HEAD;
+        if session.write_response_header(Box::new(resp), is_head).await.is_ok() && !is_head {
+            let _ = session
+                .write_response_body(Some(Bytes::from(body)), true)
+                .await;
+        }
+    }
+
+    fn client_info<'a>(&'a self, session: &'a Session) -> ClientInfo<'a> {
+        let req = session.req_header();
+        ClientInfo {
+            ip: Self::client_ip(session),
+            proto: if is_tls(session.digest()) { "https" } else { "http" },
+            host: request_authority(req).0,
+            node: &self.node.name,
+            version: via_version(req.version),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.node.metrics.inflight.inc();
+        Ctx {
+            _inflight: InflightGuard(self.node.clone()),
+            start: Instant::now(),
+            snapshot: None,
+            zone: None,
+            request_id: String::new(),
+            tried: Vec::new(),
+            current: None,
+            upstream_start: None,
+            upstream_ms: None,
+            error: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snapshot = self.node.snapshot.load_full();
+        ctx.request_id = self.node.next_request_id();
+        let req = session.req_header();
+        let target_len = req.raw_path().len();
+        if let Err(m) = request_check::check(
+            &req.method,
+            target_len,
+            req.version,
+            &req.headers,
+            snapshot.config.limits.max_request_header_bytes,
+        ) {
+            ctx.snapshot = Some(snapshot);
+            self.respond_error(session, ctx, 400, m.reason()).await;
+            return Ok(true);
+        }
+        let (authority, absolute_form) = request_authority(req);
+        let zone = authority.and_then(|a| snapshot.router.route(a));
+        let Some(zone) = zone else {
+            ctx.snapshot = Some(snapshot);
+            if absolute_form {
+                self.respond_error(session, ctx, 400, "absolute-form target for a host not served here")
+                    .await;
+            } else {
+                self.respond_error(session, ctx, 421, "no zone serves this host at this PoP")
+                    .await;
+            }
+            return Ok(true);
+        };
+        // Over TLS the certificate was chosen by SNI; a Host from another zone would let one
+        // zone's connection reach another zone's origin, so it is misdirected.
+        if let Some(sni) = sni(session.digest()) {
+            if snapshot.router.route(&sni) != Some(zone) {
+                ctx.snapshot = Some(snapshot);
+                self.respond_error(session, ctx, 421, "Host does not belong to the TLS server name")
+                    .await;
+                return Ok(true);
+            }
+        }
+        ctx.zone = Some(zone);
+        ctx.snapshot = Some(snapshot);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let zone = ctx
+            .zone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no zone chosen"))?;
+        let pool = &zone.pool;
+        let Some(idx) = pool.select(&ctx.tried, Instant::now()) else {
+            return Err(Error::explain(
+                ErrorType::ConnectNoRoute,
+                "every origin of the zone has been tried",
+            )
+            .into_up());
+        };
+        let origins = &zone.config.origins;
+        let member = &pool.members()[idx];
+        let (tls, sni) = match &origins.tls {
+            Some(t) => {
+                let sni = t.sni.clone().unwrap_or_else(|| {
+                    zone.config
+                        .host_header
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| request_authority(session.req_header()).0)
+                        .map(|h| crate::router::host_without_port(h).to_string())
+                        .unwrap_or_default()
+                });
+                (true, sni)
+            }
+            None => (false, String::new()),
+        };
+        let mut peer = HttpPeer::new(member.server.address, tls, sni);
+        peer.options.connection_timeout = Some(origins.connect_timeout);
+        peer.options.total_connection_timeout = Some(origins.connect_timeout);
+        peer.options.read_timeout = Some(origins.read_timeout);
+        peer.options.write_timeout = Some(origins.read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(t) = &origins.tls {
+            peer.options.verify_cert = t.verify;
+            peer.options.verify_hostname = t.verify;
+            peer.options.ca = zone.origin_ca.clone();
+        }
+        ctx.tried.push(idx);
+        ctx.current = Some(idx);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(zone), Some(idx)) = (ctx.zone(), ctx.current) {
+            zone.pool.members()[idx].health.connect_succeeded();
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if let (Some(zone), Some(idx)) = (ctx.zone(), ctx.current) {
+            let passive = &zone.config.origins.passive;
+            let member = &zone.pool.members()[idx];
+            if member
+                .health
+                .connect_failed(Instant::now(), passive.max_failures, passive.eject_for)
+            {
+                tracing::warn!(zone = %zone.config.name, origin = %member.server.name, error = %e,
+                    "origin ejected after connect failures");
+            }
+            zone.metrics.upstream_error(0);
+            let retries = zone.config.origins.retries as usize;
+            let idempotent = session.req_header().method.is_idempotent();
+            let more = ctx.tried.len() < zone.pool.members().len();
+            if idempotent && ctx.tried.len() <= retries && more {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let upgrade = session.is_upgrade_req();
+        prepare_upstream_request(upstream, &self.client_info(session), upgrade);
+        let Some(zone) = ctx.zone() else {
+            return Ok(());
+        };
+        if let Some(h) = &zone.config.host_header {
+            upstream.insert_header(HOST, h.clone())?;
+        } else if upstream.headers.get(HOST).is_none() {
+            // HTTP/2 clients send :authority instead of Host; HTTP/1.1 origins need Host.
+            if let Some(a) = request_authority(session.req_header()).0 {
+                upstream.insert_header(HOST, a.to_owned())?;
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            upstream.insert_header(REQUEST_ID, v)?;
+        }
+        apply_header_rules(&zone.config.request_headers, &mut Edit(upstream));
+        // The origin always gets origin-form over HTTP/1.1 whatever the client used.
+        if upstream.uri.authority().is_some() {
+            let pq = upstream
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into());
+            if let Ok(uri) = pq.parse() {
+                upstream.set_uri(uri);
+            }
+        }
+        upstream.set_version(Version::HTTP_11);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(start), None) = (ctx.upstream_start, ctx.upstream_ms) {
+            let elapsed = start.elapsed();
+            ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+            if let Some(zone) = ctx.zone() {
+                zone.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        prepare_downstream_response(resp, &self.client_info(session), upgrade);
+        if let Some(zone) = ctx.zone() {
+            apply_header_rules(&zone.config.response_headers, &mut Edit(resp));
+        }
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            resp.insert_header(REQUEST_ID, v)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, kind) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, 3),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                (504, 1)
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, 2),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, 3),
+                    _ => (400, 3),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => (500, 3),
+            },
+        };
+        let connect_failure = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout
+                | ErrorType::ConnectRefused
+                | ErrorType::ConnectNoRoute
+                | ErrorType::ConnectError
+                | ErrorType::TLSHandshakeFailure
+        );
+        if e.esource() == &ErrorSource::Upstream && !connect_failure {
+            if let Some(zone) = ctx.zone() {
+                zone.metrics.upstream_error(kind.min(3));
+            }
+        }
+        ctx.error = Some(e.to_string());
+        if code > 0 {
+            let reason = match code {
+                502 => "the origin could not be reached or sent an invalid response",
+                504 => "the origin did not answer in time",
+                400 => "malformed request",
+                _ => "the request failed",
+            };
+            if session.response_written().is_none() {
+                self.respond_error(session, ctx, code, reason).await;
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let req = session.req_header();
+        let elapsed = ctx.start.elapsed();
+        if ctx.error.is_none() {
+            ctx.error = e.map(|e| e.to_string());
+        }
+        let error = ctx.error.take();
+        let zone = ctx.zone();
+        let metrics = match (zone, &ctx.snapshot) {
+            (Some(z), _) => Some(&z.metrics),
+            (None, Some(s)) => Some(&s.no_zone),
+            (None, None) => None,
+        };
+        if let Some(m) = metrics {
+            m.request(protocol_index(req.version), status);
+            m.duration.observe(elapsed.as_secs_f64());
+        }
+        let origin = match (zone, ctx.current) {
+            (Some(z), Some(i)) => Some(z.pool.members()[i].server.name.as_str()),
+            _ => None,
+        };
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let path = std::str::from_utf8(req.raw_path()).unwrap_or("<non-utf8>");
+        self.node.log.log(&Entry {
+            time: now_rfc3339(),
+            request_id: &ctx.request_id,
+            zone: zone.map(|z| z.config.name.as_str()).unwrap_or("-"),
+            client,
+            protocol: protocol_name(req.version),
+            scheme: if is_tls(session.digest()) { "https" } else { "http" },
+            method: req.method.as_str(),
+            host: request_authority(req).0.unwrap_or(""),
+            path,
+            status,
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream_ms: ctx.upstream_ms,
+            origin,
+            attempts: ctx.tried.len() as u32,
+            error,
+        });
+    }
+}

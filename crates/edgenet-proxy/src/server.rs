@@ -1,0 +1,296 @@
+//! Running a PoP: Pingora services for the listeners, the admin listener, health checks and
+//! reloads, plus signal handling (SIGHUP reload, SIGTERM drain).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use edgenet_config::{Config, ConfigError, ListenerProtocol};
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::Stream;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use prometheus::IntGauge;
+
+use crate::access_log::AccessLogger;
+use crate::admin::Admin;
+use crate::health_check::HealthChecker;
+use crate::metrics::Metrics;
+use crate::proxy::EdgeProxy;
+use crate::state::{build_snapshot, Node};
+use crate::tls::{generate_missing, CertTable, CountTlsConnections, HandshakeCallbacks, SniResolver};
+
+/// Loads the configuration at `path`, creating missing self-signed certificates it asks for.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let mut config = edgenet_config::load(path)?;
+    generate_missing(&mut config).map_err(|e| ConfigError::Invalid {
+        origin: path.display().to_string(),
+        errors: vec![edgenet_config::FieldError {
+            path: "zones[].tls".into(),
+            value: String::new(),
+            reason: format!("cannot create the self-signed certificate: {e}"),
+        }],
+    })?;
+    Ok(config)
+}
+
+/// Runs a PoP until SIGTERM (drain, exit 0) or SIGINT (exit at once). Never returns on success.
+pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
+    let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
+    let node = Arc::new(Node::new(config.clone(), log, metrics, certs.clone())?);
+
+    let mut conf = ServerConf {
+        threads: config.node.threads,
+        grace_period_seconds: Some(config.node.drain_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 1024,
+        ..ServerConf::default()
+    };
+    // Pingora only uses the upgrade socket on SIGQUIT; keep it per process so two nodes on one
+    // machine do not collide.
+    conf.upgrade_sock = format!("/tmp/edgenet-upgrade-{}.sock", std::process::id());
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let server_conf = server.configuration.clone();
+
+    // Listeners that share protocol and h2c setting share one service (one runtime).
+    let mut groups: Vec<(ListenerProtocol, bool, Vec<String>)> = Vec::new();
+    for l in &config.listeners {
+        let addr = l.address.to_string();
+        match groups.iter_mut().find(|g| g.0 == l.protocol && g.1 == l.h2c) {
+            Some(g) => g.2.push(addr),
+            None => groups.push((l.protocol, l.h2c, vec![addr])),
+        }
+    }
+    for (protocol, h2c, addrs) in groups {
+        let mut proxy = pingora_proxy::http_proxy(
+            &server_conf,
+            EdgeProxy {
+                node: node.clone(),
+            },
+        );
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        proxy.server_options = Some(opts);
+        let app = CountConnections {
+            inner: Arc::new(proxy),
+            open: node.metrics.open_connections.clone(),
+        };
+        let name = match protocol {
+            ListenerProtocol::Http => "http",
+            ListenerProtocol::Https => "https",
+        };
+        let mut service = Service::new(format!("edgenet {name}"), app);
+        for addr in &addrs {
+            match protocol {
+                ListenerProtocol::Http => service.add_tcp(addr),
+                ListenerProtocol::Https => {
+                    let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
+                        completed: node.metrics.tls_handshakes.clone(),
+                    }))?;
+                    tls.set_cert_resolver(certs.clone());
+                    tls.enable_h2();
+                    service.add_tls_with_settings(addr, None, tls);
+                }
+            }
+        }
+        if protocol == ListenerProtocol::Https {
+            service
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(CountTlsConnections {
+                    started: node.metrics.tls_started.clone(),
+                }));
+        }
+        server.add_service(service);
+    }
+    if let Some(admin) = config.admin {
+        let mut service = Service::new(
+            "edgenet admin".to_string(),
+            HttpServer::new_app(Admin { node: node.clone() }),
+        );
+        service.add_tcp(&admin.to_string());
+        server.add_service(service);
+    }
+    server.add_service(background_service(
+        "health checks",
+        HealthChecker { node: node.clone() },
+    ));
+    server.add_service(background_service(
+        "reload",
+        Reloader {
+            node: node.clone(),
+            path: config_path,
+        },
+    ));
+    tracing::info!(
+        pop = %node.name,
+        listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
+        admin = ?config.admin,
+        zones = config.zones.len(),
+        "edgenet PoP starting"
+    );
+    let drain = config.node.drain_timeout;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { node, drain }),
+    });
+    Ok(())
+}
+
+/// Wraps a Pingora app to count open client connections.
+struct CountConnections<A> {
+    inner: Arc<A>,
+    open: IntGauge,
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        self.open.inc();
+        let out = self.inner.process_new(session, shutdown).await;
+        self.open.dec();
+        out
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// Reloads the configuration on SIGHUP.
+struct Reloader {
+    node: Arc<Node>,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reload is unavailable");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = shutdown.changed() => return,
+            }
+            let node = self.node.clone();
+            let path = self.path.clone();
+            // Validation reads files and resolves names: keep it off the async threads.
+            let result = tokio::task::spawn_blocking(move || reload(&node, &path)).await;
+            match result {
+                Ok(Ok(version)) => {
+                    self.node.metrics.reload(true);
+                    tracing::info!(version, path = %self.path.display(), "configuration reloaded");
+                }
+                Ok(Err(lines)) => {
+                    self.node.metrics.reload(false);
+                    for line in &lines {
+                        tracing::error!("reload refused: {line}");
+                    }
+                    tracing::error!(
+                        errors = lines.len(),
+                        "configuration reload refused; the previous configuration keeps serving"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+            }
+        }
+    }
+}
+
+/// Validates and applies the configuration at `path`. Returns the new version, or every error.
+pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
+    let config = load_config(path).map_err(|e| e.lines())?;
+    let current = node.snapshot.load_full();
+    let old = &current.config;
+    let origin = path.display();
+    let mut errors = Vec::new();
+    if config.listeners != old.listeners {
+        errors.push(format!("{origin}: listeners: changing listeners needs a restart"));
+    }
+    if config.admin != old.admin {
+        errors.push(format!("{origin}: admin.address: changing the admin listener needs a restart"));
+    }
+    if config.access_log != old.access_log {
+        errors.push(format!("{origin}: access_log: changing the access log needs a restart"));
+    }
+    if config.node != old.node {
+        errors.push(format!("{origin}: node: changing node settings needs a restart"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let certs = CertTable::new(&config).map_err(|e| vec![format!("{origin}: {e}")])?;
+    let version = current.version + 1;
+    let snapshot = build_snapshot(Arc::new(config), version, &node.health, &node.metrics)
+        .map_err(|e| vec![format!("{origin}: {e}")])?;
+    node.certs.swap(certs);
+    node.snapshot.store(Arc::new(snapshot));
+    node.metrics.config_version.set(version as i64);
+    Ok(version)
+}
+
+/// SIGTERM: drain and exit 0 once no request is in flight (or the drain time is up);
+/// SIGINT: exit at once; SIGQUIT: Pingora's graceful upgrade.
+struct Signals {
+    node: Arc<Node>,
+    drain: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(drain = %humantime::format_duration(self.drain), "SIGTERM: draining");
+                self.node.draining.store(true, Ordering::Relaxed);
+                let node = self.node.clone();
+                let drain = self.drain;
+                std::thread::spawn(move || exit_when_drained(&node, drain));
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        }
+    }
+}
+
+/// Waits until every client connection has closed (Pingora closes idle ones and each busy one
+/// after its request), or the drain time is up, then exits 0.
+fn exit_when_drained(node: &Node, drain: Duration) {
+    let deadline = Instant::now() + drain;
+    // Let Pingora stop its accept loops and wake idle connections first.
+    std::thread::sleep(Duration::from_millis(50));
+    loop {
+        let open = node.metrics.open_connections.get();
+        let inflight = node.metrics.inflight.get();
+        if open <= 0 && inflight <= 0 {
+            tracing::info!("drained: no connection left, exiting");
+            break;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(open, inflight, "drain time is up, exiting with requests in flight");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Give the access log writer a moment to flush the last lines.
+    std::thread::sleep(Duration::from_millis(50));
+    std::process::exit(0);
+}

@@ -1,0 +1,143 @@
+//! The node's shared state: the running configuration snapshot (swapped atomically on reload)
+//! and what outlives a reload: health state, metrics, the access log, readiness.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use edgenet_config::{Config, Zone};
+use edgenet_origin::{HealthRegistry, Pool};
+use pingora_core::utils::tls::WrappedX509;
+
+use crate::access_log::AccessLogger;
+use crate::metrics::{Metrics, ZoneMetrics};
+use crate::router::Router;
+use crate::tls::SniResolver;
+
+/// One zone at one configuration version.
+pub struct ZoneRuntime {
+    /// Its validated configuration.
+    pub config: Zone,
+    /// Its origin pool.
+    pub pool: Pool,
+    /// Its metric handles.
+    pub metrics: ZoneMetrics,
+    /// The CA bundle for TLS to its origins, parsed once.
+    pub origin_ca: Option<Arc<[WrappedX509]>>,
+}
+
+/// Everything a request needs from one configuration version. A request keeps the snapshot it
+/// started with, so a reload never changes the rules under a request in flight.
+pub struct Snapshot {
+    /// Increases by one on each applied reload.
+    pub version: u64,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Host to zone.
+    pub router: Router,
+    /// Zones by index.
+    pub zones: Vec<ZoneRuntime>,
+    /// Metrics of requests that matched no zone.
+    pub no_zone: ZoneMetrics,
+}
+
+/// State shared by every part of the node for its whole life.
+pub struct Node {
+    /// The PoP's name (from the first configuration; changing it needs a restart).
+    pub name: String,
+    /// The running configuration.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Origin health across reloads.
+    pub health: HealthRegistry,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The access log.
+    pub log: AccessLogger,
+    /// The TLS certificate resolver.
+    pub certs: Arc<SniResolver>,
+    /// Set on SIGTERM: `/ready` answers 503 and the node drains.
+    pub draining: AtomicBool,
+    request_seq: AtomicU64,
+    request_prefix: u32,
+}
+
+impl Node {
+    /// Creates the node state around the first configuration.
+    pub fn new(config: Config, log: AccessLogger, metrics: Metrics, certs: Arc<SniResolver>) -> anyhow::Result<Node> {
+        let health = HealthRegistry::default();
+        let snapshot = build_snapshot(Arc::new(config), 1, &health, &metrics)?;
+        metrics.config_version.set(1);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+            .unwrap_or(0)
+            ^ std::process::id().rotate_left(16);
+        Ok(Node {
+            name: snapshot.config.node.name.clone(),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            health,
+            metrics,
+            log,
+            certs,
+            draining: AtomicBool::new(false),
+            request_seq: AtomicU64::new(0),
+            request_prefix: seed,
+        })
+    }
+
+    /// A new request id: unique per process start and request, 24 hex digits.
+    pub fn next_request_id(&self) -> String {
+        let n = self.request_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:016x}", self.request_prefix, n)
+    }
+
+    /// Whether the node should get traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds the runtime snapshot for `config`, reusing health state from `health`.
+pub fn build_snapshot(
+    config: Arc<Config>,
+    version: u64,
+    health: &HealthRegistry,
+    metrics: &Metrics,
+) -> anyhow::Result<Snapshot> {
+    let now = Instant::now();
+    let mut zones = Vec::with_capacity(config.zones.len());
+    for z in &config.zones {
+        let origin_ca = match z.origins.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            Some(path) => {
+                let certs = edgenet_config::read_certs(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let wrapped: Vec<WrappedX509> = certs
+                    .iter()
+                    .map(|c| WrappedX509::new(c.to_vec(), |raw| pingora_core::utils::tls::parse_x509(raw)))
+                    .collect();
+                Some(Arc::from(wrapped.into_boxed_slice()))
+            }
+            None => None,
+        };
+        zones.push(ZoneRuntime {
+            pool: Pool::new(&z.name, &z.origins, health, now),
+            metrics: metrics.zone(&z.name),
+            config: z.clone(),
+            origin_ca,
+        });
+    }
+    health.retain(|zone, addr| {
+        config
+            .zones
+            .iter()
+            .any(|z| z.name == zone && z.origins.servers.iter().any(|s| s.address == addr))
+    });
+    Ok(Snapshot {
+        version,
+        router: Router::new(&config.zones),
+        zones,
+        no_zone: metrics.zone("-"),
+        config,
+    })
+}
