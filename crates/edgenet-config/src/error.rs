@@ -72,10 +72,9 @@ impl ConfigError {
     /// Every problem as one line each, for `edgenet check` and reload logs.
     pub fn lines(&self) -> Vec<String> {
         match self {
-            ConfigError::Invalid { origin, errors } => errors
-                .iter()
-                .map(|e| format!("{origin}: {e}"))
-                .collect(),
+            ConfigError::Invalid { origin, errors } => {
+                errors.iter().map(|e| format!("{origin}: {e}")).collect()
+            }
             other => vec![other.to_string()],
         }
     }

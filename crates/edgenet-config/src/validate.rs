@@ -90,7 +90,12 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&mut self, path: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) {
+    fn err(
+        &mut self,
+        path: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
         self.errors.push(FieldError::new(path, value, reason));
     }
 
@@ -290,7 +295,8 @@ impl Validator<'_> {
                     .ok()
                     .filter(|p| matches!(p, HostPattern::Exact(_)))
                     .is_some()
-                    || h.parse::<http::uri::Authority>().is_ok_and(|a| a.as_str() == h);
+                    || h.parse::<http::uri::Authority>()
+                        .is_ok_and(|a| a.as_str() == h);
                 if ok {
                     HeaderValue::from_str(h).ok()
                 } else {
@@ -307,7 +313,8 @@ impl Validator<'_> {
                 HostPattern::Wildcard(_) => None,
             });
             let origins = self.origin_pool(&format!("{p}.origins"), &z.origins, first_exact);
-            let request_headers = self.header_rules(&format!("{p}.request_headers"), &z.request_headers);
+            let request_headers =
+                self.header_rules(&format!("{p}.request_headers"), &z.request_headers);
             let response_headers =
                 self.header_rules(&format!("{p}.response_headers"), &z.response_headers);
             out.push(Zone {
@@ -370,7 +377,11 @@ impl Validator<'_> {
         first_exact: Option<String>,
     ) -> OriginPool {
         if raw.servers.is_empty() {
-            self.err(format!("{p}.servers"), "", "at least one origin server is required");
+            self.err(
+                format!("{p}.servers"),
+                "",
+                "at least one origin server is required",
+            );
         }
         let mut servers = Vec::new();
         for (i, s) in raw.servers.iter().enumerate() {
@@ -394,7 +405,11 @@ impl Validator<'_> {
         self.positive(&format!("{p}.connect_timeout"), raw.connect_timeout);
         self.positive(&format!("{p}.read_timeout"), raw.read_timeout);
         if raw.retries > 16 {
-            self.err(format!("{p}.retries"), raw.retries.to_string(), "must be at most 16");
+            self.err(
+                format!("{p}.retries"),
+                raw.retries.to_string(),
+                "must be at most 16",
+            );
         }
         let tls = raw.tls.as_ref().map(|t| {
             if let Some(sni) = &t.sni {
@@ -417,7 +432,11 @@ impl Validator<'_> {
         let health_check = raw.health_check.as_ref().map(|h| {
             let hp = format!("{p}.health_check");
             if !h.path.starts_with('/') || h.path.parse::<http::uri::PathAndQuery>().is_err() {
-                self.err(format!("{hp}.path"), &h.path, "must be an absolute path like /health");
+                self.err(
+                    format!("{hp}.path"),
+                    &h.path,
+                    "must be an absolute path like /health",
+                );
             }
             if h.interval < Duration::from_millis(100) {
                 self.err(
@@ -432,7 +451,11 @@ impl Validator<'_> {
                 ("unhealthy_threshold", h.unhealthy_threshold),
             ] {
                 if !(1..=100).contains(&v) {
-                    self.err(format!("{hp}.{name}"), v.to_string(), "must be between 1 and 100");
+                    self.err(
+                        format!("{hp}.{name}"),
+                        v.to_string(),
+                        "must be between 1 and 100",
+                    );
                 }
             }
             let host = match (&h.host, &first_exact) {
@@ -498,12 +521,20 @@ impl Validator<'_> {
             };
             let value = match (r.action, &r.value) {
                 (HeaderAction::Remove, Some(v)) => {
-                    self.err(format!("{rp}.value"), v, "is not allowed with action \"remove\"");
+                    self.err(
+                        format!("{rp}.value"),
+                        v,
+                        "is not allowed with action \"remove\"",
+                    );
                     None
                 }
                 (HeaderAction::Remove, None) => None,
                 (_, None) => {
-                    self.err(format!("{rp}.value"), "", "is required with actions \"set\" and \"add\"");
+                    self.err(
+                        format!("{rp}.value"),
+                        "",
+                        "is required with actions \"set\" and \"add\"",
+                    );
                     None
                 }
                 (_, Some(v)) => match HeaderValue::from_str(v) {
@@ -616,7 +647,10 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     for (i, c) in certs.iter().enumerate() {
         if let Err(e) = rustls::server::ParsedCertificate::try_from(c) {
-            return Err(format!("certificate #{} is not a valid X.509 certificate: {e}", i + 1));
+            return Err(format!(
+                "certificate #{} is not a valid X.509 certificate: {e}",
+                i + 1
+            ));
         }
     }
     Ok(certs)
@@ -629,7 +663,10 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("contains no usable PEM private key: {e}"))
 }
 
-fn check_pair(chain: &[CertificateDer<'static>], key: &PrivateKeyDer<'static>) -> Result<(), String> {
+fn check_pair(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), String> {
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider

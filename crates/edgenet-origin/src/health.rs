@@ -44,7 +44,12 @@ impl Tracker {
     }
 
     /// Records one check result and returns the transition it caused, if any.
-    pub fn observe(&mut self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<Transition> {
+    pub fn observe(
+        &mut self,
+        ok: bool,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<Transition> {
         if ok {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
@@ -110,7 +115,12 @@ impl OriginHealth {
     }
 
     /// Records an active check result; returns the transition it caused.
-    pub fn observe_check(&self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<Transition> {
+    pub fn observe_check(
+        &self,
+        ok: bool,
+        healthy_threshold: u32,
+        unhealthy_threshold: u32,
+    ) -> Option<Transition> {
         let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         let t = tracker.observe(ok, healthy_threshold, unhealthy_threshold);
         self.active_up.store(tracker.is_up(), Ordering::Relaxed);
@@ -156,7 +166,11 @@ mod tests {
         assert_eq!(t.observe(false, 2, 3), None);
         assert_eq!(t.observe(false, 2, 3), Some(Transition::BecameDown));
         assert!(!t.is_up());
-        assert_eq!(t.observe(false, 2, 3), None, "already down: no second transition");
+        assert_eq!(
+            t.observe(false, 2, 3),
+            None,
+            "already down: no second transition"
+        );
         assert_eq!(t.observe(true, 2, 3), None);
         assert_eq!(t.observe(true, 2, 3), Some(Transition::BecameUp));
         assert_eq!(t.observe(true, 2, 3), None);
@@ -167,7 +181,11 @@ mod tests {
         let mut t = Tracker::default();
         t.observe(false, 1, 2);
         t.observe(true, 1, 2);
-        assert_eq!(t.observe(false, 1, 2), None, "a success in between restarts the count");
+        assert_eq!(
+            t.observe(false, 1, 2),
+            None,
+            "a success in between restarts the count"
+        );
         assert_eq!(t.observe(false, 1, 2), Some(Transition::BecameDown));
         assert_eq!(t.observe(true, 1, 2), Some(Transition::BecameUp));
     }

@@ -173,7 +173,11 @@ mod tests {
         assert_eq!(smooth_schedule(&[3, 1]), vec![0, 0, 1, 0]);
         assert_eq!(smooth_schedule(&[1, 1, 1]), vec![0, 1, 2]);
         assert_eq!(smooth_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(smooth_schedule(&[200, 100]), vec![0, 1, 0], "reduced by the gcd");
+        assert_eq!(
+            smooth_schedule(&[200, 100]),
+            vec![0, 1, 0],
+            "reduced by the gcd"
+        );
     }
 
     #[test]

@@ -40,12 +40,20 @@ impl ServeHttp for Admin {
             "/ready" => {
                 let snap = self.node.snapshot.load();
                 if self.node.is_ready() {
-                    text(200, "text/plain", format!("ready, config version {}\n", snap.version).into_bytes())
+                    text(
+                        200,
+                        "text/plain",
+                        format!("ready, config version {}\n", snap.version).into_bytes(),
+                    )
                 } else {
                     text(503, "text/plain", b"draining\n".to_vec())
                 }
             }
-            _ => text(404, "text/plain", b"not found: try /metrics, /health or /ready\n".to_vec()),
+            _ => text(
+                404,
+                "text/plain",
+                b"not found: try /metrics, /health or /ready\n".to_vec(),
+            ),
         }
     }
 }

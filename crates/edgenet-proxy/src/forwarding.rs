@@ -18,7 +18,14 @@ const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"]
 fn strip_hop_by_hop(h: &mut impl HeaderEditExt, keep_upgrade: bool) {
     let listed: Vec<HeaderName> = h
         .values(&CONNECTION)
-        .flat_map(|v| v.to_str().unwrap_or("").split(',').map(str::trim).map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .filter(|t| !t.is_empty())
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|n| !is_framing(n))
@@ -42,7 +49,9 @@ fn strip_hop_by_hop(h: &mut impl HeaderEditExt, keep_upgrade: bool) {
 
 /// `Connection: content-length` must not make the proxy drop framing information.
 fn is_framing(n: &HeaderName) -> bool {
-    n == http::header::CONTENT_LENGTH || n == http::header::TRANSFER_ENCODING || n == http::header::HOST
+    n == http::header::CONTENT_LENGTH
+        || n == http::header::TRANSFER_ENCODING
+        || n == http::header::HOST
 }
 
 /// What the request path knows about the client when forwarding.
@@ -87,7 +96,11 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>
 }
 
 /// Prepares a response head for the client.
-pub fn prepare_downstream_response(resp: &mut ResponseHeader, client: &ClientInfo<'_>, upgrade: bool) {
+pub fn prepare_downstream_response(
+    resp: &mut ResponseHeader,
+    client: &ClientInfo<'_>,
+    upgrade: bool,
+) {
     strip_hop_by_hop(resp, upgrade);
     append_via(resp, client);
 }
@@ -187,12 +200,14 @@ mod tests {
     fn request_gets_forwarding_fields_and_loses_hop_by_hop() {
         let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
         req.insert_header("host", "example.com").unwrap();
-        req.insert_header("connection", "keep-alive, x-secret").unwrap();
+        req.insert_header("connection", "keep-alive, x-secret")
+            .unwrap();
         req.insert_header("x-secret", "1").unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("te", "trailers").unwrap();
         req.insert_header("upgrade", "h2c").unwrap();
-        req.insert_header("x-forwarded-for", "198.51.100.1").unwrap();
+        req.insert_header("x-forwarded-for", "198.51.100.1")
+            .unwrap();
         req.insert_header("x-forwarded-proto", "https").unwrap();
         req.insert_header("via", "1.1 other").unwrap();
         prepare_upstream_request(&mut req, &client(), false);
@@ -202,7 +217,10 @@ mod tests {
         assert_eq!(req.headers["x-forwarded-for"], "198.51.100.1, 192.0.2.7");
         assert_eq!(req.headers["via"], "1.1 other, 1.1 pop-a");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
-        assert_eq!(req.headers["forwarded"], "for=192.0.2.7;proto=https;host=example.com");
+        assert_eq!(
+            req.headers["forwarded"],
+            "for=192.0.2.7;proto=https;host=example.com"
+        );
         assert_eq!(req.headers["host"], "example.com");
     }
 
@@ -216,7 +234,10 @@ mod tests {
             ..client()
         };
         prepare_upstream_request(&mut req, &c, false);
-        assert_eq!(req.headers["forwarded"], "for=\"[2001:db8::1]\";proto=http;host=example.com");
+        assert_eq!(
+            req.headers["forwarded"],
+            "for=\"[2001:db8::1]\";proto=http;host=example.com"
+        );
         assert_eq!(req.headers["x-forwarded-proto"], "http");
     }
 
@@ -234,7 +255,8 @@ mod tests {
     fn connection_cannot_remove_framing() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.insert_header("content-length", "5").unwrap();
-        resp.insert_header("connection", "content-length, close").unwrap();
+        resp.insert_header("connection", "content-length, close")
+            .unwrap();
         prepare_downstream_response(&mut resp, &client(), false);
         assert_eq!(resp.headers["content-length"], "5");
         assert!(resp.headers.get("connection").is_none());

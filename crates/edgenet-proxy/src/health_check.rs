@@ -58,15 +58,22 @@ impl BackgroundService for HealthChecker {
                     let zone_name = zone.config.name.clone();
                     let health = member.health.clone();
                     let origin = member.server.name.clone();
-                    let (timeout, healthy, unhealthy) =
-                        (check.timeout, check.healthy_threshold, check.unhealthy_threshold);
+                    let (timeout, healthy, unhealthy) = (
+                        check.timeout,
+                        check.healthy_threshold,
+                        check.unhealthy_threshold,
+                    );
                     tokio::spawn(async move {
-                        let result = tokio::time::timeout(timeout, probe(&connector, &peer, req)).await;
+                        let result =
+                            tokio::time::timeout(timeout, probe(&connector, &peer, req)).await;
                         let outcome = match result {
                             Ok(Ok(status)) if (200..400).contains(&status) => Ok(status),
                             Ok(Ok(status)) => Err(format!("status {status}")),
                             Ok(Err(e)) => Err(e),
-                            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+                            Err(_) => Err(format!(
+                                "no answer within {}",
+                                humantime::format_duration(timeout)
+                            )),
                         };
                         let transition = health.observe_check(outcome.is_ok(), healthy, unhealthy);
                         node.metrics
@@ -127,7 +134,11 @@ fn check_request(check: &HealthCheck) -> Box<RequestHeader> {
     Box::new(req)
 }
 
-async fn probe(connector: &Connector, peer: &HttpPeer, req: Box<RequestHeader>) -> Result<u16, String> {
+async fn probe(
+    connector: &Connector,
+    peer: &HttpPeer,
+    req: Box<RequestHeader>,
+) -> Result<u16, String> {
     let (mut session, _) = connector
         .get_http_session(peer)
         .await

@@ -70,7 +70,10 @@ impl Metrics {
             30.0, 60.0,
         ];
         let requests = IntCounterVec::new(
-            Opts::new("edgenet_requests_total", "Requests by zone, status class and protocol"),
+            Opts::new(
+                "edgenet_requests_total",
+                "Requests by zone, status class and protocol",
+            ),
             &["zone", "status_class", "protocol"],
         )
         .expect("valid metric");
@@ -90,7 +93,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_errors = IntCounterVec::new(
-            Opts::new("edgenet_upstream_errors_total", "Upstream failures by zone and kind"),
+            Opts::new(
+                "edgenet_upstream_errors_total",
+                "Upstream failures by zone and kind",
+            ),
             &["zone", "kind"],
         )
         .expect("valid metric");
@@ -98,26 +104,32 @@ impl Metrics {
             IntGauge::new("edgenet_open_connections", "Open client connections").expect("valid");
         let inflight =
             IntGauge::new("edgenet_inflight_requests", "Requests being processed").expect("valid");
-        let tls_handshakes = IntCounter::new(
-            "edgenet_tls_handshakes_total",
-            "TLS handshakes completed",
-        )
-        .expect("valid");
+        let tls_handshakes =
+            IntCounter::new("edgenet_tls_handshakes_total", "TLS handshakes completed")
+                .expect("valid");
         let tls_started = IntCounter::new(
             "edgenet_tls_connections_total",
             "Connections accepted on TLS listeners (each starts a handshake)",
         )
         .expect("valid");
-        let config_version =
-            IntGauge::new("edgenet_config_version", "Version of the running configuration")
-                .expect("valid");
+        let config_version = IntGauge::new(
+            "edgenet_config_version",
+            "Version of the running configuration",
+        )
+        .expect("valid");
         let reloads = IntCounterVec::new(
-            Opts::new("edgenet_config_reloads_total", "Configuration reloads by result"),
+            Opts::new(
+                "edgenet_config_reloads_total",
+                "Configuration reloads by result",
+            ),
             &["result"],
         )
         .expect("valid");
         let origin_up = IntGaugeVec::new(
-            Opts::new("edgenet_origin_up", "Whether health checks count an origin server up"),
+            Opts::new(
+                "edgenet_origin_up",
+                "Whether health checks count an origin server up",
+            ),
             &["zone", "origin"],
         )
         .expect("valid");

@@ -136,12 +136,24 @@ impl EdgeProxy {
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             let _ = resp.insert_header(REQUEST_ID, v);
         }
-        let _ = resp.insert_header("via", format!("{} {}", via_version(session.req_header().version), self.node.name));
+        let _ = resp.insert_header(
+            "via",
+            format!(
+                "{} {}",
+                via_version(session.req_header().version),
+                self.node.name
+            ),
+        );
         ctx.error.get_or_insert_with(|| reason.to_string());
         // A malformed or misrouted request may have a body we will not read: do not reuse.
         session.set_keepalive(None);
         let is_head = session.req_header().method == http::Method::HEAD;
-        if session.write_response_header(Box::new(resp), is_head).await.is_ok() && !is_head {
+        if session
+            .write_response_header(Box::new(resp), is_head)
+            .await
+            .is_ok()
+            && !is_head
+        {
             let _ = session
                 .write_response_body(Some(Bytes::from(body)), true)
                 .await;
@@ -152,7 +164,11 @@ impl EdgeProxy {
         let req = session.req_header();
         ClientInfo {
             ip: Self::client_ip(session),
-            proto: if is_tls(session.digest()) { "https" } else { "http" },
+            proto: if is_tls(session.digest()) {
+                "https"
+            } else {
+                "http"
+            },
             host: request_authority(req).0,
             node: &self.node.name,
             version: via_version(req.version),
@@ -201,8 +217,13 @@ impl ProxyHttp for EdgeProxy {
         let Some(zone) = zone else {
             ctx.snapshot = Some(snapshot);
             if absolute_form {
-                self.respond_error(session, ctx, 400, "absolute-form target for a host not served here")
-                    .await;
+                self.respond_error(
+                    session,
+                    ctx,
+                    400,
+                    "absolute-form target for a host not served here",
+                )
+                .await;
             } else {
                 self.respond_error(session, ctx, 421, "no zone serves this host at this PoP")
                     .await;
@@ -214,8 +235,13 @@ impl ProxyHttp for EdgeProxy {
         if let Some(sni) = sni(session.digest()) {
             if snapshot.router.route(&sni) != Some(zone) {
                 ctx.snapshot = Some(snapshot);
-                self.respond_error(session, ctx, 421, "Host does not belong to the TLS server name")
-                    .await;
+                self.respond_error(
+                    session,
+                    ctx,
+                    421,
+                    "Host does not belong to the TLS server name",
+                )
+                .await;
                 return Ok(true);
             }
         }
@@ -285,7 +311,13 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let (Some(zone), Some(idx)) = (ctx.zone(), ctx.current) {
             let passive = &zone.config.origins.passive;
             let member = &zone.pool.members()[idx];
@@ -355,7 +387,9 @@ impl ProxyHttp for EdgeProxy {
             let elapsed = start.elapsed();
             ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
             if let Some(zone) = ctx.zone() {
-                zone.metrics.upstream_duration.observe(elapsed.as_secs_f64());
+                zone.metrics
+                    .upstream_duration
+                    .observe(elapsed.as_secs_f64());
             }
         }
         Ok(())
@@ -389,7 +423,9 @@ impl ProxyHttp for EdgeProxy {
             _ => match e.esource() {
                 ErrorSource::Upstream => (502, 2),
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => (0, 3),
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, 3)
+                    }
                     _ => (400, 3),
                 },
                 ErrorSource::Internal | ErrorSource::Unset => (500, 3),
@@ -462,7 +498,11 @@ impl ProxyHttp for EdgeProxy {
             zone: zone.map(|z| z.config.name.as_str()).unwrap_or("-"),
             client,
             protocol: protocol_name(req.version),
-            scheme: if is_tls(session.digest()) { "https" } else { "http" },
+            scheme: if is_tls(session.digest()) {
+                "https"
+            } else {
+                "http"
+            },
             method: req.method.as_str(),
             host: request_authority(req).0.unwrap_or(""),
             path,

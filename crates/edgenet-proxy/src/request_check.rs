@@ -117,11 +117,19 @@ mod tests {
         assert_eq!(run(&[("host", "a")]), Ok(()));
         assert_eq!(run(&[("host", "a"), ("content-length", "5")]), Ok(()));
         assert_eq!(
-            run(&[("host", "a"), ("content-length", "5"), ("content-length", "5")]),
+            run(&[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("content-length", "5")
+            ]),
             Err(Malformed::DuplicateContentLength)
         );
         assert_eq!(
-            run(&[("host", "a"), ("content-length", "5"), ("content-length", "6")]),
+            run(&[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("content-length", "6")
+            ]),
             Err(Malformed::DuplicateContentLength)
         );
         assert_eq!(
@@ -129,16 +137,27 @@ mod tests {
             Err(Malformed::InvalidContentLength)
         );
         assert_eq!(
-            run(&[("host", "a"), ("content-length", "5"), ("transfer-encoding", "chunked")]),
+            run(&[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked")
+            ]),
             Err(Malformed::ContentLengthWithTransferEncoding)
         );
-        assert_eq!(run(&[("host", "a"), ("transfer-encoding", "Chunked")]), Ok(()));
+        assert_eq!(
+            run(&[("host", "a"), ("transfer-encoding", "Chunked")]),
+            Ok(())
+        );
         assert_eq!(
             run(&[("host", "a"), ("transfer-encoding", "gzip, chunked")]),
             Err(Malformed::UnsupportedTransferEncoding)
         );
         assert_eq!(
-            run(&[("host", "a"), ("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")]),
+            run(&[
+                ("host", "a"),
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]),
             Err(Malformed::UnsupportedTransferEncoding)
         );
     }
@@ -146,18 +165,33 @@ mod tests {
     #[test]
     fn host_rules() {
         assert_eq!(run(&[]), Err(Malformed::BadHost));
-        assert_eq!(run(&[("host", "a"), ("host", "b")]), Err(Malformed::BadHost));
+        assert_eq!(
+            run(&[("host", "a"), ("host", "b")]),
+            Err(Malformed::BadHost)
+        );
         let none = HeaderMap::new();
         assert_eq!(check(&Method::GET, 1, Version::HTTP_2, &none, 4096), Ok(()));
-        assert_eq!(check(&Method::GET, 1, Version::HTTP_10, &none, 4096), Ok(()));
+        assert_eq!(
+            check(&Method::GET, 1, Version::HTTP_10, &none, 4096),
+            Ok(())
+        );
     }
 
     #[test]
     fn head_size_limit() {
         let big = "x".repeat(5000);
-        assert_eq!(run(&[("host", "a"), ("x-big", &big)]), Err(Malformed::HeadTooLarge));
         assert_eq!(
-            check(&Method::GET, 5000, Version::HTTP_11, &h(&[("host", "a")]), 4096),
+            run(&[("host", "a"), ("x-big", &big)]),
+            Err(Malformed::HeadTooLarge)
+        );
+        assert_eq!(
+            check(
+                &Method::GET,
+                5000,
+                Version::HTTP_11,
+                &h(&[("host", "a")]),
+                4096
+            ),
             Err(Malformed::HeadTooLarge)
         );
     }

@@ -24,7 +24,9 @@ use crate::health_check::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
 use crate::state::{build_snapshot, Node};
-use crate::tls::{generate_missing, CertTable, CountTlsConnections, HandshakeCallbacks, SniResolver};
+use crate::tls::{
+    generate_missing, CertTable, CountTlsConnections, HandshakeCallbacks, SniResolver,
+};
 
 /// Loads the configuration at `path`, creating missing self-signed certificates it asks for.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
@@ -65,18 +67,16 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut groups: Vec<(ListenerProtocol, bool, Vec<String>)> = Vec::new();
     for l in &config.listeners {
         let addr = l.address.to_string();
-        match groups.iter_mut().find(|g| g.0 == l.protocol && g.1 == l.h2c) {
+        match groups
+            .iter_mut()
+            .find(|g| g.0 == l.protocol && g.1 == l.h2c)
+        {
             Some(g) => g.2.push(addr),
             None => groups.push((l.protocol, l.h2c, vec![addr])),
         }
     }
     for (protocol, h2c, addrs) in groups {
-        let mut proxy = pingora_proxy::http_proxy(
-            &server_conf,
-            EdgeProxy {
-                node: node.clone(),
-            },
-        );
+        let mut proxy = pingora_proxy::http_proxy(&server_conf, EdgeProxy { node: node.clone() });
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         proxy.server_options = Some(opts);
@@ -152,7 +152,11 @@ struct CountConnections<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
-    async fn process_new(self: &Arc<Self>, session: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.open.inc();
         let out = self.inner.process_new(session, shutdown).await;
         self.open.dec();
@@ -218,16 +222,24 @@ pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
     let origin = path.display();
     let mut errors = Vec::new();
     if config.listeners != old.listeners {
-        errors.push(format!("{origin}: listeners: changing listeners needs a restart"));
+        errors.push(format!(
+            "{origin}: listeners: changing listeners needs a restart"
+        ));
     }
     if config.admin != old.admin {
-        errors.push(format!("{origin}: admin.address: changing the admin listener needs a restart"));
+        errors.push(format!(
+            "{origin}: admin.address: changing the admin listener needs a restart"
+        ));
     }
     if config.access_log != old.access_log {
-        errors.push(format!("{origin}: access_log: changing the access log needs a restart"));
+        errors.push(format!(
+            "{origin}: access_log: changing the access log needs a restart"
+        ));
     }
     if config.node != old.node {
-        errors.push(format!("{origin}: node: changing node settings needs a restart"));
+        errors.push(format!(
+            "{origin}: node: changing node settings needs a restart"
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -285,7 +297,11 @@ fn exit_when_drained(node: &Node, drain: Duration) {
             break;
         }
         if Instant::now() >= deadline {
-            tracing::warn!(open, inflight, "drain time is up, exiting with requests in flight");
+            tracing::warn!(
+                open,
+                inflight,
+                "drain time is up, exiting with requests in flight"
+            );
             break;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -64,7 +64,12 @@ pub struct Node {
 
 impl Node {
     /// Creates the node state around the first configuration.
-    pub fn new(config: Config, log: AccessLogger, metrics: Metrics, certs: Arc<SniResolver>) -> anyhow::Result<Node> {
+    pub fn new(
+        config: Config,
+        log: AccessLogger,
+        metrics: Metrics,
+        certs: Arc<SniResolver>,
+    ) -> anyhow::Result<Node> {
         let health = HealthRegistry::default();
         let snapshot = build_snapshot(Arc::new(config), 1, &health, &metrics)?;
         metrics.config_version.set(1);
@@ -114,7 +119,11 @@ pub fn build_snapshot(
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 let wrapped: Vec<WrappedX509> = certs
                     .iter()
-                    .map(|c| WrappedX509::new(c.to_vec(), |raw| pingora_core::utils::tls::parse_x509(raw)))
+                    .map(|c| {
+                        WrappedX509::new(c.to_vec(), |raw| {
+                            pingora_core::utils::tls::parse_x509(raw)
+                        })
+                    })
                     .collect();
                 Some(Arc::from(wrapped.into_boxed_slice()))
             }

@@ -117,7 +117,10 @@ pub struct HandshakeCallbacks {
 
 #[async_trait]
 impl TlsAccept for HandshakeCallbacks {
-    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         self.completed.inc();
         Some(Arc::new(Sni(tls.server_name().map(str::to_owned))))
     }

@@ -68,7 +68,11 @@ mod tests {
             rule(HeaderAction::Add, "x-c", Some("c1")),
         ];
         apply_header_rules(&rules, &mut h);
-        let a: Vec<_> = h.get_all("x-a").iter().map(|v| v.to_str().unwrap()).collect();
+        let a: Vec<_> = h
+            .get_all("x-a")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(a, ["1", "2", "3"]);
         assert!(h.get("server").is_none());
         let b: Vec<_> = h.get_all("x-b").iter().collect();
@@ -81,7 +85,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("cache-control", "a".parse().unwrap());
         h.append("cache-control", "b".parse().unwrap());
-        apply_header_rules(&[rule(HeaderAction::Set, "cache-control", Some("no-store"))], &mut h);
+        apply_header_rules(
+            &[rule(HeaderAction::Set, "cache-control", Some("no-store"))],
+            &mut h,
+        );
         let all: Vec<_> = h.get_all("cache-control").iter().collect();
         assert_eq!(all, ["no-store"]);
     }

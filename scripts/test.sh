@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command from the README: format, lints, then every unit and integration test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+# The integration tests start the real binary; build it once for every test to share.
+cargo build --locked --bin edgenet
+cargo nextest run --locked --workspace --no-fail-fast
