@@ -76,6 +76,10 @@ impl BackgroundService for HealthChecker {
                             )),
                         };
                         let transition = health.observe_check(outcome.is_ok(), healthy, unhealthy);
+                        if outcome.is_ok() {
+                            // A passing check proves the server accepts connections again.
+                            health.connect_succeeded();
+                        }
                         node.metrics
                             .origin_up
                             .with_label_values(&[&zone_name, &origin])

@@ -60,7 +60,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn zone<'a>(&'a self) -> Option<&'a ZoneRuntime> {
+    fn zone(&self) -> Option<&ZoneRuntime> {
         Some(&self.snapshot.as_ref()?.zones[self.zone?])
     }
 }
@@ -212,6 +212,17 @@ impl ProxyHttp for EdgeProxy {
             self.respond_error(session, ctx, 400, m.reason()).await;
             return Ok(true);
         }
+        let smuggled = req.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && session.as_http1().is_some_and(|h1| {
+                request_check::raw_has_content_length(&h1.get_headers_raw_bytes())
+            });
+        if smuggled {
+            ctx.snapshot = Some(snapshot);
+            let reason = request_check::Malformed::ContentLengthWithTransferEncoding.reason();
+            self.respond_error(session, ctx, 400, reason).await;
+            return Ok(true);
+        }
+        let req = session.req_header();
         let (authority, absolute_form) = request_authority(req);
         let zone = authority.and_then(|a| snapshot.router.route(a));
         let Some(zone) = zone else {

@@ -93,8 +93,28 @@ pub fn check(
     Ok(())
 }
 
+/// Whether a raw HTTP/1 request head has a `Content-Length` field. Pingora drops
+/// `Content-Length` when `Transfer-Encoding` is present (RFC 9112 section 6.3 allows either),
+/// so the raw bytes are the only place left to see that a client sent both.
+pub fn raw_has_content_length(raw_head: &[u8]) -> bool {
+    raw_head
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() > 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_content_length_is_found_in_any_case() {
+        assert!(super::raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\ncOntent-Length: 4\r\n\r\n"
+        ));
+        assert!(!super::raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 4\r\n\r\n"
+        ));
+    }
+
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {

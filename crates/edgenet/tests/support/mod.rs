@@ -1,0 +1,359 @@
+//! Test harness: starts the real `edgenet` binary, the Python test origin, and runs curl.
+#![allow(dead_code)] // Each test file uses a different part of the harness.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("edgenet-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Python test origin (tests/support/origin.py), killed on drop.
+pub struct Origin {
+    pub port: u16,
+    child: Child,
+}
+
+impl Origin {
+    pub fn start(name: &str) -> Origin {
+        Origin::start_on(name, 0)
+    }
+
+    pub fn start_on(name: &str, port: u16) -> Origin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/origin.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(name)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the test origin");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("origin prints its port");
+        Origin { port, child }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Requests counted by the origin (all but /hits, /health, /control).
+    pub fn hits(&self) -> u64 {
+        let r = curl(&[&format!("http://127.0.0.1:{}/hits", self.port)]);
+        r.body.trim().parse().unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `edgenet pop`, killed on drop.
+pub struct Pop {
+    pub child: Child,
+    pub dir: TempDir,
+    pub http: u16,
+    pub https: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The listener, admin and access log sections for a PoP whose zones are `zones` (TOML text).
+pub fn config_text(http: u16, https: u16, admin: u16, log: &Path, zones: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "test-pop"
+threads = 2
+drain_timeout = "10s"
+
+[[listeners]]
+address = "127.0.0.1:{http}"
+protocol = "http"
+
+[[listeners]]
+address = "127.0.0.1:{https}"
+protocol = "https"
+
+[admin]
+address = "127.0.0.1:{admin}"
+
+[access_log]
+output = "file"
+path = "{log}"
+
+{zones}
+"#,
+        log = log.display()
+    )
+}
+
+/// A zone with a generated certificate in `dir` and the given origins (TOML text).
+pub fn zone(name: &str, hosts: &[&str], origins: &[String], extra: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    let mut s = format!(
+        r#"
+[[zones]]
+name = "{name}"
+hostnames = [{hosts}]
+[zones.tls]
+cert = "{name}.pem"
+key = "{name}.key"
+generate_if_missing = true
+[zones.origins]
+connect_timeout = "1s"
+read_timeout = "5s"
+retries = 1
+"#,
+        hosts = hosts.join(", ")
+    );
+    for o in origins {
+        s.push_str(&format!("[[zones.origins.servers]]\naddress = \"{o}\"\n"));
+    }
+    s.push_str(extra);
+    s
+}
+
+impl Pop {
+    /// Starts a PoP with `zones` and waits until `/ready` answers.
+    pub fn start(zones: &str) -> Pop {
+        let dir = TempDir::new("pop");
+        let (http, https, admin) = (free_port(), free_port(), free_port());
+        let log = dir.0.join("access.log");
+        let config = dir.0.join("edgenet.toml");
+        std::fs::write(&config, config_text(http, https, admin, &log, zones)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_edgenet"))
+            .args(["pop", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let pop = Pop {
+            child,
+            dir,
+            http,
+            https,
+            admin,
+            config,
+            log,
+        };
+        pop.wait_ready();
+        pop
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ready = get_status(self.admin, "/ready") == Some(200);
+            let http_up = TcpStream::connect(("127.0.0.1", self.http)).is_ok();
+            if ready && http_up {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("PoP not ready; stderr:\n{}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, host_path: &str) -> String {
+        format!("http://127.0.0.1:{}{host_path}", self.http)
+    }
+
+    pub fn metrics(&self) -> String {
+        curl(&[&format!("http://127.0.0.1:{}/metrics", self.admin)]).body
+    }
+
+    /// The value of one metric line (exact name with labels), or None.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+            .collect()
+    }
+
+    /// Peak resident memory in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Pop {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A curl result.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub http_version: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// Runs curl with `args` and returns status, headers (of the final response) and body.
+pub fn curl(args: &[&str]) -> Resp {
+    let dir = TempDir::new("curl");
+    let hdr = dir.0.join("h");
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "30", "-D"])
+        .arg(&hdr)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(["-o"])
+        .arg(dir.0.join("b"))
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let w = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = w.split_whitespace();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let http_version = parts.next().unwrap_or("").to_string();
+    let raw_headers = std::fs::read_to_string(&hdr).unwrap_or_default();
+    // Keep the last header block (after any 100 Continue).
+    let last = raw_headers
+        .split("\r\n\r\n")
+        .filter(|b| !b.trim().is_empty())
+        .last()
+        .unwrap_or("");
+    let headers = last
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let body =
+        String::from_utf8_lossy(&std::fs::read(dir.0.join("b")).unwrap_or_default()).to_string();
+    Resp {
+        status,
+        headers,
+        body,
+        http_version,
+    }
+}
+
+/// Sends raw bytes on a new connection and returns everything read until close or 3 s.
+pub fn raw(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// Status of a GET on 127.0.0.1:port, or None when nothing answers.
+pub fn get_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits until `f` is true or `timeout` passes; returns whether it became true.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    f()
+}
