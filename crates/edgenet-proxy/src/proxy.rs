@@ -413,6 +413,10 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        // An HTTP/1.0 origin must not turn the client's HTTP/1.1 connection into HTTP/1.0.
+        if session.req_header().version == Version::HTTP_11 {
+            resp.set_version(Version::HTTP_11);
+        }
         prepare_downstream_response(resp, &self.client_info(session), upgrade);
         if let Some(zone) = ctx.zone() {
             apply_header_rules(&zone.config.response_headers, &mut Edit(resp));
