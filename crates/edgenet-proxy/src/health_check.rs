@@ -107,25 +107,10 @@ impl BackgroundService for HealthChecker {
 }
 
 fn check_peer(zone: &ZoneRuntime, idx: usize, check: &HealthCheck) -> HttpPeer {
-    let member = &zone.pool.members()[idx];
-    let origins = &zone.config.origins;
-    let (tls, sni) = match &origins.tls {
-        Some(t) => (
-            true,
-            t.sni
-                .clone()
-                .unwrap_or_else(|| crate::router::host_without_port(&check.host).to_string()),
-        ),
-        None => (false, String::new()),
-    };
-    let mut peer = HttpPeer::new(member.server.address, tls, sni);
-    peer.options.connection_timeout = Some(origins.connect_timeout.min(check.timeout));
+    let mut peer = zone.origin_peer(idx, Some(&check.host));
+    peer.options.connection_timeout = Some(zone.config.origins.connect_timeout.min(check.timeout));
+    peer.options.total_connection_timeout = peer.options.connection_timeout;
     peer.options.read_timeout = Some(check.timeout);
-    if let Some(t) = &origins.tls {
-        peer.options.verify_cert = t.verify;
-        peer.options.verify_hostname = t.verify;
-        peer.options.ca = zone.origin_ca.clone();
-    }
     peer
 }
 

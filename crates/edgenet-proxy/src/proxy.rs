@@ -273,34 +273,13 @@ impl ProxyHttp for EdgeProxy {
             )
             .into_up());
         };
-        let origins = &zone.config.origins;
-        let member = &pool.members()[idx];
-        let (tls, sni) = match &origins.tls {
-            Some(t) => {
-                let sni = t.sni.clone().unwrap_or_else(|| {
-                    zone.config
-                        .host_header
-                        .as_ref()
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| request_authority(session.req_header()).0)
-                        .map(|h| crate::router::host_without_port(h).to_string())
-                        .unwrap_or_default()
-                });
-                (true, sni)
-            }
-            None => (false, String::new()),
-        };
-        let mut peer = HttpPeer::new(member.server.address, tls, sni);
-        peer.options.connection_timeout = Some(origins.connect_timeout);
-        peer.options.total_connection_timeout = Some(origins.connect_timeout);
-        peer.options.read_timeout = Some(origins.read_timeout);
-        peer.options.write_timeout = Some(origins.read_timeout);
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-        if let Some(t) = &origins.tls {
-            peer.options.verify_cert = t.verify;
-            peer.options.verify_hostname = t.verify;
-            peer.options.ca = zone.origin_ca.clone();
-        }
+        let host = zone
+            .config
+            .host_header
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request_authority(session.req_header()).0);
+        let peer = zone.origin_peer(idx, host);
         ctx.tried.push(idx);
         ctx.current = Some(idx);
         ctx.upstream_start = Some(Instant::now());

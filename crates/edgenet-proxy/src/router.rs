@@ -46,20 +46,25 @@ impl Router {
         if let Some(&z) = self.exact.get(name) {
             return Some(z);
         }
-        // Walk suffixes from the longest: a.b.example.com tries .b.example.com, then .example.com.
-        let mut rest = name;
-        while let Some(dot) = rest.find('.') {
-            if dot == 0 {
-                return None;
-            }
-            let suffix = &rest[dot..];
-            if let Some(&z) = self.wildcard.get(suffix) {
-                return Some(z);
-            }
-            rest = &rest[dot + 1..];
-        }
-        None
+        let zone = wildcard_suffixes(name).find_map(|suffix| self.wildcard.get(suffix).copied());
+        zone
     }
+}
+
+/// The wildcard suffixes that could match `name`, longest first: `a.b.example.com` yields
+/// `.b.example.com`, then `.example.com`, then `.com`. Stops at an empty label, which no
+/// wildcard may match. Shared by zone routing and SNI certificate lookup.
+pub fn wildcard_suffixes(name: &str) -> impl Iterator<Item = &str> {
+    let mut rest = name;
+    std::iter::from_fn(move || {
+        let dot = rest.find('.')?;
+        if dot == 0 {
+            return None;
+        }
+        let suffix = &rest[dot..];
+        rest = &rest[dot + 1..];
+        Some(suffix)
+    })
 }
 
 /// Strips the port from a Host value, keeping IPv6 literals in brackets.

@@ -8,6 +8,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use edgenet_config::{Config, Zone};
 use edgenet_origin::{HealthRegistry, Pool};
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
 
 use crate::access_log::AccessLogger;
@@ -25,6 +26,34 @@ pub struct ZoneRuntime {
     pub metrics: ZoneMetrics,
     /// The CA bundle for TLS to its origins, parsed once.
     pub origin_ca: Option<Arc<[WrappedX509]>>,
+}
+
+impl ZoneRuntime {
+    /// The Pingora peer for origin server `idx`, with the zone's timeouts and TLS settings.
+    /// `host` is the Host sent upstream; without a configured SNI its name is the SNI.
+    pub fn origin_peer(&self, idx: usize, host: Option<&str>) -> HttpPeer {
+        let origins = &self.config.origins;
+        let sni = match &origins.tls {
+            Some(t) => t.sni.clone().unwrap_or_else(|| {
+                host.map(|h| crate::router::host_without_port(h).to_string())
+                    .unwrap_or_default()
+            }),
+            None => String::new(),
+        };
+        let address = self.pool.members()[idx].server.address;
+        let mut peer = HttpPeer::new(address, origins.tls.is_some(), sni);
+        peer.options.connection_timeout = Some(origins.connect_timeout);
+        peer.options.total_connection_timeout = Some(origins.connect_timeout);
+        peer.options.read_timeout = Some(origins.read_timeout);
+        peer.options.write_timeout = Some(origins.read_timeout);
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(t) = &origins.tls {
+            peer.options.verify_cert = t.verify;
+            peer.options.verify_hostname = t.verify;
+            peer.options.ca = self.origin_ca.clone();
+        }
+        peer
+    }
 }
 
 /// Everything a request needs from one configuration version. A request keeps the snapshot it

@@ -64,17 +64,7 @@ impl CertTable {
         if let Some(c) = self.exact.get(name) {
             return Some(c.clone());
         }
-        let mut rest = name;
-        while let Some(dot) = rest.find('.') {
-            if dot == 0 {
-                break;
-            }
-            if let Some(c) = self.wildcard.get(&rest[dot..]) {
-                return Some(c.clone());
-            }
-            rest = &rest[dot + 1..];
-        }
-        None
+        crate::router::wildcard_suffixes(name).find_map(|suffix| self.wildcard.get(suffix).cloned())
     }
 }
 
