@@ -142,7 +142,8 @@ impl Validator<'_> {
         let has_https = listeners
             .iter()
             .any(|l| l.protocol == ListenerProtocol::Https);
-        if has_https && !zones.iter().any(|z| z.tls.is_some()) {
+        // Judged on what was written: a zone whose certificate failed to load is already an error.
+        if has_https && !raw.zones.iter().any(|z| z.tls.is_some()) {
             self.err(
                 "listeners",
                 "",

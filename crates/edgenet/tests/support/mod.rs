@@ -357,3 +357,151 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A minimal HTTP/1.1 keep-alive client for load loops: one connection, requests in sequence.
+pub struct KeepAlive {
+    stream: BufReader<TcpStream>,
+}
+
+/// One response read by [`KeepAlive`].
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl KeepAlive {
+    pub fn connect(port: u16) -> std::io::Result<KeepAlive> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(KeepAlive {
+            stream: BufReader::new(s),
+        })
+    }
+
+    /// GET `path` with `Host: host`; the response must carry Content-Length (the test origin's do).
+    pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Reply> {
+        use std::io::{Error, ErrorKind};
+        write!(
+            self.stream.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )?;
+        let mut line = String::new();
+        if self.stream.read_line(&mut line)? == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidData, format!("status line {line:?}")))?;
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let reply_len = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidData, "no Content-Length"))?;
+        let mut body = vec![0; reply_len];
+        self.stream.read_exact(&mut body)?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Counts of a load loop.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    /// Each failure: a status other than 200 or an I/O error, as text.
+    pub failures: Vec<String>,
+    /// Every value of the `watch` response header seen, in order of first appearance.
+    pub seen: Vec<String>,
+}
+
+/// Runs `conns` keep-alive connections sending GET `path` to `host` until `stop` is set.
+pub fn load(
+    port: u16,
+    host: &str,
+    path: &str,
+    conns: usize,
+    watch: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<LoadReport> {
+    let (host, path, watch) = (host.to_string(), path.to_string(), watch.to_string());
+    std::thread::spawn(move || {
+        let workers: Vec<_> = (0..conns)
+            .map(|_| {
+                let (host, path, watch, stop) =
+                    (host.clone(), path.clone(), watch.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut report = LoadReport::default();
+                    let mut client = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        if client.is_none() {
+                            match KeepAlive::connect(port) {
+                                Ok(c) => client = Some(c),
+                                Err(e) => {
+                                    report.failures.push(format!("connect: {e}"));
+                                    continue;
+                                }
+                            }
+                        }
+                        match client.as_mut().unwrap().get(&host, &path) {
+                            Ok(r) if r.status == 200 => {
+                                report.ok += 1;
+                                if let Some(v) = r.header(&watch) {
+                                    if !report.seen.iter().any(|s| s == v) {
+                                        report.seen.push(v.to_string());
+                                    }
+                                }
+                            }
+                            Ok(r) => report.failures.push(format!("status {}", r.status)),
+                            Err(e) => {
+                                report.failures.push(format!("io: {e}"));
+                                client = None;
+                            }
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        let mut total = LoadReport::default();
+        for w in workers {
+            let r = w.join().unwrap();
+            total.ok += r.ok;
+            total.failures.extend(r.failures);
+            for v in r.seen {
+                if !total.seen.contains(&v) {
+                    total.seen.push(v);
+                }
+            }
+        }
+        total
+    })
+}
