@@ -638,9 +638,26 @@ fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// The largest PEM file read: far above any real chain, and a path like `/dev/zero` cannot
+/// exhaust memory.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("is larger than {MAX_PEM_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// Reads a PEM certificate chain; the error says what is wrong with the file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = read_pem_file(path)?;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
     let certs = certs.map_err(|e| format!("is not a valid PEM certificate file: {e}"))?;
     if certs.is_empty() {
@@ -659,7 +676,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = read_pem_file(path)?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| format!("contains no usable PEM private key: {e}"))
 }

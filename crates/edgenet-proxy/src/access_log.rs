@@ -78,6 +78,11 @@ impl AccessLogger {
         })
     }
 
+    /// Whether lines are written at all (`output = "off"` writes none).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues one entry; when the writer is behind by 65536 lines the line is dropped and counted.
     pub fn log(&self, entry: &Entry<'_>) {
         let Some(tx) = &self.tx else { return };

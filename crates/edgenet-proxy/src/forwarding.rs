@@ -7,38 +7,41 @@
 use std::net::IpAddr;
 
 use edgenet_rules::HeaderEdit;
-use http::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED, UPGRADE, VIA};
 use pingora_http::{RequestHeader, ResponseHeader};
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Hop-by-hop fields that never cross the proxy (besides those `Connection` names).
-const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
+const HOP_BY_HOP: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("te"),
+    HeaderName::from_static("trailer"),
+];
 
 /// Removes hop-by-hop fields from `headers` in place. An HTTP/1.1 upgrade (WebSocket) keeps
 /// `Connection: upgrade` and `Upgrade` so that it can pass.
 fn strip_hop_by_hop(h: &mut impl HeaderEditExt, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = h
-        .values(&CONNECTION)
-        .flat_map(|v| {
-            v.to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|t| !t.is_empty())
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|n| !is_framing(n))
-        .collect();
-    for name in listed {
-        if keep_upgrade && name == UPGRADE {
-            continue;
+    if h.values(&CONNECTION).next().is_some() {
+        let listed: Vec<HeaderName> = h
+            .values(&CONNECTION)
+            .flat_map(|v| v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii))
+            .filter(|t| !t.is_empty())
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|n| !is_framing(n))
+            .collect();
+        for name in listed {
+            if keep_upgrade && name == UPGRADE {
+                continue;
+            }
+            h.remove(&name);
         }
-        h.remove(&name);
+        h.remove(&CONNECTION);
     }
-    h.remove(&CONNECTION);
-    for name in HOP_BY_HOP {
-        h.remove(&HeaderName::from_static(name));
+    for name in &HOP_BY_HOP {
+        h.remove(name);
     }
     if keep_upgrade {
         h.set(&CONNECTION, &HeaderValue::from_static("upgrade"));
@@ -62,37 +65,48 @@ pub struct ClientInfo<'a> {
     pub proto: &'static str,
     /// The Host the client asked for.
     pub host: Option<&'a str>,
-    /// The node's name, for `Via` and `Forwarded: by`.
-    pub node: &'a str,
-    /// The protocol version the client used, as in `Via` (`1.1`, `2`).
-    pub version: &'static str,
+    /// This hop's `Via` element: the client's protocol version and the node's name (`1.1 pop-a`).
+    pub via: &'a HeaderValue,
 }
 
-/// Prepares a request head for the origin.
+/// The `Via` element of a node for a protocol version as `Via` writes it (`1.0`, `1.1`, `2`).
+pub fn via_value(version: &str, node: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{version} {node}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 edgenet"))
+}
+
+/// Prepares the request head that goes to the origin (a copy of the client's).
 pub fn prepare_upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>, upgrade: bool) {
     strip_hop_by_hop(req, upgrade);
-    append_via(req, client);
+    append_list(req, &VIA, client.via);
     if let Some(ip) = client.ip {
         let ip_str = ip.to_string();
-        append_list(req, "x-forwarded-for", &ip_str);
-        let for_ = match ip {
-            IpAddr::V4(_) => ip_str,
-            IpAddr::V6(_) => format!("\"[{ip_str}]\""),
-        };
-        let mut fwd = format!("for={for_};proto={}", client.proto);
+        if let Ok(v) = HeaderValue::from_str(&ip_str) {
+            append_list(req, &X_FORWARDED_FOR, &v);
+        }
+        let mut fwd = String::with_capacity(64);
+        fwd.push_str("for=");
+        match ip {
+            IpAddr::V4(_) => fwd.push_str(&ip_str),
+            IpAddr::V6(_) => {
+                fwd.push_str("\"[");
+                fwd.push_str(&ip_str);
+                fwd.push_str("]\"");
+            }
+        }
+        fwd.push_str(";proto=");
+        fwd.push_str(client.proto);
         if let Some(host) = client.host.filter(|h| is_token_safe(h)) {
             fwd.push_str(";host=");
             fwd.push_str(host);
         }
-        append_list(req, "forwarded", &fwd);
+        if let Ok(v) = HeaderValue::from_str(&fwd) {
+            append_list(req, &FORWARDED, &v);
+        }
     }
     // Set, not appended: the edge is where the client's scheme is known, and a client-sent value
     // must not make an origin believe a plain request was encrypted.
-    HeaderEditExt::set(
-        req,
-        &HeaderName::from_static("x-forwarded-proto"),
-        &HeaderValue::from_static(client.proto),
-    );
+    req.set(&X_FORWARDED_PROTO, &HeaderValue::from_static(client.proto));
 }
 
 /// Prepares a response head for the client.
@@ -102,27 +116,23 @@ pub fn prepare_downstream_response(
     upgrade: bool,
 ) {
     strip_hop_by_hop(resp, upgrade);
-    append_via(resp, client);
-}
-
-fn append_via(h: &mut impl HeaderEditExt, client: &ClientInfo<'_>) {
-    append_list(h, "via", &format!("{} {}", client.version, client.node));
+    append_list(resp, &VIA, client.via);
 }
 
 /// Appends `value` to a comma-separated list field, as one more element.
-fn append_list(h: &mut impl HeaderEditExt, name: &'static str, value: &str) {
-    let name = HeaderName::from_static(name);
-    let existing: Vec<&[u8]> = h.values(&name).map(|v| v.as_bytes()).collect();
-    let joined = if existing.is_empty() {
-        value.as_bytes().to_vec()
-    } else {
-        let mut out = existing.join(&b", "[..]);
-        out.extend_from_slice(b", ");
-        out.extend_from_slice(value.as_bytes());
-        out
-    };
+fn append_list(h: &mut impl HeaderEditExt, name: &HeaderName, value: &HeaderValue) {
+    if h.values(name).next().is_none() {
+        h.set(name, value);
+        return;
+    }
+    let mut joined = Vec::with_capacity(128);
+    for v in h.values(name) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(value.as_bytes());
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
-        h.set(&name, &v);
+        h.set(name, &v);
     }
 }
 
@@ -187,12 +197,13 @@ mod tests {
     use super::*;
 
     fn client() -> ClientInfo<'static> {
+        static VIA: std::sync::LazyLock<HeaderValue> =
+            std::sync::LazyLock::new(|| via_value("1.1", "pop-a"));
         ClientInfo {
             ip: Some("192.0.2.7".parse().unwrap()),
             proto: "https",
             host: Some("example.com"),
-            node: "pop-a",
-            version: "1.1",
+            via: &VIA,
         }
     }
 

@@ -91,11 +91,12 @@ fn protocol_name(version: Version) -> &'static str {
     }
 }
 
-fn via_version(version: Version) -> &'static str {
+/// The index into `Node::via` for a client's protocol version.
+fn via_index(version: Version) -> usize {
     match version {
-        Version::HTTP_2 => "2",
-        Version::HTTP_10 => "1.0",
-        _ => "1.1",
+        Version::HTTP_10 | Version::HTTP_09 => 0,
+        Version::HTTP_2 => 2,
+        _ => 1,
     }
 }
 
@@ -136,14 +137,8 @@ impl EdgeProxy {
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             let _ = resp.insert_header(REQUEST_ID, v);
         }
-        let _ = resp.insert_header(
-            "via",
-            format!(
-                "{} {}",
-                via_version(session.req_header().version),
-                self.node.name
-            ),
-        );
+        let via = &self.node.via[via_index(session.req_header().version)];
+        let _ = resp.insert_header(http::header::VIA, via.clone());
         ctx.error.get_or_insert_with(|| reason.to_string());
         // A malformed or misrouted request may have a body we will not read: do not reuse.
         session.set_keepalive(None);
@@ -170,8 +165,7 @@ impl EdgeProxy {
                 "http"
             },
             host: request_authority(req).0,
-            node: &self.node.name,
-            version: via_version(req.version),
+            via: &self.node.via[via_index(req.version)],
         }
     }
 }
@@ -476,6 +470,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(m) = metrics {
             m.request(protocol_index(req.version), status);
             m.duration.observe(elapsed.as_secs_f64());
+        }
+        if !self.node.log.enabled() {
+            return;
         }
         let origin = match (zone, ctx.current) {
             (Some(z), Some(i)) => Some(z.pool.members()[i].server.name.as_str()),

@@ -54,6 +54,9 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         grace_period_seconds: Some(config.node.drain_timeout.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: 1024,
+        // One current-thread runtime per thread: no task stealing between threads, whose
+        // bookkeeping costs more per request than the balance it buys for short proxy requests.
+        work_stealing: false,
         ..ServerConf::default()
     };
     // Pingora only uses the upgrade socket on SIGQUIT; keep it per process so two nodes on one
@@ -76,12 +79,20 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
     }
     for (protocol, h2c, addrs) in groups {
-        let mut proxy = pingora_proxy::http_proxy(&server_conf, EdgeProxy { node: node.clone() });
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = h2c;
-        proxy.server_options = Some(opts);
-        let app = CountConnections {
-            inner: Arc::new(proxy),
+        let proxy = |h2c: bool| {
+            let mut proxy =
+                pingora_proxy::http_proxy(&server_conf, EdgeProxy { node: node.clone() });
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = h2c;
+            proxy.server_options = Some(opts);
+            Arc::new(proxy)
+        };
+        // On TLS, ALPN picks the protocol inside the HTTP/1 app; on plain listeners with h2c,
+        // `ClientConnections` reads the preface itself and hands the stream to the right app.
+        let h2c = (protocol == ListenerProtocol::Http && h2c).then(|| proxy(true));
+        let app = ClientConnections {
+            http1: proxy(false),
+            h2c,
             open: node.metrics.open_connections.clone(),
         };
         let name = match protocol {
@@ -144,28 +155,87 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Wraps a Pingora app to count open client connections.
-struct CountConnections<A> {
-    inner: Arc<A>,
+/// The connection-level app of a listener: counts open client connections and, on plain
+/// listeners with h2c, tells HTTP/2 prior knowledge from HTTP/1 by the first bytes.
+struct ClientConnections<A> {
+    http1: Arc<A>,
+    /// The HTTP/2 app for h2c; `None` where h2c is off or the listener is TLS.
+    h2c: Option<Arc<A>>,
     open: IntGauge,
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         self.open.inc();
-        let out = self.inner.process_new(session, shutdown).await;
+        self.serve(session, shutdown).await;
         self.open.dec();
-        out
+        None
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await
+        self.http1.cleanup().await;
+        if let Some(h2c) = &self.h2c {
+            h2c.cleanup().await;
+        }
     }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> ClientConnections<A> {
+    /// Serves one client connection to its end, keep-alive requests included.
+    async fn serve(&self, session: Stream, shutdown: &ShutdownWatch) {
+        let mut stream = session;
+        if let Some(h2c) = &self.h2c {
+            match sniff_h2_preface(stream).await {
+                Some((s, true)) => {
+                    h2c.process_new(s, shutdown).await;
+                    return;
+                }
+                Some((s, false)) => stream = s,
+                None => return,
+            }
+        }
+        // Pingora hands a kept-alive HTTP/1 stream back for its next request.
+        while let Some(s) = self.http1.process_new(stream, shutdown).await {
+            stream = s;
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the first bytes of a plain connection until they either differ from the HTTP/2
+/// preface (HTTP/1) or complete it (h2c), then puts them back. Pingora's own check waits for
+/// 24 bytes, so a shorter HTTP/1 request such as `GET / HTTP/1.0\r\n\r\n` would hang.
+/// Returns `None` when the client closes first.
+async fn sniff_h2_preface(stream: Stream) -> Option<(Stream, bool)> {
+    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncReadExt;
+    if !stream.as_any().is::<L4Stream>() {
+        // Not a socket we can rewind (never the case for plain listeners): HTTP/1.
+        return Some((stream, false));
+    }
+    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut got = 0;
+    let h2 = loop {
+        match l4.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got += n,
+        }
+        if buf[..got] != H2_PREFACE[..got] {
+            break false;
+        }
+        if got == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    l4.rewind(&buf[..got]);
+    Some((l4, h2))
 }
 
 /// Reloads the configuration on SIGHUP.

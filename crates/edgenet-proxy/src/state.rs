@@ -87,6 +87,8 @@ pub struct Node {
     pub certs: Arc<SniResolver>,
     /// Set on SIGTERM: `/ready` answers 503 and the node drains.
     pub draining: AtomicBool,
+    /// This node's `Via` element for HTTP/1.0, HTTP/1.1 and HTTP/2 clients, built once.
+    pub via: [http::HeaderValue; 3],
     request_seq: AtomicU64,
     request_prefix: u32,
 }
@@ -107,8 +109,11 @@ impl Node {
             .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
             .unwrap_or(0)
             ^ std::process::id().rotate_left(16);
+        let name = snapshot.config.node.name.clone();
+        let via = ["1.0", "1.1", "2"].map(|v| crate::forwarding::via_value(v, &name));
         Ok(Node {
-            name: snapshot.config.node.name.clone(),
+            name,
+            via,
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             metrics,

@@ -204,6 +204,15 @@ fn unusable_certificates_are_errors_naming_the_file() {
             $DIR/edgenet.toml: zones[0].tls.key: "$DIR/other.key" does not match the certificate: keys may not be consistent: KeyMismatch
         "#]],
     );
+    // A device that never ends is refused, not read into memory.
+    assert_check(
+        &config("/dev/zero", "a.key"),
+        &[("a.key", key.as_bytes())],
+        1,
+        expect![[r#"
+            $DIR/edgenet.toml: zones[0].tls.cert: "/dev/zero" is larger than 1048576 bytes
+        "#]],
+    );
     // The certificate file given as the key.
     assert_check(
         &config("a.pem", "a.pem"),

@@ -374,6 +374,8 @@ fn malformed_requests_get_400_and_never_reach_the_origin() {
         ("invalid Content-Length", b"POST /upload HTTP/1.1\r\nHost: m.test\r\nContent-Length: 4x\r\n\r\nabcd".to_vec()),
         ("absolute-form for a host not served", b"GET http://evil.example/ HTTP/1.1\r\nHost: m.test\r\n\r\n".to_vec()),
         ("missing Host", b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n".to_vec()),
+        // Shorter than the HTTP/2 preface: must not wait for more bytes on an h2c listener.
+        ("no header at all", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
     ];
     for (what, req) in &cases {
         let resp = raw(pop.http, req);

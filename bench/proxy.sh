@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: edgenet against nginx as a reverse proxy, in one run, on loopback.
+#
+# Both proxies sit in front of the same origin (a separate nginx answering 1 KiB bodies) and do
+# the same work: keep-alive to the origin, X-Forwarded-For/-Proto and a request id added, no
+# access log. Each proxy is pinned to core 0 (one worker / one thread per listener); the load
+# generator and the origin share core 1. Figures are medians of REPEATS alternating runs.
+#
+#   pass-through   wrk, HTTP/1.1, 64 connections, 1 KiB responses: req/s and p99 latency
+#   h2 TLS         h2load, HTTP/2 over TLS 1.3, 4 connections x 100 concurrent streams: req/s
+#   handshakes     wrk over TLS with `Connection: close`: a new TLS 1.3 handshake per request
+#   idle RSS       VmRSS of the idle edgenet process after start-up
+#
+# The last line printed is one JSON object with the ratios edgenet/nginx.
+# Usage: bench/proxy.sh            (DURATION=10 REPEATS=3 by default; about 5 minutes)
+#        PERF=FILE bench/proxy.sh  also records a perf profile of edgenet's first pass-through run
+#        HOLD=1 bench/proxy.sh     starts everything, prints the ports and waits (for profiling)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+REPEATS=${REPEATS:-3}
+CONNS=64
+
+for tool in nginx wrk h2load taskset python3 curl; do
+  command -v "$tool" >/dev/null || missing="${missing:-} $tool"
+done
+if [ -n "${missing:-}" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      nginx wrk nghttp2-client util-linux python3 curl >/dev/null
+  else
+    echo "missing:$missing (install nginx wrk nghttp2-client util-linux python3 curl)" >&2
+    exit 1
+  fi
+fi
+if [ "$(nproc)" -lt 2 ]; then
+  echo "needs 2 cores: the proxy on core 0, the load on core 1" >&2
+  exit 1
+fi
+
+cargo build --release --locked --bin edgenet >&2
+EDGENET=$PWD/target/release/edgenet
+
+WORK=$(mktemp -d /tmp/edgenet-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+ORIGIN=$(free_port) E_HTTP=$(free_port) E_HTTPS=$(free_port) E_ADMIN=$(free_port)
+N_HTTP=$(free_port) N_HTTPS=$(free_port)
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
+
+# nginx needs its temp paths somewhere writable.
+nginx_common() {
+  cat <<CONF
+$USER_LINE
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 8192; }
+CONF
+}
+nginx_temp() {
+  for t in client_body proxy fastcgi uwsgi scgi; do echo "${t}_temp_path $WORK/$1-$t;"; done
+}
+
+# The origin: 1 KiB from memory, long keep-alive.
+{
+  nginx_common origin
+  echo "http { access_log off; default_type text/plain; keepalive_requests 10000000;"
+  nginx_temp origin
+  echo "server { listen 127.0.0.1:$ORIGIN backlog=4096; location / { return 200 \"$BODY\"; } } }"
+} >"$WORK/origin.conf"
+
+cat >"$WORK/edgenet.toml" <<CONF
+[node]
+name = "bench"
+threads = 1
+drain_timeout = "1s"
+
+[[listeners]]
+address = "127.0.0.1:$E_HTTP"
+protocol = "http"
+
+[[listeners]]
+address = "127.0.0.1:$E_HTTPS"
+protocol = "https"
+
+[admin]
+address = "127.0.0.1:$E_ADMIN"
+
+[access_log]
+output = "off"
+
+[[zones]]
+name = "bench"
+hostnames = ["localhost"]
+[zones.tls]
+cert = "bench.pem"
+key = "bench.key"
+generate_if_missing = true
+[zones.origins]
+connect_timeout = "1s"
+read_timeout = "10s"
+[[zones.origins.servers]]
+address = "127.0.0.1:$ORIGIN"
+CONF
+
+taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
+PIDS+=($!)
+taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet.toml" 2>"$WORK/edgenet.err" &
+EDGENET_PID=$!
+PIDS+=($EDGENET_PID)
+wait_port "$ORIGIN"
+wait_port "$E_HTTP"
+wait_port "$E_HTTPS"
+
+# nginx as the proxy, with edgenet's generated certificate (ECDSA P-256) for a fair handshake.
+{
+  nginx_common proxy
+  echo "http { access_log off; keepalive_requests 10000000;"
+  nginx_temp proxy
+  cat <<CONF
+upstream origin { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 10000000; }
+server {
+  listen 127.0.0.1:$N_HTTP backlog=4096;
+  listen 127.0.0.1:$N_HTTPS ssl http2 backlog=4096;
+  server_name localhost;
+  ssl_certificate $WORK/bench.pem;
+  ssl_certificate_key $WORK/bench.key;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  location / {
+    proxy_pass http://origin;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Request-Id \$request_id;
+    add_header X-Request-Id \$request_id;
+  }
+}
+}
+CONF
+} >"$WORK/proxy.conf"
+taskset -c 0 nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;' &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+wait_port "$N_HTTP"
+wait_port "$N_HTTPS"
+
+sleep 1
+IDLE_RSS_KIB=$(rss_kib "$EDGENET_PID")
+NGINX_RSS_KIB=0
+for p in $NGINX_PID $(pgrep -P "$NGINX_PID"); do NGINX_RSS_KIB=$((NGINX_RSS_KIB + $(rss_kib "$p"))); done
+
+# Both proxies answer the same body before anything is measured.
+for port in $E_HTTP $N_HTTP; do
+  got=$(curl -s "http://localhost:$port/" | wc -c)
+  [ "$got" = 1024 ] || { echo "port $port answered $got bytes, not 1024" >&2; exit 1; }
+done
+
+if [ -n "${HOLD:-}" ]; then
+  echo "origin $ORIGIN | edgenet pid $EDGENET_PID http $E_HTTP https $E_HTTPS | nginx pid $NGINX_PID http $N_HTTP https $N_HTTPS" >&2
+  echo "work dir $WORK; Ctrl-C or kill $$ to stop" >&2
+  sleep infinity &
+  wait $!
+fi
+
+# wrk's "99%  1.23ms" in milliseconds.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
+
+# Runs wrk; prints "req/s p99_ms"; fails on socket errors or non-2xx responses.
+run_wrk() {
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency "${@:2}")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+    echo "wrk reported errors: $out" >&2
+    exit 1
+  fi
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+  echo "$rps $p99"
+}
+
+# Runs h2load over TLS; prints req/s; fails when any request failed.
+run_h2load() {
+  local out
+  out=$(taskset -c 1 h2load -c4 -m100 -D "$DURATION" --warm-up-time=1 "https://localhost:$1/")
+  if ! grep -qE "^requests: .* 0 failed, 0 errored" <<<"$out"; then
+    echo "h2load reported failures: $out" >&2
+    exit 1
+  fi
+  grep -q "TLSv1.3" <<<"$out" || { echo "not TLS 1.3: $out" >&2; exit 1; }
+  grep -q "h2" <<<"$(grep 'Application protocol' <<<"$out")" || { echo "not h2: $out" >&2; exit 1; }
+  awk '/^finished in/ {print $4}' <<<"$out"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# Warm both (connection pools, page cache) before measuring.
+for port in $E_HTTP $N_HTTP; do
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://localhost:$port/" >/dev/null
+done
+
+declare -A RESULTS
+for r in $(seq "$REPEATS"); do
+  for who in edgenet nginx; do
+    if [ $who = edgenet ]; then http=$E_HTTP https=$E_HTTPS; else http=$N_HTTP https=$N_HTTPS; fi
+    if [ $who = edgenet ] && [ "$r" = 1 ] && [ -n "${PERF:-}" ]; then
+      perf record -F 999 -g -o "$PERF" -p "$EDGENET_PID" -- sleep "$DURATION" 2>/dev/null &
+      PERF_PID=$!
+    fi
+    read -r rps p99 < <(run_wrk "$CONNS" "http://localhost:$http/")
+    [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=; }
+    h2=$(run_h2load "$https")
+    read -r hs _ < <(run_wrk 16 -H "Connection: close" "https://localhost:$https/")
+    RESULTS[$who.rps]+="$rps "
+    RESULTS[$who.p99]+="$p99 "
+    RESULTS[$who.h2]+="$h2 "
+    RESULTS[$who.hs]+="$hs "
+    printf '%-8s run %d: pass-through %9.0f req/s p99 %6.2f ms | h2 TLS %9.0f req/s | TLS handshakes %7.0f /s\n' \
+      "$who" "$r" "$rps" "$p99" "$h2" "$hs" >&2
+  done
+done
+BUSY_RSS_KIB=$(rss_kib "$EDGENET_PID")
+
+med() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep . | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+E_RPS=$(med edgenet.rps) N_RPS=$(med nginx.rps)
+E_P99=$(med edgenet.p99) N_P99=$(med nginx.p99)
+E_H2=$(med edgenet.h2) N_H2=$(med nginx.h2)
+E_HS=$(med edgenet.hs) N_HS=$(med nginx.hs)
+IDLE_MB=$(awk -v k="$IDLE_RSS_KIB" 'BEGIN {printf "%.1f", k / 1024}')
+
+cat <<REPORT
+medians of $REPEATS runs of ${DURATION}s (edgenet | nginx | ratio):
+  pass-through 1 KiB, $CONNS conns   $E_RPS | $N_RPS req/s | $(ratio "$E_RPS" "$N_RPS")
+  pass-through p99                $E_P99 | $N_P99 ms | $(ratio "$E_P99" "$N_P99")
+  HTTP/2 TLS, 4x100 streams       $E_H2 | $N_H2 req/s | $(ratio "$E_H2" "$N_H2")
+  new TLS 1.3 handshakes          $E_HS | $N_HS /s | $(ratio "$E_HS" "$N_HS")
+  RSS idle                        $IDLE_MB MiB | nginx (master+worker) $((NGINX_RSS_KIB / 1024)) MiB
+  RSS after the runs              $((BUSY_RSS_KIB / 1024)) MiB
+REPORT
+printf '{"pass_through_vs_nginx": %s, "pass_through_p99_vs_nginx": %s, "h2_tls_vs_nginx": %s, "tls_handshakes_vs_nginx": %s, "idle_rss_mb": %s}\n' \
+  "$(ratio "$E_RPS" "$N_RPS")" "$(ratio "$E_P99" "$N_P99")" "$(ratio "$E_H2" "$N_H2")" \
+  "$(ratio "$E_HS" "$N_HS")" "$IDLE_MB"
