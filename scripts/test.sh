@@ -7,3 +7,5 @@ cargo clippy --all-targets --locked -- -D warnings
 # The integration tests start the real binary; build it once for every test to share.
 cargo build --locked --bin edgenet
 cargo nextest run --locked --workspace --no-fail-fast
+# Every parser of network bytes or operator text, 30 s per target with a fixed seed.
+./scripts/fuzz.sh

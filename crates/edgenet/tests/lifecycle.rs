@@ -163,34 +163,35 @@ fn streams_a_gib_up_and_down_with_bounded_memory() {
     );
     let gib = sparse_gib(&pop.dir.0);
     let gib = gib.to_str().unwrap();
-    let resp_file = pop.dir.0.join("resp");
-
-    // Upload with Content-Length.
-    let out = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "300", "-H", "Host: big.test"])
-        .args(["-T", gib, "-o"])
+    // Uploads `gib` with curl -T: from the file (Content-Length) or from stdin (chunked);
+    // returns the byte count the origin read.
+    let upload = |chunked: bool| -> serde_json::Value {
+        let resp_file = pop.dir.0.join("resp");
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-S",
+            "--max-time",
+            "300",
+            "-H",
+            "Host: big.test",
+            "-o",
+        ])
         .arg(&resp_file)
-        .args(["-w", "%{http_code}", &pop.url("/upload")])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-    let body: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&resp_file).unwrap()).unwrap();
-    assert_eq!(body["bytes"], 1u64 << 30, "upload with Content-Length");
-
-    // Upload chunked (curl reads stdin and sends Transfer-Encoding: chunked).
-    let out = Command::new("curl")
-        .args(["-s", "-S", "--max-time", "300", "-H", "Host: big.test"])
-        .args(["-T", "-", "-o"])
-        .arg(&resp_file)
-        .args(["-w", "%{http_code}", &pop.url("/upload")])
-        .stdin(std::fs::File::open(gib).unwrap())
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
-    let body: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&resp_file).unwrap()).unwrap();
-    assert_eq!(body["bytes"], 1u64 << 30, "chunked upload");
+        .args(["-w", "%{http_code}", &pop.url("/upload"), "-T"]);
+        if chunked {
+            cmd.arg("-").stdin(std::fs::File::open(gib).unwrap());
+        } else {
+            cmd.arg(gib);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        let body: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&resp_file).unwrap()).unwrap();
+        body["bytes"].clone()
+    };
+    assert_eq!(upload(false), 1u64 << 30, "upload with Content-Length");
+    assert_eq!(upload(true), 1u64 << 30, "chunked upload");
 
     // Download.
     let w = curl_big(&[
