@@ -7,6 +7,44 @@
 
 pub mod memory;
 pub mod policy;
+pub mod status;
+
+use std::time::Duration;
+
+use pingora_cache::eviction::lru::Manager;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
 pub use memory::MemoryStore;
-pub use policy::{decide, Decision, ZonePolicy};
+pub use policy::{decide, merge_not_modified, Decision, ZonePolicy};
+pub use status::{CacheStatus, Forward};
+
+/// Shards of the LRU eviction manager (fewer lock collisions between threads).
+const LRU_SHARDS: usize = 16;
+
+/// The node's cache: storage, the eviction manager that keeps it within its byte budget, and
+/// the lock that collapses concurrent misses. pingora-cache wants `'static` references, and a
+/// node has one cache for its whole life (reloads keep it), so the parts are leaked once.
+pub struct Cache {
+    /// The memory tier.
+    pub memory: &'static MemoryStore,
+    /// Least-recently-used eviction over the memory tier's byte budget.
+    pub eviction: &'static Manager<LRU_SHARDS>,
+    /// One fetch per key at a time; the others wait up to the lock timeout.
+    pub lock: &'static CacheKeyLockImpl,
+}
+
+impl Cache {
+    /// A cache with a memory budget and per-object limit in bytes, and the lock timeout.
+    pub fn new(memory_bytes: usize, max_object_bytes: usize, lock_timeout: Duration) -> Cache {
+        // Preallocate for objects of ~16 KiB on average; the LRU grows past it if needed.
+        let expected_objects = (memory_bytes / (16 * 1024)).clamp(1024, 1 << 20);
+        Cache {
+            memory: Box::leak(Box::new(MemoryStore::new(max_object_bytes))),
+            eviction: Box::leak(Box::new(Manager::with_capacity(
+                memory_bytes,
+                expected_objects,
+            ))),
+            lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
+        }
+    }
+}

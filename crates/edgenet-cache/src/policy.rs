@@ -182,6 +182,31 @@ pub fn decide(
     }
 }
 
+/// The stored response head freshened by a 304 (RFC 9111 section 4.3.4): every field the 304
+/// carries replaces the stored one, except those that describe the stored body's framing or
+/// encoding (section 3.2), which a 304 cannot change.
+pub fn merge_not_modified(stored: &ResponseHeader, not_modified: &HeaderMap) -> ResponseHeader {
+    const KEEP: [header::HeaderName; 5] = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::CONNECTION,
+    ];
+    let mut merged = stored.clone();
+    let names: Vec<&header::HeaderName> = not_modified.keys().collect();
+    for name in names {
+        if KEEP.contains(name) {
+            continue;
+        }
+        let _ = merged.remove_header(name);
+        for value in not_modified.get_all(name) {
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +232,34 @@ mod tests {
             Decision::Store { fresh_for, .. } => Some(fresh_for.as_secs()),
             Decision::DoNotStore(_) => None,
         }
+    }
+
+    #[test]
+    fn a_304_updates_stored_fields_but_not_framing() {
+        let stored = resp(
+            200,
+            &[
+                ("date", "Mon, 23 Nov 2026 11:00:00 GMT"),
+                ("cache-control", "max-age=60"),
+                ("content-length", "5"),
+                ("x-kept", "1"),
+            ],
+        );
+        let not_modified = resp(
+            304,
+            &[
+                ("date", "Mon, 23 Nov 2026 12:00:00 GMT"),
+                ("cache-control", "max-age=120"),
+                ("content-length", "0"),
+            ],
+        );
+        let merged = merge_not_modified(&stored, &not_modified.headers);
+        assert_eq!(merged.status, 200);
+        assert_eq!(merged.headers["date"], "Mon, 23 Nov 2026 12:00:00 GMT");
+        assert_eq!(merged.headers["cache-control"], "max-age=120");
+        assert_eq!(merged.headers["content-length"], "5");
+        assert_eq!(merged.headers["x-kept"], "1");
+        assert_eq!(fresh(&decide_get(&merged)), Some(120));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Config {
     pub access_log: AccessLog,
     /// Limits on client requests.
     pub limits: Limits,
+    /// The node's cache.
+    pub cache: CacheSettings,
     /// The zones, in file order.
     pub zones: Vec<Zone>,
 }
@@ -69,6 +71,26 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
 }
 
+/// The node's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The memory tier's budget in bytes.
+    pub memory_bytes: usize,
+    /// The largest object the memory tier stores, in bytes.
+    pub max_object_bytes: usize,
+    /// How long collapsed misses wait for the fetching request.
+    pub lock_timeout: std::time::Duration,
+}
+
+/// A zone's caching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneCache {
+    /// Whether the zone caches.
+    pub enabled: bool,
+    /// Whether responses with `Set-Cookie` are stored.
+    pub cache_set_cookie: bool,
+}
+
 /// A hostname pattern of a zone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum HostPattern {
@@ -105,6 +127,8 @@ pub struct Zone {
     pub request_headers: Vec<HeaderRule>,
     /// Response header rules.
     pub response_headers: Vec<HeaderRule>,
+    /// Caching.
+    pub cache: ZoneCache,
 }
 
 /// A zone's certificate.

@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// Limits on what a client may send.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The node's HTTP cache (every zone caches unless its `[zones.cache]` says otherwise).
+    #[serde(default)]
+    pub cache: CacheSection,
     /// The zones this node serves.
     #[serde(default)]
     pub zones: Vec<ZoneSection>,
@@ -142,6 +145,76 @@ fn default_max_header_bytes() -> usize {
     32 * 1024
 }
 
+/// A size in bytes: an integer, or a string with a unit (`"256MiB"`, `"1GiB"`, `"512KiB"`,
+/// `"100MB"`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Bytes.
+    Bytes(u64),
+    /// A number and a unit.
+    Text(String),
+}
+
+/// The node's HTTP cache.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// The memory tier's budget (bodies and headers); least recently used objects are evicted.
+    #[serde(default = "default_cache_memory")]
+    pub memory: ByteSize,
+    /// The largest object the memory tier stores; larger responses stream through unstored.
+    #[serde(default = "default_cache_max_object")]
+    pub max_object: ByteSize,
+    /// How long concurrent misses for one key wait for the one request fetching it before
+    /// going to the origin themselves.
+    #[serde(default = "default_cache_lock_timeout", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            memory: default_cache_memory(),
+            max_object: default_cache_max_object(),
+            lock_timeout: default_cache_lock_timeout(),
+        }
+    }
+}
+
+fn default_cache_memory() -> ByteSize {
+    ByteSize::Text("256MiB".into())
+}
+
+fn default_cache_max_object() -> ByteSize {
+    ByteSize::Text("16MiB".into())
+}
+
+fn default_cache_lock_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A zone's caching.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneCacheSection {
+    /// Cache responses as the origin's headers allow (RFC 9111). On by default.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Store responses that set cookies (the cookie is then replayed to every client).
+    #[serde(default)]
+    pub cache_set_cookie: bool,
+}
+
+impl Default for ZoneCacheSection {
+    fn default() -> Self {
+        ZoneCacheSection {
+            enabled: true,
+            cache_set_cookie: false,
+        }
+    }
+}
+
 /// One zone: a set of hostnames served from one origin pool.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +237,9 @@ pub struct ZoneSection {
     /// Rules applied to the response before it goes to the client, in order.
     #[serde(default)]
     pub response_headers: Vec<HeaderRuleSection>,
+    /// Caching for this zone.
+    #[serde(default)]
+    pub cache: ZoneCacheSection,
 }
 
 /// A zone's certificate.

@@ -90,6 +90,26 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// A size field as bytes; records an error (and returns `min`) when it is not a size of at
+    /// least `min`.
+    fn byte_size(&mut self, path: &str, size: &ByteSize, min: u64) -> usize {
+        let shown = match size {
+            ByteSize::Bytes(n) => n.to_string(),
+            ByteSize::Text(t) => t.clone(),
+        };
+        match parse_byte_size(size) {
+            Ok(n) if n >= min && usize::try_from(n).is_ok() => n as usize,
+            Ok(_) => {
+                self.err(path, shown, format!("must be at least {min} bytes"));
+                min as usize
+            }
+            Err(reason) => {
+                self.err(path, shown, reason);
+                min as usize
+            }
+        }
+    }
+
     fn err(
         &mut self,
         path: impl Into<String>,
@@ -138,6 +158,18 @@ impl Validator<'_> {
                 "must be between 1024 and 1048576",
             );
         }
+        let cache = CacheSettings {
+            memory_bytes: self.byte_size("cache.memory", &raw.cache.memory, 0),
+            max_object_bytes: self.byte_size("cache.max_object", &raw.cache.max_object, 1),
+            lock_timeout: raw.cache.lock_timeout,
+        };
+        if cache.lock_timeout.is_zero() || cache.lock_timeout > Duration::from_secs(300) {
+            self.err(
+                "cache.lock_timeout",
+                humantime::format_duration(cache.lock_timeout).to_string(),
+                "must be longer than zero and at most 5m",
+            );
+        }
         let zones = self.zones(&raw.zones);
         let has_https = listeners
             .iter()
@@ -156,6 +188,7 @@ impl Validator<'_> {
             admin,
             access_log,
             limits,
+            cache,
             zones,
         }
     }
@@ -326,6 +359,10 @@ impl Validator<'_> {
                 origins,
                 request_headers,
                 response_headers,
+                cache: ZoneCache {
+                    enabled: z.cache.enabled,
+                    cache_set_cookie: z.cache.cache_set_cookie,
+                },
             });
         }
         out
@@ -562,6 +599,35 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// Parses a size: bytes, or a number with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
+pub fn parse_byte_size(size: &ByteSize) -> Result<u64, String> {
+    let text = match size {
+        ByteSize::Bytes(n) => return Ok(*n),
+        ByteSize::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "is not a size like 256MiB or 1GiB".to_string())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "TB" => 1000 * 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return Err("has an unknown unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)".into()),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| "is too large".to_string())
 }
 
 fn valid_zone_name(name: &str) -> bool {

@@ -45,6 +45,8 @@ pub struct Entry<'a> {
     pub attempts: u32,
     /// The error, if the request failed.
     pub error: Option<String>,
+    /// The `Cache-Status` value sent (RFC 9211), if the request reached a zone.
+    pub cache: Option<String>,
 }
 
 /// A handle that queues lines for the writer thread.

@@ -8,13 +8,18 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use edgenet_cache::{CacheStatus, Decision, Forward, ZonePolicy};
 use edgenet_rules::apply_header_rules;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::Version;
+use pingora_cache::key::HashBinary;
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -57,6 +62,14 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     upstream_ms: Option<f64>,
     error: Option<String>,
+    /// The cache was enabled for this request (zone policy and method allow it).
+    cache_enabled: bool,
+    /// Why the response was not stored, when it was not.
+    not_stored: Option<&'static str>,
+    /// The Cache-Status value sent, for the access log.
+    cache_status: Option<String>,
+    /// The fields of an origin's 304 to a revalidation, to merge into the stored response.
+    not_modified: Option<http::HeaderMap>,
 }
 
 impl Ctx {
@@ -106,6 +119,89 @@ fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
         return (Some(a.as_str()), req.version != Version::HTTP_2);
     }
     (req.headers.get(HOST).and_then(|h| h.to_str().ok()), false)
+}
+
+/// The cache key's primary part: zone, scheme, host and target, each length-prefixed so that no
+/// two different requests frame to the same bytes.
+fn cache_primary_key(zone: &str, scheme: &str, host: &str, target: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(zone.len() + scheme.len() + host.len() + target.len() + 16);
+    for part in [zone, scheme, &host.to_ascii_lowercase(), target] {
+        key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+/// What the cache did for this request, from pingora-cache's phase and our own notes.
+fn cache_status(session: &Session, ctx: &Ctx, status: u16) -> CacheStatus<'static> {
+    let cache = &session.cache;
+    let ttl = || {
+        cache.maybe_cache_meta().map(|m| {
+            let now = SystemTime::now();
+            match m.fresh_until().duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            }
+        })
+    };
+    let collapsed = cache.lock_duration().is_some();
+    let mut s = CacheStatus {
+        collapsed,
+        ..CacheStatus::default()
+    };
+    if !ctx.cache_enabled {
+        s.fwd = Some(Forward::Bypass);
+        s.fwd_status = Some(status);
+        return s;
+    }
+    match cache.phase() {
+        CachePhase::Hit => {
+            s.hit = true;
+            s.ttl = ttl();
+        }
+        CachePhase::Stale | CachePhase::StaleUpdating => {
+            s.hit = true;
+            s.ttl = ttl();
+            s.detail = Some(if cache.phase() == CachePhase::StaleUpdating {
+                "stale-while-revalidate"
+            } else {
+                "stale-if-error"
+            });
+        }
+        CachePhase::Miss => {
+            s.fwd = Some(Forward::UriMiss);
+            s.fwd_status = Some(status);
+            s.stored = true;
+            s.ttl = ttl();
+        }
+        CachePhase::Expired => {
+            s.fwd = Some(Forward::Stale);
+            s.fwd_status = Some(status);
+            s.stored = true;
+            s.ttl = ttl();
+        }
+        CachePhase::Revalidated => {
+            s.hit = true;
+            s.fwd = Some(Forward::Stale);
+            s.fwd_status = Some(304);
+            s.ttl = ttl();
+        }
+        CachePhase::RevalidatedNoCache(_) => {
+            s.fwd = Some(Forward::Stale);
+            s.fwd_status = Some(304);
+            s.detail = ctx.not_stored;
+        }
+        CachePhase::Disabled(reason) => {
+            s.fwd = Some(Forward::UriMiss);
+            s.fwd_status = Some(status);
+            s.detail = Some(ctx.not_stored.unwrap_or(reason.as_str()));
+        }
+        CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => {
+            s.fwd = Some(Forward::Bypass);
+            s.fwd_status = Some(status);
+        }
+    }
+    s
 }
 
 impl EdgeProxy {
@@ -187,6 +283,10 @@ impl ProxyHttp for EdgeProxy {
             upstream_start: None,
             upstream_ms: None,
             error: None,
+            cache_enabled: false,
+            not_stored: None,
+            cache_status: None,
+            not_modified: None,
         }
     }
 
@@ -253,6 +353,124 @@ impl ProxyHttp for EdgeProxy {
         ctx.zone = Some(zone);
         ctx.snapshot = Some(snapshot);
         Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let Some(zone) = ctx.zone() else {
+            return Ok(());
+        };
+        let method = &session.req_header().method;
+        if !zone.config.cache.enabled
+            || (method != http::Method::GET && method != http::Method::HEAD)
+        {
+            return Ok(());
+        }
+        let c = &self.node.cache;
+        session
+            .cache
+            .enable(c.memory, Some(c.eviction), None, Some(c.lock), None);
+        ctx.cache_enabled = true;
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let req = session.req_header();
+        let zone = ctx.zone().map(|z| z.config.name.as_str()).unwrap_or("");
+        let scheme = if is_tls(session.digest()) {
+            "https"
+        } else {
+            "http"
+        };
+        let host = request_authority(req)
+            .0
+            .map(crate::router::host_without_port)
+            .unwrap_or("");
+        let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Ok(CacheKey::new(
+            cache_primary_key(zone, scheme, host, target),
+            "",
+        ))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let Some(zone) = ctx.zone() else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let req = session.req_header();
+        let policy = ZonePolicy {
+            cache_set_cookie: zone.config.cache.cache_set_cookie,
+        };
+        let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
+        let now = SystemTime::now();
+        // pingora-cache merges only a few fields of a 304; RFC 9111 section 4.3.4 wants them all
+        // (Date and Age above all, or the refreshed response would still look old).
+        let merged = ctx
+            .not_modified
+            .take()
+            .map(|fields| edgenet_cache::merge_not_modified(resp, &fields));
+        let resp = merged.as_ref().unwrap_or(resp);
+        match edgenet_cache::decide(&req.method, authorization, resp, &policy, now) {
+            Decision::Store {
+                fresh_for,
+                stale_while_revalidate,
+                stale_if_error,
+            } => Ok(RespCacheable::Cacheable(CacheMeta::new(
+                now + fresh_for,
+                now,
+                stale_while_revalidate,
+                stale_if_error,
+                resp.clone(),
+            ))),
+            Decision::DoNotStore(reason) => {
+                ctx.not_stored = Some(reason);
+                Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(reason)))
+            }
+        }
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let mut variance = VarianceBuilder::new();
+        for value in meta.headers().get_all(http::header::VARY) {
+            let Ok(names) = value.to_str() else { continue };
+            for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let name = name.to_ascii_lowercase();
+                let value = req
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .flat_map(|v| v.as_bytes().iter().copied().chain(*b","))
+                    .collect();
+                variance.add_owned_name_value(name, value);
+            }
+        }
+        variance.finalize()
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // stale-while-revalidate: pingora-cache has checked the stored response's window.
+            None => true,
+            // stale-if-error (RFC 5861 section 4): unreachable origins and 500, 502, 503, 504.
+            Some(e) => {
+                e.esource() == &ErrorSource::Upstream
+                    || matches!(e.etype(), ErrorType::HTTPStatus(500 | 502 | 503 | 504))
+            }
+        }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -363,10 +581,15 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if upstream_response.status == http::StatusCode::NOT_MODIFIED
+            && session.cache.phase() == CachePhase::Stale
+        {
+            ctx.not_modified = Some(upstream_response.headers.clone());
+        }
         if let (Some(start), None) = (ctx.upstream_start, ctx.upstream_ms) {
             let elapsed = start.elapsed();
             ctx.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
@@ -396,6 +619,14 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             resp.insert_header(REQUEST_ID, v)?;
+        }
+        if ctx.zone.is_some() {
+            let status = cache_status(session, ctx, resp.status.as_u16());
+            let value = status.header_value(&self.node.name);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.insert_header("cache-status", v)?;
+            }
+            ctx.cache_status = Some(value);
         }
         Ok(())
     }
@@ -505,6 +736,7 @@ impl ProxyHttp for EdgeProxy {
             origin,
             attempts: ctx.tried.len() as u32,
             error,
+            cache: ctx.cache_status.clone(),
         });
     }
 }

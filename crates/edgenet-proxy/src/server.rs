@@ -306,6 +306,11 @@ pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
             "{origin}: access_log: changing the access log needs a restart"
         ));
     }
+    if config.cache != old.cache {
+        errors.push(format!(
+            "{origin}: cache: changing the cache's size or lock timeout needs a restart"
+        ));
+    }
     if config.node != old.node {
         errors.push(format!(
             "{origin}: node: changing node settings needs a restart"

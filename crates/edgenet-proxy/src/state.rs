@@ -89,6 +89,8 @@ pub struct Node {
     pub draining: AtomicBool,
     /// This node's `Via` element for HTTP/1.0, HTTP/1.1 and HTTP/2 clients, built once.
     pub via: [http::HeaderValue; 3],
+    /// The HTTP cache, shared by every zone and kept across reloads.
+    pub cache: edgenet_cache::Cache,
     request_seq: AtomicU64,
     request_prefix: u32,
 }
@@ -110,10 +112,13 @@ impl Node {
             .unwrap_or(0)
             ^ std::process::id().rotate_left(16);
         let name = snapshot.config.node.name.clone();
+        let c = &snapshot.config.cache;
+        let cache = edgenet_cache::Cache::new(c.memory_bytes, c.max_object_bytes, c.lock_timeout);
         let via = ["1.0", "1.1", "2"].map(|v| crate::forwarding::via_value(v, &name));
         Ok(Node {
             name,
             via,
+            cache,
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             metrics,

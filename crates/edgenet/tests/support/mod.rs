@@ -77,6 +77,12 @@ impl Origin {
         r.body.trim().parse().unwrap()
     }
 
+    /// Requests the origin served for `path` (query ignored).
+    pub fn hits_for(&self, path: &str) -> u64 {
+        let r = curl(&[&format!("http://127.0.0.1:{}/hits?path={path}", self.port)]);
+        r.body.trim().parse().unwrap()
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -8,6 +8,10 @@ Prints its port on the first line of stdout, then serves until killed:
   POST|PUT /upload    reads the body (Content-Length or chunked) streaming; answers its size
   GET  /health        200, or the status set by POST /control/health?status=N
   GET  /hits          how many requests other than /hits, /health and /control were served
+  GET  /hits?path=P   how many requests for path P (query ignored) were served
+  ANY  /obj/...       a scripted response: ?status=N, ?body=TEXT, ?delay=MS and any number of
+                      ?h=Name:Value response headers; answers 304 to a matching If-None-Match
+                      (with ?h=ETag:...) or If-Modified-Since (with ?h=Last-Modified:...)
 """
 import json
 import sys
@@ -18,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "origin"
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-STATE = {"hits": 0, "health": 200}
+STATE = {"hits": 0, "health": 200, "paths": {}}
 LOCK = threading.Lock()
 CHUNK = b"x" * 65536
 
@@ -42,6 +46,7 @@ class Handler(BaseHTTPRequestHandler):
         if path not in ("/hits", "/health") and not path.startswith("/control"):
             with LOCK:
                 STATE["hits"] += 1
+                STATE["paths"][path] = STATE["paths"].get(path, 0) + 1
 
     def read_body(self):
         total = 0
@@ -75,7 +80,10 @@ class Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         self.count(url.path)
         if url.path == "/hits":
-            return self.send_body(200, str(STATE["hits"]).encode(), "text/plain")
+            n = STATE["paths"].get(q["path"], 0) if "path" in q else STATE["hits"]
+            return self.send_body(200, str(n).encode(), "text/plain")
+        if url.path.startswith("/obj/"):
+            return self.scripted(parse_qs(url.query))
         if url.path == "/health":
             return self.send_body(STATE["health"], b"health\n", "text/plain")
         if url.path == "/control/health":
@@ -107,6 +115,29 @@ class Handler(BaseHTTPRequestHandler):
             "body_bytes": body_len,
         }
         self.send_body(200, json.dumps(echo).encode())
+
+    def scripted(self, q):
+        self.read_body()
+        if "delay" in q:
+            time.sleep(int(q["delay"][0]) / 1000)
+        headers = [h.split(":", 1) for h in q.get("h", [])]
+        named = {k.strip().lower(): v.strip() for k, v in headers}
+        status = int(q.get("status", ["200"])[0])
+        inm = self.headers.get("If-None-Match")
+        ims = self.headers.get("If-Modified-Since")
+        if (inm and "etag" in named and inm == named["etag"]) or (
+            ims and "last-modified" in named and ims == named["last-modified"]
+        ):
+            status = 304
+        body = b"" if status == 304 else q.get("body", ["scripted body"])[0].encode()
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k.strip(), v.strip())
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
 
