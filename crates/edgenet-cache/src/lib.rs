@@ -7,6 +7,7 @@
 
 pub mod memory;
 pub mod policy;
+pub mod purge;
 pub mod status;
 
 use std::time::Duration;
@@ -16,7 +17,11 @@ use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
 pub use memory::MemoryStore;
 pub use policy::{decide, merge_not_modified, Decision, ZonePolicy};
+pub use purge::{PurgeRequest, Purges};
 pub use status::{CacheStatus, Forward};
+
+/// Purge rules kept per zone before the oldest fold into a zone-wide purge.
+const MAX_PURGE_RULES: usize = 100_000;
 
 /// Shards of the LRU eviction manager (fewer lock collisions between threads).
 const LRU_SHARDS: usize = 16;
@@ -31,6 +36,8 @@ pub struct Cache {
     pub eviction: &'static Manager<LRU_SHARDS>,
     /// One fetch per key at a time; the others wait up to the lock timeout.
     pub lock: &'static CacheKeyLockImpl,
+    /// Purge rules, checked on every hit.
+    pub purges: Purges,
 }
 
 impl Cache {
@@ -45,6 +52,7 @@ impl Cache {
                 expected_objects,
             ))),
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
+            purges: Purges::new(MAX_PURGE_RULES),
         }
     }
 }

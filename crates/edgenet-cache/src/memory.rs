@@ -22,6 +22,7 @@ use pingora_error::{Error, ErrorType, Result};
 
 /// A stored object: serialized meta and the body chunks with their start offsets.
 struct Object {
+    primary: HashBinary,
     meta: (Vec<u8>, Vec<u8>),
     body: Arc<Body>,
 }
@@ -42,6 +43,8 @@ impl Body {
 /// The memory tier.
 pub struct MemoryStore {
     objects: RwLock<HashMap<HashBinary, Arc<Object>>>,
+    /// How many variants each primary key (URL) has stored.
+    primaries: RwLock<HashMap<HashBinary, usize>>,
     max_object_bytes: usize,
     stored_bytes: AtomicUsize,
 }
@@ -51,6 +54,7 @@ impl MemoryStore {
     pub fn new(max_object_bytes: usize) -> MemoryStore {
         MemoryStore {
             objects: RwLock::new(HashMap::new()),
+            primaries: RwLock::new(HashMap::new()),
             max_object_bytes,
             stored_bytes: AtomicUsize::new(0),
         }
@@ -71,25 +75,39 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// Whether any variant of the URL with this primary key is stored.
+    pub fn has_primary(&self, primary: &HashBinary) -> bool {
+        self.primaries.read().contains_key(primary)
+    }
+
     fn insert(&self, key: HashBinary, object: Object) {
         let weight = object.body.weight(&object.meta);
+        let primary = object.primary;
         let old = self.objects.write().insert(key, Arc::new(object));
         self.stored_bytes.fetch_add(weight, Ordering::Relaxed);
-        if let Some(old) = old {
-            self.stored_bytes
-                .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
+        match old {
+            Some(old) => {
+                self.stored_bytes
+                    .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
+            }
+            None => *self.primaries.write().entry(primary).or_default() += 1,
         }
     }
 
     fn remove(&self, key: &HashBinary) -> bool {
-        match self.objects.write().remove(key) {
-            Some(old) => {
-                self.stored_bytes
-                    .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
-                true
+        let Some(old) = self.objects.write().remove(key) else {
+            return false;
+        };
+        self.stored_bytes
+            .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
+        let mut primaries = self.primaries.write();
+        if let Some(n) = primaries.get_mut(&old.primary) {
+            *n -= 1;
+            if *n == 0 {
+                primaries.remove(&old.primary);
             }
-            None => false,
         }
+        true
     }
 }
 
@@ -126,6 +144,7 @@ impl Storage for MemoryStore {
         Ok(Box::new(MemoryMiss {
             store: self,
             key: key.combined_bin(),
+            primary: key.primary_bin(),
             meta: Some(meta),
             chunks: Vec::new(),
             starts: Vec::new(),
@@ -166,6 +185,7 @@ impl Storage for MemoryStore {
         objects.insert(
             hash,
             Arc::new(Object {
+                primary: old.primary,
                 meta,
                 body: old.body.clone(),
             }),
@@ -251,6 +271,7 @@ impl HandleHit for MemoryHit {
 struct MemoryMiss {
     store: &'static MemoryStore,
     key: HashBinary,
+    primary: HashBinary,
     meta: Option<(Vec<u8>, Vec<u8>)>,
     chunks: Vec<Bytes>,
     starts: Vec<usize>,
@@ -289,6 +310,7 @@ impl HandleMiss for MemoryMiss {
         self.store.insert(
             self.key,
             Object {
+                primary: self.primary,
                 meta,
                 body: Arc::new(body),
             },
@@ -343,6 +365,7 @@ mod tests {
         let (_, mut hit) = s.lookup(&key, &span).await.unwrap().unwrap();
         assert_eq!(read_all(&mut hit).await, "hello cached world");
         assert!(s.stored_bytes() >= 18);
+        assert!(s.has_primary(&key.primary_bin()));
     }
 
     #[tokio::test]
@@ -399,5 +422,6 @@ mod tests {
         assert_eq!(out, PurgeOutcome::Purged(None));
         assert!(s.lookup(&small, &span).await.unwrap().is_none());
         assert_eq!(s.stored_bytes(), 0);
+        assert!(!s.has_primary(&small.primary_bin()));
     }
 }

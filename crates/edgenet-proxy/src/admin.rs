@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text), `/health` (the process is alive) and
-//! `/ready` (the node wants traffic: configured and not draining).
+//! The admin listener: `/metrics` (Prometheus text), `/health` (the process is alive),
+//! `/ready` (the node wants traffic: configured and not draining) and `POST /cache/purge`.
+//!
+//! The admin listener has no authentication: bind it to a private address.
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ impl ServeHttp for Admin {
                 self.node.metrics.render(),
             ),
             "/health" => text(200, "text/plain", b"ok\n".to_vec()),
+            "/cache/purge" => self.purge(session).await,
             "/ready" => {
                 let snap = self.node.snapshot.load();
                 if self.node.is_ready() {
@@ -52,8 +55,97 @@ impl ServeHttp for Admin {
             _ => text(
                 404,
                 "text/plain",
-                b"not found: try /metrics, /health or /ready\n".to_vec(),
+                b"not found: try /metrics, /health, /ready or POST /cache/purge\n".to_vec(),
             ),
         }
+    }
+}
+
+/// The body of `POST /cache/purge`: a zone and exactly one of the purge kinds.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    zone: String,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+    #[serde(default)]
+    prefixes: Option<Vec<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    everything: bool,
+}
+
+/// The largest purge request body read.
+const MAX_PURGE_BODY: usize = 1 << 20;
+
+fn json(status: u16, value: serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = value.to_string().into_bytes();
+    body.push(b'\n');
+    text(status, "application/json", body)
+}
+
+fn json_error(status: u16, message: String) -> Response<Vec<u8>> {
+    json(
+        status,
+        serde_json::json!({"success": false, "errors": [{"message": message}]}),
+    )
+}
+
+impl Admin {
+    /// `POST /cache/purge` with `{"zone": "z", "urls": [...]}` (or `prefixes`, `tags`,
+    /// `everything: true`). Effective for the next request.
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if session.req_header().method != http::Method::POST {
+            return json_error(405, "use POST with a JSON body".into());
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_PURGE_BODY {
+                        return json_error(413, format!("body over {MAX_PURGE_BODY} bytes"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return json_error(400, format!("reading the body: {e}")),
+            }
+        }
+        let req: PurgeBody = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return json_error(400, format!("body: {e}")),
+        };
+        let snapshot = self.node.snapshot.load();
+        if !snapshot.config.zones.iter().any(|z| z.name == req.zone) {
+            return json_error(
+                404,
+                format!("zone: {:?} is not served by this node", req.zone),
+            );
+        }
+        use edgenet_cache::PurgeRequest;
+        let kinds = [
+            req.urls.map(PurgeRequest::Urls),
+            req.prefixes.map(PurgeRequest::Prefixes),
+            req.tags.map(PurgeRequest::Tags),
+            req.everything.then_some(PurgeRequest::Everything),
+        ];
+        let mut kinds = kinds.into_iter().flatten();
+        let (Some(purge), None) = (kinds.next(), kinds.next()) else {
+            return json_error(
+                400,
+                "give exactly one of urls, prefixes, tags or everything: true".into(),
+            );
+        };
+        let rules = self
+            .node
+            .cache
+            .purges
+            .purge(&req.zone, &purge, std::time::SystemTime::now());
+        tracing::info!(zone = %req.zone, ?purge, "cache purge");
+        json(
+            200,
+            serde_json::json!({"success": true, "result": {"zone": req.zone, "rules": rules}}),
+        )
     }
 }

@@ -16,9 +16,10 @@ use edgenet_cache::{CacheStatus, Decision, Forward, ZonePolicy};
 use edgenet_rules::apply_header_rules;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::Version;
-use pingora_cache::key::HashBinary;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::HitHandler;
 use pingora_cache::{
-    CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -121,15 +122,29 @@ fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
     (req.headers.get(HOST).and_then(|h| h.to_str().ok()), false)
 }
 
-/// The cache key's primary part: zone, scheme, host and target, each length-prefixed so that no
-/// two different requests frame to the same bytes.
-fn cache_primary_key(zone: &str, scheme: &str, host: &str, target: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(zone.len() + scheme.len() + host.len() + target.len() + 16);
-    for part in [zone, scheme, &host.to_ascii_lowercase(), target] {
+/// The request's host (no port, lower case) and target: what purges name as a URL.
+fn cache_url(req: &RequestHeader) -> String {
+    let host = request_authority(req)
+        .0
+        .map(crate::router::host_without_port)
+        .unwrap_or("");
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut url = String::with_capacity(host.len() + target.len());
+    url.push_str(&host.to_ascii_lowercase());
+    url.push_str(target);
+    url
+}
+
+/// The cache key: zone, scheme, then host and target, each length-prefixed so that no two
+/// different requests frame to the same bytes.
+fn cache_key(zone: &str, scheme: &str, req: &RequestHeader) -> CacheKey {
+    let url = cache_url(req);
+    let mut key = Vec::with_capacity(zone.len() + scheme.len() + url.len() + 12);
+    for part in [zone, scheme, &url] {
         key.extend_from_slice(&(part.len() as u32).to_be_bytes());
         key.extend_from_slice(part.as_bytes());
     }
-    key
+    CacheKey::new(key, "")
 }
 
 /// What the cache did for this request, from pingora-cache's phase and our own notes.
@@ -374,22 +389,38 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        let req = session.req_header();
         let zone = ctx.zone().map(|z| z.config.name.as_str()).unwrap_or("");
         let scheme = if is_tls(session.digest()) {
             "https"
         } else {
             "http"
         };
-        let host = request_authority(req)
-            .0
-            .map(crate::router::host_without_port)
-            .unwrap_or("");
-        let target = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Ok(CacheKey::new(
-            cache_primary_key(zone, scheme, host, target),
-            "",
-        ))
+        Ok(cache_key(zone, scheme, session.req_header()))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let Some(zone) = ctx.zone() else {
+            return Ok(None);
+        };
+        let url = cache_url(session.req_header());
+        let tags = meta
+            .headers()
+            .get_all("cache-tag")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(edgenet_cache::purge::split_tags);
+        let purges = &self.node.cache.purges;
+        if purges.is_purged(&zone.config.name, &url, tags, meta.created()) {
+            return Ok(Some(ForcedFreshness::ForceMiss));
+        }
+        Ok(None)
     }
 
     fn response_cache_filter(
@@ -619,6 +650,26 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             resp.insert_header(REQUEST_ID, v)?;
+        }
+        // RFC 9111 section 4.4: a successful unsafe request invalidates the stored responses
+        // for its target URI. A rule is only recorded when something is stored for it.
+        let method = &session.req_header().method;
+        if !method.is_safe() && resp.status.as_u16() < 400 {
+            if let Some(zone) = ctx.zone() {
+                let req = session.req_header();
+                let memory = self.node.cache.memory;
+                let stored = ["http", "https"].iter().any(|scheme| {
+                    memory.has_primary(&cache_key(&zone.config.name, scheme, req).primary_bin())
+                });
+                if stored {
+                    let url = cache_url(req);
+                    let purge = edgenet_cache::PurgeRequest::Urls(vec![url]);
+                    self.node
+                        .cache
+                        .purges
+                        .purge(&zone.config.name, &purge, SystemTime::now());
+                }
+            }
         }
         if ctx.zone.is_some() {
             let status = cache_status(session, ctx, resp.status.as_u16());

@@ -146,3 +146,140 @@ fn vary_keeps_separate_variants() {
     assert!(cache_status(&r).contains("detail=vary-star"), "{r:?}");
     assert_eq!(o.hits_for("/obj/varystar"), 2);
 }
+
+/// POSTs a purge to the admin API and checks it was accepted.
+fn purge(pop: &Pop, body: &str) {
+    let r = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        body,
+        &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["success"], true);
+}
+
+#[test]
+fn purge_by_url_prefix_tag_and_zone_takes_effect_at_once() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let cc = "Cache-Control: max-age=600";
+    let paths = [
+        obj("url", &[cc], ""),
+        obj("img-1", &[cc], ""),
+        obj("tagged", &[cc, "Cache-Tag: home, product-7"], ""),
+        obj("other", &[cc], ""),
+    ];
+    let warm = |p: &str| cache_status(&get(&pop, p, &[])).to_string();
+    for p in &paths {
+        warm(p);
+        assert!(warm(p).contains("hit"), "{p} cached");
+    }
+    let url = format!("http://c.test{}", paths[0]);
+    purge(&pop, &format!(r#"{{"zone": "c", "urls": ["{url}"]}}"#));
+    assert!(
+        warm(&paths[0]).contains("fwd=uri-miss"),
+        "purged URL refetched"
+    );
+    assert!(warm(&paths[3]).contains("hit"), "other URLs stay");
+    purge(&pop, r#"{"zone": "c", "prefixes": ["c.test/obj/img-"]}"#);
+    assert!(warm(&paths[1]).contains("fwd=uri-miss"));
+    purge(&pop, r#"{"zone": "c", "tags": ["product-7"]}"#);
+    assert!(warm(&paths[2]).contains("fwd=uri-miss"));
+    assert!(warm(&paths[3]).contains("hit"));
+    purge(&pop, r#"{"zone": "c", "everything": true}"#);
+    assert!(warm(&paths[3]).contains("fwd=uri-miss"));
+    assert_eq!(o.hits_for("/obj/url"), 2);
+    assert_eq!(o.hits_for("/obj/other"), 2);
+    // Bad requests name what is wrong.
+    let r = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        r#"{"zone": "nope", "everything": true}"#,
+        &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
+    ]);
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("nope"), "{}", r.body);
+}
+
+#[test]
+fn a_successful_unsafe_request_invalidates_the_stored_response() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("item", &["Cache-Control: max-age=600"], "");
+    get(&pop, &path, &[]);
+    assert!(cache_status(&get(&pop, &path, &[])).contains("hit"));
+    let r = get(&pop, &path, &["-X", "POST", "--data-binary", "x"]);
+    assert_eq!(r.status, 200);
+    assert!(cache_status(&r).contains("fwd=bypass"), "{r:?}");
+    assert!(cache_status(&get(&pop, &path, &[])).contains("fwd=uri-miss"));
+    assert_eq!(o.hits_for("/obj/item"), 3);
+}
+
+#[test]
+fn head_is_answered_from_a_cached_get() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("head", &["Cache-Control: max-age=600"], "body=twelve_bytes");
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &["-I"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some("12"));
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/head"), 1);
+}
+
+#[test]
+fn ranges_are_served_from_the_cached_full_object() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("range", &["Cache-Control: max-age=600"], "body=0123456789");
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &["-H", "Range: bytes=2-5"]);
+    assert_eq!((r.status, r.body.as_str()), (206, "2345"), "{r:?}");
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/10"));
+    let r = get(&pop, &path, &["-H", "Range: bytes=50-60"]);
+    assert_eq!(r.status, 416, "{r:?}");
+    assert_eq!(o.hits_for("/obj/range"), 1);
+}
+
+#[test]
+fn set_cookie_and_authorization_responses_are_not_shared() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj(
+        "cookie",
+        &["Cache-Control: max-age=600", "Set-Cookie: s=1"],
+        "",
+    );
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &[]);
+    assert!(cache_status(&r).contains("detail=set-cookie"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/cookie"), 2);
+
+    let path = obj("auth", &["Cache-Control: max-age=600"], "");
+    get(&pop, &path, &["-H", "Authorization: Bearer x"]);
+    get(&pop, &path, &["-H", "Authorization: Bearer x"]);
+    assert_eq!(o.hits_for("/obj/auth"), 2, "section 3.5: not stored");
+    let path = obj("authpublic", &["Cache-Control: public, max-age=600"], "");
+    get(&pop, &path, &["-H", "Authorization: Bearer x"]);
+    get(&pop, &path, &["-H", "Authorization: Bearer x"]);
+    assert_eq!(o.hits_for("/obj/authpublic"), 1, "public allows it");
+}
+
+#[test]
+fn last_modified_gives_heuristic_freshness() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj(
+        "heuristic",
+        &["Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT"],
+        "",
+    );
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &[]);
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/heuristic"), 1);
+}

@@ -265,6 +265,8 @@ pub struct Resp {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub http_version: String,
+    /// curl's own messages (errors, `-v` output), for failure reports.
+    pub stderr: String,
 }
 
 impl Resp {
@@ -318,6 +320,7 @@ pub fn curl(args: &[&str]) -> Resp {
         headers,
         body,
         http_version,
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
 
