@@ -671,6 +671,21 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         }
+        // Age of a response from cache (RFC 9111 section 4.2.3): the age it arrived with plus
+        // the time it has been stored. pingora-cache counts only the latter.
+        if matches!(
+            session.cache.phase(),
+            CachePhase::Hit
+                | CachePhase::Stale
+                | CachePhase::StaleUpdating
+                | CachePhase::Revalidated
+        ) {
+            if let Some(meta) = session.cache.maybe_cache_meta() {
+                let initial = edgenet_cache::policy::age_on_arrival(meta.headers(), meta.epoch());
+                let age = (initial + meta.age()).as_secs();
+                resp.insert_header(http::header::AGE, age.to_string())?;
+            }
+        }
         if ctx.zone.is_some() {
             let status = cache_status(session, ctx, resp.status.as_u16());
             let value = status.header_value(&self.node.name);

@@ -283,3 +283,71 @@ fn last_modified_gives_heuristic_freshness() {
     assert!(cache_status(&r).contains("hit"), "{r:?}");
     assert_eq!(o.hits_for("/obj/heuristic"), 1);
 }
+
+#[test]
+fn a_hit_carries_its_age() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("age", &["Cache-Control: max-age=600", "Age: 100"], "");
+    get(&pop, &path, &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = get(&pop, &path, &[]);
+    let age: u64 = r.header("age").expect("Age on a hit").parse().unwrap();
+    assert!((101..=103).contains(&age), "age {age}: {r:?}");
+}
+
+#[test]
+fn stale_while_revalidate_serves_stale_at_once_and_refreshes_in_the_background() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj(
+        "swr",
+        &["Cache-Control: max-age=1, stale-while-revalidate=60"],
+        "delay=300",
+    );
+    get(&pop, &path, &[]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let started = std::time::Instant::now();
+    let r = get(&pop, &path, &[]);
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "served without waiting for the 300 ms origin"
+    );
+    assert!(
+        cache_status(&r).contains("hit") && cache_status(&r).contains("stale-while-revalidate"),
+        "{r:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || o.hits_for("/obj/swr") == 2),
+        "refreshed in the background"
+    );
+    let r = get(&pop, &path, &[]);
+    assert!(cache_status(&r).contains("hit; ttl="), "{r:?}");
+}
+
+#[test]
+fn stale_if_error_serves_stale_when_the_origin_fails() {
+    let mut o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj(
+        "sie",
+        &["Cache-Control: max-age=1, stale-if-error=60"],
+        "body=kept",
+    );
+    get(&pop, &path, &[]);
+    o.stop();
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = get(&pop, &path, &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "kept"), "{r:?}");
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+
+    // Without stale-if-error, a stale object is not served when the origin is down.
+    let o2 = Origin::start("o2");
+    let pop2 = Pop::start(&zone("c", &["c.test"], &[o2.addr()], ""));
+    let path = obj("strict", &["Cache-Control: max-age=1"], "");
+    get(&pop2, &path, &[]);
+    drop(o2);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(&pop2, &path, &[]).status, 502);
+}
