@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -47,6 +47,7 @@ pub struct MemoryStore {
     primaries: RwLock<HashMap<HashBinary, usize>>,
     max_object_bytes: usize,
     stored_bytes: AtomicUsize,
+    evictions: AtomicU64,
 }
 
 impl MemoryStore {
@@ -57,12 +58,18 @@ impl MemoryStore {
             primaries: RwLock::new(HashMap::new()),
             max_object_bytes,
             stored_bytes: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
         }
     }
 
     /// Bytes held (bodies and serialized headers).
     pub fn stored_bytes(&self) -> usize {
         self.stored_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Objects evicted to stay within the byte budget, since start.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 
     /// Objects held.
@@ -155,7 +162,7 @@ impl Storage for MemoryStore {
     async fn purge(
         &'static self,
         target: PurgeTarget<'_>,
-        _purge_type: PurgeType,
+        purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         // Entries are identified by key alone here; an exact target with an id is not ours.
@@ -163,6 +170,9 @@ impl Storage for MemoryStore {
             return Ok(PurgeOutcome::NotFound);
         }
         if self.remove(&target.key().combined_bin()) {
+            if matches!(purge_type, PurgeType::Eviction) {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(PurgeOutcome::Purged(None))
         } else {
             Ok(PurgeOutcome::NotFound)

@@ -33,11 +33,14 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
         match path.as_str() {
-            "/metrics" => text(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.node.metrics.render(),
-            ),
+            "/metrics" => {
+                self.update_cache_gauges();
+                text(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    self.node.metrics.render(),
+                )
+            }
             "/health" => text(200, "text/plain", b"ok\n".to_vec()),
             "/cache/purge" => self.purge(session).await,
             "/ready" => {
@@ -93,6 +96,20 @@ fn json_error(status: u16, message: String) -> Response<Vec<u8>> {
 }
 
 impl Admin {
+    /// Storage-level cache figures are read from the tiers when scraped.
+    fn update_cache_gauges(&self) {
+        let m = &self.node.metrics;
+        let memory = self.node.cache.memory;
+        m.cache_stored_bytes
+            .with_label_values(&["memory"])
+            .set(memory.stored_bytes() as i64);
+        m.cache_objects
+            .with_label_values(&["memory"])
+            .set(memory.len() as i64);
+        let evictions = m.cache_evictions.with_label_values(&["memory"]);
+        evictions.inc_by(memory.evictions().saturating_sub(evictions.get()));
+    }
+
     /// `POST /cache/purge` with `{"zone": "z", "urls": [...]}` (or `prefixes`, `tags`,
     /// `everything: true`). Effective for the next request.
     async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {

@@ -33,7 +33,27 @@ pub struct Metrics {
     pub origin_up: IntGaugeVec,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
+    cache_requests: IntCounterVec,
+    cache_collapsed: IntCounterVec,
+    cache_served_bytes: IntCounterVec,
+    /// Bytes held by each cache tier (set at scrape time).
+    pub cache_stored_bytes: IntGaugeVec,
+    /// Objects held by each cache tier (set at scrape time).
+    pub cache_objects: IntGaugeVec,
+    /// Objects evicted from each cache tier to stay in budget.
+    pub cache_evictions: IntCounterVec,
 }
+
+/// How the cache handled a request, as metric labels.
+pub const CACHE_RESULTS: [&str; 7] = [
+    "hit",
+    "miss",
+    "expired",
+    "revalidated",
+    "stale",
+    "bypass",
+    "uncacheable",
+];
 
 /// Metric handles of one zone.
 pub struct ZoneMetrics {
@@ -43,6 +63,9 @@ pub struct ZoneMetrics {
     /// Time to the origin's response head.
     pub upstream_duration: Histogram,
     upstream_errors: Vec<IntCounter>,
+    cache_requests: Vec<IntCounter>,
+    cache_collapsed: IntCounter,
+    cache_served_bytes: IntCounter,
 }
 
 /// Kinds of upstream failure, as metric labels.
@@ -58,6 +81,16 @@ impl ZoneMetrics {
     /// Counts one upstream error of kind index `kind` (see [`UPSTREAM_ERRORS`]).
     pub fn upstream_error(&self, kind: usize) {
         self.upstream_errors[kind].inc();
+    }
+
+    /// Counts how the cache handled one request: `result` indexes [`CACHE_RESULTS`]; `served`
+    /// is the body bytes sent from cache (0 when the body came from the origin).
+    pub fn cache(&self, result: usize, collapsed: bool, served: u64) {
+        self.cache_requests[result].inc();
+        if collapsed {
+            self.cache_collapsed.inc();
+        }
+        self.cache_served_bytes.inc_by(served);
     }
 }
 
@@ -138,8 +171,59 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
         )
         .expect("valid");
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "edgenet_cache_requests_total",
+                "Requests by zone and how the cache handled them",
+            ),
+            &["zone", "result"],
+        )
+        .expect("valid");
+        let cache_collapsed = IntCounterVec::new(
+            Opts::new(
+                "edgenet_cache_collapsed_total",
+                "Requests that waited for another request's fetch of the same object",
+            ),
+            &["zone"],
+        )
+        .expect("valid");
+        let cache_served_bytes = IntCounterVec::new(
+            Opts::new(
+                "edgenet_cache_served_bytes_total",
+                "Body bytes served from the cache",
+            ),
+            &["zone"],
+        )
+        .expect("valid");
+        let cache_stored_bytes = IntGaugeVec::new(
+            Opts::new(
+                "edgenet_cache_stored_bytes",
+                "Bytes held by each cache tier",
+            ),
+            &["tier"],
+        )
+        .expect("valid");
+        let cache_objects = IntGaugeVec::new(
+            Opts::new("edgenet_cache_objects", "Objects held by each cache tier"),
+            &["tier"],
+        )
+        .expect("valid");
+        let cache_evictions = IntCounterVec::new(
+            Opts::new(
+                "edgenet_cache_evictions_total",
+                "Objects evicted from each cache tier to stay within its budget",
+            ),
+            &["tier"],
+        )
+        .expect("valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_requests.clone()),
+            Box::new(cache_collapsed.clone()),
+            Box::new(cache_served_bytes.clone()),
+            Box::new(cache_stored_bytes.clone()),
+            Box::new(cache_objects.clone()),
+            Box::new(cache_evictions.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_errors.clone()),
@@ -168,6 +252,12 @@ impl Metrics {
             reloads,
             origin_up,
             access_log_dropped,
+            cache_requests,
+            cache_collapsed,
+            cache_served_bytes,
+            cache_stored_bytes,
+            cache_objects,
+            cache_evictions,
         }
     }
 
@@ -187,6 +277,12 @@ impl Metrics {
                 .iter()
                 .map(|k| self.upstream_errors.with_label_values(&[zone, k]))
                 .collect(),
+            cache_requests: CACHE_RESULTS
+                .iter()
+                .map(|r| self.cache_requests.with_label_values(&[zone, r]))
+                .collect(),
+            cache_collapsed: self.cache_collapsed.with_label_values(&[zone]),
+            cache_served_bytes: self.cache_served_bytes.with_label_values(&[zone]),
         }
     }
 

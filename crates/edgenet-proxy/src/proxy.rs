@@ -69,6 +69,9 @@ pub struct Ctx {
     not_stored: Option<&'static str>,
     /// The Cache-Status value sent, for the access log.
     cache_status: Option<String>,
+    /// How the cache handled the request (an index into `metrics::CACHE_RESULTS`), whether it
+    /// waited on another request's fetch, and whether the body came from the cache.
+    cache_result: Option<(usize, bool, bool)>,
     /// The fields of an origin's 304 to a revalidation, to merge into the stored response.
     not_modified: Option<http::HeaderMap>,
 }
@@ -145,6 +148,22 @@ fn cache_key(zone: &str, scheme: &str, req: &RequestHeader) -> CacheKey {
         key.extend_from_slice(part.as_bytes());
     }
     CacheKey::new(key, "")
+}
+
+/// The `metrics::CACHE_RESULTS` index for this request.
+fn cache_result(session: &Session, ctx: &Ctx) -> usize {
+    if !ctx.cache_enabled {
+        return 5;
+    }
+    match session.cache.phase() {
+        CachePhase::Hit => 0,
+        CachePhase::Miss => 1,
+        CachePhase::Expired => 2,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => 3,
+        CachePhase::Stale | CachePhase::StaleUpdating => 4,
+        CachePhase::Disabled(_) => 6,
+        CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => 5,
+    }
 }
 
 /// What the cache did for this request, from pingora-cache's phase and our own notes.
@@ -301,6 +320,7 @@ impl ProxyHttp for EdgeProxy {
             cache_enabled: false,
             not_stored: None,
             cache_status: None,
+            cache_result: None,
             not_modified: None,
         }
     }
@@ -688,6 +708,7 @@ impl ProxyHttp for EdgeProxy {
         }
         if ctx.zone.is_some() {
             let status = cache_status(session, ctx, resp.status.as_u16());
+            ctx.cache_result = Some((cache_result(session, ctx), status.collapsed, status.hit));
             let value = status.header_value(&self.node.name);
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.insert_header("cache-status", v)?;
@@ -767,6 +788,14 @@ impl ProxyHttp for EdgeProxy {
         if let Some(m) = metrics {
             m.request(protocol_index(req.version), status);
             m.duration.observe(elapsed.as_secs_f64());
+            if let Some((result, collapsed, from_cache)) = ctx.cache_result {
+                let served = if from_cache {
+                    session.body_bytes_sent() as u64
+                } else {
+                    0
+                };
+                m.cache(result, collapsed, served);
+            }
         }
         if !self.node.log.enabled() {
             return;

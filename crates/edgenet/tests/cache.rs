@@ -351,3 +351,45 @@ fn stale_if_error_serves_stale_when_the_origin_fails() {
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(get(&pop2, &path, &[]).status, 502);
 }
+
+#[test]
+fn metrics_count_hits_misses_bypasses_bytes_and_evictions() {
+    let o = Origin::start("o");
+    // A 64 KiB memory budget: 20 objects of 10 KB cannot all stay.
+    let zones = zone("c", &["c.test"], &[o.addr()], "")
+        .replace("[[zones]]", "[cache]\nmemory = \"64KiB\"\n\n[[zones]]");
+    let pop = Pop::start(&zones);
+    let big = "x".repeat(10_000);
+    let path = obj("m", &["Cache-Control: max-age=600"], &format!("body={big}"));
+    get(&pop, &path, &[]);
+    get(&pop, &path, &[]);
+    get(&pop, &path, &["-X", "POST"]);
+    for i in 0..20 {
+        get(
+            &pop,
+            &obj(
+                &format!("e{i}"),
+                &["Cache-Control: max-age=600"],
+                &format!("body={big}"),
+            ),
+            &[],
+        );
+    }
+    let m = |s: &str| pop.metric(s).unwrap_or(-1.0);
+    assert_eq!(
+        m("edgenet_cache_requests_total{result=\"hit\",zone=\"c\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("edgenet_cache_requests_total{result=\"miss\",zone=\"c\"}"),
+        21.0
+    );
+    assert_eq!(
+        m("edgenet_cache_requests_total{result=\"bypass\",zone=\"c\"}"),
+        1.0
+    );
+    assert_eq!(m("edgenet_cache_served_bytes_total{zone=\"c\"}"), 10_000.0);
+    let stored = m("edgenet_cache_stored_bytes{tier=\"memory\"}");
+    assert!(stored > 0.0 && stored <= 65536.0, "within budget: {stored}");
+    assert!(m("edgenet_cache_evictions_total{tier=\"memory\"}") >= 14.0);
+}
