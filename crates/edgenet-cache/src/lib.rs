@@ -8,6 +8,7 @@
 pub mod memory;
 pub mod policy;
 pub mod purge;
+pub mod rules;
 pub mod status;
 
 use std::time::Duration;

@@ -89,6 +89,29 @@ pub struct ZoneCache {
     pub enabled: bool,
     /// Whether responses with `Set-Cookie` are stored.
     pub cache_set_cookie: bool,
+    /// Whether a request's `no-cache` forces revalidation.
+    pub honor_request_no_cache: bool,
+    /// Rules by path; the first whose pattern matches applies.
+    pub rules: Vec<CacheRule>,
+}
+
+/// A validated cache rule (see `CacheRuleSection`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRule {
+    /// The path pattern (`*` matches any run of characters).
+    pub path: String,
+    /// Never use the cache.
+    pub bypass: bool,
+    /// The TTL mode and, for `override`/`minimum`, the edge TTL.
+    pub ttl: Option<(crate::schema::TtlMode, std::time::Duration)>,
+    /// What of the query string is keyed.
+    pub query: crate::schema::QueryKey,
+    /// The parameters `include`/`exclude` name.
+    pub query_params: Vec<String>,
+    /// Request headers keyed (lower case).
+    pub key_headers: Vec<http::HeaderName>,
+    /// Cookies keyed.
+    pub key_cookies: Vec<String>,
 }
 
 /// A hostname pattern of a zone.

@@ -204,6 +204,13 @@ pub struct ZoneCacheSection {
     /// Store responses that set cookies (the cookie is then replayed to every client).
     #[serde(default)]
     pub cache_set_cookie: bool,
+    /// Revalidate with the origin when a request says `Cache-Control: no-cache` (or
+    /// `Pragma: no-cache`, or `max-age=0`). Off by default: clients cannot force origin traffic.
+    #[serde(default)]
+    pub honor_request_no_cache: bool,
+    /// Rules by path, first match wins: bypass, edge TTL, and what the cache key holds.
+    #[serde(default)]
+    pub rules: Vec<CacheRuleSection>,
 }
 
 impl Default for ZoneCacheSection {
@@ -211,8 +218,69 @@ impl Default for ZoneCacheSection {
         ZoneCacheSection {
             enabled: true,
             cache_set_cookie: false,
+            honor_request_no_cache: false,
+            rules: Vec::new(),
         }
     }
+}
+
+/// A cache rule for the paths matching `path`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRuleSection {
+    /// A path pattern: `*` matches any run of characters (`/static/*`, `*.css`).
+    pub path: String,
+    /// Never use the cache for these paths.
+    #[serde(default)]
+    pub bypass: bool,
+    /// The edge TTL used by `ttl_mode` `override` or `minimum`.
+    #[serde(default, with = "humantime_serde")]
+    pub edge_ttl: Option<Duration>,
+    /// `respect` the origin's freshness (default), `override` it with `edge_ttl`, or use at
+    /// least `edge_ttl` (`minimum`). No mode stores what the origin marks no-store or private.
+    #[serde(default)]
+    pub ttl_mode: TtlMode,
+    /// The query string in the key: `all` (default), `ignore`, `include` only `query_params`,
+    /// or `exclude` the `query_params`.
+    #[serde(default)]
+    pub query: QueryKey,
+    /// The query parameters `include` or `exclude` name.
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    /// Request headers whose values become part of the key.
+    #[serde(default)]
+    pub key_headers: Vec<String>,
+    /// Cookies whose values become part of the key.
+    #[serde(default)]
+    pub key_cookies: Vec<String>,
+}
+
+/// How a cache rule treats the origin's freshness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TtlMode {
+    /// Follow the origin's headers.
+    #[default]
+    Respect,
+    /// Use `edge_ttl` whatever the origin says about freshness.
+    Override,
+    /// Use the origin's freshness, but at least `edge_ttl`.
+    Minimum,
+}
+
+/// What of the query string goes into the cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKey {
+    /// The whole query string, as sent.
+    #[default]
+    All,
+    /// None of it.
+    Ignore,
+    /// Only the parameters named in `query_params`.
+    Include,
+    /// All but the parameters named in `query_params`.
+    Exclude,
 }
 
 /// One zone: a set of hostnames served from one origin pool.

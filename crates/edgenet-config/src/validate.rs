@@ -110,6 +110,69 @@ impl Validator<'_> {
         }
     }
 
+    fn cache_rules(&mut self, path: &str, raw: &[CacheRuleSection]) -> Vec<CacheRule> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if !r.path.starts_with('/') && !r.path.starts_with('*') {
+                self.err(
+                    format!("{p}.path"),
+                    &r.path,
+                    "must start with / or * (\"/static/*\", \"*.css\")",
+                );
+            }
+            let ttl = match (r.ttl_mode, r.edge_ttl) {
+                (TtlMode::Respect, None) => None,
+                (TtlMode::Respect, Some(_)) => {
+                    self.err(
+                        format!("{p}.edge_ttl"),
+                        "",
+                        "is only used with ttl_mode = \"override\" or \"minimum\"",
+                    );
+                    None
+                }
+                (mode, Some(t)) if !t.is_zero() => Some((mode, t)),
+                (_, _) => {
+                    self.err(
+                        format!("{p}.edge_ttl"),
+                        "",
+                        "must be set (and longer than zero) with this ttl_mode",
+                    );
+                    None
+                }
+            };
+            let needs_params = matches!(r.query, QueryKey::Include | QueryKey::Exclude);
+            if needs_params == r.query_params.is_empty() {
+                self.err(
+                    format!("{p}.query_params"),
+                    r.query_params.join(","),
+                    "names parameters exactly when query is \"include\" or \"exclude\"",
+                );
+            }
+            let mut key_headers = Vec::new();
+            for (j, h) in r.key_headers.iter().enumerate() {
+                match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(n) => key_headers.push(n),
+                    Err(_) => self.err(
+                        format!("{p}.key_headers[{j}]"),
+                        h,
+                        "is not a valid header name",
+                    ),
+                }
+            }
+            out.push(CacheRule {
+                path: r.path.clone(),
+                bypass: r.bypass,
+                ttl,
+                query: r.query,
+                query_params: r.query_params.clone(),
+                key_headers,
+                key_cookies: r.key_cookies.clone(),
+            });
+        }
+        out
+    }
+
     fn err(
         &mut self,
         path: impl Into<String>,
@@ -362,6 +425,8 @@ impl Validator<'_> {
                 cache: ZoneCache {
                     enabled: z.cache.enabled,
                     cache_set_cookie: z.cache.cache_set_cookie,
+                    honor_request_no_cache: z.cache.honor_request_no_cache,
+                    rules: self.cache_rules(&format!("zones[{i}].cache.rules"), &z.cache.rules),
                 },
             });
         }

@@ -134,15 +134,22 @@ impl Admin {
             Err(e) => return json_error(400, format!("body: {e}")),
         };
         let snapshot = self.node.snapshot.load();
-        if !snapshot.config.zones.iter().any(|z| z.name == req.zone) {
+        let Some(zone) = snapshot.config.zones.iter().find(|z| z.name == req.zone) else {
             return json_error(
                 404,
                 format!("zone: {:?} is not served by this node", req.zone),
             );
-        }
+        };
         use edgenet_cache::PurgeRequest;
+        // URLs are keyed as requests are, so a rule that ignores the query string purges
+        // every query of the path.
+        let urls = req.urls.map(|urls| {
+            urls.iter()
+                .map(|u| edgenet_cache::rules::keyed_url_of(&zone.cache.rules, u))
+                .collect()
+        });
         let kinds = [
-            req.urls.map(PurgeRequest::Urls),
+            urls.map(PurgeRequest::Urls),
             req.prefixes.map(PurgeRequest::Prefixes),
             req.tags.map(PurgeRequest::Tags),
             req.everything.then_some(PurgeRequest::Everything),

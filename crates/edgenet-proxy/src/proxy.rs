@@ -32,6 +32,7 @@ use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, C
 use crate::request_check;
 use crate::state::{Node, Snapshot, ZoneRuntime};
 use crate::tls::Sni;
+use edgenet_config::Zone;
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -74,6 +75,8 @@ pub struct Ctx {
     cache_result: Option<(usize, bool, bool)>,
     /// The fields of an origin's 304 to a revalidation, to merge into the stored response.
     not_modified: Option<http::HeaderMap>,
+    /// The request's own `no-cache` forced a revalidation (the zone honours it).
+    revalidate_by_request: bool,
 }
 
 impl Ctx {
@@ -125,28 +128,27 @@ fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
     (req.headers.get(HOST).and_then(|h| h.to_str().ok()), false)
 }
 
-/// The request's host (no port, lower case) and target: what purges name as a URL.
-fn cache_url(req: &RequestHeader) -> String {
+/// The request's URL as the cache keys it and purges name it (`edgenet_cache::rules`).
+fn cache_url(zone: &Zone, req: &RequestHeader) -> String {
     let host = request_authority(req)
         .0
         .map(crate::router::host_without_port)
         .unwrap_or("");
-    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut url = String::with_capacity(host.len() + target.len());
-    url.push_str(&host.to_ascii_lowercase());
-    url.push_str(target);
-    url
+    edgenet_cache::rules::keyed_url(&zone.cache.rules, host, req.uri.path(), req.uri.query())
 }
 
-/// The cache key: zone, scheme, then host and target, each length-prefixed so that no two
-/// different requests frame to the same bytes.
-fn cache_key(zone: &str, scheme: &str, req: &RequestHeader) -> CacheKey {
-    let url = cache_url(req);
-    let mut key = Vec::with_capacity(zone.len() + scheme.len() + url.len() + 12);
-    for part in [zone, scheme, &url] {
+/// The cache key: zone, scheme, keyed URL and the rule's header and cookie values, each
+/// length-prefixed so that no two different requests frame to the same bytes.
+fn cache_key(zone: &Zone, scheme: &str, req: &RequestHeader) -> CacheKey {
+    let url = cache_url(zone, req);
+    let rule = edgenet_cache::rules::find_rule(&zone.cache.rules, req.uri.path());
+    let extras = edgenet_cache::rules::key_extras(rule, &req.headers);
+    let mut key = Vec::with_capacity(zone.name.len() + url.len() + extras.len() + 16);
+    for part in [zone.name.as_bytes(), scheme.as_bytes(), url.as_bytes()] {
         key.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        key.extend_from_slice(part.as_bytes());
+        key.extend_from_slice(part);
     }
+    key.extend_from_slice(&extras);
     CacheKey::new(key, "")
 }
 
@@ -209,14 +211,22 @@ fn cache_status(session: &Session, ctx: &Ctx, status: u16) -> CacheStatus<'stati
             s.ttl = ttl();
         }
         CachePhase::Expired => {
-            s.fwd = Some(Forward::Stale);
+            s.fwd = Some(if ctx.revalidate_by_request {
+                Forward::Request
+            } else {
+                Forward::Stale
+            });
             s.fwd_status = Some(status);
             s.stored = true;
             s.ttl = ttl();
         }
         CachePhase::Revalidated => {
             s.hit = true;
-            s.fwd = Some(Forward::Stale);
+            s.fwd = Some(if ctx.revalidate_by_request {
+                Forward::Request
+            } else {
+                Forward::Stale
+            });
             s.fwd_status = Some(304);
             s.ttl = ttl();
         }
@@ -322,6 +332,7 @@ impl ProxyHttp for EdgeProxy {
             cache_status: None,
             cache_result: None,
             not_modified: None,
+            revalidate_by_request: false,
         }
     }
 
@@ -394,10 +405,14 @@ impl ProxyHttp for EdgeProxy {
         let Some(zone) = ctx.zone() else {
             return Ok(());
         };
-        let method = &session.req_header().method;
+        let req = session.req_header();
         if !zone.config.cache.enabled
-            || (method != http::Method::GET && method != http::Method::HEAD)
+            || (req.method != http::Method::GET && req.method != http::Method::HEAD)
         {
+            return Ok(());
+        }
+        let rule = edgenet_cache::rules::find_rule(&zone.config.cache.rules, req.uri.path());
+        if rule.is_some_and(|r| r.bypass) {
             return Ok(());
         }
         let c = &self.node.cache;
@@ -409,13 +424,15 @@ impl ProxyHttp for EdgeProxy {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
-        let zone = ctx.zone().map(|z| z.config.name.as_str()).unwrap_or("");
+        let zone = ctx
+            .zone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache without a zone"))?;
         let scheme = if is_tls(session.digest()) {
             "https"
         } else {
             "http"
         };
-        Ok(cache_key(zone, scheme, session.req_header()))
+        Ok(cache_key(&zone.config, scheme, session.req_header()))
     }
 
     async fn cache_hit_filter(
@@ -429,7 +446,7 @@ impl ProxyHttp for EdgeProxy {
         let Some(zone) = ctx.zone() else {
             return Ok(None);
         };
-        let url = cache_url(session.req_header());
+        let url = cache_url(&zone.config, session.req_header());
         let tags = meta
             .headers()
             .get_all("cache-tag")
@@ -440,6 +457,12 @@ impl ProxyHttp for EdgeProxy {
         if purges.is_purged(&zone.config.name, &url, tags, meta.created()) {
             return Ok(Some(ForcedFreshness::ForceMiss));
         }
+        if zone.config.cache.honor_request_no_cache
+            && edgenet_cache::rules::request_no_cache(&session.req_header().headers)
+        {
+            ctx.revalidate_by_request = true;
+            return Ok(Some(ForcedFreshness::ForceExpired));
+        }
         Ok(None)
     }
 
@@ -449,6 +472,12 @@ impl ProxyHttp for EdgeProxy {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
+        // pingora-cache merges only a few fields of a 304; RFC 9111 section 4.3.4 wants them all
+        // (Date and Age above all, or the refreshed response would still look old).
+        let merged = ctx
+            .not_modified
+            .take()
+            .map(|fields| edgenet_cache::merge_not_modified(resp, &fields));
         let Some(zone) = ctx.zone() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
@@ -458,14 +487,10 @@ impl ProxyHttp for EdgeProxy {
         };
         let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
         let now = SystemTime::now();
-        // pingora-cache merges only a few fields of a 304; RFC 9111 section 4.3.4 wants them all
-        // (Date and Age above all, or the refreshed response would still look old).
-        let merged = ctx
-            .not_modified
-            .take()
-            .map(|fields| edgenet_cache::merge_not_modified(resp, &fields));
         let resp = merged.as_ref().unwrap_or(resp);
-        match edgenet_cache::decide(&req.method, authorization, resp, &policy, now) {
+        let rule = edgenet_cache::rules::find_rule(&zone.config.cache.rules, req.uri.path());
+        let decision = edgenet_cache::decide(&req.method, authorization, resp, &policy, now);
+        match edgenet_cache::rules::apply_edge_ttl(decision, rule) {
             Decision::Store {
                 fresh_for,
                 stale_while_revalidate,
@@ -679,10 +704,10 @@ impl ProxyHttp for EdgeProxy {
                 let req = session.req_header();
                 let memory = self.node.cache.memory;
                 let stored = ["http", "https"].iter().any(|scheme| {
-                    memory.has_primary(&cache_key(&zone.config.name, scheme, req).primary_bin())
+                    memory.has_primary(&cache_key(&zone.config, scheme, req).primary_bin())
                 });
                 if stored {
-                    let url = cache_url(req);
+                    let url = cache_url(&zone.config, req);
                     let purge = edgenet_cache::PurgeRequest::Urls(vec![url]);
                     self.node
                         .cache

@@ -393,3 +393,104 @@ fn metrics_count_hits_misses_bypasses_bytes_and_evictions() {
     assert!(stored > 0.0 && stored <= 65536.0, "within budget: {stored}");
     assert!(m("edgenet_cache_evictions_total{tier=\"memory\"}") >= 14.0);
 }
+
+/// A PoP whose zone `c.test` has `cache` (TOML of the `[zones.cache]` table and its rules).
+fn pop_with(origin: &Origin, cache: &str) -> Pop {
+    Pop::start(&(zone("c", &["c.test"], &[origin.addr()], "") + cache))
+}
+
+#[test]
+fn zone_rules_bypass_override_ttl_and_shape_the_key() {
+    let o = Origin::start("o");
+    let pop = pop_with(
+        &o,
+        r#"
+[zones.cache]
+[[zones.cache.rules]]
+path = "/obj/private*"
+bypass = true
+[[zones.cache.rules]]
+path = "/obj/static-*"
+ttl_mode = "override"
+edge_ttl = "1h"
+query = "include"
+query_params = ["v"]
+[[zones.cache.rules]]
+path = "/obj/device*"
+ttl_mode = "minimum"
+edge_ttl = "1h"
+key_headers = ["x-device"]
+key_cookies = ["lang"]
+"#,
+    );
+    // Bypass: never stored even with max-age.
+    let p = obj("private-1", &["Cache-Control: max-age=600"], "");
+    get(&pop, &p, &[]);
+    let r = get(&pop, &p, &[]);
+    assert!(cache_status(&r).contains("fwd=bypass"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/private-1"), 2);
+
+    // Override: no freshness from the origin, cached for the edge TTL; only `v` is keyed.
+    let base = "/obj/static-1?h=ETag:x";
+    get(&pop, &format!("{base}&v=1&utm=a"), &[]);
+    let r = get(&pop, &format!("{base}&utm=b&v=1"), &[]);
+    assert!(cache_status(&r).contains("hit; ttl=3"), "{r:?}");
+    let r = get(&pop, &format!("{base}&v=2"), &[]);
+    assert!(
+        cache_status(&r).contains("fwd=uri-miss"),
+        "another v: {r:?}"
+    );
+    assert_eq!(o.hits_for("/obj/static-1"), 2);
+
+    // Minimum TTL plus a header and a cookie in the key.
+    let p = obj("device", &["Cache-Control: max-age=5"], "");
+    let as_ = |dev: &str, lang: &str| {
+        let (d, c) = (
+            format!("X-Device: {dev}"),
+            format!("Cookie: lang={lang}; t=1"),
+        );
+        cache_status(&get(&pop, &p, &["-H", &d, "-H", &c])).to_string()
+    };
+    assert!(as_("phone", "fr").contains("fwd=uri-miss"));
+    let hit = as_("phone", "fr");
+    assert!(hit.contains("hit; ttl=3"), "minimum 1h: {hit}");
+    assert!(as_("desktop", "fr").contains("fwd=uri-miss"));
+    assert!(as_("phone", "en").contains("fwd=uri-miss"));
+    assert_eq!(o.hits_for("/obj/device"), 3);
+}
+
+#[test]
+fn request_no_cache_is_honoured_only_when_the_zone_says_so() {
+    let o = Origin::start("o");
+    let ignoring = pop(&o);
+    let p = obj("nc", &["Cache-Control: max-age=600", "ETag: \"1\""], "");
+    get(&ignoring, &p, &[]);
+    let r = get(&ignoring, &p, &["-H", "Cache-Control: no-cache"]);
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/nc"), 1);
+
+    let o2 = Origin::start("o2");
+    let honouring = pop_with(&o2, "[zones.cache]\nhonor_request_no_cache = true\n");
+    get(&honouring, &p, &[]);
+    let r = get(&honouring, &p, &["-H", "Cache-Control: no-cache"]);
+    assert_eq!(r.status, 200);
+    assert!(cache_status(&r).contains("fwd=request"), "{r:?}");
+    assert_eq!(o2.hits_for("/obj/nc"), 2, "revalidated with the origin");
+}
+
+#[test]
+fn purging_a_url_follows_the_zone_key_rules() {
+    let o = Origin::start("o");
+    let pop = pop_with(
+        &o,
+        "[zones.cache]\n[[zones.cache.rules]]\npath = \"/obj/*\"\nquery = \"ignore\"\n",
+    );
+    let p = obj("q", &["Cache-Control: max-age=600"], "");
+    get(&pop, &p, &[]);
+    assert!(cache_status(&get(&pop, &p, &[])).contains("hit"));
+    purge(
+        &pop,
+        r#"{"zone": "c", "urls": ["http://c.test/obj/q?anything=1"]}"#,
+    );
+    assert!(cache_status(&get(&pop, &p, &[])).contains("fwd=uri-miss"));
+}
