@@ -5,21 +5,25 @@
 //! tiers (`memory`), the RFC 9111 decision of what to store and for how long (`policy`, pure),
 //! and the `Cache-Status` header (`status`, pure).
 
+pub mod disk;
 pub mod memory;
 pub mod policy;
 pub mod purge;
 pub mod rules;
 pub mod status;
+pub mod tiered;
 
 use std::time::Duration;
 
 use pingora_cache::eviction::lru::Manager;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 
+pub use disk::DiskStore;
 pub use memory::MemoryStore;
 pub use policy::{decide, merge_not_modified, Decision, ZonePolicy};
 pub use purge::{PurgeRequest, Purges};
 pub use status::{CacheStatus, Forward};
+pub use tiered::TieredStore;
 
 /// Purge rules kept per zone before the oldest fold into a zone-wide purge.
 const MAX_PURGE_RULES: usize = 100_000;
@@ -27,12 +31,17 @@ const MAX_PURGE_RULES: usize = 100_000;
 /// Shards of the LRU eviction manager (fewer lock collisions between threads).
 const LRU_SHARDS: usize = 16;
 
-/// The node's cache: storage, the eviction manager that keeps it within its byte budget, and
-/// the lock that collapses concurrent misses. pingora-cache wants `'static` references, and a
-/// node has one cache for its whole life (reloads keep it), so the parts are leaked once.
+/// The node's cache: storage tiers, the eviction manager that keeps the memory tier within its
+/// byte budget, and the lock that collapses concurrent misses. pingora-cache wants `'static`
+/// references, and a node has one cache for its whole life (reloads keep it), so the parts are
+/// leaked once.
 pub struct Cache {
+    /// What pingora-cache reads and writes: memory, then disk.
+    pub storage: &'static TieredStore,
     /// The memory tier.
     pub memory: &'static MemoryStore,
+    /// The disk tier, when configured and usable.
+    pub disk: Option<&'static DiskStore>,
     /// Least-recently-used eviction over the memory tier's byte budget.
     pub eviction: &'static Manager<LRU_SHARDS>,
     /// One fetch per key at a time; the others wait up to the lock timeout.
@@ -42,12 +51,30 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// A cache with a memory budget and per-object limit in bytes, and the lock timeout.
-    pub fn new(memory_bytes: usize, max_object_bytes: usize, lock_timeout: Duration) -> Cache {
+    /// A cache with a memory budget and per-object limit in bytes, an optional disk tier
+    /// (directory and budget), and the lock timeout. A disk tier that cannot be opened is
+    /// logged and left out: the node serves from memory.
+    pub fn new(
+        memory_bytes: usize,
+        max_object_bytes: usize,
+        disk: Option<(&std::path::Path, usize)>,
+        lock_timeout: Duration,
+    ) -> Cache {
         // Preallocate for objects of ~16 KiB on average; the LRU grows past it if needed.
         let expected_objects = (memory_bytes / (16 * 1024)).clamp(1024, 1 << 20);
+        let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(max_object_bytes)));
+        let disk = disk.and_then(|(dir, budget)| match DiskStore::open(dir, budget) {
+            Ok(d) => Some(&*Box::leak(Box::new(d))),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e,
+                    "cache disk tier cannot be opened; serving from the memory tier only");
+                None
+            }
+        });
         Cache {
-            memory: Box::leak(Box::new(MemoryStore::new(max_object_bytes))),
+            storage: Box::leak(Box::new(TieredStore { memory, disk })),
+            memory,
+            disk,
             eviction: Box::leak(Box::new(Manager::with_capacity(
                 memory_bytes,
                 expected_objects,

@@ -80,6 +80,8 @@ pub struct CacheSettings {
     pub max_object_bytes: usize,
     /// How long collapsed misses wait for the fetching request.
     pub lock_timeout: std::time::Duration,
+    /// The disk tier's directory (resolved against the config file) and budget in bytes.
+    pub disk: Option<(PathBuf, usize)>,
 }
 
 /// A zone's caching.

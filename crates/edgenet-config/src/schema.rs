@@ -170,6 +170,13 @@ pub struct CacheSection {
     /// going to the origin themselves.
     #[serde(default = "default_cache_lock_timeout", with = "humantime_serde")]
     pub lock_timeout: Duration,
+    /// The disk tier's directory (relative to the config file); absent: memory only. Objects
+    /// there survive restarts.
+    #[serde(default)]
+    pub disk_path: Option<PathBuf>,
+    /// The disk tier's budget.
+    #[serde(default = "default_cache_disk")]
+    pub disk: ByteSize,
 }
 
 impl Default for CacheSection {
@@ -178,6 +185,8 @@ impl Default for CacheSection {
             memory: default_cache_memory(),
             max_object: default_cache_max_object(),
             lock_timeout: default_cache_lock_timeout(),
+            disk_path: None,
+            disk: default_cache_disk(),
         }
     }
 }
@@ -188,6 +197,10 @@ fn default_cache_memory() -> ByteSize {
 
 fn default_cache_max_object() -> ByteSize {
     ByteSize::Text("16MiB".into())
+}
+
+fn default_cache_disk() -> ByteSize {
+    ByteSize::Text("1GiB".into())
 }
 
 fn default_cache_lock_timeout() -> Duration {

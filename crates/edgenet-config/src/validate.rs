@@ -225,6 +225,10 @@ impl Validator<'_> {
             memory_bytes: self.byte_size("cache.memory", &raw.cache.memory, 0),
             max_object_bytes: self.byte_size("cache.max_object", &raw.cache.max_object, 1),
             lock_timeout: raw.cache.lock_timeout,
+            disk: raw.cache.disk_path.as_ref().map(|p| {
+                let budget = self.byte_size("cache.disk", &raw.cache.disk, 1 << 20);
+                (self.resolve(p), budget)
+            }),
         };
         if cache.lock_timeout.is_zero() || cache.lock_timeout > Duration::from_secs(300) {
             self.err(

@@ -108,6 +108,21 @@ impl Admin {
             .set(memory.len() as i64);
         let evictions = m.cache_evictions.with_label_values(&["memory"]);
         evictions.inc_by(memory.evictions().saturating_sub(evictions.get()));
+        if let Some(disk) = self.node.cache.disk {
+            m.cache_stored_bytes
+                .with_label_values(&["disk"])
+                .set(disk.stored_bytes() as i64);
+            m.cache_objects
+                .with_label_values(&["disk"])
+                .set(disk.len() as i64);
+            let evictions = m.cache_evictions.with_label_values(&["disk"]);
+            evictions.inc_by(disk.evictions().saturating_sub(evictions.get()));
+            let errors = &m.cache_disk_errors;
+            errors.inc_by(disk.errors().saturating_sub(errors.get()));
+            let corrupt = &m.cache_disk_corrupt;
+            corrupt.inc_by(disk.corrupt().saturating_sub(corrupt.get()));
+            m.cache_disk_up.set(i64::from(!disk.is_failed()));
+        }
     }
 
     /// `POST /cache/purge` with `{"zone": "z", "urls": [...]}` (or `prefixes`, `tags`,

@@ -42,6 +42,12 @@ pub struct Metrics {
     pub cache_objects: IntGaugeVec,
     /// Objects evicted from each cache tier to stay in budget.
     pub cache_evictions: IntCounterVec,
+    /// Disk tier write errors (the first turns the tier off for writes).
+    pub cache_disk_errors: IntCounter,
+    /// Corrupt disk entries found and deleted.
+    pub cache_disk_corrupt: IntCounter,
+    /// 1 while the disk tier takes writes, 0 after an error.
+    pub cache_disk_up: IntGauge,
 }
 
 /// How the cache handled a request, as metric labels.
@@ -216,8 +222,26 @@ impl Metrics {
             &["tier"],
         )
         .expect("valid");
+        let cache_disk_errors = IntCounter::new(
+            "edgenet_cache_disk_errors_total",
+            "Disk tier write errors (the first turns the tier off for writes)",
+        )
+        .expect("valid");
+        let cache_disk_corrupt = IntCounter::new(
+            "edgenet_cache_disk_corrupt_total",
+            "Corrupt disk tier entries found and deleted (never served)",
+        )
+        .expect("valid");
+        let cache_disk_up = IntGauge::new(
+            "edgenet_cache_disk_up",
+            "1 while the disk tier takes writes, 0 after an error",
+        )
+        .expect("valid");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_disk_errors.clone()),
+            Box::new(cache_disk_corrupt.clone()),
+            Box::new(cache_disk_up.clone()),
             Box::new(cache_requests.clone()),
             Box::new(cache_collapsed.clone()),
             Box::new(cache_served_bytes.clone()),
@@ -258,6 +282,9 @@ impl Metrics {
             cache_stored_bytes,
             cache_objects,
             cache_evictions,
+            cache_disk_errors,
+            cache_disk_corrupt,
+            cache_disk_up,
         }
     }
 

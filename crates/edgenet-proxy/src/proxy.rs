@@ -418,7 +418,7 @@ impl ProxyHttp for EdgeProxy {
         let c = &self.node.cache;
         session
             .cache
-            .enable(c.memory, Some(c.eviction), None, Some(c.lock), None);
+            .enable(c.storage, Some(c.eviction), None, Some(c.lock), None);
         ctx.cache_enabled = true;
         Ok(())
     }
@@ -702,9 +702,9 @@ impl ProxyHttp for EdgeProxy {
         if !method.is_safe() && resp.status.as_u16() < 400 {
             if let Some(zone) = ctx.zone() {
                 let req = session.req_header();
-                let memory = self.node.cache.memory;
+                let storage = self.node.cache.storage;
                 let stored = ["http", "https"].iter().any(|scheme| {
-                    memory.has_primary(&cache_key(&zone.config, scheme, req).primary_bin())
+                    storage.has_primary(&cache_key(&zone.config, scheme, req).primary_bin())
                 });
                 if stored {
                     let url = cache_url(&zone.config, req);

@@ -113,7 +113,9 @@ impl Node {
             ^ std::process::id().rotate_left(16);
         let name = snapshot.config.node.name.clone();
         let c = &snapshot.config.cache;
-        let cache = edgenet_cache::Cache::new(c.memory_bytes, c.max_object_bytes, c.lock_timeout);
+        let disk = c.disk.as_ref().map(|(p, b)| (p.as_path(), *b));
+        let cache =
+            edgenet_cache::Cache::new(c.memory_bytes, c.max_object_bytes, disk, c.lock_timeout);
         let via = ["1.0", "1.1", "2"].map(|v| crate::forwarding::via_value(v, &name));
         Ok(Node {
             name,

@@ -494,3 +494,126 @@ fn purging_a_url_follows_the_zone_key_rules() {
     );
     assert!(cache_status(&get(&pop, &p, &[])).contains("fwd=uri-miss"));
 }
+
+/// A PoP with a disk tier in `disk` under its directory (memory tier `memory`).
+fn pop_with_disk(origin: &Origin, memory: &str) -> Pop {
+    let cache = format!("[cache]\nmemory = \"{memory}\"\nmax_object = \"1MiB\"\ndisk_path = \"cache\"\ndisk = \"4GiB\"\n\n");
+    Pop::start(&(cache + &zone("c", &["c.test"], &[origin.addr()], "")))
+}
+
+#[test]
+fn fresh_objects_on_disk_are_hits_after_a_restart() {
+    let o = Origin::start("o");
+    let mut pop = pop_with_disk(&o, "64MiB");
+    let path = obj(
+        "persist",
+        &["Cache-Control: max-age=600"],
+        "body=kept-on-disk",
+    );
+    get(&pop, &path, &[]);
+    pop.restart();
+    let r = get(&pop, &path, &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "kept-on-disk"));
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/persist"), 1);
+}
+
+#[test]
+fn a_corrupt_disk_entry_is_a_miss() {
+    let o = Origin::start("o");
+    let mut pop = pop_with_disk(&o, "64MiB");
+    let path = obj("rot", &["Cache-Control: max-age=600"], "body=original");
+    get(&pop, &path, &[]);
+    // Restart so the object can only come from disk, then flip a byte of every stored file.
+    pop.restart();
+    let objects = pop.dir.0.join("cache/objects");
+    let mut flipped = 0;
+    for shard in std::fs::read_dir(&objects).unwrap() {
+        for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let mut bytes = std::fs::read(&p).unwrap();
+            let i = bytes.len() - 6;
+            bytes[i] ^= 0x55;
+            std::fs::write(&p, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 1);
+    let r = get(&pop, &path, &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "original"));
+    assert!(cache_status(&r).contains("fwd=uri-miss"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/rot"), 2);
+    assert_eq!(pop.metric("edgenet_cache_disk_corrupt_total"), Some(1.0));
+}
+
+#[test]
+fn an_unwritable_disk_leaves_the_memory_tier_serving() {
+    let o = Origin::start("o");
+    let pop = pop_with_disk(&o, "64MiB");
+    // The tier's scratch directory disappears: every disk write fails from now on.
+    std::fs::remove_dir_all(pop.dir.0.join("cache/tmp")).unwrap();
+    let path = obj("mem-only", &["Cache-Control: max-age=600"], "");
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &[]);
+    assert!(
+        cache_status(&r).contains("hit"),
+        "memory still caches: {r:?}"
+    );
+    assert_eq!(o.hits_for("/obj/mem-only"), 1);
+    assert_eq!(pop.metric("edgenet_cache_disk_up"), Some(0.0));
+    assert!(pop.metric("edgenet_cache_disk_errors_total").unwrap() >= 1.0);
+    let logged = pop
+        .stderr()
+        .matches("serving from the memory tier only")
+        .count();
+    assert_eq!(logged, 1, "logged once: {}", pop.stderr());
+}
+
+#[test]
+fn a_gib_object_streams_through_the_cache_with_bounded_memory() {
+    let o = Origin::start("o");
+    // Larger than the memory tier's 1 MiB object limit: stored on disk only. The test origin's
+    // /bytes sends no freshness, so a rule gives it an edge TTL.
+    let cache = "[cache]\nmemory = \"64MiB\"\nmax_object = \"1MiB\"\ndisk_path = \"cache\"\ndisk = \"4GiB\"\n\n";
+    let rules = "[zones.cache]\n[[zones.cache.rules]]\npath = \"/bytes\"\nttl_mode = \"override\"\nedge_ttl = \"10m\"\n";
+    let zones = zone("c", &["c.test"], &[o.addr()], rules)
+        .replace("read_timeout = \"5s\"", "read_timeout = \"60s\"");
+    let pop = Pop::start(&(cache.to_string() + &zones));
+    let n = 1u64 << 30;
+    let fetch = || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-S",
+                "--max-time",
+                "300",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+            ])
+            .args(["-H", "Host: c.test", "-w", "%{http_code} %{size_download}"])
+            .arg(pop.url(&format!("/bytes?n={n}")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = fetch();
+    assert!(first.ends_with(&format!("200 {n}")), "{first}");
+    assert!(first.contains("stored"), "{first}");
+    let second = fetch();
+    assert!(second.ends_with(&format!("200 {n}")), "{second}");
+    assert!(
+        second
+            .to_lowercase()
+            .contains("cache-status: test-pop; hit"),
+        "{second}"
+    );
+    assert_eq!(o.hits(), 1, "the second GiB came from disk");
+    let peak_mib = pop.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < 256,
+        "peak RSS {peak_mib} MiB for 2 GiB through the cache"
+    );
+    eprintln!("peak RSS after a GiB stored and served from the cache: {peak_mib} MiB");
+}

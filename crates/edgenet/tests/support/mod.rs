@@ -170,13 +170,7 @@ impl Pop {
         let log = dir.0.join("access.log");
         let config = dir.0.join("edgenet.toml");
         std::fs::write(&config, config_text(http, https, admin, &log, zones)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgenet"))
-            .args(["pop", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.0.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = Pop::spawn(&dir.0, &config);
         let pop = Pop {
             child,
             dir,
@@ -188,6 +182,29 @@ impl Pop {
         };
         pop.wait_ready();
         pop
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> Child {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("stderr.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_edgenet"))
+            .args(["pop", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Stops the PoP (SIGKILL: no goodbye) and starts it again on the same config and ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Pop::spawn(&self.dir.0, &self.config);
+        self.wait_ready();
     }
 
     pub fn wait_ready(&self) {
