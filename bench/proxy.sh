@@ -22,18 +22,8 @@ DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
 CONNS=64
 
-for tool in nginx wrk h2load taskset python3 curl; do
-  command -v "$tool" >/dev/null || missing="${missing:-} $tool"
-done
-if [ -n "${missing:-}" ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      nginx wrk nghttp2-client util-linux python3 curl >/dev/null
-  else
-    echo "missing:$missing (install nginx wrk nghttp2-client util-linux python3 curl)" >&2
-    exit 1
-  fi
-fi
+. "$(dirname "$0")/lib.sh"
+need nginx wrk h2load:nghttp2-client taskset:util-linux python3 curl
 if [ "$(nproc)" -lt 2 ]; then
   echo "needs 2 cores: the proxy on core 0, the load on core 1" >&2
   exit 1
@@ -42,45 +32,9 @@ fi
 cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
 
-WORK=$(mktemp -d /tmp/edgenet-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
 ORIGIN=$(free_port) E_HTTP=$(free_port) E_HTTPS=$(free_port) E_ADMIN=$(free_port)
 N_HTTP=$(free_port) N_HTTPS=$(free_port)
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
 BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-
-# nginx needs its temp paths somewhere writable.
-nginx_common() {
-  cat <<CONF
-$USER_LINE
-worker_processes 1;
-pid $WORK/$1.pid;
-error_log $WORK/$1.err warn;
-events { worker_connections 8192; }
-CONF
-}
-nginx_temp() {
-  for t in client_body proxy fastcgi uwsgi scgi; do echo "${t}_temp_path $WORK/$1-$t;"; done
-}
 
 # The origin: 1 KiB from memory, long keep-alive.
 {
@@ -122,6 +76,9 @@ connect_timeout = "1s"
 read_timeout = "10s"
 [[zones.origins.servers]]
 address = "127.0.0.1:$ORIGIN"
+# Pass-through: no cache, like nginx proxy_pass without proxy_cache (bench/cache.sh has the cache).
+[zones.cache]
+enabled = false
 CONF
 
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
@@ -184,23 +141,6 @@ if [ -n "${HOLD:-}" ]; then
   wait $!
 fi
 
-# wrk's "99%  1.23ms" in milliseconds.
-to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
-
-# Runs wrk; prints "req/s p99_ms"; fails on socket errors or non-2xx responses.
-run_wrk() {
-  local out
-  out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency "${@:2}")
-  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
-    echo "wrk reported errors: $out" >&2
-    exit 1
-  fi
-  local rps p99
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
-  echo "$rps $p99"
-}
-
 # Runs h2load over TLS; prints req/s; fails when any request failed.
 run_h2load() {
   local out
@@ -213,8 +153,6 @@ run_h2load() {
   grep -q "h2" <<<"$(grep 'Application protocol' <<<"$out")" || { echo "not h2: $out" >&2; exit 1; }
   awk '/^finished in/ {print $4}' <<<"$out"
 }
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # Warm both (connection pools, page cache) before measuring.
 for port in $E_HTTP $N_HTTP; do
@@ -229,7 +167,7 @@ for r in $(seq "$REPEATS"); do
       perf record -F 999 -g -o "$PERF" -p "$EDGENET_PID" -- sleep "$DURATION" 2>/dev/null &
       PERF_PID=$!
     fi
-    read -r rps p99 < <(run_wrk "$CONNS" "http://localhost:$http/")
+    read -r rps p99 _ < <(run_wrk "$CONNS" "http://localhost:$http/")
     [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=; }
     h2=$(run_h2load "$https")
     read -r hs _ < <(run_wrk 16 -H "Connection: close" "https://localhost:$https/")
@@ -244,7 +182,6 @@ done
 BUSY_RSS_KIB=$(rss_kib "$EDGENET_PID")
 
 med() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep . | median; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 E_RPS=$(med edgenet.rps) N_RPS=$(med nginx.rps)
 E_P99=$(med edgenet.p99) N_P99=$(med nginx.p99)
 E_H2=$(med edgenet.h2) N_H2=$(med nginx.h2)

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use pingora_cache::eviction::lru::Manager;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::predictor::Predictor;
 
 pub use disk::DiskStore;
 pub use memory::MemoryStore;
@@ -27,6 +28,9 @@ pub use tiered::TieredStore;
 
 /// Purge rules kept per zone before the oldest fold into a zone-wide purge.
 const MAX_PURGE_RULES: usize = 100_000;
+
+/// Uncacheable URLs remembered per predictor shard.
+const PREDICTOR_KEYS_PER_SHARD: usize = 16 * 1024;
 
 /// Shards of the LRU eviction manager (fewer lock collisions between threads).
 const LRU_SHARDS: usize = 16;
@@ -46,6 +50,9 @@ pub struct Cache {
     pub eviction: &'static Manager<LRU_SHARDS>,
     /// One fetch per key at a time; the others wait up to the lock timeout.
     pub lock: &'static CacheKeyLockImpl,
+    /// Remembers URLs whose last response was not storable, so that the next request goes
+    /// straight to the origin instead of queueing on the cache lock (Varnish's hit-for-pass).
+    pub predictor: &'static Predictor<LRU_SHARDS>,
     /// Purge rules, checked on every hit.
     pub purges: Purges,
 }
@@ -80,6 +87,7 @@ impl Cache {
                 expected_objects,
             ))),
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
+            predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_KEYS_PER_SHARD, None))),
             purges: Purges::new(MAX_PURGE_RULES),
         }
     }

@@ -416,9 +416,13 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         }
         let c = &self.node.cache;
-        session
-            .cache
-            .enable(c.storage, Some(c.eviction), None, Some(c.lock), None);
+        session.cache.enable(
+            c.storage,
+            Some(c.eviction),
+            Some(c.predictor),
+            Some(c.lock),
+            None,
+        );
         ctx.cache_enabled = true;
         Ok(())
     }

@@ -1,0 +1,75 @@
+# Shared by the bench scripts: process cleanup, ports, nginx config pieces, wrk parsing, medians.
+# Source it after `set -euo pipefail`; it sets WORK (a scratch directory) and PIDS.
+
+WORK=$(mktemp -d /tmp/edgenet-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Installs what is missing (as root), or says what to install.
+need() {
+  local missing=""
+  for tool in "$@"; do command -v "${tool%%:*}" >/dev/null || missing+=" ${tool#*:}"; done
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "missing packages:$missing" >&2
+    exit 1
+  fi
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+USER_LINE=""
+[ "$(id -u)" = 0 ] && USER_LINE="user root;"
+
+# The top of an nginx config with one worker; $1 names its pid and error files.
+nginx_common() {
+  cat <<CONF
+$USER_LINE
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 8192; }
+CONF
+}
+# nginx needs its temp paths somewhere writable.
+nginx_temp() {
+  for t in client_body proxy fastcgi uwsgi scgi; do echo "${t}_temp_path $WORK/$1-$t;"; done
+}
+
+# wrk's "99%  1.23ms" in milliseconds.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
+
+# Runs wrk on core 1 with CONNS connections for DURATION seconds: prints "req/s p99_ms bytes/s";
+# fails on socket errors or non-2xx responses.
+run_wrk() {
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$1" -d"${DURATION}s" --latency "${@:2}")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+    echo "wrk reported errors: $out" >&2
+    exit 1
+  fi
+  local rps p99 bps
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+  bps=$(awk '/^Transfer\/sec:/ {v=$2; m=1; if (v ~ /KB$/) m=1024; if (v ~ /MB$/) m=1048576; if (v ~ /GB$/) m=1073741824; sub(/[KMG]?B$/,"",v); print v*m}' <<<"$out")
+  echo "$rps $p99 $bps"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
