@@ -154,7 +154,6 @@ impl Storage for MemoryStore {
             primary: key.primary_bin(),
             meta: Some(meta),
             chunks: Vec::new(),
-            starts: Vec::new(),
             len: 0,
         }))
     }
@@ -284,7 +283,6 @@ struct MemoryMiss {
     primary: HashBinary,
     meta: Option<(Vec<u8>, Vec<u8>)>,
     chunks: Vec<Bytes>,
-    starts: Vec<usize>,
     len: usize,
 }
 
@@ -303,7 +301,6 @@ impl HandleMiss for MemoryMiss {
                 "object larger than the memory tier's per-object limit",
             );
         }
-        self.starts.push(self.len);
         self.len += data.len();
         self.chunks.push(data);
         Ok(())
@@ -311,9 +308,10 @@ impl HandleMiss for MemoryMiss {
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         let meta = self.meta.take().unwrap_or_default();
+        let (chunks, starts) = coalesce(std::mem::take(&mut self.chunks));
         let body = Body {
-            chunks: std::mem::take(&mut self.chunks),
-            starts: std::mem::take(&mut self.starts),
+            chunks,
+            starts,
             len: self.len,
         };
         let weight = body.weight(&meta);
@@ -327,6 +325,31 @@ impl HandleMiss for MemoryMiss {
         );
         Ok(MissFinishType::Created(weight))
     }
+}
+
+/// Chunks as served: origin reads arrive in small pieces, and each piece would be one write to
+/// every client on every hit. One copy at store time joins them into pieces of up to
+/// [`COALESCE`] bytes.
+const COALESCE: usize = 1 << 20;
+
+fn coalesce(chunks: Vec<Bytes>) -> (Vec<Bytes>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut starts = Vec::new();
+    let mut current = bytes::BytesMut::new();
+    let mut offset = 0;
+    for chunk in chunks {
+        if !current.is_empty() && current.len() + chunk.len() > COALESCE {
+            starts.push(offset);
+            offset += current.len();
+            out.push(current.split().freeze());
+        }
+        current.extend_from_slice(&chunk);
+    }
+    if !current.is_empty() {
+        starts.push(offset);
+        out.push(current.freeze());
+    }
+    (out, starts)
 }
 
 #[cfg(test)]
@@ -379,7 +402,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn seeks_across_chunk_boundaries() {
+    async fn seeks_within_and_across_chunks() {
         let s = store();
         let key = CacheKey::new("r", "");
         write(s, &key, &["0123", "4567", "89"]).await;
@@ -393,6 +416,34 @@ mod tests {
         hit.seek(8, None).unwrap();
         assert_eq!(read_all(&mut hit).await, "89");
         assert!(hit.seek(10, None).is_err());
+
+        // Pieces joined up to COALESCE bytes: 3 x 600 KB stays 3 chunks; a range spans two.
+        let big: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(8 << 20)));
+        let key = CacheKey::new("big", "");
+        let parts: Vec<String> = ["a", "b", "c"].iter().map(|c| c.repeat(600_000)).collect();
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        write(big, &key, &refs).await;
+        let (_, mut hit) = big
+            .lookup(&key, &Span::inactive().handle())
+            .await
+            .unwrap()
+            .unwrap();
+        hit.seek(599_998, Some(600_003)).unwrap();
+        assert_eq!(read_all(&mut hit).await, "aabbb");
+    }
+
+    #[test]
+    fn coalesces_small_reads_into_large_chunks() {
+        let pieces: Vec<Bytes> = (0..100)
+            .map(|_| Bytes::from(vec![1u8; 16 * 1024]))
+            .collect();
+        let (chunks, starts) = coalesce(pieces);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(starts, vec![0, 1 << 20]);
+        assert_eq!(
+            chunks.iter().map(Bytes::len).sum::<usize>(),
+            100 * 16 * 1024
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# bench/cache.sh: edgenet's cache against nginx proxy_cache and Varnish, in one run, on loopback.
+#
+# One origin (nginx) serves every proxy; each proxy is pinned to core 0 (one worker / one
+# thread / one Varnish thread pool), wrk and the origin share core 1.
+#   (a) 1 KiB hits, HTTP/1.1 keep-alive, 64 connections: req/s and p99 (medians of REPEATS)
+#   (b) 100 KiB hits, 64 connections: Gbit/s
+#   (c) Zipf(1.0) over 100,000 objects of 4 KiB, 200,000 requests, each cache given 10% of
+#       the working set (40 MB): hit ratio = 1 - origin fetches / requests
+# The last line printed is one JSON object with the figures.
+# Usage: bench/cache.sh   (DURATION=10 REPEATS=3; about 6 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+need nginx wrk taskset:util-linux python3 curl varnishd:varnish
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores" >&2; exit 1; }
+
+DURATION=${DURATION:-10}
+REPEATS=${REPEATS:-3}
+ZIPF_KEYS=${ZIPF_KEYS:-100000}
+ZIPF_REQUESTS=${ZIPF_REQUESTS:-200000}
+ZIPF_BUDGET_MB=${ZIPF_BUDGET_MB:-40}
+ZIPF_SECONDS=${ZIPF_SECONDS:-40}
+export ZIPF_KEYS ZIPF_REQUESTS
+
+cargo build --release --locked --bin edgenet >&2
+EDGENET=$PWD/target/release/edgenet
+
+mkdir -p "$WORK/www"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k"
+head -c 102400 /dev/urandom >"$WORK/www/100k"
+head -c 4096 /dev/urandom >"$WORK/www/4k"
+
+# Ports: the origin has one server per proxy so that each proxy's fetches are counted apart.
+for v in O_E O_N O_V O_EZ O_NZ O_VZ E E_ADMIN N V EZ EZ_ADMIN NZ VZ; do printf -v "$v" '%s' "$(free_port)"; done
+
+origin_server() { # port log
+  cat <<CONF
+server {
+  listen 127.0.0.1:$1 backlog=4096;
+  access_log $WORK/$2.log;
+  root $WORK/www;
+  location = /1k { add_header Cache-Control "max-age=86400"; try_files /1k =404; }
+  location = /100k { add_header Cache-Control "max-age=86400"; try_files /100k =404; }
+  location /z/ { add_header Cache-Control "max-age=86400"; try_files /4k =404; }
+}
+CONF
+}
+{
+  nginx_common origin
+  echo "http { default_type application/octet-stream; keepalive_requests 10000000; sendfile on;"
+  nginx_temp origin
+  origin_server "$O_E" fetch-edgenet
+  origin_server "$O_N" fetch-nginx
+  origin_server "$O_V" fetch-varnish
+  origin_server "$O_EZ" fetch-edgenet-zipf
+  origin_server "$O_NZ" fetch-nginx-zipf
+  origin_server "$O_VZ" fetch-varnish-zipf
+  echo "}"
+} >"$WORK/origin.conf"
+taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
+PIDS+=($!)
+
+edgenet_config() { # name port admin origin memory
+  cat <<CONF
+[node]
+name = "$1"
+threads = 1
+drain_timeout = "1s"
+[[listeners]]
+address = "127.0.0.1:$2"
+protocol = "http"
+h2c = false
+[admin]
+address = "127.0.0.1:$3"
+[access_log]
+output = "off"
+[cache]
+memory = "$5"
+max_object = "1MiB"
+[[zones]]
+name = "bench"
+hostnames = ["localhost"]
+[[zones.origins.servers]]
+address = "127.0.0.1:$4"
+CONF
+}
+edgenet_config bench "$E" "$E_ADMIN" "$O_E" 512MiB >"$WORK/edgenet.toml"
+edgenet_config zipf "$EZ" "$EZ_ADMIN" "$O_EZ" "${ZIPF_BUDGET_MB}MB" >"$WORK/edgenet-zipf.toml"
+taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet.toml" 2>"$WORK/edgenet.err" &
+PIDS+=($!)
+taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet-zipf.toml" 2>"$WORK/edgenet-zipf.err" &
+PIDS+=($!)
+
+nginx_cache_server() { # port origin zone size
+  cat <<CONF
+proxy_cache_path $WORK/cache-$3 levels=1:2 keys_zone=$3:64m max_size=$4 inactive=1d use_temp_path=off;
+server {
+  listen 127.0.0.1:$1 backlog=4096;
+  location / {
+    proxy_pass http://127.0.0.1:$2;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_cache $3;
+    proxy_cache_lock on;
+  }
+}
+CONF
+}
+{
+  nginx_common proxy
+  echo "http { access_log off; keepalive_requests 10000000; sendfile on;"
+  nginx_temp proxy
+  nginx_cache_server "$N" "$O_N" hot 512m
+  nginx_cache_server "$NZ" "$O_NZ" zipf "${ZIPF_BUDGET_MB}m"
+  echo "}"
+} >"$WORK/proxy.conf"
+taskset -c 0 nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;' &
+PIDS+=($!)
+
+varnish() { # port origin size name
+  taskset -c 0 varnishd -F -a "127.0.0.1:$1" -b "127.0.0.1:$2" -s "malloc,$3" -n "$WORK/varnish-$4" \
+    -p thread_pools=1 >"$WORK/varnish-$4.log" 2>&1 &
+  PIDS+=($!)
+}
+varnish "$V" "$O_V" 512m hot
+varnish "$VZ" "$O_VZ" "${ZIPF_BUDGET_MB}m" zipf
+
+for p in $O_E $E $EZ $N $NZ $V $VZ; do wait_port "$p"; done
+sleep 1
+
+# Warm each cache with the objects of (a) and (b), and check all three serve them.
+for port in $E $N $V; do
+  for path in /1k /100k; do
+    for _ in 1 2; do curl -s -o /dev/null "http://localhost:$port$path"; done
+    got=$(curl -s "http://localhost:$port$path" | wc -c)
+    want=$(wc -c <"$WORK/www${path}")
+    [ "$got" = "$want" ] || { echo "port $port $path: $got bytes, not $want" >&2; exit 1; }
+  done
+done
+fetched() { [ -f "$WORK/$1.log" ] && wc -l <"$WORK/$1.log" || echo 0; }
+
+declare -A R
+names=(edgenet nginx varnish)
+ports=("$E" "$N" "$V")
+for r in $(seq "$REPEATS"); do
+  for i in 0 1 2; do
+    read -r rps p99 _ < <(run_wrk 64 "http://localhost:${ports[$i]}/1k")
+    read -r _ _ bps < <(run_wrk 64 "http://localhost:${ports[$i]}/100k")
+    R[${names[$i]}.rps]+="$rps "
+    R[${names[$i]}.p99]+="$p99 "
+    R[${names[$i]}.gbps]+="$(awk -v b="$bps" 'BEGIN {printf "%.3f", b * 8 / 1e9}') "
+    printf '%-8s run %d: 1 KiB hits %9.0f req/s p99 %6.2f ms | 100 KiB hits %6.2f Gbit/s\n' \
+      "${names[$i]}" "$r" "$rps" "$p99" "$(awk -v b="$bps" 'BEGIN {print b * 8 / 1e9}')" >&2
+  done
+done
+for n in edgenet nginx varnish; do
+  f=$(fetched "fetch-$n")
+  [ "$f" -le 8 ] || echo "warning: $n fetched $f times from the origin during the hit runs" >&2
+done
+
+# (c) Zipf: the same request sequence against each; the origin's log counts the misses.
+zipf() { # port fetch-log
+  local out total
+  # wrk stops sending after ZIPF_REQUESTS responses but runs out its duration.
+  out=$(taskset -c 1 wrk -t1 -c16 -d"${ZIPF_SECONDS}s" -s bench/zipf.lua "http://localhost:$1/")
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  awk -v t="$total" -v f="$(fetched "$2")" 'BEGIN {printf "%.4f %d %d\n", 1 - f / t, t, f}'
+}
+read -r ZE te fe < <(zipf "$EZ" fetch-edgenet-zipf)
+read -r ZN tn fn < <(zipf "$NZ" fetch-nginx-zipf)
+read -r ZV tv fv < <(zipf "$VZ" fetch-varnish-zipf)
+echo "zipf: edgenet $ZE ($fe fetches / $te requests), nginx $ZN ($fn / $tn), varnish $ZV ($fv / $tv)" >&2
+
+med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
+ER=$(med edgenet.rps) NR=$(med nginx.rps) VR=$(med varnish.rps)
+EP=$(med edgenet.p99) NP=$(med nginx.p99) VP=$(med varnish.p99)
+EG=$(med edgenet.gbps) NG=$(med nginx.gbps) VG=$(med varnish.gbps)
+cat <<REPORT
+medians of $REPEATS runs of ${DURATION}s (edgenet | nginx | varnish):
+  1 KiB hits, 64 conns     $ER | $NR | $VR req/s   (vs nginx $(ratio "$ER" "$NR"), vs varnish $(ratio "$ER" "$VR"))
+  1 KiB hits p99           $EP | $NP | $VP ms      (vs nginx $(ratio "$EP" "$NP"))
+  100 KiB hits             $EG | $NG | $VG Gbit/s  (vs nginx $(ratio "$EG" "$NG"))
+  Zipf hit ratio, ${ZIPF_BUDGET_MB} MB   $ZE | $ZN | $ZV
+REPORT
+printf '{"hits_vs_nginx": %s, "hits_p99_vs_nginx": %s, "hits_vs_varnish": %s, "large_gbps_vs_nginx": %s, "zipf_hit_ratio": %s, "zipf_hit_ratio_nginx": %s}\n' \
+  "$(ratio "$ER" "$NR")" "$(ratio "$EP" "$NP")" "$(ratio "$ER" "$VR")" "$(ratio "$EG" "$NG")" "$ZE" "$ZN"
