@@ -617,3 +617,130 @@ fn a_gib_object_streams_through_the_cache_with_bounded_memory() {
     );
     eprintln!("peak RSS after a GiB stored and served from the cache: {peak_mib} MiB");
 }
+
+/// Two requests for `path`; returns the second response and how often the origin was asked.
+fn twice(pop: &Pop, o: &Origin, name: &str, headers: &[&str]) -> (Resp, u64) {
+    let path = obj(name, headers, "");
+    get(pop, &path, &[]);
+    let second = get(pop, &path, &[]);
+    (second, o.hits_for(&format!("/obj/{name}")))
+}
+
+#[test]
+fn freshness_comes_from_s_maxage_max_age_or_expires() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let (r, n) = twice(
+        &pop,
+        &o,
+        "smaxage",
+        &["Cache-Control: max-age=0, s-maxage=600"],
+    );
+    assert!(
+        cache_status(&r).contains("hit; ttl=59"),
+        "s-maxage wins for a shared cache: {r:?}"
+    );
+    assert_eq!(n, 1);
+    let expires = httpdate(std::time::SystemTime::now() + Duration::from_secs(300));
+    let (r, n) = twice(&pop, &o, "expires", &[&format!("Expires: {expires}")]);
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(n, 1);
+}
+
+fn httpdate(t: std::time::SystemTime) -> String {
+    // RFC 9110 IMF-fixdate, from the system's `date` (the tests avoid a date crate).
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let out = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{secs}"),
+            "+%a, %d %b %Y %H:%M:%S GMT",
+        ])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn private_no_cache_and_malformed_directives_follow_rfc_9111() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let (r, n) = twice(
+        &pop,
+        &o,
+        "private",
+        &["Cache-Control: private, max-age=600"],
+    );
+    assert!(cache_status(&r).contains("detail=private"), "{r:?}");
+    assert_eq!(n, 2, "a shared cache never stores private");
+    // no-cache: stored, but revalidated before every use (a 304 here).
+    let (r, n) = twice(
+        &pop,
+        &o,
+        "nocache",
+        &["Cache-Control: no-cache", "ETag: \"n\""],
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        cache_status(&r).contains("fwd=stale; fwd-status=304"),
+        "{r:?}"
+    );
+    assert_eq!(n, 2);
+    // An invalid max-age makes the response stale, not a crash nor a long-lived object.
+    let (r, n) = twice(
+        &pop,
+        &o,
+        "badmaxage",
+        &["Cache-Control: max-age=soon", "ETag: \"b\""],
+    );
+    assert_eq!(r.status, 200);
+    assert!(cache_status(&r).contains("fwd=stale"), "{r:?}");
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn last_modified_revalidation_uses_if_modified_since() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let lm = "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT";
+    let (r, n) = twice(&pop, &o, "lm", &["Cache-Control: max-age=0", lm]);
+    assert_eq!(r.status, 200);
+    assert!(
+        cache_status(&r).contains("fwd=stale; fwd-status=304"),
+        "{r:?}"
+    );
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn must_revalidate_forbids_serving_stale_when_the_origin_is_down() {
+    let mut o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj(
+        "mustreval",
+        &["Cache-Control: max-age=1, must-revalidate, stale-if-error=600"],
+        "",
+    );
+    get(&pop, &path, &[]);
+    o.stop();
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = get(&pop, &path, &[]);
+    assert_eq!(r.status, 502, "{r:?}");
+}
+
+#[test]
+fn set_cookie_responses_are_stored_when_the_zone_allows_it() {
+    let o = Origin::start("o");
+    let pop = pop_with(&o, "[zones.cache]\ncache_set_cookie = true\n");
+    let (r, n) = twice(
+        &pop,
+        &o,
+        "cookie-ok",
+        &["Cache-Control: max-age=600", "Set-Cookie: s=1"],
+    );
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(r.header("set-cookie"), Some("s=1"));
+    assert_eq!(n, 1);
+}
