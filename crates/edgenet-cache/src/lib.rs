@@ -5,6 +5,7 @@
 //! tiers (`memory`), the RFC 9111 decision of what to store and for how long (`policy`, pure),
 //! and the `Cache-Status` header (`status`, pure).
 
+pub mod admission;
 pub mod disk;
 pub mod memory;
 pub mod policy;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use pingora_cache::eviction::lru::Manager;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::predictor::Predictor;
+
+pub use admission::FrequencyAdmission;
 
 pub use disk::DiskStore;
 pub use memory::MemoryStore;
@@ -50,6 +53,8 @@ pub struct Cache {
     pub eviction: &'static Manager<LRU_SHARDS>,
     /// One fetch per key at a time; the others wait up to the lock timeout.
     pub lock: &'static CacheKeyLockImpl,
+    /// Which misses fill the cache once it is near its budget.
+    pub admission: &'static FrequencyAdmission,
     /// Remembers URLs whose last response was not storable, so that the next request goes
     /// straight to the origin instead of queueing on the cache lock (Varnish's hit-for-pass).
     pub predictor: &'static Predictor<LRU_SHARDS>,
@@ -71,14 +76,25 @@ impl Cache {
         let expected_objects = (memory_bytes / (16 * 1024)).clamp(1024, 1 << 20);
         let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(max_object_bytes)));
         let disk = disk.and_then(|(dir, budget)| match DiskStore::open(dir, budget) {
-            Ok(d) => Some(&*Box::leak(Box::new(d))),
+            Ok(d) => Some((&*Box::leak(Box::new(d)), budget)),
             Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e,
                     "cache disk tier cannot be opened; serving from the memory tier only");
                 None
             }
         });
+        let (disk, disk_budget) = (disk.map(|(d, _)| d), disk.map_or(0, |(_, b)| b));
+        let has_room = Box::new(move || {
+            memory.stored_bytes() < memory_bytes / 10 * 9
+                || disk.is_some_and(|d| {
+                    !d.is_failed() && d.stored_bytes() < (disk_budget / 10 * 9) as u64
+                })
+        });
         Cache {
+            admission: Box::leak(Box::new(FrequencyAdmission::new(
+                expected_objects,
+                has_room,
+            ))),
             storage: Box::leak(Box::new(TieredStore { memory, disk })),
             memory,
             disk,

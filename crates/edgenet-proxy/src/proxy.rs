@@ -423,6 +423,7 @@ impl ProxyHttp for EdgeProxy {
             Some(c.lock),
             None,
         );
+        session.cache.set_admission_policy(c.admission);
         ctx.cache_enabled = true;
         Ok(())
     }

@@ -364,34 +364,38 @@ fn metrics_count_hits_misses_bypasses_bytes_and_evictions() {
     get(&pop, &path, &[]);
     get(&pop, &path, &[]);
     get(&pop, &path, &["-X", "POST"]);
+    // Twice each: once the tier is near its budget, an object is stored from its second miss.
     for i in 0..20 {
-        get(
-            &pop,
-            &obj(
-                &format!("e{i}"),
-                &["Cache-Control: max-age=600"],
-                &format!("body={big}"),
-            ),
-            &[],
+        let p = obj(
+            &format!("e{i}"),
+            &["Cache-Control: max-age=600"],
+            &format!("body={big}"),
         );
+        get(&pop, &p, &[]);
+        get(&pop, &p, &[]);
     }
-    let m = |s: &str| pop.metric(s).unwrap_or(-1.0);
-    assert_eq!(
-        m("edgenet_cache_requests_total{result=\"hit\",zone=\"c\"}"),
-        1.0
+    let m = |s: &str| pop.metric(s).unwrap_or(0.0);
+    let result = |r: &str| {
+        m(&format!(
+            "edgenet_cache_requests_total{{result=\"{r}\",zone=\"c\"}}"
+        ))
+    };
+    assert_eq!(result("bypass"), 1.0, "the POST");
+    assert_eq!(result("hit") + result("miss") + result("uncacheable"), 42.0);
+    assert!(result("miss") >= 21.0, "every object missed at least once");
+    assert!(
+        result("uncacheable") >= 1.0,
+        "first misses deferred when full"
     );
+    let hits = result("hit");
+    assert!(hits >= 1.0);
     assert_eq!(
-        m("edgenet_cache_requests_total{result=\"miss\",zone=\"c\"}"),
-        21.0
+        m("edgenet_cache_served_bytes_total{zone=\"c\"}"),
+        hits * 10_000.0
     );
-    assert_eq!(
-        m("edgenet_cache_requests_total{result=\"bypass\",zone=\"c\"}"),
-        1.0
-    );
-    assert_eq!(m("edgenet_cache_served_bytes_total{zone=\"c\"}"), 10_000.0);
     let stored = m("edgenet_cache_stored_bytes{tier=\"memory\"}");
     assert!(stored > 0.0 && stored <= 65536.0, "within budget: {stored}");
-    assert!(m("edgenet_cache_evictions_total{tier=\"memory\"}") >= 14.0);
+    assert!(m("edgenet_cache_evictions_total{tier=\"memory\"}") >= 10.0);
 }
 
 /// A PoP whose zone `c.test` has `cache` (TOML of the `[zones.cache]` table and its rules).
