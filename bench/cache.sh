@@ -143,6 +143,8 @@ fetched() { [ -f "$WORK/$1.log" ] && wc -l <"$WORK/$1.log" || echo 0; }
 declare -A R
 names=(edgenet nginx varnish)
 ports=("$E" "$N" "$V")
+# SKIP_HITS=1 runs only the Zipf part (for tuning admission and eviction).
+[ -n "${SKIP_HITS:-}" ] && REPEATS=0
 for r in $(seq "$REPEATS"); do
   for i in 0 1 2; do
     read -r rps p99 _ < <(run_wrk 64 "http://localhost:${ports[$i]}/1k")
@@ -165,12 +167,26 @@ zipf() { # port fetch-log
   # wrk stops sending after ZIPF_REQUESTS responses but runs out its duration.
   out=$(taskset -c 1 wrk -t1 -c16 -d"${ZIPF_SECONDS}s" -s bench/zipf.lua "http://localhost:$1/")
   total=$(awk '/requests in/ {print $1}' <<<"$out")
+  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
+    echo "zipf on port $1: wrk reported errors (not hits): $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2
+  fi
   awk -v t="$total" -v f="$(fetched "$2")" 'BEGIN {printf "%.4f %d %d\n", 1 - f / t, t, f}'
 }
 read -r ZE te fe < <(zipf "$EZ" fetch-edgenet-zipf)
+# Sample nginx's cache size during its run: its budget is enforced lazily.
+(while :; do { du -sb "$WORK/cache-zipf" 2>/dev/null || true; } | cut -f1 >>"$WORK/nginx-zipf-size"; sleep 0.5; done) &
+SAMPLER=$!
 read -r ZN tn fn < <(zipf "$NZ" fetch-nginx-zipf)
+kill "$SAMPLER" 2>/dev/null || true
+N_PEAK=$(sort -n "$WORK/nginx-zipf-size" | tail -1)
 read -r ZV tv fv < <(zipf "$VZ" fetch-varnish-zipf)
 echo "zipf: edgenet $ZE ($fe fetches / $te requests), nginx $ZN ($fn / $tn), varnish $ZV ($fv / $tv)" >&2
+# What each actually held at the end against the budget: nginx enforces max_size lazily from
+# its cache manager (at most 100 files per 50 ms), so it can run over.
+E_HELD=$(curl -s "http://127.0.0.1:$EZ_ADMIN/metrics" | awk '$1 == "edgenet_cache_stored_bytes{tier=\"memory\"}" {print $2}')
+N_HELD=$(du -sb "$WORK/cache-zipf" | cut -f1)
+echo "zipf: held at the end: edgenet $((E_HELD / 1048576)) MiB, nginx $((N_HELD / 1048576)) MiB on disk, nginx's peak during the run $((N_PEAK / 1048576)) MiB (budget ${ZIPF_BUDGET_MB} MB)" >&2
+[ -z "${SKIP_HITS:-}" ] || exit 0
 
 med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
 ER=$(med edgenet.rps) NR=$(med nginx.rps) VR=$(med varnish.rps)

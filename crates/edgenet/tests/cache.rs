@@ -123,6 +123,11 @@ fn etag_revalidation_304_refreshes_the_stored_response() {
     );
     let again = get(&pop, &path, &[]);
     assert!(cache_status(&again).contains("hit"), "{again:?}");
+    assert_eq!(
+        again.header("x-fetch"),
+        Some("2"),
+        "the 304's fields replaced the stored ones"
+    );
     assert_eq!(o.hits_for("/obj/reval"), 2, "one fetch, one revalidation");
 }
 
@@ -747,4 +752,23 @@ fn set_cookie_responses_are_stored_when_the_zone_allows_it() {
     assert!(cache_status(&r).contains("hit"), "{r:?}");
     assert_eq!(r.header("set-cookie"), Some("s=1"));
     assert_eq!(n, 1);
+}
+
+#[test]
+fn error_statuses_are_not_stored_even_with_max_age() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("err", &["Cache-Control: max-age=600"], "status=500");
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &[]);
+    assert_eq!(r.status, 500);
+    assert!(!cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/err"), 2);
+    // 404 is cacheable (RFC 9110 section 15.1).
+    let path = obj("gone", &["Cache-Control: max-age=600"], "status=404");
+    get(&pop, &path, &[]);
+    let r = get(&pop, &path, &[]);
+    assert_eq!(r.status, 404);
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/gone"), 1);
 }

@@ -133,6 +133,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for k, v in headers:
             self.send_header(k.strip(), v.strip())
+        # Which fetch of this path this is (1, 2, ...), on 304s too.
+        self.send_header("X-Fetch", str(STATE["paths"].get(urlsplit(self.path).path, 0)))
         if status != 304:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
