@@ -169,7 +169,12 @@ fn cache_result(session: &Session, ctx: &Ctx) -> usize {
 }
 
 /// What the cache did for this request, from pingora-cache's phase and our own notes.
-fn cache_status(session: &Session, ctx: &Ctx, status: u16) -> CacheStatus<'static> {
+fn cache_status(
+    session: &Session,
+    ctx: &Ctx,
+    status: u16,
+    storage: &edgenet_cache::TieredStore,
+) -> CacheStatus<'static> {
     let cache = &session.cache;
     let ttl = || {
         cache.maybe_cache_meta().map(|m| {
@@ -205,7 +210,16 @@ fn cache_status(session: &Session, ctx: &Ctx, status: u16) -> CacheStatus<'stati
             });
         }
         CachePhase::Miss => {
-            s.fwd = Some(Forward::UriMiss);
+            // Other variants of this URL are stored (this one is not yet, until its body is
+            // complete): the request missed on its Vary headers.
+            let vary_miss = cache
+                .maybe_cache_key()
+                .is_some_and(|k| storage.has_primary(&k.primary_bin()));
+            s.fwd = Some(if vary_miss {
+                Forward::VaryMiss
+            } else {
+                Forward::UriMiss
+            });
             s.fwd_status = Some(status);
             s.stored = true;
             s.ttl = ttl();
@@ -737,7 +751,7 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         if ctx.zone.is_some() {
-            let status = cache_status(session, ctx, resp.status.as_u16());
+            let status = cache_status(session, ctx, resp.status.as_u16(), self.node.cache.storage);
             ctx.cache_result = Some((cache_result(session, ctx), status.collapsed, status.hit));
             let value = status.header_value(&self.node.name);
             if let Ok(v) = HeaderValue::from_str(&value) {

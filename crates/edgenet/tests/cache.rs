@@ -140,10 +140,19 @@ fn vary_keeps_separate_variants() {
         &["Cache-Control: max-age=60", "Vary: Accept-Language"],
         "",
     );
+    let mut statuses = Vec::new();
     for lang in ["en", "fr", "en", "fr"] {
         let h = format!("Accept-Language: {lang}");
-        assert_eq!(get(&pop, &path, &["-H", &h]).status, 200);
+        let r = get(&pop, &path, &["-H", &h]);
+        assert_eq!(r.status, 200);
+        statuses.push(cache_status(&r).to_string());
     }
+    assert!(statuses[0].contains("fwd=uri-miss"), "{statuses:?}");
+    assert!(statuses[1].contains("fwd=vary-miss"), "{statuses:?}");
+    assert!(
+        statuses[2].contains("hit") && statuses[3].contains("hit"),
+        "{statuses:?}"
+    );
     assert_eq!(o.hits_for("/obj/vary"), 2, "one fetch per variant");
     let path = obj("varystar", &["Cache-Control: max-age=60", "Vary: *"], "");
     get(&pop, &path, &[]);
