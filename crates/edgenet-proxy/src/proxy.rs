@@ -77,6 +77,8 @@ pub struct Ctx {
     not_modified: Option<http::HeaderMap>,
     /// The request's own `no-cache` forced a revalidation (the zone honours it).
     revalidate_by_request: bool,
+    /// The stored object was purged: this request refetches it.
+    purged: bool,
 }
 
 impl Ctx {
@@ -212,9 +214,10 @@ fn cache_status(
         CachePhase::Miss => {
             // Other variants of this URL are stored (this one is not yet, until its body is
             // complete): the request missed on its Vary headers.
-            let vary_miss = cache
-                .maybe_cache_key()
-                .is_some_and(|k| storage.has_primary(&k.primary_bin()));
+            let vary_miss = !ctx.purged
+                && cache.maybe_cache_key().is_some_and(|k| {
+                    k.get_variance_key().is_some() && storage.has_primary(&k.primary_bin())
+                });
             s.fwd = Some(if vary_miss {
                 Forward::VaryMiss
             } else {
@@ -347,6 +350,7 @@ impl ProxyHttp for EdgeProxy {
             cache_result: None,
             not_modified: None,
             revalidate_by_request: false,
+            purged: false,
         }
     }
 
@@ -474,6 +478,7 @@ impl ProxyHttp for EdgeProxy {
             .flat_map(edgenet_cache::purge::split_tags);
         let purges = &self.node.cache.purges;
         if purges.is_purged(&zone.config.name, &url, tags, meta.created()) {
+            ctx.purged = true;
             return Ok(Some(ForcedFreshness::ForceMiss));
         }
         if zone.config.cache.honor_request_no_cache
