@@ -244,6 +244,14 @@ impl DiskStore {
             .join(format!("{k}-{}", hex(primary)))
     }
 
+    /// A fresh name under `tmp/` for a file being written.
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
     /// Bytes held (files, headers included).
     pub fn stored_bytes(&self) -> u64 {
         self.index.read().values().map(|e| e.size).sum()
@@ -385,11 +393,7 @@ impl Storage for DiskStore {
             return Error::e_explain(ErrorType::InternalError, "cache disk tier is off");
         }
         let meta = meta.serialize()?;
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
+        let tmp = self.tmp_path();
         let mut file = match File::create(&tmp) {
             Ok(f) => BufWriter::with_capacity(BLOCK, f),
             Err(e) => {
@@ -456,11 +460,7 @@ impl Storage for DiskStore {
         };
         let body_start = (HEADER_LEN + opened.header.meta0 + opened.header.meta1) as u64;
         let meta = meta.serialize()?;
-        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
+        let tmp = self.tmp_path();
         let result = (|| -> io::Result<u64> {
             let header = Header {
                 meta0: meta.0.len(),
