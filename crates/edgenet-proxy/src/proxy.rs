@@ -151,7 +151,13 @@ fn cache_key(zone: &Zone, scheme: &str, req: &RequestHeader) -> CacheKey {
         key.extend_from_slice(part);
     }
     key.extend_from_slice(&extras);
-    CacheKey::new(key, "")
+    // pingora-cache rehashes the primary key (BLAKE2b) on every use: the predictor, the lookup,
+    // the lock and the eviction manager each ask for it. Hash once; same value, so stored
+    // entries keep their keys.
+    let hash = pingora_cache::key::hash_key(&key);
+    let mut key = CacheKey::new(key, "");
+    key.set_primary_bin_override(hash);
+    key
 }
 
 /// The `metrics::CACHE_RESULTS` index for this request.
@@ -882,5 +888,29 @@ impl ProxyHttp for EdgeProxy {
             error,
             cache: ctx.cache_status.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_precomputed_primary_hash_is_pingoras_own() {
+        let config = edgenet_config::parse_toml(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"http\"\n[[zones]]\nname = \"z\"\nhostnames = [\"a.test\"]\n[[zones.origins.servers]]\naddress = \"127.0.0.1:1\"\n",
+            "<test>",
+        )
+        .unwrap();
+        let config = edgenet_config::validate(&config, std::path::Path::new(".")).unwrap();
+        let mut req = RequestHeader::build("GET", b"/p?q=1", None).unwrap();
+        req.insert_header("host", "A.test:8080").unwrap();
+        let key = cache_key(&config.zones[0], "https", &req);
+        let plain = CacheKey::new(key.primary_key().to_vec(), "");
+        assert_eq!(key.primary_bin(), plain.primary_bin());
+        assert_eq!(
+            key.primary_key_str().map(|s| s.contains("a.test/p?q=1")),
+            Some(true)
+        );
     }
 }
