@@ -620,8 +620,9 @@ fn decode_attribute(flags: u8, code: u8, v: &[u8], codec: Codec) -> Option<Attri
                 .collect(),
         ),
         1 | 3 | 4 | 5 | 8 | 32 => return None,
+        // The extended-length bit describes this encoding, not the attribute.
         _ => Attribute::Unknown {
-            flags,
+            flags: flags & !0x10,
             code,
             value: v.to_vec(),
         },
