@@ -750,6 +750,46 @@ fn encode_attribute(a: &Attribute, codec: Codec) -> (u8, u8, Vec<u8>) {
     (flags, code, v)
 }
 
+/// The number of ASes a path counts for in path length (RFC 4271 9.1.2.2: a set counts as one).
+pub fn path_len(path: &[Segment]) -> usize {
+    path.iter()
+        .map(|s| match s {
+            Segment::Set(_) => 1,
+            Segment::Sequence(a) => a.len(),
+        })
+        .sum()
+}
+
+/// The true AS path of a route from a 2-octet speaker (RFC 6793 section 4.2.3): the leading
+/// ASes of AS_PATH that AS4_PATH does not cover, then AS4_PATH. When AS_PATH is shorter than
+/// AS4_PATH, AS4_PATH is ignored.
+pub fn merge_as4_path(as_path: &[Segment], as4_path: &[Segment]) -> Vec<Segment> {
+    let (n, n4) = (path_len(as_path), path_len(as4_path));
+    if n < n4 {
+        return as_path.to_vec();
+    }
+    let mut keep = n - n4;
+    let mut out = Vec::new();
+    for seg in as_path {
+        if keep == 0 {
+            break;
+        }
+        match seg {
+            Segment::Set(a) => {
+                out.push(Segment::Set(a.clone()));
+                keep -= 1;
+            }
+            Segment::Sequence(a) => {
+                let take = keep.min(a.len());
+                out.push(Segment::Sequence(a[..take].to_vec()));
+                keep -= take;
+            }
+        }
+    }
+    out.extend(as4_path.iter().cloned());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -868,6 +908,35 @@ mod tests {
             back.attributes[1],
             Attribute::As4Path(vec![Segment::Sequence(vec![65001, 4_200_000_001])])
         );
+    }
+
+    #[test]
+    fn as4_path_restores_the_four_octet_numbers() {
+        let trans = u32::from(AS_TRANS);
+        // A 2-octet peer 65002 prepended itself to a path through 4200000001 and 65001.
+        let as_path = [Segment::Sequence(vec![65002, trans, 65001])];
+        let as4 = [Segment::Sequence(vec![4_200_000_001, 65001])];
+        assert_eq!(
+            merge_as4_path(&as_path, &as4),
+            vec![
+                Segment::Sequence(vec![65002]),
+                Segment::Sequence(vec![4_200_000_001, 65001])
+            ]
+        );
+        // AS4_PATH longer than AS_PATH: ignored.
+        let long = [Segment::Sequence(vec![1, 2, 3, 4])];
+        assert_eq!(merge_as4_path(&as_path, &long), as_path.to_vec());
+        // A set counts as one AS.
+        let with_set = [Segment::Sequence(vec![65002]), Segment::Set(vec![trans, 7])];
+        let as4 = [Segment::Set(vec![4_200_000_001, 7])];
+        assert_eq!(
+            merge_as4_path(&with_set, &as4),
+            vec![
+                Segment::Sequence(vec![65002]),
+                Segment::Set(vec![4_200_000_001, 7])
+            ]
+        );
+        assert_eq!(path_len(&with_set), 2);
     }
 
     #[test]
