@@ -5,6 +5,7 @@
 //! communities), pure: bytes in, values out, and back. The finite state machine and the session
 //! driver build on it (work in progress, see the issue notes).
 
+pub mod fsm;
 pub mod message;
 
 pub use message::{Message, MessageError};
