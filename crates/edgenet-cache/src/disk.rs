@@ -37,6 +37,8 @@ use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 use pingora_lru::Lru;
 
+use crate::accounting::Accounting;
+
 const MAGIC: &[u8; 8] = b"EDGNCAC1";
 const HEADER_LEN: usize = 32;
 /// Body block size: the unit of checksums and of reads.
@@ -54,6 +56,7 @@ struct Entry {
 pub struct DiskStore {
     dir: PathBuf,
     index: RwLock<HashMap<HashBinary, Entry>>,
+    accounting: Accounting,
     lru: Lru<HashBinary, LRU_SHARDS>,
     next_tmp: AtomicU64,
     /// Set after the first write error: the tier stops taking objects (reads continue).
@@ -200,6 +203,7 @@ impl DiskStore {
         let store = DiskStore {
             dir: dir.to_path_buf(),
             index: RwLock::new(HashMap::new()),
+            accounting: Accounting::default(),
             lru: Lru::with_capacity(budget_bytes, 1024),
             next_tmp: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -221,9 +225,7 @@ impl DiskStore {
                 let checked = open_checked(&path).ok().flatten();
                 match (parsed, checked) {
                     (Some((key, primary)), Some(opened)) => {
-                        let size = opened.header.file_len();
-                        store.index.write().insert(key, Entry { primary, size });
-                        store.lru.admit(lru_key(&key), key, size as usize);
+                        store.insert(key, primary, opened.header.file_len());
                     }
                     _ => {
                         store.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +234,6 @@ impl DiskStore {
                 }
             }
         }
-        store.evict();
         Ok(store)
     }
 
@@ -254,7 +255,7 @@ impl DiskStore {
 
     /// Bytes held (files, headers included).
     pub fn stored_bytes(&self) -> u64 {
-        self.index.read().values().map(|e| e.size).sum()
+        self.accounting.bytes()
     }
 
     /// Objects held.
@@ -269,7 +270,7 @@ impl DiskStore {
 
     /// Whether any variant of the URL with this primary key is stored.
     pub fn has_primary(&self, primary: &HashBinary) -> bool {
-        self.index.read().values().any(|e| &e.primary == primary)
+        self.accounting.has_primary(primary)
     }
 
     /// Write errors since start (the first one turns the tier off for writes).
@@ -300,19 +301,38 @@ impl DiskStore {
         }
     }
 
-    fn remove(&self, key: &HashBinary) -> bool {
+    /// Indexes a complete file of `size` bytes (replacing any entry for `key`) and evicts
+    /// what no longer fits.
+    fn insert(&self, key: HashBinary, primary: HashBinary, size: u64) {
+        match self.index.write().insert(key, Entry { primary, size }) {
+            Some(old) => {
+                self.accounting.resized(old.size, size);
+                self.lru.remove(lru_key(&key));
+            }
+            None => self.accounting.added(primary, size),
+        }
+        self.lru.admit(lru_key(&key), key, size as usize);
+        self.evict();
+    }
+
+    /// Drops `key` from the index and deletes its file; returns whether it was there.
+    fn forget(&self, key: &HashBinary) -> bool {
         let Some(entry) = self.index.write().remove(key) else {
             return false;
         };
-        self.lru.remove(lru_key(key));
+        self.accounting.removed(&entry.primary, entry.size);
         let _ = fs::remove_file(self.path(key, &entry.primary));
         true
     }
 
+    fn remove(&self, key: &HashBinary) -> bool {
+        self.lru.remove(lru_key(key));
+        self.forget(key)
+    }
+
     fn evict(&self) {
         for (key, _) in self.lru.evict_to_limit() {
-            if let Some(entry) = self.index.write().remove(&key) {
-                let _ = fs::remove_file(self.path(&key, &entry.primary));
+            if self.forget(&key) {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -486,6 +506,7 @@ impl Storage for DiskStore {
         match result {
             Ok(size) => {
                 if let Some(e) = self.index.write().get_mut(&hash) {
+                    self.accounting.resized(e.size, size);
                     e.size = size;
                 }
                 Ok(true)
@@ -679,19 +700,7 @@ impl HandleMiss for DiskMiss {
             return Err(self.fail("finishing a file", e));
         }
         let size = header.file_len();
-        let store = self.store;
-        let old = store.index.write().insert(
-            self.key,
-            Entry {
-                primary: self.primary,
-                size,
-            },
-        );
-        if old.is_some() {
-            store.lru.remove(lru_key(&self.key));
-        }
-        store.lru.admit(lru_key(&self.key), self.key, size as usize);
-        store.evict();
+        self.store.insert(self.key, self.primary, size);
         Ok(MissFinishType::Created(size as usize))
     }
 }

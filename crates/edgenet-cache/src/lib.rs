@@ -5,6 +5,7 @@
 //! tiers (`memory`), the RFC 9111 decision of what to store and for how long (`policy`, pure),
 //! and the `Cache-Status` header (`status`, pure).
 
+mod accounting;
 pub mod admission;
 pub mod disk;
 pub mod memory;

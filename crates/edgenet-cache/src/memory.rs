@@ -5,7 +5,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,6 +19,8 @@ use pingora_cache::storage::{
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheEntryKey, CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
+
+use crate::accounting::Accounting;
 
 /// A stored object: serialized meta and the body chunks with their start offsets.
 struct Object {
@@ -43,10 +45,8 @@ impl Body {
 /// The memory tier.
 pub struct MemoryStore {
     objects: RwLock<HashMap<HashBinary, Arc<Object>>>,
-    /// How many variants each primary key (URL) has stored.
-    primaries: RwLock<HashMap<HashBinary, usize>>,
+    accounting: Accounting,
     max_object_bytes: usize,
-    stored_bytes: AtomicUsize,
     evictions: AtomicU64,
 }
 
@@ -55,16 +55,15 @@ impl MemoryStore {
     pub fn new(max_object_bytes: usize) -> MemoryStore {
         MemoryStore {
             objects: RwLock::new(HashMap::new()),
-            primaries: RwLock::new(HashMap::new()),
+            accounting: Accounting::default(),
             max_object_bytes,
-            stored_bytes: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
         }
     }
 
     /// Bytes held (bodies and serialized headers).
     pub fn stored_bytes(&self) -> usize {
-        self.stored_bytes.load(Ordering::Relaxed)
+        self.accounting.bytes() as usize
     }
 
     /// Objects evicted to stay within the byte budget, since start.
@@ -84,20 +83,17 @@ impl MemoryStore {
 
     /// Whether any variant of the URL with this primary key is stored.
     pub fn has_primary(&self, primary: &HashBinary) -> bool {
-        self.primaries.read().contains_key(primary)
+        self.accounting.has_primary(primary)
     }
 
     fn insert(&self, key: HashBinary, object: Object) {
-        let weight = object.body.weight(&object.meta);
+        let weight = object.body.weight(&object.meta) as u64;
         let primary = object.primary;
-        let old = self.objects.write().insert(key, Arc::new(object));
-        self.stored_bytes.fetch_add(weight, Ordering::Relaxed);
-        match old {
-            Some(old) => {
-                self.stored_bytes
-                    .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
-            }
-            None => *self.primaries.write().entry(primary).or_default() += 1,
+        match self.objects.write().insert(key, Arc::new(object)) {
+            Some(old) => self
+                .accounting
+                .resized(old.body.weight(&old.meta) as u64, weight),
+            None => self.accounting.added(primary, weight),
         }
     }
 
@@ -105,15 +101,8 @@ impl MemoryStore {
         let Some(old) = self.objects.write().remove(key) else {
             return false;
         };
-        self.stored_bytes
-            .fetch_sub(old.body.weight(&old.meta), Ordering::Relaxed);
-        let mut primaries = self.primaries.write();
-        if let Some(n) = primaries.get_mut(&old.primary) {
-            *n -= 1;
-            if *n == 0 {
-                primaries.remove(&old.primary);
-            }
-        }
+        self.accounting
+            .removed(&old.primary, old.body.weight(&old.meta) as u64);
         true
     }
 }
@@ -200,8 +189,7 @@ impl Storage for MemoryStore {
             }),
         );
         drop(objects);
-        self.stored_bytes.fetch_add(new_w, Ordering::Relaxed);
-        self.stored_bytes.fetch_sub(old_w, Ordering::Relaxed);
+        self.accounting.resized(old_w as u64, new_w as u64);
         Ok(true)
     }
 
