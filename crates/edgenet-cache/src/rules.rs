@@ -26,9 +26,9 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
     rest.ends_with(last)
 }
 
-/// The first rule whose pattern matches `path`.
-pub fn find_rule<'a>(rules: &'a [CacheRule], path: &str) -> Option<&'a CacheRule> {
-    rules.iter().find(|r| glob_match(&r.path, path))
+/// The index of the first rule whose pattern matches `path`.
+pub fn find_rule(rules: &[CacheRule], path: &str) -> Option<usize> {
+    rules.iter().position(|r| glob_match(&r.path, path))
 }
 
 /// The request target as keyed: the path, then the query string as the rule says.
@@ -60,9 +60,9 @@ pub fn key_target(rule: Option<&CacheRule>, path: &str, query: Option<&str>) -> 
 }
 
 /// The URL as the cache keys it and purges name it: lower-case host without port, path, and
-/// the query string as the first rule matching the path says.
-pub fn keyed_url(rules: &[CacheRule], host: &str, path: &str, query: Option<&str>) -> String {
-    let target = key_target(find_rule(rules, path), path, query);
+/// the query string as `rule` (the first matching the path, if any) says.
+pub fn keyed_url(rule: Option<&CacheRule>, host: &str, path: &str, query: Option<&str>) -> String {
+    let target = key_target(rule, path, query);
     let mut url = String::with_capacity(host.len() + target.len());
     url.push_str(&host.to_ascii_lowercase());
     url.push_str(&target);
@@ -78,7 +78,9 @@ pub fn keyed_url_of(rules: &[CacheRule], url: &str) -> String {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    keyed_url(rules, host, if path.is_empty() { "/" } else { path }, query)
+    let path = if path.is_empty() { "/" } else { path };
+    let rule = find_rule(rules, path).map(|i| &rules[i]);
+    keyed_url(rule, host, path, query)
 }
 
 /// The header and cookie values a rule adds to the key, framed so that values cannot run
@@ -185,7 +187,7 @@ mod tests {
             "a.test/img/1.png"
         );
         assert_eq!(
-            keyed_url(&rules, "A.test", "/img/1.png", Some("v=9")),
+            keyed_url(Some(&rules[0]), "A.test", "/img/1.png", Some("v=9")),
             "a.test/img/1.png"
         );
         assert_eq!(keyed_url_of(&rules, "a.test/other?q=1"), "a.test/other?q=1");

@@ -32,7 +32,7 @@ use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, C
 use crate::request_check;
 use crate::state::{Node, Snapshot, ZoneRuntime};
 use crate::tls::Sni;
-use edgenet_config::Zone;
+use edgenet_config::CacheRule;
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -79,11 +79,20 @@ pub struct Ctx {
     revalidate_by_request: bool,
     /// The stored object was purged: this request refetches it.
     purged: bool,
+    /// The index of the zone's cache rule for the request's path, if one matches.
+    cache_rule: Option<usize>,
+    /// The request's URL as keyed (set with the cache key).
+    cache_url: Option<String>,
 }
 
 impl Ctx {
     fn zone(&self) -> Option<&ZoneRuntime> {
         Some(&self.snapshot.as_ref()?.zones[self.zone?])
+    }
+
+    /// The zone's cache rule for this request's path.
+    fn cache_rule(&self) -> Option<&CacheRule> {
+        Some(&self.zone()?.config.cache.rules[self.cache_rule?])
     }
 }
 
@@ -130,23 +139,28 @@ fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
     (req.headers.get(HOST).and_then(|h| h.to_str().ok()), false)
 }
 
-/// The request's URL as the cache keys it and purges name it (`edgenet_cache::rules`).
-fn cache_url(zone: &Zone, req: &RequestHeader) -> String {
+/// The request's URL as the cache keys it and purges name it, under the zone's cache `rule`
+/// for its path (`edgenet_cache::rules`).
+fn cache_url(rule: Option<&CacheRule>, req: &RequestHeader) -> String {
     let host = request_authority(req)
         .0
         .map(crate::router::host_without_port)
         .unwrap_or("");
-    edgenet_cache::rules::keyed_url(&zone.cache.rules, host, req.uri.path(), req.uri.query())
+    edgenet_cache::rules::keyed_url(rule, host, req.uri.path(), req.uri.query())
 }
 
 /// The cache key: zone, scheme, keyed URL and the rule's header and cookie values, each
 /// length-prefixed so that no two different requests frame to the same bytes.
-fn cache_key(zone: &Zone, scheme: &str, req: &RequestHeader) -> CacheKey {
-    let url = cache_url(zone, req);
-    let rule = edgenet_cache::rules::find_rule(&zone.cache.rules, req.uri.path());
+fn cache_key(
+    zone: &str,
+    scheme: &str,
+    url: &str,
+    rule: Option<&CacheRule>,
+    req: &RequestHeader,
+) -> CacheKey {
     let extras = edgenet_cache::rules::key_extras(rule, &req.headers);
-    let mut key = Vec::with_capacity(zone.name.len() + url.len() + extras.len() + 16);
-    for part in [zone.name.as_bytes(), scheme.as_bytes(), url.as_bytes()] {
+    let mut key = Vec::with_capacity(zone.len() + url.len() + extras.len() + 16);
+    for part in [zone.as_bytes(), scheme.as_bytes(), url.as_bytes()] {
         key.extend_from_slice(&(part.len() as u32).to_be_bytes());
         key.extend_from_slice(part);
     }
@@ -357,6 +371,8 @@ impl ProxyHttp for EdgeProxy {
             not_modified: None,
             revalidate_by_request: false,
             purged: false,
+            cache_rule: None,
+            cache_url: None,
         }
     }
 
@@ -430,13 +446,12 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         };
         let req = session.req_header();
-        if !zone.config.cache.enabled
+        let enabled = zone.config.cache.enabled;
+        ctx.cache_rule = edgenet_cache::rules::find_rule(&zone.config.cache.rules, req.uri.path());
+        if !enabled
             || (req.method != http::Method::GET && req.method != http::Method::HEAD)
+            || ctx.cache_rule().is_some_and(|r| r.bypass)
         {
-            return Ok(());
-        }
-        let rule = edgenet_cache::rules::find_rule(&zone.config.cache.rules, req.uri.path());
-        if rule.is_some_and(|r| r.bypass) {
             return Ok(());
         }
         let c = &self.node.cache;
@@ -461,7 +476,12 @@ impl ProxyHttp for EdgeProxy {
         } else {
             "http"
         };
-        Ok(cache_key(&zone.config, scheme, session.req_header()))
+        let req = session.req_header();
+        let rule = ctx.cache_rule();
+        let url = cache_url(rule, req);
+        let key = cache_key(&zone.config.name, scheme, &url, rule, req);
+        ctx.cache_url = Some(url);
+        Ok(key)
     }
 
     async fn cache_hit_filter(
@@ -475,7 +495,9 @@ impl ProxyHttp for EdgeProxy {
         let Some(zone) = ctx.zone() else {
             return Ok(None);
         };
-        let url = cache_url(&zone.config, session.req_header());
+        let Some(url) = ctx.cache_url.as_deref() else {
+            return Ok(None);
+        };
         let tags = meta
             .headers()
             .get_all("cache-tag")
@@ -483,7 +505,7 @@ impl ProxyHttp for EdgeProxy {
             .filter_map(|v| v.to_str().ok())
             .flat_map(edgenet_cache::purge::split_tags);
         let purges = &self.node.cache.purges;
-        if purges.is_purged(&zone.config.name, &url, tags, meta.created()) {
+        if purges.is_purged(&zone.config.name, url, tags, meta.created()) {
             ctx.purged = true;
             return Ok(Some(ForcedFreshness::ForceMiss));
         }
@@ -518,9 +540,8 @@ impl ProxyHttp for EdgeProxy {
         let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
         let now = SystemTime::now();
         let resp = merged.as_ref().unwrap_or(resp);
-        let rule = edgenet_cache::rules::find_rule(&zone.config.cache.rules, req.uri.path());
         let decision = edgenet_cache::decide(&req.method, authorization, resp, &policy, now);
-        match edgenet_cache::rules::apply_edge_ttl(decision, rule) {
+        match edgenet_cache::rules::apply_edge_ttl(decision, ctx.cache_rule()) {
             Decision::Store {
                 fresh_for,
                 stale_while_revalidate,
@@ -733,11 +754,12 @@ impl ProxyHttp for EdgeProxy {
             if let Some(zone) = ctx.zone() {
                 let req = session.req_header();
                 let storage = self.node.cache.storage;
+                let (rule, name) = (ctx.cache_rule(), &zone.config.name);
+                let url = cache_url(rule, req);
                 let stored = ["http", "https"].iter().any(|scheme| {
-                    storage.has_primary(&cache_key(&zone.config, scheme, req).primary_bin())
+                    storage.has_primary(&cache_key(name, scheme, &url, rule, req).primary_bin())
                 });
                 if stored {
-                    let url = cache_url(&zone.config, req);
                     let purge = edgenet_cache::PurgeRequest::Urls(vec![url]);
                     self.node
                         .cache
@@ -905,7 +927,8 @@ mod tests {
         let config = edgenet_config::validate(&config, std::path::Path::new(".")).unwrap();
         let mut req = RequestHeader::build("GET", b"/p?q=1", None).unwrap();
         req.insert_header("host", "A.test:8080").unwrap();
-        let key = cache_key(&config.zones[0], "https", &req);
+        let url = cache_url(None, &req);
+        let key = cache_key(&config.zones[0].name, "https", &url, None, &req);
         let plain = CacheKey::new(key.primary_key().to_vec(), "");
         assert_eq!(key.primary_bin(), plain.primary_bin());
         assert_eq!(
