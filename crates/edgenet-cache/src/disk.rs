@@ -592,17 +592,7 @@ impl HandleHit for DiskHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if start as u64 >= self.body_len {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!(
-                    "seek start {start} beyond the body's {} bytes",
-                    self.body_len
-                ),
-            );
-        }
-        self.pos = start as u64;
-        self.end = end.map_or(self.body_len, |e| (e as u64).min(self.body_len));
+        (self.pos, self.end) = crate::seek_range(start, end, self.body_len)?;
         Ok(())
     }
 

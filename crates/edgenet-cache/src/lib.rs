@@ -109,3 +109,15 @@ impl Cache {
         }
     }
 }
+
+/// The byte range `[start, end)` a hit handler's `seek(start, end)` asks for within a body of
+/// `len` bytes: `end` past the body is clamped, a start at or past it is an error.
+fn seek_range(start: usize, end: Option<usize>, len: u64) -> pingora_error::Result<(u64, u64)> {
+    if start as u64 >= len {
+        return pingora_error::Error::e_explain(
+            pingora_error::ErrorType::InternalError,
+            format!("seek start {start} beyond the body's {len} bytes"),
+        );
+    }
+    Ok((start as u64, end.map_or(len, |e| (e as u64).min(len))))
+}

@@ -237,17 +237,8 @@ impl HandleHit for MemoryHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        if start >= self.body.len {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!(
-                    "seek start {start} beyond the body's {} bytes",
-                    self.body.len
-                ),
-            );
-        }
-        self.pos = start;
-        self.end = end.map_or(self.body.len, |e| e.min(self.body.len));
+        let (start, end) = crate::seek_range(start, end, self.body.len as u64)?;
+        (self.pos, self.end) = (start as usize, end as usize);
         Ok(())
     }
 

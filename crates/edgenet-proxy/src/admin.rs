@@ -99,24 +99,25 @@ impl Admin {
     /// Storage-level cache figures are read from the tiers when scraped.
     fn update_cache_gauges(&self) {
         let m = &self.node.metrics;
-        let memory = self.node.cache.memory;
-        m.cache_stored_bytes
-            .with_label_values(&["memory"])
-            .set(memory.stored_bytes() as i64);
-        m.cache_objects
-            .with_label_values(&["memory"])
-            .set(memory.len() as i64);
-        let evictions = m.cache_evictions.with_label_values(&["memory"]);
-        evictions.inc_by(memory.evictions().saturating_sub(evictions.get()));
-        if let Some(disk) = self.node.cache.disk {
+        let tier = |name: &str, stored: u64, objects: usize, evicted: u64| {
             m.cache_stored_bytes
-                .with_label_values(&["disk"])
-                .set(disk.stored_bytes() as i64);
+                .with_label_values(&[name])
+                .set(stored as i64);
             m.cache_objects
-                .with_label_values(&["disk"])
-                .set(disk.len() as i64);
-            let evictions = m.cache_evictions.with_label_values(&["disk"]);
-            evictions.inc_by(disk.evictions().saturating_sub(evictions.get()));
+                .with_label_values(&[name])
+                .set(objects as i64);
+            let evictions = m.cache_evictions.with_label_values(&[name]);
+            evictions.inc_by(evicted.saturating_sub(evictions.get()));
+        };
+        let memory = self.node.cache.memory;
+        tier(
+            "memory",
+            memory.stored_bytes() as u64,
+            memory.len(),
+            memory.evictions(),
+        );
+        if let Some(disk) = self.node.cache.disk {
+            tier("disk", disk.stored_bytes(), disk.len(), disk.evictions());
             let errors = &m.cache_disk_errors;
             errors.inc_by(disk.errors().saturating_sub(errors.get()));
             let corrupt = &m.cache_disk_corrupt;

@@ -290,32 +290,31 @@ pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
     let current = node.snapshot.load_full();
     let old = &current.config;
     let origin = path.display();
-    let mut errors = Vec::new();
-    if config.listeners != old.listeners {
-        errors.push(format!(
-            "{origin}: listeners: changing listeners needs a restart"
-        ));
-    }
-    if config.admin != old.admin {
-        errors.push(format!(
-            "{origin}: admin.address: changing the admin listener needs a restart"
-        ));
-    }
-    if config.access_log != old.access_log {
-        errors.push(format!(
-            "{origin}: access_log: changing the access log needs a restart"
-        ));
-    }
-    if config.cache != old.cache {
-        errors.push(format!(
-            "{origin}: cache: changing the cache's size or lock timeout needs a restart"
-        ));
-    }
-    if config.node != old.node {
-        errors.push(format!(
-            "{origin}: node: changing node settings needs a restart"
-        ));
-    }
+    // Settings the running process was built around; changing them needs a restart.
+    let fixed = [
+        (config.listeners != old.listeners, "listeners", "listeners"),
+        (
+            config.admin != old.admin,
+            "admin.address",
+            "the admin listener",
+        ),
+        (
+            config.access_log != old.access_log,
+            "access_log",
+            "the access log",
+        ),
+        (
+            config.cache != old.cache,
+            "cache",
+            "the cache's size or lock timeout",
+        ),
+        (config.node != old.node, "node", "node settings"),
+    ];
+    let errors: Vec<String> = fixed
+        .iter()
+        .filter(|(changed, _, _)| *changed)
+        .map(|(_, field, what)| format!("{origin}: {field}: changing {what} needs a restart"))
+        .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
