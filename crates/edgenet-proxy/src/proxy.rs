@@ -217,6 +217,12 @@ fn cache_status(
         s.fwd_status = Some(status);
         return s;
     }
+    // Why a stored response went back to the origin: it was stale, or the client asked.
+    let refetched = if ctx.revalidate_by_request {
+        Forward::Request
+    } else {
+        Forward::Stale
+    };
     match cache.phase() {
         CachePhase::Hit => {
             s.hit = true;
@@ -248,22 +254,14 @@ fn cache_status(
             s.ttl = ttl();
         }
         CachePhase::Expired => {
-            s.fwd = Some(if ctx.revalidate_by_request {
-                Forward::Request
-            } else {
-                Forward::Stale
-            });
+            s.fwd = Some(refetched);
             s.fwd_status = Some(status);
             s.stored = true;
             s.ttl = ttl();
         }
         CachePhase::Revalidated => {
             s.hit = true;
-            s.fwd = Some(if ctx.revalidate_by_request {
-                Forward::Request
-            } else {
-                Forward::Stale
-            });
+            s.fwd = Some(refetched);
             s.fwd_status = Some(304);
             s.ttl = ttl();
         }
