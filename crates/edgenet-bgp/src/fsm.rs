@@ -56,6 +56,14 @@ pub enum Event {
     Received(Message),
     /// Bytes arrived that are not a valid message.
     DecodeError(MessageError),
+    /// Something outside the FSM ends the session: BFD saw the path fail, or the peer sent
+    /// more prefixes than allowed. The NOTIFICATION, if any, goes out first.
+    Fail {
+        /// Why, for status and logs.
+        reason: String,
+        /// The NOTIFICATION to send.
+        notification: Option<Notification>,
+    },
 }
 
 /// What the driver must do, in order.
@@ -77,6 +85,8 @@ pub enum Action {
     Down(String),
     /// An UPDATE to apply to the Adj-RIB-In.
     Routes(Update),
+    /// The peer asked for our routes again (RFC 2918).
+    Refresh(Family),
 }
 
 /// The local side of a session.
@@ -90,6 +100,8 @@ pub struct Config {
     pub router_id: Ipv4Addr,
     /// The hold time we offer (0, or at least 3 s).
     pub hold_time: Duration,
+    /// The longest time between KEEPALIVEs; a third of the negotiated hold time when longer.
+    pub keepalive: Option<Duration>,
     /// Wait for the peer to connect instead of connecting.
     pub passive: bool,
     /// Time between connection attempts.
@@ -108,6 +120,8 @@ pub struct Session {
     codec: Codec,
     /// Consecutive failures, for the restart backoff.
     failures: u32,
+    /// The peer's OPEN, once received.
+    peer_open: Option<Open>,
 }
 
 /// The hold time used until OPENs are exchanged (RFC 4271 suggests 4 minutes).
@@ -124,7 +138,23 @@ impl Session {
                 four_octet_as: false,
             },
             failures: 0,
+            peer_open: None,
         }
+    }
+
+    /// The peer's OPEN of the current (or last) session.
+    pub fn peer_open(&self) -> Option<&Open> {
+        self.peer_open.as_ref()
+    }
+
+    /// The negotiated hold time (zero before OPENs are exchanged, or when negotiated off).
+    pub fn hold_time(&self) -> Duration {
+        self.hold
+    }
+
+    fn keepalive(&self) -> Duration {
+        let third = self.hold / 3;
+        self.config.keepalive.map_or(third, |k| k.min(third))
     }
 
     /// The current state.
@@ -216,8 +246,9 @@ impl Session {
             out.push(Action::StopTimer(Timer::Hold));
         } else {
             out.push(Action::StartTimer(Timer::Hold, self.hold));
-            out.push(Action::StartTimer(Timer::Keepalive, self.hold / 3));
+            out.push(Action::StartTimer(Timer::Keepalive, self.keepalive()));
         }
+        self.peer_open = Some(open.clone());
         self.state = State::OpenConfirm;
     }
 
@@ -279,6 +310,13 @@ impl Session {
                 self.fail(e.to_string(), Some(n), &mut out);
             }
             (_, Event::TcpFailed) => self.fail("connection lost".into(), None, &mut out),
+            (
+                _,
+                Event::Fail {
+                    reason,
+                    notification,
+                },
+            ) => self.fail(reason, notification, &mut out),
             (_, Event::Received(Message::Notification(n))) => {
                 let reason = format!("NOTIFICATION {}/{} from the peer", n.code, n.subcode);
                 self.fail(reason, None, &mut out);
@@ -302,14 +340,16 @@ impl Session {
             }
             (OpenConfirm | Established, Event::TimerExpired(Timer::Keepalive)) => {
                 out.push(Action::Send(Message::Keepalive));
-                out.push(Action::StartTimer(Timer::Keepalive, self.hold / 3));
+                out.push(Action::StartTimer(Timer::Keepalive, self.keepalive()));
             }
             (Established, Event::Received(msg)) => {
                 if !self.hold.is_zero() {
                     out.push(Action::StartTimer(Timer::Hold, self.hold));
                 }
-                if let Message::Update(u) = msg {
-                    out.push(Action::Routes(u));
+                match msg {
+                    Message::Update(u) => out.push(Action::Routes(u)),
+                    Message::RouteRefresh(f) => out.push(Action::Refresh(f)),
+                    _ => {}
                 }
             }
             // Anything else is a finite state machine error (RFC 4271 section 6.6).
@@ -345,6 +385,7 @@ mod tests {
             peer_as: 65000,
             router_id: Ipv4Addr::new(192, 0, 2, 1),
             hold_time: Duration::from_secs(9),
+            keepalive: None,
             passive,
             connect_retry: Duration::from_secs(5),
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],

@@ -6,7 +6,11 @@
 //! pure: events (timer expiries, TCP outcomes, messages) in, actions out. The session driver
 //! (sockets, timers, TCP MD5), BFD and the RIB are the work in progress (see the issue notes).
 
+pub mod bfd;
 pub mod fsm;
 pub mod message;
+pub mod rib;
+pub mod socket;
+pub mod speaker;
 
 pub use message::{Message, MessageError};

@@ -1,0 +1,232 @@
+//! Two speakers on loopback addresses: sessions come up, announcements and withdrawals arrive,
+//! graceful shutdown tags routes, MD5 keys must match, max-prefix resets the session.
+//! (Interop with BIRD, GoBGP and FRR is in the node's namespace tests.)
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use edgenet_bgp::fsm::State;
+use edgenet_bgp::message::Family;
+use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
+use edgenet_bgp::speaker::{Export, PeerConfig, Speaker, SpeakerConfig, GRACEFUL_SHUTDOWN};
+
+fn peer(address: [u8; 4], port: u16, asn: u32, passive: bool) -> PeerConfig {
+    PeerConfig {
+        address: IpAddr::V4(Ipv4Addr::from(address)),
+        port,
+        peer_as: asn,
+        local_address: None,
+        passive,
+        md5_key: None,
+        hold_time: Duration::from_secs(9),
+        keepalive: None,
+        connect_retry: Duration::from_millis(300),
+        bfd: None,
+        med: None,
+        prepend: 0,
+        communities: vec![],
+        large_communities: vec![],
+        next_hop_v4: None,
+        next_hop_v6: None,
+        import: PrefixFilter {
+            entries: vec![FilterEntry {
+                prefix: "0.0.0.0/0".parse().unwrap(),
+                ge: 0,
+                le: 32,
+            }],
+        },
+        max_prefixes: None,
+        families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
+    }
+}
+
+/// A router-like speaker listening on 127.0.0.`router`:`port` and a PoP-like speaker
+/// connecting to it from 127.0.0.`pop`.
+async fn pair(
+    port: u16,
+    router: u8,
+    pop: u8,
+    tweak_router: impl FnOnce(&mut PeerConfig),
+    tweak_pop: impl FnOnce(&mut PeerConfig),
+) -> (Speaker, Speaker) {
+    let mut rp = peer([127, 0, 0, pop], 179, 4_200_000_001, true);
+    tweak_router(&mut rp);
+    let r = Speaker::start(SpeakerConfig {
+        local_as: 65000,
+        router_id: Ipv4Addr::new(10, 0, 0, router),
+        listen: vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, router)),
+            port,
+        )],
+        peers: vec![rp],
+    })
+    .await
+    .unwrap();
+    let mut pp = peer([127, 0, 0, router], port, 65000, false);
+    pp.local_address = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, pop)));
+    tweak_pop(&mut pp);
+    let p = Speaker::start(SpeakerConfig {
+        local_as: 4_200_000_001,
+        router_id: Ipv4Addr::new(10, 0, 0, pop),
+        listen: vec![],
+        peers: vec![pp],
+    })
+    .await
+    .unwrap();
+    (r, p)
+}
+
+async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn export(prefixes: &[&str], gshut: bool) -> Export {
+    Export {
+        prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+        graceful_shutdown: gshut,
+    }
+}
+
+#[tokio::test]
+async fn announce_graceful_shutdown_and_withdraw_reach_the_router() {
+    let (router, pop) = pair(
+        17901,
+        11,
+        12,
+        |_| {},
+        |p| {
+            p.med = Some(20);
+            p.prepend = 2;
+            p.communities = vec![(65000 << 16) | 7];
+            p.large_communities = vec![(4_200_000_001, 1, 2)];
+        },
+    )
+    .await;
+    until("established", Duration::from_secs(5), || {
+        router.status()[0].state == State::Established
+            && pop.status()[0].state == State::Established
+    })
+    .await;
+    pop.export(export(&["192.0.2.0/24", "198.51.100.0/24"], false));
+    until("two routes", Duration::from_secs(2), || {
+        router.best_routes().len() == 2
+    })
+    .await;
+    let best = router.best_routes();
+    let path = &best[0].path;
+    assert_eq!(path.med, Some(20));
+    assert_eq!(
+        format!("{:?}", path.as_path),
+        "[Sequence([4200000001, 4200000001, 4200000001])]",
+        "four-octet AS, prepended twice"
+    );
+    assert_eq!(path.next_hop, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12)));
+    assert_eq!(path.communities, vec![(65000 << 16) | 7]);
+    assert_eq!(path.large_communities, vec![(4_200_000_001, 1, 2)]);
+    assert_eq!(pop.status()[0].announced, 2);
+    assert_eq!(router.status()[0].accepted, 2);
+
+    pop.export(export(&["192.0.2.0/24", "198.51.100.0/24"], true));
+    until(
+        "GRACEFUL_SHUTDOWN community",
+        Duration::from_secs(2),
+        || {
+            router
+                .best_routes()
+                .iter()
+                .all(|r| r.path.communities.contains(&GRACEFUL_SHUTDOWN))
+        },
+    )
+    .await;
+    pop.export(export(&["198.51.100.0/24"], true));
+    until("one withdrawn", Duration::from_secs(2), || {
+        router.best_routes().len() == 1
+    })
+    .await;
+    pop.export(Export::default());
+    until("all withdrawn", Duration::from_secs(2), || {
+        router.best_routes().is_empty()
+    })
+    .await;
+    assert_eq!(
+        router.status()[0].state,
+        State::Established,
+        "withdrawing keeps the session"
+    );
+
+    pop.stop(Duration::from_secs(1)).await;
+    until("router sees the Cease", Duration::from_secs(2), || {
+        router.status()[0].state != State::Established
+    })
+    .await;
+    let s = router.status()[0].clone();
+    assert_eq!(s.flaps, 1);
+    assert!(s.last_error.unwrap().contains("NOTIFICATION 6/2"));
+    router.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn md5_keys_must_match() {
+    let (router, pop) = pair(
+        17902,
+        21,
+        22,
+        |p| p.md5_key = Some("s3cret".into()),
+        |p| p.md5_key = Some("s3cret".into()),
+    )
+    .await;
+    until("established with MD5", Duration::from_secs(5), || {
+        router.status()[0].state == State::Established
+    })
+    .await;
+    pop.stop(Duration::from_secs(1)).await;
+    router.stop(Duration::from_secs(1)).await;
+
+    let (router, pop) = pair(
+        17903,
+        23,
+        24,
+        |p| p.md5_key = Some("s3cret".into()),
+        |p| p.md5_key = Some("wrong".into()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(router.status()[0].state, State::Established);
+    assert_ne!(pop.status()[0].state, State::Established);
+    let err = pop.status()[0].last_error.clone().unwrap_or_default();
+    assert!(err.contains("connect"), "the SYN is dropped: {err}");
+    pop.stop(Duration::from_secs(1)).await;
+    router.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn max_prefix_resets_the_session_with_cease_1() {
+    let (router, pop) = pair(17904, 31, 32, |p| p.max_prefixes = Some(2), |_| {}).await;
+    until("established", Duration::from_secs(5), || {
+        router.status()[0].state == State::Established
+    })
+    .await;
+    pop.export(export(
+        &["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+        false,
+    ));
+    until("reset", Duration::from_secs(2), || {
+        pop.status()[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("NOTIFICATION 6/1"))
+    })
+    .await;
+    let r = router.status()[0].clone();
+    assert!(r.last_error.unwrap().contains("over the limit of 2"));
+    assert!(
+        router.best_routes().is_empty(),
+        "routes of a reset session are gone"
+    );
+    pop.stop(Duration::from_secs(1)).await;
+    router.stop(Duration::from_secs(1)).await;
+}
