@@ -23,7 +23,7 @@ impl Prefix {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         match self {
             Prefix::V4(_, l) | Prefix::V6(_, l) => *l,
         }
@@ -140,7 +140,7 @@ impl PrefixFilter {
     pub fn permits(&self, p: &Prefix) -> bool {
         self.entries
             .iter()
-            .any(|e| e.prefix.contains(p) && (e.ge..=e.le).contains(&p.len()))
+            .any(|e| e.prefix.contains(p) && (e.ge..=e.le).contains(&p.prefix_len()))
     }
 }
 
