@@ -5,11 +5,13 @@
 //! `deny_unknown_fields`), [`validate`] checks every value and collects every error with its field
 //! path, and the result is a [`Config`] whose values the rest of the program never re-checks.
 
+mod anycast;
 mod error;
 mod model;
 mod schema;
 mod validate;
 
+pub use anycast::{Anycast, AnycastCheck, CheckTarget};
 pub use error::{ConfigError, FieldError};
 pub use model::*;
 pub use schema::*;

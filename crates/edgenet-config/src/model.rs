@@ -29,6 +29,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The zones, in file order.
     pub zones: Vec<Zone>,
+    /// BGP anycast, when configured.
+    pub anycast: Option<crate::anycast::Anycast>,
 }
 
 /// Settings of the node process.

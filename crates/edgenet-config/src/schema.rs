@@ -33,6 +33,198 @@ pub struct RawConfig {
     /// The zones this node serves.
     #[serde(default)]
     pub zones: Vec<ZoneSection>,
+    /// BGP anycast: announce the PoP's prefixes while healthy. Absent: no BGP.
+    #[serde(default)]
+    pub anycast: Option<AnycastSection>,
+}
+
+/// BGP anycast: the prefixes, the addresses on `lo`, the peers and the health checks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastSection {
+    /// Our AS number (1 to 4294967295).
+    pub local_as: u32,
+    /// The BGP identifier, an IPv4 address unique among the peers.
+    pub router_id: String,
+    /// Where to accept BGP connections (`"0.0.0.0:179"`, `"[::]:179"`); empty: connect only.
+    #[serde(default = "default_bgp_listen")]
+    pub listen: Vec<String>,
+    /// The prefixes announced while the PoP is healthy (`"192.0.2.0/24"`, `"2001:db8::/48"`).
+    pub prefixes: Vec<String>,
+    /// Addresses the node puts on `lo` while it runs (`"192.0.2.1/32"`), inside the prefixes.
+    #[serde(default)]
+    pub lo_addresses: Vec<String>,
+    /// Communities on every announcement (`"65001:100"`).
+    #[serde(default)]
+    pub communities: Vec<String>,
+    /// Large communities on every announcement (`"65001:1:2"`).
+    #[serde(default)]
+    pub large_communities: Vec<String>,
+    /// A planned withdrawal (drain, SIGTERM) first re-announces with the GRACEFUL_SHUTDOWN
+    /// community (RFC 8326) and withdraws after this long.
+    #[serde(default = "default_gshut_wait", with = "humantime_serde")]
+    pub graceful_shutdown_wait: Duration,
+    /// On SIGTERM, keep serving this long after the withdrawal before closing the listeners.
+    #[serde(default = "default_withdraw_drain", with = "humantime_serde")]
+    pub drain_time: Duration,
+    /// How often the node checks its own listeners.
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// The BGP peers (routers).
+    #[serde(default)]
+    pub peers: Vec<BgpPeerSection>,
+    /// Extra health checks; every one must pass for the prefixes to be announced.
+    #[serde(default)]
+    pub checks: Vec<AnycastCheckSection>,
+}
+
+fn default_bgp_listen() -> Vec<String> {
+    vec!["0.0.0.0:179".into(), "[::]:179".into()]
+}
+
+fn default_gshut_wait() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_withdraw_drain() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_millis(50)
+}
+
+/// One BGP peer.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpPeerSection {
+    /// The peer's IP address.
+    pub address: String,
+    /// The peer's AS; equal to `local_as` for iBGP.
+    pub asn: u32,
+    /// The peer's TCP port.
+    #[serde(default = "default_bgp_port")]
+    pub port: u16,
+    /// Our source address towards the peer.
+    #[serde(default)]
+    pub local_address: Option<String>,
+    /// Wait for the peer to connect; never connect out.
+    #[serde(default)]
+    pub passive: bool,
+    /// TCP MD5 signature key (RFC 2385), at most 80 bytes.
+    #[serde(default)]
+    pub md5_password: Option<String>,
+    /// The hold time offered: 0 (no keepalives) or at least 3 s.
+    #[serde(default = "default_hold_time", with = "humantime_serde")]
+    pub hold_time: Duration,
+    /// The longest time between KEEPALIVEs; a third of the hold time when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
+    /// Time between connection attempts.
+    #[serde(default = "default_connect_retry", with = "humantime_serde")]
+    pub connect_retry: Duration,
+    /// MULTI_EXIT_DISC sent to this peer (lower is preferred by the router).
+    #[serde(default)]
+    pub med: Option<u32>,
+    /// Extra copies of our AS on eBGP announcements to this peer (0-16).
+    #[serde(default)]
+    pub prepend: u8,
+    /// Next hop of IPv4 announcements; our session address when absent.
+    #[serde(default)]
+    pub next_hop_v4: Option<String>,
+    /// Next hop of IPv6 announcements; our session address when absent.
+    #[serde(default)]
+    pub next_hop_v6: Option<String>,
+    /// Routes accepted from the peer: `"10.0.0.0/8"`, `"10.0.0.0/8 le 24"`,
+    /// `"10.0.0.0/8 ge 16 le 24"`. Empty accepts none (RFC 8212).
+    #[serde(default)]
+    pub import: Vec<String>,
+    /// Most routes the peer may send; over it the session is reset (Cease 1).
+    #[serde(default)]
+    pub max_prefixes: Option<usize>,
+    /// Address families: `"ipv4"`, `"ipv6"`.
+    #[serde(default = "default_families")]
+    pub families: Vec<String>,
+    /// BFD towards the peer (RFC 5880/5881); absent: off.
+    #[serde(default)]
+    pub bfd: Option<BfdSection>,
+}
+
+fn default_bgp_port() -> u16 {
+    179
+}
+
+fn default_hold_time() -> Duration {
+    Duration::from_secs(90)
+}
+
+fn default_connect_retry() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_families() -> Vec<String> {
+    vec!["ipv4".into(), "ipv6".into()]
+}
+
+/// BFD timers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BfdSection {
+    /// The interval we send at once Up.
+    #[serde(default = "default_bfd_interval", with = "humantime_serde")]
+    pub min_tx: Duration,
+    /// The fastest we accept packets.
+    #[serde(default = "default_bfd_interval", with = "humantime_serde")]
+    pub min_rx: Duration,
+    /// Missed packets before the path is declared down.
+    #[serde(default = "default_bfd_multiplier")]
+    pub multiplier: u8,
+}
+
+fn default_bfd_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_bfd_multiplier() -> u8 {
+    3
+}
+
+/// A health check the prefixes depend on.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastCheckSection {
+    /// A name for status and metrics.
+    pub name: String,
+    /// `http://host:port/path` (or `https://`): passes on a 2xx or 3xx answer.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `host:port`: passes when a TCP connection opens.
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// Time between checks.
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one check may take.
+    #[serde(default = "default_check_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring a failed check back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that fail the check.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_rise() -> u32 {
+    3
+}
+
+fn default_fall() -> u32 {
+    1
 }
 
 /// Settings of the node process.

@@ -84,7 +84,7 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, Vec<FieldErr
     }
 }
 
-struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     errors: Vec<FieldError>,
     base_dir: &'a Path,
 }
@@ -173,7 +173,7 @@ impl Validator<'_> {
         out
     }
 
-    fn err(
+    pub(crate) fn err(
         &mut self,
         path: impl Into<String>,
         value: impl Into<String>,
@@ -238,6 +238,7 @@ impl Validator<'_> {
             );
         }
         let zones = self.zones(&raw.zones);
+        let anycast = raw.anycast.as_ref().map(|a| self.anycast(a));
         let has_https = listeners
             .iter()
             .any(|l| l.protocol == ListenerProtocol::Https);
@@ -257,6 +258,7 @@ impl Validator<'_> {
             limits,
             cache,
             zones,
+            anycast,
         }
     }
 
@@ -326,7 +328,7 @@ impl Validator<'_> {
         out
     }
 
-    fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
+    pub(crate) fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -754,7 +756,7 @@ fn check_dns_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
+pub(crate) fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = address.parse::<SocketAddr>() {
         return Ok(a);
     }

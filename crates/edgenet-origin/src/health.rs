@@ -38,6 +38,15 @@ impl Default for Tracker {
 }
 
 impl Tracker {
+    /// A tracker that starts down: the first passing check brings it up.
+    pub fn starting_down() -> Self {
+        Tracker {
+            up: false,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
     /// Whether checks currently count the server up.
     pub fn is_up(&self) -> bool {
         self.up

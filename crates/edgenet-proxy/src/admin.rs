@@ -35,6 +35,9 @@ impl ServeHttp for Admin {
         match path.as_str() {
             "/metrics" => {
                 self.update_cache_gauges();
+                if let Some(a) = self.node.anycast.get() {
+                    a.update_metrics();
+                }
                 text(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -43,6 +46,7 @@ impl ServeHttp for Admin {
             }
             "/health" => text(200, "text/plain", b"ok\n".to_vec()),
             "/cache/purge" => self.purge(session).await,
+            "/anycast" | "/anycast/drain" | "/anycast/undrain" => self.anycast(session, &path),
             "/ready" => {
                 let snap = self.node.snapshot.load();
                 if self.node.is_ready() {
@@ -58,7 +62,7 @@ impl ServeHttp for Admin {
             _ => text(
                 404,
                 "text/plain",
-                b"not found: try /metrics, /health, /ready or POST /cache/purge\n".to_vec(),
+                b"not found: try /metrics, /health, /ready, /anycast, POST /cache/purge\n".to_vec(),
             ),
         }
     }
@@ -96,6 +100,28 @@ fn json_error(status: u16, message: String) -> Response<Vec<u8>> {
 }
 
 impl Admin {
+    /// `GET /anycast` (status), `POST /anycast/drain`, `POST /anycast/undrain`.
+    fn anycast(&self, session: &ServerSession, path: &str) -> Response<Vec<u8>> {
+        let Some(a) = self.node.anycast.get() else {
+            return json_error(404, "anycast is not configured on this node".into());
+        };
+        let method = &session.req_header().method;
+        match (path, method == http::Method::POST) {
+            ("/anycast", _) => json(200, serde_json::json!({"success": true, "result": a.status_json()})),
+            ("/anycast/drain", true) => {
+                a.drain();
+                tracing::info!("anycast: drained by the admin API");
+                json(200, serde_json::json!({"success": true, "result": a.status_json()}))
+            }
+            ("/anycast/undrain", true) => {
+                a.undrain();
+                tracing::info!("anycast: undrained by the admin API");
+                json(200, serde_json::json!({"success": true, "result": a.status_json()}))
+            }
+            _ => json_error(405, "use POST".into()),
+        }
+    }
+
     /// Storage-level cache figures are read from the tiers when scraped.
     fn update_cache_gauges(&self) {
         let m = &self.node.metrics;

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod anycast;
 pub mod forwarding;
 pub mod health_check;
 pub mod metrics;

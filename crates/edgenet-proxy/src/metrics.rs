@@ -101,6 +101,11 @@ impl ZoneMetrics {
 }
 
 impl Metrics {
+    /// Registers a collector owned by another part of the node (anycast).
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        self.registry.register(c).expect("metric registered once");
+    }
+
     /// Registers every metric.
     pub fn new() -> Metrics {
         let registry = Registry::new();

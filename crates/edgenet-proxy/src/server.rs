@@ -48,6 +48,11 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
     let node = Arc::new(Node::new(config.clone(), log, metrics, certs.clone())?);
+    if let Some(anycast) = &config.anycast {
+        let listeners = config.listeners.iter().map(|l| l.address).collect();
+        let a = crate::anycast::Anycast::start(anycast, listeners, &node.metrics)?;
+        let _ = node.anycast.set(a);
+    }
 
     let mut conf = ServerConf {
         threads: config.node.threads,
@@ -309,6 +314,11 @@ pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
             "the cache's size or lock timeout",
         ),
         (config.node != old.node, "node", "node settings"),
+        (
+            config.anycast != old.anycast,
+            "anycast",
+            "the anycast settings",
+        ),
     ];
     let errors: Vec<String> = fixed
         .iter()
@@ -346,6 +356,11 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => {
                 tracing::info!(drain = %humantime::format_duration(self.drain), "SIGTERM: draining");
                 self.node.draining.store(true, Ordering::Relaxed);
+                // Withdraw the anycast prefixes first and keep serving while routers move
+                // traffic away; only then close the listeners.
+                if let Some(anycast) = self.node.anycast.get() {
+                    anycast.terminate().await;
+                }
                 let node = self.node.clone();
                 let drain = self.drain;
                 std::thread::spawn(move || exit_when_drained(&node, drain));
@@ -379,6 +394,9 @@ fn exit_when_drained(node: &Node, drain: Duration) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(anycast) = node.anycast.get() {
+        anycast.shutdown();
     }
     // Give the access log writer a moment to flush the last lines.
     std::thread::sleep(Duration::from_millis(50));

@@ -87,6 +87,8 @@ pub struct Node {
     pub certs: Arc<SniResolver>,
     /// Set on SIGTERM: `/ready` answers 503 and the node drains.
     pub draining: AtomicBool,
+    /// BGP anycast, when configured (set once at start).
+    pub anycast: std::sync::OnceLock<Arc<crate::anycast::Anycast>>,
     /// This node's `Via` element for HTTP/1.0, HTTP/1.1 and HTTP/2 clients, built once.
     pub via: [http::HeaderValue; 3],
     /// The HTTP cache, shared by every zone and kept across reloads.
@@ -127,6 +129,7 @@ impl Node {
             log,
             certs,
             draining: AtomicBool::new(false),
+            anycast: std::sync::OnceLock::new(),
             request_seq: AtomicU64::new(0),
             request_prefix: seed,
         })
