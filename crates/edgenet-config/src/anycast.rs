@@ -112,7 +112,11 @@ impl Validator<'_> {
                 (len <= if ip.is_ipv4() { 32 } else { 128 }).then_some((ip, len))
             });
             let Some((ip, len)) = parsed else {
-                self.err(path, a, "is not an address with a prefix length (192.0.2.1/32)");
+                self.err(
+                    path,
+                    a,
+                    "is not an address with a prefix length (192.0.2.1/32)",
+                );
                 continue;
             };
             let host = match ip {
@@ -130,10 +134,17 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, c)| {
                 let parsed = c.split_once(':').and_then(|(a, b)| {
-                    Some((u32::from(a.parse::<u16>().ok()?) << 16) | u32::from(b.parse::<u16>().ok()?))
+                    Some(
+                        (u32::from(a.parse::<u16>().ok()?) << 16)
+                            | u32::from(b.parse::<u16>().ok()?),
+                    )
                 });
                 if parsed.is_none() {
-                    self.err(format!("anycast.communities[{i}]"), c, "is not ASN:value (two 16-bit numbers)");
+                    self.err(
+                        format!("anycast.communities[{i}]"),
+                        c,
+                        "is not ASN:value (two 16-bit numbers)",
+                    );
                 }
                 parsed
             })
@@ -178,11 +189,21 @@ impl Validator<'_> {
             ("drain_time", raw.drain_time, 3600),
         ] {
             if d > Duration::from_secs(max) {
-                self.err(format!("anycast.{what}"), shown(d), format!("must be at most {max}s"));
+                self.err(
+                    format!("anycast.{what}"),
+                    shown(d),
+                    format!("must be at most {max}s"),
+                );
             }
         }
-        if raw.check_interval < Duration::from_millis(10) || raw.check_interval > Duration::from_secs(60) {
-            self.err("anycast.check_interval", shown(raw.check_interval), "must be between 10ms and 60s");
+        if raw.check_interval < Duration::from_millis(10)
+            || raw.check_interval > Duration::from_secs(60)
+        {
+            self.err(
+                "anycast.check_interval",
+                shown(raw.check_interval),
+                "must be between 10ms and 60s",
+            );
         }
         let checks = raw
             .checks
@@ -229,7 +250,11 @@ impl Validator<'_> {
     fn bgp_peer(&mut self, path: &str, p: &BgpPeerSection) -> Option<PeerConfig> {
         let address = self.ip(&format!("{path}.address"), &p.address);
         if p.asn == 0 {
-            self.err(format!("{path}.asn"), "0", "must be between 1 and 4294967295");
+            self.err(
+                format!("{path}.asn"),
+                "0",
+                "must be between 1 and 4294967295",
+            );
         }
         let local_address = p
             .local_address
@@ -237,30 +262,57 @@ impl Validator<'_> {
             .and_then(|a| self.ip(&format!("{path}.local_address"), a));
         if let (Some(a), Some(l)) = (address, local_address) {
             if a.is_ipv4() != l.is_ipv4() {
-                self.err(format!("{path}.local_address"), l.to_string(), "is not in the peer address's family");
+                self.err(
+                    format!("{path}.local_address"),
+                    l.to_string(),
+                    "is not in the peer address's family",
+                );
             }
         }
         if let Some(k) = &p.md5_password {
             if k.is_empty() || k.len() > MD5_MAX_KEY {
-                self.err(format!("{path}.md5_password"), "(hidden)", format!("must be 1 to {MD5_MAX_KEY} bytes"));
+                self.err(
+                    format!("{path}.md5_password"),
+                    "(hidden)",
+                    format!("must be 1 to {MD5_MAX_KEY} bytes"),
+                );
             }
         }
         let hold = p.hold_time;
-        if !(hold.is_zero() || (Duration::from_secs(3)..=Duration::from_secs(65535)).contains(&hold))
+        if !(hold.is_zero()
+            || (Duration::from_secs(3)..=Duration::from_secs(65535)).contains(&hold))
             || hold.subsec_nanos() != 0
         {
-            self.err(format!("{path}.hold_time"), shown(hold), "must be 0 or whole seconds from 3s to 65535s");
+            self.err(
+                format!("{path}.hold_time"),
+                shown(hold),
+                "must be 0 or whole seconds from 3s to 65535s",
+            );
         }
         if let Some(k) = p.keepalive {
             if k.is_zero() || (!hold.is_zero() && k > hold / 3) {
-                self.err(format!("{path}.keepalive"), shown(k), "must be longer than zero and at most a third of hold_time");
+                self.err(
+                    format!("{path}.keepalive"),
+                    shown(k),
+                    "must be longer than zero and at most a third of hold_time",
+                );
             }
         }
-        if p.connect_retry < Duration::from_millis(100) || p.connect_retry > Duration::from_secs(3600) {
-            self.err(format!("{path}.connect_retry"), shown(p.connect_retry), "must be between 100ms and 1h");
+        if p.connect_retry < Duration::from_millis(100)
+            || p.connect_retry > Duration::from_secs(3600)
+        {
+            self.err(
+                format!("{path}.connect_retry"),
+                shown(p.connect_retry),
+                "must be between 100ms and 1h",
+            );
         }
         if p.prepend > 16 {
-            self.err(format!("{path}.prepend"), p.prepend.to_string(), "must be at most 16");
+            self.err(
+                format!("{path}.prepend"),
+                p.prepend.to_string(),
+                "must be at most 16",
+            );
         }
         let next_hop_v4 = p.next_hop_v4.as_ref().and_then(|a| match a.parse() {
             Ok(a) => Some(a),
@@ -284,23 +336,39 @@ impl Validator<'_> {
             }
         }
         if p.max_prefixes == Some(0) {
-            self.err(format!("{path}.max_prefixes"), "0", "must be at least 1 (leave it out for no limit)");
+            self.err(
+                format!("{path}.max_prefixes"),
+                "0",
+                "must be at least 1 (leave it out for no limit)",
+            );
         }
         let mut families = Vec::new();
         for (j, f) in p.families.iter().enumerate() {
             match f.as_str() {
                 "ipv4" => families.push(Family::Ipv4Unicast),
                 "ipv6" => families.push(Family::Ipv6Unicast),
-                _ => self.err(format!("{path}.families[{j}]"), f, "must be \"ipv4\" or \"ipv6\""),
+                _ => self.err(
+                    format!("{path}.families[{j}]"),
+                    f,
+                    "must be \"ipv4\" or \"ipv6\"",
+                ),
             }
         }
         if p.families.is_empty() {
-            self.err(format!("{path}.families"), "", "at least one family is required");
+            self.err(
+                format!("{path}.families"),
+                "",
+                "at least one family is required",
+            );
         }
         let bfd = p.bfd.as_ref().map(|b| {
             for (what, d) in [("min_tx", b.min_tx), ("min_rx", b.min_rx)] {
                 if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
-                    self.err(format!("{path}.bfd.{what}"), shown(d), "must be between 1ms and 60s");
+                    self.err(
+                        format!("{path}.bfd.{what}"),
+                        shown(d),
+                        "must be between 1ms and 60s",
+                    );
                 }
             }
             if b.multiplier == 0 {
@@ -340,14 +408,26 @@ impl Validator<'_> {
             self.err(format!("{path}.name"), "", "must not be empty");
         }
         if c.interval < Duration::from_millis(10) || c.interval > Duration::from_secs(3600) {
-            self.err(format!("{path}.interval"), shown(c.interval), "must be between 10ms and 1h");
+            self.err(
+                format!("{path}.interval"),
+                shown(c.interval),
+                "must be between 10ms and 1h",
+            );
         }
         if c.timeout.is_zero() || c.timeout > Duration::from_secs(60) {
-            self.err(format!("{path}.timeout"), shown(c.timeout), "must be longer than zero and at most 60s");
+            self.err(
+                format!("{path}.timeout"),
+                shown(c.timeout),
+                "must be longer than zero and at most 60s",
+            );
         }
         for (what, n) in [("rise", c.rise), ("fall", c.fall)] {
             if n == 0 || n > 100 {
-                self.err(format!("{path}.{what}"), n.to_string(), "must be between 1 and 100");
+                self.err(
+                    format!("{path}.{what}"),
+                    n.to_string(),
+                    "must be between 1 and 100",
+                );
             }
         }
         let target = match (&c.http, &c.tcp) {
@@ -385,7 +465,11 @@ impl Validator<'_> {
 fn parse_filter_entry(s: &str) -> Result<FilterEntry, String> {
     let mut words = s.split_whitespace();
     let prefix: Prefix = words.next().unwrap_or_default().parse()?;
-    let max = if matches!(prefix, Prefix::V4(..)) { 32 } else { 128 };
+    let max = if matches!(prefix, Prefix::V4(..)) {
+        32
+    } else {
+        128
+    };
     let (mut ge, mut le) = (prefix.prefix_len(), prefix.prefix_len());
     let mut le_set = false;
     while let Some(w) = words.next() {
@@ -421,7 +505,10 @@ fn parse_check_url(url: &str) -> Result<CheckTarget, String> {
         Some("https") => true,
         _ => return Err("must start with http:// or https://".into()),
     };
-    let host = uri.host().ok_or("has no host")?.trim_matches(|c| c == '[' || c == ']');
+    let host = uri
+        .host()
+        .ok_or("has no host")?
+        .trim_matches(|c| c == '[' || c == ']');
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let address = match host.parse::<IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
@@ -468,6 +555,8 @@ mod tests {
             }
         );
         assert!(parse_check_url("ftp://x/").is_err());
-        assert!(matches!(parse_check_url("https://[::1]/").unwrap(), CheckTarget::Http { tls: true, address, .. } if address.port() == 443));
+        assert!(
+            matches!(parse_check_url("https://[::1]/").unwrap(), CheckTarget::Http { tls: true, address, .. } if address.port() == 443)
+        );
     }
 }

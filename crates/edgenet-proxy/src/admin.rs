@@ -107,16 +107,25 @@ impl Admin {
         };
         let method = &session.req_header().method;
         match (path, method == http::Method::POST) {
-            ("/anycast", _) => json(200, serde_json::json!({"success": true, "result": a.status_json()})),
+            ("/anycast", _) => json(
+                200,
+                serde_json::json!({"success": true, "result": a.status_json()}),
+            ),
             ("/anycast/drain", true) => {
                 a.drain();
                 tracing::info!("anycast: drained by the admin API");
-                json(200, serde_json::json!({"success": true, "result": a.status_json()}))
+                json(
+                    200,
+                    serde_json::json!({"success": true, "result": a.status_json()}),
+                )
             }
             ("/anycast/undrain", true) => {
                 a.undrain();
                 tracing::info!("anycast: undrained by the admin API");
-                json(200, serde_json::json!({"success": true, "result": a.status_json()}))
+                json(
+                    200,
+                    serde_json::json!({"success": true, "result": a.status_json()}),
+                )
             }
             _ => json_error(405, "use POST".into()),
         }

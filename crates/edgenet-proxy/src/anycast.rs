@@ -140,7 +140,11 @@ impl Anycast {
             .map_err(|_| anyhow::anyhow!("the anycast thread ended before starting"))?
     }
 
-    async fn run(self: &Arc<Self>, listeners: Vec<SocketAddr>, stop: std::sync::mpsc::Receiver<()>) {
+    async fn run(
+        self: &Arc<Self>,
+        listeners: Vec<SocketAddr>,
+        stop: std::sync::mpsc::Receiver<()>,
+    ) {
         let own = AnycastCheck {
             name: "listeners".into(),
             target: CheckTarget::Tcp(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0)),
@@ -188,21 +192,43 @@ impl Anycast {
         let healthy = failed.is_empty();
         let now = Instant::now();
         let (next, reason, export, wake) = if healthy && !c.drained && !c.terminating {
-            (Announcement::Announced, String::new(), self.export(false), None)
+            (
+                Announcement::Announced,
+                String::new(),
+                self.export(false),
+                None,
+            )
         } else if !healthy {
             let reason = format!("failed checks: {}", failed.join(", "));
             (Announcement::Withdrawn, reason, Export::default(), None)
         } else {
-            let reason = if c.terminating { "shutting down" } else { "drained by the operator" };
+            let reason = if c.terminating {
+                "shutting down"
+            } else {
+                "drained by the operator"
+            };
             match c.announcement {
                 Announcement::Announced if !self.config.graceful_shutdown_wait.is_zero() => {
                     let until = now + self.config.graceful_shutdown_wait;
-                    (Announcement::GracefulShutdown(until), reason.into(), self.export(true), Some(until))
+                    (
+                        Announcement::GracefulShutdown(until),
+                        reason.into(),
+                        self.export(true),
+                        Some(until),
+                    )
                 }
-                Announcement::GracefulShutdown(until) if now < until => {
-                    (Announcement::GracefulShutdown(until), reason.into(), self.export(true), Some(until))
-                }
-                _ => (Announcement::Withdrawn, reason.into(), Export::default(), None),
+                Announcement::GracefulShutdown(until) if now < until => (
+                    Announcement::GracefulShutdown(until),
+                    reason.into(),
+                    self.export(true),
+                    Some(until),
+                ),
+                _ => (
+                    Announcement::Withdrawn,
+                    reason.into(),
+                    Export::default(),
+                    None,
+                ),
             }
         };
         if next != c.announcement {
@@ -213,8 +239,12 @@ impl Anycast {
                 _ => Some("drain"),
             };
             match next {
-                Announcement::Announced => tracing::info!(prefixes = ?self.config.prefixes, "anycast: announcing"),
-                Announcement::GracefulShutdown(_) => tracing::info!(%reason, "anycast: GRACEFUL_SHUTDOWN before withdrawing"),
+                Announcement::Announced => {
+                    tracing::info!(prefixes = ?self.config.prefixes, "anycast: announcing")
+                }
+                Announcement::GracefulShutdown(_) => {
+                    tracing::info!(%reason, "anycast: GRACEFUL_SHUTDOWN before withdrawing")
+                }
                 Announcement::Withdrawn => tracing::warn!(%reason, "anycast: withdrawn"),
             }
             if let (Some(cause), Announcement::Withdrawn) = (cause, next) {
@@ -262,9 +292,8 @@ impl Anycast {
             let mut c = lock(&self.control);
             let s = &mut c.checks[idx];
             let transition = s.tracker.observe(result.is_ok(), check.rise, check.fall);
-            if let Err(e) = result {
-                s.last_error = Some(e);
-            }
+            // The error stays while the check fails; a pass clears it.
+            s.last_error = result.err();
             let (name, up) = (s.name.clone(), s.tracker.is_up());
             let err = s.last_error.clone().unwrap_or_default();
             drop(c);
@@ -304,7 +333,9 @@ impl Anycast {
         lock(&self.control).terminating = true;
         self.wake.notify_one();
         let deadline = Instant::now() + self.config.graceful_shutdown_wait + Duration::from_secs(2);
-        while lock(&self.control).announcement != Announcement::Withdrawn && Instant::now() < deadline {
+        while lock(&self.control).announcement != Announcement::Withdrawn
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tracing::info!(
@@ -409,9 +440,15 @@ impl Anycast {
             );
             let flaps = m.flaps.with_label_values(l);
             flaps.inc_by(p.flaps.saturating_sub(flaps.get()));
-            m.announced_prefixes.with_label_values(l).set(p.announced as i64);
-            m.received_prefixes.with_label_values(l).set(p.received as i64);
-            m.accepted_prefixes.with_label_values(l).set(p.accepted as i64);
+            m.announced_prefixes
+                .with_label_values(l)
+                .set(p.announced as i64);
+            m.received_prefixes
+                .with_label_values(l)
+                .set(p.received as i64);
+            m.accepted_prefixes
+                .with_label_values(l)
+                .set(p.accepted as i64);
             if let Some(b) = p.bfd {
                 m.bfd_up
                     .with_label_values(l)
@@ -424,8 +461,12 @@ impl Anycast {
 /// A wildcard listener is checked on loopback.
 fn local_target(a: SocketAddr) -> SocketAddr {
     match a.ip() {
-        IpAddr::V4(v) if v.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port()),
-        IpAddr::V6(v) if v.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port()),
+        IpAddr::V4(v) if v.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), a.port())
+        }
+        IpAddr::V6(v) if v.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), a.port())
+        }
         _ => a,
     }
 }
@@ -434,7 +475,10 @@ async fn probe_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(format!("connect {addr}: {e}")),
-        Err(_) => Err(format!("connect {addr}: no answer within {}", humantime::format_duration(timeout))),
+        Err(_) => Err(format!(
+            "connect {addr}: no answer within {}",
+            humantime::format_duration(timeout)
+        )),
     }
 }
 
@@ -483,7 +527,10 @@ async fn probe(check: &AnycastCheck, connector: &Connector) -> Result<(), String
         Ok(Ok(s)) if (200..400).contains(&s) => Ok(()),
         Ok(Ok(s)) => Err(format!("status {s}")),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(check.timeout))),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(check.timeout)
+        )),
     }
 }
 
@@ -548,10 +595,19 @@ impl AnycastMetrics {
             IntGaugeVec::new(Opts::new(name, help), &["peer"]).expect("valid metric")
         };
         let m = AnycastMetrics {
-            announced: gauge("edgenet_anycast_announced", "1 while the anycast prefixes are announced normally"),
-            drained: gauge("edgenet_anycast_drained", "1 while the operator has drained the PoP"),
+            announced: gauge(
+                "edgenet_anycast_announced",
+                "1 while the anycast prefixes are announced normally",
+            ),
+            drained: gauge(
+                "edgenet_anycast_drained",
+                "1 while the operator has drained the PoP",
+            ),
             withdrawals: IntCounterVec::new(
-                Opts::new("edgenet_anycast_withdrawals_total", "Withdrawals by cause (check, drain, shutdown)"),
+                Opts::new(
+                    "edgenet_anycast_withdrawals_total",
+                    "Withdrawals by cause (check, drain, shutdown)",
+                ),
                 &["cause"],
             )
             .expect("valid metric"),
@@ -560,17 +616,38 @@ impl AnycastMetrics {
                 &["check"],
             )
             .expect("valid metric"),
-            established: per_peer("edgenet_bgp_session_established", "1 while the BGP session is Established"),
-            uptime: per_peer("edgenet_bgp_session_uptime_seconds", "Seconds since the session was established"),
+            established: per_peer(
+                "edgenet_bgp_session_established",
+                "1 while the BGP session is Established",
+            ),
+            uptime: per_peer(
+                "edgenet_bgp_session_uptime_seconds",
+                "Seconds since the session was established",
+            ),
             flaps: IntCounterVec::new(
-                Opts::new("edgenet_bgp_session_flaps_total", "Times the session left Established"),
+                Opts::new(
+                    "edgenet_bgp_session_flaps_total",
+                    "Times the session left Established",
+                ),
                 &["peer"],
             )
             .expect("valid metric"),
-            announced_prefixes: per_peer("edgenet_bgp_prefixes_announced", "Prefixes announced to the peer"),
-            received_prefixes: per_peer("edgenet_bgp_prefixes_received", "Routes received from the peer"),
-            accepted_prefixes: per_peer("edgenet_bgp_prefixes_accepted", "Received routes the import filter accepted"),
-            bfd_up: per_peer("edgenet_bfd_up", "1 while the BFD session to the peer is Up"),
+            announced_prefixes: per_peer(
+                "edgenet_bgp_prefixes_announced",
+                "Prefixes announced to the peer",
+            ),
+            received_prefixes: per_peer(
+                "edgenet_bgp_prefixes_received",
+                "Routes received from the peer",
+            ),
+            accepted_prefixes: per_peer(
+                "edgenet_bgp_prefixes_accepted",
+                "Received routes the import filter accepted",
+            ),
+            bfd_up: per_peer(
+                "edgenet_bfd_up",
+                "1 while the BFD session to the peer is Up",
+            ),
         };
         for c in [
             Box::new(m.announced.clone()) as Box<dyn prometheus::core::Collector>,

@@ -11,6 +11,7 @@ use edgenet_config::{Config, ConfigError, ListenerProtocol};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -106,15 +107,19 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         };
         let mut service = Service::new(format!("edgenet {name}"), app);
         for addr in &addrs {
+            // An IPv6 wildcard listens for IPv6 only (as nginx does), so `0.0.0.0:80` and
+            // `[::]:80` can both be configured.
+            let mut sock = TcpSocketOptions::default();
+            sock.ipv6_only = addr.starts_with('[').then_some(true);
             match protocol {
-                ListenerProtocol::Http => service.add_tcp(addr),
+                ListenerProtocol::Http => service.add_tcp_with_settings(addr, sock),
                 ListenerProtocol::Https => {
                     let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
                         completed: node.metrics.tls_handshakes.clone(),
                     }))?;
                     tls.set_cert_resolver(certs.clone());
                     tls.enable_h2();
-                    service.add_tls_with_settings(addr, None, tls);
+                    service.add_tls_with_settings(addr, Some(sock), tls);
                 }
             }
         }
