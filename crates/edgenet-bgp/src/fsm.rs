@@ -182,6 +182,8 @@ impl Session {
     }
 
     fn start(&mut self, out: &mut Vec<Action>) {
+        // A start by an incoming connection may come before the restart wait is over.
+        out.push(Action::StopTimer(Timer::IdleHold));
         out.push(Action::StartTimer(
             Timer::ConnectRetry,
             self.config.connect_retry,
@@ -261,6 +263,8 @@ impl Session {
                 self.start(&mut out)
             }
             (Idle, _) => {}
+            // The restart wait belongs to Idle; once started otherwise, it is moot.
+            (_, Event::TimerExpired(Timer::IdleHold)) => {}
             (_, Event::Stop) => {
                 if matches!(self.state, OpenSent | OpenConfirm | Established) {
                     out.push(Action::Send(Message::Notification(Notification {
@@ -501,6 +505,26 @@ mod tests {
         let a = s.handle(Event::Received(Message::Keepalive));
         assert!(a.iter().any(|x| matches!(x,
             Action::Send(Message::Notification(n)) if (n.code, n.subcode) == (5, 1))));
+    }
+
+    #[test]
+    fn a_restart_wait_that_fires_after_the_session_came_up_is_ignored() {
+        let mut s = Session::new(config(true));
+        s.handle(Event::Start);
+        s.handle(Event::TcpConnected);
+        let a = s.handle(Event::TcpFailed);
+        assert!(a
+            .iter()
+            .any(|x| matches!(x, Action::StartTimer(Timer::IdleHold, _))));
+        // The peer connects before the wait is over: the session starts at once.
+        let a = s.handle(Event::Start);
+        assert!(a.contains(&Action::StopTimer(Timer::IdleHold)));
+        s.handle(Event::TcpConnected);
+        s.handle(Event::Received(peer_open(65000, 30)));
+        s.handle(Event::Received(Message::Keepalive));
+        assert_eq!(s.state(), State::Established);
+        assert!(s.handle(Event::TimerExpired(Timer::IdleHold)).is_empty());
+        assert_eq!(s.state(), State::Established);
     }
 
     #[test]

@@ -13,6 +13,7 @@ Used by crates/edgenet/tests/anycast.rs (scenarios with assertions) and bench/an
 Everything it starts runs inside its namespaces, and everything is removed on exit.
 """
 import argparse
+import datetime
 import json
 import os
 import re
@@ -526,7 +527,54 @@ protocol bgp r6 from up {{
             sh("nft", "delete", "table", "inet", "silence", ns=ns_)
 
 
-# ---------- probes for timings ----------
+# ---------- triggers and probes for timings ----------
+class Trigger:
+    """A process already running inside a PoP namespace that carries out one command per line,
+    so an event starts within microseconds of its timestamp instead of after `ip netns exec`
+    and a process start: `post URL` (an HTTP POST) or `birdc COMMAND` (written to a BIRD
+    client kept open)."""
+
+    def __init__(self, rig, i):
+        script = os.path.join(rig.dir, "trigger.py")
+        with open(script, "w") as f:
+            f.write(TRIGGER)
+        sock = rig.bird_sock(f"p{i}") if rig.speaker == "bird" else ""
+        self.p = subprocess.Popen(
+            ["ip", "netns", "exec", rig.ns(f"p{i}"), sys.executable, "-u", script, sock],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def run(self, line):
+        """Sends the command and returns the time it was sent (the event's time zero)."""
+        t0 = time.time()
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        reply = self.p.stdout.readline().strip()
+        assert reply.startswith("ok"), reply
+        return t0
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+
+
+TRIGGER = r'''
+import subprocess, sys, urllib.request
+sock = sys.argv[1]
+birdc = subprocess.Popen(["birdc", "-s", sock], stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, text=True) if sock else None
+print("ready", flush=True)
+for line in sys.stdin:
+    verb, _, rest = line.strip().partition(" ")
+    if verb == "post":
+        urllib.request.urlopen(urllib.request.Request(rest, method="POST"), timeout=5).read()
+    elif verb == "birdc":
+        birdc.stdin.write(rest + "\n")
+        birdc.stdin.flush()
+    print("ok", flush=True)
+'''
+
+
 class Probe(threading.Thread):
     """Watches, from the router, the kernel route of the anycast prefix (`ip -ts monitor`), and
     from the client, which PoP answers a request (one new connection every ~2 ms)."""
@@ -543,15 +591,19 @@ class Probe(threading.Thread):
             ["ip", "netns", "exec", rig.ns("c"), sys.executable, script, ANYCAST_V4, HOST],
             stdout=subprocess.PIPE, text=True)
         self.monitor = subprocess.Popen(
-            ["ip", "netns", "exec", rig.ns("r"), "ip", "-4", "monitor", "route"],
+            ["ip", "netns", "exec", rig.ns("r"), "ip", "-ts", "-4", "monitor", "route"],
             stdout=subprocess.PIPE, text=True)
         self.routes = []  # (time, line)
         threading.Thread(target=self.read_monitor, daemon=True).start()
 
     def read_monitor(self):
+        # "[2026-11-23T15:03:32.123456] 192.0.2.0/24 via ...": ip stamps each change when it
+        # receives it from the kernel, so late reads of the pipe do not skew the time.
         for line in self.monitor.stdout:
-            if PREFIX_V4 in line:
-                self.routes.append((time.time(), line.strip()))
+            m = re.match(r"\[(\S+)\]\s*(.*)", line)
+            if m and PREFIX_V4 in line:
+                t = datetime.datetime.fromisoformat(m.group(1)).timestamp()
+                self.routes.append((t, m.group(2).strip()))
 
     def run(self):
         for line in self.client.stdout:
@@ -743,13 +795,19 @@ def scenario_frr(args):
 
 
 def measure(rig, probe, trigger, to_pop, restore, settle):
-    """Runs `trigger`, returns (ms to the router's route change, ms to the client's first
-    answer from `to_pop`), then `restore` and waits for traffic to return to p1."""
+    """Runs `trigger` (which returns the event's time zero), returns (ms to the router's route
+    change, ms to the client's first answer from `to_pop`), then `restore` and waits for
+    traffic to return to p1."""
     time.sleep(0.5)
-    t0 = time.time()
-    trigger()
+    t0 = trigger()
     until(f"traffic on p{to_pop}", 10, lambda: probe.answer_after(t0, to_pop) is not None, 0.01)
-    time.sleep(0.2)
+    try:
+        until("the route change", 3, lambda: probe.route_change_after(t0, to_pop) is not None,
+              0.01)
+    except AssertionError:
+        for t, line in probe.routes[-6:]:
+            log(f"route change at {(t - t0) * 1000:+.1f} ms: {line}")
+        raise
     route_ms, answer_ms = probe.route_change_after(t0, to_pop), probe.answer_after(t0, to_pop)
     restore()
     settle()
@@ -775,21 +833,28 @@ def scenario_bench(args):
                 until("p1 sessions", 30, lambda: rig.router_established(1))
                 rig.expect_client(1, within=15)
 
+            trig = Trigger(rig, 1)
+
+            def silence():
+                t0 = time.time()
+                rig.silence(1)
+                return t0
+
             kinds = {
                 "drain": (
-                    (lambda: rig.admin(1, "/anycast/drain", "POST")) if speaker == "edgenet"
-                    else (lambda: rig.birdc("p1", "disable", "anycast4")),
-                    (lambda: rig.admin(1, "/anycast/undrain", "POST")) if speaker == "edgenet"
-                    else (lambda: rig.birdc("p1", "enable", "anycast4")),
+                    (lambda: trig.run("post http://127.0.0.1:9000/anycast/drain"))
+                    if speaker == "edgenet" else (lambda: trig.run("birdc disable anycast4")),
+                    (lambda: trig.run("post http://127.0.0.1:9000/anycast/undrain"))
+                    if speaker == "edgenet" else (lambda: trig.run("birdc enable anycast4")),
                 ),
-                "bfd_failover": (lambda: rig.silence(1), lambda: rig.silence(1, on=False)),
+                # `nft -f` runs in a new process; the drop starts when it returns, so time zero
+                # is taken before it starts (this counts the few ms nft takes against us).
+                "bfd_failover": (silence, lambda: rig.silence(1, on=False)),
             }
             if speaker == "edgenet":
                 kinds["service_failure"] = (
-                    lambda: sh("curl", "-s", "-X", "POST",
-                               "http://127.0.0.1:8080/control/health?status=503", ns=rig.ns("p1")),
-                    lambda: sh("curl", "-s", "-X", "POST",
-                               "http://127.0.0.1:8080/control/health?status=200", ns=rig.ns("p1")),
+                    lambda: trig.run("post http://127.0.0.1:8080/control/health?status=503"),
+                    lambda: trig.run("post http://127.0.0.1:8080/control/health?status=200"),
                 )
             for kind, (trigger, restore) in kinds.items():
                 rows = []
@@ -801,6 +866,7 @@ def scenario_bench(args):
                 results[(speaker, kind)] = (med(route), med(answer), rows)
                 log(f"{speaker:8} {kind:16} route change ms {route}  first answer ms {answer}")
             probe.close()
+            trig.close()
     print()
     print(f"{'speaker':10}{'event':18}{'route change (median ms)':>26}{'first answer (median ms)':>26}")
     for (speaker, kind), (route, answer, _) in results.items():
