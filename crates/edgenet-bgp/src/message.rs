@@ -207,6 +207,10 @@ pub struct Update {
     /// RFC 7606: an attribute was malformed in a way that makes this UPDATE's routes
     /// withdrawn rather than the session reset.
     pub treat_as_withdraw: bool,
+    /// Type codes, ascending, of attributes that arrived with the Extended Length flag although
+    /// short (BIRD sets it on MP_REACH_NLRI); encoding keeps the flag so a message round-trips
+    /// byte for byte. Attributes longer than 255 bytes always get it.
+    pub extended_length: Vec<u8>,
 }
 
 /// A BGP message.
@@ -526,6 +530,9 @@ fn decode_update(body: &[u8], codec: Codec) -> Result<Update, MessageError> {
             }
             continue;
         }
+        if flags & 0x10 != 0 && len <= 255 {
+            update.extended_length.push(code);
+        }
         match decode_attribute(flags, code, value, codec) {
             Some(attr) => update.attributes.push(attr),
             None if code == 14 || code == 15 => {
@@ -536,6 +543,7 @@ fn decode_update(body: &[u8], codec: Codec) -> Result<Update, MessageError> {
             None => update.treat_as_withdraw = true,
         }
     }
+    update.extended_length.sort_unstable();
     Ok(update)
 }
 
@@ -659,7 +667,7 @@ fn encode_update(u: &Update, codec: Codec, out: &mut Vec<u8>) {
     let mut attrs = Vec::new();
     for a in &u.attributes {
         let (flags, code, value) = encode_attribute(a, codec);
-        if value.len() > 255 {
+        if value.len() > 255 || u.extended_length.contains(&code) {
             attrs.push(flags | 0x10);
             attrs.push(code);
             attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
@@ -808,6 +816,115 @@ mod tests {
         bytes
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Messages BIRD 2.0.12 and GoBGP 3.10 sent when announcing 192.0.2.0/24 and
+    /// 2001:db8:1::/48 with MED 10 from AS 4200000001 (recorded with
+    /// `crates/edgenet/tests/anycast/rig.py capture`). Each decodes to what the speaker meant
+    /// and encodes back to the same bytes.
+    const BIRD_OPEN: &str = "ffffffffffffffffffffffffffffffff003b01045ba000f00a0001021e021c010400010001010400020001020040020078410\
+        4fa56ea0146004700";
+    const BIRD_UPDATE_V4: &str = "ffffffffffffffffffffffffffffffff0036020000001b400101004002060201fa56ea014003040a0001028004040000000a18c00002";
+    const BIRD_END_OF_RIB_V4: &str = "ffffffffffffffffffffffffffffffff00170200000000";
+    const BIRD_UPDATE_V6: &str = "ffffffffffffffffffffffffffffffff005b0200000044900e002c00020120fd000001000000000000000000000002fe80000\
+        0000000003c285afffe74a77a003020010db80001400101004002060201fa56ea018004040000000a";
+    const BIRD_END_OF_RIB_V6: &str = "ffffffffffffffffffffffffffffffff001d0200000006800f03000201";
+    const GOBGP_OPEN: &str = "ffffffffffffffffffffffffffffffff004101045ba0005a0a0001022402220200490402766d0001040001000101040002000\
+        14104fa56ea010506000100010002";
+    const GOBGP_UPDATE_V6: &str = "ffffffffffffffffffffffffffffffff004a0200000033400101004002060201fa56ea018004040000000a800e1c00020110fd\
+        000001000000000000000000000002003020010db80001";
+
+    fn captured(h: &str) -> Message {
+        let bytes = hex(&h.split_whitespace().collect::<String>());
+        let m = Message::decode(&bytes, FOUR).unwrap();
+        assert_eq!(m.encode(FOUR), bytes, "byte-exact re-encoding of {m:?}");
+        m
+    }
+
+    #[test]
+    fn bird_and_gobgp_captures_round_trip_byte_exact() {
+        let Message::Open(o) = captured(BIRD_OPEN) else {
+            panic!("OPEN")
+        };
+        assert_eq!(
+            (o.my_as, o.hold_time, o.asn()),
+            (AS_TRANS, 240, 4_200_000_001)
+        );
+        assert!(o
+            .capabilities
+            .contains(&Capability::Multiprotocol(Family::Ipv6Unicast)));
+        // Graceful restart (64), enhanced route refresh (70), long-lived GR (71) kept as is.
+        assert!(o
+            .capabilities
+            .contains(&Capability::Unknown(64, vec![0, 0x78])));
+        let Message::Open(o) = captured(GOBGP_OPEN) else {
+            panic!("OPEN")
+        };
+        assert_eq!((o.hold_time, o.asn()), (90, 4_200_000_001));
+
+        let Message::Update(u) = captured(BIRD_UPDATE_V4) else {
+            panic!("UPDATE")
+        };
+        assert_eq!(u.nlri, vec![Prefix::V4(Ipv4Addr::new(192, 0, 2, 0), 24)]);
+        assert_eq!(
+            u.attributes,
+            vec![
+                Attribute::Origin(Origin::Igp),
+                Attribute::AsPath(vec![Segment::Sequence(vec![4_200_000_001])]),
+                Attribute::NextHop(Ipv4Addr::new(10, 0, 1, 2)),
+                Attribute::Med(10),
+            ]
+        );
+        assert_eq!(
+            captured(BIRD_END_OF_RIB_V4),
+            Message::Update(Update::default())
+        );
+
+        let Message::Update(u) = captured(BIRD_UPDATE_V6) else {
+            panic!("UPDATE")
+        };
+        let Attribute::MpReach {
+            family,
+            next_hop,
+            nlri,
+        } = &u.attributes[0]
+        else {
+            panic!("MP_REACH first: {u:?}")
+        };
+        assert_eq!(*family, Family::Ipv6Unicast);
+        assert_eq!(next_hop.len(), 32, "global and link-local next hop");
+        assert_eq!(nlri, &vec![Prefix::V6("2001:db8:1::".parse().unwrap(), 48)]);
+        assert_eq!(
+            u.extended_length,
+            vec![14],
+            "BIRD sets Extended Length on MP_REACH"
+        );
+
+        let Message::Update(u) = captured(BIRD_END_OF_RIB_V6) else {
+            panic!("UPDATE")
+        };
+        assert_eq!(
+            u.attributes,
+            vec![Attribute::MpUnreach {
+                family: Family::Ipv6Unicast,
+                withdrawn: vec![]
+            }]
+        );
+
+        let Message::Update(u) = captured(GOBGP_UPDATE_V6) else {
+            panic!("UPDATE")
+        };
+        assert!(
+            matches!(&u.attributes[3], Attribute::MpReach { next_hop, .. } if next_hop.len() == 16)
+        );
+        assert!(u.extended_length.is_empty());
+    }
+
     #[test]
     fn keepalive_is_19_bytes() {
         let b = round_trip(&Message::Keepalive, FOUR);
@@ -875,6 +992,7 @@ mod tests {
                 Prefix::V4(Ipv4Addr::new(10, 0, 0, 0), 8),
             ],
             treat_as_withdraw: false,
+            extended_length: vec![],
         });
         round_trip(&update, FOUR);
         let withdraw = Message::Update(Update {

@@ -882,7 +882,99 @@ def scenario_bench(args):
     }))
 
 
+RECORDER = r'''
+import socket, struct, sys, time
+# A passive BGP peer that answers OPEN with OPEN + KEEPALIVE, keeps the session alive and
+# prints every message it receives as "type hex".
+ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("10.0.1.1", 179)); ls.listen(1)
+c, _ = ls.accept()
+caps = bytes([1, 4, 0, 1, 0, 1, 1, 4, 0, 2, 0, 1, 2, 0, 65, 4]) + struct.pack("!I", 65000)
+params = bytes([2, len(caps)]) + caps
+body = bytes([4]) + struct.pack("!HH", 65000, 90) + bytes([10, 0, 1, 1, len(params)]) + params
+msg = lambda t, b: b"\xff" * 16 + struct.pack("!HB", 19 + len(b), t) + b
+c.sendall(msg(1, body) + msg(4, b""))
+c.settimeout(0.5)
+buf, end = b"", time.time() + float(sys.argv[1])
+while time.time() < end:
+    try:
+        data = c.recv(65536)
+    except socket.timeout:
+        c.sendall(msg(4, b""))
+        continue
+    if not data:
+        break
+    buf += data
+    while len(buf) >= 19 and len(buf) >= struct.unpack("!H", buf[16:18])[0]:
+        n = struct.unpack("!H", buf[16:18])[0]
+        print(buf[18], buf[:n].hex(), flush=True)
+        buf = buf[n:]
+'''
+
+
+def scenario_capture(args):
+    """Records the messages BIRD and GoBGP send when they announce 192.0.2.0/24 and
+    2001:db8:1::/48 with MED 10 to a peer (the source of the codec's capture test vectors)."""
+    for who in ("bird", "gobgp"):
+        rig = Rig(args.edgenet, pops=0)
+        try:
+            rig.add_ns("r")
+            rig.add_ns("p1")
+            rig.link("p1", "eth0", "r", "p1", ["10.0.1.2/24", "fd00:1::2/64"],
+                     ["10.0.1.1/24", "fd00:1::1/64"])
+            script = rig.write("recorder.py", RECORDER)
+            rec = subprocess.Popen(["ip", "netns", "exec", rig.ns("r"), sys.executable, script,
+                                    "4"], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.3)
+            if who == "bird":
+                conf = f"""
+router id 10.0.1.2;
+protocol device {{ }}
+protocol static s4 {{ ipv4; route {PREFIX_V4} unreachable; }}
+protocol static s6 {{ ipv6; route {PREFIX_V6} unreachable; }}
+protocol bgp r {{
+  local 10.0.1.2 as {POP_AS}; neighbor 10.0.1.1 as {ROUTER_AS};
+  ipv4 {{ import none; export filter {{ bgp_med = 10; accept; }}; }};
+  ipv6 {{ import none; export filter {{ bgp_med = 10; accept; }}; next hop address fd00:1::2; }};
+}}
+"""
+                path = rig.write("bird.conf", conf)
+                rig.spawn("bird", "p1", "bird", "-f", "-c", path, "-s", rig.bird_sock("p1"))
+            else:
+                conf = f"""
+[global.config]
+  as = {POP_AS}
+  router-id = "10.0.1.2"
+  port = -1
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.0.1.1"
+    peer-as = {ROUTER_AS}
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"""
+                path = rig.write("gobgpd.toml", conf)
+                rig.spawn("gobgpd", "p1", "gobgpd", "-f", path, "--api-hosts", "127.0.0.1:50051")
+                until("gobgpd API", 15, lambda: sh("gobgp", "neighbor", ns=rig.ns("p1"),
+                                                   check=False))
+                for pfx, fam, nh in ((PREFIX_V4, "ipv4", "10.0.1.2"),
+                                     (PREFIX_V6, "ipv6", "fd00:1::2")):
+                    sh("gobgp", "global", "rib", "add", pfx, "origin", "igp", "med", "10",
+                       "nexthop", nh, "-a", fam, ns=rig.ns("p1"))
+            out, _ = rec.communicate(timeout=20)
+            print(f"# {who}")
+            print(out.strip())
+        finally:
+            rig.down()
+
+
 SCENARIOS = {
+    "capture": scenario_capture,
     "bird": scenario_bird,
     "md5": scenario_md5,
     "gobgp": scenario_gobgp,
