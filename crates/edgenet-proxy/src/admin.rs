@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/health` (the process is alive),
-//! `/ready` (the node wants traffic: configured and not draining) and `POST /cache/purge`.
+//! `/ready` (the node wants traffic: configured and not draining), `POST /cache/purge`, and with
+//! anycast configured `GET /anycast`, `POST /anycast/drain` and `POST /anycast/undrain`.
 //!
 //! The admin listener has no authentication: bind it to a private address.
 

@@ -223,3 +223,79 @@ fn unusable_certificates_are_errors_naming_the_file() {
         "#]],
     );
 }
+
+#[test]
+fn anycast_errors_name_the_field() {
+    let config = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+protocol = "http"
+
+[anycast]
+local_as = 0
+router_id = "0.0.0.0"
+listen = ["0.0.0.0:1790", "nowhere"]
+prefixes = ["192.0.2.1/24", "2001:db8::/129"]
+lo_addresses = ["198.51.100.1/32", "192.0.2.1"]
+communities = ["65536:1"]
+large_communities = ["1:2"]
+check_interval = "1ms"
+
+[[anycast.peers]]
+address = "10.0.0.1"
+asn = 65000
+hold_time = "2s"
+keepalive = "5s"
+prepend = 20
+md5_password = "0123456789012345678901234567890123456789012345678901234567890123456789012345678901"
+import = ["10.0.0.0/8 le 4", "10.0.0.0/8 lt 24"]
+families = ["ipv4", "ipx"]
+bfd = { min_tx = "0ms", multiplier = 0 }
+
+[[anycast.peers]]
+address = "10.0.0.1"
+asn = 65001
+local_address = "2001:db8::1"
+
+[[anycast.checks]]
+name = "both"
+http = "http://127.0.0.1/"
+tcp = "127.0.0.1:1"
+
+[[anycast.checks]]
+name = "bad-url"
+http = "ftp://127.0.0.1/"
+rise = 0
+"#;
+    assert_check(
+        config,
+        &[],
+        1,
+        expect![[r#"
+            $DIR/edgenet.toml: anycast.local_as: "0" must be between 1 and 4294967295
+            $DIR/edgenet.toml: anycast.router_id: "0.0.0.0" must be a non-zero IPv4 address (the BGP identifier)
+            $DIR/edgenet.toml: anycast.listen[1]: "nowhere" is not a socket address (IP:port, [IPv6]:port)
+            $DIR/edgenet.toml: anycast.prefixes[0]: "192.0.2.1/24" has host bits set (the network is 192.0.2.0/24)
+            $DIR/edgenet.toml: anycast.prefixes[1]: "2001:db8::/129" has a prefix length longer than the address
+            $DIR/edgenet.toml: anycast.lo_addresses[0]: "198.51.100.1/32" is in none of anycast.prefixes
+            $DIR/edgenet.toml: anycast.lo_addresses[1]: "192.0.2.1" is not an address with a prefix length (192.0.2.1/32)
+            $DIR/edgenet.toml: anycast.communities[0]: "65536:1" is not ASN:value (two 16-bit numbers)
+            $DIR/edgenet.toml: anycast.large_communities[0]: "1:2" is not global:local1:local2 (three 32-bit numbers)
+            $DIR/edgenet.toml: anycast.peers[0].md5_password: "(hidden)" must be 1 to 80 bytes
+            $DIR/edgenet.toml: anycast.peers[0].hold_time: "2s" must be 0 or whole seconds from 3s to 65535s
+            $DIR/edgenet.toml: anycast.peers[0].keepalive: "5s" must be longer than zero and at most a third of hold_time
+            $DIR/edgenet.toml: anycast.peers[0].prepend: "20" must be at most 16
+            $DIR/edgenet.toml: anycast.peers[0].import[0]: "10.0.0.0/8 le 4" needs prefix length <= ge <= le
+            $DIR/edgenet.toml: anycast.peers[0].import[1]: "10.0.0.0/8 lt 24" has "lt" where "ge" or "le" was expected
+            $DIR/edgenet.toml: anycast.peers[0].families[1]: "ipx" must be "ipv4" or "ipv6"
+            $DIR/edgenet.toml: anycast.peers[0].bfd.min_tx: "0s" must be between 1ms and 60s
+            $DIR/edgenet.toml: anycast.peers[0].bfd.multiplier: "0" must be at least 1
+            $DIR/edgenet.toml: anycast.peers[1].local_address: "2001:db8::1" is not in the peer address's family
+            $DIR/edgenet.toml: anycast.peers[1].address: "10.0.0.1" is listed twice
+            $DIR/edgenet.toml: anycast.check_interval: "1ms" must be between 10ms and 60s
+            $DIR/edgenet.toml: anycast.checks[0]: "both" needs exactly one of http or tcp
+            $DIR/edgenet.toml: anycast.checks[1].rise: "0" must be between 1 and 100
+            $DIR/edgenet.toml: anycast.checks[1].http: "ftp://127.0.0.1/" must start with http:// or https://
+        "#]],
+    );
+}
