@@ -130,6 +130,9 @@ pub struct Speaker {
     shared: Arc<Shared>,
     export: watch::Sender<Export>,
     stop: watch::Sender<bool>,
+    /// The peer tasks, which end after sending their Cease.
+    peer_tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Listeners and BFD, which run until aborted.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -185,8 +188,14 @@ impl Speaker {
             let inboxes = inboxes.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let Ok((stream, from)) = listener.accept().await else {
-                        continue;
+                    let (stream, from) = match listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of file descriptors and the like: do not spin.
+                            tracing::warn!(error = %e, "BGP accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
                     };
                     let ip = canonical(from.ip());
                     match inboxes.get(&ip) {
@@ -202,6 +211,7 @@ impl Speaker {
             }));
         }
         let bfd_views = start_bfd(&config, &shared, &mut tasks)?;
+        let mut peer_tasks = Vec::new();
         for (idx, (p, inbox)) in config.peers.iter().zip(inbox_rx).enumerate() {
             let task = PeerTask {
                 idx,
@@ -230,12 +240,13 @@ impl Speaker {
                 bfd_up: false,
                 skipped_logged: false,
             };
-            tasks.push(tokio::spawn(task.run()));
+            peer_tasks.push(tokio::spawn(task.run()));
         }
         Ok(Speaker {
             shared,
             export: export_tx,
             stop: stop_tx,
+            peer_tasks: Mutex::new(peer_tasks),
             tasks: Mutex::new(tasks),
         })
     }
@@ -268,13 +279,16 @@ impl Speaker {
     /// `wait` for the NOTIFICATIONs to go out.
     pub async fn stop(&self, wait: Duration) {
         let _ = self.stop.send(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.tasks));
+        let peers: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.peer_tasks));
         let deadline = tokio::time::Instant::now() + wait;
-        for t in tasks {
+        for t in peers {
             let abort = t.abort_handle();
             if tokio::time::timeout_at(deadline, t).await.is_err() {
                 abort.abort();
             }
+        }
+        for t in std::mem::take(&mut *lock(&self.tasks)) {
+            t.abort();
         }
     }
 }
@@ -342,6 +356,7 @@ fn start_bfd(
             let mut buf = [0u8; 128];
             loop {
                 let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
                 let Ok(p) = bfd::Packet::decode(&buf[..n]) else {

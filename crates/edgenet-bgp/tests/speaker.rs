@@ -230,3 +230,50 @@ async fn max_prefix_resets_the_session_with_cease_1() {
     pop.stop(Duration::from_secs(1)).await;
     router.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn ibgp_sends_local_pref_and_zeroes_it_for_graceful_shutdown() {
+    // Both sides in AS 65000: the router's peer is configured with our own AS.
+    let mut rp = peer([127, 0, 0, 42], 179, 65000, true);
+    rp.local_address = None;
+    let router = Speaker::start(SpeakerConfig {
+        local_as: 65000,
+        router_id: Ipv4Addr::new(10, 0, 0, 41),
+        listen: vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 41)),
+            17905,
+        )],
+        peers: vec![rp],
+    })
+    .await
+    .unwrap();
+    let mut pp = peer([127, 0, 0, 41], 17905, 65000, false);
+    pp.local_address = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 42)));
+    pp.prepend = 3;
+    let pop = Speaker::start(SpeakerConfig {
+        local_as: 65000,
+        router_id: Ipv4Addr::new(10, 0, 0, 42),
+        listen: vec![],
+        peers: vec![pp],
+    })
+    .await
+    .unwrap();
+    pop.export(export(&["192.0.2.0/24"], false));
+    until("the iBGP route", Duration::from_secs(5), || {
+        router.best_routes().len() == 1
+    })
+    .await;
+    let path = router.best_routes()[0].path.clone();
+    assert_eq!(path.local_pref, Some(100));
+    assert!(
+        path.as_path.is_empty(),
+        "no AS added (or prepended) on iBGP"
+    );
+    pop.export(export(&["192.0.2.0/24"], true));
+    until("LOCAL_PREF 0", Duration::from_secs(2), || {
+        router.best_routes()[0].path.local_pref == Some(0)
+    })
+    .await;
+    pop.stop(Duration::from_secs(1)).await;
+    router.stop(Duration::from_secs(1)).await;
+}
