@@ -112,17 +112,14 @@ impl Admin {
                 200,
                 serde_json::json!({"success": true, "result": a.status_json()}),
             ),
-            ("/anycast/drain", true) => {
-                a.drain();
-                tracing::info!("anycast: drained by the admin API");
-                json(
-                    200,
-                    serde_json::json!({"success": true, "result": a.status_json()}),
-                )
-            }
-            ("/anycast/undrain", true) => {
-                a.undrain();
-                tracing::info!("anycast: undrained by the admin API");
+            ("/anycast/drain", true) | ("/anycast/undrain", true) => {
+                let drain = path == "/anycast/drain";
+                if drain {
+                    a.drain();
+                } else {
+                    a.undrain();
+                }
+                tracing::info!(drain, "anycast: drain changed by the admin API");
                 json(
                     200,
                     serde_json::json!({"success": true, "result": a.status_json()}),

@@ -501,28 +501,7 @@ async fn probe(check: &AnycastCheck, connector: &Connector) -> Result<(), String
     let _ = req.insert_header("host", host.as_str());
     let _ = req.insert_header("user-agent", "edgenet-anycast-check");
     let _ = req.insert_header("connection", "close");
-    let exchange = async {
-        let (mut session, _) = connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        session
-            .response_header()
-            .map(|r| r.status.as_u16())
-            .ok_or_else(|| "no response".to_string())
-    };
+    let exchange = crate::health_check::probe(connector, &peer, Box::new(req));
     match tokio::time::timeout(check.timeout, exchange).await {
         Ok(Ok(s)) if (200..400).contains(&s) => Ok(()),
         Ok(Ok(s)) => Err(format!("status {s}")),

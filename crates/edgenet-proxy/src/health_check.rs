@@ -123,7 +123,8 @@ fn check_request(check: &HealthCheck) -> Box<RequestHeader> {
     Box::new(req)
 }
 
-async fn probe(
+/// One GET over a fresh connection: the response status, or why there is none.
+pub(crate) async fn probe(
     connector: &Connector,
     peer: &HttpPeer,
     req: Box<RequestHeader>,
