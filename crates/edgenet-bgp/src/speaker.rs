@@ -355,10 +355,15 @@ fn start_bfd(
         tasks.push(tokio::spawn(async move {
             let mut buf = [0u8; 128];
             loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                let Ok((n, from, ttl)) = socket::recv_with_ttl(&sock, &mut buf).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                // RFC 5881 section 5 (GTSM): a single-hop packet must arrive with TTL 255.
+                if ttl.is_some_and(|t| t != 255) {
+                    tracing::debug!(%from, ?ttl, "BFD packet with TTL below 255 discarded");
+                    continue;
+                }
                 let Ok(p) = bfd::Packet::decode(&buf[..n]) else {
                     continue;
                 };
