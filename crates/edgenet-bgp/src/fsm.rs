@@ -527,6 +527,117 @@ mod tests {
         assert_eq!(s.state(), State::Established);
     }
 
+    /// Drives a fresh session to `state`.
+    fn session_in(state: State) -> Session {
+        let mut s = Session::new(config(false));
+        let steps: &[Event] = match state {
+            State::Idle => &[],
+            State::Connect => &[Event::Start],
+            State::Active => &[Event::Start, Event::TcpFailed],
+            State::OpenSent => &[Event::Start, Event::TcpConnected],
+            State::OpenConfirm => &[
+                Event::Start,
+                Event::TcpConnected,
+                Event::Received(peer_open(65000, 30)),
+            ],
+            State::Established => &[
+                Event::Start,
+                Event::TcpConnected,
+                Event::Received(peer_open(65000, 30)),
+                Event::Received(Message::Keepalive),
+            ],
+        };
+        for e in steps {
+            s.handle(e.clone());
+        }
+        assert_eq!(s.state(), state);
+        s
+    }
+
+    /// RFC 4271 section 8.2.2, as a table: (state, event) -> next state, and the NOTIFICATION
+    /// (code, subcode) sent, if any.
+    #[test]
+    fn transition_table() {
+        use State::*;
+        let notification = |a: &[Action]| {
+            a.iter().find_map(|x| match x {
+                Action::Send(Message::Notification(n)) => Some((n.code, n.subcode)),
+                _ => None,
+            })
+        };
+        let hold = Event::TimerExpired(Timer::Hold);
+        let retry = Event::TimerExpired(Timer::ConnectRetry);
+        let keepalive = Event::TimerExpired(Timer::Keepalive);
+        let ka = Event::Received(Message::Keepalive);
+        let open = Event::Received(peer_open(65000, 30));
+        let update = Event::Received(Message::Update(Update::default()));
+        let refresh = Event::Received(Message::RouteRefresh(Family::Ipv4Unicast));
+        let cease = Event::Received(Message::Notification(Notification {
+            code: 6,
+            subcode: 2,
+            data: vec![],
+        }));
+        let bad = Event::DecodeError(MessageError {
+            code: 1,
+            subcode: 1,
+            data: vec![],
+            reason: "bad marker",
+        });
+        let table: Vec<(State, Event, State, Option<(u8, u8)>)> = vec![
+            (Idle, Event::Start, Connect, None),
+            (Idle, Event::TcpConnected, Idle, None),
+            (Idle, ka.clone(), Idle, None),
+            (Connect, Event::TcpConnected, OpenSent, None),
+            (Connect, Event::TcpFailed, Active, None),
+            (Connect, retry.clone(), Connect, None),
+            (Connect, Event::Stop, Idle, None),
+            (Active, retry.clone(), Connect, None),
+            (Active, Event::TcpConnected, OpenSent, None),
+            (OpenSent, open.clone(), OpenConfirm, None),
+            (OpenSent, ka.clone(), Idle, Some((5, 1))),
+            (OpenSent, update.clone(), Idle, Some((5, 1))),
+            (OpenSent, hold.clone(), Idle, Some((4, 0))),
+            (OpenSent, Event::TcpFailed, Idle, None),
+            (OpenSent, bad.clone(), Idle, Some((1, 1))),
+            (OpenSent, Event::Stop, Idle, Some((6, 2))),
+            (OpenConfirm, ka.clone(), Established, None),
+            (OpenConfirm, keepalive.clone(), OpenConfirm, None),
+            (OpenConfirm, update.clone(), Idle, Some((5, 2))),
+            (OpenConfirm, open.clone(), Idle, Some((5, 2))),
+            (OpenConfirm, cease.clone(), Idle, None),
+            (OpenConfirm, hold.clone(), Idle, Some((4, 0))),
+            (Established, update.clone(), Established, None),
+            (Established, ka.clone(), Established, None),
+            (Established, refresh.clone(), Established, None),
+            (Established, keepalive.clone(), Established, None),
+            (Established, hold.clone(), Idle, Some((4, 0))),
+            (Established, cease.clone(), Idle, None),
+            (Established, bad.clone(), Idle, Some((1, 1))),
+            (Established, Event::TcpFailed, Idle, None),
+            (Established, Event::Stop, Idle, Some((6, 2))),
+            (
+                Established,
+                Event::Fail {
+                    reason: "BFD session down".into(),
+                    notification: None,
+                },
+                Idle,
+                None,
+            ),
+        ];
+        for (from, event, to, sent) in table {
+            let mut s = session_in(from);
+            let a = s.handle(event.clone());
+            assert_eq!(s.state(), to, "{from:?} + {event:?}");
+            assert_eq!(notification(&a), sent, "{from:?} + {event:?}: {a:?}");
+        }
+        // The routes and refresh requests reach the driver.
+        let mut s = session_in(Established);
+        assert!(s
+            .handle(refresh)
+            .contains(&Action::Refresh(Family::Ipv4Unicast)));
+    }
+
     #[test]
     fn restarts_back_off() {
         let mut s = Session::new(config(false));
