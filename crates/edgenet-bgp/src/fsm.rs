@@ -583,7 +583,8 @@ mod tests {
             data: vec![],
             reason: "bad marker",
         });
-        let table: Vec<(State, Event, State, Option<(u8, u8)>)> = vec![
+        type Row = (State, Event, State, Option<(u8, u8)>);
+        let table: Vec<Row> = vec![
             (Idle, Event::Start, Connect, None),
             (Idle, Event::TcpConnected, Idle, None),
             (Idle, ka.clone(), Idle, None),
