@@ -15,4 +15,6 @@ pub use anycast::{Anycast, AnycastCheck, CheckTarget};
 pub use error::{ConfigError, FieldError};
 pub use model::*;
 pub use schema::*;
-pub use validate::{load, parse_host_pattern, parse_toml, read_certs, read_key, validate};
+pub use validate::{
+    load, parse_host_pattern, parse_toml, read_certs, read_key, read_raw, validate, validate_file,
+};

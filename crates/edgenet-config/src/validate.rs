@@ -60,14 +60,25 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// Reads, parses and validates a configuration file. Relative paths inside it are resolved
 /// against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    validate_file(&read_raw(path)?, path)
+}
+
+/// Reads and parses the file at `path`, without validating it.
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: origin.clone(),
         source,
     })?;
-    let raw = parse_toml(&text, &origin)?;
+    parse_toml(&text, &origin)
+}
+
+/// Validates a configuration read from (or based on) the file at `path`: relative paths are
+/// resolved from its directory and errors name it.
+pub fn validate_file(raw: &RawConfig, path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(&raw, base).map_err(|errors| ConfigError::Invalid { origin, errors })
+    validate(raw, base).map_err(|errors| ConfigError::Invalid { origin, errors })
 }
 
 /// Validates a parsed configuration. Returns every error found, not just the first.

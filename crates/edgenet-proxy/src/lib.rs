@@ -19,4 +19,4 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-pub use server::{load_config, run};
+pub use server::{apply_control_zones, load_config, load_config_with, run, run_with};

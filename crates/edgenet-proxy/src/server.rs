@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use edgenet_config::{Config, ConfigError, ListenerProtocol};
+use edgenet_config::{Config, ConfigError, ListenerProtocol, ZoneSection};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::{HttpServerOptions, ServerApp};
 use pingora_core::listeners::tls::TlsSettings;
@@ -31,7 +31,17 @@ use crate::tls::{
 
 /// Loads the configuration at `path`, creating missing self-signed certificates it asks for.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
-    let mut config = edgenet_config::load(path)?;
+    load_config_with(path, None)
+}
+
+/// Loads the configuration at `path` with its zones replaced by `zones` when given (a PoP
+/// that follows a control plane takes its zones from there and the rest from its file).
+pub fn load_config_with(path: &Path, zones: Option<&[ZoneSection]>) -> Result<Config, ConfigError> {
+    let mut raw = edgenet_config::read_raw(path)?;
+    if let Some(z) = zones {
+        raw.zones = z.to_vec();
+    }
+    let mut config = edgenet_config::validate_file(&raw, path)?;
     generate_missing(&mut config).map_err(|e| ConfigError::Invalid {
         origin: path.display().to_string(),
         errors: vec![edgenet_config::FieldError {
@@ -45,10 +55,22 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
 
 /// Runs a PoP until SIGTERM (drain, exit 0) or SIGINT (exit at once). Never returns on success.
 pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    run_with(config_path, config, None, |_| {})
+}
+
+/// [`run`], with the zones that came from a control plane (kept across SIGHUP reloads of the
+/// file) and a hook called with the node once it exists (to start a control-plane follower).
+pub fn run_with(
+    config_path: PathBuf,
+    config: Config,
+    control_zones: Option<Vec<ZoneSection>>,
+    on_start: impl FnOnce(Arc<Node>),
+) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
     let node = Arc::new(Node::new(config.clone(), log, metrics, certs.clone())?);
+    *node.control_zones.lock().unwrap_or_else(|e| e.into_inner()) = control_zones;
     if let Some(anycast) = &config.anycast {
         let listeners = config.listeners.iter().map(|l| l.address).collect();
         let a = crate::anycast::Anycast::start(anycast, listeners, &node.metrics)?;
@@ -159,6 +181,7 @@ pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         "edgenet PoP starting"
     );
     let drain = config.node.drain_timeout;
+    on_start(node.clone());
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals { node, drain }),
     });
@@ -294,9 +317,36 @@ impl BackgroundService for Reloader {
     }
 }
 
-/// Validates and applies the configuration at `path`. Returns the new version, or every error.
+/// Validates and applies the configuration at `path` (with the control plane's zones when the
+/// node follows one). Returns the new version, or every error.
 pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
-    let config = load_config(path).map_err(|e| e.lines())?;
+    let zones = node
+        .control_zones
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    reload_with(node, path, zones.as_deref())
+}
+
+/// Applies zones from the control plane with the rest of the file at `path`; on success they
+/// are kept for later reloads. Nothing changes on error.
+pub fn apply_control_zones(
+    node: &Node,
+    path: &Path,
+    zones: Vec<ZoneSection>,
+) -> Result<u64, Vec<String>> {
+    let version = reload_with(node, path, Some(&zones))?;
+    *node.control_zones.lock().unwrap_or_else(|e| e.into_inner()) = Some(zones);
+    node.metrics.reload(true);
+    Ok(version)
+}
+
+fn reload_with(
+    node: &Node,
+    path: &Path,
+    zones: Option<&[ZoneSection]>,
+) -> Result<u64, Vec<String>> {
+    let config = load_config_with(path, zones).map_err(|e| e.lines())?;
     let current = node.snapshot.load_full();
     let old = &current.config;
     let origin = path.display();

@@ -87,6 +87,8 @@ pub struct Node {
     pub certs: Arc<SniResolver>,
     /// Set on SIGTERM: `/ready` answers 503 and the node drains.
     pub draining: AtomicBool,
+    /// Zones from the control plane, when the node follows one (they replace the file's).
+    pub control_zones: std::sync::Mutex<Option<Vec<edgenet_config::ZoneSection>>>,
     /// BGP anycast, when configured (set once at start).
     pub anycast: std::sync::OnceLock<Arc<crate::anycast::Anycast>>,
     /// This node's `Via` element for HTTP/1.0, HTTP/1.1 and HTTP/2 clients, built once.
@@ -130,6 +132,7 @@ impl Node {
             certs,
             draining: AtomicBool::new(false),
             anycast: std::sync::OnceLock::new(),
+            control_zones: std::sync::Mutex::new(None),
             request_seq: AtomicU64::new(0),
             request_prefix: seed,
         })

@@ -21,17 +21,60 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a control plane, PoPs and a demo origin on this machine (Ctrl-C stops them).
+    Up {
+        /// Where everything keeps its files.
+        #[arg(long, default_value = "edgenet-up")]
+        data: PathBuf,
+        /// How many PoPs.
+        #[arg(long, default_value_t = 3)]
+        pops: usize,
+        /// The control plane's port (the demo origin uses port - 70, PoP i port + 10 + i).
+        #[arg(long, default_value_t = 7070)]
+        port: u16,
+    },
     /// Run a PoP from a configuration file.
     Pop {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Follow this control plane (`http://host:port`) for zones.
+        #[arg(long, requires = "name")]
+        control: Option<String>,
+        /// The PoP's registered name at the control plane.
+        #[arg(long)]
+        name: Option<String>,
+        /// A token with the `pop` scope.
+        #[arg(long, env = "EDGENET_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The last-known-good file (default: NAME.control-state.json beside the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Run the control plane: the API, the store and the configuration stream.
+    Control {
+        /// Directory for the SQLite database and the first admin token.
+        #[arg(long)]
+        data: PathBuf,
+        /// Keep the state in PostgreSQL instead (`postgres://user:pass@host/db`).
+        #[arg(long)]
+        database: Option<String>,
+        /// The API's address.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
     },
     /// Validate a configuration file; lists every error and exits non-zero if there is one.
     Check {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// The demo origin `edgenet up` starts.
+    #[command(hide = true)]
+    DemoOrigin {
+        /// Its address.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -55,26 +98,175 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Pop { config: path } => {
+        Command::Pop {
+            config: path,
+            control,
+            name,
+            token,
+            state,
+        } => {
             init_tracing();
-            let config = match edgenet_proxy::load_config(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    for line in e.lines() {
-                        tracing::error!("{line}");
-                    }
-                    return ExitCode::FAILURE;
-                }
+            let result = match control {
+                None => run_pop(path),
+                Some(control) => run_following_pop(path, control, name, token, state),
             };
-            match edgenet_proxy::run(path, config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    ExitCode::FAILURE
-                }
+            report(result)
+        }
+        Command::Control {
+            data,
+            database,
+            listen,
+        } => {
+            init_tracing();
+            report(runtime().and_then(|rt| {
+                rt.block_on(edgenet_control::serve(edgenet_control::ServeOptions {
+                    data,
+                    database,
+                    listen,
+                }))
+            }))
+        }
+        Command::Up { data, pops, port } => {
+            init_tracing();
+            report(std::env::current_exe().map_err(Into::into).and_then(|exe| {
+                edgenet_control::up::up(edgenet_control::up::UpOptions {
+                    exe,
+                    data,
+                    pops: pops.max(1),
+                    port,
+                })
+            }))
+        }
+        Command::DemoOrigin { listen } => {
+            init_tracing();
+            report(runtime().and_then(|rt| rt.block_on(edgenet_control::demo::serve(listen))))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in format!("{e:#}").lines() {
+                tracing::error!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_error(e: edgenet_config::ConfigError) -> anyhow::Error {
+    anyhow::anyhow!(e.lines().join("\n"))
+}
+
+fn run_pop(path: PathBuf) -> anyhow::Result<()> {
+    let config = edgenet_proxy::load_config(&path).map_err(config_error)?;
+    edgenet_proxy::run(path, config)
+}
+
+/// A PoP whose zones come from a control plane: it starts from its last-known-good file (so
+/// it serves with the control plane down), then follows the stream on a thread of its own.
+fn run_following_pop(
+    path: PathBuf,
+    control: String,
+    name: Option<String>,
+    token: Option<String>,
+    state: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use edgenet_control::follow::{self, Applier, FollowOptions, Objects};
+    use std::sync::Arc;
+    let name = name.unwrap_or_default();
+    let token = token
+        .ok_or_else(|| anyhow::anyhow!("--control needs a token: --token or EDGENET_TOKEN"))?;
+    let state_file = state.unwrap_or_else(|| {
+        path.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(format!("{name}.control-state.json"))
+    });
+    fn zones_of(o: &Objects) -> Result<Vec<edgenet_config::ZoneSection>, String> {
+        o.of("zone")
+            .into_iter()
+            .map(|z| {
+                serde_json::from_value(z).map_err(|e| format!("a zone from the control plane: {e}"))
+            })
+            .collect()
+    }
+    if !edgenet_config::read_raw(&path)
+        .map_err(config_error)?
+        .zones
+        .is_empty()
+    {
+        tracing::warn!(config = %path.display(), "the file's zones are ignored: zones come from the control plane");
+    }
+    let last = follow::load_state(&state_file);
+    let mut start = (Vec::new(), None);
+    if let Some(o) = &last {
+        match zones_of(o).and_then(|z| {
+            edgenet_proxy::load_config_with(&path, Some(&z))
+                .map(|c| (z, c))
+                .map_err(|e| e.lines().join("; "))
+        }) {
+            Ok((z, c)) => {
+                tracing::info!(version = o.version, zones = z.len(), state = %state_file.display(), "serving the last-known-good configuration until the control plane answers");
+                start = (z, Some(c));
+            }
+            Err(e) => {
+                tracing::error!(state = %state_file.display(), error = %e, "the last-known-good configuration does not apply; starting without zones")
             }
         }
     }
+    let (zones, config) = start;
+    let config = match config {
+        Some(c) => c,
+        None => edgenet_proxy::load_config_with(&path, Some(&[])).map_err(config_error)?,
+    };
+    struct NodeApplier {
+        node: Arc<edgenet_proxy::state::Node>,
+        path: PathBuf,
+    }
+    impl Applier for NodeApplier {
+        fn apply(&self, o: &Objects) -> Result<(), String> {
+            let zones = zones_of(o)?;
+            edgenet_proxy::apply_control_zones(&self.node, &self.path, zones)
+                .map(|_| ())
+                .map_err(|lines| lines.join("; "))
+        }
+    }
+    let opts = FollowOptions {
+        control,
+        token,
+        pop: name,
+        state_file,
+    };
+    let config_path = path.clone();
+    edgenet_proxy::run_with(path, config, Some(zones), move |node| {
+        let applier = Arc::new(NodeApplier {
+            node,
+            path: config_path,
+        });
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(follow::follow(opts, applier, last)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the control-plane follower")
+                    }
+                }
+            })
+            .expect("a thread for the control-plane follower");
+    })
 }
 
 /// Diagnostics go to stderr (stdout may carry the access log), filtered by `RUST_LOG`.

@@ -1,0 +1,210 @@
+//! The PoP's side of the configuration stream: connect, apply each version atomically through
+//! the node's [`Applier`], acknowledge or refuse it, keep the last applied version on disk, and
+//! reconnect (with backoff) from the last version received when the stream breaks.
+//!
+//! The follower keeps the *desired* objects (every change received, applied or not) apart from
+//! what was applied: a refused version stays refused until a later change fixes it, and the
+//! node keeps serving the last good one meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::stream::{Ack, StreamMessage, PING_EVERY};
+
+/// Kind to name to body, at a version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Objects {
+    /// The version these objects are at.
+    pub version: i64,
+    /// Kind (`zone`, `pop`) to name to body.
+    pub objects: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+impl Objects {
+    /// The bodies of one kind, in name order.
+    pub fn of(&self, kind: &str) -> Vec<Value> {
+        self.objects
+            .get(kind)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn apply(&mut self, msg: StreamMessage) -> bool {
+        match msg {
+            StreamMessage::Snapshot { version, objects } => {
+                self.version = version;
+                self.objects = objects;
+                true
+            }
+            StreamMessage::Delta {
+                version, changes, ..
+            } => {
+                for c in changes {
+                    let kind = self.objects.entry(c.kind).or_default();
+                    match c.body {
+                        Some(b) => {
+                            kind.insert(c.name, b);
+                        }
+                        None => {
+                            kind.remove(&c.name);
+                        }
+                    }
+                }
+                self.version = version;
+                true
+            }
+            StreamMessage::Ping { .. } => false,
+        }
+    }
+}
+
+/// What the node does with a version: apply it whole, or refuse it with the reason (and keep
+/// what it had).
+pub trait Applier: Send + Sync + 'static {
+    /// Applies the objects.
+    fn apply(&self, objects: &Objects) -> Result<(), String>;
+}
+
+/// Where to follow from.
+#[derive(Debug, Clone)]
+pub struct FollowOptions {
+    /// The control plane's base URL (`http://127.0.0.1:7070`).
+    pub control: String,
+    /// A token with the `pop` scope.
+    pub token: String,
+    /// This PoP's registered name.
+    pub pop: String,
+    /// The last-known-good file.
+    pub state_file: PathBuf,
+}
+
+/// The last applied objects saved by a previous run, if any.
+pub fn load_state(path: &Path) -> Option<Objects> {
+    let text = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&text) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable last-known-good file");
+            None
+        }
+    }
+}
+
+/// Writes the applied objects (temporary file, then rename: never half a file).
+pub fn save_state(path: &Path, objects: &Objects) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(objects).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Follows the stream forever. `current` is what the node serves now (from the state file).
+pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .expect("an HTTP client");
+    let mut desired = current.unwrap_or_default();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match run_once(&client, &opts, &*applier, &mut desired).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(control = %opts.control, error = %e, retry_in = ?backoff, "control plane stream");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn run_once(
+    client: &reqwest::Client,
+    opts: &FollowOptions,
+    applier: &dyn Applier,
+    desired: &mut Objects,
+) -> Result<(), String> {
+    let url = format!(
+        "{}/v1/stream?pop={}&since={}",
+        opts.control.trim_end_matches('/'),
+        opts.pop,
+        desired.version
+    );
+    let resp = client
+        .get(&url)
+        .bearer_auth(&opts.token)
+        .send()
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        return Err(format!("{status}: {}", body.trim()));
+    }
+    tracing::info!(control = %opts.control, since = desired.version, "following the control plane");
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    loop {
+        let chunk = match tokio::time::timeout(PING_EVERY * 3, body.next()).await {
+            Err(_) => return Err("no message within three ping intervals".into()),
+            Ok(None) => return Err("the control plane closed the stream".into()),
+            Ok(Some(Err(e))) => return Err(format!("read: {e}")),
+            Ok(Some(Ok(c))) => c,
+        };
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let msg: StreamMessage = serde_json::from_slice(&line)
+                .map_err(|e| format!("a stream line that is not a message: {e}"))?;
+            if !desired.apply(msg) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let result = applier.apply(desired);
+            let ack = match &result {
+                Ok(()) => {
+                    if let Err(e) = save_state(&opts.state_file, desired) {
+                        tracing::error!(path = %opts.state_file.display(), error = %e, "cannot save the last-known-good configuration");
+                    }
+                    tracing::info!(version = desired.version, took = ?started.elapsed(), "applied configuration from the control plane");
+                    Ack {
+                        version: desired.version,
+                        ok: true,
+                        error: None,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(version = desired.version, error = %e, "refused configuration from the control plane; serving the previous one");
+                    Ack {
+                        version: desired.version,
+                        ok: false,
+                        error: Some(e.clone()),
+                    }
+                }
+            };
+            let ack_url = format!(
+                "{}/v1/pops/{}/ack",
+                opts.control.trim_end_matches('/'),
+                opts.pop
+            );
+            if let Err(e) = client
+                .post(&ack_url)
+                .bearer_auth(&opts.token)
+                .json(&ack)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %e, "could not acknowledge a version");
+            }
+        }
+    }
+}

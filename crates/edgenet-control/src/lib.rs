@@ -1,0 +1,92 @@
+//! The control plane (`edgenet control`): a REST API for zones, PoPs and tokens over a SQL
+//! store, and the configuration stream every PoP follows; plus the PoP's side of that stream
+//! ([`follow`]).
+//!
+//! Start at [`serve`]; `api.rs` holds the routes, `store.rs` the SQL, `stream.rs` the
+//! versioned stream, `follow.rs` the PoP's follower with its last-known-good snapshot.
+
+pub mod api;
+pub mod demo;
+pub mod follow;
+pub mod store;
+pub mod stream;
+pub mod up;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use api::App;
+pub use store::Store;
+
+/// Where the control plane keeps its state and listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// A directory for the SQLite database and the first admin token.
+    pub data: PathBuf,
+    /// `postgres://...` to keep the state in PostgreSQL instead of SQLite.
+    pub database: Option<String>,
+    /// The API's address.
+    pub listen: SocketAddr,
+}
+
+/// The database URL for the options: PostgreSQL when given, else SQLite in the data directory.
+pub fn database_url(o: &ServeOptions) -> String {
+    o.database
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", o.data.join("control.db").display()))
+}
+
+/// On first start (no token at all), creates an admin token and writes its secret to
+/// `DATA/admin-token` (mode 0600). Returns the secret when it made one.
+pub async fn bootstrap_admin(app: &App, data: &Path) -> anyhow::Result<Option<String>> {
+    if !app.store.tokens().await?.is_empty() {
+        return Ok(None);
+    }
+    let (_, secret) = app.create_token("bootstrap admin", &["admin"]).await?;
+    let path = data.join("admin-token");
+    write_private(&path, secret.as_bytes())?;
+    Ok(Some(secret))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Runs the control plane until SIGTERM or SIGINT.
+pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&o.data)
+        .map_err(|e| anyhow::anyhow!("--data {}: {e}", o.data.display()))?;
+    let url = database_url(&o);
+    let store = Store::open(&url)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+    let app = App::new(store).await?;
+    if let Some(secret) = bootstrap_admin(&app, &o.data).await? {
+        tracing::info!(
+            path = %o.data.join("admin-token").display(),
+            "created the first admin token (also written to the file): {secret}"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(o.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", o.listen))?;
+    tracing::info!(listen = %o.listen, store = %if o.database.is_some() { "postgresql" } else { "sqlite" }, "control plane serving");
+    axum::serve(listener, api::router(app))
+        .with_graceful_shutdown(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        })
+        .await?;
+    Ok(())
+}

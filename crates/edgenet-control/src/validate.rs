@@ -1,0 +1,174 @@
+//! Validation of API bodies: a zone is checked by the same code that checks a PoP's TOML
+//! (`edgenet_config::validate`), with the other zones beside it so hostname clashes show, and
+//! its errors are reported with paths inside the zone body.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use edgenet_config::{RawConfig, ZoneSection};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::Stored;
+
+/// One problem with a body: the field path (inside the body) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldProblem {
+    /// `origins.servers[0].address`, or `None` for the body as a whole.
+    pub field: Option<String>,
+    /// The reason, with the value where there is one.
+    pub message: String,
+}
+
+fn problem(field: impl Into<String>, message: impl Into<String>) -> FieldProblem {
+    FieldProblem {
+        field: Some(field.into()),
+        message: message.into(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, Vec<FieldProblem>> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        vec![FieldProblem {
+            field: (path != ".").then_some(path),
+            message: e.into_inner().to_string(),
+        }]
+    })
+}
+
+fn check_name(body_name: &str, path_name: Option<&str>) -> Result<(), Vec<FieldProblem>> {
+    match path_name {
+        Some(p) if p != body_name => Err(vec![problem(
+            "name",
+            format!("{body_name:?} differs from the name in the URL ({p:?})"),
+        )]),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a zone body against the other stored zones; returns its name and its canonical
+/// form (defaults filled in).
+pub fn validate_zone(
+    body: &Value,
+    path_name: Option<&str>,
+    others: &BTreeMap<String, Stored>,
+) -> Result<(String, Value), Vec<FieldProblem>> {
+    let zone: ZoneSection = parse(body)?;
+    check_name(&zone.name, path_name)?;
+    let mut raw = RawConfig::default();
+    for (name, s) in others {
+        if *name != zone.name {
+            if let Ok(z) = serde_json::from_value::<ZoneSection>(s.body.clone()) {
+                raw.zones.push(z);
+            }
+        }
+    }
+    let idx = raw.zones.len();
+    raw.zones.push(zone.clone());
+    let prefix = format!("zones[{idx}]");
+    if let Err(errors) = edgenet_config::validate(&raw, Path::new(".")) {
+        let mine: Vec<FieldProblem> = errors
+            .iter()
+            .filter_map(|e| {
+                let rest = e.path.strip_prefix(&prefix)?;
+                let field = rest.trim_start_matches('.').to_string();
+                let message = if e.value.is_empty() {
+                    e.reason.clone()
+                } else {
+                    format!("{:?} {}", e.value, e.reason)
+                };
+                Some(FieldProblem {
+                    field: (!field.is_empty()).then_some(field),
+                    message,
+                })
+            })
+            .collect();
+        if !mine.is_empty() {
+            return Err(mine);
+        }
+    }
+    let canonical = serde_json::to_value(&zone).map_err(|e| vec![problem("", e.to_string())])?;
+    Ok((zone.name, canonical))
+}
+
+/// A PoP's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PopRecord {
+    /// Its name (as `edgenet pop --name`): letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Latitude in degrees.
+    pub latitude: f64,
+    /// Longitude in degrees.
+    pub longitude: f64,
+    /// Where other PoPs reach it (`host:port`).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `edge` (serves users) or `core` (an upper tier / relay only).
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "edge".into()
+}
+
+/// Checks a PoP body; returns its name and canonical form.
+pub fn validate_pop(
+    body: &Value,
+    path_name: Option<&str>,
+) -> Result<(String, Value), Vec<FieldProblem>> {
+    let pop: PopRecord = parse(body)?;
+    check_name(&pop.name, path_name)?;
+    let mut errors = Vec::new();
+    if pop.name.is_empty()
+        || pop.name.len() > 63
+        || !pop
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        errors.push(problem(
+            "name",
+            format!(
+                "{:?} must be 1 to 63 letters, digits, '-', '_' or '.'",
+                pop.name
+            ),
+        ));
+    }
+    if !(-90.0..=90.0).contains(&pop.latitude) {
+        errors.push(problem(
+            "latitude",
+            format!("{} must be between -90 and 90", pop.latitude),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&pop.longitude) {
+        errors.push(problem(
+            "longitude",
+            format!("{} must be between -180 and 180", pop.longitude),
+        ));
+    }
+    for (i, a) in pop.addresses.iter().enumerate() {
+        let ok = a
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            errors.push(problem(
+                format!("addresses[{i}]"),
+                format!("{a:?} is not host:port"),
+            ));
+        }
+    }
+    if !matches!(pop.role.as_str(), "edge" | "core") {
+        errors.push(problem(
+            "role",
+            format!("{:?} must be \"edge\" or \"core\"", pop.role),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let canonical = serde_json::to_value(&pop).map_err(|e| vec![problem("", e.to_string())])?;
+    Ok((pop.name, canonical))
+}
