@@ -104,6 +104,8 @@ pub struct Pop {
     pub admin: u16,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Arguments after `--config FILE` (the control plane to follow).
+    pub extra: Vec<String>,
 }
 
 /// The listener, admin and access log sections for a PoP whose zones are `zones` (TOML text).
@@ -170,7 +172,7 @@ impl Pop {
         let log = dir.0.join("access.log");
         let config = dir.0.join("edgenet.toml");
         std::fs::write(&config, config_text(http, https, admin, &log, zones)).unwrap();
-        let child = Pop::spawn(&dir.0, &config);
+        let child = Pop::spawn(&dir.0, &config, &[]);
         let pop = Pop {
             child,
             dir,
@@ -179,12 +181,13 @@ impl Pop {
             admin,
             config,
             log,
+            extra: Vec::new(),
         };
         pop.wait_ready();
         pop
     }
 
-    fn spawn(dir: &Path, config: &Path) -> Child {
+    fn spawn(dir: &Path, config: &Path, extra: &[String]) -> Child {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -193,17 +196,56 @@ impl Pop {
         Command::new(env!("CARGO_BIN_EXE_edgenet"))
             .args(["pop", "--config"])
             .arg(config)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap()
     }
 
+    /// Starts a PoP named `name` that takes its zones from the control plane at `control`
+    /// (HTTP listener only) and waits until it is ready.
+    pub fn start_following(control: &str, name: &str, token: &str) -> Pop {
+        let dir = TempDir::new("pop");
+        let (http, admin) = (free_port(), free_port());
+        let log = dir.0.join("access.log");
+        let config = dir.0.join("edgenet.toml");
+        let text = format!(
+            "[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
+             [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+             [access_log]\noutput = \"file\"\npath = \"{}\"\n",
+            log.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let extra = vec![
+            "--control".to_string(),
+            control.to_string(),
+            "--name".to_string(),
+            name.to_string(),
+            "--token".to_string(),
+            token.to_string(),
+        ];
+        let child = Pop::spawn(&dir.0, &config, &extra);
+        let pop = Pop {
+            child,
+            dir,
+            http,
+            https: 0,
+            admin,
+            config,
+            log,
+            extra,
+        };
+        pop.wait_ready();
+        pop
+    }
+
     /// Stops the PoP (SIGKILL: no goodbye) and starts it again on the same config and ports.
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Pop::spawn(&self.dir.0, &self.config);
+        self.child = Pop::spawn(&self.dir.0, &self.config, &self.extra);
         self.wait_ready();
     }
 
@@ -530,4 +572,128 @@ pub fn load(
         }
         total
     })
+}
+
+/// A running `edgenet control` on a free port with its data in a temporary directory; killed on
+/// drop.
+pub struct Control {
+    pub child: Option<Child>,
+    pub dir: TempDir,
+    pub port: u16,
+    pub database: Option<String>,
+    pub admin_token: String,
+}
+
+impl Control {
+    /// Starts a control plane (SQLite unless `database` is given) and reads its admin token.
+    pub fn start(database: Option<&str>) -> Control {
+        let dir = TempDir::new("control");
+        let mut c = Control {
+            child: None,
+            dir,
+            port: free_port(),
+            database: database.map(String::from),
+            admin_token: String::new(),
+        };
+        c.spawn();
+        c.admin_token = std::fs::read_to_string(c.dir.0.join("data/admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        c
+    }
+
+    /// Starts the process (again) on the same data and port, and waits until it answers.
+    pub fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("stderr.log"))
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgenet"));
+        cmd.args(["control", "--data"])
+            .arg(self.dir.0.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .current_dir(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if let Some(db) = &self.database {
+            cmd.args(["--database", db]);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let ok = eventually(Duration::from_secs(20), || {
+            self.dir.0.join("data/admin-token").exists()
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(ok, "control plane not up: {}", self.stderr());
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// An API call with the admin token: `method`, path, optional JSON body, extra curl args.
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>, extra: &[&str]) -> Resp {
+        self.api_as(&self.admin_token, method, path, body, extra)
+    }
+
+    /// An API call with `token`.
+    pub fn api_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        extra: &[&str],
+    ) -> Resp {
+        let url = format!("{}{path}", self.url());
+        let auth = format!("Authorization: Bearer {token}");
+        let mut args = vec!["-X", method, "-H", auth.as_str()];
+        if let Some(b) = body {
+            args.extend(["-d", b]);
+        }
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
+    /// Creates a token with `scopes` and returns its secret.
+    pub fn token(&self, scopes: &[&str]) -> String {
+        let body =
+            serde_json::json!({"name": format!("test {scopes:?}"), "scopes": scopes}).to_string();
+        let r = self.api("POST", "/v1/tokens", Some(&body), &[]);
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["result"]["secret"].as_str().unwrap().to_string()
+    }
+
+    /// Registers a PoP.
+    pub fn register_pop(&self, name: &str) {
+        let body = format!(r#"{{"name": "{name}", "latitude": 50.1, "longitude": 8.7}}"#);
+        let r = self.api("POST", "/v1/pops", Some(&body), &[]);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    /// The current configuration version.
+    pub fn version(&self) -> i64 {
+        self.api("GET", "/v1/status", None, &[]).json()["result"]["version"]
+            .as_i64()
+            .unwrap()
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

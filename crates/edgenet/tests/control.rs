@@ -1,0 +1,341 @@
+//! The control plane with real processes: `edgenet control` and `edgenet pop --control`,
+//! driven with curl as an operator would. Zones created through the API are served by every
+//! PoP; the PoPs keep serving with the control plane down, restart from their last-known-good
+//! file, catch up when it returns; bad input and bad tokens get 4xx and change nothing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{curl, eventually, Control, Origin, Pop};
+
+fn zone_json(name: &str, host: &str, origin: &str, header: &str) -> String {
+    serde_json::json!({
+        "name": name,
+        "hostnames": [host],
+        "origins": {"servers": [{"address": origin}]},
+        "response_headers": [{"action": "set", "name": "x-rule", "value": header}],
+    })
+    .to_string()
+}
+
+fn get(pop: &Pop, host: &str) -> support::Resp {
+    curl(&["-H", &format!("Host: {host}"), &pop.url("/echo")])
+}
+
+/// A control plane and `n` PoPs following it.
+fn network(n: usize) -> (Control, Vec<Pop>, String) {
+    let control = Control::start(None);
+    let token = control.token(&["pop"]);
+    let pops = (1..=n)
+        .map(|i| {
+            let name = format!("pop{i}");
+            control.register_pop(&name);
+            Pop::start_following(&control.url(), &name, &token)
+        })
+        .collect();
+    (control, pops, token)
+}
+
+fn pops_view(control: &Control) -> Vec<serde_json::Value> {
+    let r = control.api("GET", "/v1/pops", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["result"]["items"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_zone_created_through_the_api_is_served_by_every_pop_and_rule_changes_apply() {
+    let origin = Origin::start("o1");
+    let (control, pops, _) = network(3);
+    for p in &pops {
+        assert_eq!(get(p, "shop.test").status, 421, "no zone yet: misdirected");
+    }
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("shop", "shop.test", &origin.addr(), "v1")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let etag = r.header("etag").unwrap().to_string();
+    let created = Instant::now();
+    let everywhere = eventually(Duration::from_secs(1), || {
+        pops.iter()
+            .all(|p| get(p, "shop.test").header("x-rule") == Some("v1"))
+    });
+    assert!(everywhere, "not served by every PoP within 1 s");
+    eprintln!(
+        "served by 3 PoPs {:?} after the API answered",
+        created.elapsed()
+    );
+
+    // A header rule change, with the ETag of what we read: every PoP applies it.
+    let r = control.api(
+        "PUT",
+        "/v1/zones/shop",
+        Some(&zone_json("shop", "shop.test", &origin.addr(), "v2")),
+        &["-H", &format!("If-Match: {etag}")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(eventually(Duration::from_secs(1), || {
+        pops.iter()
+            .all(|p| get(p, "shop.test").header("x-rule") == Some("v2"))
+    }));
+    // The stale ETag is refused now, and nothing changes.
+    let r = control.api(
+        "PUT",
+        "/v1/zones/shop",
+        Some(&zone_json("shop", "shop.test", &origin.addr(), "v3")),
+        &["-H", &format!("If-Match: {etag}")],
+    );
+    assert_eq!(r.status, 412, "{}", r.body);
+    assert_eq!(get(&pops[0], "shop.test").header("x-rule"), Some("v2"));
+
+    // The control plane shows each PoP at the current version.
+    let version = control.version();
+    assert!(eventually(Duration::from_secs(2), || {
+        pops_view(&control)
+            .iter()
+            .all(|p| p["applied_version"] == version && p["lag"] == 0 && p["connected"] == true)
+    }));
+
+    // Deleting the zone removes it everywhere.
+    let r = control.api("DELETE", "/v1/zones/shop", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(eventually(Duration::from_secs(1), || {
+        pops.iter().all(|p| get(p, "shop.test").status == 421)
+    }));
+}
+
+#[test]
+fn pops_serve_through_control_plane_outages_restarts_and_refusals() {
+    let origin = Origin::start("o1");
+    let (mut control, mut pops, _) = network(2);
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("a", "a.test", &origin.addr(), "a1")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(eventually(Duration::from_secs(2), || {
+        pops.iter().all(|p| get(p, "a.test").status == 200)
+    }));
+
+    // Control plane down: PoPs keep serving.
+    control.stop();
+    for p in &pops {
+        assert_eq!(get(p, "a.test").header("x-rule"), Some("a1"));
+    }
+    // A PoP restarted while it is down serves its last-known-good configuration.
+    pops[1].restart();
+    assert_eq!(get(&pops[1], "a.test").header("x-rule"), Some("a1"));
+    assert!(
+        pops[1].stderr().contains("last-known-good"),
+        "{}",
+        pops[1].stderr()
+    );
+
+    // The control plane returns; a change made now reaches both (they reconnect).
+    control.spawn();
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("b", "b.test", &origin.addr(), "b1")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pops.iter().all(|p| get(p, "b.test").status == 200)
+        }),
+        "PoPs did not catch up"
+    );
+
+    // A version a PoP cannot apply: the certificate file exists where the control plane
+    // validated it, not on the PoPs. Each PoP refuses it, keeps serving the previous version,
+    // and the control plane shows the error.
+    let cert = rcgen::generate_simple_self_signed(vec!["c.test".into()]).unwrap();
+    std::fs::write(control.dir.0.join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(control.dir.0.join("c.key"), cert.key_pair.serialize_pem()).unwrap();
+    let mut zone: serde_json::Value =
+        serde_json::from_str(&zone_json("c", "c.test", &origin.addr(), "c1")).unwrap();
+    zone["tls"] = serde_json::json!({"cert": "c.pem", "key": "c.key"});
+    let r = control.api("POST", "/v1/zones", Some(&zone.to_string()), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(eventually(Duration::from_secs(5), || {
+        pops_view(&control).iter().all(|p| {
+            p["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("c.pem"))
+        })
+    }));
+    for p in &pops {
+        assert_eq!(get(p, "c.test").status, 421);
+        assert_eq!(
+            get(p, "b.test").header("x-rule"),
+            Some("b1"),
+            "previous version kept"
+        );
+    }
+    // Removing the bad zone lets the next version apply again.
+    assert_eq!(control.api("DELETE", "/v1/zones/c", None, &[]).status, 200);
+    let version = control.version();
+    assert!(eventually(Duration::from_secs(5), || {
+        pops_view(&control)
+            .iter()
+            .all(|p| p["applied_version"] == version && p["last_error"].is_null())
+    }));
+    pops[0].restart();
+    assert_eq!(get(&pops[0], "b.test").status, 200);
+}
+
+#[test]
+fn bad_input_and_bad_tokens_get_4xx_and_change_nothing() {
+    let control = Control::start(None);
+    let read = control.token(&["read"]);
+    let before = control.version();
+
+    let r = control.api_as("", "GET", "/v1/zones", None, &[]);
+    assert_eq!(r.status, 401);
+    let r = control.api_as("en_nope", "GET", "/v1/zones", None, &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["success"], false);
+    let r = control.api_as(&read, "GET", "/v1/zones", None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = control.api_as(
+        &read,
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("z", "z.test", "127.0.0.1:9", "x")),
+        &[],
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // Every problem, with its field path.
+    let bad = serde_json::json!({
+        "name": "z",
+        "hostnames": ["ok.test", "bad..name"],
+        "origins": {"servers": [{"address": "nowhere"}], "connect_timeout": "0s"},
+    });
+    let r = control.api("POST", "/v1/zones", Some(&bad.to_string()), &[]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let fields: Vec<String> = r.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(fields.contains(&"hostnames[1]".to_string()), "{fields:?}");
+    assert!(
+        fields.contains(&"origins.servers[0].address".to_string()),
+        "{fields:?}"
+    );
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(r#"{"name": "z", "hostnames": ["z.test"], "origins": {"servers": []}, "colour": 1}"#),
+        &[],
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("colour"), "{}", r.body);
+    let r = control.api("POST", "/v1/zones", Some("{not json"), &[]);
+    assert_eq!(r.status, 400);
+
+    // A dry run validates and stores nothing.
+    let good = zone_json("z", "z.test", "127.0.0.1:9", "x");
+    let r = control.api("POST", "/v1/zones?validate_only=true", Some(&good), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["valid"], true);
+    assert_eq!(control.api("GET", "/v1/zones/z", None, &[]).status, 404);
+    assert_eq!(control.version(), before, "nothing stored");
+
+    // A name in the URL that is not the body's, a duplicate, a bad token request.
+    assert_eq!(
+        control.api("POST", "/v1/zones", Some(&good), &[]).status,
+        201
+    );
+    assert_eq!(
+        control.api("POST", "/v1/zones", Some(&good), &[]).status,
+        409
+    );
+    let r = control.api("PUT", "/v1/zones/other", Some(&good), &[]);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errors"][0]["field"], "name");
+    let r = control.api(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name": "t", "scopes": ["root"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["errors"][0]["field"], "scopes[0]");
+
+    // Revoked tokens stop working at once.
+    let tokens = control.api("GET", "/v1/tokens", None, &[]).json();
+    let id = tokens["result"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["scopes"] == serde_json::json!(["read"]))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !tokens.to_string().contains(&read),
+        "secrets are never listed"
+    );
+    assert_eq!(
+        control
+            .api("DELETE", &format!("/v1/tokens/{id}"), None, &[])
+            .status,
+        200
+    );
+    assert_eq!(
+        control.api_as(&read, "GET", "/v1/zones", None, &[]).status,
+        401
+    );
+
+    // Cursor lists.
+    for i in 0..3 {
+        let z = zone_json(&format!("p{i}"), &format!("p{i}.test"), "127.0.0.1:9", "x");
+        assert_eq!(control.api("POST", "/v1/zones", Some(&z), &[]).status, 201);
+    }
+    let page = control.api("GET", "/v1/zones?limit=2", None, &[]).json();
+    let next = page["result"]["next"].as_str().unwrap().to_string();
+    assert_eq!(page["result"]["items"].as_array().unwrap().len(), 2);
+    let page2 = control
+        .api(
+            "GET",
+            &format!("/v1/zones?limit=2&cursor={next}"),
+            None,
+            &[],
+        )
+        .json();
+    let names: Vec<&str> = page2["result"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["p2", "z"]);
+}
+
+#[test]
+fn the_openapi_document_describes_the_api() {
+    let control = Control::start(None);
+    let r = curl(&[&format!("{}/openapi.json", control.url())]);
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    for path in [
+        "/v1/zones",
+        "/v1/zones/{name}",
+        "/v1/pops",
+        "/v1/tokens",
+        "/v1/stream",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(doc["paths"]["/v1/zones"]["post"]["responses"]["400"].is_object());
+}
