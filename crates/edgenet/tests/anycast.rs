@@ -6,18 +6,13 @@
 //! router's table, the admin API) and exits non-zero on the first failure. These tests need root
 //! (network namespaces) and skip with a printed reason without it.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
 fn scenario(name: &str) {
-    // The effective uid, from /proc (no libc call needed).
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("");
-    if euid != "0" {
+    if !support::is_root() {
         eprintln!("SKIPPED anycast::{name}: needs root for network namespaces (CI runs as root)");
         return;
     }

@@ -339,3 +339,40 @@ fn the_openapi_document_describes_the_api() {
     }
     assert!(doc["paths"]["/v1/zones"]["post"]["responses"]["400"].is_object());
 }
+
+/// The same code on PostgreSQL (a real server started for the test): zones stored there reach
+/// a PoP, and survive a control plane restart with the version continuing.
+#[test]
+fn postgresql_store() {
+    let pg = support::Postgres::start();
+    let origin = Origin::start("o1");
+    let mut control = Control::start(Some(&pg.url()));
+    let token = control.token(&["pop"]);
+    control.register_pop("pg1");
+    let pop = Pop::start_following(&control.url(), "pg1", &token);
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("a", "a.test", &origin.addr(), "pg")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(eventually(Duration::from_secs(2), || get(&pop, "a.test")
+        .header("x-rule")
+        == Some("pg")));
+    let version = control.version();
+    control.stop();
+    control.spawn();
+    assert_eq!(control.version(), version, "the state lives in PostgreSQL");
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("b", "b.test", &origin.addr(), "pg2")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(control.version(), version + 1);
+    assert!(eventually(Duration::from_secs(10), || get(&pop, "b.test")
+        .status
+        == 200));
+}

@@ -697,3 +697,126 @@ impl Drop for Control {
         self.stop();
     }
 }
+
+/// A throwaway PostgreSQL server (Debian's `postgresql` package) on a free port, stopped on
+/// drop. As root it runs as the `postgres` user (PostgreSQL refuses to run as root).
+pub struct Postgres {
+    child: Child,
+    pub dir: TempDir,
+    pub port: u16,
+}
+
+impl Postgres {
+    fn bin(name: &str) -> PathBuf {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        versions.sort();
+        versions
+            .last()
+            .map(|v| v.join("bin").join(name))
+            .expect("PostgreSQL is installed (apt-get install postgresql)")
+    }
+
+    fn as_owner(program: PathBuf) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn start() -> Postgres {
+        let dir = TempDir::new("pg");
+        let data = dir.0.join("data");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir.0)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown to postgres");
+        }
+        let out = Postgres::as_owner(Postgres::bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = Postgres::as_owner(Postgres::bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir.0)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pg = Postgres { child, dir, port };
+        assert!(
+            eventually(Duration::from_secs(20), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "postgres did not start"
+        );
+        let ok = eventually(Duration::from_secs(10), || {
+            Command::new(Postgres::bin("createdb"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "edgenet",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ok, "createdb");
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/edgenet", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGTERM: PostgreSQL's "smart" shutdown; the child is `runuser` or postgres itself.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0")
+}
