@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The network (issue 5): configuration propagation from the control plane to 3 and 20 PoPs on
+# loopback (real processes; time from the API write to each PoP's acknowledgement, 50 changes
+# each), and the API's write and read throughput on SQLite (wrk, 16 connections, the control
+# plane on core 0 and wrk on core 1, medians of 3 runs of DURATION seconds).
+# Smart routing figures come with the backbone (not built yet): they print as null.
+# The last line is one JSON object. About 2 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+need wrk:wrk python3:python3
+DURATION=${DURATION:-10}
+cargo build --release -q --bin edgenet
+BIN=target/release/edgenet
+
+p3=$(python3 bench/propagation.py --edgenet $BIN --pops 3 --rounds 50 | tail -1)
+p20=$(python3 bench/propagation.py --edgenet $BIN --pops 20 --rounds 50 | tail -1)
+echo "propagation, 3 PoPs:  $p3"
+echo "propagation, 20 PoPs: $p20"
+
+PORT=$(free_port)
+taskset -c 0 $BIN control --data "$WORK/control" --listen "127.0.0.1:$PORT" 2>"$WORK/control.log" &
+PIDS+=($!)
+wait_port "$PORT"
+for _ in $(seq 100); do [ -s "$WORK/control/admin-token" ] && break; sleep 0.05; done
+export TOKEN; TOKEN=$(cat "$WORK/control/admin-token")
+curl -sf -X POST -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/v1/zones" \
+  -d '{"name": "w", "hostnames": ["w.test"], "origins": {"servers": [{"address": "127.0.0.1:9"}]}}' >/dev/null
+writes=(); reads=()
+for _ in 1 2 3; do
+  writes+=("$(run_wrk 16 -s bench/api_write.lua "http://127.0.0.1:$PORT" | awk '{print $1}')")
+  reads+=("$(run_wrk 16 -s bench/api_read.lua "http://127.0.0.1:$PORT" | awk '{print $1}')")
+done
+w=$(printf '%s\n' "${writes[@]}" | median)
+r=$(printf '%s\n' "${reads[@]}" | median)
+echo "API on SQLite: writes/s ${writes[*]} (median $w); reads/s ${reads[*]} (median $r)"
+python3 - "$p3" "$p20" "$w" "$r" <<'PY'
+import json, sys
+p3, p20 = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(json.dumps({"propagation_p99_ms_3_pops": p3["p99_ms"], "propagation_p99_ms_20_pops": p20["p99_ms"],
+                  "propagation_p50_ms_3_pops": p3["p50_ms"], "propagation_p50_ms_20_pops": p20["p50_ms"],
+                  "smart_routing_gain": None, "smart_routing_loss_when_direct_best": None,
+                  "api_writes_per_s": round(float(sys.argv[3])), "api_reads_per_s": round(float(sys.argv[4]))}))
+PY
