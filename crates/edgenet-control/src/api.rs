@@ -33,6 +33,11 @@ pub struct App {
     pub connected: Mutex<HashMap<String, usize>>,
     /// PoP reports, kept in memory and written through to the store.
     pub statuses: Mutex<HashMap<String, PopStatus>>,
+    /// The NATS JetStream bucket changes are mirrored into, when distribution runs over NATS.
+    pub nats: Option<crate::nats::Publisher>,
+    /// Writes to the store and the bucket happen one at a time, so the bucket sees versions in
+    /// order.
+    write_lock: tokio::sync::Mutex<()>,
 }
 
 /// An API error: status, and the errors of the envelope.
@@ -147,7 +152,10 @@ pub fn new_secret() -> String {
 
 impl App {
     /// An app over a store.
-    pub async fn new(store: Store) -> Result<Arc<App>, StoreError> {
+    pub async fn new(
+        store: Store,
+        nats: Option<crate::nats::Publisher>,
+    ) -> Result<Arc<App>, StoreError> {
         let version = store.version().await?;
         let statuses = store.pop_statuses().await?.into_iter().collect();
         Ok(Arc::new(App {
@@ -156,6 +164,8 @@ impl App {
             tokens: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             statuses: Mutex::new(statuses),
+            nats,
+            write_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -219,6 +229,33 @@ impl App {
                 ),
             ))
         }
+    }
+
+    /// Stores a change (see [`Store::put`]) and publishes it to the streams and the bucket.
+    pub async fn put(
+        &self,
+        kind: &str,
+        name: &str,
+        body: Option<&Value>,
+        create: bool,
+        if_match: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let _one_at_a_time = self.write_lock.lock().await;
+        let version = self.store.put(kind, name, body, create, if_match).await?;
+        self.published(version);
+        if let Some(nats) = &self.nats {
+            let change = crate::store::Change {
+                version,
+                kind: kind.into(),
+                name: name.into(),
+                body: body.cloned(),
+            };
+            if let Err(e) = nats.publish(&change).await {
+                // The periodic sync repairs the bucket once NATS is back.
+                tracing::warn!(error = %e, version, "could not mirror a change to NATS");
+            }
+        }
+        Ok(version)
     }
 
     /// Publishes a new version to the streams.
@@ -389,10 +426,8 @@ async fn write(
         ));
     }
     let version = app
-        .store
         .put(kind, &name, Some(&body), create, if_match(headers)?)
         .await?;
-    app.published(version);
     tracing::info!(kind, %name, version, "stored");
     let status = if create {
         StatusCode::CREATED
@@ -409,11 +444,7 @@ async fn write(
 }
 
 async fn remove(app: &App, kind: &str, name: &str, headers: &HeaderMap) -> ApiResult {
-    let version = app
-        .store
-        .put(kind, name, None, false, if_match(headers)?)
-        .await?;
-    app.published(version);
+    let version = app.put(kind, name, None, false, if_match(headers)?).await?;
     tracing::info!(kind, %name, version, "deleted");
     Ok(ok(
         StatusCode::OK,

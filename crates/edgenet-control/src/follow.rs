@@ -22,6 +22,9 @@ use crate::stream::{Ack, StreamMessage, PING_EVERY};
 pub struct Objects {
     /// The version these objects are at.
     pub version: i64,
+    /// The NATS bucket revision they came from (0 over HTTP).
+    #[serde(default)]
+    pub revision: u64,
     /// Kind (`zone`, `pop`) to name to body.
     pub objects: BTreeMap<String, BTreeMap<String, Value>>,
 }
@@ -40,6 +43,7 @@ impl Objects {
             StreamMessage::Snapshot { version, objects } => {
                 self.version = version;
                 self.objects = objects;
+                self.revision = 0;
                 true
             }
             StreamMessage::Delta {
@@ -106,6 +110,33 @@ pub fn save_state(path: &Path, objects: &Objects) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Applies the desired objects; on success saves them as the last-known-good. Returns the
+/// acknowledgement to send.
+pub fn apply_and_save(applier: &dyn Applier, desired: &Objects, state_file: &Path) -> Ack {
+    let started = std::time::Instant::now();
+    match applier.apply(desired) {
+        Ok(()) => {
+            if let Err(e) = save_state(state_file, desired) {
+                tracing::error!(path = %state_file.display(), error = %e, "cannot save the last-known-good configuration");
+            }
+            tracing::info!(version = desired.version, took = ?started.elapsed(), "applied configuration from the control plane");
+            Ack {
+                version: desired.version,
+                ok: true,
+                error: None,
+            }
+        }
+        Err(e) => {
+            tracing::error!(version = desired.version, error = %e, "refused configuration from the control plane; serving the previous one");
+            Ack {
+                version: desired.version,
+                ok: false,
+                error: Some(e),
+            }
+        }
+    }
+}
+
 /// Follows the stream forever. `current` is what the node serves now (from the state file).
 pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
     let client = reqwest::Client::builder()
@@ -167,29 +198,7 @@ async fn run_once(
             if !desired.apply(msg) {
                 continue;
             }
-            let started = std::time::Instant::now();
-            let result = applier.apply(desired);
-            let ack = match &result {
-                Ok(()) => {
-                    if let Err(e) = save_state(&opts.state_file, desired) {
-                        tracing::error!(path = %opts.state_file.display(), error = %e, "cannot save the last-known-good configuration");
-                    }
-                    tracing::info!(version = desired.version, took = ?started.elapsed(), "applied configuration from the control plane");
-                    Ack {
-                        version: desired.version,
-                        ok: true,
-                        error: None,
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(version = desired.version, error = %e, "refused configuration from the control plane; serving the previous one");
-                    Ack {
-                        version: desired.version,
-                        ok: false,
-                        error: Some(e.clone()),
-                    }
-                }
-            };
+            let ack = apply_and_save(applier, desired, &opts.state_file);
             let ack_url = format!(
                 "{}/v1/pops/{}/ack",
                 opts.control.trim_end_matches('/'),

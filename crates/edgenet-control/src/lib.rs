@@ -8,6 +8,7 @@
 pub mod api;
 pub mod demo;
 pub mod follow;
+pub mod nats;
 pub mod store;
 pub mod stream;
 pub mod up;
@@ -28,6 +29,9 @@ pub struct ServeOptions {
     pub database: Option<String>,
     /// The API's address.
     pub listen: SocketAddr,
+    /// `nats://...`: also mirror every change into a JetStream bucket for PoPs that follow
+    /// through NATS.
+    pub distribution: Option<String>,
 }
 
 /// The database URL for the options: PostgreSQL when given, else SQLite in the data directory.
@@ -69,7 +73,27 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     let store = Store::open(&url)
         .await
         .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-    let app = App::new(store).await?;
+    let nats = match &o.distribution {
+        Some(url) => Some(nats::Publisher::connect(url).await?),
+        None => None,
+    };
+    let app = App::new(store, nats).await?;
+    if let Some(n) = &app.nats {
+        let written = n.sync(&app).await?;
+        tracing::info!(written, "configuration bucket in step with the store");
+        n.listen_for_acks(app.clone());
+        let app2 = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                if let Some(n) = &app2.nats {
+                    if let Err(e) = n.sync(&app2).await {
+                        tracing::warn!(error = %e, "configuration bucket sync");
+                    }
+                }
+            }
+        });
+    }
     if let Some(secret) = bootstrap_admin(&app, &o.data).await? {
         tracing::info!(
             path = %o.data.join("admin-token").display(),

@@ -190,6 +190,16 @@ pub async fn ack(
     app.authorize(&headers, &["pop"]).await?;
     let ack: Ack = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    record_ack(&app, &name, ack).await?;
+    Ok(
+        Json(serde_json::json!({"success": true, "errors": [], "messages": [], "result": null}))
+            .into_response(),
+    )
+}
+
+/// Records a PoP's acknowledgement (from the HTTP API or NATS).
+pub async fn record_ack(app: &App, name: &str, ack: Ack) -> Result<(), crate::store::StoreError> {
+    let name = name.to_string();
     let mut status = lock(&app.statuses)
         .get(&name)
         .cloned()
@@ -210,8 +220,5 @@ pub async fn ack(
     }
     app.store.set_pop_status(&status).await?;
     lock(&app.statuses).insert(name, status);
-    Ok(
-        Json(serde_json::json!({"success": true, "errors": [], "messages": [], "result": null}))
-            .into_response(),
-    )
+    Ok(())
 }

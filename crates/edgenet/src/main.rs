@@ -38,7 +38,8 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Follow this control plane (`http://host:port`) for zones.
+        /// Follow this control plane for zones: `http://host:port`, or `nats://host:port` to
+        /// watch its JetStream bucket (through a local NATS leaf node at scale).
         #[arg(long, requires = "name")]
         control: Option<String>,
         /// The PoP's registered name at the control plane.
@@ -62,6 +63,10 @@ enum Command {
         /// The API's address.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: std::net::SocketAddr,
+        /// Also distribute the configuration through this NATS server's JetStream
+        /// (`nats://host:port`), for PoPs started with `--control nats://...`.
+        #[arg(long)]
+        distribution: Option<String>,
     },
     /// Validate a configuration file; lists every error and exits non-zero if there is one.
     Check {
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
             data,
             database,
             listen,
+            distribution,
         } => {
             init_tracing();
             report(runtime().and_then(|rt| {
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
                     data,
                     database,
                     listen,
+                    distribution,
                 }))
             }))
         }
@@ -184,8 +191,12 @@ fn run_following_pop(
     use edgenet_control::follow::{self, Applier, FollowOptions, Objects};
     use std::sync::Arc;
     let name = name.unwrap_or_default();
-    let token = token
-        .ok_or_else(|| anyhow::anyhow!("--control needs a token: --token or EDGENET_TOKEN"))?;
+    let nats = control.starts_with("nats://");
+    let token = match (token, nats) {
+        (Some(t), _) => t,
+        (None, true) => String::new(),
+        (None, false) => anyhow::bail!("--control needs a token: --token or EDGENET_TOKEN"),
+    };
     let state_file = state.unwrap_or_else(|| {
         path.parent()
             .unwrap_or(std::path::Path::new("."))
@@ -259,6 +270,13 @@ fn run_following_pop(
                     .enable_all()
                     .build()
                 {
+                    Ok(rt) if nats => rt.block_on(edgenet_control::nats::follow_nats(
+                        opts.control,
+                        opts.pop,
+                        opts.state_file,
+                        applier,
+                        last,
+                    )),
                     Ok(rt) => rt.block_on(follow::follow(opts, applier, last)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the control-plane follower")

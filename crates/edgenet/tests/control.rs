@@ -376,3 +376,59 @@ fn postgresql_store() {
         .status
         == 200));
 }
+
+/// Distribution over NATS JetStream: the control plane mirrors changes into a bucket on a hub
+/// `nats-server`; the PoP follows through its own leaf node; acknowledgements come back over
+/// NATS; a restarted PoP resumes from the bucket revision it had.
+#[test]
+fn nats_distribution_through_a_leaf_node() {
+    let hub = support::Nats::hub();
+    let leaf = support::Nats::leaf_of(&hub);
+    let origin = Origin::start("o1");
+    let control = Control::start_with_nats(&hub.url());
+    control.register_pop("n1");
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("a", "a.test", &origin.addr(), "n1")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    // No token: the PoP talks only to its NATS leaf node.
+    let mut pop = Pop::start_following(&format!("{}?domain=hub", leaf.url()), "n1", "");
+    assert!(
+        eventually(Duration::from_secs(10), || get(&pop, "a.test")
+            .header("x-rule")
+            == Some("n1")),
+        "the snapshot from the bucket did not apply: {}",
+        pop.stderr()
+    );
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("b", "b.test", &origin.addr(), "n2")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(eventually(Duration::from_secs(2), || get(&pop, "b.test")
+        .status
+        == 200));
+    let version = control.version();
+    assert!(
+        eventually(Duration::from_secs(5), || pops_view(&control)[0]
+            ["applied_version"]
+            == version),
+        "acknowledgement over NATS: {:?}",
+        pops_view(&control)
+    );
+    // A restart resumes from the saved revision; a deletion while it was down arrives.
+    pop.child.kill().unwrap();
+    pop.child.wait().unwrap();
+    assert_eq!(control.api("DELETE", "/v1/zones/a", None, &[]).status, 200);
+    pop.restart();
+    assert!(eventually(Duration::from_secs(10), || get(&pop, "a.test")
+        .status
+        == 421));
+    assert_eq!(get(&pop, "b.test").header("x-rule"), Some("n2"));
+    assert!(pop.stderr().contains("following the configuration bucket"));
+}

@@ -206,6 +206,7 @@ impl Pop {
     /// Starts a PoP named `name` that takes its zones from the control plane at `control`
     /// (HTTP listener only) and waits until it is ready.
     pub fn start_following(control: &str, name: &str, token: &str) -> Pop {
+        let token = if token.is_empty() { None } else { Some(token) };
         let dir = TempDir::new("pop");
         let (http, admin) = (free_port(), free_port());
         let log = dir.0.join("access.log");
@@ -218,14 +219,15 @@ impl Pop {
             log.display()
         );
         std::fs::write(&config, text).unwrap();
-        let extra = vec![
+        let mut extra = vec![
             "--control".to_string(),
             control.to_string(),
             "--name".to_string(),
             name.to_string(),
-            "--token".to_string(),
-            token.to_string(),
         ];
+        if let Some(t) = token {
+            extra.extend(["--token".to_string(), t.to_string()]);
+        }
         let child = Pop::spawn(&dir.0, &config, &extra);
         let pop = Pop {
             child,
@@ -582,6 +584,7 @@ pub struct Control {
     pub port: u16,
     pub database: Option<String>,
     pub admin_token: String,
+    pub distribution: Option<String>,
 }
 
 impl Control {
@@ -594,6 +597,26 @@ impl Control {
             port: free_port(),
             database: database.map(String::from),
             admin_token: String::new(),
+            distribution: None,
+        };
+        c.spawn();
+        c.admin_token = std::fs::read_to_string(c.dir.0.join("data/admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        c
+    }
+
+    /// Starts a control plane that also distributes through NATS at `nats`.
+    pub fn start_with_nats(nats: &str) -> Control {
+        let dir = TempDir::new("control");
+        let mut c = Control {
+            child: None,
+            dir,
+            port: free_port(),
+            database: None,
+            admin_token: String::new(),
+            distribution: Some(nats.to_string()),
         };
         c.spawn();
         c.admin_token = std::fs::read_to_string(c.dir.0.join("data/admin-token"))
@@ -619,6 +642,9 @@ impl Control {
             .stderr(stderr);
         if let Some(db) = &self.database {
             cmd.args(["--database", db]);
+        }
+        if let Some(n) = &self.distribution {
+            cmd.args(["--distribution", n]);
         }
         self.child = Some(cmd.spawn().unwrap());
         let ok = eventually(Duration::from_secs(20), || {
@@ -819,4 +845,71 @@ pub fn is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|l| l.split_whitespace().nth(1))
         == Some("0")
+}
+
+/// A `nats-server` (Debian's package) on a free port, killed on drop: with JetStream and a
+/// leaf-node port (a hub), or as a leaf node of `hub` without JetStream of its own.
+pub struct Nats {
+    child: Child,
+    pub dir: TempDir,
+    pub port: u16,
+    pub leaf_port: u16,
+}
+
+impl Nats {
+    pub fn hub() -> Nats {
+        Nats::start(None)
+    }
+
+    pub fn leaf_of(hub: &Nats) -> Nats {
+        Nats::start(Some(hub.leaf_port))
+    }
+
+    fn start(hub_leaf_port: Option<u16>) -> Nats {
+        let dir = TempDir::new("nats");
+        let (port, leaf_port) = (free_port(), free_port());
+        let conf = match hub_leaf_port {
+            None => format!(
+                "listen: \"127.0.0.1:{port}\"\njetstream {{ store_dir: \"{}\", domain: hub }}\nleafnodes {{ listen: \"127.0.0.1:{leaf_port}\" }}\n",
+                dir.0.join("js").display()
+            ),
+            Some(hub) => format!(
+                "listen: \"127.0.0.1:{port}\"\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{hub}\" }} ] }}\n"
+            ),
+        };
+        let path = dir.0.join("nats.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("nats.log")).unwrap())
+            .spawn()
+            .expect("nats-server is installed (apt-get install nats-server)");
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "nats-server did not start"
+        );
+        Nats {
+            child,
+            dir,
+            port,
+            leaf_port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
