@@ -38,6 +38,8 @@ pub struct App {
     /// Writes to the store and the bucket happen one at a time, so the bucket sees versions in
     /// order.
     write_lock: tokio::sync::Mutex<()>,
+    /// The certificate authority of the backbone (set when serving).
+    pub ca: std::sync::OnceLock<crate::ca::Ca>,
 }
 
 /// An API error: status, and the errors of the envelope.
@@ -166,6 +168,7 @@ impl App {
             statuses: Mutex::new(statuses),
             nats,
             write_lock: tokio::sync::Mutex::new(()),
+            ca: std::sync::OnceLock::new(),
         }))
     }
 
@@ -324,6 +327,8 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_pop).put(put_pop).delete(delete_pop),
         )
         .route("/v1/pops/{name}/ack", post(crate::stream::ack))
+        .route("/v1/pops/{name}/certificate", post(pop_certificate))
+        .route("/v1/ca", get(ca_certificate))
         .route("/v1/stream", get(crate::stream::stream))
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(delete_token))
@@ -352,7 +357,9 @@ pub fn router(app: Arc<App>) -> Router {
         create_token,
         delete_token,
         crate::stream::stream,
-        crate::stream::ack
+        crate::stream::ack,
+        pop_certificate,
+        ca_certificate
     ),
     components(schemas(TokenInfo, PopStatus, crate::stream::Ack, NewToken))
 )]
@@ -604,6 +611,58 @@ async fn delete_pop(
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
     remove(&app, KIND_POP, &name, &headers).await
+}
+
+/// The backbone CA's certificate (PEM), which PoPs trust for each other.
+#[utoipa::path(get, path = "/v1/ca", responses((status = 200, description = "`{certificate}`")))]
+async fn ca_certificate(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
+    app.authorize(&headers, &["read", "pop"]).await?;
+    let ca = app
+        .ca
+        .get()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no CA"))?;
+    Ok(ok(StatusCode::OK, json!({"certificate": ca.cert_pem})))
+}
+
+/// Signs a registered PoP's backbone certificate from its CSR (`{csr: PEM}`); the certificate
+/// names the PoP (`NAME.pop.edgenet`), for server and client authentication, for a year.
+#[utoipa::path(post, path = "/v1/pops/{name}/certificate", request_body = Object,
+    responses((status = 200, description = "`{certificate, ca}`"), (status = 404, description = "PoP not registered")))]
+async fn pop_certificate(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    app.authorize(&headers, &["pop"]).await?;
+    if app.store.get(KIND_POP, &name).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("pop {name:?} is not registered"),
+        ));
+    }
+    let problem = |message: String| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            vec![FieldProblem {
+                field: Some("csr".into()),
+                message,
+            }],
+        )
+    };
+    let csr = body["csr"]
+        .as_str()
+        .ok_or_else(|| problem("a PEM certificate signing request is required".into()))?;
+    let ca = app
+        .ca
+        .get()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no CA"))?;
+    let certificate = ca.sign(csr, &name).map_err(problem)?;
+    tracing::info!(pop = %name, "signed a backbone certificate");
+    Ok(ok(
+        StatusCode::OK,
+        json!({"certificate": certificate, "ca": ca.cert_pem}),
+    ))
 }
 
 /// A token to create.

@@ -137,6 +137,70 @@ pub fn apply_and_save(applier: &dyn Applier, desired: &Objects, state_file: &Pat
     }
 }
 
+/// The files of a PoP's backbone identity, beside its last-known-good file: key, certificate,
+/// and the CA that signed it.
+pub fn backbone_files(state_file: &Path, pop: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = state_file.parent().unwrap_or(Path::new("."));
+    (
+        dir.join(format!("{pop}.backbone.key")),
+        dir.join(format!("{pop}.backbone.pem")),
+        dir.join(format!("{pop}.backbone-ca.pem")),
+    )
+}
+
+/// Makes sure the PoP has a backbone certificate signed by the control plane's CA: a new key
+/// (kept on the PoP, mode 0600) and a CSR sent to `POST /v1/pops/NAME/certificate`.
+async fn ensure_backbone_certificate(
+    client: &reqwest::Client,
+    opts: &FollowOptions,
+) -> Result<(), String> {
+    let (key_path, cert_path, ca_path) = backbone_files(&opts.state_file, &opts.pop);
+    if key_path.exists() && cert_path.exists() && ca_path.exists() {
+        return Ok(());
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let params = rcgen::CertificateParams::new(vec![crate::ca::pop_dns_name(&opts.pop)])
+        .map_err(|e| e.to_string())?;
+    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+    let url = format!(
+        "{}/v1/pops/{}/certificate",
+        opts.control.trim_end_matches('/'),
+        opts.pop
+    );
+    let resp = client
+        .post(&url)
+        .bearer_auth(&opts.token)
+        .json(&serde_json::json!({"csr": csr.pem().map_err(|e| e.to_string())?}))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+    let (Some(cert), Some(ca)) = (
+        v["result"]["certificate"].as_str(),
+        v["result"]["ca"].as_str(),
+    ) else {
+        return Err(format!("{url}: {status}: {v}"));
+    };
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| format!("{}: {e}", key_path.display()))?;
+        f.write_all(key.serialize_pem().as_bytes())
+            .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    }
+    std::fs::write(&cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    std::fs::write(&ca_path, ca).map_err(|e| format!("{}: {e}", ca_path.display()))?;
+    tracing::info!(cert = %cert_path.display(), "backbone certificate issued by the control plane");
+    Ok(())
+}
+
 /// Follows the stream forever. `current` is what the node serves now (from the state file).
 pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
     let client = reqwest::Client::builder()
@@ -145,7 +209,14 @@ pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Opt
         .expect("an HTTP client");
     let mut desired = current.unwrap_or_default();
     let mut backoff = Duration::from_millis(200);
+    let mut have_certificate = false;
     loop {
+        if !have_certificate {
+            match ensure_backbone_certificate(&client, &opts).await {
+                Ok(()) => have_certificate = true,
+                Err(e) => tracing::warn!(error = %e, "no backbone certificate yet"),
+            }
+        }
         match run_once(&client, &opts, &*applier, &mut desired).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {

@@ -6,6 +6,7 @@
 //! versioned stream, `follow.rs` the PoP's follower with its last-known-good snapshot.
 
 pub mod api;
+pub mod ca;
 pub mod demo;
 pub mod follow;
 pub mod nats;
@@ -78,6 +79,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         None => None,
     };
     let app = App::new(store, nats).await?;
+    let _ = app.ca.set(ca::Ca::load_or_create(&o.data)?);
     if let Some(n) = &app.nats {
         let written = n.sync(&app).await?;
         tracing::info!(written, "configuration bucket in step with the store");

@@ -99,6 +99,43 @@ fn a_zone_created_through_the_api_is_served_by_every_pop_and_rule_changes_apply(
             .all(|p| p["applied_version"] == version && p["lag"] == 0 && p["connected"] == true)
     }));
 
+    // Each PoP holds a backbone certificate from the control plane's CA, naming it.
+    for (i, p) in pops.iter().enumerate() {
+        let name = format!("pop{}", i + 1);
+        let file = |suffix: &str| p.dir.0.join(format!("{name}.{suffix}"));
+        assert!(eventually(Duration::from_secs(5), || file("backbone.pem").exists()));
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(file("backbone-ca.pem"))
+            .arg(file("backbone.pem"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-ext",
+                "subjectAltName,extendedKeyUsage",
+                "-in",
+            ])
+            .arg(file("backbone.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains(&format!("DNS:{name}.pop.edgenet")), "{text}");
+        assert!(text.contains("TLS Web Client Authentication"), "{text}");
+        let ca = std::fs::read_to_string(control.dir.0.join("data/ca.pem")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(file("backbone-ca.pem")).unwrap(),
+            ca
+        );
+    }
+
     // Deleting the zone removes it everywhere.
     let r = control.api("DELETE", "/v1/zones/shop", None, &[]);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -110,7 +147,7 @@ fn a_zone_created_through_the_api_is_served_by_every_pop_and_rule_changes_apply(
 #[test]
 fn pops_serve_through_control_plane_outages_restarts_and_refusals() {
     let origin = Origin::start("o1");
-    let (mut control, mut pops, _) = network(2);
+    let (mut control, mut pops, token) = network(2);
     let r = control.api(
         "POST",
         "/v1/zones",
@@ -136,8 +173,37 @@ fn pops_serve_through_control_plane_outages_restarts_and_refusals() {
         pops[1].stderr()
     );
 
-    // The control plane returns; a change made now reaches both (they reconnect).
+    // The control plane returns (with the CA it made at first start); a change made now
+    // reaches both (they reconnect).
     control.spawn();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["ignored.test".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let r = control.api_as(
+        &token,
+        "POST",
+        "/v1/pops/pop1/certificate",
+        Some(&serde_json::json!({"csr": csr}).to_string()),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let cert = control.dir.0.join("reissued.pem");
+    std::fs::write(&cert, r.json()["result"]["certificate"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(control.dir.0.join("data/ca.pem"))
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "signed by the reloaded CA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = control.api(
         "POST",
         "/v1/zones",
