@@ -31,6 +31,8 @@ pub struct Config {
     pub zones: Vec<Zone>,
     /// BGP anycast, when configured.
     pub anycast: Option<crate::anycast::Anycast>,
+    /// The backbone listener's address, when configured.
+    pub backbone: Option<SocketAddr>,
 }
 
 /// Settings of the node process.
@@ -156,6 +158,8 @@ pub struct Zone {
     pub response_headers: Vec<HeaderRule>,
     /// Caching.
     pub cache: ZoneCache,
+    /// The upper-tier PoPs a cache miss asks before the origin (empty: tiered cache off).
+    pub upper_tiers: Vec<String>,
 }
 
 /// A zone's certificate.

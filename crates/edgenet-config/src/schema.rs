@@ -36,6 +36,9 @@ pub struct RawConfig {
     /// BGP anycast: announce the PoP's prefixes while healthy. Absent: no BGP.
     #[serde(default)]
     pub anycast: Option<AnycastSection>,
+    /// The backbone listener (PoPs following a control plane). Absent: none.
+    #[serde(default)]
+    pub backbone: Option<BackboneSection>,
 }
 
 /// BGP anycast: the prefixes, the addresses on `lo`, the peers and the health checks.
@@ -513,6 +516,35 @@ pub struct ZoneSection {
     /// Caching for this zone.
     #[serde(default)]
     pub cache: ZoneCacheSection,
+    /// Tiered cache: `"off"`, or the upper-tier PoPs (`["fra1"]`) a miss asks before the
+    /// origin, over the backbone.
+    #[serde(default)]
+    pub tiered_cache: TieredCacheSection,
+}
+
+/// `tiered_cache = "off" | "smart" | ["pop", ...]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TieredCacheSection {
+    /// `"off"` or `"smart"`.
+    Mode(String),
+    /// Upper-tier PoPs by name.
+    Upper(Vec<String>),
+}
+
+impl Default for TieredCacheSection {
+    fn default() -> Self {
+        TieredCacheSection::Mode("off".into())
+    }
+}
+
+/// The backbone listener: mutual TLS (certificates from the control plane's CA) and HTTP/2,
+/// where other PoPs send tiered-cache and relayed requests.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSection {
+    /// Its address (`0.0.0.0:7443`); register it as the PoP's address at the control plane.
+    pub listen: String,
 }
 
 /// A zone's certificate.

@@ -250,6 +250,10 @@ impl Validator<'_> {
         }
         let zones = self.zones(&raw.zones);
         let anycast = raw.anycast.as_ref().map(|a| self.anycast(a));
+        let backbone = raw
+            .backbone
+            .as_ref()
+            .and_then(|b| self.socket_addr("backbone.listen", &b.listen));
         let has_https = listeners
             .iter()
             .any(|l| l.protocol == ListenerProtocol::Https);
@@ -270,6 +274,41 @@ impl Validator<'_> {
             cache,
             zones,
             anycast,
+            backbone,
+        }
+    }
+
+    fn tiered_cache(&mut self, path: &str, raw: &TieredCacheSection) -> Vec<String> {
+        match raw {
+            TieredCacheSection::Mode(m) if m == "off" => Vec::new(),
+            TieredCacheSection::Mode(m) if m == "smart" => {
+                self.err(
+                    path,
+                    m,
+                    "needs the backbone's origin measurements, which this version does not \
+                     make yet: name the upper-tier PoPs instead ([\"pop\"])",
+                );
+                Vec::new()
+            }
+            TieredCacheSection::Mode(m) => {
+                self.err(path, m, "must be \"off\", \"smart\" or a list of PoP names");
+                Vec::new()
+            }
+            TieredCacheSection::Upper(names) => {
+                if names.is_empty() {
+                    self.err(path, "[]", "names no PoP (use \"off\")");
+                }
+                for (j, n) in names.iter().enumerate() {
+                    if n.is_empty()
+                        || !n
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        self.err(format!("{path}[{j}]"), n, "is not a PoP name");
+                    }
+                }
+                names.clone()
+            }
         }
     }
 
@@ -445,6 +484,7 @@ impl Validator<'_> {
                     honor_request_no_cache: z.cache.honor_request_no_cache,
                     rules: self.cache_rules(&format!("zones[{i}].cache.rules"), &z.cache.rules),
                 },
+                upper_tiers: self.tiered_cache(&format!("{p}.tiered_cache"), &z.tiered_cache),
             });
         }
         out

@@ -150,7 +150,7 @@ pub fn backbone_files(state_file: &Path, pop: &str) -> (PathBuf, PathBuf, PathBu
 
 /// Makes sure the PoP has a backbone certificate signed by the control plane's CA: a new key
 /// (kept on the PoP, mode 0600) and a CSR sent to `POST /v1/pops/NAME/certificate`.
-async fn ensure_backbone_certificate(
+pub async fn ensure_backbone_certificate(
     client: &reqwest::Client,
     opts: &FollowOptions,
 ) -> Result<(), String> {
@@ -201,12 +201,20 @@ async fn ensure_backbone_certificate(
     Ok(())
 }
 
-/// Follows the stream forever. `current` is what the node serves now (from the state file).
-pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
-    let client = reqwest::Client::builder()
+/// The HTTP client the follower uses.
+pub type HttpClient = reqwest::Client;
+
+/// An HTTP client for the control plane.
+pub fn http_client() -> HttpClient {
+    reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .build()
-        .expect("an HTTP client");
+        .expect("an HTTP client")
+}
+
+/// Follows the stream forever. `current` is what the node serves now (from the state file).
+pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
+    let client = http_client();
     let mut desired = current.unwrap_or_default();
     let mut backoff = Duration::from_millis(200);
     let mut have_certificate = false;

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod anycast;
+pub mod backbone;
 pub mod forwarding;
 pub mod health_check;
 pub mod metrics;
@@ -19,4 +20,4 @@ pub mod server;
 pub mod state;
 pub mod tls;
 
-pub use server::{apply_control_zones, load_config, load_config_with, run, run_with};
+pub use server::{apply_control_zones, load_config, load_config_with, run, run_with, RunOptions};

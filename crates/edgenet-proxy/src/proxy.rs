@@ -41,6 +41,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct EdgeProxy {
     /// The node state.
     pub node: Arc<Node>,
+    /// This instance serves the backbone listener (other PoPs, mutual TLS).
+    pub backbone: bool,
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -83,6 +85,13 @@ pub struct Ctx {
     cache_rule: Option<usize>,
     /// The request's URL as keyed (set with the cache key).
     cache_url: Option<String>,
+    /// The lower-tier PoP that sent this request over the backbone, and the scheme its client
+    /// used (part of the cache key).
+    from_lower_tier: Option<(String, &'static str)>,
+    /// The upper-tier PoP this request's miss goes to.
+    via_tier: Option<String>,
+    /// The upper tier could not be reached: go to the origin.
+    tier_failed: bool,
 }
 
 impl Ctx {
@@ -283,7 +292,37 @@ fn cache_status(
     s
 }
 
+/// The scheme the client used: the lower tier's client's for a tiered request.
+fn client_scheme(session: &Session, ctx: &Ctx) -> &'static str {
+    match &ctx.from_lower_tier {
+        Some((_, scheme)) => scheme,
+        None if is_tls(session.digest()) => "https",
+        None => "http",
+    }
+}
+
 impl EdgeProxy {
+    /// The upper-tier PoP for this request's miss, when the zone has tiers, this PoP is not
+    /// one of them, the request did not come from a lower tier and the tier has not failed.
+    fn upper_tier_peer(&self, ctx: &mut Ctx) -> Option<HttpPeer> {
+        let snapshot = ctx.snapshot.clone()?;
+        let upper = &snapshot.zones[ctx.zone?].config.upper_tiers;
+        if upper.is_empty()
+            || ctx.from_lower_tier.is_some()
+            || ctx.tier_failed
+            || upper.contains(&self.node.name)
+        {
+            return None;
+        }
+        let tls = self.node.backbone_tls.get()?;
+        let pops = self.node.pops.load();
+        let key = ctx.cache_url.as_deref().unwrap_or(&ctx.request_id);
+        let (name, address) = crate::backbone::choose_upper_tier(upper, &pops, key)?;
+        ctx.via_tier = Some(name.to_string());
+        ctx.upstream_start = Some(Instant::now());
+        Some(tls.peer(name, address))
+    }
+
     fn client_ip(session: &Session) -> Option<IpAddr> {
         session
             .client_addr()
@@ -371,12 +410,29 @@ impl ProxyHttp for EdgeProxy {
             purged: false,
             cache_rule: None,
             cache_url: None,
+            from_lower_tier: None,
+            via_tier: None,
+            tier_failed: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snapshot = self.node.snapshot.load_full();
         ctx.request_id = self.node.next_request_id();
+        if self.backbone {
+            let headers = &session.req_header().headers;
+            let scheme = match headers
+                .get(crate::backbone::SCHEME_HEADER)
+                .map(|v| v.as_bytes())
+            {
+                Some(b"https") => "https",
+                _ => "http",
+            };
+            ctx.from_lower_tier = headers
+                .get(crate::backbone::TIER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|t| (t.to_string(), scheme));
+        }
         let req = session.req_header();
         let target_len = req.raw_path().len();
         if let Err(m) = request_check::check(
@@ -469,11 +525,7 @@ impl ProxyHttp for EdgeProxy {
         let zone = ctx
             .zone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "cache without a zone"))?;
-        let scheme = if is_tls(session.digest()) {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = client_scheme(session, ctx);
         let req = session.req_header();
         let rule = ctx.cache_rule();
         let url = cache_url(rule, req);
@@ -599,6 +651,9 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let Some(peer) = self.upper_tier_peer(ctx) {
+            return Ok(Box::new(peer));
+        }
         let zone = ctx
             .zone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no zone chosen"))?;
@@ -645,6 +700,13 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(tier) = ctx.via_tier.take() {
+            // The upper tier is down: this request goes to the origin itself.
+            tracing::warn!(upper_tier = %tier, error = %e, "upper tier unreachable; fetching from the origin");
+            ctx.tier_failed = true;
+            e.set_retry(true);
+            return e;
+        }
         if let (Some(zone), Some(idx)) = (ctx.zone(), ctx.current) {
             let passive = &zone.config.origins.passive;
             let member = &zone.pool.members()[idx];
@@ -677,6 +739,20 @@ impl ProxyHttp for EdgeProxy {
         let Some(zone) = ctx.zone() else {
             return Ok(());
         };
+        if ctx.from_lower_tier.is_some() {
+            upstream.remove_header(crate::backbone::TIER_HEADER);
+            upstream.remove_header(crate::backbone::SCHEME_HEADER);
+        }
+        if ctx.via_tier.is_some() {
+            // The upper tier routes by the client's Host and applies the zone's request rules
+            // itself when it goes to the origin.
+            upstream.insert_header(crate::backbone::TIER_HEADER, self.node.name.as_str())?;
+            upstream.insert_header(crate::backbone::SCHEME_HEADER, client_scheme(session, ctx))?;
+            if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+                upstream.insert_header(REQUEST_ID, v)?;
+            }
+            return Ok(());
+        }
         if let Some(h) = &zone.config.host_header {
             upstream.insert_header(HOST, h.clone())?;
         } else if upstream.headers.get(HOST).is_none() {
@@ -739,7 +815,8 @@ impl ProxyHttp for EdgeProxy {
             resp.set_version(Version::HTTP_11);
         }
         prepare_downstream_response(resp, &self.client_info(session), upgrade);
-        if let Some(zone) = ctx.zone() {
+        // A lower tier applies the zone's response rules itself.
+        if let (Some(zone), None) = (ctx.zone(), &ctx.from_lower_tier) {
             apply_header_rules(&zone.config.response_headers, &mut Edit(resp));
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
@@ -785,7 +862,17 @@ impl ProxyHttp for EdgeProxy {
             let status = cache_status(session, ctx, resp.status.as_u16(), self.node.cache.storage);
             ctx.cache_result = Some((cache_result(session, ctx), status.collapsed, status.hit));
             let value = status.header_value(&self.node.name);
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            // RFC 9211: each cache appends its entry to those of the caches nearer the origin
+            // (an upper tier's, or the origin's own).
+            let full = match resp
+                .headers
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(upstream) if !upstream.is_empty() => format!("{upstream}, {value}"),
+                _ => value.clone(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&full) {
                 resp.insert_header("cache-status", v)?;
             }
             ctx.cache_status = Some(value);
@@ -890,11 +977,7 @@ impl ProxyHttp for EdgeProxy {
             zone: zone.map(|z| z.config.name.as_str()).unwrap_or("-"),
             client,
             protocol: protocol_name(req.version),
-            scheme: if is_tls(session.digest()) {
-                "https"
-            } else {
-                "http"
-            },
+            scheme: client_scheme(session, ctx),
             method: req.method.as_str(),
             host: request_authority(req).0.unwrap_or(""),
             path,

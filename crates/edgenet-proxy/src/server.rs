@@ -55,17 +55,30 @@ pub fn load_config_with(path: &Path, zones: Option<&[ZoneSection]>) -> Result<Co
 
 /// Runs a PoP until SIGTERM (drain, exit 0) or SIGINT (exit at once). Never returns on success.
 pub fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
-    run_with(config_path, config, None, |_| {})
+    run_with(config_path, config, RunOptions::default(), |_| {})
 }
 
-/// [`run`], with the zones that came from a control plane (kept across SIGHUP reloads of the
-/// file) and a hook called with the node once it exists (to start a control-plane follower).
+/// How a PoP that follows a control plane starts.
+#[derive(Default)]
+pub struct RunOptions {
+    /// The zones that came from the control plane (kept across SIGHUP reloads of the file).
+    pub control_zones: Option<Vec<ZoneSection>>,
+    /// The backbone identity, for the `[backbone]` listener and tiered cache.
+    pub backbone: Option<crate::backbone::BackboneFiles>,
+}
+
+/// [`run`], with what came from a control plane and a hook called with the node once it
+/// exists (to start the control-plane follower).
 pub fn run_with(
     config_path: PathBuf,
     config: Config,
-    control_zones: Option<Vec<ZoneSection>>,
+    options: RunOptions,
     on_start: impl FnOnce(Arc<Node>),
 ) -> anyhow::Result<()> {
+    let RunOptions {
+        control_zones,
+        backbone,
+    } = options;
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
@@ -108,8 +121,13 @@ pub fn run_with(
     }
     for (protocol, h2c, addrs) in groups {
         let proxy = |h2c: bool| {
-            let mut proxy =
-                pingora_proxy::http_proxy(&server_conf, EdgeProxy { node: node.clone() });
+            let mut proxy = pingora_proxy::http_proxy(
+                &server_conf,
+                EdgeProxy {
+                    node: node.clone(),
+                    backbone: false,
+                },
+            );
             let mut opts = HttpServerOptions::default();
             opts.h2c = h2c;
             proxy.server_options = Some(opts);
@@ -153,6 +171,40 @@ pub fn run_with(
                 }));
         }
         server.add_service(service);
+    }
+    match (config.backbone, &backbone) {
+        (Some(addr), Some(files)) => {
+            let _ = node
+                .backbone_tls
+                .set(crate::backbone::BackboneTls::load(files)?);
+            let proxy = pingora_proxy::http_proxy(
+                &server_conf,
+                EdgeProxy {
+                    node: node.clone(),
+                    backbone: true,
+                },
+            );
+            let app = ClientConnections {
+                http1: Arc::new(proxy),
+                h2c: None,
+                open: node.metrics.open_connections.clone(),
+            };
+            let mut service = Service::new("edgenet backbone".to_string(), app);
+            let mut sock = TcpSocketOptions::default();
+            sock.ipv6_only = addr.is_ipv6().then_some(true);
+            service.add_tls_with_settings(
+                &addr.to_string(),
+                Some(sock),
+                crate::backbone::server_tls(files)?,
+            );
+            server.add_service(service);
+        }
+        (Some(addr), None) => tracing::error!(
+            listen = %addr,
+            "backbone.listen is set but there is no backbone certificate (PoPs get one from \
+             their control plane): the backbone listener is off"
+        ),
+        _ => {}
     }
     if let Some(admin) = config.admin {
         let mut service = Service::new(
@@ -369,6 +421,11 @@ fn reload_with(
             "the cache's size or lock timeout",
         ),
         (config.node != old.node, "node", "node settings"),
+        (
+            config.backbone != old.backbone,
+            "backbone.listen",
+            "the backbone listener",
+        ),
         (
             config.anycast != old.anycast,
             "anycast",

@@ -89,6 +89,10 @@ pub struct Node {
     pub draining: AtomicBool,
     /// Zones from the control plane, when the node follows one (they replace the file's).
     pub control_zones: std::sync::Mutex<Option<Vec<edgenet_config::ZoneSection>>>,
+    /// Other PoPs' backbone addresses, from the control plane.
+    pub pops: ArcSwap<crate::backbone::PopDirectory>,
+    /// Our backbone identity, when the node has one (set once at start).
+    pub backbone_tls: std::sync::OnceLock<crate::backbone::BackboneTls>,
     /// BGP anycast, when configured (set once at start).
     pub anycast: std::sync::OnceLock<Arc<crate::anycast::Anycast>>,
     /// This node's `Via` element for HTTP/1.0, HTTP/1.1 and HTTP/2 clients, built once.
@@ -132,6 +136,8 @@ impl Node {
             certs,
             draining: AtomicBool::new(false),
             anycast: std::sync::OnceLock::new(),
+            pops: ArcSwap::from_pointee(crate::backbone::PopDirectory::new()),
+            backbone_tls: std::sync::OnceLock::new(),
             control_zones: std::sync::Mutex::new(None),
             request_seq: AtomicU64::new(0),
             request_prefix: seed,

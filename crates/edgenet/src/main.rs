@@ -151,6 +151,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime_current() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn reqwest_client() -> edgenet_control::follow::HttpClient {
+    edgenet_control::follow::http_client()
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -246,6 +256,17 @@ fn run_following_pop(
     impl Applier for NodeApplier {
         fn apply(&self, o: &Objects) -> Result<(), String> {
             let zones = zones_of(o)?;
+            // Other PoPs' backbone addresses (the first address of each PoP record).
+            let pops: edgenet_proxy::backbone::PopDirectory = o
+                .of("pop")
+                .iter()
+                .filter_map(|p| {
+                    let name = p["name"].as_str()?.to_string();
+                    let addr = p["addresses"].get(0)?.as_str()?.parse().ok()?;
+                    Some((name, addr))
+                })
+                .collect();
+            self.node.pops.store(Arc::new(pops));
             edgenet_proxy::apply_control_zones(&self.node, &self.path, zones)
                 .map(|_| ())
                 .map_err(|lines| lines.join("; "))
@@ -258,7 +279,33 @@ fn run_following_pop(
         state_file,
     };
     let config_path = path.clone();
-    edgenet_proxy::run_with(path, config, Some(zones), move |node| {
+    // The backbone listener needs the PoP's certificate before it starts: get it now if the
+    // control plane answers (a PoP without one runs without the backbone, and says so).
+    let (key, cert, ca) = follow::backbone_files(&opts.state_file, &opts.pop);
+    if config.backbone.is_some() && !nats && !cert.exists() {
+        let got = runtime_current().and_then(|rt| {
+            let client = reqwest_client();
+            rt.block_on(async {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    follow::ensure_backbone_certificate(&client, &opts),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("the control plane did not answer within 10 s"))?
+                .map_err(|e| anyhow::anyhow!(e))
+            })
+        });
+        if let Err(e) = got {
+            tracing::error!(error = %e, "no backbone certificate");
+        }
+    }
+    let backbone = (key.exists() && cert.exists() && ca.exists())
+        .then_some(edgenet_proxy::backbone::BackboneFiles { key, cert, ca });
+    let run = edgenet_proxy::RunOptions {
+        control_zones: Some(zones),
+        backbone,
+    };
+    edgenet_proxy::run_with(path, config, run, move |node| {
         let applier = Arc::new(NodeApplier {
             node,
             path: config_path,

@@ -498,3 +498,75 @@ fn nats_distribution_through_a_leaf_node() {
     assert_eq!(get(&pop, "b.test").header("x-rule"), Some("n2"));
     assert!(pop.stderr().contains("following the configuration bucket"));
 }
+
+/// Tiered cache over the backbone (mutual TLS with certificates from the control plane's CA):
+/// one object requested at three PoPs is fetched from the origin once, by the upper tier;
+/// Cache-Status shows both tiers; when the upper tier is down, the lower tiers go to the
+/// origin themselves.
+#[test]
+fn tiered_cache_fetches_once_for_all_pops() {
+    let origin = Origin::start("o1");
+    let control = Control::start(None);
+    let token = control.token(&["pop"]);
+    let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
+    for (i, port) in ports.iter().enumerate() {
+        control.register_pop_at(&format!("t{}", i + 1), Some(*port));
+    }
+    let mut zone: serde_json::Value =
+        serde_json::from_str(&zone_json("tiered", "tiered.test", &origin.addr(), "t")).unwrap();
+    zone["tiered_cache"] = serde_json::json!(["t1"]);
+    let r = control.api("POST", "/v1/zones", Some(&zone.to_string()), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut pops: Vec<Pop> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Pop::start_following_with(&control.url(), &format!("t{}", i + 1), &token, Some(*p))
+        })
+        .collect();
+    let path = "/obj/tiered?h=Cache-Control:max-age%3D300&body=tiered";
+    let fetch = |p: &Pop| curl(&["-H", "Host: tiered.test", &p.url(path)]);
+    assert!(
+        eventually(Duration::from_secs(5), || fetch(&pops[1]).status == 200),
+        "{}",
+        pops[1].stderr()
+    );
+    let second = fetch(&pops[2]);
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, "tiered");
+    let status = second
+        .header("cache-status")
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        status.starts_with("t1; hit"),
+        "the upper tier served it: {status}"
+    );
+    assert!(status.contains("t3; fwd=uri-miss"), "{status}");
+    let third = fetch(&pops[0]);
+    assert_eq!(third.status, 200);
+    assert_eq!(
+        origin.hits_for("/obj/tiered"),
+        1,
+        "one origin fetch for three PoPs; at t1: {:?}",
+        third.header("cache-status")
+    );
+    assert_eq!(
+        second.header("x-rule"),
+        Some("t"),
+        "response rules applied once, at the edge"
+    );
+
+    // The upper tier down: a lower tier fetches from the origin itself.
+    pops[0].child.kill().unwrap();
+    pops[0].child.wait().unwrap();
+    let r = curl(&[
+        "-H",
+        "Host: tiered.test",
+        &pops[1].url("/obj/other?body=direct"),
+    ]);
+    assert_eq!(r.status, 200, "{}", pops[1].stderr());
+    assert_eq!(r.body, "direct");
+    assert_eq!(origin.hits_for("/obj/other"), 1);
+    pops.truncate(3);
+}

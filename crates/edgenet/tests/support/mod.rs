@@ -206,6 +206,16 @@ impl Pop {
     /// Starts a PoP named `name` that takes its zones from the control plane at `control`
     /// (HTTP listener only) and waits until it is ready.
     pub fn start_following(control: &str, name: &str, token: &str) -> Pop {
+        Pop::start_following_with(control, name, token, None)
+    }
+
+    /// [`Pop::start_following`] with a backbone listener on `backbone` (127.0.0.1).
+    pub fn start_following_with(
+        control: &str,
+        name: &str,
+        token: &str,
+        backbone: Option<u16>,
+    ) -> Pop {
         let token = if token.is_empty() { None } else { Some(token) };
         let dir = TempDir::new("pop");
         let (http, admin) = (free_port(), free_port());
@@ -215,8 +225,11 @@ impl Pop {
             "[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
              [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
-             [access_log]\noutput = \"file\"\npath = \"{}\"\n",
-            log.display()
+             [access_log]\noutput = \"file\"\npath = \"{}\"\n{}",
+            log.display(),
+            backbone.map_or(String::new(), |p| format!(
+                "\n[backbone]\nlisten = \"127.0.0.1:{p}\"\n"
+            ))
         );
         std::fs::write(&config, text).unwrap();
         let mut extra = vec![
@@ -705,7 +718,14 @@ impl Control {
 
     /// Registers a PoP.
     pub fn register_pop(&self, name: &str) {
-        let body = format!(r#"{{"name": "{name}", "latitude": 50.1, "longitude": 8.7}}"#);
+        self.register_pop_at(name, None)
+    }
+
+    /// Registers a PoP reachable over the backbone at `127.0.0.1:port`.
+    pub fn register_pop_at(&self, name: &str, backbone: Option<u16>) {
+        let addresses: Vec<String> = backbone.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let body = serde_json::json!({"name": name, "latitude": 50.1, "longitude": 8.7, "addresses": addresses})
+            .to_string();
         let r = self.api("POST", "/v1/pops", Some(&body), &[]);
         assert_eq!(r.status, 201, "{}", r.body);
     }
