@@ -18,8 +18,8 @@ pub struct UpOptions {
     pub data: PathBuf,
     /// How many PoPs.
     pub pops: usize,
-    /// The control plane's port; the origin uses port - 70, PoP i HTTP port + 10 + i, admin
-    /// port + 2020 + i (7070, 7000, 7081.., 9091.. by default).
+    /// The control plane's port; the origin uses port - 70, PoP i HTTP port + 10 + i, backbone
+    /// port + 1000 + i, admin port + 2020 + i (7070, 7000, 7081.., 8071.., 9091.. by default).
     pub port: u16,
 }
 
@@ -161,7 +161,7 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
                 reqwest::Method::POST,
                 "/v1/pops".into(),
                 json!({"name": format!("pop{i}"), "latitude": lat, "longitude": lon,
-                "addresses": [format!("127.0.0.1:{}", o.port + 10 + i as u16)]}),
+                "addresses": [format!("127.0.0.1:{}", o.port + 1000 + i as u16)]}),
             )
             .await?;
         }
@@ -170,7 +170,8 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
             "/v1/zones".into(),
             json!({"name": "demo", "hostnames": ["localhost", "127.0.0.1"],
             "origins": {"servers": [{"address": origin_addr}]},
-            "response_headers": [{"action": "set", "name": "x-served-by", "value": "edgenet"}]}),
+            "response_headers": [{"action": "set", "name": "x-served-by", "value": "edgenet"}],
+            "tiered_cache": ["pop1"]}),
         )
         .await?;
         Ok::<_, anyhow::Error>(
@@ -186,11 +187,13 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
         let name = format!("pop{i}");
         let http = o.port + 10 + i as u16;
         let admin_port = o.port + 2020 + i as u16;
+        let backbone = o.port + 1000 + i as u16;
         let cfg = data.join(format!("{name}.toml"));
         std::fs::write(&cfg, format!(
             "# Written by `edgenet up`. Zones come from the control plane.\n[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
-             [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n"))?;
+             [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n\n\
+             [backbone]\nlisten = \"127.0.0.1:{backbone}\"\n"))?;
         spawn(
             &mut children,
             &name,
