@@ -35,12 +35,14 @@ impl LinkEstimate {
     pub fn update(&mut self, sample: Option<Duration>) {
         self.samples = self.samples.saturating_add(1);
         match sample {
+            // Probes lost before the first answer say the far end was not up yet, not that
+            // the path loses packets: the first answer starts the loss estimate afresh.
+            Some(rtt) if self.srtt.is_zero() => {
+                self.srtt = rtt;
+                self.loss = 0.0;
+            }
             Some(rtt) => {
-                self.srtt = if self.srtt.is_zero() {
-                    rtt
-                } else {
-                    (self.srtt * 7 + rtt) / 8
-                };
+                self.srtt = (self.srtt * 7 + rtt) / 8;
                 self.loss *= 1.0 - LOSS_GAIN;
             }
             None => self.loss = self.loss * (1.0 - LOSS_GAIN) + LOSS_GAIN,
@@ -298,6 +300,14 @@ mod tests {
         }
         assert_eq!(e.cost(&p), None, "mostly lost: down");
         assert_eq!(LinkEstimate::first(None).cost(&p), None);
+        let mut late = LinkEstimate::first(None);
+        late.update(None);
+        late.update(Some(MS * 5));
+        assert_eq!(
+            (late.srtt, late.loss),
+            (MS * 5, 0.0),
+            "not up yet is not loss"
+        );
     }
 
     #[test]

@@ -47,6 +47,10 @@ impl ServeHttp for Admin {
             }
             "/health" => text(200, "text/plain", b"ok\n".to_vec()),
             "/cache/purge" => self.purge(session).await,
+            "/backbone" => json(
+                200,
+                serde_json::json!({"success": true, "result": self.node.backbone_state.status_json(&self.node.name)}),
+            ),
             "/anycast" | "/anycast/drain" | "/anycast/undrain" => self.anycast(session, &path),
             "/ready" => {
                 let snap = self.node.snapshot.load();

@@ -6,10 +6,21 @@
 //! tier serves it through its own cache and goes to the origin itself, never to another tier,
 //! so a request crosses the backbone at most once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::connectors::http::Connector;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_http::RequestHeader;
+
+use crate::state::Node;
+use edgenet_backbone::paths::{Change, LinkEstimate, LinkState, Params, PathSelector};
 
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::protocols::ALPN;
@@ -161,3 +172,335 @@ mod tests {
         assert_eq!(choose_upper_tier(&upper, &PopDirectory::new(), "k"), None);
     }
 }
+
+/// One measured link as PoPs share it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinkView {
+    /// Smoothed RTT in milliseconds.
+    pub rtt_ms: f64,
+    /// Fraction of recent probes lost.
+    pub loss: f64,
+}
+
+/// What one PoP measured: to other PoPs and to origins (`ip:port`). Served at
+/// `/.edgenet/links` on the backbone listener.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Links {
+    /// The PoP that measured.
+    pub from: String,
+    /// To other PoPs.
+    pub pops: BTreeMap<String, LinkView>,
+    /// To origins.
+    pub origins: BTreeMap<String, LinkView>,
+}
+
+fn view(e: &LinkEstimate) -> LinkView {
+    LinkView {
+        rtt_ms: e.srtt.as_secs_f64() * 1000.0,
+        loss: e.loss,
+    }
+}
+
+fn estimate(v: &LinkView) -> LinkEstimate {
+    LinkEstimate {
+        srtt: Duration::from_secs_f64(v.rtt_ms.max(0.0) / 1000.0),
+        loss: v.loss.clamp(0.0, 1.0),
+        samples: 1,
+    }
+}
+
+/// The backbone's view at this PoP: its own measurements, the others' and the routes chosen.
+#[derive(Default)]
+pub struct BackboneState {
+    own_pops: Mutex<BTreeMap<String, LinkEstimate>>,
+    own_origins: Mutex<BTreeMap<String, LinkEstimate>>,
+    others: Mutex<HashMap<String, Links>>,
+    selector: Mutex<PathSelector>,
+    /// Origin address → the relay PoP to go through (absent: direct).
+    pub relays: ArcSwap<HashMap<SocketAddr, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The path selection settings: one relay at most (the relay forwards straight to the origin).
+pub const PATH_PARAMS: Params = Params {
+    loss_penalty: 10.0,
+    down_loss: 0.5,
+    hop_cost_ms: 1.0,
+    hysteresis: 0.1,
+    max_relays: 1,
+};
+
+impl BackboneState {
+    /// Records a probe of another PoP (`None`: lost).
+    pub fn observe_pop(&self, pop: &str, rtt: Option<Duration>) {
+        let mut m = lock(&self.own_pops);
+        match m.get_mut(pop) {
+            Some(e) => e.update(rtt),
+            None => {
+                m.insert(pop.to_string(), LinkEstimate::first(rtt));
+            }
+        }
+    }
+
+    /// Records a probe of an origin.
+    pub fn observe_origin(&self, origin: SocketAddr, rtt: Option<Duration>) {
+        let mut m = lock(&self.own_origins);
+        let key = origin.to_string();
+        match m.get_mut(&key) {
+            Some(e) => e.update(rtt),
+            None => {
+                m.insert(key, LinkEstimate::first(rtt));
+            }
+        }
+    }
+
+    /// What this PoP shares.
+    pub fn own_links(&self, me: &str) -> Links {
+        Links {
+            from: me.to_string(),
+            pops: lock(&self.own_pops)
+                .iter()
+                .map(|(k, e)| (k.clone(), view(e)))
+                .collect(),
+            origins: lock(&self.own_origins)
+                .iter()
+                .map(|(k, e)| (k.clone(), view(e)))
+                .collect(),
+        }
+    }
+
+    /// Keeps what another PoP shared.
+    pub fn learned(&self, links: Links) {
+        lock(&self.others).insert(links.from.clone(), links);
+    }
+
+    /// Forgets PoPs that are no longer in the directory.
+    pub fn retain_pops(&self, pops: &PopDirectory) {
+        lock(&self.others).retain(|k, _| pops.contains_key(k));
+        lock(&self.own_pops).retain(|k, _| pops.contains_key(k));
+    }
+
+    /// Re-decides the route to each origin; returns the changes.
+    pub fn decide(&self, me: &str, origins: &[SocketAddr]) -> Vec<Change> {
+        let mut state = LinkState::default();
+        for (to, e) in lock(&self.own_pops).iter() {
+            state.pops.insert((me.to_string(), to.clone()), *e);
+        }
+        for (to, e) in lock(&self.own_origins).iter() {
+            state.origins.insert((me.to_string(), to.clone()), *e);
+        }
+        for (from, links) in lock(&self.others).iter() {
+            if from == me {
+                continue;
+            }
+            for (to, v) in &links.pops {
+                state.pops.insert((from.clone(), to.clone()), estimate(v));
+            }
+            for (to, v) in &links.origins {
+                state
+                    .origins
+                    .insert((from.clone(), to.clone()), estimate(v));
+            }
+        }
+        let mut selector = lock(&self.selector);
+        let mut changes = Vec::new();
+        let mut relays = HashMap::new();
+        for o in origins {
+            let key = o.to_string();
+            if let Some(c) = selector.decide(&state, me, &key, &PATH_PARAMS) {
+                changes.push(c);
+            }
+            if let Some(relay) = selector.route(&key).relays.first() {
+                relays.insert(*o, relay.clone());
+            }
+        }
+        self.relays.store(Arc::new(relays));
+        changes
+    }
+
+    /// The status for the admin API: what we measured, what others shared, the relays used.
+    pub fn status_json(&self, me: &str) -> serde_json::Value {
+        let others: BTreeMap<String, Links> = lock(&self.others)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let relays: BTreeMap<String, String> = self
+            .relays
+            .load()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        serde_json::json!({"own": self.own_links(me), "others": others, "relays": relays})
+    }
+}
+
+/// One request over a pooled connection: the response status, the body and the time to the
+/// response head. The connection goes back to the pool, so a probe measures one round trip,
+/// not a handshake.
+pub async fn exchange(
+    connector: &Connector,
+    peer: &HttpPeer,
+    method: &str,
+    path: &str,
+    host: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>, Duration), String> {
+    let work = async {
+        let (mut session, _) = connector
+            .get_http_session(peer)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut req = RequestHeader::build(method, path.as_bytes(), None)
+            .map_err(|e| format!("request: {e}"))?;
+        let _ = req.insert_header("host", host);
+        let _ = req.insert_header("user-agent", "edgenet-backbone");
+        let started = std::time::Instant::now();
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let rtt = started.elapsed();
+        let status = session
+            .response_header()
+            .map(|r| r.status.as_u16())
+            .ok_or("no response")?;
+        let mut body = Vec::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| format!("read: {e}"))?
+        {
+            if body.len() < 1 << 20 {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        connector
+            .release_http_session(session, peer, Some(Duration::from_secs(60)))
+            .await;
+        Ok::<_, String>((status, body, rtt))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// Probes the other PoPs and the origins, pulls what the other PoPs measured, and re-decides
+/// the route to each origin, every second.
+pub struct Prober {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+/// Time between probe rounds.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+#[async_trait]
+impl BackgroundService for Prober {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let connector = Arc::new(Connector::new(None));
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.round(&connector).await;
+        }
+    }
+}
+
+impl Prober {
+    async fn round(&self, connector: &Arc<Connector>) {
+        let Some(tls) = self.node.backbone_tls.get() else {
+            return;
+        };
+        let me = self.node.name.clone();
+        let pops = self.node.pops.load_full();
+        let state = &self.node.backbone_state;
+        state.retain_pops(&pops);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, addr) in pops.iter().filter(|(n, _)| **n != me) {
+            let peer = tls.peer(name, *addr);
+            let (name, connector, node) = (name.clone(), connector.clone(), self.node.clone());
+            tasks.spawn(async move {
+                let host = pop_dns_name(&name);
+                let rtt = exchange(&connector, &peer, "GET", PING_PATH, &host, PROBE_EVERY)
+                    .await
+                    .ok()
+                    .map(|(_, _, rtt)| rtt);
+                node.backbone_state.observe_pop(&name, rtt);
+                if let Ok((200, body, _)) =
+                    exchange(&connector, &peer, "GET", LINKS_PATH, &host, PROBE_EVERY).await
+                {
+                    if let Ok(links) = serde_json::from_slice::<Links>(&body) {
+                        node.backbone_state.learned(links);
+                    }
+                }
+            });
+        }
+        // Each origin server once, probed with its zone's connection settings.
+        let snapshot = self.node.snapshot.load_full();
+        let mut origins = Vec::new();
+        for zone in &snapshot.zones {
+            for (idx, m) in zone.pool.members().iter().enumerate() {
+                let addr = m.server.address;
+                if origins.contains(&addr) {
+                    continue;
+                }
+                origins.push(addr);
+                let host = zone
+                    .config
+                    .hostnames
+                    .iter()
+                    .find_map(|h| match h {
+                        edgenet_config::HostPattern::Exact(n) => Some(n.clone()),
+                        edgenet_config::HostPattern::Wildcard(_) => None,
+                    })
+                    .unwrap_or_else(|| addr.ip().to_string());
+                let peer = zone.origin_peer(idx, Some(&host));
+                let path = zone
+                    .config
+                    .origins
+                    .health_check
+                    .as_ref()
+                    .map_or("/".to_string(), |h| h.path.clone());
+                let (connector, node) = (connector.clone(), self.node.clone());
+                tasks.spawn(async move {
+                    let rtt = exchange(&connector, &peer, "HEAD", &path, &host, PROBE_EVERY)
+                        .await
+                        .ok()
+                        .map(|(_, _, rtt)| rtt);
+                    node.backbone_state.observe_origin(addr, rtt);
+                });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        for c in state.decide(&me, &origins) {
+            let to = if c.to.is_direct() {
+                "direct".to_string()
+            } else {
+                format!("via {}", c.to.relays.join(" → "))
+            };
+            tracing::info!(origin = %c.origin, route = %to, cost_ms = c.cost, "backbone route");
+        }
+    }
+}
+
+/// The backbone's liveness endpoint (answered by the backbone listener).
+pub const PING_PATH: &str = "/.edgenet/ping";
+/// Where a PoP shares its measurements (answered by the backbone listener).
+pub const LINKS_PATH: &str = "/.edgenet/links";
+/// Sent with a relayed request: the origin address the relay forwards it to.
+pub const RELAY_HEADER: &str = "x-edgenet-relay-to";

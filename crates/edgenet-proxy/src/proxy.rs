@@ -6,7 +6,7 @@
 //! forwarding fields and request header rules · response_filter: response header rules ·
 //! fail_to_proxy: 502/504 error pages · logging: metrics and the access log line.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -92,6 +92,12 @@ pub struct Ctx {
     via_tier: Option<String>,
     /// The upper tier could not be reached: go to the origin.
     tier_failed: bool,
+    /// The relay PoP this request's origin fetch goes through, and the origin.
+    via_relay: Option<(String, SocketAddr)>,
+    /// The relay could not be reached: go direct.
+    relay_failed: bool,
+    /// At a relay: the zone and origin server this relayed request goes to.
+    relay_to: Option<(usize, usize)>,
 }
 
 impl Ctx {
@@ -330,6 +336,76 @@ impl EdgeProxy {
             .map(|a| a.ip())
     }
 
+    /// Requests only PoPs send, on the backbone listener: the ping, the shared measurements,
+    /// and relayed requests (which must name an origin server of one of our zones). Returns
+    /// true when it answered.
+    async fn backbone_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snapshot: &Snapshot,
+    ) -> bool {
+        use crate::backbone::{LINKS_PATH, PING_PATH, RELAY_HEADER};
+        let path = session.req_header().uri.path().to_owned();
+        if path == PING_PATH {
+            self.respond_body(session, 200, "text/plain", b"pong\n".to_vec())
+                .await;
+            return true;
+        }
+        if path == LINKS_PATH {
+            let links = self.node.backbone_state.own_links(&self.node.name);
+            let body = serde_json::to_vec(&links).unwrap_or_default();
+            self.respond_body(session, 200, "application/json", body)
+                .await;
+            return true;
+        }
+        let Some(target) = session.req_header().headers.get(RELAY_HEADER) else {
+            return false;
+        };
+        let found = target
+            .to_str()
+            .ok()
+            .and_then(|t| t.parse::<SocketAddr>().ok())
+            .and_then(|addr| {
+                snapshot.zones.iter().enumerate().find_map(|(z, zone)| {
+                    let idx = zone
+                        .pool
+                        .members()
+                        .iter()
+                        .position(|m| m.server.address == addr)?;
+                    Some((z, idx))
+                })
+            });
+        match found {
+            Some(t) => {
+                ctx.relay_to = Some(t);
+                false
+            }
+            None => {
+                self.respond_error(session, ctx, 403, "relays only to origins of this network")
+                    .await;
+                true
+            }
+        }
+    }
+
+    async fn respond_body(
+        &self,
+        session: &mut Session,
+        status: u16,
+        content_type: &str,
+        body: Vec<u8>,
+    ) {
+        let Ok(mut resp) = ResponseHeader::build(status, Some(3)) else {
+            return;
+        };
+        let _ = resp.insert_header(CONTENT_TYPE, content_type);
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+        let _ = session.write_response_header(Box::new(resp), false).await;
+        let _ = session.write_response_body(Some(body.into()), true).await;
+    }
+
     /// Writes a short plain-text error page naming the PoP and the request id.
     async fn respond_error(&self, session: &mut Session, ctx: &mut Ctx, status: u16, reason: &str) {
         let body = format!(
@@ -413,12 +489,23 @@ impl ProxyHttp for EdgeProxy {
             from_lower_tier: None,
             via_tier: None,
             tier_failed: false,
+            via_relay: None,
+            relay_failed: false,
+            relay_to: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snapshot = self.node.snapshot.load_full();
         ctx.request_id = self.node.next_request_id();
+        if self.backbone && self.backbone_request(session, ctx, &snapshot).await {
+            ctx.snapshot = Some(snapshot);
+            return Ok(true);
+        }
+        if ctx.relay_to.is_some() {
+            ctx.snapshot = Some(snapshot);
+            return Ok(false);
+        }
         if self.backbone {
             let headers = &session.req_header().headers;
             let scheme = match headers
@@ -477,7 +564,8 @@ impl ProxyHttp for EdgeProxy {
         };
         // Over TLS the certificate was chosen by SNI; a Host from another zone would let one
         // zone's connection reach another zone's origin, so it is misdirected.
-        if let Some(sni) = sni(session.digest()) {
+        // (The backbone listener's server name is the PoP's own, and its clients are PoPs.)
+        if let Some(sni) = sni(session.digest()).filter(|_| !self.backbone) {
             if snapshot.router.route(&sni) != Some(zone) {
                 ctx.snapshot = Some(snapshot);
                 self.respond_error(
@@ -651,6 +739,13 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if let Some((z, idx)) = ctx.relay_to {
+            // At a relay: straight to the origin the sending PoP chose, with its zone's settings.
+            let snapshot = ctx.snapshot.clone().expect("set in request_filter");
+            let host = request_authority(session.req_header()).0;
+            ctx.upstream_start = Some(Instant::now());
+            return Ok(Box::new(snapshot.zones[z].origin_peer(idx, host)));
+        }
         if let Some(peer) = self.upper_tier_peer(ctx) {
             return Ok(Box::new(peer));
         }
@@ -671,7 +766,17 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .or_else(|| request_authority(session.req_header()).0);
-        let peer = zone.origin_peer(idx, host);
+        let mut peer = zone.origin_peer(idx, host);
+        let origin = zone.pool.members()[idx].server.address;
+        if !ctx.relay_failed {
+            if let Some(relay) = self.node.backbone_state.relays.load().get(&origin) {
+                let pops = self.node.pops.load();
+                if let (Some(tls), Some(addr)) = (self.node.backbone_tls.get(), pops.get(relay)) {
+                    peer = tls.peer(relay, *addr);
+                    ctx.via_relay = Some((relay.clone(), origin));
+                }
+            }
+        }
         ctx.tried.push(idx);
         ctx.current = Some(idx);
         ctx.upstream_start = Some(Instant::now());
@@ -700,6 +805,14 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some((relay, origin)) = ctx.via_relay.take() {
+            // The relay is down: this request goes direct (the same origin may be chosen).
+            tracing::warn!(%relay, %origin, error = %e, "relay unreachable; fetching direct");
+            ctx.relay_failed = true;
+            ctx.tried.pop();
+            e.set_retry(true);
+            return e;
+        }
         if let Some(tier) = ctx.via_tier.take() {
             // The upper tier is down: this request goes to the origin itself.
             tracing::warn!(upper_tier = %tier, error = %e, "upper tier unreachable; fetching from the origin");
@@ -734,6 +847,11 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.relay_to.is_some() {
+            // A relay is a transport: the sending PoP prepared the request for the origin.
+            upstream.remove_header(crate::backbone::RELAY_HEADER);
+            return Ok(());
+        }
         let upgrade = session.is_upgrade_req();
         prepare_upstream_request(upstream, &self.client_info(session), upgrade);
         let Some(zone) = ctx.zone() else {
@@ -777,6 +895,9 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         upstream.set_version(Version::HTTP_11);
+        if let Some((_, origin)) = &ctx.via_relay {
+            upstream.insert_header(crate::backbone::RELAY_HEADER, origin.to_string())?;
+        }
         Ok(())
     }
 

@@ -189,6 +189,10 @@ pub fn run_with(
                 h2c: None,
                 open: node.metrics.open_connections.clone(),
             };
+            server.add_service(background_service(
+                "backbone probes",
+                crate::backbone::Prober { node: node.clone() },
+            ));
             let mut service = Service::new("edgenet backbone".to_string(), app);
             let mut sock = TcpSocketOptions::default();
             sock.ipv6_only = addr.is_ipv6().then_some(true);

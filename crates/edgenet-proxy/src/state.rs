@@ -91,6 +91,8 @@ pub struct Node {
     pub control_zones: std::sync::Mutex<Option<Vec<edgenet_config::ZoneSection>>>,
     /// Other PoPs' backbone addresses, from the control plane.
     pub pops: ArcSwap<crate::backbone::PopDirectory>,
+    /// Backbone measurements and the relays chosen per origin.
+    pub backbone_state: crate::backbone::BackboneState,
     /// Our backbone identity, when the node has one (set once at start).
     pub backbone_tls: std::sync::OnceLock<crate::backbone::BackboneTls>,
     /// BGP anycast, when configured (set once at start).
@@ -138,6 +140,7 @@ impl Node {
             anycast: std::sync::OnceLock::new(),
             pops: ArcSwap::from_pointee(crate::backbone::PopDirectory::new()),
             backbone_tls: std::sync::OnceLock::new(),
+            backbone_state: crate::backbone::BackboneState::default(),
             control_zones: std::sync::Mutex::new(None),
             request_seq: AtomicU64::new(0),
             request_prefix: seed,

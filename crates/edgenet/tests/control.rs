@@ -557,6 +557,31 @@ fn tiered_cache_fetches_once_for_all_pops() {
         "response rules applied once, at the edge"
     );
 
+    // The backbone measures itself: each PoP probes the others and the origin, and shares it.
+    let backbone = |p: &Pop| {
+        curl(&[&format!("http://127.0.0.1:{}/backbone", p.admin)]).json()["result"].clone()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let b = backbone(&pops[1]);
+            b["own"]["pops"]["t1"]["rtt_ms"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0)
+                && b["own"]["pops"]["t3"]["loss"] == 0.0
+                && b["own"]["origins"][origin.addr()]["rtt_ms"]
+                    .as_f64()
+                    .is_some()
+                && b["others"]["t3"]["pops"]["t1"].is_object()
+        }),
+        "{}",
+        backbone(&pops[1])
+    );
+    assert_eq!(
+        backbone(&pops[1])["relays"],
+        serde_json::json!({}),
+        "direct is best on loopback"
+    );
+
     // The upper tier down: a lower tier fetches from the origin itself.
     pops[0].child.kill().unwrap();
     pops[0].child.wait().unwrap();
