@@ -894,9 +894,13 @@ impl ProxyHttp for EdgeProxy {
                 upstream.set_uri(uri);
             }
         }
-        upstream.set_version(Version::HTTP_11);
-        if let Some((_, origin)) = &ctx.via_relay {
-            upstream.insert_header(crate::backbone::RELAY_HEADER, origin.to_string())?;
+        match &ctx.via_relay {
+            // The relay is reached over HTTP/2 when it offers it: Pingora sets the version for
+            // the connection it got; the relay speaks HTTP/1.1 to the origin.
+            Some((_, origin)) => {
+                upstream.insert_header(crate::backbone::RELAY_HEADER, origin.to_string())?;
+            }
+            None => upstream.set_version(Version::HTTP_11),
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ Prints its port on the first line of stdout, then serves until killed:
                       (with ?h=ETag:...) or If-Modified-Since (with ?h=Last-Modified:...)
 """
 import json
+import os
 import sys
 import threading
 import time
@@ -149,6 +150,7 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-server = Server(("127.0.0.1", PORT), Handler)
+# ORIGIN_BIND lets a test in network namespaces listen on every address.
+server = Server((os.environ.get("ORIGIN_BIND", "127.0.0.1"), PORT), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
