@@ -160,6 +160,8 @@ pub struct Zone {
     pub cache: ZoneCache,
     /// The upper-tier PoPs a cache miss asks before the origin (empty: tiered cache off).
     pub upper_tiers: Vec<String>,
+    /// Smart tiering: the upper tier is the PoP with the lowest measured RTT to the origin.
+    pub smart_tier: bool,
 }
 
 /// A zone's certificate.

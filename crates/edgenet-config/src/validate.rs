@@ -281,15 +281,7 @@ impl Validator<'_> {
     fn tiered_cache(&mut self, path: &str, raw: &TieredCacheSection) -> Vec<String> {
         match raw {
             TieredCacheSection::Mode(m) if m == "off" => Vec::new(),
-            TieredCacheSection::Mode(m) if m == "smart" => {
-                self.err(
-                    path,
-                    m,
-                    "needs the backbone's origin measurements, which this version does not \
-                     make yet: name the upper-tier PoPs instead ([\"pop\"])",
-                );
-                Vec::new()
-            }
+            TieredCacheSection::Mode(m) if m == "smart" => Vec::new(),
             TieredCacheSection::Mode(m) => {
                 self.err(path, m, "must be \"off\", \"smart\" or a list of PoP names");
                 Vec::new()
@@ -485,6 +477,7 @@ impl Validator<'_> {
                     rules: self.cache_rules(&format!("zones[{i}].cache.rules"), &z.cache.rules),
                 },
                 upper_tiers: self.tiered_cache(&format!("{p}.tiered_cache"), &z.tiered_cache),
+                smart_tier: matches!(&z.tiered_cache, TieredCacheSection::Mode(m) if m == "smart"),
             });
         }
         out

@@ -321,6 +321,46 @@ impl BackboneState {
         changes
     }
 
+    /// The PoP (this one included) with the cheapest measured path to any of `origins`: the
+    /// upper tier of smart tiering. Ties go to the first name, so PoPs agree.
+    pub fn closest_to(&self, me: &str, origins: &[SocketAddr]) -> Option<String> {
+        let keys: Vec<String> = origins.iter().map(|o| o.to_string()).collect();
+        let mut best: Option<(f64, String)> = None;
+        let mut consider = |pop: &str, cost: Option<f64>| {
+            if let Some(c) = cost {
+                let better = best
+                    .as_ref()
+                    .is_none_or(|(b, name)| c < *b || (c == *b && pop < name.as_str()));
+                if better {
+                    best = Some((c, pop.to_string()));
+                }
+            }
+        };
+        let own = lock(&self.own_origins);
+        let cost_of = |e: &LinkEstimate| e.cost(&PATH_PARAMS);
+        let mine = keys
+            .iter()
+            .filter_map(|k| own.get(k).and_then(cost_of))
+            .reduce(f64::min);
+        consider(me, mine);
+        drop(own);
+        for (pop, links) in lock(&self.others).iter() {
+            let c = keys
+                .iter()
+                .filter_map(|k| {
+                    links
+                        .origins
+                        .get(k)
+                        .map(estimate)
+                        .as_ref()
+                        .and_then(cost_of)
+                })
+                .reduce(f64::min);
+            consider(pop, c);
+        }
+        best.map(|(_, name)| name)
+    }
+
     /// The status for the admin API: what we measured, what others shared, the relays used.
     pub fn status_json(&self, me: &str) -> serde_json::Value {
         let others: BTreeMap<String, Links> = lock(&self.others)

@@ -312,7 +312,23 @@ impl EdgeProxy {
     /// one of them, the request did not come from a lower tier and the tier has not failed.
     fn upper_tier_peer(&self, ctx: &mut Ctx) -> Option<HttpPeer> {
         let snapshot = ctx.snapshot.clone()?;
-        let upper = &snapshot.zones[ctx.zone?].config.upper_tiers;
+        let zone = &snapshot.zones[ctx.zone?];
+        let smart;
+        let upper = if zone.config.smart_tier {
+            let origins: Vec<SocketAddr> = zone
+                .pool
+                .members()
+                .iter()
+                .map(|m| m.server.address)
+                .collect();
+            smart = vec![self
+                .node
+                .backbone_state
+                .closest_to(&self.node.name, &origins)?];
+            &smart
+        } else {
+            &zone.config.upper_tiers
+        };
         if upper.is_empty()
             || ctx.from_lower_tier.is_some()
             || ctx.tier_failed

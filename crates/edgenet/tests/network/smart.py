@@ -196,6 +196,9 @@ class Topology:
                                         "origins": {"servers": [{"address": f"{ORIGIN_VIP}:80"}],
                                                     "read_timeout": "10s"},
                                         "cache": {"enabled": False}})
+        self.api("POST", "/v1/zones", {"name": "t", "hostnames": ["tiered.test"],
+                                        "origins": {"servers": [{"address": f"{ORIGIN_VIP}:80"}]},
+                                        "tiered_cache": "smart"})
         for i in (1, 2):
             cfg = os.path.join(self.dir, f"p{i}.toml")
             backbone = f'\n[backbone]\nlisten = "10.1.{i}.2:7443"\n' if self.smart else ""
@@ -222,6 +225,15 @@ class Topology:
                  check=False)
         code, t = (out.split() + ["0", "0"])[:2]
         return int(code), float(t)
+
+    def cache_status(self, i, path):
+        out = sh("curl", "-s", "-o", "/dev/null", "-D", "-", "-m", "10", "-H", "Host: tiered.test",
+                 f"http://127.0.0.1:80{path}", ns=self.ns(f"p{i}"), check=False)
+        m = re.search(r"(?im)^cache-status: (.*)$", out)
+        return m.group(1).strip() if m else None
+
+    def origin_hits(self, path):
+        return int(sh("curl", "-s", f"http://127.0.0.1:8000/hits?path={path}", ns=self.ns("hub")))
 
     def relays(self, i):
         out = sh("curl", "-s", "http://127.0.0.1:9000/backbone", ns=self.ns(f"p{i}"), check=False)
@@ -282,6 +294,14 @@ def scenario_test(args):
         relayed = t.median_fetch_ms(1)
         log(f"ok: p1 relays through p2; fetch {relayed:.0f} ms (direct path 200 ms RTT)")
         assert relayed < 150, f"a relayed fetch took {relayed:.0f} ms"
+        # Smart tiering: the upper tier is the PoP nearest the origin (p2).
+        obj = "/obj/smart?h=Cache-Control:max-age%3D300&body=s"
+        first = t.cache_status(1, obj)
+        assert first and first.startswith("p2; fwd=uri-miss") and "p1; fwd=uri-miss" in first, first
+        second = t.cache_status(2, obj)
+        assert second and second.startswith("p2; hit"), second
+        assert t.origin_hits("/obj/smart") == 1
+        log(f"ok: smart tiering sends p1's miss to p2 ({first}); p2 then hits")
         # The relay's path to the origin gets slow: p1 goes back to direct within a few rounds.
         t.set_rtt("origin2", 400)
         until("p1 back to direct", 20, lambda: t.relays(1) == {})
