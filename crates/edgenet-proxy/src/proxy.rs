@@ -814,6 +814,35 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if let Some((relay, origin)) = ctx.via_relay.take() {
+            // The relay failed mid-request: go direct, unless the client already has part of a
+            // response (a second one would corrupt it) or the body cannot be replayed.
+            let fresh = session.as_ref().response_written().is_none();
+            tracing::warn!(%relay, %origin, error = %e, retry = fresh && replayable, "relay failed mid-request");
+            ctx.relay_failed = true;
+            ctx.tried.pop();
+            e.set_retry(fresh && replayable);
+            return e;
+        }
+        if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
     fn fail_to_connect(
         &self,
         session: &mut Session,

@@ -311,10 +311,20 @@ def scenario_test(args):
         # The relay dies mid-stream: requests still succeed (one retry, direct).
         t.set_rtt("origin2", 60)
         until("p1 relaying again", 20, lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2")
+        # The relay dies while a request is in flight through it: p1 retries direct.
+        slow = subprocess.Popen(
+            ["ip", "netns", "exec", t.ns("p1"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+             "-m", "10", "-H", "Host: smart.test", "http://127.0.0.1:80/slow?ms=800"],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)
         t.named["pop2"].kill()
+        code = slow.communicate(timeout=15)[0].strip()
+        assert code == "200", f"the in-flight request got {code}"
+        pop1_log = open(os.path.join(t.dir, "pop1.log"), errors="replace").read()
+        assert "relay failed mid-request" in pop1_log, "the request was not in flight at the relay"
         codes = [t.fetch(1, f"/echo?after-kill={k}")[0] for k in range(5)]
         assert codes == [200] * 5, f"requests after the relay died: {codes}"
-        log("ok: a dead relay costs a retry, not a failure")
+        log("ok: a relay dying mid-request costs a retry (direct), not a failure")
 
 
 def scenario_bench(args):
