@@ -405,6 +405,7 @@ fn default_cache_lock_timeout() -> Duration {
 /// A zone's caching.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ZoneCacheSection {
     /// Cache responses as the origin's headers allow (RFC 9111). On by default.
     #[serde(default = "default_true")]
@@ -435,6 +436,7 @@ impl Default for ZoneCacheSection {
 /// A cache rule for the paths matching `path`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CacheRuleSection {
     /// A path pattern: `*` matches any run of characters (`/static/*`, `*.css`).
     pub path: String,
@@ -443,6 +445,7 @@ pub struct CacheRuleSection {
     pub bypass: bool,
     /// The edge TTL used by `ttl_mode` `override` or `minimum`.
     #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub edge_ttl: Option<Duration>,
     /// `respect` the origin's freshness (default), `override` it with `edge_ttl`, or use at
     /// least `edge_ttl` (`minimum`). No mode stores what the origin marks no-store or private.
@@ -466,6 +469,7 @@ pub struct CacheRuleSection {
 /// How a cache rule treats the origin's freshness.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TtlMode {
     /// Follow the origin's headers.
     #[default]
@@ -479,6 +483,7 @@ pub enum TtlMode {
 /// What of the query string goes into the cache key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum QueryKey {
     /// The whole query string, as sent.
     #[default]
@@ -494,6 +499,7 @@ pub enum QueryKey {
 /// One zone: a set of hostnames served from one origin pool.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ZoneSection {
     /// A unique name for logs and metrics.
     pub name: String,
@@ -525,6 +531,7 @@ pub struct ZoneSection {
 /// `tiered_cache = "off" | "smart" | ["pop", ...]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TieredCacheSection {
     /// `"off"` or `"smart"`.
     Mode(String),
@@ -550,10 +557,13 @@ pub struct BackboneSection {
 /// A zone's certificate.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ZoneTlsSection {
     /// PEM file with the certificate chain, leaf first. Relative to the config file.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cert: PathBuf,
     /// PEM file with the private key. Relative to the config file.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub key: PathBuf,
     /// When both files are missing, create a self-signed certificate for the zone's hostnames.
     #[serde(default)]
@@ -563,6 +573,7 @@ pub struct ZoneTlsSection {
 /// The origin pool of a zone.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OriginPoolSection {
     /// The origin servers.
     pub servers: Vec<OriginServerSection>,
@@ -571,9 +582,11 @@ pub struct OriginPoolSection {
     pub tls: Option<OriginTlsSection>,
     /// How long to wait for a TCP (and TLS) connection to an origin.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub connect_timeout: Duration,
     /// How long to wait for each read from an origin; exceeded gives 504.
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub read_timeout: Duration,
     /// How many other origins an idempotent request tries after a connect failure.
     #[serde(default = "default_retries")]
@@ -601,6 +614,7 @@ fn default_retries() -> u32 {
 /// One origin server.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OriginServerSection {
     /// `host:port`; a hostname is resolved when the config loads.
     pub address: String,
@@ -616,6 +630,7 @@ fn default_weight() -> u32 {
 /// TLS from the node to the origins.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OriginTlsSection {
     /// The server name sent in SNI and verified; absent uses the Host sent to the origin.
     #[serde(default)]
@@ -625,12 +640,14 @@ pub struct OriginTlsSection {
     pub verify: bool,
     /// A PEM bundle of CA certificates to verify against instead of the system's.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ca: Option<PathBuf>,
 }
 
 /// Active health checks of each origin server.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheckSection {
     /// The path requested with GET.
     #[serde(default = "default_health_path")]
@@ -640,9 +657,11 @@ pub struct HealthCheckSection {
     pub host: Option<String>,
     /// Time between checks of one server.
     #[serde(default = "default_health_interval", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub interval: Duration,
     /// How long one check may take.
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub timeout: Duration,
     /// Consecutive successes that mark a down server up.
     #[serde(default = "default_healthy_threshold")]
@@ -675,12 +694,14 @@ fn default_unhealthy_threshold() -> u32 {
 /// Passive ejection: a server that fails to connect repeatedly is skipped for a while.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PassiveSection {
     /// Consecutive connect failures that eject a server; 0 turns passive ejection off.
     #[serde(default = "default_passive_failures")]
     pub max_failures: u32,
     /// How long an ejected server is skipped.
     #[serde(default = "default_eject_for", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "2s"))]
     pub eject_for: Duration,
 }
 
@@ -704,6 +725,7 @@ fn default_eject_for() -> Duration {
 /// What a header rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum HeaderAction {
     /// Replace every value of the header with `value`.
     Set,
@@ -716,6 +738,7 @@ pub enum HeaderAction {
 /// One header rule.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeaderRuleSection {
     /// `set`, `add` or `remove`.
     pub action: HeaderAction,

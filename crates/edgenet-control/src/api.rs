@@ -361,7 +361,14 @@ pub fn router(app: Arc<App>) -> Router {
         pop_certificate,
         ca_certificate
     ),
-    components(schemas(TokenInfo, PopStatus, crate::stream::Ack, NewToken))
+    components(schemas(
+        TokenInfo,
+        PopStatus,
+        crate::stream::Ack,
+        NewToken,
+        crate::validate::PopRecord,
+        edgenet_config::ZoneSection
+    ))
 )]
 struct ApiDoc;
 
@@ -472,7 +479,7 @@ async fn list_zones(
 }
 
 /// Creates a zone (the body is a zone as in the TOML `[[zones]]` table, as JSON).
-#[utoipa::path(post, path = "/v1/zones", params(("validate_only" = Option<bool>, Query)), request_body = Object,
+#[utoipa::path(post, path = "/v1/zones", params(("validate_only" = Option<bool>, Query)), request_body = edgenet_config::ZoneSection,
     responses((status = 201, description = "created; ETag is its version"), (status = 400, description = "errors name the field"), (status = 409, description = "exists")))]
 async fn create_zone(
     State(app): State<Arc<App>>,
@@ -496,7 +503,7 @@ async fn get_zone(
 }
 
 /// Replaces a zone. With `If-Match: "VERSION"` the write fails with 412 if it changed since.
-#[utoipa::path(put, path = "/v1/zones/{name}", params(("validate_only" = Option<bool>, Query)), request_body = Object,
+#[utoipa::path(put, path = "/v1/zones/{name}", params(("validate_only" = Option<bool>, Query)), request_body = edgenet_config::ZoneSection,
     responses((status = 200, description = "replaced"), (status = 400, description = "errors name the field"), (status = 412, description = "changed since the ETag")))]
 async fn put_zone(
     State(app): State<Arc<App>>,
@@ -557,7 +564,7 @@ fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
 }
 
 /// Registers a PoP: `{name, latitude, longitude, addresses, role}`.
-#[utoipa::path(post, path = "/v1/pops", request_body = Object, responses((status = 201, description = "registered")))]
+#[utoipa::path(post, path = "/v1/pops", request_body = crate::validate::PopRecord, responses((status = 201, description = "registered")))]
 async fn create_pop(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -590,7 +597,7 @@ async fn get_pop(
 }
 
 /// Replaces a PoP's record (If-Match honoured).
-#[utoipa::path(put, path = "/v1/pops/{name}", request_body = Object, responses((status = 200, description = "replaced")))]
+#[utoipa::path(put, path = "/v1/pops/{name}", request_body = crate::validate::PopRecord, responses((status = 200, description = "replaced")))]
 async fn put_pop(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

@@ -404,6 +404,11 @@ fn the_openapi_document_describes_the_api() {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
     assert!(doc["paths"]["/v1/zones"]["post"]["responses"]["400"].is_object());
+    // The zone body is the configuration schema itself, documented field by field.
+    let zone = &doc["components"]["schemas"]["ZoneSection"];
+    assert!(zone["properties"]["hostnames"].is_object(), "{zone}");
+    assert!(zone["properties"]["tiered_cache"].is_object(), "{zone}");
+    assert!(zone["properties"]["origins"].is_object(), "{zone}");
 }
 
 /// The same code on PostgreSQL (a real server started for the test): zones stored there reach
