@@ -562,6 +562,30 @@ fn tiered_cache_fetches_once_for_all_pops() {
         "response rules applied once, at the edge"
     );
 
+    // The backbone listener wants a certificate from the control plane's CA.
+    let url = format!("https://t1.pop.edgenet:{}/.edgenet/ping", ports[0]);
+    let resolve = format!("t1.pop.edgenet:{}:127.0.0.1", ports[0]);
+    let anonymous = curl(&["-k", "--resolve", &resolve, &url]);
+    assert_eq!(anonymous.status, 0, "no client certificate: no TLS session");
+    let file = |s: &str| pops[1].dir.0.join(format!("t2.{s}")).display().to_string();
+    let (cert, key, ca) = (
+        file("backbone.pem"),
+        file("backbone.key"),
+        file("backbone-ca.pem"),
+    );
+    let with_cert = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        &url,
+    ]);
+    assert_eq!((with_cert.status, with_cert.body.as_str()), (200, "pong\n"));
+
     // The backbone measures itself: each PoP probes the others and the origin, and shares it.
     let backbone = |p: &Pop| {
         curl(&[&format!("http://127.0.0.1:{}/backbone", p.admin)]).json()["result"].clone()
