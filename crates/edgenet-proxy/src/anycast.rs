@@ -501,7 +501,11 @@ async fn probe(check: &AnycastCheck, connector: &Connector) -> Result<(), String
     let _ = req.insert_header("host", host.as_str());
     let _ = req.insert_header("user-agent", "edgenet-anycast-check");
     let _ = req.insert_header("connection", "close");
-    let exchange = crate::health_check::probe(connector, &peer, Box::new(req));
+    let exchange = async {
+        crate::health_check::exchange(connector, &peer, Box::new(req), false)
+            .await
+            .map(|(status, _, _)| status)
+    };
     match tokio::time::timeout(check.timeout, exchange).await {
         Ok(Ok(s)) if (200..400).contains(&s) => Ok(()),
         Ok(Ok(s)) => Err(format!("status {s}")),

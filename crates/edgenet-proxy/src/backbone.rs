@@ -14,18 +14,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use edgenet_backbone::paths::{Change, LinkEstimate, LinkState, Params, PathSelector};
 use pingora_core::connectors::http::Connector;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::protocols::ALPN;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::{CertKey, WrappedX509};
 use pingora_http::RequestHeader;
 
 use crate::state::Node;
-use edgenet_backbone::paths::{Change, LinkEstimate, LinkState, Params, PathSelector};
-
-use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::protocols::ALPN;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::tls::{CertKey, WrappedX509};
 
 /// Marks a request sent by a lower tier; its value is the lower tier's name.
 pub const TIER_HEADER: &str = "x-edgenet-tier";
@@ -377,62 +376,22 @@ impl BackboneState {
     }
 }
 
-/// One request over a pooled connection: the response status, the body and the time to the
-/// response head. The connection goes back to the pool, so a probe measures one round trip,
-/// not a handshake.
-pub async fn exchange(
+/// A GET (or HEAD) with the backbone's headers, over a pooled connection.
+async fn backbone_get(
     connector: &Connector,
     peer: &HttpPeer,
     method: &str,
     path: &str,
     host: &str,
-    timeout: Duration,
 ) -> Result<(u16, Vec<u8>, Duration), String> {
-    let work = async {
-        let (mut session, _) = connector
-            .get_http_session(peer)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut req = RequestHeader::build(method, path.as_bytes(), None)
-            .map_err(|e| format!("request: {e}"))?;
-        let _ = req.insert_header("host", host);
-        let _ = req.insert_header("user-agent", "edgenet-backbone");
-        let started = std::time::Instant::now();
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let rtt = started.elapsed();
-        let status = session
-            .response_header()
-            .map(|r| r.status.as_u16())
-            .ok_or("no response")?;
-        let mut body = Vec::new();
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| format!("read: {e}"))?
-        {
-            if body.len() < 1 << 20 {
-                body.extend_from_slice(&chunk);
-            }
-        }
-        connector
-            .release_http_session(session, peer, Some(Duration::from_secs(60)))
-            .await;
-        Ok::<_, String>((status, body, rtt))
-    };
-    tokio::time::timeout(timeout, work)
+    let mut req =
+        RequestHeader::build(method, path.as_bytes(), None).map_err(|e| format!("request: {e}"))?;
+    let _ = req.insert_header("host", host);
+    let _ = req.insert_header("user-agent", "edgenet-backbone");
+    let work = crate::health_check::exchange(connector, peer, Box::new(req), true);
+    tokio::time::timeout(PROBE_EVERY, work)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|_| format!("no answer within {PROBE_EVERY:?}"))?
 }
 
 /// Probes the other PoPs and the origins, pulls what the other PoPs measured, and re-decides
@@ -476,13 +435,13 @@ impl Prober {
             let (name, connector, node) = (name.clone(), connector.clone(), self.node.clone());
             tasks.spawn(async move {
                 let host = pop_dns_name(&name);
-                let rtt = exchange(&connector, &peer, "GET", PING_PATH, &host, PROBE_EVERY)
+                let rtt = backbone_get(&connector, &peer, "GET", PING_PATH, &host)
                     .await
                     .ok()
                     .map(|(_, _, rtt)| rtt);
                 node.backbone_state.observe_pop(&name, rtt);
                 if let Ok((200, body, _)) =
-                    exchange(&connector, &peer, "GET", LINKS_PATH, &host, PROBE_EVERY).await
+                    backbone_get(&connector, &peer, "GET", LINKS_PATH, &host).await
                 {
                     if let Ok(links) = serde_json::from_slice::<Links>(&body) {
                         node.backbone_state.learned(links);
@@ -518,7 +477,7 @@ impl Prober {
                     .map_or("/".to_string(), |h| h.path.clone());
                 let (connector, node) = (connector.clone(), self.node.clone());
                 tasks.spawn(async move {
-                    let rtt = exchange(&connector, &peer, "HEAD", &path, &host, PROBE_EVERY)
+                    let rtt = backbone_get(&connector, &peer, "HEAD", &path, &host)
                         .await
                         .ok()
                         .map(|(_, _, rtt)| rtt);

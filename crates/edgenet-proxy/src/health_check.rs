@@ -65,7 +65,9 @@ impl BackgroundService for HealthChecker {
                     );
                     tokio::spawn(async move {
                         let result =
-                            tokio::time::timeout(timeout, probe(&connector, &peer, req)).await;
+                            tokio::time::timeout(timeout, exchange(&connector, &peer, req, false))
+                                .await
+                                .map(|r| r.map(|(status, _, _)| status));
                         let outcome = match result {
                             Ok(Ok(status)) if (200..400).contains(&status) => Ok(status),
                             Ok(Ok(status)) => Err(format!("status {status}")),
@@ -123,16 +125,21 @@ fn check_request(check: &HealthCheck) -> Box<RequestHeader> {
     Box::new(req)
 }
 
-/// One GET over a fresh connection: the response status, or why there is none.
-pub(crate) async fn probe(
+/// One request: the response status, the body (up to 1 MiB kept) and the time from sending
+/// the head to the response head. With `reuse` the connection goes back to the pool, so a
+/// repeated probe measures one round trip rather than a handshake; without it every request
+/// opens a connection (a health check must see that new connections work).
+pub(crate) async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     req: Box<RequestHeader>,
-) -> Result<u16, String> {
+    reuse: bool,
+) -> Result<(u16, Vec<u8>, Duration), String> {
     let (mut session, _) = connector
         .get_http_session(peer)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let started = Instant::now();
     session
         .write_request_header(req)
         .await
@@ -145,8 +152,25 @@ pub(crate) async fn probe(
         .read_response_header()
         .await
         .map_err(|e| format!("read: {e}"))?;
-    session
+    let rtt = started.elapsed();
+    let status = session
         .response_header()
         .map(|r| r.status.as_u16())
-        .ok_or_else(|| "no response".to_string())
+        .ok_or("no response")?;
+    let mut body = Vec::new();
+    if reuse {
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| format!("read: {e}"))?
+        {
+            if body.len() < 1 << 20 {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        connector
+            .release_http_session(session, peer, Some(Duration::from_secs(60)))
+            .await;
+    }
+    Ok((status, body, rtt))
 }
