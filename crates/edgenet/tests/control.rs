@@ -562,6 +562,22 @@ fn tiered_cache_fetches_once_for_all_pops() {
         "response rules applied once, at the edge"
     );
 
+    // Concurrent misses at two lower tiers collapse at the upper tier: one origin fetch.
+    let slow = "/obj/slow-tier?h=Cache-Control:max-age%3D300&delay=500&body=slow";
+    let handles: Vec<_> = [pops[1].url(slow), pops[2].url(slow), pops[1].url(slow)]
+        .into_iter()
+        .map(|u| std::thread::spawn(move || curl(&["-H", "Host: tiered.test", &u])))
+        .collect();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "slow"));
+    }
+    assert_eq!(
+        origin.hits_for("/obj/slow-tier"),
+        1,
+        "concurrent misses collapsed"
+    );
+
     // The backbone listener wants a certificate from the control plane's CA.
     let url = format!("https://t1.pop.edgenet:{}/.edgenet/ping", ports[0]);
     let resolve = format!("t1.pop.edgenet:{}:127.0.0.1", ports[0]);
