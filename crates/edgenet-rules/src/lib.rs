@@ -3,6 +3,8 @@
 //! Rules act on any header container through [`HeaderEdit`], so this crate does not depend on
 //! the proxy framework; `edgenet-proxy` implements it for Pingora's request and response heads.
 
+pub mod expr;
+
 use edgenet_config::{HeaderAction, HeaderRule};
 use http::{HeaderName, HeaderValue};
 
