@@ -139,6 +139,21 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// A compiled WAF rule.
+#[derive(Debug, Clone)]
+pub struct WafRule {
+    /// Its id.
+    pub id: String,
+    /// The compiled expression.
+    pub expression: std::sync::Arc<edgenet_rules::expr::Expression>,
+    /// What a match does.
+    pub action: crate::schema::WafActionSection,
+    /// Block status.
+    pub status: u16,
+    /// Block body.
+    pub body: String,
+}
+
 /// A zone.
 #[derive(Debug, Clone)]
 pub struct Zone {
@@ -162,6 +177,8 @@ pub struct Zone {
     pub upper_tiers: Vec<String>,
     /// Smart tiering: the upper tier is the PoP with the lowest measured RTT to the origin.
     pub smart_tier: bool,
+    /// WAF rules, in order (disabled rules left out).
+    pub waf: Vec<WafRule>,
 }
 
 /// A zone's certificate.

@@ -526,6 +526,57 @@ pub struct ZoneSection {
     /// origin, over the backbone.
     #[serde(default)]
     pub tiered_cache: TieredCacheSection,
+    /// Web application firewall rules.
+    #[serde(default)]
+    pub waf: ZoneWafSection,
+}
+
+/// A zone's WAF: its own rules, evaluated in order before anything else.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ZoneWafSection {
+    /// The rules, first match of a terminating action wins.
+    #[serde(default)]
+    pub rules: Vec<WafRuleSection>,
+}
+
+/// One WAF rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WafRuleSection {
+    /// A unique id, shown in metrics and the access log.
+    pub id: String,
+    /// An expression in the Cloudflare Rules language.
+    pub expression: String,
+    /// `block`, `log`, `skip` (the remaining WAF rules) or `allow` (the remaining WAF rules
+    /// and the other security checks).
+    pub action: WafActionSection,
+    /// The status of a block (default 403).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The body of a block (default a short page naming the rule).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Off: the rule is kept but not evaluated.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+/// What a matching WAF rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WafActionSection {
+    /// Answer with the rule's status and body.
+    Block,
+    /// Count and log, and go on.
+    Log,
+    /// Skip the remaining WAF rules.
+    Skip,
+    /// Skip the remaining WAF rules and the other security checks.
+    Allow,
 }
 
 /// `tiered_cache = "off" | "smart" | ["pop", ...]`.

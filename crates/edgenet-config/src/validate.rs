@@ -278,6 +278,63 @@ impl Validator<'_> {
         }
     }
 
+    fn waf_rules(&mut self, path: &str, raw: &[WafRuleSection]) -> Vec<WafRule> {
+        let mut ids = HashSet::new();
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if r.id.is_empty()
+                || r.id.len() > 64
+                || !r
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                self.err(
+                    format!("{p}.id"),
+                    &r.id,
+                    "must be 1 to 64 letters, digits, '-', '_' or '.'",
+                );
+            } else if !ids.insert(r.id.clone()) {
+                self.err(
+                    format!("{p}.id"),
+                    &r.id,
+                    "is used by another rule of the zone",
+                );
+            }
+            let status = r.status.unwrap_or(403);
+            if !(400..=599).contains(&status) {
+                self.err(
+                    format!("{p}.status"),
+                    status.to_string(),
+                    "must be a 4xx or 5xx status",
+                );
+            }
+            if (r.status.is_some() || r.body.is_some()) && r.action != WafActionSection::Block {
+                self.err(
+                    format!("{p}.action"),
+                    format!("{:?}", r.action).to_lowercase(),
+                    "only block takes a status or body",
+                );
+            }
+            match edgenet_rules::expr::Expression::compile(&r.expression) {
+                Ok(e) if r.enabled => out.push(WafRule {
+                    id: r.id.clone(),
+                    expression: std::sync::Arc::new(e),
+                    action: r.action,
+                    status,
+                    body: r
+                        .body
+                        .clone()
+                        .unwrap_or_else(|| format!("Blocked by rule {}\n", r.id)),
+                }),
+                Ok(_) => {}
+                Err(e) => self.err(format!("{p}.expression"), &r.expression, e.to_string()),
+            }
+        }
+        out
+    }
+
     fn tiered_cache(&mut self, path: &str, raw: &TieredCacheSection) -> Vec<String> {
         match raw {
             TieredCacheSection::Mode(m) if m == "off" => Vec::new(),
@@ -478,6 +535,7 @@ impl Validator<'_> {
                 },
                 upper_tiers: self.tiered_cache(&format!("{p}.tiered_cache"), &z.tiered_cache),
                 smart_tier: matches!(&z.tiered_cache, TieredCacheSection::Mode(m) if m == "smart"),
+                waf: self.waf_rules(&format!("{p}.waf.rules"), &z.waf.rules),
             });
         }
         out

@@ -47,6 +47,8 @@ pub struct Entry<'a> {
     pub error: Option<String>,
     /// The `Cache-Status` value sent (RFC 9211), if the request reached a zone.
     pub cache: Option<String>,
+    /// The WAF rules that matched, `id:action` comma-separated.
+    pub waf: Option<String>,
 }
 
 /// A handle that queues lines for the writer thread.

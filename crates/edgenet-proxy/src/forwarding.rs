@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use edgenet_rules::HeaderEdit;
+use crate::header_rules::HeaderEdit;
 use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED, UPGRADE, VIA};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -174,7 +174,7 @@ macro_rules! impl_header_edit {
     };
 }
 
-/// Adapts a Pingora head to `edgenet_rules::HeaderEdit`, for the zone's header rules.
+/// Adapts a Pingora head to `HeaderEdit`, for the zone's header rules.
 pub struct Edit<'a, T: HeaderEditExt>(pub &'a mut T);
 
 impl<T: HeaderEditExt> HeaderEdit for Edit<'_, T> {

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod anycast;
 pub mod backbone;
 pub mod forwarding;
+pub mod header_rules;
 pub mod health_check;
 pub mod metrics;
 pub mod proxy;
@@ -19,5 +20,6 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod waf;
 
 pub use server::{apply_control_zones, load_config, load_config_with, run, run_with, RunOptions};

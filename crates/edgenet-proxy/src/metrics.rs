@@ -36,6 +36,7 @@ pub struct Metrics {
     cache_requests: IntCounterVec,
     cache_collapsed: IntCounterVec,
     cache_served_bytes: IntCounterVec,
+    waf_matches: IntCounterVec,
     /// Bytes held by each cache tier (set at scrape time).
     pub cache_stored_bytes: IntGaugeVec,
     /// Objects held by each cache tier (set at scrape time).
@@ -198,6 +199,14 @@ impl Metrics {
             &["zone"],
         )
         .expect("valid");
+        let waf_matches = IntCounterVec::new(
+            Opts::new(
+                "edgenet_waf_matches_total",
+                "WAF rule matches by zone, rule and action",
+            ),
+            &["zone", "rule", "action"],
+        )
+        .expect("valid metric");
         let cache_served_bytes = IntCounterVec::new(
             Opts::new(
                 "edgenet_cache_served_bytes_total",
@@ -250,6 +259,7 @@ impl Metrics {
             Box::new(cache_requests.clone()),
             Box::new(cache_collapsed.clone()),
             Box::new(cache_served_bytes.clone()),
+            Box::new(waf_matches.clone()),
             Box::new(cache_stored_bytes.clone()),
             Box::new(cache_objects.clone()),
             Box::new(cache_evictions.clone()),
@@ -284,6 +294,7 @@ impl Metrics {
             cache_requests,
             cache_collapsed,
             cache_served_bytes,
+            waf_matches,
             cache_stored_bytes,
             cache_objects,
             cache_evictions,
@@ -294,6 +305,11 @@ impl Metrics {
     }
 
     /// Resolves the handles of zone `zone` (`-` for requests that matched no zone).
+    /// The match counter of one WAF rule.
+    pub fn waf_counter(&self, zone: &str, rule: &str, action: &str) -> IntCounter {
+        self.waf_matches.with_label_values(&[zone, rule, action])
+    }
+
     pub fn zone(&self, zone: &str) -> ZoneMetrics {
         let mut requests = Vec::new();
         for p in PROTOCOLS {

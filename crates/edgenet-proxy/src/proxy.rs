@@ -10,10 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::header_rules::apply_header_rules;
 use async_trait::async_trait;
 use bytes::Bytes;
 use edgenet_cache::{CacheStatus, Decision, Forward, ZonePolicy};
-use edgenet_rules::apply_header_rules;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::Version;
 use pingora_cache::key::{CacheHashKey, HashBinary};
@@ -98,6 +98,8 @@ pub struct Ctx {
     relay_failed: bool,
     /// At a relay: the zone and origin server this relayed request goes to.
     relay_to: Option<(usize, usize)>,
+    /// The WAF rules that matched (`id:action`, comma-separated), for the access log.
+    waf: Option<String>,
 }
 
 impl Ctx {
@@ -508,6 +510,7 @@ impl ProxyHttp for EdgeProxy {
             via_relay: None,
             relay_failed: false,
             relay_to: None,
+            waf: None,
         }
     }
 
@@ -595,7 +598,31 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         ctx.zone = Some(zone);
-        ctx.snapshot = Some(snapshot);
+        ctx.snapshot = Some(snapshot.clone());
+        // The WAF, unless a lower tier (which ran it) sent the request.
+        if ctx.from_lower_tier.is_none() && !snapshot.zones[zone].config.waf.is_empty() {
+            let verdict = {
+                let req = session.req_header();
+                let view = crate::waf::RequestView {
+                    req,
+                    host: request_authority(req).0.unwrap_or("").as_bytes(),
+                    ip: Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    ssl: is_tls(session.digest()),
+                };
+                crate::waf::evaluate(&snapshot.zones[zone], &view, &mut ctx.waf)
+            };
+            if let crate::waf::Verdict::Block(idx) = verdict {
+                let rule = &snapshot.zones[zone].config.waf[idx];
+                self.respond_body(
+                    session,
+                    rule.status,
+                    "text/plain; charset=utf-8",
+                    rule.body.clone().into_bytes(),
+                )
+                .await;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -1160,6 +1187,7 @@ impl ProxyHttp for EdgeProxy {
             attempts: ctx.tried.len() as u32,
             error,
             cache: ctx.cache_status.clone(),
+            waf: ctx.waf.clone(),
         });
     }
 }

@@ -26,6 +26,8 @@ pub struct ZoneRuntime {
     pub metrics: ZoneMetrics,
     /// The CA bundle for TLS to its origins, parsed once.
     pub origin_ca: Option<Arc<[WrappedX509]>>,
+    /// The match counter of each WAF rule, in rule order.
+    pub waf_hits: Vec<prometheus::IntCounter>,
 }
 
 impl ZoneRuntime {
@@ -186,6 +188,11 @@ pub fn build_snapshot(
             None => None,
         };
         zones.push(ZoneRuntime {
+            waf_hits: z
+                .waf
+                .iter()
+                .map(|r| metrics.waf_counter(&z.name, &r.id, crate::waf::action_name(r.action)))
+                .collect(),
             pool: Pool::new(&z.name, &z.origins, health, now),
             metrics: metrics.zone(&z.name),
             config: z.clone(),

@@ -1,0 +1,131 @@
+//! WAF rules in the Cloudflare Rules language against a real PoP and origin: each action
+//! (block with its status and body, log, skip, allow), fields a user writes rules on, metrics
+//! and access log entries, and refusal of a bad expression (with its position) at check and
+//! reload while the old rules keep running.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const RULES: &str = r#"
+[[zones.waf.rules]]
+id = "allow-monitoring"
+expression = 'ip.src in {127.0.0.0/8} and http.request.uri.path eq "/monitor"'
+action = "allow"
+
+[[zones.waf.rules]]
+id = "skip-static"
+expression = 'starts_with(http.request.uri.path, "/static/")'
+action = "skip"
+
+[[zones.waf.rules]]
+id = "log-curl"
+expression = 'lower(http.user_agent) contains "curl"'
+action = "log"
+
+[[zones.waf.rules]]
+id = "block-sqli"
+expression = 'url_decode(http.request.uri.query) matches r"(?i)union\s+select"'
+action = "block"
+
+[[zones.waf.rules]]
+id = "block-admin"
+expression = '(http.request.uri.path wildcard "/admin*" or http.request.uri.path eq "/monitor") and http.request.method in {"GET" "POST"}'
+action = "block"
+status = 451
+body = "no admins here\n"
+
+[[zones.waf.rules]]
+id = "block-header"
+expression = 'any(http.request.headers["x-attack"][*] eq "yes") and not ssl'
+action = "block"
+"#;
+
+#[test]
+fn every_action_and_the_fields_rules_use() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], RULES));
+    let get = |path: &str, extra: &[&str]| {
+        let url = pop.url(path);
+        let mut args: Vec<&str> = vec!["-H", "Host: w.test"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    };
+    // Block with the rule's status and body.
+    let r = get("/admin/users", &[]);
+    assert_eq!((r.status, r.body.as_str()), (451, "no admins here\n"));
+    // Block on a decoded query, default status and body.
+    let r = get("/search?q=1%20UNION%20%20SELECT%20password", &[]);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("block-sqli"), "{}", r.body);
+    // A header map with [*]; not blocked when absent.
+    assert_eq!(get("/x", &["-H", "X-Attack: yes"]).status, 403);
+    assert_eq!(get("/x", &["-H", "X-Attack: no"]).status, 200);
+    // Skip: the remaining rules (block-admin would match /static/admin...) do not run.
+    assert_eq!(get("/static/admin.css", &[]).status, 200);
+    // Allow: the path block-admin lists is allowed from loopback first.
+    assert_eq!(get("/monitor", &[]).status, 200);
+    assert_eq!(origin.hits_for("/monitor"), 1);
+    // Log: counted and logged, the request goes on.
+    assert_eq!(get("/plain", &[]).status, 200);
+    let origin_blocked = origin.hits_for("/admin/users") + origin.hits_for("/search");
+    assert_eq!(origin_blocked, 0, "blocked requests never reach the origin");
+
+    assert_eq!(
+        pop.metric(r#"edgenet_waf_matches_total{action="block",rule="block-admin",zone="w"}"#),
+        Some(1.0)
+    );
+    assert!(pop
+        .metric(r#"edgenet_waf_matches_total{action="log",rule="log-curl",zone="w"}"#)
+        .is_some_and(|n| n >= 5.0));
+    assert!(eventually(Duration::from_secs(2), || {
+        pop.access_log().iter().any(|l| {
+            l["path"] == "/admin/users"
+                && l["status"] == 451
+                && l["waf"] == "log-curl:log,block-admin:block"
+        })
+    }));
+}
+
+#[test]
+fn a_bad_expression_is_refused_with_its_position_and_the_old_rules_keep_running() {
+    let origin = Origin::start("o");
+    let good = r#"
+[[zones.waf.rules]]
+id = "b"
+expression = 'http.request.uri.path eq "/blocked"'
+action = "block"
+"#;
+    let mut pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], good));
+    let blocked = |pop: &Pop| curl(&["-H", "Host: w.test", &pop.url("/blocked")]).status;
+    assert_eq!(blocked(&pop), 403);
+    let text = std::fs::read_to_string(&pop.config).unwrap();
+    let bad = text.replace(
+        r#"'http.request.uri.path eq "/blocked"'"#,
+        r#"'http.request.uri.path eq "/blocked" and'"#,
+    );
+    std::fs::write(&pop.config, &bad).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["check", "--config"])
+        .arg(&pop.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("zones[0].waf.rules[0].expression")
+            && err.contains("at offset 39: expected a field"),
+        "{err}"
+    );
+    pop.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || pop
+        .stderr()
+        .contains("reload refused")));
+    assert_eq!(blocked(&pop), 403, "the old rules keep running");
+    std::fs::write(&pop.config, &text).unwrap();
+    pop.restart();
+    assert_eq!(blocked(&pop), 403);
+}
