@@ -154,6 +154,40 @@ pub struct WafRule {
     pub body: String,
 }
 
+/// What makes a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Characteristic {
+    /// The client address.
+    IpSrc,
+    /// The Host.
+    Host,
+    /// The path.
+    Path,
+    /// A request header (lower case).
+    Header(String),
+    /// A cookie by name.
+    Cookie(String),
+}
+
+/// A compiled rate limit.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Its id.
+    pub id: String,
+    /// Which requests count.
+    pub expression: std::sync::Arc<edgenet_rules::expr::Expression>,
+    /// What makes a key.
+    pub characteristics: Vec<Characteristic>,
+    /// The counting period.
+    pub period: Duration,
+    /// Requests allowed per period and key.
+    pub requests: u32,
+    /// Block or log.
+    pub action: crate::schema::RateLimitActionSection,
+    /// How long a key stays limited.
+    pub mitigation_timeout: Duration,
+}
+
 /// A zone.
 #[derive(Debug, Clone)]
 pub struct Zone {
@@ -179,6 +213,8 @@ pub struct Zone {
     pub smart_tier: bool,
     /// WAF rules, in order (disabled rules left out).
     pub waf: Vec<WafRule>,
+    /// Rate limits, in order.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// A zone's certificate.

@@ -529,6 +529,48 @@ pub struct ZoneSection {
     /// Web application firewall rules.
     #[serde(default)]
     pub waf: ZoneWafSection,
+    /// Rate-limiting rules.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitSection>,
+}
+
+/// One rate-limiting rule: requests that match `expression` are counted per key (the values of
+/// `characteristics`); a key over `requests_per_period` in `period` is limited for
+/// `mitigation_timeout`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RateLimitSection {
+    /// A unique id, shown in metrics and the access log.
+    pub id: String,
+    /// Which requests count (Cloudflare Rules language).
+    pub expression: String,
+    /// What makes a key: `ip.src`, `http.host`, `http.request.uri.path`, `header:NAME`,
+    /// `cookie:NAME`.
+    pub characteristics: Vec<String>,
+    /// The counting period.
+    #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10s"))]
+    pub period: Duration,
+    /// Requests allowed per period and key.
+    pub requests_per_period: u32,
+    /// `block` (429 with Retry-After) or `log`.
+    pub action: RateLimitActionSection,
+    /// How long a key stays limited once over; the period when absent.
+    #[serde(default, with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "60s"))]
+    pub mitigation_timeout: Option<Duration>,
+}
+
+/// What a rate limit does to a key over its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RateLimitActionSection {
+    /// Answer 429 with Retry-After.
+    Block,
+    /// Count and log only.
+    Log,
 }
 
 /// A zone's WAF: its own rules, evaluated in order before anything else.

@@ -335,6 +335,99 @@ impl Validator<'_> {
         out
     }
 
+    fn rate_limits(&mut self, path: &str, raw: &[RateLimitSection]) -> Vec<RateLimit> {
+        let mut ids = HashSet::new();
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if r.id.is_empty()
+                || !r
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                self.err(
+                    format!("{p}.id"),
+                    &r.id,
+                    "must be letters, digits, '-', '_' or '.'",
+                );
+            } else if !ids.insert(r.id.clone()) {
+                self.err(
+                    format!("{p}.id"),
+                    &r.id,
+                    "is used by another rate limit of the zone",
+                );
+            }
+            let mut characteristics = Vec::new();
+            for (j, c) in r.characteristics.iter().enumerate() {
+                let parsed = match c.as_str() {
+                    "ip.src" => Some(Characteristic::IpSrc),
+                    "http.host" => Some(Characteristic::Host),
+                    "http.request.uri.path" => Some(Characteristic::Path),
+                    _ => match c.split_once(':') {
+                        Some(("header", n)) if HeaderName::from_bytes(n.as_bytes()).is_ok() => {
+                            Some(Characteristic::Header(n.to_ascii_lowercase()))
+                        }
+                        Some(("cookie", n)) if !n.is_empty() => {
+                            Some(Characteristic::Cookie(n.to_string()))
+                        }
+                        _ => None,
+                    },
+                };
+                match parsed {
+                    Some(c) => characteristics.push(c),
+                    None => self.err(
+                        format!("{p}.characteristics[{j}]"),
+                        c,
+                        "must be ip.src, http.host, http.request.uri.path, header:NAME or cookie:NAME",
+                    ),
+                }
+            }
+            if r.characteristics.is_empty() {
+                self.err(
+                    format!("{p}.characteristics"),
+                    "",
+                    "at least one is required",
+                );
+            }
+            if r.period < Duration::from_secs(1) || r.period > Duration::from_secs(3600) {
+                self.err(
+                    format!("{p}.period"),
+                    humantime::format_duration(r.period).to_string(),
+                    "must be between 1s and 1h",
+                );
+            }
+            if r.requests_per_period == 0 {
+                self.err(
+                    format!("{p}.requests_per_period"),
+                    "0",
+                    "must be at least 1",
+                );
+            }
+            let timeout = r.mitigation_timeout.unwrap_or(r.period);
+            if timeout > Duration::from_secs(86400) {
+                self.err(
+                    format!("{p}.mitigation_timeout"),
+                    humantime::format_duration(timeout).to_string(),
+                    "must be at most 1d",
+                );
+            }
+            match edgenet_rules::expr::Expression::compile(&r.expression) {
+                Ok(e) => out.push(RateLimit {
+                    id: r.id.clone(),
+                    expression: std::sync::Arc::new(e),
+                    characteristics,
+                    period: r.period,
+                    requests: r.requests_per_period,
+                    action: r.action,
+                    mitigation_timeout: timeout,
+                }),
+                Err(e) => self.err(format!("{p}.expression"), &r.expression, e.to_string()),
+            }
+        }
+        out
+    }
+
     fn tiered_cache(&mut self, path: &str, raw: &TieredCacheSection) -> Vec<String> {
         match raw {
             TieredCacheSection::Mode(m) if m == "off" => Vec::new(),
@@ -536,6 +629,7 @@ impl Validator<'_> {
                 upper_tiers: self.tiered_cache(&format!("{p}.tiered_cache"), &z.tiered_cache),
                 smart_tier: matches!(&z.tiered_cache, TieredCacheSection::Mode(m) if m == "smart"),
                 waf: self.waf_rules(&format!("{p}.waf.rules"), &z.waf.rules),
+                rate_limits: self.rate_limits(&format!("{p}.rate_limits"), &z.rate_limits),
             });
         }
         out

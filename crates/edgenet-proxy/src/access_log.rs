@@ -49,6 +49,8 @@ pub struct Entry<'a> {
     pub cache: Option<String>,
     /// The WAF rules that matched, `id:action` comma-separated.
     pub waf: Option<String>,
+    /// The rate limit that limited the request, `id:action`.
+    pub rate_limit: Option<String>,
 }
 
 /// A handle that queues lines for the writer thread.

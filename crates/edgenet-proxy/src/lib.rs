@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod request_check;
 pub mod router;
 pub mod server;
+pub mod shield;
 pub mod state;
 pub mod tls;
 pub mod waf;

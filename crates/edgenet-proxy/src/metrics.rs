@@ -37,6 +37,7 @@ pub struct Metrics {
     cache_collapsed: IntCounterVec,
     cache_served_bytes: IntCounterVec,
     waf_matches: IntCounterVec,
+    rate_limited: IntCounterVec,
     /// Bytes held by each cache tier (set at scrape time).
     pub cache_stored_bytes: IntGaugeVec,
     /// Objects held by each cache tier (set at scrape time).
@@ -207,6 +208,14 @@ impl Metrics {
             &["zone", "rule", "action"],
         )
         .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "edgenet_rate_limited_total",
+                "Requests over a rate limit, by zone and rule",
+            ),
+            &["zone", "rule"],
+        )
+        .expect("valid metric");
         let cache_served_bytes = IntCounterVec::new(
             Opts::new(
                 "edgenet_cache_served_bytes_total",
@@ -260,6 +269,7 @@ impl Metrics {
             Box::new(cache_collapsed.clone()),
             Box::new(cache_served_bytes.clone()),
             Box::new(waf_matches.clone()),
+            Box::new(rate_limited.clone()),
             Box::new(cache_stored_bytes.clone()),
             Box::new(cache_objects.clone()),
             Box::new(cache_evictions.clone()),
@@ -295,6 +305,7 @@ impl Metrics {
             cache_collapsed,
             cache_served_bytes,
             waf_matches,
+            rate_limited,
             cache_stored_bytes,
             cache_objects,
             cache_evictions,
@@ -305,6 +316,11 @@ impl Metrics {
     }
 
     /// Resolves the handles of zone `zone` (`-` for requests that matched no zone).
+    /// The counter of one rate limit.
+    pub fn rate_limit_counter(&self, zone: &str, rule: &str) -> IntCounter {
+        self.rate_limited.with_label_values(&[zone, rule])
+    }
+
     /// The match counter of one WAF rule.
     pub fn waf_counter(&self, zone: &str, rule: &str, action: &str) -> IntCounter {
         self.waf_matches.with_label_values(&[zone, rule, action])

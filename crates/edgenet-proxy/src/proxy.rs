@@ -100,6 +100,8 @@ pub struct Ctx {
     relay_to: Option<(usize, usize)>,
     /// The WAF rules that matched (`id:action`, comma-separated), for the access log.
     waf: Option<String>,
+    /// The rate limit that limited the request (`id:action`).
+    rate_limit: Option<String>,
 }
 
 impl Ctx {
@@ -407,6 +409,25 @@ impl EdgeProxy {
         }
     }
 
+    /// 429 with Retry-After, naming the rule.
+    async fn respond_limited(&self, session: &mut Session, rule: &str, retry_after: u64) {
+        let body = format!(
+            "429 Too Many Requests\nrate limit: {rule}\npop: {}\n",
+            self.node.name
+        );
+        let Ok(mut resp) = ResponseHeader::build(429, Some(4)) else {
+            return;
+        };
+        let _ = resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
+        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        let _ = resp.insert_header(http::header::RETRY_AFTER, retry_after.to_string());
+        let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+        let _ = session.write_response_header(Box::new(resp), false).await;
+        let _ = session
+            .write_response_body(Some(body.into_bytes().into()), true)
+            .await;
+    }
+
     async fn respond_body(
         &self,
         session: &mut Session,
@@ -511,6 +532,7 @@ impl ProxyHttp for EdgeProxy {
             relay_failed: false,
             relay_to: None,
             waf: None,
+            rate_limit: None,
         }
     }
 
@@ -599,9 +621,12 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.zone = Some(zone);
         ctx.snapshot = Some(snapshot.clone());
-        // The WAF, unless a lower tier (which ran it) sent the request.
-        if ctx.from_lower_tier.is_none() && !snapshot.zones[zone].config.waf.is_empty() {
-            let verdict = {
+        // The WAF, then rate limits, unless a lower tier (which ran them) sent the request.
+        let z = &snapshot.zones[zone];
+        if ctx.from_lower_tier.is_none()
+            && !(z.config.waf.is_empty() && z.config.rate_limits.is_empty())
+        {
+            let (verdict, limited) = {
                 let req = session.req_header();
                 let view = crate::waf::RequestView {
                     req,
@@ -609,10 +634,17 @@ impl ProxyHttp for EdgeProxy {
                     ip: Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
                     ssl: is_tls(session.digest()),
                 };
-                crate::waf::evaluate(&snapshot.zones[zone], &view, &mut ctx.waf)
+                let verdict = crate::waf::evaluate(z, &view, &mut ctx.waf);
+                let limited = match verdict {
+                    crate::waf::Verdict::Pass { allowed: false } => {
+                        crate::shield::check(z, &view, &self.node.shield)
+                    }
+                    _ => None,
+                };
+                (verdict, limited)
             };
             if let crate::waf::Verdict::Block(idx) = verdict {
-                let rule = &snapshot.zones[zone].config.waf[idx];
+                let rule = &z.config.waf[idx];
                 self.respond_body(
                     session,
                     rule.status,
@@ -621,6 +653,14 @@ impl ProxyHttp for EdgeProxy {
                 )
                 .await;
                 return Ok(true);
+            }
+            if let Some(l) = limited {
+                let id = &z.config.rate_limits[l.rule].id;
+                ctx.rate_limit = Some(format!("{id}:{}", if l.block { "block" } else { "log" }));
+                if l.block {
+                    self.respond_limited(session, id, l.retry_after_secs).await;
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
@@ -1188,6 +1228,7 @@ impl ProxyHttp for EdgeProxy {
             error,
             cache: ctx.cache_status.clone(),
             waf: ctx.waf.clone(),
+            rate_limit: ctx.rate_limit.clone(),
         });
     }
 }

@@ -446,8 +446,14 @@ fn reload_with(
     }
     let certs = CertTable::new(&config).map_err(|e| vec![format!("{origin}: {e}")])?;
     let version = current.version + 1;
-    let snapshot = build_snapshot(Arc::new(config), version, &node.health, &node.metrics)
-        .map_err(|e| vec![format!("{origin}: {e}")])?;
+    let snapshot = build_snapshot(
+        Arc::new(config),
+        version,
+        &node.health,
+        &node.metrics,
+        &node.shield,
+    )
+    .map_err(|e| vec![format!("{origin}: {e}")])?;
     node.certs.swap(certs);
     node.snapshot.store(Arc::new(snapshot));
     node.metrics.config_version.set(version as i64);

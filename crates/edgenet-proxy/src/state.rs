@@ -28,6 +28,10 @@ pub struct ZoneRuntime {
     pub origin_ca: Option<Arc<[WrappedX509]>>,
     /// The match counter of each WAF rule, in rule order.
     pub waf_hits: Vec<prometheus::IntCounter>,
+    /// The limiter of each rate limit, in rule order.
+    pub limiters: Vec<Arc<std::sync::Mutex<edgenet_shield::limiter::Limiter>>>,
+    /// The counter of requests each rate limit limited.
+    pub rate_limit_hits: Vec<prometheus::IntCounter>,
 }
 
 impl ZoneRuntime {
@@ -81,6 +85,8 @@ pub struct Node {
     pub snapshot: ArcSwap<Snapshot>,
     /// Origin health across reloads.
     pub health: HealthRegistry,
+    /// Rate limiters, kept across reloads.
+    pub shield: crate::shield::ShieldRegistry,
     /// Metrics.
     pub metrics: Metrics,
     /// The access log.
@@ -116,7 +122,8 @@ impl Node {
         certs: Arc<SniResolver>,
     ) -> anyhow::Result<Node> {
         let health = HealthRegistry::default();
-        let snapshot = build_snapshot(Arc::new(config), 1, &health, &metrics)?;
+        let shield = crate::shield::ShieldRegistry::default();
+        let snapshot = build_snapshot(Arc::new(config), 1, &health, &metrics, &shield)?;
         metrics.config_version.set(1);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -135,6 +142,7 @@ impl Node {
             cache,
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
+            shield,
             metrics,
             log,
             certs,
@@ -167,6 +175,7 @@ pub fn build_snapshot(
     version: u64,
     health: &HealthRegistry,
     metrics: &Metrics,
+    shield: &crate::shield::ShieldRegistry,
 ) -> anyhow::Result<Snapshot> {
     let now = Instant::now();
     let mut zones = Vec::with_capacity(config.zones.len());
@@ -192,6 +201,16 @@ pub fn build_snapshot(
                 .waf
                 .iter()
                 .map(|r| metrics.waf_counter(&z.name, &r.id, crate::waf::action_name(r.action)))
+                .collect(),
+            limiters: z
+                .rate_limits
+                .iter()
+                .map(|r| shield.limiter(&z.name, r))
+                .collect(),
+            rate_limit_hits: z
+                .rate_limits
+                .iter()
+                .map(|r| metrics.rate_limit_counter(&z.name, &r.id))
                 .collect(),
             pool: Pool::new(&z.name, &z.origins, health, now),
             metrics: metrics.zone(&z.name),

@@ -129,3 +129,53 @@ action = "block"
     pop.restart();
     assert_eq!(blocked(&pop), 403);
 }
+
+#[test]
+fn rate_limits_answer_429_at_the_threshold_per_client() {
+    let origin = Origin::start("o");
+    let rules = r#"
+[[zones.rate_limits]]
+id = "per-ip"
+expression = 'starts_with(http.request.uri.path, "/api/")'
+characteristics = ["ip.src"]
+period = "10s"
+requests_per_period = 50
+action = "block"
+mitigation_timeout = "30s"
+"#;
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], rules));
+    let from =
+        |ip: &str, path: &str| curl(&["--interface", ip, "-H", "Host: w.test", &pop.url(path)]);
+    let statuses: Vec<u16> = (0..80)
+        .map(|i| from("127.0.0.2", &format!("/api/{i}")).status)
+        .collect();
+    let allowed = statuses.iter().take_while(|s| **s == 200).count();
+    assert!(
+        (45..=55).contains(&allowed),
+        "allowed {allowed} of a threshold of 50: {statuses:?}"
+    );
+    assert!(
+        statuses[allowed..].iter().all(|s| *s == 429),
+        "{statuses:?}"
+    );
+    let r = from("127.0.0.2", "/api/again");
+    assert_eq!(r.status, 429);
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    assert!(r.body.contains("per-ip"));
+    // Another client, and requests the expression does not count, go through.
+    assert_eq!(from("127.0.0.3", "/api/x").status, 200);
+    assert_eq!(from("127.0.0.2", "/page").status, 200);
+    assert!(pop
+        .metric(r#"edgenet_rate_limited_total{rule="per-ip",zone="w"}"#)
+        .is_some_and(|n| n >= 25.0));
+    assert!(eventually(Duration::from_secs(2), || {
+        pop.access_log().iter().any(|l| {
+            l["status"] == 429
+                && l["rate_limit"] == "per-ip:block"
+                && l["client"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("127.0.0.2"))
+        })
+    }));
+}

@@ -1,0 +1,137 @@
+//! The rate-limiting stage: a zone's rate limits, each a `edgenet_shield::limiter::Limiter`
+//! kept across reloads (by zone, id and settings), counted per key built from the rule's
+//! characteristics.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use edgenet_config::{Characteristic, RateLimit, RateLimitActionSection};
+use edgenet_rules::expr::Request;
+use edgenet_shield::limiter::{Decision, Limiter};
+use edgenet_shield::window::key_hash;
+
+use crate::state::ZoneRuntime;
+use crate::waf::RequestView;
+
+/// Limiters by zone, rule id and settings, so a reload keeps their counts.
+pub struct ShieldRegistry {
+    epoch: Instant,
+    hasher: RandomState,
+    limiters: Mutex<HashMap<String, Arc<Mutex<Limiter>>>>,
+}
+
+impl Default for ShieldRegistry {
+    fn default() -> Self {
+        ShieldRegistry {
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ShieldRegistry {
+    /// Milliseconds on the registry's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The limiter of a rule: the one it had if its settings did not change.
+    pub fn limiter(&self, zone: &str, r: &RateLimit) -> Arc<Mutex<Limiter>> {
+        let key = format!(
+            "{zone}/{}/{:?}/{}/{:?}",
+            r.id, r.period, r.requests, r.mitigation_timeout
+        );
+        let now = self.now_ms();
+        self.limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Limiter::new(
+                    r.period.as_millis() as u64,
+                    r.requests,
+                    r.mitigation_timeout.as_millis() as u64,
+                    now,
+                )))
+            })
+            .clone()
+    }
+}
+
+/// The cookie `name` from a Cookie header value.
+fn cookie<'a>(header: &'a [u8], name: &str) -> &'a [u8] {
+    header
+        .split(|b| *b == b';')
+        .map(|c| c.trim_ascii())
+        .find_map(|c| {
+            let (k, v) = c.split_at(c.iter().position(|b| *b == b'=')?);
+            (k == name.as_bytes()).then(|| &v[1..])
+        })
+        .unwrap_or(b"")
+}
+
+/// A rate limit that decided against the request.
+pub struct Limited {
+    /// The rule.
+    pub rule: usize,
+    /// Block (429) or only log.
+    pub block: bool,
+    /// Seconds until the mitigation ends (for Retry-After).
+    pub retry_after_secs: u64,
+}
+
+/// Runs the zone's rate limits whose expression matches; the first that limits decides.
+pub fn check(
+    zone: &ZoneRuntime,
+    view: &RequestView<'_>,
+    registry: &ShieldRegistry,
+) -> Option<Limited> {
+    let now = registry.now_ms();
+    for (idx, rule) in zone.config.rate_limits.iter().enumerate() {
+        if !rule.expression.matches(view) {
+            continue;
+        }
+        let ip = view.ip.to_string();
+        let parts: Vec<&[u8]> = rule
+            .characteristics
+            .iter()
+            .map(|c| match c {
+                Characteristic::IpSrc => ip.as_bytes(),
+                Characteristic::Host => view.host(),
+                Characteristic::Path => view.path(),
+                Characteristic::Header(n) => view.header(n, 0).unwrap_or(b""),
+                Characteristic::Cookie(n) => cookie(view.header("cookie", 0).unwrap_or(b""), n),
+            })
+            .collect();
+        let key = key_hash(&parts, &registry.hasher);
+        let decision = zone.limiters[idx]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(key, now);
+        if let Decision::Limit { retry_after_ms } = decision {
+            zone.rate_limit_hits[idx].inc();
+            return Some(Limited {
+                rule: idx,
+                block: rule.action == RateLimitActionSection::Block,
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_by_name() {
+        assert_eq!(cookie(b"a=1; session=xyz; b=2", "session"), b"xyz");
+        assert_eq!(cookie(b"a=1;b=2", "b"), b"2");
+        assert_eq!(cookie(b"a=1", "missing"), b"");
+        assert_eq!(cookie(b"novalue; a=1", "novalue"), b"");
+    }
+}
