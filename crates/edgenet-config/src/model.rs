@@ -73,6 +73,8 @@ pub enum AccessLog {
 pub struct Limits {
     /// The largest request head accepted, in bytes.
     pub max_request_header_bytes: usize,
+    /// Most connections at once from one client address (0: no limit).
+    pub max_connections_per_client: u32,
 }
 
 /// The node's cache.

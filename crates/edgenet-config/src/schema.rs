@@ -326,14 +326,23 @@ pub struct LimitsSection {
     /// The largest request head (request line and headers) accepted, in bytes; larger gets 400.
     #[serde(default = "default_max_header_bytes")]
     pub max_request_header_bytes: usize,
+    /// Most connections open at once from one client address; more are closed at once
+    /// (0: no limit).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         LimitsSection {
             max_request_header_bytes: default_max_header_bytes(),
+            max_connections_per_client: default_max_connections_per_client(),
         }
     }
+}
+
+fn default_max_connections_per_client() -> u32 {
+    256
 }
 
 fn default_max_header_bytes() -> usize {

@@ -224,6 +224,7 @@ impl Validator<'_> {
         };
         let limits = Limits {
             max_request_header_bytes: raw.limits.max_request_header_bytes,
+            max_connections_per_client: raw.limits.max_connections_per_client,
         };
         if !(1024..=1024 * 1024).contains(&limits.max_request_header_bytes) {
             self.err(

@@ -20,6 +20,8 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     /// Open client connections.
     pub open_connections: IntGauge,
+    /// Client connections closed at once: the address was at its connection cap.
+    pub connections_refused: IntCounter,
     /// Requests being processed.
     pub inflight: IntGauge,
     /// TLS handshakes completed.
@@ -216,6 +218,11 @@ impl Metrics {
             &["zone", "rule"],
         )
         .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "edgenet_connections_refused_total",
+            "Client connections closed at once because their address was at limits.max_connections_per_client",
+        )
+        .expect("valid metric");
         let cache_served_bytes = IntCounterVec::new(
             Opts::new(
                 "edgenet_cache_served_bytes_total",
@@ -270,6 +277,7 @@ impl Metrics {
             Box::new(cache_served_bytes.clone()),
             Box::new(waf_matches.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(connections_refused.clone()),
             Box::new(cache_stored_bytes.clone()),
             Box::new(cache_objects.clone()),
             Box::new(cache_evictions.clone()),
@@ -306,6 +314,7 @@ impl Metrics {
             cache_served_bytes,
             waf_matches,
             rate_limited,
+            connections_refused,
             cache_stored_bytes,
             cache_objects,
             cache_evictions,

@@ -140,6 +140,7 @@ pub fn run_with(
             http1: proxy(false),
             h2c,
             open: node.metrics.open_connections.clone(),
+            per_client: Some(node.clone()),
         };
         let name = match protocol {
             ListenerProtocol::Http => "http",
@@ -188,6 +189,8 @@ pub fn run_with(
                 http1: Arc::new(proxy),
                 h2c: None,
                 open: node.metrics.open_connections.clone(),
+                // PoPs on the backbone multiplex over few connections; no per-client cap.
+                per_client: None,
             };
             server.add_service(background_service(
                 "backbone probes",
@@ -251,6 +254,8 @@ struct ClientConnections<A> {
     /// The HTTP/2 app for h2c; `None` where h2c is off or the listener is TLS.
     h2c: Option<Arc<A>>,
     open: IntGauge,
+    /// Enforces `limits.max_connections_per_client` (none on the backbone listener).
+    per_client: Option<Arc<Node>>,
 }
 
 #[async_trait]
@@ -260,6 +265,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let client = session
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _slot = match (&self.per_client, client) {
+            (Some(node), Some(ip)) => {
+                match node.client_connections.acquire(ip, &node.snapshot.load()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        node.metrics.connections_refused.inc();
+                        // Over the cap: close without reading a byte.
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
         self.open.inc();
         self.serve(session, shutdown).await;
         self.open.dec();

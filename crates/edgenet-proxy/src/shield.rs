@@ -135,3 +135,45 @@ mod tests {
         assert_eq!(cookie(b"novalue; a=1", "novalue"), b"");
     }
 }
+
+/// Open client connections per address, for `limits.max_connections_per_client`.
+#[derive(Default)]
+pub struct ClientConnectionCounts {
+    open: Mutex<HashMap<std::net::IpAddr, u32>>,
+}
+
+/// A connection's place in the count; freed on drop.
+pub struct ConnectionSlot<'a> {
+    counts: &'a ClientConnectionCounts,
+    ip: std::net::IpAddr,
+}
+
+impl ClientConnectionCounts {
+    /// Counts a new connection from `ip`, or `None` when the address is at the cap.
+    pub fn acquire(
+        &self,
+        ip: std::net::IpAddr,
+        snapshot: &crate::state::Snapshot,
+    ) -> Option<ConnectionSlot<'_>> {
+        let cap = snapshot.config.limits.max_connections_per_client;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if cap != 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot { counts: self, ip })
+    }
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}

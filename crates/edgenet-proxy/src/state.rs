@@ -87,6 +87,8 @@ pub struct Node {
     pub health: HealthRegistry,
     /// Rate limiters, kept across reloads.
     pub shield: crate::shield::ShieldRegistry,
+    /// Open connections per client address.
+    pub client_connections: crate::shield::ClientConnectionCounts,
     /// Metrics.
     pub metrics: Metrics,
     /// The access log.
@@ -143,6 +145,7 @@ impl Node {
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             shield,
+            client_connections: crate::shield::ClientConnectionCounts::default(),
             metrics,
             log,
             certs,

@@ -179,3 +179,57 @@ mitigation_timeout = "30s"
         })
     }));
 }
+
+#[test]
+fn connections_per_client_address_are_capped() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    // The cap comes from [limits]; a reload applies it.
+    let text = std::fs::read_to_string(&pop.config).unwrap();
+    std::fs::write(
+        &pop.config,
+        format!("[limits]\nmax_connections_per_client = 3\n{text}"),
+    )
+    .unwrap();
+    pop.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || pop
+        .stderr()
+        .contains("configuration reloaded")));
+    // Four idle connections from 127.0.0.4: the fourth is closed at once; a request over one
+    // of the first three and one from another address are served.
+    let script = format!(
+        r#"
+import socket
+conns = []
+for i in range(4):
+    s = socket.socket(); s.bind(("127.0.0.4", 0)); s.connect(("127.0.0.1", {port})); conns.append(s)
+conns[3].settimeout(2)
+print("closed" if conns[3].recv(1) == b"" else "open")
+conns[0].sendall(b"GET /echo HTTP/1.1\r\nHost: w.test\r\nConnection: close\r\n\r\n")
+conns[0].settimeout(5)
+print(conns[0].recv(12).decode())
+"#,
+        port = pop.http
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["closed", "HTTP/1.1 200"],
+        "{out}"
+    );
+    let r = curl(&[
+        "--interface",
+        "127.0.0.5",
+        "-H",
+        "Host: w.test",
+        &pop.url("/echo"),
+    ]);
+    assert_eq!(r.status, 200);
+    assert!(pop
+        .metric("edgenet_connections_refused_total")
+        .is_some_and(|n| n >= 1.0));
+}
