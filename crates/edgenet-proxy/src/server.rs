@@ -131,6 +131,7 @@ pub fn run_with(
             let mut opts = HttpServerOptions::default();
             opts.h2c = h2c;
             proxy.server_options = Some(opts);
+            proxy.h2_options = Some(h2_limits(&config));
             Arc::new(proxy)
         };
         // On TLS, ALPN picks the protocol inside the HTTP/1 app; on plain listeners with h2c,
@@ -245,6 +246,19 @@ pub fn run_with(
         shutdown_signal: Box::new(Signals { node, drain }),
     });
     Ok(())
+}
+
+/// HTTP/2 limits for client connections: the stream count clients are told, the header list
+/// size (as for HTTP/1), and the resets that end a connection with GOAWAY: streams a client
+/// resets before we accept them (rapid reset, CVE-2023-44487) and streams we must reset for
+/// protocol errors (CONTINUATION and other floods).
+fn h2_limits(config: &Config) -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut b = pingora_core::protocols::http::v2::server::H2Options::new();
+    b.max_concurrent_streams(128)
+        .max_header_list_size(config.limits.max_request_header_bytes as u32)
+        .max_pending_accept_reset_streams(32)
+        .max_local_error_reset_streams(Some(256));
+    b
 }
 
 /// The connection-level app of a listener: counts open client connections and, on plain

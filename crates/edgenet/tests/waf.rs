@@ -233,3 +233,30 @@ print(conns[0].recv(12).decode())
         .metric("edgenet_connections_refused_total")
         .is_some_and(|n| n >= 1.0));
 }
+
+#[test]
+fn an_http2_rapid_reset_client_is_cut_off_while_others_are_served() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rapid_reset.py");
+    let attack = std::process::Command::new("python3")
+        .arg(&script)
+        .args([&pop.https.to_string(), "w.test", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A legitimate client during the attack.
+    let ok = (0..200)
+        .filter(|i| curl(&["-H", "Host: w.test", &pop.url(&format!("/echo?n={i}"))]).status == 200)
+        .count();
+    let out = attack.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("goaway True"),
+        "the attacker got no GOAWAY: {report}"
+    );
+    let sent: usize = report.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(sent < 100_000, "the attacker was not cut off: {report}");
+    assert!(ok >= 198, "{ok} of 200 legitimate requests served");
+}
