@@ -75,6 +75,8 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     /// Most connections at once from one client address (0: no limit).
     pub max_connections_per_client: u32,
+    /// Time allowed for the first request head on a plain connection.
+    pub header_timeout: Duration,
 }
 
 /// The node's cache.

@@ -330,6 +330,14 @@ pub struct LimitsSection {
     /// (0: no limit).
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
+    /// How long a client on a plain listener may take to send its first request head; a
+    /// slower one (slowloris) is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for LimitsSection {
@@ -337,6 +345,7 @@ impl Default for LimitsSection {
         LimitsSection {
             max_request_header_bytes: default_max_header_bytes(),
             max_connections_per_client: default_max_connections_per_client(),
+            header_timeout: default_header_timeout(),
         }
     }
 }

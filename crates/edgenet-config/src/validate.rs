@@ -225,7 +225,17 @@ impl Validator<'_> {
         let limits = Limits {
             max_request_header_bytes: raw.limits.max_request_header_bytes,
             max_connections_per_client: raw.limits.max_connections_per_client,
+            header_timeout: raw.limits.header_timeout,
         };
+        if limits.header_timeout < Duration::from_millis(100)
+            || limits.header_timeout > Duration::from_secs(300)
+        {
+            self.err(
+                "limits.header_timeout",
+                humantime::format_duration(limits.header_timeout).to_string(),
+                "must be between 100ms and 5m",
+            );
+        }
         if !(1024..=1024 * 1024).contains(&limits.max_request_header_bytes) {
             self.err(
                 "limits.max_request_header_bytes",

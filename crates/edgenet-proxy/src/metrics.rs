@@ -22,6 +22,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Client connections closed at once: the address was at its connection cap.
     pub connections_refused: IntCounter,
+    /// Connections closed because the first request head did not come in time.
+    pub slow_heads: IntCounter,
     /// Requests being processed.
     pub inflight: IntGauge,
     /// TLS handshakes completed.
@@ -223,6 +225,11 @@ impl Metrics {
             "Client connections closed at once because their address was at limits.max_connections_per_client",
         )
         .expect("valid metric");
+        let slow_heads = IntCounter::new(
+            "edgenet_slow_request_heads_total",
+            "Connections closed because the first request head did not arrive within limits.header_timeout",
+        )
+        .expect("valid metric");
         let cache_served_bytes = IntCounterVec::new(
             Opts::new(
                 "edgenet_cache_served_bytes_total",
@@ -278,6 +285,7 @@ impl Metrics {
             Box::new(waf_matches.clone()),
             Box::new(rate_limited.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(slow_heads.clone()),
             Box::new(cache_stored_bytes.clone()),
             Box::new(cache_objects.clone()),
             Box::new(cache_evictions.clone()),
@@ -315,6 +323,7 @@ impl Metrics {
             waf_matches,
             rate_limited,
             connections_refused,
+            slow_heads,
             cache_stored_bytes,
             cache_objects,
             cache_evictions,

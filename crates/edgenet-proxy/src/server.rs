@@ -323,6 +323,17 @@ impl<A: ServerApp + Send + Sync + 'static> ClientConnections<A> {
                 None => return,
             }
         }
+        if let Some(node) = &self.per_client {
+            let limits = &node.snapshot.load().config.limits;
+            let (deadline, max) = (limits.header_timeout, limits.max_request_header_bytes);
+            match read_head_within(stream, deadline, max).await {
+                Some(s) => stream = s,
+                None => {
+                    node.metrics.slow_heads.inc();
+                    return;
+                }
+            }
+        }
         // Pingora hands a kept-alive HTTP/1 stream back for its next request.
         while let Some(s) = self.http1.process_new(stream, shutdown).await {
             stream = s;
@@ -331,6 +342,34 @@ impl<A: ServerApp + Send + Sync + 'static> ClientConnections<A> {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// On a plain connection, waits until the first request head is complete (or `max` bytes
+/// came, for Pingora to refuse), within `deadline`, then puts the bytes back. `None` when the
+/// client is slower (slowloris) or leaves. TLS connections go straight on: their reads are
+/// bounded by Pingora's read timeout.
+async fn read_head_within(stream: Stream, deadline: Duration, max: usize) -> Option<Stream> {
+    use pingora_core::protocols::l4::stream::Stream as L4Stream;
+    use tokio::io::AsyncReadExt;
+    if !stream.as_any().is::<L4Stream>() {
+        return Some(stream);
+    }
+    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+    let until = tokio::time::Instant::now() + deadline;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(until, l4.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+        let start = buf.len().saturating_sub(4096 + 3);
+        if buf[start..].windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= max {
+            break;
+        }
+    }
+    l4.rewind(&buf);
+    Some(l4)
+}
 
 /// Reads the first bytes of a plain connection until they either differ from the HTTP/2
 /// preface (HTTP/1) or complete it (h2c), then puts them back. Pingora's own check waits for

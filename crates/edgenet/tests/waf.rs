@@ -260,3 +260,61 @@ fn an_http2_rapid_reset_client_is_cut_off_while_others_are_served() {
     assert!(sent < 100_000, "the attacker was not cut off: {report}");
     assert!(ok >= 198, "{ok} of 200 legitimate requests served");
 }
+
+#[test]
+fn slowloris_connections_are_closed_after_the_header_timeout() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    let text = std::fs::read_to_string(&pop.config).unwrap();
+    std::fs::write(
+        &pop.config,
+        format!("[limits]\nheader_timeout = \"1s\"\n{text}"),
+    )
+    .unwrap();
+    pop.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || pop
+        .stderr()
+        .contains("configuration reloaded")));
+    // Ten connections that send a header line every 300 ms and never finish the head.
+    let script = format!(
+        r#"
+import socket, time
+conns = []
+for i in range(10):
+    s = socket.socket(); s.bind(("127.0.0.6", 0)); s.connect(("127.0.0.1", {port}))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: w.test\r\n"); conns.append(s)
+start = time.time(); closed = 0
+while time.time() - start < 5 and closed < len(conns):
+    for s in list(conns):
+        try:
+            s.sendall(b"X-Slow: 1\r\n")
+            s.settimeout(0.01)
+            if s.recv(1) == b"":
+                raise ConnectionResetError
+        except socket.timeout:
+            pass
+        except OSError:
+            conns.remove(s); closed += 1
+    time.sleep(0.3)
+print(closed, round(time.time() - start, 1))
+"#,
+        port = pop.http
+    );
+    let slow = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Legitimate requests meanwhile.
+    let ok = (0..50)
+        .filter(|_| curl(&["-H", "Host: w.test", &pop.url("/echo")]).status == 200)
+        .count();
+    let out = slow.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let closed: usize = report.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(closed, 10, "every slowloris connection closed: {report}");
+    assert_eq!(ok, 50, "legitimate requests served meanwhile");
+    assert!(pop
+        .metric("edgenet_slow_request_heads_total")
+        .is_some_and(|n| n >= 10.0));
+}
