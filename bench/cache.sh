@@ -83,6 +83,9 @@ name = "bench"
 hostnames = ["localhost"]
 [[zones.origins.servers]]
 address = "127.0.0.1:$4"
+# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
+[zones.ddos]
+enabled = false
 CONF
 }
 edgenet_config bench "$E" "$E_ADMIN" "$O_E" 512MiB >"$WORK/edgenet.toml"

@@ -79,6 +79,9 @@ address = "127.0.0.1:$ORIGIN"
 # Pass-through: no cache, like nginx proxy_pass without proxy_cache (bench/cache.sh has the cache).
 [zones.cache]
 enabled = false
+# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
+[zones.ddos]
+enabled = false
 CONF
 
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &

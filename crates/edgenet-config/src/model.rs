@@ -219,6 +219,8 @@ pub struct Zone {
     pub waf: Vec<WafRule>,
     /// Rate limits, in order.
     pub rate_limits: Vec<RateLimit>,
+    /// Automatic DDoS mitigation settings (`None`: off).
+    pub ddos: Option<crate::schema::DdosSection>,
 }
 
 /// A zone's certificate.

@@ -550,6 +550,54 @@ pub struct ZoneSection {
     /// Rate-limiting rules.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitSection>,
+    /// Automatic L7 DDoS mitigation.
+    #[serde(default)]
+    pub ddos: DdosSection,
+}
+
+/// Automatic L7 DDoS mitigation: when a second's requests exceed `sensitivity` × the smoothed
+/// baseline and `floor_rps`, the most specific fingerprint carrying most of them (client
+/// address, user agent, path, header order, client /24) is blocked for `mitigation`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DdosSection {
+    /// On by default.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The factor over the baseline that is an attack.
+    #[serde(default = "default_ddos_k")]
+    pub sensitivity: f64,
+    /// Below this rate nothing is an attack.
+    #[serde(default = "default_ddos_floor")]
+    pub floor_rps: f64,
+    /// How long a mitigation lasts.
+    #[serde(default = "default_ddos_mitigation", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "60s"))]
+    pub mitigation: Duration,
+}
+
+impl Default for DdosSection {
+    fn default() -> Self {
+        DdosSection {
+            enabled: true,
+            sensitivity: default_ddos_k(),
+            floor_rps: default_ddos_floor(),
+            mitigation: default_ddos_mitigation(),
+        }
+    }
+}
+
+fn default_ddos_k() -> f64 {
+    3.0
+}
+
+fn default_ddos_floor() -> f64 {
+    500.0
+}
+
+fn default_ddos_mitigation() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One rate-limiting rule: requests that match `expression` are counted per key (the values of

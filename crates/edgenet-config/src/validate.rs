@@ -346,6 +346,31 @@ impl Validator<'_> {
         out
     }
 
+    fn ddos(&mut self, path: &str, raw: &DdosSection) -> Option<DdosSection> {
+        if !(1.5..=100.0).contains(&raw.sensitivity) {
+            self.err(
+                format!("{path}.sensitivity"),
+                raw.sensitivity.to_string(),
+                "must be between 1.5 and 100",
+            );
+        }
+        if !(1.0..=10_000_000.0).contains(&raw.floor_rps) {
+            self.err(
+                format!("{path}.floor_rps"),
+                raw.floor_rps.to_string(),
+                "must be between 1 and 10000000",
+            );
+        }
+        if raw.mitigation < Duration::from_secs(1) || raw.mitigation > Duration::from_secs(86400) {
+            self.err(
+                format!("{path}.mitigation"),
+                humantime::format_duration(raw.mitigation).to_string(),
+                "must be between 1s and 1d",
+            );
+        }
+        raw.enabled.then(|| raw.clone())
+    }
+
     fn rate_limits(&mut self, path: &str, raw: &[RateLimitSection]) -> Vec<RateLimit> {
         let mut ids = HashSet::new();
         let mut out = Vec::new();
@@ -641,6 +666,7 @@ impl Validator<'_> {
                 smart_tier: matches!(&z.tiered_cache, TieredCacheSection::Mode(m) if m == "smart"),
                 waf: self.waf_rules(&format!("{p}.waf.rules"), &z.waf.rules),
                 rate_limits: self.rate_limits(&format!("{p}.rate_limits"), &z.rate_limits),
+                ddos: self.ddos(&format!("{p}.ddos"), &z.ddos),
             });
         }
         out

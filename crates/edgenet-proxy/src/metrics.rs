@@ -41,6 +41,7 @@ pub struct Metrics {
     cache_collapsed: IntCounterVec,
     cache_served_bytes: IntCounterVec,
     waf_matches: IntCounterVec,
+    ddos_mitigations: IntCounterVec,
     rate_limited: IntCounterVec,
     /// Bytes held by each cache tier (set at scrape time).
     pub cache_stored_bytes: IntGaugeVec,
@@ -230,6 +231,14 @@ impl Metrics {
             "Connections closed because the first request head did not arrive within limits.header_timeout",
         )
         .expect("valid metric");
+        let ddos_mitigations = IntCounterVec::new(
+            Opts::new(
+                "edgenet_ddos_mitigations_total",
+                "Automatic DDoS mitigations installed, by zone and fingerprint feature",
+            ),
+            &["zone", "feature"],
+        )
+        .expect("valid metric");
         let cache_served_bytes = IntCounterVec::new(
             Opts::new(
                 "edgenet_cache_served_bytes_total",
@@ -283,6 +292,7 @@ impl Metrics {
             Box::new(cache_collapsed.clone()),
             Box::new(cache_served_bytes.clone()),
             Box::new(waf_matches.clone()),
+            Box::new(ddos_mitigations.clone()),
             Box::new(rate_limited.clone()),
             Box::new(connections_refused.clone()),
             Box::new(slow_heads.clone()),
@@ -321,6 +331,7 @@ impl Metrics {
             cache_collapsed,
             cache_served_bytes,
             waf_matches,
+            ddos_mitigations,
             rate_limited,
             connections_refused,
             slow_heads,
@@ -334,6 +345,12 @@ impl Metrics {
     }
 
     /// Resolves the handles of zone `zone` (`-` for requests that matched no zone).
+    /// DDoS mitigation counters (labelled with zone and feature when one is installed, which
+    /// is rare enough to hash labels then).
+    pub fn ddos_mitigations(&self) -> IntCounterVec {
+        self.ddos_mitigations.clone()
+    }
+
     /// The counter of one rate limit.
     pub fn rate_limit_counter(&self, zone: &str, rule: &str) -> IntCounter {
         self.rate_limited.with_label_values(&[zone, rule])

@@ -623,10 +623,10 @@ impl ProxyHttp for EdgeProxy {
         ctx.snapshot = Some(snapshot.clone());
         // The WAF, then rate limits, unless a lower tier (which ran them) sent the request.
         let z = &snapshot.zones[zone];
-        if ctx.from_lower_tier.is_none()
-            && !(z.config.waf.is_empty() && z.config.rate_limits.is_empty())
-        {
-            let (verdict, limited) = {
+        let guarded =
+            z.ddos.is_some() || !(z.config.waf.is_empty() && z.config.rate_limits.is_empty());
+        if ctx.from_lower_tier.is_none() && guarded {
+            let (ddos, verdict, limited) = {
                 let req = session.req_header();
                 let view = crate::waf::RequestView {
                     req,
@@ -634,15 +634,26 @@ impl ProxyHttp for EdgeProxy {
                     ip: Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
                     ssl: is_tls(session.digest()),
                 };
-                let verdict = crate::waf::evaluate(z, &view, &mut ctx.waf);
+                // Mitigated attack traffic is the cheapest to refuse: before any rule runs.
+                let ddos = crate::shield::ddos_check(z, &view, &self.node.shield);
+                let verdict = if ddos.is_some() {
+                    crate::waf::Verdict::Pass { allowed: true }
+                } else {
+                    crate::waf::evaluate(z, &view, &mut ctx.waf)
+                };
                 let limited = match verdict {
                     crate::waf::Verdict::Pass { allowed: false } => {
                         crate::shield::check(z, &view, &self.node.shield)
                     }
                     _ => None,
                 };
-                (verdict, limited)
+                (ddos, verdict, limited)
             };
+            if let Some(retry) = ddos {
+                ctx.rate_limit = Some("ddos:block".into());
+                self.respond_limited(session, "ddos", retry).await;
+                return Ok(true);
+            }
             if let crate::waf::Verdict::Block(idx) = verdict {
                 let rule = &z.config.waf[idx];
                 self.respond_body(

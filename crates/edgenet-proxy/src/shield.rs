@@ -20,6 +20,7 @@ pub struct ShieldRegistry {
     epoch: Instant,
     hasher: RandomState,
     limiters: Mutex<HashMap<String, Arc<Mutex<Limiter>>>>,
+    detectors: Mutex<HashMap<String, Arc<Mutex<edgenet_shield::ddos::Detector>>>>,
 }
 
 impl Default for ShieldRegistry {
@@ -28,6 +29,7 @@ impl Default for ShieldRegistry {
             epoch: Instant::now(),
             hasher: RandomState::new(),
             limiters: Mutex::new(HashMap::new()),
+            detectors: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -176,4 +178,97 @@ impl Drop for ConnectionSlot<'_> {
             }
         }
     }
+}
+
+impl ShieldRegistry {
+    /// The DDoS detector of a zone: the one it had if its settings did not change.
+    pub fn detector(
+        &self,
+        zone: &str,
+        d: &edgenet_config::DdosSection,
+    ) -> Arc<Mutex<edgenet_shield::ddos::Detector>> {
+        let key = format!(
+            "ddos/{zone}/{}/{}/{:?}",
+            d.sensitivity, d.floor_rps, d.mitigation
+        );
+        let now = self.now_ms();
+        let mut detectors = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
+        detectors
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(edgenet_shield::ddos::Detector::new(
+                    edgenet_shield::ddos::DdosParams {
+                        k: d.sensitivity,
+                        floor_rps: d.floor_rps,
+                        dominance: 0.5,
+                        mitigation_ms: d.mitigation.as_millis() as u64,
+                    },
+                    now,
+                )))
+            })
+            .clone()
+    }
+
+    fn hash(&self, parts: &[&[u8]]) -> u64 {
+        key_hash(parts, &self.hasher)
+    }
+
+    /// The request's fingerprint, in the order of `edgenet_shield::ddos::FEATURES`.
+    pub fn fingerprint(&self, view: &RequestView<'_>) -> [u64; 5] {
+        let ip = view.ip.to_string();
+        let subnet = match view.ip {
+            std::net::IpAddr::V4(v) => {
+                let o = v.octets();
+                [o[0], o[1], o[2], 0].to_vec()
+            }
+            std::net::IpAddr::V6(v) => v.octets()[..6].to_vec(),
+        };
+        let mut names: Vec<&[u8]> = Vec::new();
+        let mut i = 0;
+        while let Some(n) = view.header_name(i) {
+            names.push(n);
+            i += 1;
+        }
+        [
+            self.hash(&[ip.as_bytes()]),
+            self.hash(&[view.header("user-agent", 0).unwrap_or(b"")]),
+            self.hash(&[view.path()]),
+            self.hash(&names),
+            self.hash(&[&subnet]),
+        ]
+    }
+}
+
+/// Checks the zone's DDoS detector: `Some(seconds)` when the request falls under an active
+/// mitigation (answer 429 with Retry-After). Counts the request otherwise.
+pub fn ddos_check(
+    zone: &ZoneRuntime,
+    view: &RequestView<'_>,
+    registry: &ShieldRegistry,
+) -> Option<u64> {
+    let detector = zone.ddos.as_ref()?;
+    let now = registry.now_ms();
+    let features = registry.fingerprint(view);
+    let mut d = detector.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = d.mitigated(&features, now) {
+        return Some((m.until_ms - now).div_ceil(1000).max(1));
+    }
+    if let Some(m) = d.observe(&features, now) {
+        let feature = edgenet_shield::ddos::FEATURES[m.feature];
+        zone.ddos_mitigations
+            .with_label_values(&[zone.config.name.as_str(), feature])
+            .inc();
+        tracing::warn!(
+            zone = %zone.config.name,
+            feature,
+            client = %view.ip,
+            baseline_rps = d.baseline().unwrap_or(0.0),
+            until_s = (m.until_ms - now) / 1000,
+            "DDoS mitigation installed"
+        );
+        if features[m.feature] == m.value {
+            return Some((m.until_ms - now).div_ceil(1000).max(1));
+        }
+    }
+    None
 }

@@ -32,6 +32,10 @@ pub struct ZoneRuntime {
     pub limiters: Vec<Arc<std::sync::Mutex<edgenet_shield::limiter::Limiter>>>,
     /// The counter of requests each rate limit limited.
     pub rate_limit_hits: Vec<prometheus::IntCounter>,
+    /// The DDoS detector, when the zone has one.
+    pub ddos: Option<Arc<std::sync::Mutex<edgenet_shield::ddos::Detector>>>,
+    /// Mitigations installed, by feature.
+    pub ddos_mitigations: prometheus::IntCounterVec,
 }
 
 impl ZoneRuntime {
@@ -210,6 +214,8 @@ pub fn build_snapshot(
                 .iter()
                 .map(|r| shield.limiter(&z.name, r))
                 .collect(),
+            ddos: z.ddos.as_ref().map(|d| shield.detector(&z.name, d)),
+            ddos_mitigations: metrics.ddos_mitigations(),
             rate_limit_hits: z
                 .rate_limits
                 .iter()

@@ -6,5 +6,6 @@
 //! pingora-limits has the same estimator but reads the clock itself; this one takes `now` so
 //! tests (and the simulator) drive time.
 
+pub mod ddos;
 pub mod limiter;
 pub mod window;
