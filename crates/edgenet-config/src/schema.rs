@@ -562,8 +562,9 @@ pub struct ZoneSection {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DdosSection {
-    /// On by default.
-    #[serde(default = "default_true")]
+    /// Off by default: a legitimate surge can be dominated by one path or user agent, and the
+    /// fingerprints do not yet tell it from an attack.
+    #[serde(default)]
     pub enabled: bool,
     /// The factor over the baseline that is an attack.
     #[serde(default = "default_ddos_k")]
@@ -580,7 +581,7 @@ pub struct DdosSection {
 impl Default for DdosSection {
     fn default() -> Self {
         DdosSection {
-            enabled: true,
+            enabled: false,
             sensitivity: default_ddos_k(),
             floor_rps: default_ddos_floor(),
             mitigation: default_ddos_mitigation(),

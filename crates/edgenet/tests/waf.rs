@@ -333,7 +333,8 @@ print(closed, round(time.time() - start, 1))
 #[test]
 fn a_flood_from_one_address_is_detected_and_mitigated_automatically() {
     let origin = Origin::start("o");
-    let ddos = "\n[zones.ddos]\nsensitivity = 3.0\nfloor_rps = 100\nmitigation = \"60s\"\n";
+    let ddos =
+        "\n[zones.ddos]\nenabled = true\nsensitivity = 3.0\nfloor_rps = 100\nmitigation = \"60s\"\n";
     let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ddos));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/flood.py");
     let out = std::process::Command::new("python3")
