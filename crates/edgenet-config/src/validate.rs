@@ -289,30 +289,26 @@ impl Validator<'_> {
         }
     }
 
+    /// A rule id: 1 to 64 letters, digits, '-', '_' or '.', unique among `ids`.
+    fn rule_id(&mut self, path: &str, id: &str, ids: &mut HashSet<String>) {
+        let well_formed = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !well_formed {
+            self.err(path, id, "must be 1 to 64 letters, digits, '-', '_' or '.'");
+        } else if !ids.insert(id.to_string()) {
+            self.err(path, id, "is used by another rule of the zone");
+        }
+    }
+
     fn waf_rules(&mut self, path: &str, raw: &[WafRuleSection]) -> Vec<WafRule> {
         let mut ids = HashSet::new();
         let mut out = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let p = format!("{path}[{i}]");
-            if r.id.is_empty()
-                || r.id.len() > 64
-                || !r
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                self.err(
-                    format!("{p}.id"),
-                    &r.id,
-                    "must be 1 to 64 letters, digits, '-', '_' or '.'",
-                );
-            } else if !ids.insert(r.id.clone()) {
-                self.err(
-                    format!("{p}.id"),
-                    &r.id,
-                    "is used by another rule of the zone",
-                );
-            }
+            self.rule_id(&format!("{p}.id"), &r.id, &mut ids);
             let status = r.status.unwrap_or(403);
             if !(400..=599).contains(&status) {
                 self.err(
@@ -376,24 +372,7 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let p = format!("{path}[{i}]");
-            if r.id.is_empty()
-                || !r
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                self.err(
-                    format!("{p}.id"),
-                    &r.id,
-                    "must be letters, digits, '-', '_' or '.'",
-                );
-            } else if !ids.insert(r.id.clone()) {
-                self.err(
-                    format!("{p}.id"),
-                    &r.id,
-                    "is used by another rate limit of the zone",
-                );
-            }
+            self.rule_id(&format!("{p}.id"), &r.id, &mut ids);
             let mut characteristics = Vec::new();
             for (j, c) in r.characteristics.iter().enumerate() {
                 let parsed = match c.as_str() {

@@ -180,21 +180,22 @@ mitigation_timeout = "30s"
     }));
 }
 
+/// Puts `setting` into the PoP's `[limits]` and reloads.
+fn set_limits(pop: &Pop, setting: &str) {
+    let text = std::fs::read_to_string(&pop.config).unwrap();
+    std::fs::write(&pop.config, format!("[limits]\n{setting}\n{text}")).unwrap();
+    pop.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || pop
+        .stderr()
+        .contains("configuration reloaded")));
+}
+
 #[test]
 fn connections_per_client_address_are_capped() {
     let origin = Origin::start("o");
     let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
     // The cap comes from [limits]; a reload applies it.
-    let text = std::fs::read_to_string(&pop.config).unwrap();
-    std::fs::write(
-        &pop.config,
-        format!("[limits]\nmax_connections_per_client = 3\n{text}"),
-    )
-    .unwrap();
-    pop.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || pop
-        .stderr()
-        .contains("configuration reloaded")));
+    set_limits(&pop, "max_connections_per_client = 3");
     // Four idle connections from 127.0.0.4: the fourth is closed at once; a request over one
     // of the first three and one from another address are served.
     let script = format!(
@@ -276,16 +277,7 @@ fn an_http2_rapid_reset_client_is_cut_off_while_others_are_served() {
 fn slowloris_connections_are_closed_after_the_header_timeout() {
     let origin = Origin::start("o");
     let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
-    let text = std::fs::read_to_string(&pop.config).unwrap();
-    std::fs::write(
-        &pop.config,
-        format!("[limits]\nheader_timeout = \"1s\"\n{text}"),
-    )
-    .unwrap();
-    pop.signal("HUP");
-    assert!(eventually(Duration::from_secs(5), || pop
-        .stderr()
-        .contains("configuration reloaded")));
+    set_limits(&pop, "header_timeout = \"1s\"");
     // Ten connections that send a header line every 300 ms and never finish the head.
     let script = format!(
         r#"
