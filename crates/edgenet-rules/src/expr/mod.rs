@@ -277,6 +277,10 @@ enum Cmp {
 enum Rhs {
     Cmp(Cmp, Scalar<'static>),
     Contains(Vec<u8>),
+    /// `lower(x) contains "abc"` without lowering `x`: an ASCII case-insensitive search.
+    ContainsCi(Vec<u8>),
+    /// `lower(x) eq "abc"` (or ne) without lowering `x`.
+    EqCi(Vec<u8>, bool),
     Matches(regex::bytes::Regex),
     /// Case-insensitive unless strict.
     Wildcard(Vec<u8>, bool),
@@ -377,6 +381,12 @@ impl Rhs {
             (Rhs::Contains(needle), Scalar::Bytes(b)) => {
                 needle.is_empty() || b.windows(needle.len()).any(|w| w == needle.as_slice())
             }
+            (Rhs::ContainsCi(needle), Scalar::Bytes(b)) => {
+                needle.is_empty()
+                    || b.windows(needle.len())
+                        .any(|w| w.eq_ignore_ascii_case(needle))
+            }
+            (Rhs::EqCi(lit, eq), Scalar::Bytes(b)) => b.eq_ignore_ascii_case(lit) == *eq,
             (Rhs::Matches(re), Scalar::Bytes(b)) => re.is_match(b),
             (Rhs::Wildcard(p, strict), Scalar::Bytes(b)) => wildcard(p, b, *strict),
             (Rhs::InBytes(set), Scalar::Bytes(b)) => set
@@ -479,6 +489,23 @@ impl Expression {
 pub const MAX_LEN: usize = 4096;
 /// The deepest nesting of parentheses, `not` and function calls.
 const MAX_DEPTH: usize = 64;
+
+/// `lower(x) contains/eq/ne "lowercase literal"` compares `x` case-insensitively instead of
+/// building a lowered copy of it for every request.
+fn lower_without_copy(lhs: Val, rhs: Rhs) -> Pred {
+    let lowercase = |b: &[u8]| !b.iter().any(u8::is_ascii_uppercase);
+    match (lhs, rhs) {
+        (Val::Lower(inner), Rhs::Contains(n)) if !inner.is_array() && lowercase(&n) => {
+            Pred::Test(*inner, Rhs::ContainsCi(n))
+        }
+        (Val::Lower(inner), Rhs::Cmp(op @ (Cmp::Eq | Cmp::Ne), Scalar::Bytes(lit)))
+            if !inner.is_array() && lowercase(&lit) =>
+        {
+            Pred::Test(*inner, Rhs::EqCi(lit.into_owned(), op == Cmp::Eq))
+        }
+        (lhs, rhs) => Pred::Test(lhs, rhs),
+    }
+}
 
 struct Parser {
     tokens: Vec<Token>,
@@ -691,7 +718,7 @@ impl Parser {
             _ => self.set(ty)?,
         };
         let _ = start;
-        Ok(Pred::Test(lhs, rhs))
+        Ok(lower_without_copy(lhs, rhs))
     }
 
     /// `{ ... }` of literals of the value's type; integers may be ranges (`80..89`), IP
