@@ -344,6 +344,31 @@ fn ip_in(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
+/// ASCII case-insensitive substring search (`needle` is lower case): candidates are found by
+/// the first byte in either case, then compared.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last_start = hay.len() - needle.len();
+    let mut at = 0;
+    while at <= last_start {
+        let found = match memchr::memchr2(first, first.to_ascii_uppercase(), &hay[at..=last_start])
+        {
+            Some(i) => at + i,
+            None => return false,
+        };
+        if hay[found + 1..found + needle.len()].eq_ignore_ascii_case(rest) {
+            return true;
+        }
+        at = found + 1;
+    }
+    false
+}
+
 /// Glob match: `*` matches any run of bytes; case-insensitive unless `strict`.
 fn wildcard(pattern: &[u8], text: &[u8], strict: bool) -> bool {
     let eq = |a: u8, b: u8| {
@@ -378,14 +403,8 @@ impl Rhs {
     fn test(&self, s: &Scalar<'_>) -> bool {
         match (self, s) {
             (Rhs::Cmp(op, lit), v) => cmp_scalar(v, *op, lit),
-            (Rhs::Contains(needle), Scalar::Bytes(b)) => {
-                needle.is_empty() || b.windows(needle.len()).any(|w| w == needle.as_slice())
-            }
-            (Rhs::ContainsCi(needle), Scalar::Bytes(b)) => {
-                needle.is_empty()
-                    || b.windows(needle.len())
-                        .any(|w| w.eq_ignore_ascii_case(needle))
-            }
+            (Rhs::Contains(needle), Scalar::Bytes(b)) => memchr::memmem::find(b, needle).is_some(),
+            (Rhs::ContainsCi(needle), Scalar::Bytes(b)) => contains_ci(b, needle),
             (Rhs::EqCi(lit, eq), Scalar::Bytes(b)) => b.eq_ignore_ascii_case(lit) == *eq,
             (Rhs::Matches(re), Scalar::Bytes(b)) => re.is_match(b),
             (Rhs::Wildcard(p, strict), Scalar::Bytes(b)) => wildcard(p, b, *strict),

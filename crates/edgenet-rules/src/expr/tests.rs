@@ -114,6 +114,13 @@ fn wildcards_functions_and_headers() {
     yes(r#"http.host strict wildcard "shop.*.com""#);
     yes(r#"lower(http.request.uri.path) eq "/wp-admin/login.php""#);
     yes(r#"upper(http.request.method) eq "POST""#);
+    yes(r#"lower(http.user_agent) contains "sqlmap/1.7""#);
+    yes(r#"lower(http.request.uri.path) contains "login.php""#);
+    no(r#"lower(http.request.uri.path) contains "login.phpx""#);
+    no(r#"lower(http.user_agent) contains "SQLMAP""#);
+    yes(r#"lower(http.request.uri.path) ne "/other""#);
+    yes(r#"http.request.uri.path contains "Login""#);
+    no(r#"http.request.uri.path contains "login""#);
     yes(r#"url_decode(http.request.uri.query) contains "' OR 1=1""#);
     yes(r#"url_decode(http.request.uri.query) contains "q=a b""#);
     yes(r#"starts_with(http.request.uri.path, "/wp-")"#);
@@ -173,4 +180,14 @@ fn raw_strings_and_escapes() {
     yes(r###"http.user_agent matches r#"sql"?map"#"###);
     let e = Expression::compile(r#"http.host eq "a\"b\\c""#).unwrap();
     assert!(!e.matches(&req()));
+}
+
+#[test]
+fn case_insensitive_search() {
+    assert!(contains_ci(b"Hello World", b"world"));
+    assert!(contains_ci(b"WORLD", b"world"));
+    assert!(contains_ci(b"wwworld", b"world"));
+    assert!(!contains_ci(b"worl", b"world"));
+    assert!(contains_ci(b"anything", b""));
+    assert!(!contains_ci(b"", b"a"));
 }
