@@ -27,35 +27,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from netns import delete_namespace, log, sh, until  # noqa: E402
 ORIGIN = os.path.join(HERE, "..", "support", "origin.py")
 ANYCAST_V4, ANYCAST_V6 = "192.0.2.1", "2001:db8:1::1"
 PREFIX_V4, PREFIX_V6 = "192.0.2.0/24", "2001:db8:1::/48"
 POP_AS, ROUTER_AS = 4200000001, 65000
 HOST = "anycast.test"
-
-
-def log(*a):
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
-
-
-def sh(*cmd, check=True, ns=None, capture=True, timeout=30):
-    if ns:
-        cmd = ("ip", "netns", "exec", ns) + cmd
-    r = subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
-    return r.stdout if capture else ""
-
-
-def until(what, within, f, step=0.02):
-    end = time.time() + within
-    while True:
-        v = f()
-        if v:
-            return v
-        if time.time() > end:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(step)
 
 
 class Rig:
@@ -139,14 +117,7 @@ class Rig:
                 except subprocess.TimeoutExpired:
                     pass
         for ns_ in self.namespaces:
-            # Anything else still running inside (BIRD forks nothing, but be sure).
-            pids = sh("ip", "netns", "pids", ns_, check=False).split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "del", ns_, check=False)
+            delete_namespace(ns_)
         self.namespaces = []
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -23,32 +23,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from netns import delete_namespace, log, sh, until  # noqa: E402
 ORIGIN = os.path.join(HERE, "..", "support", "origin.py")
 ORIGIN_VIP = "10.9.9.9"
-
-
-def log(*a):
-    print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
-
-
-def sh(*cmd, ns=None, check=True):
-    if ns:
-        cmd = ("ip", "netns", "exec", ns) + cmd
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def until(what, within, f, step=0.1):
-    end = time.time() + within
-    while True:
-        v = f()
-        if v:
-            return v
-        if time.time() > end:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(step)
 
 
 # A TCP relay that delays every chunk by half the RTT in the file given, in each direction,
@@ -179,7 +157,7 @@ class Topology:
         data = os.path.join(self.dir, "control")
         self.spawn("hub", self.edgenet, "control", "--data", data, "--listen", "0.0.0.0:7070",
                    name="control")
-        until("control plane", 20, lambda: os.path.exists(os.path.join(data, "admin-token")))
+        until("control plane", 20, lambda: os.path.exists(os.path.join(data, "admin-token")), 0.1)
         time.sleep(0.3)
         self.admin = open(os.path.join(data, "admin-token")).read().strip()
         for i in (1, 2):
@@ -259,12 +237,7 @@ class Topology:
             except subprocess.TimeoutExpired:
                 pass
         for name in self.namespaces:
-            for pid in sh("ip", "netns", "pids", name, check=False).split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            sh("ip", "netns", "del", name, check=False)
+            delete_namespace(name)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def dump(self):
@@ -290,7 +263,7 @@ class Topology:
 def scenario_test(args):
     with Topology(args.edgenet, direct_ms=200, relay_ms=60, pop_link_ms=20) as t:
         until("p1 to route the origin through p2", 20,
-              lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2")
+              lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2", 0.1)
         relayed = t.median_fetch_ms(1)
         log(f"ok: p1 relays through p2; fetch {relayed:.0f} ms (direct path 200 ms RTT)")
         assert relayed < 150, f"a relayed fetch took {relayed:.0f} ms"
@@ -304,13 +277,13 @@ def scenario_test(args):
         log(f"ok: smart tiering sends p1's miss to p2 ({first}); p2 then hits")
         # The relay's path to the origin gets slow: p1 goes back to direct within a few rounds.
         t.set_rtt("origin2", 400)
-        until("p1 back to direct", 20, lambda: t.relays(1) == {})
+        until("p1 back to direct", 20, lambda: t.relays(1) == {}, 0.1)
         direct = t.median_fetch_ms(1)
         log(f"ok: back to direct when the relay path slows; fetch {direct:.0f} ms")
         assert direct >= 190, f"a direct fetch took {direct:.0f} ms"
         # The relay dies mid-stream: requests still succeed (one retry, direct).
         t.set_rtt("origin2", 60)
-        until("p1 relaying again", 20, lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2")
+        until("p1 relaying again", 20, lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2", 0.1)
         # The relay dies while a request is in flight through it: p1 retries direct.
         slow = subprocess.Popen(
             ["ip", "netns", "exec", t.ns("p1"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -332,7 +305,7 @@ def scenario_bench(args):
     with Topology(args.edgenet, direct_ms=200, relay_ms=60, pop_link_ms=20, smart=False) as t:
         direct = t.median_fetch_ms(1, 15)
     with Topology(args.edgenet, direct_ms=200, relay_ms=60, pop_link_ms=20) as t:
-        until("relay chosen", 30, lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2")
+        until("relay chosen", 30, lambda: (t.relays(1) or {}).get(f"{ORIGIN_VIP}:80") == "p2", 0.1)
         relayed = t.median_fetch_ms(1, 15)
     with Topology(args.edgenet, direct_ms=60, relay_ms=200, pop_link_ms=20, smart=False) as t:
         plain = t.median_fetch_ms(1, 15)
