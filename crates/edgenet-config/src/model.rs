@@ -143,6 +143,12 @@ impl std::fmt::Display for HostPattern {
     }
 }
 
+/// The DNS name in a PoP's backbone certificate: the control plane's CA issues it and PoPs
+/// verify each other by it, so both sides take it from here.
+pub fn pop_dns_name(pop: &str) -> String {
+    format!("{pop}.pop.edgenet")
+}
+
 /// A compiled WAF rule.
 #[derive(Debug, Clone)]
 pub struct WafRule {

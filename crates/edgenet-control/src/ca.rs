@@ -10,10 +10,7 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 
-/// The DNS name a PoP's backbone certificate carries.
-pub fn pop_dns_name(pop: &str) -> String {
-    format!("{pop}.pop.edgenet")
-}
+pub use edgenet_config::pop_dns_name;
 
 /// The CA: its certificate (PEM) and what it signs with.
 pub struct Ca {
@@ -21,20 +18,6 @@ pub struct Ca {
     pub cert_pem: String,
     cert: rcgen::Certificate,
     key: KeyPair,
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 impl Ca {
@@ -68,7 +51,7 @@ impl Ca {
         params.not_after = now + time::Duration::days(10 * 365);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        crate::write_private(&key_path, key.serialize_pem().as_bytes())?;
         std::fs::write(&cert_path, &cert_pem)?;
         tracing::info!(path = %cert_path.display(), "created the backbone certificate authority");
         Ok(Ca {

@@ -182,30 +182,16 @@ pub async fn ensure_backbone_certificate(
     ) else {
         return Err(format!("{url}: {status}: {v}"));
     };
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&key_path)
-            .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        f.write_all(key.serialize_pem().as_bytes())
-            .map_err(|e| format!("{}: {e}", key_path.display()))?;
-    }
+    crate::write_private(&key_path, key.serialize_pem().as_bytes())
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
     std::fs::write(&cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
     std::fs::write(&ca_path, ca).map_err(|e| format!("{}: {e}", ca_path.display()))?;
     tracing::info!(cert = %cert_path.display(), "backbone certificate issued by the control plane");
     Ok(())
 }
 
-/// The HTTP client the follower uses.
-pub type HttpClient = reqwest::Client;
-
 /// An HTTP client for the control plane.
-pub fn http_client() -> HttpClient {
+pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
         .build()

@@ -54,16 +54,20 @@ pub async fn bootstrap_admin(app: &App, data: &Path) -> anyhow::Result<Option<St
     Ok(Some(secret))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes a secret (a key, a token) readable by its owner only: a temporary file with mode
+/// 0600, then a rename, so the file is never half written or briefly readable by others.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(tmp, path)
 }
 
 /// Runs the control plane until SIGTERM or SIGINT.

@@ -20,6 +20,7 @@ use pingora_http::RequestHeader;
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use tokio::sync::Notify;
 
+use crate::lock;
 use crate::metrics::Metrics;
 
 /// Where the announcement stands.
@@ -63,10 +64,6 @@ pub struct Anycast {
     metrics: AnycastMetrics,
     /// Addresses this node put on `lo` (removed again on exit).
     added: Vec<(IpAddr, u8)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Anycast {

@@ -24,6 +24,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::{CertKey, WrappedX509};
 use pingora_http::RequestHeader;
 
+use crate::lock;
 use crate::state::Node;
 
 /// Marks a request sent by a lower tier; its value is the lower tier's name.
@@ -31,10 +32,7 @@ pub const TIER_HEADER: &str = "x-edgenet-tier";
 /// The scheme the lower tier's client used, which is part of the cache key.
 pub const SCHEME_HEADER: &str = "x-edgenet-scheme";
 
-/// The DNS name in a PoP's backbone certificate (as the control plane's CA issues it).
-pub fn pop_dns_name(pop: &str) -> String {
-    format!("{pop}.pop.edgenet")
-}
+pub use edgenet_config::pop_dns_name;
 
 /// Where a PoP's backbone identity is on disk.
 #[derive(Debug, Clone)]
@@ -217,10 +215,6 @@ pub struct BackboneState {
     selector: Mutex<PathSelector>,
     /// Origin address → the relay PoP to go through (absent: direct).
     pub relays: ArcSwap<HashMap<SocketAddr, String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The path selection settings: one relay at most (the relay forwards straight to the origin).

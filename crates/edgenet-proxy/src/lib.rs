@@ -23,4 +23,10 @@ pub mod state;
 pub mod tls;
 pub mod waf;
 
+/// Locks a mutex, taking the value even if a thread panicked while holding it: the node's
+/// shared state stays usable (the data behind these locks is never left half-updated).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub use server::{apply_control_zones, load_config, load_config_with, run, run_with, RunOptions};

@@ -368,14 +368,14 @@ impl EdgeProxy {
         use crate::backbone::{LINKS_PATH, PING_PATH, RELAY_HEADER};
         let path = session.req_header().uri.path().to_owned();
         if path == PING_PATH {
-            self.respond_body(session, 200, "text/plain", b"pong\n".to_vec())
+            self.respond_body(session, 200, "text/plain", b"pong\n".to_vec(), None)
                 .await;
             return true;
         }
         if path == LINKS_PATH {
             let links = self.node.backbone_state.own_links(&self.node.name);
             let body = serde_json::to_vec(&links).unwrap_or_default();
-            self.respond_body(session, 200, "application/json", body)
+            self.respond_body(session, 200, "application/json", body, None)
                 .await;
             return true;
         }
@@ -415,32 +415,29 @@ impl EdgeProxy {
             "429 Too Many Requests\nrate limit: {rule}\npop: {}\n",
             self.node.name
         );
-        let Ok(mut resp) = ResponseHeader::build(429, Some(4)) else {
-            return;
-        };
-        let _ = resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
-        let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
-        let _ = resp.insert_header(http::header::RETRY_AFTER, retry_after.to_string());
-        let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
-        let _ = session.write_response_header(Box::new(resp), false).await;
-        let _ = session
-            .write_response_body(Some(body.into_bytes().into()), true)
+        let ctype = "text/plain; charset=utf-8";
+        self.respond_body(session, 429, ctype, body.into_bytes(), Some(retry_after))
             .await;
     }
 
+    /// A complete response that is not cached, with `Retry-After` when given.
     async fn respond_body(
         &self,
         session: &mut Session,
         status: u16,
         content_type: &str,
         body: Vec<u8>,
+        retry_after: Option<u64>,
     ) {
-        let Ok(mut resp) = ResponseHeader::build(status, Some(3)) else {
+        let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
             return;
         };
         let _ = resp.insert_header(CONTENT_TYPE, content_type);
         let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
         let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+        if let Some(secs) = retry_after {
+            let _ = resp.insert_header(http::header::RETRY_AFTER, secs.to_string());
+        }
         let _ = session.write_response_header(Box::new(resp), false).await;
         let _ = session.write_response_body(Some(body.into()), true).await;
     }
@@ -661,6 +658,7 @@ impl ProxyHttp for EdgeProxy {
                     rule.status,
                     "text/plain; charset=utf-8",
                     rule.body.clone().into_bytes(),
+                    None,
                 )
                 .await;
                 return Ok(true);

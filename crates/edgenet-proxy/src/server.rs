@@ -83,7 +83,7 @@ pub fn run_with(
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
     let node = Arc::new(Node::new(config.clone(), log, metrics, certs.clone())?);
-    *node.control_zones.lock().unwrap_or_else(|e| e.into_inner()) = control_zones;
+    *crate::lock(&node.control_zones) = control_zones;
     if let Some(anycast) = &config.anycast {
         let listeners = config.listeners.iter().map(|l| l.address).collect();
         let a = crate::anycast::Anycast::start(anycast, listeners, &node.metrics)?;
@@ -141,7 +141,7 @@ pub fn run_with(
             http1: proxy(false),
             h2c,
             open: node.metrics.open_connections.clone(),
-            per_client: Some(node.clone()),
+            node: Some(node.clone()),
         };
         let name = match protocol {
             ListenerProtocol::Http => "http",
@@ -191,7 +191,7 @@ pub fn run_with(
                 h2c: None,
                 open: node.metrics.open_connections.clone(),
                 // PoPs on the backbone multiplex over few connections; no per-client cap.
-                per_client: None,
+                node: None,
             };
             server.add_service(background_service(
                 "backbone probes",
@@ -268,8 +268,9 @@ struct ClientConnections<A> {
     /// The HTTP/2 app for h2c; `None` where h2c is off or the listener is TLS.
     h2c: Option<Arc<A>>,
     open: IntGauge,
-    /// Enforces `limits.max_connections_per_client` (none on the backbone listener).
-    per_client: Option<Arc<Node>>,
+    /// The node whose `[limits]` client listeners enforce (connections per client, the head
+    /// timeout); none on the backbone listener, whose clients are PoPs.
+    node: Option<Arc<Node>>,
 }
 
 #[async_trait]
@@ -282,7 +283,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
         let client = session
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _slot = match (&self.per_client, client) {
+        let _slot = match (&self.node, client) {
             (Some(node), Some(ip)) => {
                 match node.client_connections.acquire(ip, &node.snapshot.load()) {
                     Some(slot) => Some(slot),
@@ -323,7 +324,7 @@ impl<A: ServerApp + Send + Sync + 'static> ClientConnections<A> {
                 None => return,
             }
         }
-        if let Some(node) = &self.per_client {
+        if let Some(node) = &self.node {
             let limits = &node.snapshot.load().config.limits;
             let (deadline, max) = (limits.header_timeout, limits.max_request_header_bytes);
             match read_head_within(stream, deadline, max).await {
@@ -450,11 +451,7 @@ impl BackgroundService for Reloader {
 /// Validates and applies the configuration at `path` (with the control plane's zones when the
 /// node follows one). Returns the new version, or every error.
 pub fn reload(node: &Node, path: &Path) -> Result<u64, Vec<String>> {
-    let zones = node
-        .control_zones
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let zones = crate::lock(&node.control_zones).clone();
     reload_with(node, path, zones.as_deref())
 }
 
@@ -466,7 +463,7 @@ pub fn apply_control_zones(
     zones: Vec<ZoneSection>,
 ) -> Result<u64, Vec<String>> {
     let version = reload_with(node, path, Some(&zones))?;
-    *node.control_zones.lock().unwrap_or_else(|e| e.into_inner()) = Some(zones);
+    *crate::lock(&node.control_zones) = Some(zones);
     node.metrics.reload(true);
     Ok(version)
 }

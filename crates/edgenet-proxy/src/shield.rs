@@ -12,6 +12,7 @@ use edgenet_rules::expr::Request;
 use edgenet_shield::limiter::{Decision, Limiter};
 use edgenet_shield::window::key_hash;
 
+use crate::lock;
 use crate::state::ZoneRuntime;
 use crate::waf::RequestView;
 
@@ -47,9 +48,7 @@ impl ShieldRegistry {
             r.id, r.period, r.requests, r.mitigation_timeout
         );
         let now = self.now_ms();
-        self.limiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.limiters)
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Mutex::new(Limiter::new(
@@ -60,6 +59,18 @@ impl ShieldRegistry {
                 )))
             })
             .clone()
+    }
+}
+
+/// The address's bytes (4 or 16) without allocating: the buffer and the length used.
+fn ip_octets(ip: std::net::IpAddr) -> ([u8; 16], usize) {
+    let mut b = [0u8; 16];
+    match ip {
+        std::net::IpAddr::V4(v) => {
+            b[..4].copy_from_slice(&v.octets());
+            (b, 4)
+        }
+        std::net::IpAddr::V6(v) => (v.octets(), 16),
     }
 }
 
@@ -92,16 +103,16 @@ pub fn check(
     registry: &ShieldRegistry,
 ) -> Option<Limited> {
     let now = registry.now_ms();
+    let (ip, ip_len) = ip_octets(view.ip);
     for (idx, rule) in zone.config.rate_limits.iter().enumerate() {
         if !rule.expression.matches(view) {
             continue;
         }
-        let ip = view.ip.to_string();
         let parts: Vec<&[u8]> = rule
             .characteristics
             .iter()
             .map(|c| match c {
-                Characteristic::IpSrc => ip.as_bytes(),
+                Characteristic::IpSrc => &ip[..ip_len],
                 Characteristic::Host => view.host(),
                 Characteristic::Path => view.path(),
                 Characteristic::Header(n) => view.header(n, 0).unwrap_or(b""),
@@ -109,10 +120,7 @@ pub fn check(
             })
             .collect();
         let key = key_hash(&parts, &registry.hasher);
-        let decision = zone.limiters[idx]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check(key, now);
+        let decision = lock(&zone.limiters[idx]).check(key, now);
         if let Decision::Limit { retry_after_ms } = decision {
             zone.rate_limit_hits[idx].inc();
             return Some(Limited {
@@ -158,7 +166,7 @@ impl ClientConnectionCounts {
         snapshot: &crate::state::Snapshot,
     ) -> Option<ConnectionSlot<'_>> {
         let cap = snapshot.config.limits.max_connections_per_client;
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = lock(&self.open);
         let n = open.entry(ip).or_insert(0);
         if cap != 0 && *n >= cap {
             return None;
@@ -170,7 +178,7 @@ impl ClientConnectionCounts {
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
-        let mut open = self.counts.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = lock(&self.counts.open);
         if let Some(n) = open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -192,7 +200,7 @@ impl ShieldRegistry {
             d.sensitivity, d.floor_rps, d.mitigation
         );
         let now = self.now_ms();
-        let mut detectors = self.detectors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut detectors = lock(&self.detectors);
         detectors
             .entry(key)
             .or_insert_with(|| {
@@ -215,14 +223,9 @@ impl ShieldRegistry {
 
     /// The request's fingerprint, in the order of `edgenet_shield::ddos::FEATURES`.
     pub fn fingerprint(&self, view: &RequestView<'_>) -> [u64; 5] {
-        let ip = view.ip.to_string();
-        let subnet = match view.ip {
-            std::net::IpAddr::V4(v) => {
-                let o = v.octets();
-                [o[0], o[1], o[2], 0].to_vec()
-            }
-            std::net::IpAddr::V6(v) => v.octets()[..6].to_vec(),
-        };
+        let (ip, ip_len) = ip_octets(view.ip);
+        // The client's /24 (IPv4) or /48 (IPv6).
+        let subnet = &ip[..if ip_len == 4 { 3 } else { 6 }];
         let mut names: Vec<&[u8]> = Vec::new();
         let mut i = 0;
         while let Some(n) = view.header_name(i) {
@@ -230,11 +233,11 @@ impl ShieldRegistry {
             i += 1;
         }
         [
-            self.hash(&[ip.as_bytes()]),
+            self.hash(&[&ip[..ip_len]]),
             self.hash(&[view.header("user-agent", 0).unwrap_or(b"")]),
             self.hash(&[view.path()]),
             self.hash(&names),
-            self.hash(&[&subnet]),
+            self.hash(&[subnet]),
         ]
     }
 }
@@ -249,7 +252,7 @@ pub fn ddos_check(
     let detector = zone.ddos.as_ref()?;
     let now = registry.now_ms();
     let features = registry.fingerprint(view);
-    let mut d = detector.lock().unwrap_or_else(|e| e.into_inner());
+    let mut d = lock(detector);
     if let Some(m) = d.mitigated(&features, now) {
         return Some((m.until_ms - now).div_ceil(1000).max(1));
     }

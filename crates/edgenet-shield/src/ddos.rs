@@ -178,17 +178,22 @@ mod tests {
         [ip, ua, 1, 1, 24]
     }
 
-    #[test]
-    fn a_flood_from_one_address_is_mitigated_by_address_not_by_subnet() {
+    /// A detector after ten seconds of 30 requests per second from three clients, and the time.
+    fn with_baseline() -> (Detector, u64) {
         let mut d = Detector::new(params(), 0);
         let mut now = 0;
-        // Ten seconds of 30 requests per second from three clients.
         for _ in 0..10 {
             for i in 0..30 {
                 d.observe(&f(i % 3, 7), now + i * 33);
             }
             now += 1000;
         }
+        (d, now)
+    }
+
+    #[test]
+    fn a_flood_from_one_address_is_mitigated_by_address_not_by_subnet() {
+        let (mut d, now) = with_baseline();
         assert!((d.baseline().unwrap() - 30.0).abs() < 3.0);
         // One second with a flood of 600 from address 9 on top.
         let mut installed = None;
@@ -209,14 +214,7 @@ mod tests {
 
     #[test]
     fn a_distributed_flood_with_one_user_agent_is_mitigated_by_user_agent() {
-        let mut d = Detector::new(params(), 0);
-        let mut now = 0;
-        for _ in 0..10 {
-            for i in 0..30 {
-                d.observe(&f(i % 3, 7), now + i * 33);
-            }
-            now += 1000;
-        }
+        let (mut d, now) = with_baseline();
         let mut installed = None;
         for i in 0..600 {
             installed = installed.or(d.observe(&f(1000 + i, 66), now + i));

@@ -157,10 +157,6 @@ fn runtime_current() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn reqwest_client() -> edgenet_control::follow::HttpClient {
-    edgenet_control::follow::http_client()
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -284,7 +280,7 @@ fn run_following_pop(
     let (key, cert, ca) = follow::backbone_files(&opts.state_file, &opts.pop);
     if config.backbone.is_some() && !nats && !cert.exists() {
         let got = runtime_current().and_then(|rt| {
-            let client = reqwest_client();
+            let client = follow::http_client();
             rt.block_on(async {
                 tokio::time::timeout(
                     std::time::Duration::from_secs(10),
@@ -312,22 +308,17 @@ fn run_following_pop(
         });
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) if nats => rt.block_on(edgenet_control::nats::follow_nats(
-                        opts.control,
-                        opts.pop,
-                        opts.state_file,
-                        applier,
-                        last,
-                    )),
-                    Ok(rt) => rt.block_on(follow::follow(opts, applier, last)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the control-plane follower")
-                    }
+            .spawn(move || match runtime_current() {
+                Ok(rt) if nats => rt.block_on(edgenet_control::nats::follow_nats(
+                    opts.control,
+                    opts.pop,
+                    opts.state_file,
+                    applier,
+                    last,
+                )),
+                Ok(rt) => rt.block_on(follow::follow(opts, applier, last)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the control-plane follower")
                 }
             })
             .expect("a thread for the control-plane follower");

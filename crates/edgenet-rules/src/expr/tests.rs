@@ -1,3 +1,6 @@
+//! The Rules language against a test request: fields, operators, functions, logic and the
+//! offsets of refusals.
+
 use super::*;
 
 struct Req {
