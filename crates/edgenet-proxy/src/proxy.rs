@@ -315,6 +315,12 @@ impl EdgeProxy {
     /// The upper-tier PoP for this request's miss, when the zone has tiers, this PoP is not
     /// one of them, the request did not come from a lower tier and the tier has not failed.
     fn upper_tier_peer(&self, ctx: &mut Ctx) -> Option<HttpPeer> {
+        let tiered = ctx
+            .zone()
+            .is_some_and(|z| z.config.smart_tier || !z.config.upper_tiers.is_empty());
+        if !tiered {
+            return None;
+        }
         let snapshot = ctx.snapshot.clone()?;
         let zone = &snapshot.zones[ctx.zone?];
         let smart;
@@ -860,7 +866,8 @@ impl ProxyHttp for EdgeProxy {
             .or_else(|| request_authority(session.req_header()).0);
         let mut peer = zone.origin_peer(idx, host);
         let origin = zone.pool.members()[idx].server.address;
-        if !ctx.relay_failed {
+        // Without a backbone identity there are no relays: skip the lookup.
+        if !ctx.relay_failed && self.node.backbone_tls.get().is_some() {
             if let Some(relay) = self.node.backbone_state.relays.load().get(&origin) {
                 let pops = self.node.pops.load();
                 if let (Some(tls), Some(addr)) = (self.node.backbone_tls.get(), pops.get(relay)) {
