@@ -648,6 +648,30 @@ pub struct ZoneWafSection {
     /// The rules, first match of a terminating action wins.
     #[serde(default)]
     pub rules: Vec<WafRuleSection>,
+    /// The managed rule set, evaluated after the zone's own rules (a `skip` or `allow` rule
+    /// skips it too).
+    #[serde(default)]
+    pub managed: ManagedWafSection,
+}
+
+/// `[zones.waf.managed]`: edgenet's rules for common attacks (SQL injection, cross-site
+/// scripting, path traversal, command injection, scanners).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ManagedWafSection {
+    /// Run the managed rules for this zone.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `block` (default) or `log`.
+    #[serde(default)]
+    pub action: Option<WafActionSection>,
+    /// The status of a block (default 403).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Ids of managed rules to leave out, e.g. `["edgenet-sqli-comment"]`.
+    #[serde(default)]
+    pub disabled: Vec<String>,
 }
 
 /// One WAF rule.

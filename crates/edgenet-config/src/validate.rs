@@ -303,12 +303,64 @@ impl Validator<'_> {
         }
     }
 
+    fn waf(&mut self, path: &str, raw: &ZoneWafSection) -> Vec<WafRule> {
+        let mut out = self.waf_rules(&format!("{path}.rules"), &raw.rules);
+        let m = &raw.managed;
+        let p = format!("{path}.managed");
+        for (i, id) in m.disabled.iter().enumerate() {
+            if edgenet_rules::managed::get(id).is_none() {
+                self.err(
+                    format!("{p}.disabled[{i}]"),
+                    id,
+                    "is not the id of a managed rule",
+                );
+            }
+        }
+        let action = m.action.unwrap_or(WafActionSection::Block);
+        if !matches!(action, WafActionSection::Block | WafActionSection::Log) {
+            self.err(
+                format!("{p}.action"),
+                format!("{action:?}").to_lowercase(),
+                "must be block or log",
+            );
+        }
+        let status = m.status.unwrap_or(403);
+        if !(400..=599).contains(&status) {
+            self.err(
+                format!("{p}.status"),
+                status.to_string(),
+                "must be a 4xx or 5xx status",
+            );
+        }
+        if m.enabled {
+            for (rule, expression) in edgenet_rules::managed::compiled() {
+                if !m.disabled.iter().any(|d| d == rule.id) {
+                    out.push(WafRule {
+                        id: rule.id.to_string(),
+                        expression: expression.clone(),
+                        action,
+                        status,
+                        body: format!("Blocked by rule {}\n", rule.id),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     fn waf_rules(&mut self, path: &str, raw: &[WafRuleSection]) -> Vec<WafRule> {
         let mut ids = HashSet::new();
         let mut out = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let p = format!("{path}[{i}]");
             self.rule_id(&format!("{p}.id"), &r.id, &mut ids);
+            if r.id.starts_with("edgenet-") {
+                self.err(
+                    format!("{p}.id"),
+                    &r.id,
+                    "the prefix edgenet- is reserved for managed rules",
+                );
+            }
             let status = r.status.unwrap_or(403);
             if !(400..=599).contains(&status) {
                 self.err(
@@ -643,7 +695,7 @@ impl Validator<'_> {
                 },
                 upper_tiers: self.tiered_cache(&format!("{p}.tiered_cache"), &z.tiered_cache),
                 smart_tier: matches!(&z.tiered_cache, TieredCacheSection::Mode(m) if m == "smart"),
-                waf: self.waf_rules(&format!("{p}.waf.rules"), &z.waf.rules),
+                waf: self.waf(&format!("{p}.waf"), &z.waf),
                 rate_limits: self.rate_limits(&format!("{p}.rate_limits"), &z.rate_limits),
                 ddos: self.ddos(&format!("{p}.ddos"), &z.ddos),
             });

@@ -130,6 +130,141 @@ action = "block"
     assert_eq!(blocked(&pop), 403);
 }
 
+/// Lines of one of the managed rule set's corpora (`crates/edgenet-rules/corpus`).
+fn corpus(name: &str) -> Vec<serde_json::Value> {
+    let path = format!(
+        "{}/../edgenet-rules/corpus/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_managed_rule_set_blocks_attacks_serves_the_benign_and_rules_can_be_disabled() {
+    let origin = Origin::start("o");
+    let managed = "\n[zones.waf.managed]\nenabled = true\n";
+    let pop = Pop::start(&zone("m", &["m.test"], &[origin.addr()], managed));
+    // A tenth of each corpus, end to end over keep-alive connections.
+    let send = |lines: &[serde_json::Value]| -> Vec<(u16, String)> {
+        let mut c = KeepAlive::connect(pop.http).unwrap();
+        lines
+            .iter()
+            .step_by(10)
+            .map(|l| {
+                let uri = l["uri"].as_str().unwrap();
+                let ua = l["user_agent"].as_str().unwrap();
+                let r = c
+                    .get_with("m.test", uri, &[("User-Agent", ua)])
+                    .or_else(|_| {
+                        c = KeepAlive::connect(pop.http).unwrap();
+                        c.get_with("m.test", uri, &[("User-Agent", ua)])
+                    })
+                    .unwrap();
+                (r.status, String::from_utf8_lossy(&r.body).into_owned())
+            })
+            .collect()
+    };
+    let attacks = send(&corpus("attack.jsonl"));
+    let blocked = attacks.iter().filter(|(s, _)| *s == 403).count();
+    assert!(
+        blocked as f64 >= 0.95 * attacks.len() as f64,
+        "{blocked} of {} attacks blocked; not: {:?}",
+        attacks.len(),
+        attacks
+            .iter()
+            .filter(|(s, _)| *s != 403)
+            .collect::<Vec<_>>()
+    );
+    assert!(attacks
+        .iter()
+        .filter(|(s, _)| *s == 403)
+        .all(|(_, b)| b.starts_with("Blocked by rule edgenet-")));
+    let benign = send(&corpus("benign.jsonl"));
+    let served = benign.iter().filter(|(s, _)| *s == 200).count();
+    assert!(
+        served as f64 >= 0.99 * benign.len() as f64,
+        "{served} of {} benign requests served",
+        benign.len()
+    );
+
+    // Each category.
+    let get = |path: &str, ua: &str| {
+        let url = pop.url(path);
+        curl(&["-H", "Host: m.test", "-A", ua, &url])
+    };
+    for (path, ua, rule) in [
+        (
+            "/i?id=1%27%20OR%20%271%27%3D%271",
+            "x",
+            "edgenet-sqli-boolean",
+        ),
+        (
+            "/s?q=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+            "x",
+            "edgenet-xss-handler",
+        ),
+        (
+            "/d?file=..%2F..%2F..%2Fetc%2Fpasswd",
+            "x",
+            "edgenet-traversal-dotdot",
+        ),
+        ("/p?host=127.0.0.1%3Bid", "x", "edgenet-cmdi-chain"),
+        ("/", "sqlmap/1.8 (https://sqlmap.org)", "edgenet-scanner-ua"),
+    ] {
+        let r = get(path, ua);
+        assert_eq!(r.status, 403, "{path} {ua}");
+        assert_eq!(r.body, format!("Blocked by rule {rule}\n"));
+    }
+    assert!(pop
+        .metric(r#"edgenet_waf_matches_total{action="block",rule="edgenet-scanner-ua",zone="m"}"#)
+        .is_some_and(|n| n >= 1.0));
+
+    // A disabled rule: a script tag without a call is what only edgenet-xss-script catches.
+    let script = "/s?q=%3Cscript%20src%3D%2F%2Fx.test%2Fa.js%3E%3C%2Fscript%3E";
+    assert_eq!(get(script, "x").status, 403);
+    let text = std::fs::read_to_string(&pop.config).unwrap().replace(
+        "enabled = true",
+        "enabled = true\ndisabled = [\"edgenet-xss-script\"]",
+    );
+    std::fs::write(&pop.config, text).unwrap();
+    pop.signal("HUP");
+    assert!(eventually(Duration::from_secs(5), || get(script, "x")
+        .status
+        == 200));
+    assert_eq!(
+        get("/s?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E", "x").status,
+        403
+    );
+}
+
+#[test]
+fn an_unknown_managed_rule_id_is_refused_at_check() {
+    let origin = Origin::start("o");
+    let managed = "\n[zones.waf.managed]\nenabled = true\n";
+    let pop = Pop::start(&zone("m", &["m.test"], &[origin.addr()], managed));
+    let text = std::fs::read_to_string(&pop.config).unwrap().replace(
+        "enabled = true",
+        "enabled = true\ndisabled = [\"edgenet-sqli-nope\"]",
+    );
+    std::fs::write(&pop.config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["check", "--config"])
+        .arg(&pop.config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("zones[0].waf.managed.disabled[0]")
+            && err.contains("is not the id of a managed rule"),
+        "{err}"
+    );
+}
+
 #[test]
 fn rate_limits_answer_429_at_the_threshold_per_client() {
     let origin = Origin::start("o");

@@ -484,11 +484,23 @@ impl KeepAlive {
 
     /// GET `path` with `Host: host`; the response must carry Content-Length (the test origin's do).
     pub fn get(&mut self, host: &str, path: &str) -> std::io::Result<Reply> {
+        self.get_with(host, path, &[])
+    }
+
+    /// [`KeepAlive::get`] with more header lines.
+    pub fn get_with(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> std::io::Result<Reply> {
         use std::io::{Error, ErrorKind};
-        write!(
-            self.stream.get_mut(),
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
-        )?;
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        self.stream.get_mut().write_all(head.as_bytes())?;
         let mut line = String::new();
         if self.stream.read_line(&mut line)? == 0 {
             return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
