@@ -75,8 +75,14 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     /// Most connections at once from one client address (0: no limit).
     pub max_connections_per_client: u32,
-    /// Time allowed for the first request head on a plain connection.
+    /// Time allowed for an HTTP/1 request head.
     pub header_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive HTTP/1 connection.
+    pub keepalive_timeout: Duration,
+    /// The longest wait between two reads of an HTTP/1 request body.
+    pub body_timeout: Duration,
+    /// HTTP/2 PING, SETTINGS and PRIORITY frames allowed per 10 s.
+    pub h2_max_control_frames: u32,
 }
 
 /// The node's cache.

@@ -330,14 +330,38 @@ pub struct LimitsSection {
     /// (0: no limit).
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
-    /// How long a client on a plain listener may take to send its first request head; a
-    /// slower one (slowloris) is closed.
+    /// How long a client may take to send an HTTP/1 request head, counted from its first
+    /// byte (from the connection's start for the first request), plain or TLS; a slower one
+    /// (slowloris) is closed.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// How long a kept-alive HTTP/1 connection may stay idle between requests.
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// The longest wait between two reads of an HTTP/1 request body; a slower client gets
+    /// its connection closed.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// PING, SETTINGS and PRIORITY frames an HTTP/2 client may send in 10 s; past that the
+    /// connection ends with GOAWAY (ENHANCE_YOUR_CALM).
+    #[serde(default = "default_h2_max_control_frames")]
+    pub h2_max_control_frames: u32,
 }
 
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_h2_max_control_frames() -> u32 {
+    200
 }
 
 impl Default for LimitsSection {
@@ -346,6 +370,9 @@ impl Default for LimitsSection {
             max_request_header_bytes: default_max_header_bytes(),
             max_connections_per_client: default_max_connections_per_client(),
             header_timeout: default_header_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            body_timeout: default_body_timeout(),
+            h2_max_control_frames: default_h2_max_control_frames(),
         }
     }
 }

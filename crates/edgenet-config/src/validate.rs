@@ -226,14 +226,28 @@ impl Validator<'_> {
             max_request_header_bytes: raw.limits.max_request_header_bytes,
             max_connections_per_client: raw.limits.max_connections_per_client,
             header_timeout: raw.limits.header_timeout,
+            keepalive_timeout: raw.limits.keepalive_timeout,
+            body_timeout: raw.limits.body_timeout,
+            h2_max_control_frames: raw.limits.h2_max_control_frames,
         };
-        if limits.header_timeout < Duration::from_millis(100)
-            || limits.header_timeout > Duration::from_secs(300)
-        {
+        for (field, value) in [
+            ("limits.header_timeout", limits.header_timeout),
+            ("limits.keepalive_timeout", limits.keepalive_timeout),
+            ("limits.body_timeout", limits.body_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&value) {
+                self.err(
+                    field,
+                    humantime::format_duration(value).to_string(),
+                    "must be between 100ms and 5m",
+                );
+            }
+        }
+        if limits.h2_max_control_frames < 10 {
             self.err(
-                "limits.header_timeout",
-                humantime::format_duration(limits.header_timeout).to_string(),
-                "must be between 100ms and 5m",
+                "limits.h2_max_control_frames",
+                limits.h2_max_control_frames.to_string(),
+                "must be at least 10 (browsers send a few PING and SETTINGS frames)",
             );
         }
         if !(1024..=1024 * 1024).contains(&limits.max_request_header_bytes) {

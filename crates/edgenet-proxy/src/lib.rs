@@ -11,6 +11,7 @@ pub mod admin;
 pub mod anycast;
 pub mod backbone;
 pub mod forwarding;
+pub mod guard;
 pub mod header_rules;
 pub mod health_check;
 pub mod metrics;

@@ -22,8 +22,10 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     /// Client connections closed at once: the address was at its connection cap.
     pub connections_refused: IntCounter,
-    /// Connections closed because the first request head did not come in time.
+    /// Connections closed because a request head did not come in time.
     pub slow_heads: IntCounter,
+    /// HTTP/2 connections ended for flooding control frames, by frame kind.
+    pub h2_floods: IntCounterVec,
     /// Requests being processed.
     pub inflight: IntGauge,
     /// TLS handshakes completed.
@@ -228,7 +230,15 @@ impl Metrics {
         .expect("valid metric");
         let slow_heads = IntCounter::new(
             "edgenet_slow_request_heads_total",
-            "Connections closed because the first request head did not arrive within limits.header_timeout",
+            "Connections closed because a request head did not arrive within limits.header_timeout",
+        )
+        .expect("valid metric");
+        let h2_floods = IntCounterVec::new(
+            Opts::new(
+                "edgenet_h2_floods_total",
+                "HTTP/2 connections ended with GOAWAY for sending more than limits.h2_max_control_frames PING, SETTINGS or PRIORITY frames in 10 s, by frame kind",
+            ),
+            &["kind"],
         )
         .expect("valid metric");
         let ddos_mitigations = IntCounterVec::new(
@@ -296,6 +306,7 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(connections_refused.clone()),
             Box::new(slow_heads.clone()),
+            Box::new(h2_floods.clone()),
             Box::new(cache_stored_bytes.clone()),
             Box::new(cache_objects.clone()),
             Box::new(cache_evictions.clone()),
@@ -335,6 +346,7 @@ impl Metrics {
             rate_limited,
             connections_refused,
             slow_heads,
+            h2_floods,
             cache_stored_bytes,
             cache_objects,
             cache_evictions,

@@ -564,6 +564,9 @@ impl ProxyHttp for EdgeProxy {
                 .and_then(|v| v.to_str().ok())
                 .map(|t| (t.to_string(), scheme));
         }
+        // Pingora's read timeout applies per read of the body (nginx's client_body_timeout).
+        session.set_read_timeout(Some(snapshot.config.limits.body_timeout));
+        session.set_total_drain_timeout(Some(snapshot.config.limits.body_timeout));
         let req = session.req_header();
         let target_len = req.raw_path().len();
         if let Err(m) = request_check::check(
@@ -1147,6 +1150,8 @@ impl ProxyHttp for EdgeProxy {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                         (0, 3)
                     }
+                    // limits.body_timeout: the client stopped sending its body.
+                    ErrorType::ReadTimedout => (408, 3),
                     _ => (400, 3),
                 },
                 ErrorSource::Internal | ErrorSource::Unset => (500, 3),
@@ -1171,6 +1176,7 @@ impl ProxyHttp for EdgeProxy {
                 502 => "the origin could not be reached or sent an invalid response",
                 504 => "the origin did not answer in time",
                 400 => "malformed request",
+                408 => "the request body did not arrive in time",
                 _ => "the request failed",
             };
             if session.response_written().is_none() {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use edgenet_config::{Config, ConfigError, ListenerProtocol, ZoneSection};
 use pingora_core::apps::http_app::HttpServer;
-use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ServerApp};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TcpSocketOptions;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
@@ -21,6 +22,7 @@ use prometheus::IntGauge;
 
 use crate::access_log::AccessLogger;
 use crate::admin::Admin;
+use crate::guard::{Guarded, Head};
 use crate::health_check::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
@@ -274,16 +276,13 @@ struct ClientConnections<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let client = session
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let _slot = match (&self.node, client) {
+        let _slot = match (&self.node, crate::guard::client_ip(&session)) {
             (Some(node), Some(ip)) => {
                 match node.client_connections.acquire(ip, &node.snapshot.load()) {
                     Some(slot) => Some(slot),
@@ -310,96 +309,74 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> ClientConnections<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
     /// Serves one client connection to its end, keep-alive requests included.
     async fn serve(&self, session: Stream, shutdown: &ShutdownWatch) {
-        let mut stream = session;
+        let Some(node) = &self.node else {
+            // The backbone: PoPs, trusted by their certificates.
+            let mut stream = session;
+            while let Some(s) = self.http1.process_new(stream, shutdown).await {
+                stream = s;
+            }
+            return;
+        };
+        let limits = node.snapshot.load().config.limits.clone();
+        let client = crate::guard::client_ip(&session);
+        let floods = node.metrics.h2_floods.clone();
+        let on_flood: crate::guard::OnFlood = Arc::new(move |kind| {
+            floods.with_label_values(&[kind]).inc();
+            tracing::warn!(client = ?client, kind, "HTTP/2 control frame flood: GOAWAY");
+        });
+        let h2_alpn = session.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
+        let mut guarded = Guarded::new(session, limits.h2_max_control_frames, on_flood);
         if let Some(h2c) = &self.h2c {
-            match sniff_h2_preface(stream).await {
-                Some((s, true)) => {
-                    h2c.process_new(s, shutdown).await;
+            match guarded.sniff_h2c().await {
+                Some(true) => {
+                    h2c.process_new(Box::new(guarded), shutdown).await;
                     return;
                 }
-                Some((s, false)) => stream = s,
+                Some(false) => {}
                 None => return,
             }
         }
-        if let Some(node) = &self.node {
-            let limits = &node.snapshot.load().config.limits;
-            let (deadline, max) = (limits.header_timeout, limits.max_request_header_bytes);
-            match read_head_within(stream, deadline, max).await {
-                Some(s) => stream = s,
-                None => {
-                    node.metrics.slow_heads.inc();
-                    return;
-                }
+        if h2_alpn {
+            self.http1.process_new(Box::new(guarded), shutdown).await;
+            return;
+        }
+        // HTTP/1, Pingora's keep-alive loop (`ServerApp for HttpServerApp`) with each request
+        // head read first: within the header timeout, after the keep-alive idle time between
+        // requests.
+        let max = limits.max_request_header_bytes;
+        let (header, keepalive) = (limits.header_timeout, limits.keepalive_timeout);
+        match guarded.read_head(header, header, max, shutdown).await {
+            Head::Ready => {}
+            Head::Closed => return,
+            Head::Idle | Head::Slow => return node.metrics.slow_heads.inc(),
+        }
+        let mut session = ServerSession::new_http1(Box::new(guarded));
+        session.set_keepalive((!*shutdown.borrow()).then_some(keepalive.as_secs().max(1)));
+        session.set_keepalive_reuses_remaining(
+            self.http1
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        let mut result = self.http1.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let Ok(mut guarded) = stream.into_any().downcast::<Guarded>() else {
+                return;
+            };
+            match guarded.read_head(keepalive, header, max, shutdown).await {
+                Head::Ready => {}
+                Head::Closed | Head::Idle => return,
+                Head::Slow => return node.metrics.slow_heads.inc(),
             }
-        }
-        // Pingora hands a kept-alive HTTP/1 stream back for its next request.
-        while let Some(s) = self.http1.process_new(stream, shutdown).await {
-            stream = s;
-        }
-    }
-}
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// On a plain connection, waits until the first request head is complete (or `max` bytes
-/// came, for Pingora to refuse), within `deadline`, then puts the bytes back. `None` when the
-/// client is slower (slowloris) or leaves. TLS connections go straight on: their reads are
-/// bounded by Pingora's read timeout.
-async fn read_head_within(stream: Stream, deadline: Duration, max: usize) -> Option<Stream> {
-    use pingora_core::protocols::l4::stream::Stream as L4Stream;
-    use tokio::io::AsyncReadExt;
-    if !stream.as_any().is::<L4Stream>() {
-        return Some(stream);
-    }
-    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-    let until = tokio::time::Instant::now() + deadline;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(until, l4.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-        let start = buf.len().saturating_sub(4096 + 3);
-        if buf[start..].windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= max {
-            break;
+            let mut session = ServerSession::new_http1(guarded);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.http1.process_new_http(session, shutdown).await;
         }
     }
-    l4.rewind(&buf);
-    Some(l4)
-}
-
-/// Reads the first bytes of a plain connection until they either differ from the HTTP/2
-/// preface (HTTP/1) or complete it (h2c), then puts them back. Pingora's own check waits for
-/// 24 bytes, so a shorter HTTP/1 request such as `GET / HTTP/1.0\r\n\r\n` would hang.
-/// Returns `None` when the client closes first.
-async fn sniff_h2_preface(stream: Stream) -> Option<(Stream, bool)> {
-    use pingora_core::protocols::l4::stream::Stream as L4Stream;
-    use tokio::io::AsyncReadExt;
-    if !stream.as_any().is::<L4Stream>() {
-        // Not a socket we can rewind (never the case for plain listeners): HTTP/1.
-        return Some((stream, false));
-    }
-    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let mut got = 0;
-    let h2 = loop {
-        match l4.read(&mut buf[got..]).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got += n,
-        }
-        if buf[..got] != H2_PREFACE[..got] {
-            break false;
-        }
-        if got == H2_PREFACE.len() {
-            break true;
-        }
-    };
-    l4.rewind(&buf[..got]);
-    Some((l4, h2))
 }
 
 /// Reloads the configuration on SIGHUP.

@@ -381,31 +381,129 @@ print(open_[0].recv(12).decode())
         .is_some_and(|n| n >= 1.0));
 }
 
-#[test]
-fn an_http2_rapid_reset_client_is_cut_off_while_others_are_served() {
-    let origin = Origin::start("o");
-    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/rapid_reset.py");
+/// Runs `tests/support/h2_abuse.py MODE` (100 000 times) against `pop` while a legitimate
+/// client makes 200 requests; the attacker's report and how many legitimate requests got 200.
+fn h2_abuse_during_traffic(pop: &Pop, mode: &str) -> (String, usize) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/h2_abuse.py");
     let attack = std::process::Command::new("python3")
         .arg(&script)
-        .args([&pop.https.to_string(), "w.test", "100000"])
+        .args([mode, &pop.https.to_string(), "w.test", "100000"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // A legitimate client during the attack.
     let ok = (0..200)
         .filter(|i| curl(&["-H", "Host: w.test", &pop.url(&format!("/echo?n={i}"))]).status == 200)
         .count();
     let out = attack.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.contains("goaway True"),
-        "the attacker got no GOAWAY: {report}"
-    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), ok)
+}
+
+/// The attacker got GOAWAY (with `error` when given) and was cut off before its 100 000
+/// frames, while at least 99% of the legitimate requests were served.
+fn assert_cut_off(report: &str, ok: usize, error: Option<u32>) {
+    assert!(report.contains("goaway True"), "no GOAWAY: {report}");
+    if let Some(code) = error {
+        assert!(report.ends_with(&format!("error {code}\n")), "{report}");
+    }
     let sent: usize = report.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(sent < 100_000, "the attacker was not cut off: {report}");
     assert!(ok >= 198, "{ok} of 200 legitimate requests served");
+}
+
+#[test]
+fn an_http2_rapid_reset_client_is_cut_off_while_others_are_served() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    let (report, ok) = h2_abuse_during_traffic(&pop, "rapid-reset");
+    assert_cut_off(&report, ok, None);
+}
+
+#[test]
+fn http2_continuation_settings_and_ping_floods_end_with_goaway() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    // ENHANCE_YOUR_CALM (0xb) for each.
+    for mode in ["continuation", "settings", "ping"] {
+        let (report, ok) = h2_abuse_during_traffic(&pop, mode);
+        assert_cut_off(&report, ok, Some(11));
+    }
+    for kind in ["settings", "ping"] {
+        let series = format!("edgenet_h2_floods_total{{kind=\"{kind}\"}}");
+        assert_eq!(pop.metric(&series), Some(1.0), "{series}");
+    }
+    // A client within the limit is unaffected: a few PINGs and SETTINGS, then requests.
+    let r = curl(&[
+        "--http2",
+        "-k",
+        "-H",
+        "Host: w.test",
+        &format!("https://127.0.0.1:{}/echo", pop.https),
+    ]);
+    assert_eq!(r.status, 200);
+}
+
+/// Ten slow connections from 127.0.0.6 (over TLS when `tls`), each sending `opening` and then
+/// `drip` every 300 ms; returns how many the PoP closed within 5 s and how long it took, while
+/// 50 legitimate requests are made (all of which must succeed).
+fn slow_clients(pop: &Pop, tls: bool, opening: &str, drip: &str) -> (usize, String) {
+    slow_clients_after(pop, tls, opening, None, drip)
+}
+
+/// [`slow_clients`], each client first making one complete request (`first`) and reading its
+/// response when given.
+fn slow_clients_after(
+    pop: &Pop,
+    tls: bool,
+    opening: &str,
+    first: Option<&str>,
+    drip: &str,
+) -> (usize, String) {
+    let script = format!(
+        r#"
+import socket, ssl, time
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for i in range(10):
+    s = socket.socket(); s.bind(("127.0.0.6", 0)); s.connect(("127.0.0.1", {port}))
+    if {tls}:
+        s = ctx.wrap_socket(s, server_hostname="w.test")
+    if {first}:
+        s.sendall({first}); got = b""
+        while b"\r\n\r\n" not in got:
+            got += s.recv(65536)
+    s.sendall(b{opening:?}); conns.append(s)
+start = time.time(); closed = 0
+while time.time() - start < 5 and conns:
+    for s in list(conns):
+        try:
+            s.sendall(b{drip:?})
+            s.settimeout(0.01)
+            if s.recv(65536) == b"":
+                raise ConnectionResetError
+        except socket.timeout:
+            pass
+        except (OSError, ssl.SSLError):
+            conns.remove(s); closed += 1
+    time.sleep(0.3)
+print(closed, round(time.time() - start, 1))
+"#,
+        port = if tls { pop.https } else { pop.http },
+        tls = if tls { "True" } else { "False" },
+        first = first.map_or("None".to_string(), |f| format!("b{f:?}")),
+    );
+    let slow = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ok = (0..50)
+        .filter(|_| curl(&["-H", "Host: w.test", &pop.url("/echo")]).status == 200)
+        .count();
+    let out = slow.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(ok, 50, "legitimate requests served meanwhile");
+    let closed = report.split_whitespace().next().unwrap().parse().unwrap();
+    (closed, report)
 }
 
 #[test]
@@ -413,48 +511,40 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
     let origin = Origin::start("o");
     let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
     set_limits(&pop, "header_timeout = \"1s\"");
-    // Ten connections that send a header line every 300 ms and never finish the head.
-    let script = format!(
-        r#"
-import socket, time
-conns = []
-for i in range(10):
-    s = socket.socket(); s.bind(("127.0.0.6", 0)); s.connect(("127.0.0.1", {port}))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: w.test\r\n"); conns.append(s)
-start = time.time(); closed = 0
-while time.time() - start < 5 and closed < len(conns):
-    for s in list(conns):
-        try:
-            s.sendall(b"X-Slow: 1\r\n")
-            s.settimeout(0.01)
-            if s.recv(1) == b"":
-                raise ConnectionResetError
-        except socket.timeout:
-            pass
-        except OSError:
-            conns.remove(s); closed += 1
-    time.sleep(0.3)
-print(closed, round(time.time() - start, 1))
-"#,
-        port = pop.http
-    );
-    let slow = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Legitimate requests meanwhile.
-    let ok = (0..50)
-        .filter(|_| curl(&["-H", "Host: w.test", &pop.url("/echo")]).status == 200)
-        .count();
-    let out = slow.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let closed: usize = report.split_whitespace().next().unwrap().parse().unwrap();
-    assert_eq!(closed, 10, "every slowloris connection closed: {report}");
-    assert_eq!(ok, 50, "legitimate requests served meanwhile");
+    // A header line every 300 ms, never finishing the head: plain and TLS.
+    let head = "GET / HTTP/1.1\r\nHost: w.test\r\n";
+    for tls in [false, true] {
+        let (closed, report) = slow_clients(&pop, tls, head, "X-Slow: 1\r\n");
+        assert_eq!(
+            closed, 10,
+            "every slowloris connection closed (tls {tls}): {report}"
+        );
+    }
+    // The second request of a kept-alive connection is held to the same timeout.
+    let first = "GET /echo HTTP/1.1\r\nHost: w.test\r\n\r\n";
+    let (closed, report) = slow_clients_after(&pop, false, head, Some(first), "X-Slow: 1\r\n");
+    assert_eq!(closed, 10, "kept-alive slowloris closed: {report}");
     assert!(pop
         .metric("edgenet_slow_request_heads_total")
-        .is_some_and(|n| n >= 10.0));
+        .is_some_and(|n| n >= 30.0));
+}
+
+#[test]
+fn a_request_body_that_stalls_is_cut_off_after_the_body_timeout() {
+    let origin = Origin::start("o");
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
+    set_limits(&pop, "body_timeout = \"1s\"");
+    // A promised 100 000-byte body of which 10 bytes come, then nothing: over plain and TLS.
+    let head = "POST /upload HTTP/1.1\r\nHost: w.test\r\nContent-Length: 100000\r\n\r\n0123456789";
+    for tls in [false, true] {
+        let (closed, report) = slow_clients(&pop, tls, head, "");
+        assert_eq!(
+            closed, 10,
+            "every stalled upload closed (tls {tls}): {report}"
+        );
+        let secs: f64 = report.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(secs < 4.0, "closed after {secs} s");
+    }
 }
 
 #[test]
