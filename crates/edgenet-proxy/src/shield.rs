@@ -108,18 +108,14 @@ pub fn check(
         if !rule.expression.matches(view) {
             continue;
         }
-        let parts: Vec<&[u8]> = rule
-            .characteristics
-            .iter()
-            .map(|c| match c {
-                Characteristic::IpSrc => &ip[..ip_len],
-                Characteristic::Host => view.host(),
-                Characteristic::Path => view.path(),
-                Characteristic::Header(n) => view.header(n, 0).unwrap_or(b""),
-                Characteristic::Cookie(n) => cookie(view.header("cookie", 0).unwrap_or(b""), n),
-            })
-            .collect();
-        let key = key_hash(&parts, &registry.hasher);
+        let parts = rule.characteristics.iter().map(|c| match c {
+            Characteristic::IpSrc => &ip[..ip_len],
+            Characteristic::Host => view.host(),
+            Characteristic::Path => view.path(),
+            Characteristic::Header(n) => view.header(n, 0).unwrap_or(b""),
+            Characteristic::Cookie(n) => cookie(view.header("cookie", 0).unwrap_or(b""), n),
+        });
+        let key = key_hash(parts, &registry.hasher);
         let decision = lock(&zone.limiters[idx]).check(key, now);
         if let Decision::Limit { retry_after_ms } = decision {
             zone.rate_limit_hits[idx].inc();
@@ -217,7 +213,7 @@ impl ShieldRegistry {
             .clone()
     }
 
-    fn hash(&self, parts: &[&[u8]]) -> u64 {
+    fn hash<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
         key_hash(parts, &self.hasher)
     }
 
@@ -226,18 +222,13 @@ impl ShieldRegistry {
         let (ip, ip_len) = ip_octets(view.ip);
         // The client's /24 (IPv4) or /48 (IPv6).
         let subnet = &ip[..if ip_len == 4 { 3 } else { 6 }];
-        let mut names: Vec<&[u8]> = Vec::new();
-        let mut i = 0;
-        while let Some(n) = view.header_name(i) {
-            names.push(n);
-            i += 1;
-        }
+        let names = (0..).map_while(|i| view.header_name(i));
         [
-            self.hash(&[&ip[..ip_len]]),
-            self.hash(&[view.header("user-agent", 0).unwrap_or(b"")]),
-            self.hash(&[view.path()]),
-            self.hash(&names),
-            self.hash(&[subnet]),
+            self.hash([&ip[..ip_len]]),
+            self.hash([view.header("user-agent", 0).unwrap_or(b"")]),
+            self.hash([view.path()]),
+            self.hash(names),
+            self.hash([subnet]),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! Rule evaluation cost: 100 compiled rules of the kinds a zone writes (paths, methods, user
 //! agents, query strings with url_decode, header maps, IP sets), evaluated against one request
 //! that matches none of them (the common case: every rule runs). Goal: ≤ 2 µs per request.
+//! Also the managed rule set against the same request.
 
 use std::net::IpAddr;
 
@@ -97,5 +98,21 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn managed(c: &mut Criterion) {
+    let rules = edgenet_rules::managed::compiled();
+    assert!(
+        !rules.iter().any(|(_, e)| e.matches(&Req)),
+        "the request matches no managed rule"
+    );
+    c.bench_function("managed rule set, no match", |b| {
+        b.iter(|| {
+            black_box(rules)
+                .iter()
+                .filter(|(_, e)| e.matches(black_box(&Req)))
+                .count()
+        })
+    });
+}
+
+criterion_group!(benches, bench, managed);
 criterion_main!(benches);

@@ -118,7 +118,10 @@ impl SlidingWindow {
 
 /// A stable hash of the bytes that make a rate-limit key (same across threads, restarts
 /// vary it per process so keys cannot be precomputed to collide).
-pub fn key_hash(parts: &[&[u8]], state: &std::collections::hash_map::RandomState) -> u64 {
+pub fn key_hash<'a>(
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    state: &std::collections::hash_map::RandomState,
+) -> u64 {
     let mut h = state.build_hasher();
     for p in parts {
         h.write_usize(p.len());

@@ -9,11 +9,12 @@
 //! Precedence, tightest first: `not`/`!`, `and`/`&&`, `xor`/`^^`, `or`/`||`.
 
 mod lex;
+mod scratch;
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 use lex::{lex, Tok, Token};
+use scratch::{Bytes, Scratch};
 
 /// Why an expression was refused: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +73,7 @@ impl Ty {
 /// A scalar at evaluation time.
 #[derive(Debug, Clone, PartialEq)]
 enum Scalar<'a> {
-    Bytes(Cow<'a, [u8]>),
+    Bytes(Bytes<'a>),
     Int(i64),
     Ip(IpAddr),
     Bool(bool),
@@ -142,10 +143,10 @@ impl Val {
         match self {
             Val::Header(name) => (0..)
                 .map_while(|i| r.header(name, i))
-                .any(|v| f(Scalar::Bytes(Cow::Borrowed(v)))),
+                .any(|v| f(Scalar::Bytes(Bytes::Borrowed(v)))),
             Val::HeaderNames => (0..)
                 .map_while(|i| r.header_name(i))
-                .any(|v| f(Scalar::Bytes(Cow::Borrowed(v)))),
+                .any(|v| f(Scalar::Bytes(Bytes::Borrowed(v)))),
             Val::Lower(v) | Val::Upper(v) | Val::UrlDecode(v) | Val::Len(v) if v.is_array() => {
                 v.each(r, &mut |s| f(self.map(s)))
             }
@@ -158,12 +159,12 @@ impl Val {
         let Scalar::Bytes(b) = s else { return s };
         match self {
             Val::Lower(_) => Scalar::Bytes(if b.iter().any(u8::is_ascii_uppercase) {
-                Cow::Owned(b.to_ascii_lowercase())
+                Bytes::Scratch(Scratch::from_iter(b.iter().map(u8::to_ascii_lowercase)))
             } else {
                 b
             }),
             Val::Upper(_) => Scalar::Bytes(if b.iter().any(u8::is_ascii_lowercase) {
-                Cow::Owned(b.to_ascii_uppercase())
+                Bytes::Scratch(Scratch::from_iter(b.iter().map(u8::to_ascii_uppercase)))
             } else {
                 b
             }),
@@ -174,7 +175,7 @@ impl Val {
     }
 
     fn scalar<'a>(&'a self, r: &'a dyn Request) -> Scalar<'a> {
-        let bytes = |b: &'a [u8]| Scalar::Bytes(Cow::Borrowed(b));
+        let bytes = |b: &'a [u8]| Scalar::Bytes(Bytes::Borrowed(b));
         let header = |name: &str| bytes(r.header(name, 0).unwrap_or(b""));
         match self {
             Val::Field(f) => match f {
@@ -194,7 +195,7 @@ impl Val {
             Val::HeaderNames => bytes(r.header_name(0).unwrap_or(b"")),
             Val::Index(arr, i) => {
                 let mut n = 0;
-                let mut out = Scalar::Bytes(Cow::Borrowed(b""));
+                let mut out = Scalar::Bytes(Bytes::Borrowed(b""));
                 arr.each(r, &mut |s| {
                     if n == *i {
                         out = s;
@@ -209,13 +210,13 @@ impl Val {
                 self.map(v.scalar(r))
             }
             Val::Concat(parts) => {
-                let mut out = Vec::new();
+                let mut out = Scratch::take();
                 for p in parts {
                     if let Scalar::Bytes(b) = p.scalar(r) {
                         out.extend_from_slice(&b);
                     }
                 }
-                Scalar::Bytes(Cow::Owned(out))
+                Scalar::Bytes(Bytes::Scratch(out))
             }
             Val::Str(s) => bytes(s.as_bytes()),
             Val::Int(i) => Scalar::Int(*i),
@@ -236,12 +237,12 @@ impl Val {
 }
 
 /// Percent-decoding (and `+` as space), borrowing when there is nothing to decode.
-fn url_decode(b: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+fn url_decode(b: Bytes<'_>) -> Bytes<'_> {
     if !b.iter().any(|c| *c == b'%' || *c == b'+') {
         return b;
     }
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = Scratch::take();
     let mut i = 0;
     while i < b.len() {
         match b[i] {
@@ -258,7 +259,7 @@ fn url_decode(b: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
         }
         i += 1;
     }
-    Cow::Owned(out)
+    Bytes::Scratch(out)
 }
 
 /// Comparison operators.
@@ -520,7 +521,7 @@ fn lower_without_copy(lhs: Val, rhs: Rhs) -> Pred {
         (Val::Lower(inner), Rhs::Cmp(op @ (Cmp::Eq | Cmp::Ne), Scalar::Bytes(lit)))
             if !inner.is_array() && lowercase(&lit) =>
         {
-            Pred::Test(*inner, Rhs::EqCi(lit.into_owned(), op == Cmp::Eq))
+            Pred::Test(*inner, Rhs::EqCi(lit.to_vec(), op == Cmp::Eq))
         }
         (lhs, rhs) => Pred::Test(lhs, rhs),
     }
@@ -698,7 +699,7 @@ impl Parser {
         let rhs = match (op.as_str(), cmp) {
             (_, Some(c)) => {
                 let lit = match (ty, self.next().tok) {
-                    (Ty::Bytes, Tok::Str(s)) => Scalar::Bytes(Cow::Owned(s.into_bytes())),
+                    (Ty::Bytes, Tok::Str(s)) => Scalar::Bytes(Bytes::Literal(s.into_bytes())),
                     (Ty::Int, Tok::Int(i)) => Scalar::Int(i),
                     (Ty::Ip, Tok::Ip(ip, None)) if matches!(c, Cmp::Eq | Cmp::Ne) => Scalar::Ip(ip),
                     (Ty::Bool, Tok::Ident(w)) if w == "true" || w == "false" => {
