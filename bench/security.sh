@@ -14,7 +14,8 @@
 # `cargo bench -p edgenet-rules --bench rules` gives the in-process cost of 100 rules.
 #
 # The last line printed is one JSON object.
-# Usage: bench/security.sh     (DURATION=10 REPEATS=3 by default; about 6 minutes)
+# Usage: bench/security.sh          (DURATION=10 REPEATS=3 by default; about 6 minutes)
+#        HOLD=1 bench/security.sh   starts everything, prints the port and waits (for profiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,7 +104,7 @@ expression = 'ip.src in {10.$i.0.0/16 192.0.2.$i} or any(http.request.headers["x
 action = "block"
 CONF
   done
-  for c in 'ip.src' 'http.host' 'path' 'header:user-agent' 'cookie:session'; do
+  for c in 'ip.src' 'http.host' 'http.request.uri.path' 'header:user-agent' 'cookie:session'; do
     cat <<CONF
 [[zones.rate_limits]]
 id = "rl-${c//[^a-z]/-}"
@@ -134,6 +135,12 @@ for z in plain rules managed; do
   [ "$got" = 200 ] || { echo "$z.test answered $got" >&2; exit 1; }
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s -H "Host: $z.test" -H "User-Agent: $UA" "http://127.0.0.1:$E_HTTP$PATH_Q" >/dev/null
 done
+
+if [ -n "${HOLD:-}" ]; then
+  echo "edgenet pid ${PIDS[1]} http $E_HTTP (Host: plain.test | rules.test | managed.test); work dir $WORK" >&2
+  sleep infinity &
+  wait $!
+fi
 
 declare -A RPS
 for r in $(seq "$REPEATS"); do

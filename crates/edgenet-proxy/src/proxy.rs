@@ -634,12 +634,12 @@ impl ProxyHttp for EdgeProxy {
         if ctx.from_lower_tier.is_none() && guarded {
             let (ddos, verdict, limited) = {
                 let req = session.req_header();
-                let view = crate::waf::RequestView {
+                let view = crate::waf::RequestView::new(
                     req,
-                    host: request_authority(req).0.unwrap_or("").as_bytes(),
-                    ip: Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                    ssl: is_tls(session.digest()),
-                };
+                    request_authority(req).0.unwrap_or("").as_bytes(),
+                    Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    is_tls(session.digest()),
+                );
                 // Mitigated attack traffic is the cheapest to refuse: before any rule runs.
                 let ddos = crate::shield::ddos_check(z, &view, &self.node.shield);
                 let verdict = if ddos.is_some() {

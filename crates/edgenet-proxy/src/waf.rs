@@ -19,7 +19,14 @@ pub fn action_name(a: WafActionSection) -> &'static str {
     }
 }
 
+/// Headers indexed per request; a request with more falls back to the header map's lookups.
+const INDEXED_HEADERS: usize = 32;
+
 /// A request head as the Rules language sees it.
+///
+/// Rules read headers by name many times per request (a hundred rules may ask for the
+/// User-Agent twenty times); the header map would parse and hash the name each time, so the
+/// view indexes the headers once, in order, and answers by comparing names.
 pub struct RequestView<'a> {
     /// The head.
     pub req: &'a RequestHeader,
@@ -29,6 +36,44 @@ pub struct RequestView<'a> {
     pub ip: IpAddr,
     /// Over TLS.
     pub ssl: bool,
+    /// (name, value, first value of its name), in order.
+    headers: [(&'a [u8], &'a [u8], bool); INDEXED_HEADERS],
+    indexed: usize,
+    /// More headers than the index holds: use the header map.
+    overflow: bool,
+}
+
+impl<'a> RequestView<'a> {
+    /// The view of `req` from `ip`.
+    pub fn new(req: &'a RequestHeader, host: &'a [u8], ip: IpAddr, ssl: bool) -> Self {
+        let mut headers = [(&b""[..], &b""[..], false); INDEXED_HEADERS];
+        let mut indexed = 0;
+        let mut overflow = false;
+        let mut previous: Option<&http::HeaderName> = None;
+        for (name, value) in req.headers.iter() {
+            if indexed == INDEXED_HEADERS {
+                overflow = true;
+                break;
+            }
+            let first = previous != Some(name);
+            headers[indexed] = (name.as_str().as_bytes(), value.as_bytes(), first);
+            previous = Some(name);
+            indexed += 1;
+        }
+        RequestView {
+            req,
+            host,
+            ip,
+            ssl,
+            headers,
+            indexed,
+            overflow,
+        }
+    }
+
+    fn indexed(&self) -> &[(&'a [u8], &'a [u8], bool)] {
+        &self.headers[..self.indexed]
+    }
 }
 
 impl Request for RequestView<'_> {
@@ -62,19 +107,36 @@ impl Request for RequestView<'_> {
         self.ssl
     }
     fn header(&self, name: &str, i: usize) -> Option<&[u8]> {
-        self.req
-            .headers
-            .get_all(name)
+        if self.overflow {
+            return self
+                .req
+                .headers
+                .get_all(name)
+                .iter()
+                .nth(i)
+                .map(|v| v.as_bytes());
+        }
+        let name = name.as_bytes();
+        self.indexed()
             .iter()
+            .filter(|(n, _, _)| n.len() == name.len() && *n == name)
             .nth(i)
-            .map(|v| v.as_bytes())
+            .map(|(_, v, _)| *v)
     }
     fn header_name(&self, i: usize) -> Option<&[u8]> {
-        self.req
-            .headers
-            .keys()
+        if self.overflow {
+            return self
+                .req
+                .headers
+                .keys()
+                .nth(i)
+                .map(|k| k.as_str().as_bytes());
+        }
+        self.indexed()
+            .iter()
+            .filter(|(_, _, first)| *first)
             .nth(i)
-            .map(|k| k.as_str().as_bytes())
+            .map(|(n, _, _)| *n)
     }
 }
 
@@ -118,4 +180,54 @@ pub fn evaluate(
         }
     }
     Verdict::Pass { allowed: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/a?b=c", None).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn headers_by_name_in_order_with_repeated_names() {
+        let req = head(&[
+            ("User-Agent", "ua"),
+            ("X-Tag", "one"),
+            ("Accept", "*/*"),
+            ("X-Tag", "two"),
+        ]);
+        let v = RequestView::new(&req, b"h", IpAddr::from([127, 0, 0, 1]), false);
+        assert_eq!(v.header("user-agent", 0), Some(&b"ua"[..]));
+        assert_eq!(v.header("x-tag", 0), Some(&b"one"[..]));
+        assert_eq!(v.header("x-tag", 1), Some(&b"two"[..]));
+        assert_eq!(v.header("x-tag", 2), None);
+        assert_eq!(v.header("cookie", 0), None);
+        let names: Vec<_> = (0..).map_while(|i| v.header_name(i)).collect();
+        assert_eq!(names, [&b"user-agent"[..], b"x-tag", b"accept"]);
+    }
+
+    #[test]
+    fn more_headers_than_the_index_holds_use_the_map() {
+        let many: Vec<(String, String)> = (0..INDEXED_HEADERS + 5)
+            .map(|i| (format!("x-h{i}"), format!("v{i}")))
+            .collect();
+        let pairs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let req = head(&pairs);
+        let v = RequestView::new(&req, b"h", IpAddr::from([127, 0, 0, 1]), false);
+        let last = format!("x-h{}", INDEXED_HEADERS + 4);
+        assert_eq!(
+            v.header(&last, 0),
+            Some(format!("v{}", INDEXED_HEADERS + 4).as_bytes())
+        );
+        assert_eq!(
+            (0..).map_while(|i| v.header_name(i)).count(),
+            INDEXED_HEADERS + 5
+        );
+    }
 }

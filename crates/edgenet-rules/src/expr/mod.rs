@@ -178,19 +178,9 @@ impl Val {
         let bytes = |b: &'a [u8]| Scalar::Bytes(Bytes::Borrowed(b));
         let header = |name: &str| bytes(r.header(name, 0).unwrap_or(b""));
         match self {
-            Val::Field(f) => match f {
-                Field::Method => bytes(r.method()),
-                Field::Uri => bytes(r.uri()),
-                Field::Path => bytes(r.path()),
-                Field::Query => bytes(r.query()),
-                Field::Host => bytes(r.host()),
-                Field::Version => bytes(r.version()),
-                Field::UserAgent => header("user-agent"),
-                Field::Referer => header("referer"),
-                Field::Cookie => header("cookie"),
-                Field::IpSrc => Scalar::Ip(r.ip_src()),
-                Field::Ssl => Scalar::Bool(r.ssl()),
-            },
+            Val::Field(Field::IpSrc) => Scalar::Ip(r.ip_src()),
+            Val::Field(Field::Ssl) => Scalar::Bool(r.ssl()),
+            Val::Field(f) => bytes(field_bytes(r, *f)),
             Val::Header(name) => header(name),
             Val::HeaderNames => bytes(r.header_name(0).unwrap_or(b"")),
             Val::Index(arr, i) => {
@@ -236,9 +226,66 @@ impl Val {
     }
 }
 
+/// One to three bytes of which every match of a regular expression starts with one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FirstBytes([u8; 3], usize);
+
+impl FirstBytes {
+    /// From the pattern's prefix literals (as the `regex` crate parses a bytes pattern), when
+    /// they are finite, none is empty and they start with at most three distinct bytes.
+    fn of(pattern: &str) -> Option<FirstBytes> {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .ok()?;
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        let mut firsts = Vec::new();
+        for lit in seq.literals()? {
+            let b = *lit.as_bytes().first()?;
+            if !firsts.contains(&b) {
+                firsts.push(b);
+            }
+        }
+        if firsts.is_empty() || firsts.len() > 3 {
+            return None;
+        }
+        let mut a = [firsts[0]; 3];
+        a[..firsts.len()].copy_from_slice(&firsts);
+        Some(FirstBytes(a, firsts.len()))
+    }
+
+    fn occurs_in(self, hay: &[u8]) -> bool {
+        let [a, b, c] = self.0;
+        match self.1 {
+            1 => memchr::memchr(a, hay).is_some(),
+            2 => memchr::memchr2(a, b, hay).is_some(),
+            _ => memchr::memchr3(a, b, c, hay).is_some(),
+        }
+    }
+}
+
+/// A string field's value (empty for the IP and boolean fields).
+fn field_bytes(r: &dyn Request, f: Field) -> &[u8] {
+    let header = |name: &str| r.header(name, 0).unwrap_or(b"");
+    match f {
+        Field::Method => r.method(),
+        Field::Uri => r.uri(),
+        Field::Path => r.path(),
+        Field::Query => r.query(),
+        Field::Host => r.host(),
+        Field::Version => r.version(),
+        Field::UserAgent => header("user-agent"),
+        Field::Referer => header("referer"),
+        Field::Cookie => header("cookie"),
+        Field::IpSrc | Field::Ssl => b"",
+    }
+}
+
 /// Percent-decoding (and `+` as space), borrowing when there is nothing to decode.
 fn url_decode(b: Bytes<'_>) -> Bytes<'_> {
-    if !b.iter().any(|c| *c == b'%' || *c == b'+') {
+    if memchr::memchr2(b'%', b'+', &b).is_none() {
         return b;
     }
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -282,7 +329,9 @@ enum Rhs {
     ContainsCi(Vec<u8>),
     /// `lower(x) eq "abc"` (or ne) without lowering `x`.
     EqCi(Vec<u8>, bool),
-    Matches(regex::bytes::Regex),
+    /// A regular expression, and the bytes every match starts with when there are at most
+    /// three (a `memchr` over the value skips the regex engine for most requests).
+    Matches(regex::bytes::Regex, Option<FirstBytes>),
     /// Case-insensitive unless strict.
     Wildcard(Vec<u8>, bool),
     /// Strings, sorted.
@@ -297,6 +346,11 @@ enum Rhs {
 #[derive(Debug, Clone)]
 enum Pred {
     Test(Val, Rhs),
+    /// `field eq "literal"` (`ne` when the flag is false) on a string field: the most common
+    /// test, without building a value.
+    FieldEq(Field, Vec<u8>, bool),
+    /// `starts_with(field, "literal")` (`ends_with` when the flag is false).
+    FieldAffix(Field, Vec<u8>, bool),
     Bool(Val),
     Not(Box<Pred>),
     And(Vec<Pred>),
@@ -407,7 +461,9 @@ impl Rhs {
             (Rhs::Contains(needle), Scalar::Bytes(b)) => memchr::memmem::find(b, needle).is_some(),
             (Rhs::ContainsCi(needle), Scalar::Bytes(b)) => contains_ci(b, needle),
             (Rhs::EqCi(lit, eq), Scalar::Bytes(b)) => b.eq_ignore_ascii_case(lit) == *eq,
-            (Rhs::Matches(re), Scalar::Bytes(b)) => re.is_match(b),
+            (Rhs::Matches(re, first), Scalar::Bytes(b)) => {
+                first.is_none_or(|f| f.occurs_in(b)) && re.is_match(b)
+            }
             (Rhs::Wildcard(p, strict), Scalar::Bytes(b)) => wildcard(p, b, *strict),
             (Rhs::InBytes(set), Scalar::Bytes(b)) => set
                 .binary_search_by(|x| x.as_slice().cmp(b.as_ref()))
@@ -426,6 +482,9 @@ impl Pred {
                 // A multi-valued field outside any()/all() tests its first value.
                 rhs.test(&v.scalar(r))
             }
+            Pred::FieldEq(f, lit, eq) => (field_bytes(r, *f) == lit.as_slice()) == *eq,
+            Pred::FieldAffix(f, lit, true) => field_bytes(r, *f).starts_with(lit),
+            Pred::FieldAffix(f, lit, false) => field_bytes(r, *f).ends_with(lit),
             Pred::Bool(v) => matches!(v.scalar(r), Scalar::Bool(true)),
             Pred::Not(p) => !p.eval(r),
             Pred::And(ps) => ps.iter().all(|p| p.eval(r)),
@@ -523,7 +582,30 @@ fn lower_without_copy(lhs: Val, rhs: Rhs) -> Pred {
         {
             Pred::Test(*inner, Rhs::EqCi(lit.to_vec(), op == Cmp::Eq))
         }
+        (Val::Field(f), Rhs::Cmp(op @ (Cmp::Eq | Cmp::Ne), Scalar::Bytes(lit)))
+            if !matches!(f, Field::IpSrc | Field::Ssl) =>
+        {
+            Pred::FieldEq(f, lit.to_vec(), op == Cmp::Eq)
+        }
         (lhs, rhs) => Pred::Test(lhs, rhs),
+    }
+}
+
+/// `starts_with(field, "literal")` and `ends_with(field, "literal")` test the field in place.
+fn affix_in_place(v: Val) -> Pred {
+    let starts = matches!(v, Val::StartsWith(..));
+    match v {
+        Val::StartsWith(a, b) | Val::EndsWith(a, b) => match (*a, *b) {
+            (Val::Field(f), Val::Str(lit)) if !matches!(f, Field::IpSrc | Field::Ssl) => {
+                Pred::FieldAffix(f, lit.into_bytes(), starts)
+            }
+            (a, b) => Pred::Bool(if starts {
+                Val::StartsWith(Box::new(a), Box::new(b))
+            } else {
+                Val::EndsWith(Box::new(a), Box::new(b))
+            }),
+        },
+        v => Pred::Bool(v),
     }
 }
 
@@ -688,7 +770,7 @@ impl Parser {
                     ),
                 ));
             }
-            return Ok(Pred::Bool(lhs));
+            return Ok(affix_in_place(lhs));
         }
         self.next();
         let ty = lhs.ty();
@@ -732,6 +814,7 @@ impl Parser {
                                     format!("not a valid regular expression: {e}"),
                                 )
                             })?,
+                        FirstBytes::of(&s),
                     ),
                 }
             }

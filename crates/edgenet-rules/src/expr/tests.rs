@@ -194,3 +194,37 @@ fn case_insensitive_search() {
     assert!(contains_ci(b"anything", b""));
     assert!(!contains_ci(b"", b"a"));
 }
+
+#[test]
+fn first_bytes_of_regular_expressions() {
+    use super::FirstBytes;
+    let f = |p: &str| {
+        FirstBytes::of(p).map(|f| {
+            let mut v = f.0[..f.1].to_vec();
+            v.sort_unstable();
+            v
+        })
+    };
+    assert_eq!(f(r"(?i)union\s+select"), Some(b"Uu".to_vec()));
+    assert_eq!(f("^/admin"), Some(b"/".to_vec()));
+    assert_eq!(f("(a|b|c)x"), Some(b"abc".to_vec()));
+    assert_eq!(f("(a|b|c|d)x"), None, "more than three");
+    assert_eq!(f(".*x"), None, "a match may start anywhere");
+    assert_eq!(f("x?y"), Some(b"xy".to_vec()));
+    // The prefilter never changes a result.
+    for (pattern, hay) in [
+        (r"(?i)union\s+select", "1 UNION  SELECT 2"),
+        (r"(?i)union\s+select", "no"),
+        ("x?y", "zzy"),
+        ("(?-u)\\xc0\\xae", "a\u{c0}"),
+    ] {
+        let e = Expression::compile(&format!("http.request.uri matches r#\"{pattern}\"#")).unwrap();
+        let plain = regex::bytes::Regex::new(pattern).unwrap();
+        let r = Req { uri: hay, ..req() };
+        assert_eq!(
+            e.matches(&r),
+            plain.is_match(hay.as_bytes()),
+            "{pattern} on {hay}"
+        );
+    }
+}
