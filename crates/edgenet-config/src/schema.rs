@@ -584,14 +584,15 @@ pub struct ZoneSection {
 
 /// Automatic L7 DDoS mitigation: when a second's requests exceed `sensitivity` × the smoothed
 /// baseline and `floor_rps`, the most specific fingerprint carrying most of them (client
-/// address, user agent, path, header order, client /24) is blocked for `mitigation`.
+/// address, user agent, path, header order, client /24), and far more of them than it usually
+/// does, is blocked for `mitigation`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DdosSection {
-    /// Off by default: a legitimate surge can be dominated by one path or user agent, and the
-    /// fingerprints do not yet tell it from an attack.
-    #[serde(default)]
+    /// On by default. A flash crowd is not mitigated: its fingerprints keep their usual
+    /// shares. A load test from one address is a flood by this measure: turn it off for one.
+    #[serde(default = "default_true")]
     pub enabled: bool,
     /// The factor over the baseline that is an attack.
     #[serde(default = "default_ddos_k")]
@@ -608,7 +609,7 @@ pub struct DdosSection {
 impl Default for DdosSection {
     fn default() -> Self {
         DdosSection {
-            enabled: false,
+            enabled: true,
             sensitivity: default_ddos_k(),
             floor_rps: default_ddos_floor(),
             mitigation: default_ddos_mitigation(),

@@ -1,8 +1,12 @@
 //! L7 DDoS detection, pure: a per-zone baseline of requests per second (smoothed); when a
 //! second's rate exceeds `k` × baseline and an absolute floor, the most specific fingerprint
 //! that carries most of that second's traffic (client address, user agent, path, header order,
-//! client /24) becomes a mitigation for a while. Counting uses a bounded top-k summary per
-//! feature (Space-Saving), so memory is fixed whatever the attacker varies.
+//! client /24) *and* carries far more of it than it normally does becomes a mitigation for a
+//! while. The second condition tells an attack from a flash crowd: when a popular page gets
+//! ten times its traffic, its path still has its usual share and nothing is mitigated; when one
+//! address that normally sends a sliver sends most of the traffic, it is. Counting uses a
+//! bounded top-k summary per feature (Space-Saving) and a bounded table of usual shares, so
+//! memory is fixed whatever the attacker varies.
 
 use std::collections::HashMap;
 
@@ -54,6 +58,43 @@ impl TopK {
     }
 }
 
+/// Values' usual shares of a feature's traffic, learnt from normal seconds (smoothed).
+#[derive(Debug, Clone, Default)]
+struct Shares {
+    usual: HashMap<u64, f64>,
+}
+
+/// Values kept per feature; the rarest go first.
+const SHARES_KEPT: usize = 256;
+/// Shares below this are forgotten.
+const SHARE_FLOOR: f64 = 0.001;
+
+impl Shares {
+    /// Learns from a normal second's top values (`count` requests in all).
+    fn learn(&mut self, top: &TopK, count: u64) {
+        if count == 0 {
+            return;
+        }
+        for share in self.usual.values_mut() {
+            *share *= 0.9;
+        }
+        for (v, c) in &top.counts {
+            *self.usual.entry(*v).or_insert(0.0) += 0.1 * (*c as f64 / count as f64);
+        }
+        self.usual.retain(|_, s| *s >= SHARE_FLOOR);
+        if self.usual.len() > SHARES_KEPT {
+            let mut all: Vec<(u64, f64)> = self.usual.drain().collect();
+            all.select_nth_unstable_by(SHARES_KEPT - 1, |a, b| b.1.total_cmp(&a.1));
+            all.truncate(SHARES_KEPT);
+            self.usual.extend(all);
+        }
+    }
+
+    fn of(&self, v: u64) -> f64 {
+        self.usual.get(&v).copied().unwrap_or(0.0)
+    }
+}
+
 /// An installed mitigation: requests whose `feature` hashes to `value` are blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mitigation {
@@ -72,6 +113,7 @@ pub struct Detector {
     second_start: u64,
     count: u64,
     tops: [TopK; 5],
+    shares: [Shares; 5],
     baseline: Option<f64>,
     mitigations: Vec<Mitigation>,
 }
@@ -84,6 +126,7 @@ impl Detector {
             second_start: now_ms,
             count: 0,
             tops: Default::default(),
+            shares: Default::default(),
             baseline: None,
             mitigations: Vec::new(),
         }
@@ -123,7 +166,11 @@ impl Detector {
         if attack {
             for (feature, t) in self.tops.iter().enumerate() {
                 if let Some((value, c)) = t.top() {
-                    if c as f64 >= self.params.dominance * self.count as f64 {
+                    let share = c as f64 / self.count as f64;
+                    // Dominant now, and by far more than usual (a flash crowd keeps its mix).
+                    let grew =
+                        share - self.shares[feature].of(value) >= self.params.dominance / 2.0;
+                    if share >= self.params.dominance && grew {
                         let m = Mitigation {
                             feature,
                             value,
@@ -142,7 +189,10 @@ impl Detector {
                 }
             }
         } else {
-            // The baseline learns from normal seconds only.
+            // The baseline and the usual shares learn from normal seconds only.
+            for (shares, top) in self.shares.iter_mut().zip(&self.tops) {
+                shares.learn(top, self.count);
+            }
             self.baseline = Some(match self.baseline {
                 Some(b) => 0.9 * b + 0.1 * rate,
                 None => rate,
@@ -222,6 +272,75 @@ mod tests {
         installed = installed.or(d.observe(&f(0, 7), now + 1000));
         let m = installed.unwrap();
         assert_eq!((FEATURES[m.feature], m.value), ("user_agent", 66));
+    }
+
+    #[test]
+    fn a_flash_crowd_keeps_its_mix_and_is_not_mitigated() {
+        // Normal: 30/s, a third of it to path 1 (the home page), from many addresses.
+        let mut d = Detector::new(params(), 0);
+        let mut now = 0;
+        let fp = |i: u64| [1000 + i, 7 + i % 4, 1 + i % 3, 1, 24 + i % 50];
+        for _ in 0..30 {
+            for i in 0..30 {
+                assert_eq!(d.observe(&fp(i), now + i * 33), None);
+            }
+            now += 1000;
+        }
+        // Ten times the traffic, same mix (home page a third, same user agents), new clients.
+        for _ in 0..5 {
+            for i in 0..300 {
+                assert_eq!(d.observe(&fp(5000 + i), now + i * 3), None);
+            }
+            now += 1000;
+        }
+        assert_eq!(d.observe(&fp(0), now), None, "nothing mitigated");
+        // A flood from one address is still caught after the crowd.
+        let mut installed = None;
+        for i in 0..900 {
+            installed = installed.or(d.observe(&[9, 7, 2, 1, 24], now + 1 + i));
+        }
+        installed = installed.or(d.observe(&fp(1), now + 1002));
+        assert_eq!(
+            installed.map(|m| (FEATURES[m.feature], m.value)),
+            Some(("ip", 9))
+        );
+    }
+
+    #[test]
+    fn a_usually_dominant_value_is_not_mitigated_for_being_dominant() {
+        // A zone whose traffic is normally 80% one user agent (an app), from many addresses.
+        let mut d = Detector::new(params(), 0);
+        let mut now = 0;
+        let fp = |i: u64| [1000 + i, if i % 5 == 0 { 8 } else { 66 }, i % 7, 1, i % 40];
+        for _ in 0..30 {
+            for i in 0..30 {
+                d.observe(&fp(i), now + i * 33);
+            }
+            now += 1000;
+        }
+        // A surge of the app's users: still 80% that user agent.
+        let mut installed = None;
+        for s in 0..3 {
+            for i in 0..400 {
+                installed = installed.or(d.observe(&fp(10_000 + s * 400 + i), now + i * 2));
+            }
+            now += 1000;
+        }
+        assert_eq!(installed, None);
+    }
+
+    #[test]
+    fn usual_shares_stay_bounded_under_random_values() {
+        let mut d = Detector::new(params(), 0);
+        let mut now = 0;
+        for s in 0..50u64 {
+            for i in 0..40 {
+                let v = s * 1000 + i;
+                d.observe(&[v, v, v, v, v], now + i * 20);
+            }
+            now += 1000;
+        }
+        assert!(d.shares.iter().all(|s| s.usual.len() <= SHARES_KEPT));
     }
 
     #[test]
