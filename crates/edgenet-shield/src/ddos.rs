@@ -311,7 +311,15 @@ mod tests {
         // A zone whose traffic is normally 80% one user agent (an app), from many addresses.
         let mut d = Detector::new(params(), 0);
         let mut now = 0;
-        let fp = |i: u64| [1000 + i, if i.is_multiple_of(5) { 8 } else { 66 }, i % 7, 1, i % 40];
+        let fp = |i: u64| {
+            [
+                1000 + i,
+                if i.is_multiple_of(5) { 8 } else { 66 },
+                i % 7,
+                1,
+                i % 40,
+            ]
+        };
         for _ in 0..30 {
             for i in 0..30 {
                 d.observe(&fp(i), now + i * 33);
