@@ -634,12 +634,17 @@ impl ProxyHttp for EdgeProxy {
         if ctx.from_lower_tier.is_none() && guarded {
             let (ddos, verdict, limited) = {
                 let req = session.req_header();
-                let view = crate::waf::RequestView::new(
+                let ja4 = session
+                    .digest()
+                    .and_then(|d| crate::tls::ClientHellos::key(d.socket_digest.clone()))
+                    .and_then(|k| self.node.hellos.get(k));
+                let mut view = crate::waf::RequestView::new(
                     req,
                     request_authority(req).0.unwrap_or("").as_bytes(),
                     Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
                     is_tls(session.digest()),
                 );
+                view.ja4 = ja4.as_deref();
                 // Mitigated attack traffic is the cheapest to refuse: before any rule runs.
                 let ddos = crate::shield::ddos_check(z, &view, &self.node.shield);
                 let verdict = if ddos.is_some() {

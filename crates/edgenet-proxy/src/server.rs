@@ -27,9 +27,7 @@ use crate::health_check::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
 use crate::state::{build_snapshot, Node};
-use crate::tls::{
-    generate_missing, CertTable, CountTlsConnections, HandshakeCallbacks, SniResolver,
-};
+use crate::tls::{generate_missing, CertTable, HandshakeCallbacks, PreTls, SniResolver};
 
 /// Loads the configuration at `path`, creating missing self-signed certificates it asks for.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
@@ -168,11 +166,14 @@ pub fn run_with(
             }
         }
         if protocol == ListenerProtocol::Https {
-            service
-                .endpoints()
-                .set_pre_tls_callback(Arc::new(CountTlsConnections {
-                    started: node.metrics.tls_started.clone(),
-                }));
+            service.endpoints().set_pre_tls_callback(Arc::new(PreTls {
+                started: node.metrics.tls_started.clone(),
+                hellos: node.hellos.clone(),
+                timeout: {
+                    let node = node.clone();
+                    Arc::new(move || node.snapshot.load().config.limits.header_timeout)
+                },
+            }));
         }
         server.add_service(service);
     }
@@ -295,9 +296,13 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             }
             _ => None,
         };
+        let hello = crate::tls::ClientHellos::key(session.get_socket_digest());
         self.open.inc();
         self.serve(session, shutdown).await;
         self.open.dec();
+        if let (Some(node), Some(key)) = (&self.node, hello) {
+            node.hellos.remove(key);
+        }
         None
     }
 

@@ -218,7 +218,7 @@ impl ShieldRegistry {
     }
 
     /// The request's fingerprint, in the order of `edgenet_shield::ddos::FEATURES`.
-    pub fn fingerprint(&self, view: &RequestView<'_>) -> [u64; 5] {
+    pub fn fingerprint(&self, view: &RequestView<'_>) -> [u64; 6] {
         let (ip, ip_len) = ip_octets(view.ip);
         // The client's /24 (IPv4) or /48 (IPv6).
         let subnet = &ip[..if ip_len == 4 { 3 } else { 6 }];
@@ -228,6 +228,8 @@ impl ShieldRegistry {
             self.hash([view.header("user-agent", 0).unwrap_or(b"")]),
             self.hash([view.path()]),
             self.hash(names),
+            // 0 is "absent" to the detector: plain HTTP has no JA4.
+            view.ja4.map_or(0, |j| self.hash([j.as_bytes()]) | 1),
             self.hash([subnet]),
         ]
     }

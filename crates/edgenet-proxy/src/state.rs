@@ -93,6 +93,8 @@ pub struct Node {
     pub shield: crate::shield::ShieldRegistry,
     /// Open connections per client address.
     pub client_connections: crate::shield::ClientConnectionCounts,
+    /// JA4 fingerprints of open TLS client connections.
+    pub hellos: Arc<crate::tls::ClientHellos>,
     /// Metrics.
     pub metrics: Metrics,
     /// The access log.
@@ -150,6 +152,7 @@ impl Node {
             health,
             shield,
             client_connections: crate::shield::ClientConnectionCounts::default(),
+            hellos: Arc::new(crate::tls::ClientHellos::default()),
             metrics,
             log,
             certs,

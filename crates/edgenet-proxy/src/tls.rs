@@ -1,5 +1,8 @@
 //! TLS termination (stage 2): the certificate is chosen by SNI from the zones' certificates, and
 //! the table is swapped atomically on reload so new handshakes see new certificates at once.
+//! Before the handshake, [`PreTls`] reads the ClientHello off the socket (then puts it back for
+//! rustls) to take the client's JA4 fingerprint, kept in [`ClientHellos`] for the connection's
+//! requests.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -12,6 +15,7 @@ use edgenet_config::{CertMaterial, Config, HostPattern, ZoneTls};
 use pingora_core::listeners::{PreTlsProcess, TlsAccept};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::GetSocketDigest;
 use prometheus::IntCounter;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -117,16 +121,80 @@ impl TlsAccept for HandshakeCallbacks {
 }
 
 /// Counts connections on TLS listeners before their handshake starts.
-pub struct CountTlsConnections {
+pub struct PreTls {
     /// Connections accepted on TLS listeners.
     pub started: IntCounter,
+    /// Where fingerprints go.
+    pub hellos: Arc<ClientHellos>,
+    /// How long the ClientHello may take (`limits.header_timeout`).
+    pub timeout: Arc<dyn Fn() -> std::time::Duration + Send + Sync>,
 }
 
 #[async_trait]
-impl PreTlsProcess for CountTlsConnections {
-    async fn process(&self, _stream: &mut L4Stream) -> pingora_error::Result<()> {
+impl PreTlsProcess for PreTls {
+    async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
+        use edgenet_shield::ja4::{fingerprint, Hello, MAX_HELLO};
+        use tokio::io::AsyncReadExt;
         self.started.inc();
+        let until = tokio::time::Instant::now() + (self.timeout)();
+        let mut buf = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 4096];
+        let ja4 = loop {
+            match fingerprint(&buf) {
+                Hello::Ja4(j) => break Some(j),
+                Hello::Incomplete if buf.len() < MAX_HELLO => {}
+                _ => break None,
+            }
+            match tokio::time::timeout_at(until, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                // Gone, or too slow to send a ClientHello (a TLS slowloris): drop it.
+                _ => {
+                    return pingora_error::Error::e_explain(
+                        pingora_error::ErrorType::ReadTimedout,
+                        "no complete ClientHello within limits.header_timeout",
+                    )
+                }
+            }
+        };
+        stream.rewind(&buf);
+        if let (Some(ja4), Some(key)) = (ja4, ClientHellos::key(stream.get_socket_digest())) {
+            self.hellos.insert(key, ja4);
+        }
         Ok(())
+    }
+}
+
+/// The JA4 fingerprints of open TLS connections, by connection (client and local address).
+#[derive(Default)]
+pub struct ClientHellos {
+    by_connection: std::sync::Mutex<HashMap<HelloKey, Arc<str>>>,
+}
+
+/// A connection's key in [`ClientHellos`]: the client's and the listener's address, which
+/// name one open TCP connection.
+pub type HelloKey = (std::net::SocketAddr, std::net::SocketAddr);
+
+impl ClientHellos {
+    /// The key of a connection, from its socket digest.
+    pub fn key(digest: Option<Arc<pingora_core::protocols::SocketDigest>>) -> Option<HelloKey> {
+        let d = digest?;
+        let peer = *d.peer_addr()?.as_inet()?;
+        let local = *d.local_addr()?.as_inet()?;
+        Some((peer, local))
+    }
+
+    fn insert(&self, key: HelloKey, ja4: String) {
+        crate::lock(&self.by_connection).insert(key, ja4.into());
+    }
+
+    /// The fingerprint of a connection.
+    pub fn get(&self, key: HelloKey) -> Option<Arc<str>> {
+        crate::lock(&self.by_connection).get(&key).cloned()
+    }
+
+    /// Forgets a closed connection.
+    pub fn remove(&self, key: HelloKey) {
+        crate::lock(&self.by_connection).remove(&key);
     }
 }
 

@@ -36,6 +36,8 @@ pub struct RequestView<'a> {
     pub ip: IpAddr,
     /// Over TLS.
     pub ssl: bool,
+    /// The TLS client's JA4 fingerprint.
+    pub ja4: Option<&'a str>,
     /// (name, value, first value of its name), in order.
     headers: [(&'a [u8], &'a [u8], bool); INDEXED_HEADERS],
     indexed: usize,
@@ -65,6 +67,7 @@ impl<'a> RequestView<'a> {
             host,
             ip,
             ssl,
+            ja4: None,
             headers,
             indexed,
             overflow,
@@ -122,6 +125,9 @@ impl Request for RequestView<'_> {
             .filter(|(n, _, _)| n.len() == name.len() && *n == name)
             .nth(i)
             .map(|(_, v, _)| *v)
+    }
+    fn ja4(&self) -> &[u8] {
+        self.ja4.unwrap_or("").as_bytes()
     }
     fn header_name(&self, i: usize) -> Option<&[u8]> {
         if self.overflow {

@@ -11,7 +11,15 @@
 use std::collections::HashMap;
 
 /// Fingerprint features, most specific first.
-pub const FEATURES: [&str; 5] = ["ip", "user_agent", "path", "header_order", "subnet"];
+/// A value of 0 is "absent" (`tls_ja4` on plain HTTP): never counted, never mitigated.
+pub const FEATURES: [&str; 6] = [
+    "ip",
+    "user_agent",
+    "path",
+    "header_order",
+    "tls_ja4",
+    "subnet",
+];
 
 /// Tuning.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +44,9 @@ const K: usize = 64;
 
 impl TopK {
     fn add(&mut self, v: u64) {
+        if v == 0 {
+            return;
+        }
         if let Some(c) = self.counts.get_mut(&v) {
             *c += 1;
             return;
@@ -112,8 +123,8 @@ pub struct Detector {
     params: DdosParams,
     second_start: u64,
     count: u64,
-    tops: [TopK; 5],
-    shares: [Shares; 5],
+    tops: [TopK; 6],
+    shares: [Shares; 6],
     baseline: Option<f64>,
     mitigations: Vec<Mitigation>,
 }
@@ -133,7 +144,7 @@ impl Detector {
     }
 
     /// The mitigation a request with these fingerprint hashes falls under, if any.
-    pub fn mitigated(&self, features: &[u64; 5], now_ms: u64) -> Option<Mitigation> {
+    pub fn mitigated(&self, features: &[u64; 6], now_ms: u64) -> Option<Mitigation> {
         self.mitigations
             .iter()
             .find(|m| m.until_ms > now_ms && features[m.feature] == m.value)
@@ -141,7 +152,7 @@ impl Detector {
     }
 
     /// Counts a request; returns a mitigation installed at this second's end, if one was.
-    pub fn observe(&mut self, features: &[u64; 5], now_ms: u64) -> Option<Mitigation> {
+    pub fn observe(&mut self, features: &[u64; 6], now_ms: u64) -> Option<Mitigation> {
         let installed = if now_ms >= self.second_start + 1000 {
             self.close_second(now_ms)
         } else {
@@ -224,8 +235,8 @@ mod tests {
     }
 
     /// Features of a client `ip` (the /24 is shared by all test clients).
-    fn f(ip: u64, ua: u64) -> [u64; 5] {
-        [ip, ua, 1, 1, 24]
+    fn f(ip: u64, ua: u64) -> [u64; 6] {
+        [ip, ua, 1, 1, 0, 24]
     }
 
     /// A detector after ten seconds of 30 requests per second from three clients, and the time.
@@ -279,7 +290,7 @@ mod tests {
         // Normal: 30/s, a third of it to path 1 (the home page), from many addresses.
         let mut d = Detector::new(params(), 0);
         let mut now = 0;
-        let fp = |i: u64| [1000 + i, 7 + i % 4, 1 + i % 3, 1, 24 + i % 50];
+        let fp = |i: u64| [1000 + i, 7 + i % 4, 1 + i % 3, 1, 0, 24 + i % 50];
         for _ in 0..30 {
             for i in 0..30 {
                 assert_eq!(d.observe(&fp(i), now + i * 33), None);
@@ -297,7 +308,7 @@ mod tests {
         // A flood from one address is still caught after the crowd.
         let mut installed = None;
         for i in 0..900 {
-            installed = installed.or(d.observe(&[9, 7, 2, 1, 24], now + 1 + i));
+            installed = installed.or(d.observe(&[9, 7, 2, 1, 0, 24], now + 1 + i));
         }
         installed = installed.or(d.observe(&fp(1), now + 1002));
         assert_eq!(
@@ -317,6 +328,7 @@ mod tests {
                 if i.is_multiple_of(5) { 8 } else { 66 },
                 i % 7,
                 1,
+                0,
                 i % 40,
             ]
         };
@@ -344,7 +356,7 @@ mod tests {
         for s in 0..50u64 {
             for i in 0..40 {
                 let v = s * 1000 + i;
-                d.observe(&[v, v, v, v, v], now + i * 20);
+                d.observe(&[v, v, v, v, v, v], now + i * 20);
             }
             now += 1000;
         }

@@ -583,3 +583,29 @@ fn a_flood_from_one_address_is_detected_and_mitigated_automatically() {
     assert!(pop.stderr().contains("DDoS mitigation installed"));
     eprintln!("{report}");
 }
+
+#[test]
+fn rules_see_the_tls_clients_ja4_fingerprint() {
+    let origin = Origin::start("o");
+    let rules = r#"
+[[zones.waf.rules]]
+id = "tls13-with-sni"
+expression = 'starts_with(cf.bot_management.ja4, "t13d") and len(cf.bot_management.ja4) eq 36 and http.request.uri.path eq "/fp"'
+action = "block"
+status = 451
+"#;
+    let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], rules));
+    let resolve = format!("w.test:{}:127.0.0.1", pop.https);
+    let tls = |path: &str| {
+        let url = format!("https://w.test:{}{path}", pop.https);
+        curl(&["-k", "--tlsv1.3", "--resolve", &resolve, &url])
+    };
+    assert_eq!(tls("/fp").status, 451, "TLS 1.3 with SNI: t13d...");
+    assert_eq!(tls("/other").status, 200);
+    // Plain HTTP has no fingerprint.
+    let plain = curl(&["-H", "Host: w.test", &pop.url("/fp")]);
+    assert_eq!(plain.status, 200);
+    // Without SNI (an IP address in the URL) the fingerprint says `i`.
+    let url = format!("https://127.0.0.1:{}/fp", pop.https);
+    assert_eq!(curl(&["-k", "-H", "Host: w.test", &url]).status, 200);
+}

@@ -48,6 +48,10 @@ pub trait Request {
     fn header(&self, name: &str, i: usize) -> Option<&[u8]>;
     /// Header name `i` (lower case), in order.
     fn header_name(&self, i: usize) -> Option<&[u8]>;
+    /// `cf.bot_management.ja4`: the TLS client's JA4 fingerprint (empty without TLS).
+    fn ja4(&self) -> &[u8] {
+        b""
+    }
 }
 
 /// Value types.
@@ -90,6 +94,7 @@ enum Field {
     UserAgent,
     Referer,
     Cookie,
+    Ja4,
     Version,
     IpSrc,
     Ssl,
@@ -279,6 +284,7 @@ fn field_bytes(r: &dyn Request, f: Field) -> &[u8] {
         Field::UserAgent => header("user-agent"),
         Field::Referer => header("referer"),
         Field::Cookie => header("cookie"),
+        Field::Ja4 => r.ja4(),
         Field::IpSrc | Field::Ssl => b"",
     }
 }
@@ -896,6 +902,7 @@ impl Parser {
             "http.user_agent" => Val::Field(Field::UserAgent),
             "http.referer" => Val::Field(Field::Referer),
             "http.cookie" => Val::Field(Field::Cookie),
+            "cf.bot_management.ja4" => Val::Field(Field::Ja4),
             "http.request.version" => Val::Field(Field::Version),
             "ip.src" => Val::Field(Field::IpSrc),
             "ssl" => Val::Field(Field::Ssl),
