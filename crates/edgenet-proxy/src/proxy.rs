@@ -634,15 +634,17 @@ impl ProxyHttp for EdgeProxy {
         if ctx.from_lower_tier.is_none() && guarded {
             let (ddos, verdict, limited) = {
                 let req = session.req_header();
+                let ssl = is_tls(session.digest());
                 let ja4 = session
                     .digest()
+                    .filter(|_| ssl)
                     .and_then(|d| crate::tls::ClientHellos::key(d.socket_digest.clone()))
                     .and_then(|k| self.node.hellos.get(k));
                 let mut view = crate::waf::RequestView::new(
                     req,
                     request_authority(req).0.unwrap_or("").as_bytes(),
                     Self::client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                    is_tls(session.digest()),
+                    ssl,
                 );
                 view.ja4 = ja4.as_deref();
                 // Mitigated attack traffic is the cheapest to refuse: before any rule runs.
