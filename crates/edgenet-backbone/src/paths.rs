@@ -68,8 +68,11 @@ pub struct Params {
     pub down_loss: f64,
     /// Added per relay hop (ms): relaying is not free, and ties go to fewer hops.
     pub hop_cost_ms: f64,
-    /// A new route must be this much cheaper than the current one to replace it (0.1 = 10%).
+    /// A new route must be this much cheaper than the current one to replace it (0.1 = 10%)...
     pub hysteresis: f64,
+    /// ... and at least this many ms cheaper: relaying to save a millisecond is not worth a
+    /// hop, and a noisy probe on a fast path must not move traffic.
+    pub min_gain_ms: f64,
     /// Most relays on a path.
     pub max_relays: usize,
 }
@@ -81,6 +84,7 @@ impl Default for Params {
             down_loss: 0.5,
             hop_cost_ms: 1.0,
             hysteresis: 0.1,
+            min_gain_ms: 5.0,
             max_relays: 2,
         }
     }
@@ -233,13 +237,16 @@ impl PathSelector {
         p: &Params,
     ) -> Option<Change> {
         let (best, best_cost) = state.best_route(from, origin, p)?;
-        let current = self.current.get(origin);
-        let keep = current.is_some_and(|c| {
-            *c == best
-                || state
-                    .route_cost(from, origin, c, p)
-                    .is_some_and(|cc| best_cost >= cc * (1.0 - p.hysteresis))
-        });
+        // Until a route is chosen, traffic goes direct: a relay must beat that.
+        let current = self
+            .current
+            .get(origin)
+            .cloned()
+            .unwrap_or_else(Route::direct);
+        let keep = current == best
+            || state
+                .route_cost(from, origin, &current, p)
+                .is_some_and(|cc| best_cost >= cc - (cc * p.hysteresis).max(p.min_gain_ms));
         if keep {
             return None;
         }
@@ -361,6 +368,24 @@ mod tests {
         s.pops.get_mut(&("a".into(), "c".into())).unwrap().loss = 0.9;
         let (route, _) = s.best_route("a", "o:80", &p).unwrap();
         assert_eq!(route.relays, vec!["b".to_string()], "a→c is down");
+    }
+
+    #[test]
+    fn a_few_milliseconds_do_not_move_traffic_to_a_relay() {
+        // A noisy fast path: direct 6 ms, via b 1 + 1 (hop) + 1 ms: cheaper, but by < 5 ms.
+        let mut s = LinkState::default();
+        s.pops.insert(("a".into(), "b".into()), link(1));
+        s.origins.insert(("a".into(), "o:80".into()), link(6));
+        s.origins.insert(("b".into(), "o:80".into()), link(1));
+        let p = Params::default();
+        assert_eq!(s.best_route("a", "o:80", &p).unwrap().0.relays, vec!["b"]);
+        let mut sel = PathSelector::default();
+        assert_eq!(sel.decide(&s, "a", "o:80", &p), None, "direct stays");
+        assert_eq!(sel.route("o:80"), Route::direct());
+        // The direct path slows to 30 ms: now the relay wins.
+        s.origins.insert(("a".into(), "o:80".into()), link(30));
+        let change = sel.decide(&s, "a", "o:80", &p).expect("relay chosen");
+        assert_eq!(change.to.relays, vec!["b"]);
     }
 
     #[test]

@@ -223,6 +223,7 @@ pub const PATH_PARAMS: Params = Params {
     down_loss: 0.5,
     hop_cost_ms: 1.0,
     hysteresis: 0.1,
+    min_gain_ms: 5.0,
     max_relays: 1,
 };
 
