@@ -52,6 +52,19 @@ nginx_temp() {
   for t in client_body proxy fastcgi uwsgi scgi; do echo "${t}_temp_path $WORK/$1-$t;"; done
 }
 
+# Writes $WORK/origin.conf: an nginx origin on port $1 answering 1 KiB bodies from memory with
+# long keep-alive (the origin the proxy benchmarks share).
+origin_1k_conf() {
+  local body
+  body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+  {
+    nginx_common origin
+    echo "http { access_log off; default_type text/plain; keepalive_requests 10000000;"
+    nginx_temp origin
+    echo "server { listen 127.0.0.1:$1 backlog=4096; location / { return 200 \"$body\"; } } }"
+  } >"$WORK/origin.conf"
+}
+
 # wrk's "99%  1.23ms" in milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
 

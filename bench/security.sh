@@ -34,13 +34,7 @@ cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
 
 ORIGIN=$(free_port) E_HTTP=$(free_port) E_ADMIN=$(free_port)
-BODY=$(head -c 1024 /dev/zero | tr '\0' 'x')
-{
-  nginx_common origin
-  echo "http { access_log off; default_type text/plain; keepalive_requests 10000000;"
-  nginx_temp origin
-  echo "server { listen 127.0.0.1:$ORIGIN backlog=4096; location / { return 200 \"$BODY\"; } } }"
-} >"$WORK/origin.conf"
+origin_1k_conf "$ORIGIN"
 
 zone() {
   cat <<CONF
