@@ -1,0 +1,382 @@
+//! Workers: user code at the edge as WebAssembly components of the standard `wasi:http/proxy`
+//! world, run in wasmtime (DESIGN.md section 6).
+//!
+//! - One [`Runtime`] per node: a wasmtime engine with the pooling allocator (linear memories
+//!   and tables kept resident, or throughput collapses with more than one thread) and epoch
+//!   interruption ticked every millisecond by a thread of its own.
+//! - Compiling is slow and memory-hungry (seconds and hundreds of MB for a JavaScript
+//!   component), so it happens at deploy time in a separate process ([`Runtime::compile`] is
+//!   what that process runs); the artifact is cached under a key of the component's SHA-256,
+//!   wasmtime's version and the engine's settings, written to a temporary file and renamed
+//!   (artifacts are memory-mapped: overwriting one in place can crash a reader).
+//! - [`Runtime::load`] deserializes an artifact into a [`Worker`]: a pre-linked template from
+//!   which each request gets a fresh instance.
+//! - Limits per request ([`Limits`]): CPU time through epoch deadlines, linear memory through a
+//!   resource limiter, wall time around the whole call. Exceeding one is a [`WorkerError`]
+//!   naming the cause; the store and instance are dropped, nothing leaks to other requests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// How often the engine's epoch advances: the granularity of CPU-time limits.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Limits on one request's run of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU time (default 50 ms).
+    pub cpu_time: Duration,
+    /// Linear memory (default 128 MiB).
+    pub memory_bytes: usize,
+    /// Wall time for the whole request, waiting included (default 30 s).
+    pub wall_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            cpu_time: Duration::from_millis(50),
+            memory_bytes: 128 << 20,
+            wall_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a worker failed a request.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// It ran longer than its CPU time.
+    #[error("exceeded its CPU time limit of {0:?}")]
+    CpuTime(Duration),
+    /// It asked for more memory than allowed.
+    #[error("exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    /// The request took longer than its wall time.
+    #[error("exceeded its wall time limit of {0:?}")]
+    WallTime(Duration),
+    /// It trapped (a panic, `unreachable`, an out-of-bounds access).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// It returned without setting a response.
+    #[error("returned without a response")]
+    NoResponse,
+    /// The component is not a `wasi:http/proxy` component, or does not link.
+    #[error("is not a usable wasi:http/proxy component: {0}")]
+    BadComponent(String),
+}
+
+impl WorkerError {
+    /// A short label for metrics and logs.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            WorkerError::CpuTime(_) => "cpu_time",
+            WorkerError::Memory(_) => "memory",
+            WorkerError::WallTime(_) => "wall_time",
+            WorkerError::Trap(_) => "trap",
+            WorkerError::NoResponse => "no_response",
+            WorkerError::BadComponent(_) => "bad_component",
+        }
+    }
+}
+
+/// The per-request store data.
+struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    memory: MemoryLimit,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+/// Refuses linear-memory growth past the limit, and remembers that it did.
+struct MemoryLimit {
+    max: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max;
+        self.refused |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The node's wasmtime engine and artifact cache.
+pub struct Runtime {
+    engine: Engine,
+    cache_dir: PathBuf,
+    /// Stops the epoch ticker when the runtime goes.
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker {
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self._ticker
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// An engine for at most `instances` concurrent requests of at most `max_memory` bytes
+    /// each, caching artifacts in `cache_dir`.
+    pub fn new(cache_dir: &Path, instances: u32, max_memory: usize) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(instances);
+        pool.total_core_instances(instances * 4);
+        pool.total_memories(instances * 2);
+        pool.total_tables(instances * 4);
+        pool.max_memory_size(max_memory);
+        // Keep the first pages resident: re-faulting them per request costs more than they
+        // weigh, and unmapping them serializes threads on the kernel's mm lock.
+        pool.linear_memory_keep_resident(1 << 20);
+        pool.table_keep_resident(1 << 16);
+        let mut config = Config::new();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        std::fs::create_dir_all(cache_dir)?;
+        let ticker = Arc::new(Ticker {
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (e, t) = (engine.clone(), ticker.clone());
+        std::thread::Builder::new()
+            .name("worker epochs".into())
+            .spawn(move || {
+                while !t.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            cache_dir: cache_dir.to_path_buf(),
+            _ticker: ticker,
+        })
+    }
+
+    /// Where the artifact of `wasm` for this engine lives: keyed by the component's
+    /// SHA-256, wasmtime's version and the engine's settings (an artifact only loads in an
+    /// engine with the same settings).
+    pub fn artifact_path(&self, wasm: &[u8]) -> PathBuf {
+        use sha2::Digest;
+        use std::hash::{Hash, Hasher};
+        let mut settings = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut settings);
+        let digest = sha2::Sha256::digest(wasm);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        self.cache_dir.join(format!(
+            "{hex}-wasmtime{}-{:016x}.cwasm",
+            env!("CARGO_PKG_VERSION_MAJOR"),
+            settings.finish()
+        ))
+    }
+
+    /// Compiles a component to its artifact (unless cached), written to a temporary file and
+    /// renamed. Slow: run it in a separate process.
+    pub fn compile(&self, wasm: &[u8]) -> Result<PathBuf, WorkerError> {
+        let path = self.artifact_path(wasm);
+        if path.exists() {
+            return Ok(path);
+        }
+        let bad = |e: &dyn std::fmt::Display| WorkerError::BadComponent(e.to_string());
+        let component = Component::new(&self.engine, wasm).map_err(|e| bad(&e))?;
+        // Refuse at deploy what would fail at load: it must be a wasi:http/proxy component.
+        self.pre(&component)?;
+        let bytes = component.serialize().map_err(|e| bad(&e))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(|e| bad(&e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| bad(&e))?;
+        Ok(path)
+    }
+
+    fn pre(&self, component: &Component) -> Result<ProxyPre<State>, WorkerError> {
+        let bad = |e: &dyn std::fmt::Display| WorkerError::BadComponent(format!("{e:#}"));
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| bad(&e))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| bad(&e))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| bad(&e))?;
+        ProxyPre::new(pre).map_err(|e| bad(&e))
+    }
+
+    /// Loads a compiled artifact (memory-mapped) into a worker with `limits`.
+    pub fn load(&self, artifact: &Path, limits: Limits) -> Result<Worker, WorkerError> {
+        // SAFETY of deserialize_file: the artifact was written by `compile` for this engine
+        // (its name carries the engine's settings) and is never rewritten in place.
+        let component = deserialize(&self.engine, artifact)?;
+        Ok(Worker {
+            pre: self.pre(&component)?,
+            limits,
+        })
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &Path) -> Result<Component, WorkerError> {
+    // wasmtime marks this unsafe because it trusts the file to be its own output.
+    unsafe { Component::deserialize_file(engine, artifact) }
+        .map_err(|e| WorkerError::BadComponent(format!("{}: {e:#}", artifact.display())))
+}
+
+/// A loaded worker: a pre-linked template; each request gets a fresh instance.
+#[derive(Clone)]
+pub struct Worker {
+    pre: ProxyPre<State>,
+    limits: Limits,
+}
+
+impl Worker {
+    /// Runs the worker on one request and collects its response.
+    pub async fn handle<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<Bytes>, WorkerError>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
+    {
+        let limits = self.limits;
+        let mut store = Store::new(
+            self.pre.engine(),
+            State {
+                wasi: WasiCtx::builder().build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                memory: MemoryLimit {
+                    max: limits.memory_bytes,
+                    refused: false,
+                },
+            },
+        );
+        store.limiter(|s| &mut s.memory);
+        let ticks = (limits.cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| WorkerError::Trap(format!("{e:#}")))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| WorkerError::Trap(format!("{e:#}")))?;
+        // The guest runs in a task of its own: it may go on writing the body after setting the
+        // response, and when it ends without one, dropping its store tells `rx`.
+        let pre = self.pre.clone();
+        let task = tokio::spawn(async move {
+            let proxy = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| failure(e, false, limits))?;
+            let result = proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await;
+            let refused = store.data().memory.refused;
+            result.map_err(|e| failure(e, refused, limits))
+        });
+        let abort = task.abort_handle();
+        let outcome = |r: Result<Result<(), WorkerError>, tokio::task::JoinError>| match r {
+            Ok(r) => r,
+            Err(e) => Err(WorkerError::Trap(e.to_string())),
+        };
+        let run = async {
+            match rx.await {
+                Ok(Ok(resp)) => {
+                    let body = collect(resp).await;
+                    // A guest that failed after setting its response failed the request.
+                    outcome(task.await)?;
+                    body
+                }
+                Ok(Err(code)) => Err(WorkerError::Trap(format!("error response: {code:?}"))),
+                Err(_) => match outcome(task.await) {
+                    Ok(()) => Err(WorkerError::NoResponse),
+                    Err(e) => Err(e),
+                },
+            }
+        };
+        match tokio::time::timeout(limits.wall_time, run).await {
+            Ok(r) => r,
+            Err(_) => {
+                abort.abort();
+                Err(WorkerError::WallTime(limits.wall_time))
+            }
+        }
+    }
+}
+
+/// What a wasmtime error means for the request.
+fn failure(e: wasmtime::Error, memory_refused: bool, limits: Limits) -> WorkerError {
+    if memory_refused {
+        return WorkerError::Memory(limits.memory_bytes);
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => WorkerError::CpuTime(limits.cpu_time),
+        _ => WorkerError::Trap(format!("{e:#}")),
+    }
+}
+
+async fn collect(
+    resp: hyper::Response<HyperOutgoingBody>,
+) -> Result<hyper::Response<Bytes>, WorkerError> {
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| WorkerError::Trap(format!("body: {e:?}")))?
+        .to_bytes();
+    Ok(hyper::Response::from_parts(parts, body))
+}

@@ -1,0 +1,36 @@
+use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+
+wasip2::http::proxy::export!(Misbehave);
+
+struct Misbehave;
+
+impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        let path = request.path_with_query().unwrap_or_default();
+        match path.as_str() {
+            "/loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "/grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "/trap" => panic!("asked to trap"),
+            "/silent" => return,
+            _ => {}
+        }
+        let resp = OutgoingResponse::new(Fields::new());
+        let body = resp.body().unwrap();
+        ResponseOutparam::set(out, Ok(resp));
+        let stream = body.write().unwrap();
+        stream.blocking_write_and_flush(b"fine\n").unwrap();
+        drop(stream);
+        OutgoingBody::finish(body, None).unwrap();
+    }
+}

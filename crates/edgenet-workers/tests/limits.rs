@@ -1,0 +1,146 @@
+//! Workers against real components built for wasm32-wasip2 (examples/workers/hello-rust and
+//! tests/components/misbehave): a response from the edge, each limit exceeded giving its
+//! error while the next request is served, a corrupt component refused at compile time, and
+//! the artifact cache.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use edgenet_workers::{Limits, Runtime, WorkerError};
+use http_body_util::{BodyExt, Empty};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+
+/// Builds a component crate for wasm32-wasip2 and returns the .wasm.
+fn build(dir: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let out = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(dir.join("Cargo.toml"))
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {name} (needs `rustup target add wasm32-wasip2`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
+}
+
+fn get(path: &str) -> hyper::Request<impl hyper::body::Body<Data = Bytes, Error = ErrorCode>> {
+    hyper::Request::builder()
+        .uri(format!("http://w.test{path}"))
+        .body(Empty::<Bytes>::new().map_err(|never| -> ErrorCode { match never {} }))
+        .unwrap()
+}
+
+fn cache_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("edgenet-workers-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_answers_from_the_edge_and_the_artifact_is_cached() {
+    let wasm = std::fs::read(build("../../examples/workers/hello-rust", "hello_rust")).unwrap();
+    let dir = cache_dir("hello");
+    let rt = Runtime::new(&dir, 16, 64 << 20).unwrap();
+    let artifact = rt.compile(&wasm).unwrap();
+    assert_eq!(artifact, rt.artifact_path(&wasm));
+    let modified = std::fs::metadata(&artifact).unwrap().modified().unwrap();
+    assert_eq!(rt.compile(&wasm).unwrap(), artifact, "cached");
+    assert_eq!(
+        std::fs::metadata(&artifact).unwrap().modified().unwrap(),
+        modified
+    );
+    let worker = rt.load(&artifact, Limits::default()).unwrap();
+    let resp = worker.handle(get("/hi?x=1")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain");
+    assert_eq!(resp.body().as_ref(), b"hello from wasm: /hi?x=1\n");
+    // A fresh instance per request: many in a row, concurrently.
+    let t = Instant::now();
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let w = worker.clone();
+            tokio::spawn(async move { w.handle(get(&format!("/{i}"))).await.unwrap() })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(
+            h.await.unwrap().body().as_ref(),
+            format!("hello from wasm: /{i}\n").as_bytes()
+        );
+    }
+    println!("200 requests in {:?}", t.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_gives_its_error_and_the_worker_keeps_serving() {
+    let wasm = std::fs::read(build("tests/components/misbehave", "misbehave")).unwrap();
+    let dir = cache_dir("limits");
+    let rt = Runtime::new(&dir, 16, 64 << 20).unwrap();
+    let limits = Limits {
+        cpu_time: Duration::from_millis(50),
+        memory_bytes: 16 << 20,
+        wall_time: Duration::from_secs(5),
+    };
+    let worker = rt.load(&rt.compile(&wasm).unwrap(), limits).unwrap();
+    let t = Instant::now();
+    match worker.handle(get("/loop")).await {
+        Err(WorkerError::CpuTime(d)) => assert_eq!(d, limits.cpu_time),
+        other => panic!("infinite loop: {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "stopped after {:?}",
+        t.elapsed()
+    );
+    match worker.handle(get("/grow")).await {
+        Err(e @ WorkerError::Memory(_)) => assert_eq!(e.cause(), "memory"),
+        other => panic!("memory bomb: {other:?}"),
+    }
+    assert!(matches!(
+        worker.handle(get("/trap")).await,
+        Err(WorkerError::Trap(_))
+    ));
+    assert!(matches!(
+        worker.handle(get("/silent")).await,
+        Err(WorkerError::NoResponse)
+    ));
+    // Unaffected: the next request is served.
+    let ok = worker.handle(get("/ok")).await.unwrap();
+    assert_eq!(
+        (ok.status().as_u16(), ok.body().as_ref()),
+        (200, &b"fine\n"[..])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_corrupt_or_foreign_component_is_refused_at_compile() {
+    let dir = cache_dir("bad");
+    let rt = Runtime::new(&dir, 4, 16 << 20).unwrap();
+    let err = rt.compile(b"\0asm\x0d\0\x01\0garbage").unwrap_err();
+    assert_eq!(err.cause(), "bad_component", "{err}");
+    // A core module, not a component.
+    let err = rt.compile(b"\0asm\x01\0\0\0").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("is not a usable wasi:http/proxy component"),
+        "{err}"
+    );
+    assert!(
+        !rt.artifact_path(b"\0asm\x01\0\0\0").exists(),
+        "nothing cached"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
