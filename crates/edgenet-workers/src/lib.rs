@@ -14,6 +14,10 @@
 //! - Limits per request ([`Limits`]): CPU time through epoch deadlines, linear memory through a
 //!   resource limiter, wall time around the whole call. Exceeding one is a [`WorkerError`]
 //!   naming the cause; the store and instance are dropped, nothing leaks to other requests.
+//!   CPU time is the time the guest's future spends being polled ([`Meter`]): the guest only
+//!   runs inside a poll, and time spent waiting (for a body, a subrequest) is time between
+//!   polls. When the epoch deadline comes the guest gets what it has not used yet, yielding to
+//!   the executor meanwhile so a busy guest does not hold a proxy thread for its whole budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,6 +102,69 @@ struct State {
     http: WasiHttpCtx,
     table: ResourceTable,
     memory: MemoryLimit,
+    meter: Arc<Meter>,
+}
+
+/// The time a future spends inside `poll` (for a wasm guest: its CPU time, host calls
+/// included, waits excluded).
+pub struct Meter {
+    base: std::time::Instant,
+    busy_ns: std::sync::atomic::AtomicU64,
+    /// When the poll in progress began (ns since `base`), or `u64::MAX` between polls.
+    poll_start_ns: std::sync::atomic::AtomicU64,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            base: std::time::Instant::now(),
+            busy_ns: 0.into(),
+            poll_start_ns: u64::MAX.into(),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    /// Time spent in polls so far, the one in progress included.
+    pub fn busy(&self) -> Duration {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = self.poll_start_ns.load(Relaxed);
+        let current = if start == u64::MAX {
+            0
+        } else {
+            self.now_ns().saturating_sub(start)
+        };
+        Duration::from_nanos(self.busy_ns.load(Relaxed) + current)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose time in `poll` goes to a [`Meter`].
+    struct Metered<F> {
+        #[pin]
+        inner: F,
+        meter: Arc<Meter>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Metered<F> {
+    type Output = F::Output;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let this = self.project();
+        let start = this.meter.now_ns();
+        this.meter.poll_start_ns.store(start, Relaxed);
+        let r = this.inner.poll(cx);
+        let spent = this.meter.now_ns().saturating_sub(start);
+        this.meter.poll_start_ns.store(u64::MAX, Relaxed);
+        this.meter.busy_ns.fetch_add(spent, Relaxed);
+        r
+    }
 }
 
 impl WasiView for State {
@@ -287,6 +354,7 @@ impl Worker {
         B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
     {
         let limits = self.limits;
+        let meter = Arc::new(Meter::new());
         let mut store = Store::new(
             self.pre.engine(),
             State {
@@ -297,11 +365,19 @@ impl Worker {
                     max: limits.memory_bytes,
                     refused: false,
                 },
+                meter: meter.clone(),
             },
         );
         store.limiter(|s| &mut s.memory);
-        let ticks = (limits.cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
+        let ticks = |d: Duration| (d.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(ticks(limits.cpu_time));
+        store.epoch_deadline_callback(move |ctx| {
+            let used = ctx.data().meter.busy();
+            Ok(match limits.cpu_time.checked_sub(used) {
+                Some(left) if !left.is_zero() => wasmtime::UpdateDeadline::Yield(ticks(left)),
+                _ => wasmtime::UpdateDeadline::Interrupt,
+            })
+        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -316,17 +392,20 @@ impl Worker {
         // The guest runs in a task of its own: it may go on writing the body after setting the
         // response, and when it ends without one, dropping its store tells `rx`.
         let pre = self.pre.clone();
-        let task = tokio::spawn(async move {
-            let proxy = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| failure(e, false, limits))?;
-            let result = proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await;
-            let refused = store.data().memory.refused;
-            result.map_err(|e| failure(e, refused, limits))
+        let task = tokio::spawn(Metered {
+            meter,
+            inner: async move {
+                let proxy = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| failure(e, false, limits))?;
+                let result = proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await;
+                let refused = store.data().memory.refused;
+                result.map_err(|e| failure(e, refused, limits))
+            },
         });
         let abort = task.abort_handle();
         let outcome = |r: Result<Result<(), WorkerError>, tokio::task::JoinError>| match r {

@@ -116,6 +116,27 @@ async fn each_limit_gives_its_error_and_the_worker_keeps_serving() {
         worker.handle(get("/silent")).await,
         Err(WorkerError::NoResponse)
     ));
+    // Waiting for a slow request body is not CPU time: 3 chunks 40 ms apart (120 ms in all,
+    // over the 50 ms budget) are read to the end.
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, ErrorCode>::new(4);
+    let slow = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            tx.send_data(Bytes::from_static(b"0123456789"))
+                .await
+                .unwrap();
+        }
+    });
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("http://w.test/read")
+        .body(body)
+        .unwrap();
+    let t = Instant::now();
+    let read = worker.handle(req).await.unwrap();
+    assert_eq!(read.body().as_ref(), b"read 30 bytes\n");
+    assert!(t.elapsed() >= Duration::from_millis(100), "it waited");
+    slow.await.unwrap();
     // Unaffected: the next request is served.
     let ok = worker.handle(get("/ok")).await.unwrap();
     assert_eq!(

@@ -25,11 +25,23 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
             "/silent" => return,
             _ => {}
         }
+        // /read: waits for the whole request body (waiting, not CPU time).
+        let text = if path == "/read" {
+            let body = request.consume().unwrap();
+            let stream = body.stream().unwrap();
+            let mut n = 0;
+            while let Ok(chunk) = stream.blocking_read(65536) {
+                n += chunk.len();
+            }
+            format!("read {n} bytes\n")
+        } else {
+            "fine\n".to_string()
+        };
         let resp = OutgoingResponse::new(Fields::new());
         let body = resp.body().unwrap();
         ResponseOutparam::set(out, Ok(resp));
         let stream = body.write().unwrap();
-        stream.blocking_write_and_flush(b"fine\n").unwrap();
+        stream.blocking_write_and_flush(text.as_bytes()).unwrap();
         drop(stream);
         OutgoingBody::finish(body, None).unwrap();
     }
