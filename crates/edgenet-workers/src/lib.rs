@@ -218,6 +218,9 @@ impl ResourceLimiter for MemoryLimit {
 pub struct Runtime {
     engine: Engine,
     cache_dir: PathBuf,
+    /// The settings `new` was given, for compile processes to make the same engine.
+    instances: u32,
+    max_memory: usize,
     /// Stops the epoch ticker when the runtime goes.
     _ticker: Arc<Ticker>,
 }
@@ -268,6 +271,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             cache_dir: cache_dir.to_path_buf(),
+            instances,
+            max_memory,
             _ticker: ticker,
         })
     }
@@ -307,6 +312,32 @@ impl Runtime {
         std::fs::write(&tmp, bytes).map_err(|e| bad(&e))?;
         std::fs::rename(&tmp, &path).map_err(|e| bad(&e))?;
         Ok(path)
+    }
+
+    /// [`Runtime::compile`] in a separate process: `exe worker-compile` with this runtime's
+    /// settings (an artifact only loads in an engine made the same way). Compiling a large
+    /// component takes seconds and hundreds of MB, which a serving node must not spend.
+    pub fn compile_elsewhere(&self, exe: &Path, wasm: &Path) -> Result<PathBuf, WorkerError> {
+        let out = std::process::Command::new(exe)
+            .arg("worker-compile")
+            .arg("--cache")
+            .arg(&self.cache_dir)
+            .args(["--instances", &self.instances.to_string()])
+            .args(["--max-memory", &self.max_memory.to_string()])
+            .arg(wasm)
+            .output()
+            .map_err(|e| WorkerError::BadComponent(format!("cannot run {}: {e}", exe.display())))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let err = err.trim();
+            return Err(
+                match err.strip_prefix("is not a usable wasi:http/proxy component: ") {
+                    Some(reason) => WorkerError::BadComponent(reason.to_string()),
+                    None => WorkerError::BadComponent(err.to_string()),
+                },
+            );
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     }
 
     fn pre(&self, component: &Component) -> Result<ProxyPre<State>, WorkerError> {

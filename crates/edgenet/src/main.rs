@@ -74,6 +74,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Compiles a worker component to its cached artifact and prints the artifact's path (the
+    /// node runs this in a separate process at deploy time).
+    #[command(hide = true)]
+    WorkerCompile {
+        /// The artifact cache directory.
+        #[arg(long)]
+        cache: PathBuf,
+        /// The node's worker instance pool size (the engine must match the node's).
+        #[arg(long)]
+        instances: u32,
+        /// The node's per-instance memory limit in bytes.
+        #[arg(long)]
+        max_memory: usize,
+        /// The component (.wasm).
+        wasm: PathBuf,
+    },
     /// The demo origin `edgenet up` starts.
     #[command(hide = true)]
     DemoOrigin {
@@ -86,6 +102,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::WorkerCompile {
+            cache,
+            instances,
+            max_memory,
+            wasm,
+        } => {
+            let compiled = std::fs::read(&wasm)
+                .map_err(|e| format!("{}: {e}", wasm.display()))
+                .and_then(|bytes| {
+                    let rt = edgenet_workers::Runtime::new(&cache, instances, max_memory)
+                        .map_err(|e| format!("{e:#}"))?;
+                    rt.compile(&bytes).map_err(|e| e.to_string())
+                });
+            match compiled {
+                Ok(path) => {
+                    println!("{}", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match edgenet_config::load(&config) {
             Ok(c) => {
                 println!(
