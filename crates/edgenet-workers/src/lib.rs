@@ -357,6 +357,7 @@ impl Runtime {
         Ok(Worker {
             pre: self.pre(&component)?,
             limits,
+            env: Arc::new([]),
         })
     }
 }
@@ -373,9 +374,17 @@ fn deserialize(engine: &Engine, artifact: &Path) -> Result<Component, WorkerErro
 pub struct Worker {
     pre: ProxyPre<State>,
     limits: Limits,
+    /// Environment variables (and secrets) the guest reads through `wasi:cli/environment`.
+    env: Arc<[(String, String)]>,
 }
 
 impl Worker {
+    /// The worker with these environment variables (a zone's settings and secrets).
+    pub fn with_env(mut self, env: Vec<(String, String)>) -> Worker {
+        self.env = env.into();
+        self
+    }
+
     /// Runs the worker on one request and collects its response.
     pub async fn handle<B>(
         &self,
@@ -389,7 +398,7 @@ impl Worker {
         let mut store = Store::new(
             self.pre.engine(),
             State {
-                wasi: WasiCtx::builder().build(),
+                wasi: WasiCtx::builder().envs(&self.env).build(),
                 http: WasiHttpCtx::new(),
                 table: ResourceTable::new(),
                 memory: MemoryLimit {

@@ -146,6 +146,24 @@ async fn each_limit_gives_its_error_and_the_worker_keeps_serving() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_reach_the_worker() {
+    let wasm = std::fs::read(build("tests/components/misbehave", "misbehave")).unwrap();
+    let dir = cache_dir("env");
+    let rt = Runtime::new(&dir, 4, 16 << 20).unwrap();
+    let artifact = rt.compile(&wasm).unwrap();
+    let plain = rt.load(&artifact, Limits::default()).unwrap();
+    assert_eq!(
+        plain.handle(get("/env")).await.unwrap().body().as_ref(),
+        b"unset\n"
+    );
+    let greeting = vec![("GREETING".to_string(), "hello from the zone".to_string())];
+    let configured = plain.with_env(greeting);
+    let resp = configured.handle(get("/env")).await.unwrap();
+    assert_eq!(resp.body().as_ref(), b"hello from the zone\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_corrupt_or_foreign_component_is_refused_at_compile() {
     let dir = cache_dir("bad");

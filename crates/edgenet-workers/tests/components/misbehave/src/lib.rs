@@ -34,6 +34,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                 n += chunk.len();
             }
             format!("read {n} bytes\n")
+        } else if path == "/env" {
+            format!("{}\n", std::env::var("GREETING").unwrap_or_else(|_| "unset".into()))
         } else {
             "fine\n".to_string()
         };
