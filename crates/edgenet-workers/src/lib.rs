@@ -11,6 +11,10 @@
 //!   (artifacts are memory-mapped: overwriting one in place can crash a reader).
 //! - [`Runtime::load`] deserializes an artifact into a [`Worker`]: a pre-linked template from
 //!   which each request gets a fresh instance.
+//! - Outgoing requests go only to the hosts a worker is allowed ([`Worker::with_allowed_hosts`]),
+//!   at most `subrequests` per request and `subrequests_in_flight` at once; others fail in the
+//!   guest with `HTTP-request-denied`. (They are sent directly for now; routing them through
+//!   the PoP's cache and backbone comes with the proxy wiring.)
 //! - Limits per request ([`Limits`]): CPU time through epoch deadlines, linear memory through a
 //!   resource limiter, wall time around the whole call. Exceeding one is a [`WorkerError`]
 //!   naming the cause; the store and instance are dropped, nothing leaks to other requests.
@@ -47,6 +51,10 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall time for the whole request, waiting included (default 30 s).
     pub wall_time: Duration,
+    /// Outgoing requests per request (default 50).
+    pub subrequests: u32,
+    /// Outgoing requests in flight at once (default 6).
+    pub subrequests_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +63,8 @@ impl Default for Limits {
             cpu_time: Duration::from_millis(50),
             memory_bytes: 128 << 20,
             wall_time: Duration::from_secs(30),
+            subrequests: 50,
+            subrequests_in_flight: 6,
         }
     }
 }
@@ -103,6 +113,60 @@ struct State {
     table: ResourceTable,
     memory: MemoryLimit,
     meter: Arc<Meter>,
+    outgoing: Outgoing,
+}
+
+/// The worker's outgoing requests: only to allowed hosts, at most so many, so many at once.
+struct Outgoing {
+    allowed: Arc<[String]>,
+    left: u32,
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
+    fn send_request(
+        &mut self,
+        request: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (
+                        hyper::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<
+                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                                + Send,
+                        >,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let host = request.uri().host().unwrap_or("").to_ascii_lowercase();
+        let allowed = self.allowed.contains(&host);
+        if !allowed || self.left == 0 {
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        self.left -= 1;
+        let in_flight = self.in_flight.clone();
+        Box::new(async move {
+            let _permit = in_flight
+                .acquire_owned()
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::HttpRequestDenied)?;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io)
+                    as Box<
+                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
+                            + Send,
+                    >,
+            ))
+        })
+    }
 }
 
 /// The time a future spends inside `poll` (for a wasm guest: its CPU time, host calls
@@ -181,7 +245,7 @@ impl WasiHttpView for State {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.outgoing,
         }
     }
 }
@@ -358,6 +422,7 @@ impl Runtime {
             pre: self.pre(&component)?,
             limits,
             env: Arc::new([]),
+            allowed_hosts: Arc::new([]),
         })
     }
 }
@@ -376,9 +441,17 @@ pub struct Worker {
     limits: Limits,
     /// Environment variables (and secrets) the guest reads through `wasi:cli/environment`.
     env: Arc<[(String, String)]>,
+    /// Hosts the guest may send requests to (lower case); none by default.
+    allowed_hosts: Arc<[String]>,
 }
 
 impl Worker {
+    /// The worker allowed to send requests to these hosts.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Worker {
+        self.allowed_hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
     /// The worker with these environment variables (a zone's settings and secrets).
     pub fn with_env(mut self, env: Vec<(String, String)>) -> Worker {
         self.env = env.into();
@@ -406,6 +479,11 @@ impl Worker {
                     refused: false,
                 },
                 meter: meter.clone(),
+                outgoing: Outgoing {
+                    allowed: self.allowed_hosts.clone(),
+                    left: limits.subrequests,
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(limits.subrequests_in_flight)),
+                },
             },
         );
         store.limiter(|s| &mut s.memory);

@@ -92,6 +92,7 @@ async fn each_limit_gives_its_error_and_the_worker_keeps_serving() {
         cpu_time: Duration::from_millis(50),
         memory_bytes: 16 << 20,
         wall_time: Duration::from_secs(5),
+        ..Limits::default()
     };
     let worker = rt.load(&rt.compile(&wasm).unwrap(), limits).unwrap();
     let t = Instant::now();
@@ -161,6 +162,68 @@ async fn environment_variables_reach_the_worker() {
     let configured = plain.with_env(greeting);
     let resp = configured.handle(get("/env")).await.unwrap();
     assert_eq!(resp.body().as_ref(), b"hello from the zone\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tiny HTTP/1.1 server on loopback answering 204 to every request; its address and how
+/// many requests it has served.
+async fn counting_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_requests_only_to_allowed_hosts_and_at_most_the_limit() {
+    let wasm = std::fs::read(build("tests/components/misbehave", "misbehave")).unwrap();
+    let dir = cache_dir("fetch");
+    let rt = Runtime::new(&dir, 4, 16 << 20).unwrap();
+    let (addr, hits) = counting_server().await;
+    let limits = Limits {
+        subrequests: 2,
+        ..Limits::default()
+    };
+    let artifact = rt.compile(&wasm).unwrap();
+    let to = format!("/fetch?to={addr}&n=3");
+    // Not allowed: nothing is sent.
+    let closed = rt.load(&artifact, limits).unwrap();
+    let r = closed.handle(get(&to)).await.unwrap();
+    assert_eq!(r.body().as_ref(), b"denied,denied,denied\n");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Allowed: two go out, the third is over the limit.
+    let open = rt
+        .load(&artifact, limits)
+        .unwrap()
+        .with_allowed_hosts(vec!["127.0.0.1".into()]);
+    let r = open.handle(get(&to)).await.unwrap();
+    assert_eq!(r.body().as_ref(), b"204,204,denied\n");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,4 +1,27 @@
-use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
+use wasip2::http::outgoing_handler;
+use wasip2::http::types::{
+    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse,
+    ResponseOutparam, Scheme,
+};
+
+/// One GET to http://AUTHORITY/: the status, or `denied` / `error`.
+fn fetch(authority: &str) -> String {
+    let req = OutgoingRequest::new(Fields::new());
+    let _ = req.set_scheme(Some(&Scheme::Http));
+    let _ = req.set_authority(Some(authority));
+    let _ = req.set_path_with_query(Some("/"));
+    let future = match outgoing_handler::handle(req, None) {
+        Ok(f) => f,
+        Err(ErrorCode::HttpRequestDenied) => return "denied".into(),
+        Err(_) => return "error".into(),
+    };
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(resp))) => resp.status().to_string(),
+        Some(Ok(Err(ErrorCode::HttpRequestDenied))) => "denied".into(),
+        _ => "error".into(),
+    }
+}
 
 wasip2::http::proxy::export!(Misbehave);
 
@@ -34,6 +57,18 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                 n += chunk.len();
             }
             format!("read {n} bytes\n")
+        } else if let Some(query) = path.strip_prefix("/fetch?") {
+            // /fetch?to=HOST:PORT&n=K: K requests to http://HOST:PORT/, one outcome each.
+            let (mut to, mut n) = ("", 1);
+            for kv in query.split('&') {
+                match kv.split_once('=') {
+                    Some(("to", v)) => to = v,
+                    Some(("n", v)) => n = v.parse().unwrap_or(1),
+                    _ => {}
+                }
+            }
+            let outcomes: Vec<String> = (0..n).map(|_| fetch(to)).collect();
+            format!("{}\n", outcomes.join(","))
         } else if path == "/env" {
             format!("{}\n", std::env::var("GREETING").unwrap_or_else(|_| "unset".into()))
         } else {
