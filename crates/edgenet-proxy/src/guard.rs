@@ -49,11 +49,7 @@ const ACK: u8 = 0x1;
 #[derive(Debug)]
 pub struct H2Watch {
     state: WatchState,
-    /// The frame header being read.
-    header: [u8; 9],
-    have: usize,
-    /// Payload bytes of the current frame still to skip.
-    skip: usize,
+    frames: Frames,
     limit: u32,
     window_start: Instant,
     in_window: u32,
@@ -84,9 +80,7 @@ impl H2Watch {
     pub fn new(limit: u32, now: Instant) -> H2Watch {
         H2Watch {
             state: WatchState::Preface(0),
-            header: [0; 9],
-            have: 0,
-            skip: 0,
+            frames: Frames::default(),
             limit,
             window_start: now,
             in_window: 0,
@@ -113,24 +107,10 @@ impl H2Watch {
                         WatchState::Preface(n + take)
                     };
                 }
-                WatchState::Frames if self.skip > 0 => {
-                    let take = self.skip.min(bytes.len() - i);
-                    self.skip -= take;
-                    i += take;
-                }
                 WatchState::Frames => {
-                    let start = i;
-                    let take = (9 - self.have).min(bytes.len() - i);
-                    self.header[self.have..self.have + take].copy_from_slice(&bytes[i..i + take]);
-                    self.have += take;
-                    i += take;
-                    if self.have < 9 {
-                        continue;
-                    }
-                    self.have = 0;
-                    let h = self.header;
-                    self.skip =
-                        usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                    let (used, header) = self.frames.step(&bytes[i..]);
+                    i += used;
+                    let Some(h) = header else { continue };
                     let (kind, flags) = (h[3], h[4]);
                     let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
                     let control = match kind {
@@ -153,7 +133,7 @@ impl H2Watch {
                             // The header may have begun in an earlier read.
                             return Some(Flood {
                                 kind,
-                                at: start.saturating_sub(9 - take),
+                                at: i.saturating_sub(9),
                             });
                         }
                     }
@@ -164,33 +144,43 @@ impl H2Watch {
     }
 }
 
-/// Follows the frames the server writes, to know where a frame ends (GOAWAY may only be
-/// put between frames).
+/// Follows HTTP/2 frames in a byte stream fed in pieces: their 9-byte headers, and where
+/// each frame ends. Reads the client's frames for [`H2Watch`] and the server's for the guard
+/// (GOAWAY may only be put between frames).
 #[derive(Debug, Default)]
-struct FrameBoundary {
+struct Frames {
+    /// The frame header being read, and how much of it has come.
     header: [u8; 9],
     have: usize,
+    /// Payload bytes of the current frame still to come.
     left: usize,
 }
 
-impl FrameBoundary {
+impl Frames {
+    /// Consumes bytes up to the end of a frame header or of a payload: how many, and the
+    /// header when one was completed.
+    fn step(&mut self, bytes: &[u8]) -> (usize, Option<[u8; 9]>) {
+        if self.left > 0 {
+            let take = self.left.min(bytes.len());
+            self.left -= take;
+            return (take, None);
+        }
+        let take = (9 - self.have).min(bytes.len());
+        self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
+        self.have += take;
+        if self.have < 9 {
+            return (take, None);
+        }
+        self.have = 0;
+        let h = self.header;
+        self.left = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+        (take, Some(h))
+    }
+
+    /// Consumes all of `bytes`.
     fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
-            if self.left > 0 {
-                let take = self.left.min(bytes.len());
-                self.left -= take;
-                bytes = &bytes[take..];
-                continue;
-            }
-            let take = (9 - self.have).min(bytes.len());
-            self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
-            self.have += take;
-            bytes = &bytes[take..];
-            if self.have == 9 {
-                self.have = 0;
-                let h = self.header;
-                self.left = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-            }
+            bytes = &bytes[self.step(bytes).0..];
         }
     }
 
@@ -230,7 +220,7 @@ pub struct Guarded {
     replay: Vec<u8>,
     replayed: usize,
     watch: H2Watch,
-    out: FrameBoundary,
+    out: Frames,
     /// The GOAWAY still to write, and how much of it is written.
     goaway: Option<(Vec<u8>, usize)>,
     /// A flood was found: reads end.
@@ -257,7 +247,7 @@ impl Guarded {
             replay: Vec::new(),
             replayed: 0,
             watch: H2Watch::new(h2_control_frames, Instant::now()),
-            out: FrameBoundary::default(),
+            out: Frames::default(),
             goaway: None,
             closed: false,
             want_goaway: false,
@@ -582,7 +572,7 @@ mod tests {
 
     #[test]
     fn frame_boundaries_of_written_frames() {
-        let mut b = FrameBoundary::default();
+        let mut b = Frames::default();
         assert!(b.between_frames());
         let f = frame(0x0, 0, 1, 100);
         b.feed(&f[..50]);
