@@ -283,7 +283,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _slot = match (&self.node, crate::guard::client_ip(&session)) {
+        let client = crate::guard::client_ip(&session);
+        let _slot = match (&self.node, client) {
             (Some(node), Some(ip)) => {
                 match node.client_connections.acquire(ip, &node.snapshot.load()) {
                     Some(slot) => Some(slot),
@@ -296,9 +297,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
             }
             _ => None,
         };
-        let hello = crate::tls::ClientHellos::key(session.get_socket_digest());
+        // Only client TLS connections have a ClientHello on file.
+        let hello = (self.node.is_some() && session.get_ssl_digest().is_some())
+            .then(|| crate::tls::ClientHellos::key(session.get_socket_digest()))
+            .flatten();
         self.open.inc();
-        self.serve(session, shutdown).await;
+        self.serve(session, client, shutdown).await;
         self.open.dec();
         if let (Some(node), Some(key)) = (&self.node, hello) {
             node.hellos.remove(key);
@@ -316,7 +320,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
 
 impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
     /// Serves one client connection to its end, keep-alive requests included.
-    async fn serve(&self, session: Stream, shutdown: &ShutdownWatch) {
+    async fn serve(
+        &self,
+        session: Stream,
+        client: Option<std::net::IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) {
         let Some(node) = &self.node else {
             // The backbone: PoPs, trusted by their certificates.
             let mut stream = session;
@@ -326,7 +335,6 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             return;
         };
         let limits = node.snapshot.load().config.limits.clone();
-        let client = crate::guard::client_ip(&session);
         let floods = node.metrics.h2_floods.clone();
         let on_flood: crate::guard::OnFlood = Arc::new(move |kind| {
             floods.with_label_values(&[kind]).inc();
