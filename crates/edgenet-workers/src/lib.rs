@@ -286,17 +286,12 @@ pub struct Runtime {
     instances: u32,
     max_memory: usize,
     /// Stops the epoch ticker when the runtime goes.
-    _ticker: Arc<Ticker>,
-}
-
-struct Ticker {
-    stop: std::sync::atomic::AtomicBool,
+    stop_ticker: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self._ticker
-            .stop
+        self.stop_ticker
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -320,14 +315,12 @@ impl Runtime {
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         std::fs::create_dir_all(cache_dir)?;
-        let ticker = Arc::new(Ticker {
-            stop: std::sync::atomic::AtomicBool::new(false),
-        });
-        let (e, t) = (engine.clone(), ticker.clone());
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (e, stopped) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
             .name("worker epochs".into())
             .spawn(move || {
-                while !t.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     e.increment_epoch();
                 }
@@ -337,7 +330,7 @@ impl Runtime {
             cache_dir: cache_dir.to_path_buf(),
             instances,
             max_memory,
-            _ticker: ticker,
+            stop_ticker: stop,
         })
     }
 
