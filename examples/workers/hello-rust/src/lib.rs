@@ -1,3 +1,6 @@
+//! The smallest worker: a `wasi:http/proxy` component that answers from the edge with the
+//! path it was asked for.
+
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
 wasip2::http::proxy::export!(Hello);

@@ -1,3 +1,6 @@
+//! A test worker that misbehaves on request (see Cargo.toml): it spins, hoards memory,
+//! panics, answers nothing, reads slow bodies, reports its environment and sends requests.
+
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
     ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse,
