@@ -13,15 +13,16 @@
 //!   which each request gets a fresh instance.
 //! - Outgoing requests go only to the hosts a worker is allowed ([`Worker::with_allowed_hosts`]),
 //!   at most `subrequests` per request and `subrequests_in_flight` at once; others fail in the
-//!   guest with `HTTP-request-denied`. (They are sent directly for now; routing them through
-//!   the PoP's cache and backbone comes with the proxy wiring.)
+//!   guest with `HTTP-request-denied`. Allowed ones are sent to the [`Pipeline`] (in a node: its
+//!   own request path, which takes them at the cache stage), never straight to the network.
 //! - Limits per request ([`Limits`]): CPU time through epoch deadlines, linear memory through a
-//!   resource limiter, wall time around the whole call. Exceeding one is a [`WorkerError`]
-//!   naming the cause; the store and instance are dropped, nothing leaks to other requests.
-//!   CPU time is the time the guest's future spends being polled ([`Meter`]): the guest only
-//!   runs inside a poll, and time spent waiting (for a body, a subrequest) is time between
-//!   polls. When the epoch deadline comes the guest gets what it has not used yet, yielding to
-//!   the executor meanwhile so a busy guest does not hold a proxy thread for its whole budget.
+//!   resource limiter, wall time around the whole call, the response body's size. Exceeding
+//!   one is a [`WorkerError`] naming the cause; the store and instance are dropped, nothing
+//!   leaks to other requests. CPU time is the thread CPU time spent polling the guest's future
+//!   ([`Meter`]): the guest only runs inside a poll, and time spent waiting (for a body, a
+//!   subrequest) is time between polls. When the epoch deadline comes the guest gets what it
+//!   has not used yet, yielding to the executor meanwhile so a busy guest does not hold a proxy
+//!   thread for its whole budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// How often the engine's epoch advances: the granularity of CPU-time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// The wasmtime version artifacts are compiled by (pinned in Cargo.toml; a test checks
+/// Cargo.lock agrees). Part of an artifact's name: another version cannot load it.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
 /// Limits on one request's run of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -55,6 +60,8 @@ pub struct Limits {
     pub subrequests: u32,
     /// Outgoing requests in flight at once (default 6).
     pub subrequests_in_flight: usize,
+    /// The largest response body a worker may produce (default 16 MiB).
+    pub response_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +72,7 @@ impl Default for Limits {
             wall_time: Duration::from_secs(30),
             subrequests: 50,
             subrequests_in_flight: 6,
+            response_body_bytes: 16 << 20,
         }
     }
 }
@@ -87,6 +95,9 @@ pub enum WorkerError {
     /// It returned without setting a response.
     #[error("returned without a response")]
     NoResponse,
+    /// Its response body was larger than allowed.
+    #[error("exceeded its response body limit of {0} bytes")]
+    ResponseTooLarge(usize),
     /// The component is not a `wasi:http/proxy` component, or does not link.
     #[error("is not a usable wasi:http/proxy component: {0}")]
     BadComponent(String),
@@ -101,6 +112,7 @@ impl WorkerError {
             WorkerError::WallTime(_) => "wall_time",
             WorkerError::Trap(_) => "trap",
             WorkerError::NoResponse => "no_response",
+            WorkerError::ResponseTooLarge(_) => "response_body",
             WorkerError::BadComponent(_) => "bad_component",
         }
     }
@@ -116,9 +128,35 @@ struct State {
     outgoing: Outgoing,
 }
 
-/// The worker's outgoing requests: only to allowed hosts, at most so many, so many at once.
+/// Where a worker's allowed outgoing requests go: in a node, its own request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pipeline {
+    /// Nowhere: every outgoing request is denied.
+    None,
+    /// An HTTP/1.1 server on a Unix socket (the node's subrequest listener).
+    Unix(PathBuf),
+    /// An HTTP/1.1 server on TCP.
+    Tcp(std::net::SocketAddr),
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+use wasmtime_wasi_http::Error as HttpError;
+
+/// The worker's outgoing requests: only to allowed hosts, at most so many, so many at once,
+/// all to the pipeline.
 struct Outgoing {
     allowed: Arc<[String]>,
+    pipeline: Arc<Pipeline>,
     left: u32,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -128,77 +166,128 @@ impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
         &mut self,
         request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn std::future::Future<
-                Output = Result<
-                    (
-                        hyper::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<
-                            dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                                + Send,
-                        >,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
+        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
         drop(fut);
         let host = request.uri().host().unwrap_or("").to_ascii_lowercase();
-        let allowed = self.allowed.contains(&host);
+        let allowed = self.allowed.contains(&host) && *self.pipeline != Pipeline::None;
         if !allowed || self.left == 0 {
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         self.left -= 1;
         let in_flight = self.in_flight.clone();
+        let pipeline = self.pipeline.clone();
         Box::new(async move {
             let _permit = in_flight
                 .acquire_owned()
                 .await
-                .map_err(|_| wasmtime_wasi_http::Error::HttpRequestDenied)?;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io)
-                    as Box<
-                        dyn std::future::Future<Output = Result<(), wasmtime_wasi_http::Error>>
-                            + Send,
-                    >,
-            ))
+                .map_err(|_| HttpError::HttpRequestDenied)?;
+            send(&pipeline, request, options).await
         })
     }
 }
 
-/// The time a future spends inside `poll` (for a wasm guest: its CPU time, host calls
-/// included, waits excluded).
+/// Sends one request to the pipeline over a new HTTP/1.1 connection, with the request's own
+/// Host (the pipeline routes by it) and only its path on the request line.
+async fn send(
+    pipeline: &Pipeline,
+    mut req: hyper::Request<wasmtime_wasi_http::WasiBody>,
+    options: Option<wasmtime_wasi_http::RequestOptions>,
+) -> Result<
+    (
+        hyper::Response<wasmtime_wasi_http::WasiBody>,
+        Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ),
+    HttpError,
+> {
+    use hyper_util::rt::TokioIo;
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(Duration::from_secs(10));
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(Duration::from_secs(100));
+    if let Some(authority) = req.uri().authority().cloned() {
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+    let connect = async {
+        let stream: Box<dyn Stream> = match pipeline {
+            Pipeline::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+            Pipeline::Tcp(addr) => {
+                let s = tokio::net::TcpStream::connect(addr).await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Pipeline::None => return Err(std::io::Error::other("no pipeline")),
+        };
+        Ok(hyper::client::conn::http1::handshake(TokioIo::new(stream)).await)
+    };
+    let (mut sender, conn) = tokio::time::timeout(connect_timeout, connect)
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(HttpError::Connect)?
+        .map_err(HttpError::from)?;
+    // The connection is driven by its own task: the response body may outlive this call.
+    let io = tokio::spawn(conn);
+    let resp = tokio::time::timeout(first_byte_timeout, sender.send_request(req))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(HttpError::from)?;
+    let resp = resp.map(|b| b.map_err(HttpError::from).boxed_unsync());
+    Ok((
+        resp,
+        Box::new(async move {
+            match io.await {
+                Ok(r) => r.map_err(HttpError::from),
+                Err(_) => Ok(()),
+            }
+        }),
+    ))
+}
+
+/// The thread CPU time a future spends inside `poll` (for a wasm guest: its CPU time, host
+/// calls included, waits excluded; a poll runs on one thread from start to end).
 pub struct Meter {
-    base: std::time::Instant,
     busy_ns: std::sync::atomic::AtomicU64,
-    /// When the poll in progress began (ns since `base`), or `u64::MAX` between polls.
+    /// The thread's CPU clock when the poll in progress began, or `u64::MAX` between polls.
     poll_start_ns: std::sync::atomic::AtomicU64,
+}
+
+/// This thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
+#[allow(unsafe_code)]
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Meter {
     fn new() -> Meter {
         Meter {
-            base: std::time::Instant::now(),
             busy_ns: 0.into(),
             poll_start_ns: u64::MAX.into(),
         }
     }
 
-    fn now_ns(&self) -> u64 {
-        self.base.elapsed().as_nanos() as u64
-    }
-
-    /// Time spent in polls so far, the one in progress included.
+    /// CPU time spent in polls so far, the one in progress included (only the polling thread
+    /// can see its own progress: others see completed polls).
     pub fn busy(&self) -> Duration {
         use std::sync::atomic::Ordering::Relaxed;
         let start = self.poll_start_ns.load(Relaxed);
         let current = if start == u64::MAX {
             0
         } else {
-            self.now_ns().saturating_sub(start)
+            thread_cpu_ns().saturating_sub(start)
         };
         Duration::from_nanos(self.busy_ns.load(Relaxed) + current)
     }
@@ -221,10 +310,10 @@ impl<F: std::future::Future> std::future::Future for Metered<F> {
     ) -> std::task::Poll<F::Output> {
         use std::sync::atomic::Ordering::Relaxed;
         let this = self.project();
-        let start = this.meter.now_ns();
+        let start = thread_cpu_ns();
         this.meter.poll_start_ns.store(start, Relaxed);
         let r = this.inner.poll(cx);
-        let spent = this.meter.now_ns().saturating_sub(start);
+        let spent = thread_cpu_ns().saturating_sub(start);
         this.meter.poll_start_ns.store(u64::MAX, Relaxed);
         this.meter.busy_ns.fetch_add(spent, Relaxed);
         r
@@ -347,8 +436,7 @@ impl Runtime {
         let digest = sha2::Sha256::digest(wasm);
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         self.cache_dir.join(format!(
-            "{hex}-wasmtime{}-{:016x}.cwasm",
-            env!("CARGO_PKG_VERSION_MAJOR"),
+            "{hex}-wasmtime{WASMTIME_VERSION}-{:016x}.cwasm",
             settings.finish()
         ))
     }
@@ -416,6 +504,7 @@ impl Runtime {
             limits,
             env: Arc::new([]),
             allowed_hosts: Arc::new([]),
+            pipeline: Arc::new(Pipeline::None),
         })
     }
 }
@@ -436,13 +525,21 @@ pub struct Worker {
     env: Arc<[(String, String)]>,
     /// Hosts the guest may send requests to (lower case); none by default.
     allowed_hosts: Arc<[String]>,
+    /// Where allowed requests go.
+    pipeline: Arc<Pipeline>,
 }
 
 impl Worker {
-    /// The worker allowed to send requests to these hosts.
-    pub fn with_allowed_hosts(mut self, hosts: Vec<String>) -> Worker {
+    /// The worker allowed to send requests to these hosts, through `pipeline`.
+    pub fn with_allowed_hosts(mut self, hosts: Vec<String>, pipeline: Pipeline) -> Worker {
         self.allowed_hosts = hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+        self.pipeline = Arc::new(pipeline);
         self
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The worker with these environment variables (a zone's settings and secrets).
@@ -474,6 +571,7 @@ impl Worker {
                 meter: meter.clone(),
                 outgoing: Outgoing {
                     allowed: self.allowed_hosts.clone(),
+                    pipeline: self.pipeline.clone(),
                     left: limits.subrequests,
                     in_flight: Arc::new(tokio::sync::Semaphore::new(limits.subrequests_in_flight)),
                 },
@@ -526,7 +624,7 @@ impl Worker {
         let run = async {
             match rx.await {
                 Ok(Ok(resp)) => {
-                    let body = collect(resp).await;
+                    let body = collect(resp, limits.response_body_bytes).await;
                     // A guest that failed after setting its response failed the request.
                     outcome(task.await)?;
                     body
@@ -561,12 +659,26 @@ fn failure(e: wasmtime::Error, memory_refused: bool, limits: Limits) -> WorkerEr
 
 async fn collect(
     resp: hyper::Response<HyperOutgoingBody>,
+    max: usize,
 ) -> Result<hyper::Response<Bytes>, WorkerError> {
     let (parts, body) = resp.into_parts();
-    let body = body
+    let body = http_body_util::Limited::new(body, max)
         .collect()
         .await
-        .map_err(|e| WorkerError::Trap(format!("body: {e:?}")))?
+        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
+            Ok(_) => WorkerError::ResponseTooLarge(max),
+            Err(e) => WorkerError::Trap(format!("body: {e}")),
+        })?
         .to_bytes();
     Ok(hyper::Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_artifact_names_the_wasmtime_version_in_cargo_lock() {
+        let lock = include_str!("../../../Cargo.lock");
+        let entry = format!("name = \"wasmtime\"\nversion = \"{}\"", super::WASMTIME_VERSION);
+        assert!(lock.contains(&entry), "Cargo.lock has another wasmtime");
+    }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use edgenet_workers::{Limits, Runtime, WorkerError};
+use edgenet_workers::{Limits, Pipeline, Runtime, WorkerError};
 use http_body_util::{BodyExt, Empty};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 
@@ -220,7 +220,7 @@ async fn outgoing_requests_only_to_allowed_hosts_and_at_most_the_limit() {
     let open = rt
         .load(&artifact, limits)
         .unwrap()
-        .with_allowed_hosts(vec!["127.0.0.1".into()]);
+        .with_allowed_hosts(vec!["127.0.0.1".into()], Pipeline::Tcp(addr));
     let r = open.handle(get(&to)).await.unwrap();
     assert_eq!(r.body().as_ref(), b"204,204,denied\n");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
