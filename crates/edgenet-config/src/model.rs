@@ -33,6 +33,85 @@ pub struct Config {
     pub anycast: Option<crate::anycast::Anycast>,
     /// The backbone listener's address, when configured.
     pub backbone: Option<SocketAddr>,
+    /// The worker runtime.
+    pub workers: WorkerRuntime,
+}
+
+/// The node's worker runtime settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRuntime {
+    /// Where compiled components are cached.
+    pub artifact_dir: PathBuf,
+    /// Instances alive at once.
+    pub instances: u32,
+    /// The largest linear memory of any worker.
+    pub max_memory: usize,
+}
+
+/// A zone's worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    /// Its name, unique in the zone.
+    pub name: String,
+    /// The component file.
+    pub component: PathBuf,
+    /// Environment variables, secrets included (values never logged).
+    pub env: Vec<(String, String)>,
+    /// Hosts it may send requests to (lower case), each served by a zone here.
+    pub allowed_hosts: Vec<String>,
+    /// Limits per request.
+    pub limits: WorkerLimits,
+}
+
+/// A worker's limits per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerLimits {
+    /// CPU time.
+    pub cpu_time: Duration,
+    /// Linear memory in bytes.
+    pub memory_bytes: usize,
+    /// Wall time.
+    pub wall_time: Duration,
+    /// Requests it may send per request.
+    pub subrequests: u32,
+    /// Of those, at once.
+    pub subrequests_in_flight: u32,
+    /// The largest request body passed to it.
+    pub request_body_bytes: usize,
+    /// The largest response body it may produce.
+    pub response_body_bytes: usize,
+}
+
+/// A route to a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRoute {
+    /// The host it matches; `None`: every hostname of the zone.
+    pub host: Option<HostPattern>,
+    /// The path, without the trailing `*` of a prefix.
+    pub path: String,
+    /// `path` is a prefix (the pattern ended in `*`).
+    pub prefix: bool,
+    /// The worker's index in [`Zone::workers`].
+    pub worker: usize,
+}
+
+impl WorkerRoute {
+    /// Whether this route matches a request for `host` (lower case, no port) and `path`.
+    pub fn matches(&self, host: &str, path: &str) -> bool {
+        let host_ok = match &self.host {
+            None => true,
+            Some(HostPattern::Exact(h)) => h == host,
+            Some(HostPattern::Wildcard(suffix)) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        };
+        host_ok
+            && if self.prefix {
+                path.starts_with(self.path.as_str())
+            } else {
+                path == self.path
+            }
+    }
 }
 
 /// Settings of the node process.
@@ -233,6 +312,20 @@ pub struct Zone {
     pub rate_limits: Vec<RateLimit>,
     /// Automatic DDoS mitigation settings (`None`: off).
     pub ddos: Option<crate::schema::DdosSection>,
+    /// Workers.
+    pub workers: Vec<Worker>,
+    /// Routes to them, most specific first.
+    pub worker_routes: Vec<WorkerRoute>,
+}
+
+impl Zone {
+    /// The worker whose route matches `host` (lower case, no port) and `path`, if any.
+    pub fn worker_for(&self, host: &str, path: &str) -> Option<usize> {
+        self.worker_routes
+            .iter()
+            .find(|r| r.matches(host, path))
+            .map(|r| r.worker)
+    }
 }
 
 /// A zone's certificate.

@@ -39,6 +39,145 @@ pub struct RawConfig {
     /// The backbone listener (PoPs following a control plane). Absent: none.
     #[serde(default)]
     pub backbone: Option<BackboneSection>,
+    /// The worker runtime (zones' workers are in `[[zones.workers]]`).
+    #[serde(default)]
+    pub workers: WorkersSection,
+}
+
+/// The node's worker runtime: fixed for the process's life (changing it needs a restart).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersSection {
+    /// Where compiled components are cached (relative to the config file); absent: a
+    /// directory under the system's temporary directory. Artifacts are named by the
+    /// component's SHA-256, wasmtime's version and the engine's settings.
+    #[serde(default)]
+    pub artifact_dir: Option<PathBuf>,
+    /// Worker instances alive at once across all zones (one per request running a worker);
+    /// a request past that gets 503.
+    #[serde(default = "default_worker_instances")]
+    pub instances: u32,
+    /// The largest linear memory any worker may be given (`zones.workers.limits.memory` is
+    /// at most this).
+    #[serde(default = "default_worker_memory")]
+    pub max_memory: ByteSize,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        WorkersSection {
+            artifact_dir: None,
+            instances: default_worker_instances(),
+            max_memory: default_worker_memory(),
+        }
+    }
+}
+
+fn default_worker_instances() -> u32 {
+    1000
+}
+
+fn default_worker_memory() -> ByteSize {
+    ByteSize::Text("128MiB".into())
+}
+
+/// A worker: a `wasi:http/proxy` WebAssembly component that handles the requests its routes
+/// match, instead of the cache and origin (its own requests go to them).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerSection {
+    /// A name, unique in the zone, for logs and metrics.
+    pub name: String,
+    /// The component's `.wasm` file (relative to the config file).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub component: PathBuf,
+    /// `host/path` patterns (`"example.com/api/*"`, `"*.example.com/*"`) or a path alone for
+    /// every hostname of the zone (`"/api/*"`); a trailing `*` matches any rest. The most
+    /// specific match wins: an exact host over a wildcard, then the longer path.
+    pub routes: Vec<String>,
+    /// Environment variables the worker reads (`wasi:cli/environment`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Secrets: environment variables whose values are read from files on the node
+    /// (relative to the config file), so they are never in the configuration text.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, String>))]
+    pub secrets: std::collections::BTreeMap<String, PathBuf>,
+    /// Hosts the worker may send requests to. Each must be served by a zone of this node:
+    /// the requests go through the node's own cache and origins.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limits per request.
+    #[serde(default)]
+    pub limits: WorkerLimitsSection,
+}
+
+/// A worker's limits per request.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerLimitsSection {
+    /// CPU time (waiting for bodies and subrequests does not count).
+    #[serde(default = "default_worker_cpu", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub cpu_time: Duration,
+    /// Linear memory.
+    #[serde(default = "default_worker_memory")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub memory: ByteSize,
+    /// Wall time for the whole request, waiting included.
+    #[serde(default = "default_worker_wall", with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub wall_time: Duration,
+    /// Requests the worker may send per request.
+    #[serde(default = "default_worker_subrequests")]
+    pub subrequests: u32,
+    /// Of those, how many at once.
+    #[serde(default = "default_worker_in_flight")]
+    pub subrequests_in_flight: u32,
+    /// The largest request body passed to the worker; larger gets 413.
+    #[serde(default = "default_worker_body")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub request_body: ByteSize,
+    /// The largest response body the worker may produce; larger gets 502.
+    #[serde(default = "default_worker_body")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub response_body: ByteSize,
+}
+
+impl Default for WorkerLimitsSection {
+    fn default() -> Self {
+        WorkerLimitsSection {
+            cpu_time: default_worker_cpu(),
+            memory: default_worker_memory(),
+            wall_time: default_worker_wall(),
+            subrequests: default_worker_subrequests(),
+            subrequests_in_flight: default_worker_in_flight(),
+            request_body: default_worker_body(),
+            response_body: default_worker_body(),
+        }
+    }
+}
+
+fn default_worker_cpu() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_worker_wall() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_worker_subrequests() -> u32 {
+    50
+}
+
+fn default_worker_in_flight() -> u32 {
+    6
+}
+
+fn default_worker_body() -> ByteSize {
+    ByteSize::Text("16MiB".into())
 }
 
 /// BGP anycast: the prefixes, the addresses on `lo`, the peers and the health checks.
@@ -580,6 +719,9 @@ pub struct ZoneSection {
     /// Automatic L7 DDoS mitigation.
     #[serde(default)]
     pub ddos: DdosSection,
+    /// Workers, by route.
+    #[serde(default)]
+    pub workers: Vec<WorkerSection>,
 }
 
 /// Automatic L7 DDoS mitigation: when a second's requests exceed `sensitivity` × the smoothed

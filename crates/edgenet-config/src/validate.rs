@@ -273,7 +273,9 @@ impl Validator<'_> {
                 "must be longer than zero and at most 5m",
             );
         }
-        let zones = self.zones(&raw.zones);
+        let workers = self.worker_runtime(&raw.workers, &node.name);
+        let zones = self.zones(&raw.zones, workers.max_memory);
+        self.worker_hosts(&raw.zones, &zones);
         let anycast = raw.anycast.as_ref().map(|a| self.anycast(a));
         let backbone = raw
             .backbone
@@ -300,6 +302,207 @@ impl Validator<'_> {
             zones,
             anycast,
             backbone,
+            workers,
+        }
+    }
+
+    fn worker_runtime(&mut self, raw: &WorkersSection, node: &str) -> WorkerRuntime {
+        let artifact_dir = match &raw.artifact_dir {
+            Some(p) => self.resolve(p),
+            None => std::env::temp_dir().join(format!("edgenet-workers-{node}")),
+        };
+        if !(1..=100_000).contains(&raw.instances) {
+            self.err(
+                "workers.instances",
+                raw.instances.to_string(),
+                "must be between 1 and 100000",
+            );
+        }
+        WorkerRuntime {
+            artifact_dir,
+            instances: raw.instances.clamp(1, 100_000),
+            max_memory: self.byte_size("workers.max_memory", &raw.max_memory, 1 << 20),
+        }
+    }
+
+    /// A zone's workers and their routes, most specific first.
+    fn workers(
+        &mut self,
+        path: &str,
+        raw: &[WorkerSection],
+        hostnames: &[HostPattern],
+        max_memory: usize,
+    ) -> (Vec<Worker>, Vec<WorkerRoute>) {
+        let mut names = HashSet::new();
+        let mut workers = Vec::new();
+        let mut routes = Vec::new();
+        for (i, w) in raw.iter().enumerate() {
+            let p = format!("{path}[{i}]");
+            if !valid_zone_name(&w.name) {
+                self.err(
+                    format!("{p}.name"),
+                    &w.name,
+                    "must be 1 to 63 characters of lower-case letters, digits, '-', '_' or '.'",
+                );
+            } else if !names.insert(w.name.as_str()) {
+                self.err(
+                    format!("{p}.name"),
+                    &w.name,
+                    "is used by another worker of the zone",
+                );
+            }
+            let component = self.resolve(&w.component);
+            if let Err(e) = std::fs::metadata(&component) {
+                let shown = component.display().to_string();
+                self.err(
+                    format!("{p}.component"),
+                    shown,
+                    format!("cannot be read: {e}"),
+                );
+            }
+            if w.routes.is_empty() {
+                self.err(
+                    format!("{p}.routes"),
+                    "",
+                    "a worker needs at least one route",
+                );
+            }
+            for (j, r) in w.routes.iter().enumerate() {
+                match parse_worker_route(r, hostnames) {
+                    Ok((host, path, prefix)) => routes.push(WorkerRoute {
+                        host,
+                        path,
+                        prefix,
+                        worker: workers.len(),
+                    }),
+                    Err(reason) => self.err(format!("{p}.routes[{j}]"), r, reason),
+                }
+            }
+            let mut env = Vec::new();
+            for (name, value) in &w.env {
+                if valid_env_name(name) {
+                    env.push((name.clone(), value.clone()));
+                } else {
+                    let reason = "must be a name without '=' or NUL";
+                    self.err(format!("{p}.env.{name}"), name, reason);
+                }
+            }
+            for (name, file) in &w.secrets {
+                let field = format!("{p}.secrets.{name}");
+                if !valid_env_name(name) {
+                    self.err(field, name, "must be a name without '=' or NUL");
+                    continue;
+                }
+                if w.env.contains_key(name) {
+                    self.err(field, name, "is also in env");
+                    continue;
+                }
+                let file = self.resolve(file);
+                match std::fs::read_to_string(&file) {
+                    Ok(text) => {
+                        let value = text.strip_suffix('\n').unwrap_or(&text);
+                        env.push((name.clone(), value.to_string()));
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot be read: {e}");
+                        self.err(field, file.display().to_string(), reason);
+                    }
+                }
+            }
+            let l = &w.limits;
+            let lp = format!("{p}.limits");
+            let memory_bytes = self.byte_size(&format!("{lp}.memory"), &l.memory, 1 << 20);
+            if memory_bytes > max_memory {
+                self.err(
+                    format!("{lp}.memory"),
+                    memory_bytes.to_string(),
+                    format!("is more than workers.max_memory ({max_memory} bytes)"),
+                );
+            }
+            for (field, d, max) in [
+                ("cpu_time", l.cpu_time, Duration::from_secs(30)),
+                ("wall_time", l.wall_time, Duration::from_secs(900)),
+            ] {
+                if d < Duration::from_millis(1) || d > max {
+                    self.err(
+                        format!("{lp}.{field}"),
+                        humantime::format_duration(d).to_string(),
+                        format!(
+                            "must be between 1ms and {}",
+                            humantime::format_duration(max)
+                        ),
+                    );
+                }
+            }
+            if l.subrequests_in_flight == 0 || l.subrequests_in_flight > 1000 {
+                self.err(
+                    format!("{lp}.subrequests_in_flight"),
+                    l.subrequests_in_flight.to_string(),
+                    "must be between 1 and 1000",
+                );
+            }
+            workers.push(Worker {
+                name: w.name.clone(),
+                component,
+                env,
+                allowed_hosts: w
+                    .allowed_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                limits: WorkerLimits {
+                    cpu_time: l.cpu_time,
+                    memory_bytes,
+                    wall_time: l.wall_time,
+                    subrequests: l.subrequests,
+                    subrequests_in_flight: l.subrequests_in_flight,
+                    request_body_bytes: self.byte_size(
+                        &format!("{lp}.request_body"),
+                        &l.request_body,
+                        0,
+                    ),
+                    response_body_bytes: self.byte_size(
+                        &format!("{lp}.response_body"),
+                        &l.response_body,
+                        0,
+                    ),
+                },
+            });
+        }
+        // Most specific first: an exact host, then a wildcard, then any host; then the longer
+        // path; then an exact path before a prefix. Ties keep file order.
+        routes.sort_by_key(|r| {
+            let host = match r.host {
+                Some(HostPattern::Exact(_)) => 0,
+                Some(HostPattern::Wildcard(_)) => 1,
+                None => 2,
+            };
+            (host, std::cmp::Reverse(r.path.len()), r.prefix)
+        });
+        (workers, routes)
+    }
+
+    /// Every host a worker may send requests to must be served here: its requests go through
+    /// this node's own cache and origins.
+    fn worker_hosts(&mut self, raw: &[ZoneSection], zones: &[Zone]) {
+        for (i, z) in raw.iter().enumerate() {
+            for (j, w) in z.workers.iter().enumerate() {
+                for (k, h) in w.allowed_hosts.iter().enumerate() {
+                    let host = h.to_ascii_lowercase();
+                    let served = zones.iter().flat_map(|z| &z.hostnames).any(|p| match p {
+                        HostPattern::Exact(e) => *e == host,
+                        HostPattern::Wildcard(s) => host.len() > s.len() && host.ends_with(s),
+                    });
+                    if !served {
+                        self.err(
+                            format!("zones[{i}].workers[{j}].allowed_hosts[{k}]"),
+                            h,
+                            "is not served by any zone of this node (a worker's requests go \
+                             through the node's own cache and origins)",
+                        );
+                    }
+                }
+            }
         }
     }
 
@@ -623,7 +826,7 @@ impl Validator<'_> {
         }
     }
 
-    fn zones(&mut self, raw: &[ZoneSection]) -> Vec<Zone> {
+    fn zones(&mut self, raw: &[ZoneSection], max_worker_memory: usize) -> Vec<Zone> {
         let mut names: HashSet<&str> = HashSet::new();
         // Which zone claimed each hostname pattern first, to report conflicts with both names.
         let mut owners: HashMap<HostPattern, String> = HashMap::new();
@@ -689,6 +892,12 @@ impl Validator<'_> {
                 HostPattern::Wildcard(_) => None,
             });
             let origins = self.origin_pool(&format!("{p}.origins"), &z.origins, first_exact);
+            let (workers, worker_routes) = self.workers(
+                &format!("{p}.workers"),
+                &z.workers,
+                &hostnames,
+                max_worker_memory,
+            );
             let request_headers =
                 self.header_rules(&format!("{p}.request_headers"), &z.request_headers);
             let response_headers =
@@ -712,6 +921,8 @@ impl Validator<'_> {
                 waf: self.waf(&format!("{p}.waf"), &z.waf),
                 rate_limits: self.rate_limits(&format!("{p}.rate_limits"), &z.rate_limits),
                 ddos: self.ddos(&format!("{p}.ddos"), &z.ddos),
+                workers,
+                worker_routes,
             });
         }
         out
@@ -977,6 +1188,49 @@ pub fn parse_byte_size(size: &ByteSize) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| "is too large".to_string())
+}
+
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
+}
+
+/// A worker route: `host/path` or `/path`, the host covered by one of the zone's
+/// `hostnames`, the path starting with `/` with `*` only at its end.
+fn parse_worker_route(
+    raw: &str,
+    hostnames: &[HostPattern],
+) -> Result<(Option<HostPattern>, String, bool), String> {
+    let (host, path) = match raw.find('/') {
+        Some(0) => (None, raw),
+        Some(i) => (Some(&raw[..i]), &raw[i..]),
+        None => return Err("must be host/path or /path (\"example.com/api/*\")".into()),
+    };
+    let (path, prefix) = match path.strip_suffix('*') {
+        Some(p) => (p, true),
+        None => (path, false),
+    };
+    if path.contains('*') {
+        return Err("may only have a * at the end of its path".into());
+    }
+    let host = match host {
+        None => None,
+        Some(h) => {
+            let pattern = parse_host_pattern(h)?;
+            let covered = hostnames.iter().any(|z| match (z, &pattern) {
+                (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+                (HostPattern::Wildcard(s), HostPattern::Exact(b)) => {
+                    b.len() > s.len() && b.ends_with(s.as_str())
+                }
+                (HostPattern::Wildcard(s), HostPattern::Wildcard(b)) => b.ends_with(s.as_str()),
+                (HostPattern::Exact(_), HostPattern::Wildcard(_)) => false,
+            });
+            if !covered {
+                return Err(format!("host {h:?} is not one of the zone's hostnames"));
+            }
+            Some(pattern)
+        }
+    };
+    Ok((host, path.to_string(), prefix))
 }
 
 fn valid_zone_name(name: &str) -> bool {

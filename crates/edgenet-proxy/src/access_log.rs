@@ -51,6 +51,9 @@ pub struct Entry<'a> {
     pub waf: Option<String>,
     /// The rate limit that limited the request, `id:action`.
     pub rate_limit: Option<String>,
+    /// The worker that handled the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// A handle that queues lines for the writer thread.

@@ -1,5 +1,5 @@
 //! The PoP's HTTP pipeline on Pingora (DESIGN.md section 1): listeners, TLS termination,
-//! zone routing, origin pools with health checks, header rules, error pages, the admin
+//! zone routing, workers, origin pools with health checks, header rules, error pages, the admin
 //! listener, metrics, the access log, reloads and draining.
 //!
 //! `proxy` wires the stages into Pingora's phases; the stages themselves (`router`,
@@ -23,6 +23,7 @@ pub mod shield;
 pub mod state;
 pub mod tls;
 pub mod waf;
+pub mod workers;
 
 /// Locks a mutex, taking the value even if a thread panicked while holding it: the node's
 /// shared state stays usable (the data behind these locks is never left half-updated).

@@ -45,6 +45,10 @@ pub struct Metrics {
     waf_matches: IntCounterVec,
     ddos_mitigations: IntCounterVec,
     rate_limited: IntCounterVec,
+    /// Requests run by workers, by zone and worker.
+    pub worker_requests: IntCounterVec,
+    /// Worker failures, by zone, worker and cause.
+    pub worker_errors: IntCounterVec,
     /// Bytes held by each cache tier (set at scrape time).
     pub cache_stored_bytes: IntGaugeVec,
     /// Objects held by each cache tier (set at scrape time).
@@ -223,6 +227,23 @@ impl Metrics {
             &["zone", "rule"],
         )
         .expect("valid metric");
+        let worker_requests = IntCounterVec::new(
+            Opts::new(
+                "edgenet_worker_requests_total",
+                "Requests handled by a worker, by zone and worker",
+            ),
+            &["zone", "worker"],
+        )
+        .expect("valid metric");
+        let worker_errors = IntCounterVec::new(
+            Opts::new(
+                "edgenet_worker_errors_total",
+                "Worker requests that failed, by zone, worker and cause (cpu_time, memory, \
+                 wall_time, subrequests, trap, no_response, response_body, request_body)",
+            ),
+            &["zone", "worker", "cause"],
+        )
+        .expect("valid metric");
         let connections_refused = IntCounter::new(
             "edgenet_connections_refused_total",
             "Client connections closed at once because their address was at limits.max_connections_per_client",
@@ -304,6 +325,8 @@ impl Metrics {
             Box::new(waf_matches.clone()),
             Box::new(ddos_mitigations.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(worker_requests.clone()),
+            Box::new(worker_errors.clone()),
             Box::new(connections_refused.clone()),
             Box::new(slow_heads.clone()),
             Box::new(h2_floods.clone()),
@@ -344,6 +367,8 @@ impl Metrics {
             waf_matches,
             ddos_mitigations,
             rate_limited,
+            worker_requests,
+            worker_errors,
             connections_refused,
             slow_heads,
             h2_floods,

@@ -43,6 +43,9 @@ pub struct EdgeProxy {
     pub node: Arc<Node>,
     /// This instance serves the backbone listener (other PoPs, mutual TLS).
     pub backbone: bool,
+    /// This instance serves the subrequest listener: workers' own requests, which enter at
+    /// the cache stage (no shield, WAF or worker runs on them).
+    pub subrequests: bool,
 }
 
 /// Counts a request in flight for as long as it lives.
@@ -102,6 +105,8 @@ pub struct Ctx {
     waf: Option<String>,
     /// The rate limit that limited the request (`id:action`).
     rate_limit: Option<String>,
+    /// The worker that handled the request.
+    worker: Option<String>,
 }
 
 impl Ctx {
@@ -487,6 +492,124 @@ impl EdgeProxy {
         }
     }
 
+    /// Runs worker `idx` of `zone` on the request and writes its response, or an error page
+    /// naming the worker and the cause (with a log line and a metric).
+    async fn run_worker(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        zone: &ZoneRuntime,
+        idx: usize,
+        host: &str,
+    ) {
+        let w = &zone.workers[idx];
+        w.requests.inc();
+        ctx.worker = Some(w.name.clone());
+        let fail = |cause: &str| {
+            self.node
+                .metrics
+                .worker_errors
+                .with_label_values(&[&zone.config.name, &w.name, cause])
+                .inc();
+        };
+        let body = match self.read_body(session, w.request_body_bytes).await {
+            Ok(b) => b,
+            Err(status) => {
+                fail("request_body");
+                let reason = format!(
+                    "worker {}: the request body is over its limit of {} bytes",
+                    w.name, w.request_body_bytes
+                );
+                self.respond_error(session, ctx, status, &reason).await;
+                return;
+            }
+        };
+        let scheme = client_scheme(session, ctx);
+        let Some(req) = crate::workers::worker_request(session.req_header(), scheme, host, body)
+        else {
+            self.respond_error(session, ctx, 400, "the request URI is not valid")
+                .await;
+            return;
+        };
+        match w.worker.handle(req).await {
+            Ok(resp) => self.write_worker_response(session, ctx, resp).await,
+            Err(e) => {
+                let cause = e.cause();
+                fail(cause);
+                tracing::warn!(
+                    zone = %zone.config.name,
+                    worker = %w.name,
+                    cause,
+                    error = %e,
+                    request_id = %ctx.request_id,
+                    "worker failed"
+                );
+                let reason = format!("worker {} {e}", w.name);
+                self.respond_error(session, ctx, crate::workers::error_status(&e), &reason)
+                    .await;
+            }
+        }
+    }
+
+    /// The request body, read in full: 413 when it is over `max`, 400 when it cannot be read.
+    async fn read_body(&self, session: &mut Session, max: usize) -> Result<Bytes, u16> {
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(413);
+        }
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > max {
+                        return Err(413);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(_) => return Err(400),
+            }
+        }
+    }
+
+    /// A worker's response to the client, with the framing the proxy owns and the request id.
+    async fn write_worker_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        resp: hyper::Response<Bytes>,
+    ) {
+        let (parts, body) = resp.into_parts();
+        let Ok(mut head) = ResponseHeader::build(parts.status, Some(parts.headers.len() + 3))
+        else {
+            return;
+        };
+        for (name, value) in parts.headers.iter() {
+            if !crate::workers::is_hop_header(name) {
+                let _ = head.append_header(name.clone(), value.clone());
+            }
+        }
+        let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            let _ = head.insert_header(REQUEST_ID, v);
+        }
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let bodiless = is_head || body.is_empty();
+        if session
+            .write_response_header(Box::new(head), bodiless)
+            .await
+            .is_ok()
+            && !bodiless
+        {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+    }
+
     fn client_info<'a>(&'a self, session: &'a Session) -> ClientInfo<'a> {
         let req = session.req_header();
         ClientInfo {
@@ -536,6 +659,7 @@ impl ProxyHttp for EdgeProxy {
             relay_to: None,
             waf: None,
             rate_limit: None,
+            worker: None,
         }
     }
 
@@ -631,7 +755,7 @@ impl ProxyHttp for EdgeProxy {
         let z = &snapshot.zones[zone];
         let guarded =
             z.ddos.is_some() || !(z.config.waf.is_empty() && z.config.rate_limits.is_empty());
-        if ctx.from_lower_tier.is_none() && guarded {
+        if ctx.from_lower_tier.is_none() && !self.subrequests && guarded {
             let (ddos, verdict, limited) = {
                 let req = session.req_header();
                 let ssl = is_tls(session.digest());
@@ -686,6 +810,18 @@ impl ProxyHttp for EdgeProxy {
                     self.respond_limited(session, id, l.retry_after_secs).await;
                     return Ok(true);
                 }
+            }
+        }
+        // Stage 7: a worker, if a route matches (never for a lower tier's or a worker's own
+        // request).
+        if !z.workers.is_empty() && ctx.from_lower_tier.is_none() && !self.subrequests {
+            let req = session.req_header();
+            let host = request_authority(req).0.unwrap_or("");
+            let host = crate::router::host_without_port(host).to_ascii_lowercase();
+            if let Some(w) = z.config.worker_for(&host, req.uri.path()) {
+                self.run_worker(session, ctx, &snapshot.zones[zone], w, &host)
+                    .await;
+                return Ok(true);
             }
         }
         Ok(false)
@@ -1258,6 +1394,7 @@ impl ProxyHttp for EdgeProxy {
             cache: ctx.cache_status.clone(),
             waf: ctx.waf.clone(),
             rate_limit: ctx.rate_limit.clone(),
+            worker: ctx.worker.clone(),
         });
     }
 }

@@ -26,7 +26,7 @@ use crate::guard::{Guarded, Head};
 use crate::health_check::HealthChecker;
 use crate::metrics::Metrics;
 use crate::proxy::EdgeProxy;
-use crate::state::{build_snapshot, Node};
+use crate::state::{build_snapshot, Node, SnapshotParts};
 use crate::tls::{generate_missing, CertTable, HandshakeCallbacks, PreTls, SniResolver};
 
 /// Loads the configuration at `path`, creating missing self-signed certificates it asks for.
@@ -126,6 +126,7 @@ pub fn run_with(
                 EdgeProxy {
                     node: node.clone(),
                     backbone: false,
+                    subrequests: false,
                 },
             );
             let mut opts = HttpServerOptions::default();
@@ -187,6 +188,7 @@ pub fn run_with(
                 EdgeProxy {
                     node: node.clone(),
                     backbone: true,
+                    subrequests: false,
                 },
             );
             let app = ClientConnections {
@@ -216,6 +218,31 @@ pub fn run_with(
              their control plane): the backbone listener is off"
         ),
         _ => {}
+    }
+    // Workers' requests come back in here and enter the pipeline at the cache stage.
+    {
+        let proxy = pingora_proxy::http_proxy(
+            &server_conf,
+            EdgeProxy {
+                node: node.clone(),
+                backbone: false,
+                subrequests: true,
+            },
+        );
+        let app = ClientConnections {
+            http1: Arc::new(proxy),
+            h2c: None,
+            open: node.metrics.open_connections.clone(),
+            node: None,
+        };
+        let mut service = Service::new("edgenet subrequests".to_string(), app);
+        crate::workers::prepare_socket(&node.workers.socket);
+        use std::os::unix::fs::PermissionsExt;
+        service.add_uds(
+            &node.workers.socket.to_string_lossy(),
+            Some(std::fs::Permissions::from_mode(0o600)),
+        );
+        server.add_service(service);
     }
     if let Some(admin) = config.admin {
         let mut service = Service::new(
@@ -496,6 +523,11 @@ fn reload_with(
             "anycast",
             "the anycast settings",
         ),
+        (
+            config.workers != old.workers,
+            "workers",
+            "the worker runtime",
+        ),
     ];
     let errors: Vec<String> = fixed
         .iter()
@@ -510,9 +542,12 @@ fn reload_with(
     let snapshot = build_snapshot(
         Arc::new(config),
         version,
-        &node.health,
-        &node.metrics,
-        &node.shield,
+        &SnapshotParts {
+            health: &node.health,
+            metrics: &node.metrics,
+            shield: &node.shield,
+            workers: &node.workers,
+        },
     )
     .map_err(|e| vec![format!("{origin}: {e}")])?;
     node.certs.swap(certs);

@@ -36,6 +36,8 @@ pub struct ZoneRuntime {
     pub ddos: Option<Arc<std::sync::Mutex<edgenet_shield::ddos::Detector>>>,
     /// Mitigations installed, by feature.
     pub ddos_mitigations: prometheus::IntCounterVec,
+    /// Its deployed workers, in `config.workers` order.
+    pub workers: Vec<crate::workers::ZoneWorker>,
 }
 
 impl ZoneRuntime {
@@ -117,6 +119,8 @@ pub struct Node {
     pub via: [http::HeaderValue; 3],
     /// The HTTP cache, shared by every zone and kept across reloads.
     pub cache: edgenet_cache::Cache,
+    /// The worker runtime and the subrequest listener's socket.
+    pub workers: crate::workers::WorkerHost,
     request_seq: AtomicU64,
     request_prefix: u32,
 }
@@ -131,7 +135,17 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let health = HealthRegistry::default();
         let shield = crate::shield::ShieldRegistry::default();
-        let snapshot = build_snapshot(Arc::new(config), 1, &health, &metrics, &shield)?;
+        let workers = crate::workers::WorkerHost::new(&config.workers);
+        let snapshot = build_snapshot(
+            Arc::new(config),
+            1,
+            &SnapshotParts {
+                health: &health,
+                metrics: &metrics,
+                shield: &shield,
+                workers: &workers,
+            },
+        )?;
         metrics.config_version.set(1);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -148,6 +162,7 @@ impl Node {
             name,
             via,
             cache,
+            workers,
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
             shield,
@@ -179,17 +194,35 @@ impl Node {
     }
 }
 
-/// Builds the runtime snapshot for `config`, reusing health state from `health`.
+/// What outlives snapshots that a new one is built with.
+pub struct SnapshotParts<'a> {
+    /// Origin health.
+    pub health: &'a HealthRegistry,
+    /// Metrics.
+    pub metrics: &'a Metrics,
+    /// Rate limiters and DDoS detectors.
+    pub shield: &'a crate::shield::ShieldRegistry,
+    /// The worker runtime.
+    pub workers: &'a crate::workers::WorkerHost,
+}
+
+/// Builds the runtime snapshot for `config`, reusing health state, limiters and the worker
+/// runtime. Deploys the zones' workers (compiling new components in a separate process):
+/// blocking, call it off the proxy's threads.
 pub fn build_snapshot(
     config: Arc<Config>,
     version: u64,
-    health: &HealthRegistry,
-    metrics: &Metrics,
-    shield: &crate::shield::ShieldRegistry,
+    parts: &SnapshotParts<'_>,
 ) -> anyhow::Result<Snapshot> {
+    let SnapshotParts {
+        health,
+        metrics,
+        shield,
+        workers,
+    } = *parts;
     let now = Instant::now();
     let mut zones = Vec::with_capacity(config.zones.len());
-    for z in &config.zones {
+    for (zi, z) in config.zones.iter().enumerate() {
         let origin_ca = match z.origins.tls.as_ref().and_then(|t| t.ca.as_ref()) {
             Some(path) => {
                 let certs = edgenet_config::read_certs(path)
@@ -207,6 +240,7 @@ pub fn build_snapshot(
             None => None,
         };
         zones.push(ZoneRuntime {
+            workers: workers.deploy(zi, z, metrics)?,
             waf_hits: z
                 .waf
                 .iter()

@@ -40,6 +40,16 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+/// A request body for [`Worker::handle`].
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, ErrorCode>;
+
+/// A complete request body.
+pub fn request_body(bytes: Bytes) -> RequestBody {
+    http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// How often the engine's epoch advances: the granularity of CPU-time limits.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -95,6 +105,9 @@ pub enum WorkerError {
     /// It returned without setting a response.
     #[error("returned without a response")]
     NoResponse,
+    /// It failed after being refused a request over its subrequest limit.
+    #[error("exceeded its subrequest limit of {0}")]
+    Subrequests(u32),
     /// Its response body was larger than allowed.
     #[error("exceeded its response body limit of {0} bytes")]
     ResponseTooLarge(usize),
@@ -113,6 +126,7 @@ impl WorkerError {
             WorkerError::Trap(_) => "trap",
             WorkerError::NoResponse => "no_response",
             WorkerError::ResponseTooLarge(_) => "response_body",
+            WorkerError::Subrequests(_) => "subrequests",
             WorkerError::BadComponent(_) => "bad_component",
         }
     }
@@ -159,6 +173,8 @@ struct Outgoing {
     pipeline: Arc<Pipeline>,
     left: u32,
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// A request was refused for being over the limit.
+    over_limit: bool,
 }
 
 impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
@@ -172,6 +188,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
         let host = request.uri().host().unwrap_or("").to_ascii_lowercase();
         let allowed = self.allowed.contains(&host) && *self.pipeline != Pipeline::None;
         if !allowed || self.left == 0 {
+            self.over_limit |= allowed;
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         self.left -= 1;
@@ -574,6 +591,7 @@ impl Worker {
                     pipeline: self.pipeline.clone(),
                     left: limits.subrequests,
                     in_flight: Arc::new(tokio::sync::Semaphore::new(limits.subrequests_in_flight)),
+                    over_limit: false,
                 },
             },
         );
@@ -607,13 +625,12 @@ impl Worker {
                 let proxy = pre
                     .instantiate_async(&mut store)
                     .await
-                    .map_err(|e| failure(e, false, limits))?;
+                    .map_err(|e| failure(e, store.data(), limits))?;
                 let result = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await;
-                let refused = store.data().memory.refused;
-                result.map_err(|e| failure(e, refused, limits))
+                result.map_err(|e| failure(e, store.data(), limits))
             },
         });
         let abort = task.abort_handle();
@@ -646,15 +663,19 @@ impl Worker {
     }
 }
 
-/// What a wasmtime error means for the request.
-fn failure(e: wasmtime::Error, memory_refused: bool, limits: Limits) -> WorkerError {
-    if memory_refused {
+/// What a wasmtime error means for the request: a trap after a refused memory growth or
+/// subrequest is that limit's error (the guest failed because of it).
+fn failure(e: wasmtime::Error, state: &State, limits: Limits) -> WorkerError {
+    if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
+        return WorkerError::CpuTime(limits.cpu_time);
+    }
+    if state.memory.refused {
         return WorkerError::Memory(limits.memory_bytes);
     }
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => WorkerError::CpuTime(limits.cpu_time),
-        _ => WorkerError::Trap(format!("{e:#}")),
+    if state.outgoing.over_limit {
+        return WorkerError::Subrequests(limits.subrequests);
     }
+    WorkerError::Trap(format!("{e:#}"))
 }
 
 async fn collect(
@@ -678,7 +699,10 @@ mod tests {
     #[test]
     fn the_artifact_names_the_wasmtime_version_in_cargo_lock() {
         let lock = include_str!("../../../Cargo.lock");
-        let entry = format!("name = \"wasmtime\"\nversion = \"{}\"", super::WASMTIME_VERSION);
+        let entry = format!(
+            "name = \"wasmtime\"\nversion = \"{}\"",
+            super::WASMTIME_VERSION
+        );
         assert!(lock.contains(&entry), "Cargo.lock has another wasmtime");
     }
 }

@@ -369,9 +369,12 @@ fn run_following_pop(
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or journald gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

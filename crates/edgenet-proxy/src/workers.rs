@@ -1,0 +1,172 @@
+//! Stage 7, workers: deploying a zone's components (compiled in a separate process, cached,
+//! loaded into the node's one wasmtime runtime) and running one for a request whose route
+//! matches. A worker's own requests come back in on the node's subrequest listener (a Unix
+//! socket only this node's user can open), which takes them at the cache stage (8): no
+//! shield, WAF or worker runs on them again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use edgenet_config::{WorkerRuntime, Zone};
+use edgenet_workers::{Limits, Pipeline, Runtime, Worker, WorkerError};
+
+/// The node's worker runtime (made when the first worker is deployed) and where workers'
+/// requests go.
+pub struct WorkerHost {
+    runtime: OnceLock<Arc<Runtime>>,
+    /// The subrequest listener's socket.
+    pub socket: PathBuf,
+    settings: WorkerRuntime,
+}
+
+/// A deployed worker of a zone.
+pub struct ZoneWorker {
+    /// Its name.
+    pub name: String,
+    /// The loaded component with its limits, environment and allowed hosts.
+    pub worker: Worker,
+    /// The largest request body it is given.
+    pub request_body_bytes: usize,
+    /// Requests it handled.
+    pub requests: prometheus::IntCounter,
+}
+
+impl WorkerHost {
+    /// The host for a node whose configuration has `settings` (fixed for the process).
+    pub fn new(settings: &WorkerRuntime) -> WorkerHost {
+        WorkerHost {
+            runtime: OnceLock::new(),
+            socket: std::env::temp_dir()
+                .join(format!("edgenet-subrequests-{}.sock", std::process::id())),
+            settings: settings.clone(),
+        }
+    }
+
+    fn runtime(&self) -> anyhow::Result<&Arc<Runtime>> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
+        }
+        let s = &self.settings;
+        let rt = Runtime::new(&s.artifact_dir, s.instances, s.max_memory).map_err(|e| {
+            anyhow::anyhow!(
+                "workers: cannot start the runtime (artifact_dir {}): {e:#}",
+                s.artifact_dir.display()
+            )
+        })?;
+        Ok(self.runtime.get_or_init(|| Arc::new(rt)))
+    }
+
+    /// Deploys a zone's workers: each component compiled in a separate process unless its
+    /// artifact is cached, then loaded. A component that is not a usable `wasi:http/proxy`
+    /// component refuses the whole configuration, naming the worker and the reason.
+    pub fn deploy(
+        &self,
+        zone_index: usize,
+        zone: &Zone,
+        metrics: &crate::metrics::Metrics,
+    ) -> anyhow::Result<Vec<ZoneWorker>> {
+        if zone.workers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rt = self.runtime()?;
+        let exe = std::env::current_exe()?;
+        let mut out = Vec::with_capacity(zone.workers.len());
+        for (i, w) in zone.workers.iter().enumerate() {
+            let field = format!("zones[{zone_index}].workers[{i}] ({:?})", w.name);
+            let fail = |e: &dyn std::fmt::Display| {
+                anyhow::anyhow!("{field}: {}: {e}", w.component.display())
+            };
+            let wasm = std::fs::read(&w.component).map_err(|e| fail(&e))?;
+            let mut artifact = rt.artifact_path(&wasm);
+            if !artifact.exists() {
+                let started = std::time::Instant::now();
+                artifact = rt
+                    .compile_elsewhere(&exe, &w.component)
+                    .map_err(|e| fail(&e))?;
+                tracing::info!(
+                    zone = %zone.name,
+                    worker = %w.name,
+                    ms = started.elapsed().as_millis() as u64,
+                    artifact = %artifact.display(),
+                    "worker compiled"
+                );
+            }
+            let l = &w.limits;
+            let limits = Limits {
+                cpu_time: l.cpu_time,
+                memory_bytes: l.memory_bytes,
+                wall_time: l.wall_time,
+                subrequests: l.subrequests,
+                subrequests_in_flight: l.subrequests_in_flight as usize,
+                response_body_bytes: l.response_body_bytes,
+            };
+            let worker = rt
+                .load(&artifact, limits)
+                .map_err(|e| fail(&e))?
+                .with_env(w.env.clone())
+                .with_allowed_hosts(w.allowed_hosts.clone(), Pipeline::Unix(self.socket.clone()));
+            out.push(ZoneWorker {
+                name: w.name.clone(),
+                worker,
+                request_body_bytes: l.request_body_bytes,
+                requests: metrics
+                    .worker_requests
+                    .with_label_values(&[&zone.name, &w.name]),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The status a failed worker request gets: resource limits are 503 (as an overloaded service),
+/// a slow worker 504, a crashed one 500, an oversized response 502.
+pub fn error_status(e: &WorkerError) -> u16 {
+    match e {
+        WorkerError::CpuTime(_) | WorkerError::Memory(_) | WorkerError::Subrequests(_) => 503,
+        WorkerError::WallTime(_) => 504,
+        WorkerError::ResponseTooLarge(_) => 502,
+        WorkerError::Trap(_) | WorkerError::NoResponse | WorkerError::BadComponent(_) => 500,
+    }
+}
+
+/// The request as a worker sees it: an absolute URI (`scheme://host/path`), the client's
+/// headers and its body.
+pub fn worker_request(
+    req: &pingora_http::RequestHeader,
+    scheme: &str,
+    host: &str,
+    body: Bytes,
+) -> Option<hyper::Request<edgenet_workers::RequestBody>> {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: http::Uri = format!("{scheme}://{host}{path}").parse().ok()?;
+    let mut builder = hyper::Request::builder()
+        .method(req.method.clone())
+        .uri(uri);
+    for (name, value) in req.headers.iter() {
+        builder = builder.header(name, value);
+    }
+    builder.body(edgenet_workers::request_body(body)).ok()
+}
+
+/// Whether a worker's response header is the proxy's to set (framing and connection
+/// management).
+pub fn is_hop_header(name: &http::HeaderName) -> bool {
+    use http::header::*;
+    [
+        CONNECTION,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Removes a stale subrequest socket (a previous process with this PID) before listening.
+pub fn prepare_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
