@@ -122,10 +122,10 @@ pub struct WorkerLimitsSection {
     #[serde(default = "default_worker_cpu", with = "humantime_serde")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cpu_time: Duration,
-    /// Linear memory.
-    #[serde(default = "default_worker_memory")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
-    pub memory: ByteSize,
+    /// Linear memory; absent: 128 MiB, or `workers.max_memory` when that is smaller.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub memory: Option<ByteSize>,
     /// Wall time for the whole request, waiting included.
     #[serde(default = "default_worker_wall", with = "humantime_serde")]
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
@@ -150,7 +150,7 @@ impl Default for WorkerLimitsSection {
     fn default() -> Self {
         WorkerLimitsSection {
             cpu_time: default_worker_cpu(),
-            memory: default_worker_memory(),
+            memory: None,
             wall_time: default_worker_wall(),
             subrequests: default_worker_subrequests(),
             subrequests_in_flight: default_worker_in_flight(),

@@ -411,7 +411,10 @@ impl Validator<'_> {
             }
             let l = &w.limits;
             let lp = format!("{p}.limits");
-            let memory_bytes = self.byte_size(&format!("{lp}.memory"), &l.memory, 1 << 20);
+            let memory_bytes = match &l.memory {
+                Some(m) => self.byte_size(&format!("{lp}.memory"), m, 1 << 20),
+                None => max_memory.min(128 << 20),
+            };
             if memory_bytes > max_memory {
                 self.err(
                     format!("{lp}.memory"),

@@ -299,3 +299,56 @@ rise = 0
         "#]],
     );
 }
+
+#[test]
+fn worker_errors_name_the_field() {
+    let config = r#"
+[workers]
+max_memory = "64MiB"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+protocol = "http"
+
+[[zones]]
+name = "a"
+hostnames = ["a.test", "*.b.test"]
+[[zones.origins.servers]]
+address = "127.0.0.1:8000"
+[[zones.workers]]
+name = "w"
+component = "missing.wasm"
+routes = ["api/*", "c.test/x", "x.b.test/a*b", "*.b.test/ok/*"]
+allowed_hosts = ["elsewhere.test", "q.b.test"]
+env = { "A=B" = "1", SAME = "x" }
+secrets = { SAME = "s.txt", GONE = "gone.txt" }
+[zones.workers.limits]
+memory = "128MiB"
+cpu_time = "0s"
+subrequests_in_flight = 0
+[[zones.workers]]
+name = "w"
+component = "w.wasm"
+routes = []
+"#;
+    assert_check(
+        config,
+        &[("w.wasm", b"\0asm"), ("s.txt", b"secret")],
+        1,
+        expect![[r#"
+            $DIR/edgenet.toml: zones[0].workers[0].component: "$DIR/missing.wasm" cannot be read: No such file or directory (os error 2)
+            $DIR/edgenet.toml: zones[0].workers[0].routes[0]: "api/*" host "api" is not one of the zone's hostnames
+            $DIR/edgenet.toml: zones[0].workers[0].routes[1]: "c.test/x" host "c.test" is not one of the zone's hostnames
+            $DIR/edgenet.toml: zones[0].workers[0].routes[2]: "x.b.test/a*b" may only have a * at the end of its path
+            $DIR/edgenet.toml: zones[0].workers[0].env.A=B: "A=B" must be a name without '=' or NUL
+            $DIR/edgenet.toml: zones[0].workers[0].secrets.GONE: "$DIR/gone.txt" cannot be read: No such file or directory (os error 2)
+            $DIR/edgenet.toml: zones[0].workers[0].secrets.SAME: "SAME" is also in env
+            $DIR/edgenet.toml: zones[0].workers[0].limits.memory: "134217728" is more than workers.max_memory (67108864 bytes)
+            $DIR/edgenet.toml: zones[0].workers[0].limits.cpu_time: "0s" must be between 1ms and 30s
+            $DIR/edgenet.toml: zones[0].workers[0].limits.subrequests_in_flight: "0" must be between 1 and 1000
+            $DIR/edgenet.toml: zones[0].workers[1].name: "w" is used by another worker of the zone
+            $DIR/edgenet.toml: zones[0].workers[1].routes: a worker needs at least one route
+            $DIR/edgenet.toml: zones[0].workers[0].allowed_hosts[0]: "elsewhere.test" is not served by any zone of this node (a worker's requests go through the node's own cache and origins)
+        "#]],
+    );
+}
