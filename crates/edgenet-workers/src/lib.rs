@@ -413,9 +413,12 @@ impl Runtime {
         pool.total_tables(instances * 4);
         pool.max_memory_size(max_memory);
         // Keep the first pages resident: re-faulting them per request costs more than they
-        // weigh, and unmapping them serializes threads on the kernel's mm lock.
-        pool.linear_memory_keep_resident(1 << 20);
+        // weigh, and unmapping them serializes threads on the kernel's mm lock. With
+        // PAGEMAP_SCAN (Linux 6.7+) only the pages an instance dirtied are reset, not the
+        // whole resident range (a 1 MiB memset was a third of a cold start).
+        pool.linear_memory_keep_resident(4 << 20);
         pool.table_keep_resident(1 << 16);
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         config.epoch_interruption(true);

@@ -35,7 +35,8 @@ fn rust_component(dir: &str, name: &str) -> PathBuf {
     dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
 }
 
-/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed).
+/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed) unless
+/// its component is newer than its source.
 fn js_component() -> PathBuf {
     let dir = repo().join("examples/workers/hello-js");
     let npm = |args: &[&str]| {
