@@ -30,8 +30,11 @@ fuzz_target!(|data: &[u8]| {
             .servers
             .iter()
             .all(|s| s.address.parse::<std::net::SocketAddr>().is_ok() || !s.address.contains(':'));
-        tls_ok && ca_ok && ips
-    });
+        let workers_ok = z.workers.iter().all(|w| {
+            plain_name(&w.component) && w.secrets.values().all(|p| plain_name(p))
+        });
+        tls_ok && ca_ok && ips && workers_ok
+    }) && raw.workers.artifact_dir.as_ref().is_none_or(|p| plain_name(p));
     if local_files {
         let empty = std::env::temp_dir().join("edgenet-fuzz-empty");
         let _ = std::fs::create_dir_all(&empty);

@@ -239,7 +239,7 @@ impl Metrics {
             Opts::new(
                 "edgenet_worker_errors_total",
                 "Worker requests that failed, by zone, worker and cause (cpu_time, memory, \
-                 wall_time, subrequests, trap, no_response, response_body, request_body)",
+                 wall_time, subrequests, instances, trap, no_response, response_body, request_body)",
             ),
             &["zone", "worker", "cause"],
         )

@@ -123,7 +123,10 @@ impl WorkerHost {
 /// a slow worker 504, a crashed one 500, an oversized response 502.
 pub fn error_status(e: &WorkerError) -> u16 {
     match e {
-        WorkerError::CpuTime(_) | WorkerError::Memory(_) | WorkerError::Subrequests(_) => 503,
+        WorkerError::CpuTime(_)
+        | WorkerError::Memory(_)
+        | WorkerError::Subrequests(_)
+        | WorkerError::Busy => 503,
         WorkerError::WallTime(_) => 504,
         WorkerError::ResponseTooLarge(_) => 502,
         WorkerError::Trap(_) | WorkerError::NoResponse | WorkerError::BadComponent(_) => 500,

@@ -68,7 +68,9 @@ async fn main() {
     let live: usize = args.get(4).map_or(1000, |a| a.parse().unwrap());
     let dir = std::env::temp_dir().join(format!("edgenet-cold-start-{}", std::process::id()));
     let rt = Runtime::new(&dir, live as u32 + 16, 128 << 20).unwrap();
-    let worker = rt.load(&rt.compile(&hello).unwrap(), Limits::default()).unwrap();
+    let worker = rt
+        .load(&rt.compile(&hello).unwrap(), Limits::default())
+        .unwrap();
 
     // Cold start: every request is a new instance.
     for _ in 0..200 {
@@ -87,7 +89,9 @@ async fn main() {
     let p99 = us(times[times.len() * 99 / 100]);
 
     // Memory: `live` instances at once, each blocked reading its request body.
-    let waiter = rt.load(&rt.compile(&waiter).unwrap(), Limits::default()).unwrap();
+    let waiter = rt
+        .load(&rt.compile(&waiter).unwrap(), Limits::default())
+        .unwrap();
     let warm = waiter.handle(get("/read")).await.unwrap();
     assert_eq!(warm.status(), 200);
     let before = private_kib();

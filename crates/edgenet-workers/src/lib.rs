@@ -105,6 +105,9 @@ pub enum WorkerError {
     /// It returned without setting a response.
     #[error("returned without a response")]
     NoResponse,
+    /// Every instance slot of the node is in use.
+    #[error("found no free instance (workers.instances are all in use)")]
+    Busy,
     /// It failed after being refused a request over its subrequest limit.
     #[error("exceeded its subrequest limit of {0}")]
     Subrequests(u32),
@@ -127,6 +130,7 @@ impl WorkerError {
             WorkerError::NoResponse => "no_response",
             WorkerError::ResponseTooLarge(_) => "response_body",
             WorkerError::Subrequests(_) => "subrequests",
+            WorkerError::Busy => "instances",
             WorkerError::BadComponent(_) => "bad_component",
         }
     }
@@ -645,6 +649,11 @@ impl Worker {
             match rx.await {
                 Ok(Ok(resp)) => {
                     let body = collect(resp, limits.response_body_bytes).await;
+                    if let Err(WorkerError::ResponseTooLarge(_)) = body {
+                        // Its writes fail once the body is refused: that is no news.
+                        abort.abort();
+                        return body;
+                    }
                     // A guest that failed after setting its response failed the request.
                     outcome(task.await)?;
                     body
@@ -671,6 +680,11 @@ impl Worker {
 fn failure(e: wasmtime::Error, state: &State, limits: Limits) -> WorkerError {
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
         return WorkerError::CpuTime(limits.cpu_time);
+    }
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return WorkerError::Busy;
     }
     if state.memory.refused {
         return WorkerError::Memory(limits.memory_bytes);

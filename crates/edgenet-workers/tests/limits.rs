@@ -138,6 +138,24 @@ async fn each_limit_gives_its_error_and_the_worker_keeps_serving() {
     assert_eq!(read.body().as_ref(), b"read 30 bytes\n");
     assert!(t.elapsed() >= Duration::from_millis(100), "it waited");
     slow.await.unwrap();
+    // A response body over the limit.
+    let small = rt
+        .load(
+            &rt.compile(&wasm).unwrap(),
+            Limits {
+                response_body_bytes: 64 << 10,
+                ..limits
+            },
+        )
+        .unwrap();
+    match small.handle(get("/big")).await {
+        Err(e @ WorkerError::ResponseTooLarge(_)) => assert_eq!(e.cause(), "response_body"),
+        other => panic!("large body: {:?}", other.map(|r| r.body().len())),
+    }
+    assert_eq!(
+        worker.handle(get("/big")).await.unwrap().body().len(),
+        1 << 20
+    );
     // Unaffected: the next request is served.
     let ok = worker.handle(get("/ok")).await.unwrap();
     assert_eq!(
@@ -243,6 +261,65 @@ async fn a_corrupt_or_foreign_component_is_refused_at_compile() {
     assert!(
         !rt.artifact_path(b"\0asm\x01\0\0\0").exists(),
         "nothing cached"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A request body that tells when the guest first reads it, and ends when `end` fires.
+struct Held {
+    reading: Option<tokio::sync::oneshot::Sender<()>>,
+    end: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = ErrorCode;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, ErrorCode>>> {
+        use std::future::Future;
+        if let Some(tx) = self.reading.take() {
+            let _ = tx.send(());
+        }
+        std::pin::Pin::new(&mut self.end).poll(cx).map(|_| None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_instance_pool_are_refused_as_busy() {
+    let wasm = std::fs::read(build("tests/components/misbehave", "misbehave")).unwrap();
+    let dir = cache_dir("busy");
+    let rt = Runtime::new(&dir, 1, 16 << 20).unwrap();
+    let worker = rt
+        .load(&rt.compile(&wasm).unwrap(), Limits::default())
+        .unwrap();
+    // One request holds the only instance while it waits for its body.
+    let (reading_tx, reading) = tokio::sync::oneshot::channel();
+    let (end, end_rx) = tokio::sync::oneshot::channel();
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("http://w.test/read")
+        .body(Held {
+            reading: Some(reading_tx),
+            end: end_rx,
+        })
+        .unwrap();
+    let w = worker.clone();
+    let held = tokio::spawn(async move { w.handle(req).await });
+    reading.await.expect("the guest reads its body");
+    let busy = worker.handle(get("/ok")).await.unwrap_err();
+    assert!(matches!(busy, WorkerError::Busy), "{busy:?}");
+    assert_eq!(busy.cause(), "instances");
+    drop(end);
+    assert_eq!(
+        held.await.unwrap().unwrap().body().as_ref(),
+        b"read 0 bytes\n"
+    );
+    // The slot is free again.
+    assert_eq!(
+        worker.handle(get("/ok")).await.unwrap().body().as_ref(),
+        b"fine\n"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

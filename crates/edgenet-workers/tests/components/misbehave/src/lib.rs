@@ -118,6 +118,8 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
                 .inspect(|o| assert!(!(strict && o == "denied"), "request refused"))
                 .collect();
             format!("{}\n", outcomes.join(","))
+        } else if path == "/big" {
+            "x".repeat(1 << 20)
         } else if path == "/env" {
             format!("{}\n", std::env::var("GREETING").unwrap_or_else(|_| "unset".into()))
         } else {
@@ -127,7 +129,9 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
         let body = resp.body().unwrap();
         ResponseOutparam::set(out, Ok(resp));
         let stream = body.write().unwrap();
-        stream.blocking_write_and_flush(text.as_bytes()).unwrap();
+        for chunk in text.as_bytes().chunks(4096) {
+            stream.blocking_write_and_flush(chunk).unwrap();
+        }
         drop(stream);
         OutgoingBody::finish(body, None).unwrap();
     }
