@@ -532,7 +532,7 @@ impl EdgeProxy {
             return;
         };
         match w.worker.handle(req).await {
-            Ok(resp) => self.write_worker_response(session, ctx, resp).await,
+            Ok(resp) => self.write_worker_response(session, ctx, zone, resp).await,
             Err(e) => {
                 let cause = e.cause();
                 fail(cause);
@@ -577,11 +577,13 @@ impl EdgeProxy {
         }
     }
 
-    /// A worker's response to the client, with the framing the proxy owns and the request id.
+    /// A worker's response to the client, with the framing the proxy owns, the zone's
+    /// response header rules and the request id.
     async fn write_worker_response(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
+        zone: &ZoneRuntime,
         resp: hyper::Response<Bytes>,
     ) {
         let (parts, body) = resp.into_parts();
@@ -595,6 +597,7 @@ impl EdgeProxy {
             }
         }
         let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        apply_header_rules(&zone.config.response_headers, &mut Edit(&mut head));
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             let _ = head.insert_header(REQUEST_ID, v);
         }

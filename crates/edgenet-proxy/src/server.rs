@@ -616,6 +616,7 @@ fn exit_when_drained(node: &Node, drain: Duration) {
     if let Some(anycast) = node.anycast.get() {
         anycast.shutdown();
     }
+    let _ = std::fs::remove_file(&node.workers.socket);
     // Give the access log writer a moment to flush the last lines.
     std::thread::sleep(Duration::from_millis(50));
     std::process::exit(0);

@@ -35,7 +35,7 @@ fn rust_component(dir: &str, name: &str) -> PathBuf {
     dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
 }
 
-/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed) unless
+/// Builds examples/workers/hello-js with ComponentizeJS (npm install first when needed) unless
 /// its component is newer than its source.
 fn js_component() -> PathBuf {
     let dir = repo().join("examples/workers/hello-js");
@@ -56,7 +56,7 @@ fn js_component() -> PathBuf {
         .join("node_modules/@bytecodealliance/componentize-js")
         .exists()
     {
-        npm(&["ci", "--no-audit", "--no-fund"]);
+        npm(&["install", "--no-audit", "--no-fund"]);
     }
     npm(&["run", "build"]);
     dir.join("dist/hello.wasm")
@@ -77,6 +77,11 @@ fn hello_rust() -> PathBuf {
 fn worker_zone(origin: &Origin, secret: &Path, edge: &Path, hello: &Path) -> String {
     let workers = format!(
         r#"
+[[zones.response_headers]]
+action = "set"
+name = "x-zone-rule"
+value = "applied"
+
 [[zones.workers]]
 name = "edge"
 component = "{edge}"
@@ -118,6 +123,21 @@ fn workers_route_rewrite_answer_and_fetch_through_the_cache() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, "hello from wasm: /hello/there?x=1\n");
     assert!(r.header("x-request-id").is_some());
+    assert_eq!(
+        r.header("x-zone-rule"),
+        Some("applied"),
+        "response rules apply"
+    );
+    // The same over HTTP/2 and TLS.
+    let r = curl(&[
+        "-k",
+        "--http2",
+        "--resolve",
+        &format!("w.test:{}:127.0.0.1", pop.https),
+        &format!("https://w.test:{}/hello/h2", pop.https),
+    ]);
+    assert_eq!((r.status, r.http_version.as_str()), (200, "2"), "{r:?}");
+    assert_eq!(r.body, "hello from wasm: /hello/h2\n");
     // Routes are by host too: other.w.test/obj/* is hello's, w.test/obj/* is edge's.
     let r = get(&pop, "other.w.test", "/obj/x");
     assert_eq!(r.body, "hello from wasm: /obj/x\n");

@@ -274,7 +274,8 @@ impl Pop {
     }
 
     pub fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: a node with a JavaScript worker compiles it (seconds) before it is ready.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let ready = get_status(self.admin, "/ready") == Some(200);
             let http_up = TcpStream::connect(("127.0.0.1", self.http)).is_ok();
