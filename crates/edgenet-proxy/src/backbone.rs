@@ -29,8 +29,9 @@ use crate::state::Node;
 
 /// Marks a request sent by a lower tier; its value is the lower tier's name.
 pub const TIER_HEADER: &str = "x-edgenet-tier";
-/// The scheme the lower tier's client used, which is part of the cache key.
-pub const SCHEME_HEADER: &str = "x-edgenet-scheme";
+/// The scheme the lower tier's client used, which is part of the cache key (the same header
+/// carries a worker's scheme on the subrequest listener).
+pub const SCHEME_HEADER: &str = edgenet_workers::SCHEME_HEADER;
 
 pub use edgenet_config::pop_dns_name;
 

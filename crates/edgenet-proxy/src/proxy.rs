@@ -107,6 +107,8 @@ pub struct Ctx {
     rate_limit: Option<String>,
     /// The worker that handled the request.
     worker: Option<String>,
+    /// On the subrequest listener: the scheme of the worker's request.
+    subrequest_scheme: Option<&'static str>,
 }
 
 impl Ctx {
@@ -307,12 +309,14 @@ fn cache_status(
     s
 }
 
-/// The scheme the client used: the lower tier's client's for a tiered request.
+/// The scheme the client used: the lower tier's client's for a tiered request, the worker's
+/// for a worker's request.
 fn client_scheme(session: &Session, ctx: &Ctx) -> &'static str {
-    match &ctx.from_lower_tier {
-        Some((_, scheme)) => scheme,
-        None if is_tls(session.digest()) => "https",
-        None => "http",
+    match (&ctx.from_lower_tier, ctx.subrequest_scheme) {
+        (Some((_, scheme)), _) => scheme,
+        (None, Some(scheme)) => scheme,
+        (None, None) if is_tls(session.digest()) => "https",
+        (None, None) => "http",
     }
 }
 
@@ -663,6 +667,7 @@ impl ProxyHttp for EdgeProxy {
             waf: None,
             rate_limit: None,
             worker: None,
+            subrequest_scheme: None,
         }
     }
 
@@ -676,6 +681,17 @@ impl ProxyHttp for EdgeProxy {
         if ctx.relay_to.is_some() {
             ctx.snapshot = Some(snapshot);
             return Ok(false);
+        }
+        if self.subrequests {
+            // A worker's request: its scheme is part of the cache key.
+            let scheme = session
+                .req_header()
+                .headers
+                .get(crate::backbone::SCHEME_HEADER);
+            ctx.subrequest_scheme = Some(match scheme.map(|v| v.as_bytes()) {
+                Some(b"https") => "https",
+                _ => "http",
+            });
         }
         if self.backbone {
             let headers = &session.req_header().headers;
@@ -1136,6 +1152,8 @@ impl ProxyHttp for EdgeProxy {
         };
         if ctx.from_lower_tier.is_some() {
             upstream.remove_header(crate::backbone::TIER_HEADER);
+        }
+        if ctx.from_lower_tier.is_some() || ctx.subrequest_scheme.is_some() {
             upstream.remove_header(crate::backbone::SCHEME_HEADER);
         }
         if ctx.via_tier.is_some() {

@@ -208,8 +208,13 @@ impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
     }
 }
 
+/// The header that tells the pipeline the scheme of a worker's request (it arrives over plain
+/// HTTP; the scheme is part of the cache key).
+pub const SCHEME_HEADER: &str = "x-edgenet-scheme";
+
 /// Sends one request to the pipeline over a new HTTP/1.1 connection, with the request's own
-/// Host (the pipeline routes by it) and only its path on the request line.
+/// Host (the pipeline routes by it), its scheme in [`SCHEME_HEADER`] and only its path on the
+/// request line.
 async fn send(
     pipeline: &Pipeline,
     mut req: hyper::Request<wasmtime_wasi_http::WasiBody>,
@@ -228,6 +233,12 @@ async fn send(
     let first_byte_timeout = options
         .and_then(|o| o.first_byte_timeout)
         .unwrap_or(Duration::from_secs(100));
+    let scheme = match req.uri().scheme_str() {
+        Some("https") => "https",
+        _ => "http",
+    };
+    req.headers_mut()
+        .insert(SCHEME_HEADER, http::HeaderValue::from_static(scheme));
     if let Some(authority) = req.uri().authority().cloned() {
         let host = http::HeaderValue::from_str(authority.as_str())
             .map_err(|_| HttpError::HttpRequestUriInvalid)?;
@@ -613,10 +624,14 @@ impl Worker {
             })
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let scheme = match req.uri().scheme_str() {
+            Some("https") => Scheme::Https,
+            _ => Scheme::Http,
+        };
         let req = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, req)
+            .new_incoming_request(scheme, req)
             .map_err(|e| WorkerError::Trap(format!("{e:#}")))?;
         let out = store
             .data_mut()

@@ -175,6 +175,21 @@ fn workers_route_rewrite_answer_and_fetch_through_the_cache() {
         second.headers
     );
     assert_eq!(origin.hits_for("/obj/page"), 1);
+    // Over HTTPS the worker fetches https://: another cache key (the scheme is part of it),
+    // fetched once, then a hit.
+    let https = |path: &str| {
+        curl(&[
+            "-k",
+            "--resolve",
+            &format!("w.test:{}:127.0.0.1", pop.https),
+            &format!("https://w.test:{}{path}", pop.https),
+        ])
+    };
+    let first = https(path);
+    let second = https(path);
+    assert_eq!((first.status, first.body.as_str()), (200, "CACHED TEXT"));
+    assert!(second.header("cache-status").unwrap_or("").contains("hit"));
+    assert_eq!(origin.hits_for("/obj/page"), 2);
 
     // Environment and secrets reach the worker.
     assert_eq!(get(&pop, "w.test", "/env").body, "hi from a secret\n");
@@ -197,7 +212,7 @@ fn workers_route_rewrite_answer_and_fetch_through_the_cache() {
         .any(|l| l["worker"] == "hello" && l["path"] == "/hello/there?x=1"));
     assert_eq!(
         pop.metric("edgenet_worker_requests_total{worker=\"edge\",zone=\"w\"}"),
-        Some(5.0)
+        Some(7.0)
     );
 }
 

@@ -27,14 +27,15 @@ fn fetch(authority: &str) -> String {
     }
 }
 
-/// Fetches the same URL from the zone (through the PoP's pipeline) with an `x-from-worker`
+/// Fetches the same URL (scheme included) from the zone, through the PoP's pipeline, with an
+/// `x-from-worker`
 /// request header, and answers with its status and headers plus `x-worker: rewritten`, the
 /// body in upper case.
 fn rewrite(request: &IncomingRequest, out: ResponseOutparam) {
     let headers = Fields::new();
     let _ = headers.set("x-from-worker", &[b"1".to_vec()]);
     let req = OutgoingRequest::new(headers);
-    let _ = req.set_scheme(Some(&Scheme::Http));
+    let _ = req.set_scheme(request.scheme().as_ref());
     let _ = req.set_authority(request.authority().as_deref());
     let _ = req.set_path_with_query(request.path_with_query().as_deref());
     let future = outgoing_handler::handle(req, None).expect("allowed");
