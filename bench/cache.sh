@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 need nginx wrk taskset:util-linux python3 curl varnishd:varnish
-[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores" >&2; exit 1; }
+need_two_cores
 
 DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}

@@ -23,6 +23,32 @@ need() {
   fi
 }
 
+# The node under test runs on core 0, its load and peers on core 1.
+need_two_cores() {
+  [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the node on core 0, the load on core 1" >&2; exit 1; }
+}
+
+# The [node], plain listener, [admin] and [access_log] sections of a one-thread bench node:
+# $1 the HTTP port, $2 the admin port.
+bench_node_conf() {
+  cat <<CONF
+[node]
+name = "bench"
+threads = 1
+drain_timeout = "1s"
+
+[[listeners]]
+address = "127.0.0.1:$1"
+protocol = "http"
+
+[admin]
+address = "127.0.0.1:$2"
+
+[access_log]
+output = "off"
+CONF
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do

@@ -24,10 +24,7 @@ CONNS=64
 
 . "$(dirname "$0")/lib.sh"
 need nginx wrk h2load:nghttp2-client taskset:util-linux python3 curl
-if [ "$(nproc)" -lt 2 ]; then
-  echo "needs 2 cores: the proxy on core 0, the load on core 1" >&2
-  exit 1
-fi
+need_two_cores
 
 cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
@@ -37,25 +34,13 @@ N_HTTP=$(free_port) N_HTTPS=$(free_port)
 # The origin: 1 KiB from memory, long keep-alive.
 origin_1k_conf "$ORIGIN"
 
-cat >"$WORK/edgenet.toml" <<CONF
-[node]
-name = "bench"
-threads = 1
-drain_timeout = "1s"
-
-[[listeners]]
-address = "127.0.0.1:$E_HTTP"
-protocol = "http"
+{
+  bench_node_conf "$E_HTTP" "$E_ADMIN"
+  cat <<CONF
 
 [[listeners]]
 address = "127.0.0.1:$E_HTTPS"
 protocol = "https"
-
-[admin]
-address = "127.0.0.1:$E_ADMIN"
-
-[access_log]
-output = "off"
 
 [[zones]]
 name = "bench"
@@ -76,6 +61,7 @@ enabled = false
 [zones.ddos]
 enabled = false
 CONF
+} >"$WORK/edgenet.toml"
 
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)

@@ -25,10 +25,7 @@ CONNS=64
 
 . "$(dirname "$0")/lib.sh"
 need nginx wrk taskset:util-linux python3 curl
-if [ "$(nproc)" -lt 2 ]; then
-  echo "needs 2 cores: the proxy on core 0, the load on core 1" >&2
-  exit 1
-fi
+need_two_cores
 
 cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
@@ -56,22 +53,7 @@ CONF
 }
 
 {
-  cat <<CONF
-[node]
-name = "bench"
-threads = 1
-drain_timeout = "1s"
-
-[[listeners]]
-address = "127.0.0.1:$E_HTTP"
-protocol = "http"
-
-[admin]
-address = "127.0.0.1:$E_ADMIN"
-
-[access_log]
-output = "off"
-CONF
+  bench_node_conf "$E_HTTP" "$E_ADMIN"
   zone plain
   zone rules
   for i in $(seq 0 19); do

@@ -28,10 +28,7 @@ CONNS=64
 
 . "$(dirname "$0")/lib.sh"
 need nginx wrk taskset:util-linux python3 curl node:nodejs npm
-if [ "$(nproc)" -lt 2 ]; then
-  echo "needs 2 cores: the node on core 0, the load on core 1" >&2
-  exit 1
-fi
+need_two_cores
 
 rustup target add wasm32-wasip2 >&2
 cargo build --release --locked --bin edgenet >&2
@@ -64,21 +61,9 @@ echo "  v8:   $V8" >&2
 # Throughput: one node, a worker route and a proxied route.
 ORIGIN=$(free_port) E_HTTP=$(free_port) E_ADMIN=$(free_port)
 origin_1k_conf "$ORIGIN"
-cat >"$WORK/edgenet.toml" <<CONF
-[node]
-name = "bench"
-threads = 1
-drain_timeout = "1s"
-
-[[listeners]]
-address = "127.0.0.1:$E_HTTP"
-protocol = "http"
-
-[admin]
-address = "127.0.0.1:$E_ADMIN"
-
-[access_log]
-output = "off"
+{
+  bench_node_conf "$E_HTTP" "$E_ADMIN"
+  cat <<CONF
 
 [workers]
 artifact_dir = "$WORK/artifacts"
@@ -101,6 +86,7 @@ name = "hello"
 component = "$HELLO"
 routes = ["/worker/*"]
 CONF
+} >"$WORK/edgenet.toml"
 "$EDGENET" check --config "$WORK/edgenet.toml" >&2
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)
