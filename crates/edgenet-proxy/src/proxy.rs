@@ -529,8 +529,9 @@ impl EdgeProxy {
             }
         };
         let scheme = client_scheme(session, ctx);
-        let Some(req) = crate::workers::worker_request(session.req_header(), scheme, host, body)
-        else {
+        let client = Self::client_ip(session);
+        let req = crate::workers::worker_request(session.req_header(), scheme, host, client, body);
+        let Some(req) = req else {
             self.respond_error(session, ctx, 400, "the request URI is not valid")
                 .await;
             return;

@@ -133,12 +133,17 @@ pub fn error_status(e: &WorkerError) -> u16 {
     }
 }
 
+/// The header that tells a worker the client's address (Cloudflare's name, so workers written
+/// for it read it as they do there); a value the client sent is replaced.
+pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
+
 /// The request as a worker sees it: an absolute URI (`scheme://host/path`), the client's
-/// headers and its body.
+/// headers with its address in [`CLIENT_IP_HEADER`], and its body.
 pub fn worker_request(
     req: &pingora_http::RequestHeader,
     scheme: &str,
     host: &str,
+    client: Option<std::net::IpAddr>,
     body: Bytes,
 ) -> Option<hyper::Request<edgenet_workers::RequestBody>> {
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -147,7 +152,12 @@ pub fn worker_request(
         .method(req.method.clone())
         .uri(uri);
     for (name, value) in req.headers.iter() {
-        builder = builder.header(name, value);
+        if name.as_str() != CLIENT_IP_HEADER {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(ip) = client {
+        builder = builder.header(CLIENT_IP_HEADER, ip.to_string());
     }
     builder.body(edgenet_workers::request_body(body)).ok()
 }

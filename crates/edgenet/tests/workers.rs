@@ -85,7 +85,7 @@ value = "applied"
 [[zones.workers]]
 name = "edge"
 component = "{edge}"
-routes = ["w.test/obj/*", "w.test/echo", "/loop", "/grow", "/trap", "/fetch", "/silent", "/env"]
+routes = ["w.test/obj/*", "w.test/echo", "/loop", "/grow", "/trap", "/fetch", "/silent", "/env", "/ip"]
 allowed_hosts = ["w.test"]
 env = {{ PLAIN = "plain" }}
 secrets = {{ GREETING = "{secret}" }}
@@ -193,6 +193,15 @@ fn workers_route_rewrite_answer_and_fetch_through_the_cache() {
 
     // Environment and secrets reach the worker.
     assert_eq!(get(&pop, "w.test", "/env").body, "hi from a secret\n");
+    // So does the client's address, whatever the client claims.
+    let r = curl(&[
+        "-H",
+        "Host: w.test",
+        "-H",
+        "cf-connecting-ip: 6.6.6.6",
+        &pop.url("/ip"),
+    ]);
+    assert_eq!(r.body, "127.0.0.1\n");
 
     // A request body over the worker's limit: 413, the worker never runs.
     let big = "x".repeat(4096);
@@ -212,7 +221,7 @@ fn workers_route_rewrite_answer_and_fetch_through_the_cache() {
         .any(|l| l["worker"] == "hello" && l["path"] == "/hello/there?x=1"));
     assert_eq!(
         pop.metric("edgenet_worker_requests_total{worker=\"edge\",zone=\"w\"}"),
-        Some(7.0)
+        Some(8.0)
     );
 }
 

@@ -121,8 +121,18 @@ impl wasip2::exports::http::incoming_handler::Guest for Misbehave {
             format!("{}\n", outcomes.join(","))
         } else if path == "/big" {
             "x".repeat(1 << 20)
+        } else if path == "/ip" {
+            let ip = request.headers().get("cf-connecting-ip");
+            format!(
+                "{}\n",
+                ip.first()
+                    .map_or("none".into(), |v| String::from_utf8_lossy(v).into_owned())
+            )
         } else if path == "/env" {
-            format!("{}\n", std::env::var("GREETING").unwrap_or_else(|_| "unset".into()))
+            format!(
+                "{}\n",
+                std::env::var("GREETING").unwrap_or_else(|_| "unset".into())
+            )
         } else {
             "fine\n".to_string()
         };
