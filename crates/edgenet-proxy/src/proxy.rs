@@ -16,6 +16,7 @@ use bytes::Bytes;
 use edgenet_cache::{CacheStatus, Decision, Forward, ZonePolicy};
 use http::header::{HeaderValue, CONTENT_TYPE, HOST};
 use http::Version;
+use http_body_util::BodyExt;
 use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::storage::HitHandler;
 use pingora_cache::{
@@ -36,6 +37,9 @@ use edgenet_config::CacheRule;
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// How much of a worker's response body is gathered before its head is sent.
+const WORKER_BUFFER: usize = 64 * 1024;
 
 /// The proxy: one per node, shared by every listener.
 pub struct EdgeProxy {
@@ -497,7 +501,9 @@ impl EdgeProxy {
     }
 
     /// Runs worker `idx` of `zone` on the request and writes its response, or an error page
-    /// naming the worker and the cause (with a log line and a metric).
+    /// naming the worker and the cause (with a log line and a metric). A failure after the
+    /// head went out is an error: the connection (HTTP/1) or stream (HTTP/2) is cut, so the
+    /// client can tell a truncated body from a whole one.
     async fn run_worker(
         &self,
         session: &mut Session,
@@ -505,7 +511,7 @@ impl EdgeProxy {
         zone: &ZoneRuntime,
         idx: usize,
         host: &str,
-    ) {
+    ) -> Result<()> {
         let w = &zone.workers[idx];
         w.requests.inc();
         ctx.worker = Some(w.name.clone());
@@ -525,7 +531,7 @@ impl EdgeProxy {
                     w.name, w.request_body_bytes
                 );
                 self.respond_error(session, ctx, status, &reason).await;
-                return;
+                return Ok(());
             }
         };
         let scheme = client_scheme(session, ctx);
@@ -534,24 +540,89 @@ impl EdgeProxy {
         let Some(req) = req else {
             self.respond_error(session, ctx, 400, "the request URI is not valid")
                 .await;
-            return;
+            return Ok(());
         };
-        match w.worker.handle(req).await {
-            Ok(resp) => self.write_worker_response(session, ctx, zone, resp).await,
+        let report = |e: &edgenet_workers::WorkerError, request_id: &str| {
+            let cause = e.cause();
+            fail(cause);
+            tracing::warn!(
+                zone = %zone.config.name,
+                worker = %w.name,
+                cause,
+                error = %e,
+                request_id,
+                "worker failed"
+            );
+        };
+        let resp = match w.worker.stream(req).await {
+            Ok(resp) => resp,
             Err(e) => {
-                let cause = e.cause();
-                fail(cause);
-                tracing::warn!(
-                    zone = %zone.config.name,
-                    worker = %w.name,
-                    cause,
-                    error = %e,
-                    request_id = %ctx.request_id,
-                    "worker failed"
-                );
+                report(&e, &ctx.request_id);
                 let reason = format!("worker {} {e}", w.name);
-                self.respond_error(session, ctx, crate::workers::error_status(&e), &reason)
-                    .await;
+                let status = crate::workers::error_status(&e);
+                self.respond_error(session, ctx, status, &reason).await;
+                return Ok(());
+            }
+        };
+        // Up to WORKER_BUFFER bytes are gathered before the head goes out: a short body gets a
+        // Content-Length, and a worker that fails early still gets an error page. A longer
+        // body streams as the worker writes it.
+        let (parts, mut body) = resp.into_parts();
+        let mut buffered = bytes::BytesMut::new();
+        let mut ended = false;
+        while buffered.len() < WORKER_BUFFER {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buffered.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    report(&e, &ctx.request_id);
+                    let reason = format!("worker {} {e}", w.name);
+                    let status = crate::workers::error_status(&e);
+                    self.respond_error(session, ctx, status, &reason).await;
+                    return Ok(());
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        let length = ended.then_some(buffered.len());
+        let mut head = self.worker_head(&parts, zone, ctx, length);
+        if length.is_none() && session.req_header().version == Version::HTTP_11 {
+            // Chunked keeps the connection reusable and tells a cut-off body from a whole one.
+            let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let done = is_head || length == Some(0);
+        session.write_response_header(Box::new(head), done).await?;
+        if done {
+            return Ok(());
+        }
+        session
+            .write_response_body(Some(buffered.freeze()), ended)
+            .await?;
+        if ended {
+            return Ok(());
+        }
+        loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    // If the client went, dropping the body stops the worker.
+                    session.write_response_body(Some(data), false).await?;
+                }
+                Some(Err(e)) => {
+                    report(&e, &ctx.request_id);
+                    let why = format!("worker {} {e} after its response began", w.name);
+                    return Err(Error::explain(ErrorType::InternalError, why));
+                }
+                None => return session.write_response_body(None, true).await,
             }
         }
     }
@@ -582,40 +653,31 @@ impl EdgeProxy {
         }
     }
 
-    /// A worker's response to the client, with the framing the proxy owns, the zone's
-    /// response header rules and the request id.
-    async fn write_worker_response(
+    /// The head of a worker's response: its status and headers but the framing ones (the
+    /// proxy's), the zone's response header rules, the request id, and `Content-Length` when
+    /// the whole body is known.
+    fn worker_head(
         &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
+        parts: &http::response::Parts,
         zone: &ZoneRuntime,
-        resp: hyper::Response<Bytes>,
-    ) {
-        let (parts, body) = resp.into_parts();
-        let Ok(mut head) = ResponseHeader::build(parts.status, Some(parts.headers.len() + 3))
-        else {
-            return;
-        };
+        ctx: &Ctx,
+        length: Option<usize>,
+    ) -> ResponseHeader {
+        let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len() + 3))
+            .expect("a status from a valid response");
         for (name, value) in parts.headers.iter() {
             if !crate::workers::is_hop_header(name) {
                 let _ = head.append_header(name.clone(), value.clone());
             }
         }
-        let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+        if let Some(n) = length {
+            let _ = head.insert_header(http::header::CONTENT_LENGTH, n.to_string());
+        }
         apply_header_rules(&zone.config.response_headers, &mut Edit(&mut head));
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             let _ = head.insert_header(REQUEST_ID, v);
         }
-        let is_head = session.req_header().method == http::Method::HEAD;
-        let bodiless = is_head || body.is_empty();
-        if session
-            .write_response_header(Box::new(head), bodiless)
-            .await
-            .is_ok()
-            && !bodiless
-        {
-            let _ = session.write_response_body(Some(body), true).await;
-        }
+        head
     }
 
     fn client_info<'a>(&'a self, session: &'a Session) -> ClientInfo<'a> {
@@ -840,7 +902,7 @@ impl ProxyHttp for EdgeProxy {
             let host = crate::router::host_without_port(host).to_ascii_lowercase();
             if let Some(w) = z.config.worker_for(&host, req.uri.path()) {
                 self.run_worker(session, ctx, &snapshot.zones[zone], w, &host)
-                    .await;
+                    .await?;
                 return Ok(true);
             }
         }

@@ -591,6 +591,22 @@ impl Worker {
     where
         B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
     {
+        let (parts, body) = self.stream(req).await?.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(hyper::Response::from_parts(parts, body))
+    }
+
+    /// Runs the worker on one request: its response as soon as it sets one, the body
+    /// streaming from the guest as it writes (within the response-body and wall-time limits;
+    /// a failure after the head is an error frame of the body).
+    pub async fn stream<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<ResponseBody>, WorkerError>
+    where
+        B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
+    {
+        let started = tokio::time::Instant::now();
         let limits = self.limits;
         let meter = Arc::new(Meter::new());
         let mut store = Store::new(
@@ -656,32 +672,33 @@ impl Worker {
             },
         });
         let abort = task.abort_handle();
-        let outcome = |r: Result<Result<(), WorkerError>, tokio::task::JoinError>| match r {
-            Ok(r) => r,
-            Err(e) => Err(WorkerError::Trap(e.to_string())),
-        };
-        let run = async {
-            match rx.await {
-                Ok(Ok(resp)) => {
-                    let body = collect(resp, limits.response_body_bytes).await;
-                    if let Err(WorkerError::ResponseTooLarge(_)) = body {
-                        // Its writes fail once the body is refused: that is no news.
-                        abort.abort();
-                        return body;
-                    }
-                    // A guest that failed after setting its response failed the request.
-                    outcome(task.await)?;
-                    body
-                }
-                Ok(Err(code)) => Err(WorkerError::Trap(format!("error response: {code:?}"))),
-                Err(_) => match outcome(task.await) {
-                    Ok(()) => Err(WorkerError::NoResponse),
-                    Err(e) => Err(e),
-                },
+        let deadline = started + limits.wall_time;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(resp))) => {
+                let (parts, body) = resp.into_parts();
+                let body = ResponseBody {
+                    inner: http_body_util::Limited::new(body, limits.response_body_bytes),
+                    limits,
+                    task: Some(task),
+                    failed: None,
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                };
+                Ok(hyper::Response::from_parts(parts, body))
             }
-        };
-        match tokio::time::timeout(limits.wall_time, run).await {
-            Ok(r) => r,
+            Ok(Ok(Err(code))) => {
+                abort.abort();
+                Err(WorkerError::Trap(format!("error response: {code:?}")))
+            }
+            // It ended without setting a response: its store went, and with it the sender.
+            Ok(Err(_)) => match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(()))) => Err(WorkerError::NoResponse),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(e)) => Err(WorkerError::Trap(e.to_string())),
+                Err(_) => {
+                    abort.abort();
+                    Err(WorkerError::WallTime(limits.wall_time))
+                }
+            },
             Err(_) => {
                 abort.abort();
                 Err(WorkerError::WallTime(limits.wall_time))
@@ -710,20 +727,83 @@ fn failure(e: wasmtime::Error, state: &State, limits: Limits) -> WorkerError {
     WorkerError::Trap(format!("{e:#}"))
 }
 
-async fn collect(
-    resp: hyper::Response<HyperOutgoingBody>,
-    max: usize,
-) -> Result<hyper::Response<Bytes>, WorkerError> {
-    let (parts, body) = resp.into_parts();
-    let body = http_body_util::Limited::new(body, max)
-        .collect()
-        .await
-        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
-            Ok(_) => WorkerError::ResponseTooLarge(max),
-            Err(e) => WorkerError::Trap(format!("body: {e}")),
-        })?
-        .to_bytes();
-    Ok(hyper::Response::from_parts(parts, body))
+/// A worker's response body as the guest writes it. Past `response_body_bytes` it fails with
+/// [`WorkerError::ResponseTooLarge`]; past the wall time with [`WorkerError::WallTime`]; when
+/// the guest fails after setting its response, with the guest's error. It ends only once the
+/// guest has returned. Dropping it stops the guest.
+pub struct ResponseBody {
+    inner: http_body_util::Limited<HyperOutgoingBody>,
+    limits: Limits,
+    /// The guest's task, until it has been awaited.
+    task: Option<tokio::task::JoinHandle<Result<(), WorkerError>>>,
+    /// The body failed (not for its size): the guest's own error, when it has one, says why.
+    failed: Option<WorkerError>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl ResponseBody {
+    fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = WorkerError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, WorkerError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(task) = this.task.as_mut() else {
+            return Poll::Ready(this.failed.take().map(Err));
+        };
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.stop();
+            return Poll::Ready(Some(Err(WorkerError::WallTime(this.limits.wall_time))));
+        }
+        if this.failed.is_none() {
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(e))) => {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        // Its writes fail once the body is refused: that is no news.
+                        this.stop();
+                        let max = this.limits.response_body_bytes;
+                        return Poll::Ready(Some(Err(WorkerError::ResponseTooLarge(max))));
+                    }
+                    this.failed = Some(WorkerError::Trap(format!("body: {e}")));
+                }
+                Poll::Ready(None) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // The body ended (or failed): the guest's outcome decides.
+        let outcome = match std::pin::Pin::new(task).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(r)) => r,
+            Poll::Ready(Err(e)) => Err(WorkerError::Trap(e.to_string())),
+        };
+        this.task = None;
+        let failed = this.failed.take();
+        Poll::Ready(match (outcome, failed) {
+            (Err(e), _) | (Ok(()), Some(e)) => Some(Err(e)),
+            (Ok(()), None) => None,
+        })
+    }
 }
 
 #[cfg(test)]

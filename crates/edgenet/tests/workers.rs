@@ -85,7 +85,7 @@ value = "applied"
 [[zones.workers]]
 name = "edge"
 component = "{edge}"
-routes = ["w.test/obj/*", "w.test/echo", "/loop", "/grow", "/trap", "/fetch", "/silent", "/env", "/ip"]
+routes = ["w.test/obj/*", "w.test/echo", "/loop", "/grow", "/trap", "/fetch", "/silent", "/env", "/ip", "/big"]
 allowed_hosts = ["w.test"]
 env = {{ PLAIN = "plain" }}
 secrets = {{ GREETING = "{secret}" }}
@@ -93,6 +93,12 @@ secrets = {{ GREETING = "{secret}" }}
 memory = "32MiB"
 subrequests = 5
 request_body = "1KiB"
+response_body = "512KiB"
+
+[[zones.workers]]
+name = "big"
+component = "{edge}"
+routes = ["other.w.test/big"]
 
 [[zones.workers]]
 name = "hello"
@@ -282,6 +288,26 @@ fn each_limit_gives_its_error_while_the_pop_keeps_serving() {
         assert_eq!(get(&pop, "w.test", "/env").body, "hi\n");
         assert_eq!(get(&pop, "w.test", "/hello/x").status, 200);
     }
+    // A body longer than what is gathered before the head streams as the worker writes it
+    // (1 MiB, chunked) ...
+    let r = get(&pop, "other.w.test", "/big");
+    assert_eq!((r.status, r.body.len()), (200, 1 << 20), "{:?}", r.headers);
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    // ... and past the response limit, once the head is out, it is cut off: the client sees
+    // a truncated body, the log and the metric name the cause.
+    let r = get(&pop, "w.test", "/big");
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < 1 << 20, "{}", r.body.len());
+    assert!(
+        r.stderr.contains("(18)"),
+        "curl saw a partial body: {}",
+        r.stderr
+    );
+    let series = "edgenet_worker_errors_total{cause=\"response_body\",worker=\"edge\",zone=\"w\"}";
+    assert_eq!(pop.metric(series), Some(1.0));
+    assert_eq!(get(&pop, "w.test", "/hello/after").status, 200);
+
     // Under the limit, the worker's requests go out, through the pipeline to the origin.
     let r = get(&pop, "w.test", "/fetch?to=w.test&n=5");
     assert_eq!(r.body, "200,200,200,200,200\n");
