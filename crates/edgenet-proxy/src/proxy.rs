@@ -554,8 +554,27 @@ impl EdgeProxy {
                 "worker failed"
             );
         };
-        let resp = match w.worker.stream(req).await {
-            Ok(resp) => resp,
+        // Up to WORKER_BUFFER bytes are gathered before the head goes out: a short body gets a
+        // Content-Length, and a worker that fails early still gets an error page. A longer
+        // body streams as the worker writes it.
+        let gathered = async {
+            let (parts, mut body) = w.worker.stream(req).await?.into_parts();
+            let mut buffered = bytes::BytesMut::new();
+            while buffered.len() < WORKER_BUFFER {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            buffered.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => return Ok((parts, body, buffered, true)),
+                }
+            }
+            Ok((parts, body, buffered, false))
+        };
+        let (parts, mut body, buffered, ended) = match gathered.await {
+            Ok(g) => g,
             Err(e) => {
                 report(&e, &ctx.request_id);
                 let reason = format!("worker {} {e}", w.name);
@@ -564,32 +583,6 @@ impl EdgeProxy {
                 return Ok(());
             }
         };
-        // Up to WORKER_BUFFER bytes are gathered before the head goes out: a short body gets a
-        // Content-Length, and a worker that fails early still gets an error page. A longer
-        // body streams as the worker writes it.
-        let (parts, mut body) = resp.into_parts();
-        let mut buffered = bytes::BytesMut::new();
-        let mut ended = false;
-        while buffered.len() < WORKER_BUFFER {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        buffered.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    report(&e, &ctx.request_id);
-                    let reason = format!("worker {} {e}", w.name);
-                    let status = crate::workers::error_status(&e);
-                    self.respond_error(session, ctx, status, &reason).await;
-                    return Ok(());
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
         let length = ended.then_some(buffered.len());
         let mut head = self.worker_head(&parts, zone, ctx, length);
         if length.is_none() && session.req_header().version == Version::HTTP_11 {

@@ -707,9 +707,13 @@ impl Worker {
     }
 }
 
-/// What a wasmtime error means for the request: a trap after a refused memory growth or
-/// subrequest is that limit's error (the guest failed because of it).
+/// What a wasmtime error means for the request: a failure after a refused memory growth, or a
+/// trap after a refused subrequest, is that limit's error (the guest failed because of it).
 fn failure(e: wasmtime::Error, state: &State, limits: Limits) -> WorkerError {
+    // The first limit hit is the cause: a guest refused memory may spin or trap after.
+    if state.memory.refused {
+        return WorkerError::Memory(limits.memory_bytes);
+    }
     if let Some(wasmtime::Trap::Interrupt) = e.downcast_ref::<wasmtime::Trap>() {
         return WorkerError::CpuTime(limits.cpu_time);
     }
@@ -717,9 +721,6 @@ fn failure(e: wasmtime::Error, state: &State, limits: Limits) -> WorkerError {
         .is_some()
     {
         return WorkerError::Busy;
-    }
-    if state.memory.refused {
-        return WorkerError::Memory(limits.memory_bytes);
     }
     if state.outgoing.over_limit {
         return WorkerError::Subrequests(limits.subrequests);

@@ -90,7 +90,7 @@ allowed_hosts = ["w.test"]
 env = {{ PLAIN = "plain" }}
 secrets = {{ GREETING = "{secret}" }}
 [zones.workers.limits]
-memory = "32MiB"
+memory = "16MiB"
 subrequests = 5
 request_body = "1KiB"
 response_body = "512KiB"
@@ -259,7 +259,7 @@ fn each_limit_gives_its_error_while_the_pop_keeps_serving() {
         (
             "/grow",
             503,
-            "worker edge exceeded its memory limit of 33554432 bytes",
+            "worker edge exceeded its memory limit of 16777216 bytes",
             "memory",
         ),
         ("/trap", 500, "worker edge trapped", "trap"),
