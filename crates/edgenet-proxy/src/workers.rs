@@ -179,7 +179,51 @@ pub fn is_hop_header(name: &http::HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Removes a stale subrequest socket (a previous process with this PID) before listening.
+/// Makes way for this node's subrequest socket: removes a stale one at `path`, and those of
+/// nodes that are gone (`edgenet-subrequests-PID.sock` beside it with no process PID: a node
+/// killed without draining leaves its socket behind).
 pub fn prepare_socket(path: &Path) {
     let _ = std::fs::remove_file(path);
+    let Some(dir) = path.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("edgenet-subrequests-"))
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sockets_of_nodes_that_are_gone_are_removed() {
+        let dir = std::env::temp_dir().join(format!("edgenet-sockets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = |pid: u32| dir.join(format!("edgenet-subrequests-{pid}.sock"));
+        let (gone, alive, other) = (sock(4_000_000_000), sock(1), dir.join("unrelated.sock"));
+        for f in [&gone, &alive, &other] {
+            std::fs::write(f, b"").unwrap();
+        }
+        let mine = sock(std::process::id());
+        std::fs::write(&mine, b"").unwrap();
+        super::prepare_socket(&mine);
+        assert!(!gone.exists() && !mine.exists());
+        assert!(
+            alive.exists() && other.exists(),
+            "pid 1 lives; other files stay"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
