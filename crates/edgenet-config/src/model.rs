@@ -98,14 +98,7 @@ pub struct WorkerRoute {
 impl WorkerRoute {
     /// Whether this route matches a request for `host` (lower case, no port) and `path`.
     pub fn matches(&self, host: &str, path: &str) -> bool {
-        let host_ok = match &self.host {
-            None => true,
-            Some(HostPattern::Exact(h)) => h == host,
-            Some(HostPattern::Wildcard(suffix)) => {
-                host.len() > suffix.len() && host.ends_with(suffix.as_str())
-            }
-        };
-        host_ok
+        self.host.as_ref().is_none_or(|h| h.matches(host))
             && if self.prefix {
                 path.starts_with(self.path.as_str())
             } else {
@@ -217,6 +210,17 @@ pub enum HostPattern {
     /// `*.example.com`: matches any name ending in `.example.com` with at least one more label;
     /// holds the suffix with its leading dot.
     Wildcard(String),
+}
+
+impl HostPattern {
+    /// Whether `host` (lower case, no port) is this name, or one more labels under this
+    /// wildcard's suffix.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
 }
 
 impl std::fmt::Display for HostPattern {

@@ -492,10 +492,10 @@ impl Validator<'_> {
             for (j, w) in z.workers.iter().enumerate() {
                 for (k, h) in w.allowed_hosts.iter().enumerate() {
                     let host = h.to_ascii_lowercase();
-                    let served = zones.iter().flat_map(|z| &z.hostnames).any(|p| match p {
-                        HostPattern::Exact(e) => *e == host,
-                        HostPattern::Wildcard(s) => host.len() > s.len() && host.ends_with(s),
-                    });
+                    let served = zones
+                        .iter()
+                        .flat_map(|z| &z.hostnames)
+                        .any(|p| p.matches(&host));
                     if !served {
                         self.err(
                             format!("zones[{i}].workers[{j}].allowed_hosts[{k}]"),
@@ -1220,10 +1220,7 @@ fn parse_worker_route(
         Some(h) => {
             let pattern = parse_host_pattern(h)?;
             let covered = hostnames.iter().any(|z| match (z, &pattern) {
-                (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
-                (HostPattern::Wildcard(s), HostPattern::Exact(b)) => {
-                    b.len() > s.len() && b.ends_with(s.as_str())
-                }
+                (_, HostPattern::Exact(b)) => z.matches(b),
                 (HostPattern::Wildcard(s), HostPattern::Wildcard(b)) => b.ends_with(s.as_str()),
                 (HostPattern::Exact(_), HostPattern::Wildcard(_)) => false,
             });

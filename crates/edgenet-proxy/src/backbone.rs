@@ -33,6 +33,14 @@ pub const TIER_HEADER: &str = "x-edgenet-tier";
 /// carries a worker's scheme on the subrequest listener).
 pub const SCHEME_HEADER: &str = edgenet_workers::SCHEME_HEADER;
 
+/// The scheme a request's [`SCHEME_HEADER`] names (`http` unless it says `https`).
+pub fn header_scheme(headers: &http::HeaderMap) -> &'static str {
+    match headers.get(SCHEME_HEADER).map(|v| v.as_bytes()) {
+        Some(b"https") => "https",
+        _ => "http",
+    }
+}
+
 pub use edgenet_config::pop_dns_name;
 
 /// Where a PoP's backbone identity is on disk.

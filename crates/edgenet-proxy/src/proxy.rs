@@ -740,24 +740,12 @@ impl ProxyHttp for EdgeProxy {
         }
         if self.subrequests {
             // A worker's request: its scheme is part of the cache key.
-            let scheme = session
-                .req_header()
-                .headers
-                .get(crate::backbone::SCHEME_HEADER);
-            ctx.subrequest_scheme = Some(match scheme.map(|v| v.as_bytes()) {
-                Some(b"https") => "https",
-                _ => "http",
-            });
+            let headers = &session.req_header().headers;
+            ctx.subrequest_scheme = Some(crate::backbone::header_scheme(headers));
         }
         if self.backbone {
             let headers = &session.req_header().headers;
-            let scheme = match headers
-                .get(crate::backbone::SCHEME_HEADER)
-                .map(|v| v.as_bytes())
-            {
-                Some(b"https") => "https",
-                _ => "http",
-            };
+            let scheme = crate::backbone::header_scheme(headers);
             ctx.from_lower_tier = headers
                 .get(crate::backbone::TIER_HEADER)
                 .and_then(|v| v.to_str().ok())

@@ -38,6 +38,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// A request body for [`Worker::handle`].
@@ -157,18 +158,10 @@ pub enum Pipeline {
     Tcp(std::net::SocketAddr),
 }
 
-type SendFuture = Box<
-    dyn std::future::Future<
-            Output = Result<
-                (
-                    hyper::Response<wasmtime_wasi_http::WasiBody>,
-                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-                ),
-                HttpError,
-            >,
-        > + Send,
->;
-use wasmtime_wasi_http::Error as HttpError;
+/// What the connection behind a sent request ends with.
+type IoFuture = Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>;
+/// A sent request's response and its connection.
+type Sent = Result<(hyper::Response<wasmtime_wasi_http::WasiBody>, IoFuture), HttpError>;
 
 /// The worker's outgoing requests: only to allowed hosts, at most so many, so many at once,
 /// all to the pipeline.
@@ -186,8 +179,8 @@ impl wasmtime_wasi_http::WasiHttpHooks for Outgoing {
         &mut self,
         request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
-        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-    ) -> SendFuture {
+        fut: IoFuture,
+    ) -> Box<dyn std::future::Future<Output = Sent> + Send> {
         drop(fut);
         let host = request.uri().host().unwrap_or("").to_ascii_lowercase();
         let allowed = self.allowed.contains(&host) && *self.pipeline != Pipeline::None;
@@ -219,13 +212,7 @@ async fn send(
     pipeline: &Pipeline,
     mut req: hyper::Request<wasmtime_wasi_http::WasiBody>,
     options: Option<wasmtime_wasi_http::RequestOptions>,
-) -> Result<
-    (
-        hyper::Response<wasmtime_wasi_http::WasiBody>,
-        Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
-    ),
-    HttpError,
-> {
+) -> Sent {
     use hyper_util::rt::TokioIo;
     let connect_timeout = options
         .and_then(|o| o.connect_timeout)
@@ -572,11 +559,6 @@ impl Worker {
         self
     }
 
-    /// Its limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The worker with these environment variables (a zone's settings and secrets).
     pub fn with_env(mut self, env: Vec<(String, String)>) -> Worker {
         self.env = env.into();
@@ -657,7 +639,7 @@ impl Worker {
         // The guest runs in a task of its own: it may go on writing the body after setting the
         // response, and when it ends without one, dropping its store tells `rx`.
         let pre = self.pre.clone();
-        let task = tokio::spawn(Metered {
+        let mut task = tokio::spawn(Metered {
             meter,
             inner: async move {
                 let proxy = pre
@@ -671,9 +653,17 @@ impl Worker {
                 result.map_err(|e| failure(e, store.data(), limits))
             },
         });
-        let abort = task.abort_handle();
         let deadline = started + limits.wall_time;
-        match tokio::time::timeout_at(deadline, rx).await {
+        let head = tokio::time::timeout_at(deadline, async {
+            match rx.await {
+                Ok(head) => Ok(head),
+                // It ended without setting a response: its store went, and with it the sender.
+                Err(_) => Err(joined((&mut task).await)
+                    .err()
+                    .unwrap_or(WorkerError::NoResponse)),
+            }
+        });
+        match head.await {
             Ok(Ok(Ok(resp))) => {
                 let (parts, body) = resp.into_parts();
                 let body = ResponseBody {
@@ -686,25 +676,21 @@ impl Worker {
                 Ok(hyper::Response::from_parts(parts, body))
             }
             Ok(Ok(Err(code))) => {
-                abort.abort();
+                task.abort();
                 Err(WorkerError::Trap(format!("error response: {code:?}")))
             }
-            // It ended without setting a response: its store went, and with it the sender.
-            Ok(Err(_)) => match tokio::time::timeout_at(deadline, task).await {
-                Ok(Ok(Ok(()))) => Err(WorkerError::NoResponse),
-                Ok(Ok(Err(e))) => Err(e),
-                Ok(Err(e)) => Err(WorkerError::Trap(e.to_string())),
-                Err(_) => {
-                    abort.abort();
-                    Err(WorkerError::WallTime(limits.wall_time))
-                }
-            },
+            Ok(Err(e)) => Err(e),
             Err(_) => {
-                abort.abort();
+                task.abort();
                 Err(WorkerError::WallTime(limits.wall_time))
             }
         }
     }
+}
+
+/// The guest task's outcome: a task that panicked or was aborted is a trap.
+fn joined(r: Result<Result<(), WorkerError>, tokio::task::JoinError>) -> Result<(), WorkerError> {
+    r.unwrap_or_else(|e| Err(WorkerError::Trap(e.to_string())))
 }
 
 /// What a wasmtime error means for the request: a failure after a refused memory growth, or a
@@ -795,8 +781,7 @@ impl hyper::body::Body for ResponseBody {
         // The body ended (or failed): the guest's outcome decides.
         let outcome = match std::pin::Pin::new(task).poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Ok(r)) => r,
-            Poll::Ready(Err(e)) => Err(WorkerError::Trap(e.to_string())),
+            Poll::Ready(r) => joined(r),
         };
         this.task = None;
         let failed = this.failed.take();
