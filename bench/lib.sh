@@ -49,6 +49,28 @@ output = "off"
 CONF
 }
 
+# A zone proxying to the origin on port $3 without caching (like nginx proxy_pass without
+# proxy_cache) and without DDoS mitigation: $1 its name, $2 its hostname. Its own
+# [zones.*] tables may follow.
+bench_passthrough_zone() {
+  cat <<CONF
+
+[[zones]]
+name = "$1"
+hostnames = ["$2"]
+[zones.origins]
+connect_timeout = "1s"
+read_timeout = "10s"
+[[zones.origins.servers]]
+address = "127.0.0.1:$3"
+[zones.cache]
+enabled = false
+# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
+[zones.ddos]
+enabled = false
+CONF
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do

@@ -41,25 +41,14 @@ origin_1k_conf "$ORIGIN"
 [[listeners]]
 address = "127.0.0.1:$E_HTTPS"
 protocol = "https"
-
-[[zones]]
-name = "bench"
-hostnames = ["localhost"]
+CONF
+  # Pass-through: no cache (bench/cache.sh has the cache).
+  bench_passthrough_zone bench localhost "$ORIGIN"
+  cat <<CONF
 [zones.tls]
 cert = "bench.pem"
 key = "bench.key"
 generate_if_missing = true
-[zones.origins]
-connect_timeout = "1s"
-read_timeout = "10s"
-[[zones.origins.servers]]
-address = "127.0.0.1:$ORIGIN"
-# Pass-through: no cache, like nginx proxy_pass without proxy_cache (bench/cache.sh has the cache).
-[zones.cache]
-enabled = false
-# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
-[zones.ddos]
-enabled = false
 CONF
 } >"$WORK/edgenet.toml"
 

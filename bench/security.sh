@@ -33,24 +33,7 @@ EDGENET=$PWD/target/release/edgenet
 ORIGIN=$(free_port) E_HTTP=$(free_port) E_ADMIN=$(free_port)
 origin_1k_conf "$ORIGIN"
 
-zone() {
-  cat <<CONF
-
-[[zones]]
-name = "$1"
-hostnames = ["$1.test"]
-[zones.origins]
-connect_timeout = "1s"
-read_timeout = "10s"
-[[zones.origins.servers]]
-address = "127.0.0.1:$ORIGIN"
-[zones.cache]
-enabled = false
-# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
-[zones.ddos]
-enabled = false
-CONF
-}
+zone() { bench_passthrough_zone "$1" "$1.test" "$ORIGIN"; }
 
 {
   bench_node_conf "$E_HTTP" "$E_ADMIN"

@@ -63,24 +63,9 @@ ORIGIN=$(free_port) E_HTTP=$(free_port) E_ADMIN=$(free_port)
 origin_1k_conf "$ORIGIN"
 {
   bench_node_conf "$E_HTTP" "$E_ADMIN"
+  printf '\n[workers]\nartifact_dir = "%s"\n' "$WORK/artifacts"
+  bench_passthrough_zone bench bench.test "$ORIGIN"
   cat <<CONF
-
-[workers]
-artifact_dir = "$WORK/artifacts"
-
-[[zones]]
-name = "bench"
-hostnames = ["bench.test"]
-[zones.origins]
-connect_timeout = "1s"
-read_timeout = "10s"
-[[zones.origins.servers]]
-address = "127.0.0.1:$ORIGIN"
-[zones.cache]
-enabled = false
-# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
-[zones.ddos]
-enabled = false
 [[zones.workers]]
 name = "hello"
 component = "$HELLO"
