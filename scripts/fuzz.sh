@@ -18,6 +18,9 @@ else
   export RUSTC_BOOTSTRAP=1
   FUZZ=(cargo fuzz)
 fi
+# Build every target first, so that a build failure is shown whole (the runs below keep only
+# libFuzzer's final lines).
+"${FUZZ[@]}" build
 for target in $("${FUZZ[@]}" list); do
   mkdir -p "fuzz/corpus/$target"
   echo "fuzzing $target for ${SECONDS_PER_TARGET}s" >&2

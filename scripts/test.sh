@@ -10,8 +10,7 @@ cargo build --locked --bin edgenet
 # JavaScript (ComponentizeJS, pinned in package-lock.json).
 cargo build --locked --release --target wasm32-wasip2 \
   --manifest-path examples/workers/hello-rust/Cargo.toml
-# (`npm ci` refuses this lock file: npm 11 leaves out the optional per-platform packages.)
-(cd examples/workers/hello-js && npm install --no-audit --no-fund && npm run build)
+(cd examples/workers/hello-js && npm ci --no-audit --no-fund && npm run build)
 cargo nextest run --locked --workspace --no-fail-fast
 # Every parser of network bytes or operator text, 30 s per target with a fixed seed.
 ./scripts/fuzz.sh

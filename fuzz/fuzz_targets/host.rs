@@ -3,7 +3,7 @@
 #![no_main]
 
 use edgenet_config::{parse_host_pattern, HostPattern};
-use edgenet_proxy::router::{host_without_port, wildcard_suffixes};
+use edgenet_http::host::{host_without_port, wildcard_suffixes};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

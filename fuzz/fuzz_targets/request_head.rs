@@ -2,8 +2,8 @@
 //! request checks: never a panic, and a head over the limit is always refused.
 #![no_main]
 
-use edgenet_proxy::request_check::{check, head_size, raw_has_content_length, Malformed};
-use edgenet_proxy::router::host_without_port;
+use edgenet_http::request_check::{check, head_size, raw_has_content_length, Malformed};
+use edgenet_http::host::host_without_port;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

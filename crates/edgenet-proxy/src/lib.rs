@@ -3,7 +3,7 @@
 //! listener, metrics, the access log, reloads and draining.
 //!
 //! `proxy` wires the stages into Pingora's phases; the stages themselves (`router`,
-//! `request_check`, `forwarding`, and the crates `edgenet-origin` and `edgenet-rules`) decide
+//! `forwarding`, and the crates `edgenet-http`, `edgenet-origin` and `edgenet-rules`) decide
 //! from their inputs and do no IO.
 
 pub mod access_log;
@@ -16,7 +16,6 @@ pub mod header_rules;
 pub mod health_check;
 pub mod metrics;
 pub mod proxy;
-pub mod request_check;
 pub mod router;
 pub mod server;
 pub mod shield;

@@ -30,10 +30,10 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{now_rfc3339, Entry};
 use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo, Edit};
-use crate::request_check;
 use crate::state::{Node, Snapshot, ZoneRuntime};
 use crate::tls::Sni;
 use edgenet_config::CacheRule;
+use edgenet_http::request_check;
 
 /// The header carrying the request id, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -174,7 +174,7 @@ fn request_authority(req: &RequestHeader) -> (Option<&str>, bool) {
 fn cache_url(rule: Option<&CacheRule>, req: &RequestHeader) -> String {
     let host = request_authority(req)
         .0
-        .map(crate::router::host_without_port)
+        .map(edgenet_http::host::host_without_port)
         .unwrap_or("");
     edgenet_cache::rules::keyed_url(rule, host, req.uri.path(), req.uri.query())
 }
@@ -880,7 +880,7 @@ impl ProxyHttp for EdgeProxy {
         if !z.workers.is_empty() && ctx.from_lower_tier.is_none() && !self.subrequests {
             let req = session.req_header();
             let host = request_authority(req).0.unwrap_or("");
-            let host = crate::router::host_without_port(host).to_ascii_lowercase();
+            let host = edgenet_http::host::host_without_port(host).to_ascii_lowercase();
             if let Some(w) = z.config.worker_for(&host, req.uri.path()) {
                 self.run_worker(session, ctx, &snapshot.zones[zone], w, &host)
                     .await?;

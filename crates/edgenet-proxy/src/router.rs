@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use edgenet_config::{HostPattern, Zone};
+use edgenet_http::host::{host_without_port, wildcard_suffixes};
 
 /// Maps hostnames to zone indexes.
 #[derive(Debug, Default, Clone)]
@@ -48,36 +49,6 @@ impl Router {
         }
         let zone = wildcard_suffixes(name).find_map(|suffix| self.wildcard.get(suffix).copied());
         zone
-    }
-}
-
-/// The wildcard suffixes that could match `name`, longest first: `a.b.example.com` yields
-/// `.b.example.com`, then `.example.com`, then `.com`. Stops at an empty label, which no
-/// wildcard may match. Shared by zone routing and SNI certificate lookup.
-pub fn wildcard_suffixes(name: &str) -> impl Iterator<Item = &str> {
-    let mut rest = name;
-    std::iter::from_fn(move || {
-        let dot = rest.find('.')?;
-        if dot == 0 {
-            return None;
-        }
-        let suffix = &rest[dot..];
-        rest = &rest[dot + 1..];
-        Some(suffix)
-    })
-}
-
-/// Strips the port from a Host value, keeping IPv6 literals in brackets.
-pub fn host_without_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rfind(':') {
-        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
-        _ => host,
     }
 }
 

@@ -47,7 +47,7 @@ impl ZoneRuntime {
         let origins = &self.config.origins;
         let sni = match &origins.tls {
             Some(t) => t.sni.clone().unwrap_or_else(|| {
-                host.map(|h| crate::router::host_without_port(h).to_string())
+                host.map(|h| edgenet_http::host::host_without_port(h).to_string())
                     .unwrap_or_default()
             }),
             None => String::new(),

@@ -68,7 +68,8 @@ impl CertTable {
         if let Some(c) = self.exact.get(name) {
             return Some(c.clone());
         }
-        crate::router::wildcard_suffixes(name).find_map(|suffix| self.wildcard.get(suffix).cloned())
+        edgenet_http::host::wildcard_suffixes(name)
+            .find_map(|suffix| self.wildcard.get(suffix).cloned())
     }
 }
 
