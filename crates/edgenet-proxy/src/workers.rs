@@ -4,11 +4,12 @@
 //! socket only this node's user can open), which takes them at the cache stage (8): no
 //! shield, WAF or worker runs on them again.
 
+use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use edgenet_config::{WorkerRuntime, Zone};
+use edgenet_config::{Config, WorkerRuntime, Zone};
 use edgenet_workers::{Limits, Pipeline, Runtime, Worker, WorkerError};
 
 /// The node's worker runtime (made when the first worker is deployed) and where workers'
@@ -47,13 +48,7 @@ impl WorkerHost {
         if let Some(rt) = self.runtime.get() {
             return Ok(rt);
         }
-        let s = &self.settings;
-        let rt = Runtime::new(&s.artifact_dir, s.instances, s.max_memory).map_err(|e| {
-            anyhow::anyhow!(
-                "workers: cannot start the runtime (artifact_dir {}): {e:#}",
-                s.artifact_dir.display()
-            )
-        })?;
+        let rt = start_runtime(&self.settings)?;
         Ok(self.runtime.get_or_init(|| Arc::new(rt)))
     }
 
@@ -73,10 +68,7 @@ impl WorkerHost {
         let exe = std::env::current_exe()?;
         let mut out = Vec::with_capacity(zone.workers.len());
         for (i, w) in zone.workers.iter().enumerate() {
-            let field = format!("zones[{zone_index}].workers[{i}] ({:?})", w.name);
-            let fail = |e: &dyn std::fmt::Display| {
-                anyhow::anyhow!("{field}: {}: {e}", w.component.display())
-            };
+            let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!(refusal(zone_index, i, w, e));
             let wasm = std::fs::read(&w.component).map_err(|e| fail(&e))?;
             let mut artifact = rt.artifact_path(&wasm);
             if !artifact.exists() {
@@ -117,6 +109,53 @@ impl WorkerHost {
         }
         Ok(out)
     }
+}
+
+fn start_runtime(s: &WorkerRuntime) -> anyhow::Result<Runtime> {
+    Runtime::new(&s.artifact_dir, s.instances, s.max_memory).map_err(|e| {
+        anyhow::anyhow!(
+            "workers: cannot start the runtime (artifact_dir {}): {e:#}",
+            s.artifact_dir.display()
+        )
+    })
+}
+
+/// Why the `i`th worker of zone `zone_index` is refused: its place in the configuration, its
+/// name, its component and the reason.
+fn refusal(zone_index: usize, i: usize, w: &edgenet_config::Worker, e: &dyn Display) -> String {
+    format!(
+        "zones[{zone_index}].workers[{i}] ({:?}): {}: {e}",
+        w.name,
+        w.component.display()
+    )
+}
+
+/// `edgenet check`'s last step: compiles every worker component of `config` in this process,
+/// into the node's artifact cache (so a node started next deploys them without compiling),
+/// and returns why each component that deploying would refuse is refused, as deploy says it.
+pub fn check_components(config: &Config) -> Vec<String> {
+    let workers: Vec<_> = config
+        .zones
+        .iter()
+        .enumerate()
+        .flat_map(|(z, zone)| zone.workers.iter().enumerate().map(move |(i, w)| (z, i, w)))
+        .collect();
+    if workers.is_empty() {
+        return Vec::new();
+    }
+    let rt = match start_runtime(&config.workers) {
+        Ok(rt) => rt,
+        Err(e) => return vec![format!("{e:#}")],
+    };
+    workers
+        .into_iter()
+        .filter_map(|(z, i, w)| {
+            let compiled = std::fs::read(&w.component)
+                .map_err(|e| e.to_string())
+                .and_then(|wasm| rt.compile(&wasm).map_err(|e| e.to_string()));
+            compiled.err().map(|e| refusal(z, i, w, &e))
+        })
+        .collect()
 }
 
 /// The status a failed worker request gets: resource limits are 503 (as an overloaded service),

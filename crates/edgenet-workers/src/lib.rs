@@ -470,7 +470,7 @@ impl Runtime {
         if path.exists() {
             return Ok(path);
         }
-        let bad = |e: &dyn std::fmt::Display| WorkerError::BadComponent(e.to_string());
+        let bad = |e: &dyn std::fmt::Display| WorkerError::BadComponent(format!("{e:#}"));
         let component = Component::new(&self.engine, wasm).map_err(|e| bad(&e))?;
         // Refuse at deploy what would fail at load: it must be a wasi:http/proxy component.
         self.pre(&component)?;

@@ -68,7 +68,8 @@ enum Command {
         #[arg(long)]
         distribution: Option<String>,
     },
-    /// Validate a configuration file; lists every error and exits non-zero if there is one.
+    /// Validate a configuration file and compile its worker components (into the node's
+    /// artifact cache); lists every error and exits non-zero if there is one.
     Check {
         /// The TOML configuration file.
         #[arg(long, short)]
@@ -128,8 +129,16 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match edgenet_config::load(&config) {
             Ok(c) => {
+                let refused = edgenet_proxy::workers::check_components(&c);
+                if !refused.is_empty() {
+                    for line in refused {
+                        eprintln!("{}: {line}", config.display());
+                    }
+                    return ExitCode::FAILURE;
+                }
+                let workers: usize = c.zones.iter().map(|z| z.workers.len()).sum();
                 println!(
-                    "{}: ok ({} listener(s), {} zone(s))",
+                    "{}: ok ({} listener(s), {} zone(s), {workers} worker(s) compiled)",
                     config.display(),
                     c.listeners.len(),
                     c.zones.len()

@@ -1,17 +1,22 @@
 //! `edgenet check`: every error listed with its field path, value and reason; certificates that
-//! cannot be used are named by file. Snapshot tests of what an operator sees.
+//! cannot be used are named by file; worker components that would be refused at deploy are
+//! named by worker. Snapshot tests of what an operator sees.
 
 mod support;
 
 use std::process::Command;
 
 use expect_test::{expect, Expect};
-use support::TempDir;
+use support::{hello_rust, TempDir};
 
 /// Runs `edgenet check` on `config` written into a fresh directory (with `files` beside it);
 /// returns the exit code and the output with the directory replaced by `$DIR`.
 fn check(config: &str, files: &[(&str, &[u8])]) -> (i32, String) {
-    let dir = TempDir::new("check");
+    check_in(&TempDir::new("check"), config, files)
+}
+
+/// [`check`] in `dir`, which outlives it.
+fn check_in(dir: &TempDir, config: &str, files: &[(&str, &[u8])]) -> (i32, String) {
     for (name, bytes) in files {
         std::fs::write(dir.0.join(name), bytes).unwrap();
     }
@@ -73,7 +78,7 @@ fn a_valid_config_is_ok() {
         &[("a.pem", cert.as_bytes()), ("a.key", key.as_bytes())],
         0,
         expect![[r#"
-            $DIR/edgenet.toml: ok (2 listener(s), 1 zone(s))
+            $DIR/edgenet.toml: ok (2 listener(s), 1 zone(s), 0 worker(s) compiled)
         "#]],
     );
 }
@@ -351,4 +356,68 @@ routes = []
             $DIR/edgenet.toml: zones[0].workers[0].allowed_hosts[0]: "elsewhere.test" is not served by any zone of this node (a worker's requests go through the node's own cache and origins)
         "#]],
     );
+}
+
+#[test]
+fn worker_components_are_compiled_and_bad_ones_refused_by_name() {
+    let hello = hello_rust();
+    let zone = |workers: &str| {
+        format!(
+            r#"
+[workers]
+artifact_dir = "artifacts"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+protocol = "http"
+
+[[zones]]
+name = "a"
+hostnames = ["a.test"]
+[[zones.origins.servers]]
+address = "127.0.0.1:8000"
+[[zones.workers]]
+name = "hello"
+component = "{}"
+routes = ["/hello/*"]
+{workers}"#,
+            hello.display()
+        )
+    };
+    let bad = r#"
+[[zones.workers]]
+name = "truncated"
+component = "truncated.wasm"
+routes = ["/t"]
+[[zones.workers]]
+name = "core"
+component = "core.wasm"
+routes = ["/c"]
+"#;
+    let files: &[(&str, &[u8])] = &[
+        ("truncated.wasm", b"\0asm"),
+        ("core.wasm", b"\0asm\x01\0\0\0"),
+    ];
+    let dir = TempDir::new("check");
+    let (code, out) = check_in(&dir, &zone(bad), files);
+    expect![[r#"
+        $DIR/edgenet.toml: zones[0].workers[1] ("truncated"): $DIR/truncated.wasm: is not a usable wasi:http/proxy component: failed to parse WebAssembly module: unexpected end-of-file (at offset 0x4)
+        $DIR/edgenet.toml: zones[0].workers[2] ("core"): $DIR/core.wasm: is not a usable wasi:http/proxy component: failed to parse WebAssembly module: attempted to parse a wasm module with a component parser
+    "#]].assert_eq(&out);
+    assert_eq!(code, 1, "{out}");
+
+    let (code, out) = check_in(&dir, &zone(""), &[]);
+    expect![[r#"
+        $DIR/edgenet.toml: ok (1 listener(s), 1 zone(s), 1 worker(s) compiled)
+    "#]]
+    .assert_eq(&out);
+    assert_eq!(code, 0, "{out}");
+    // The node's artifact cache now holds the compiled hello (and nothing of the refused ones),
+    // so a node started next deploys it without compiling.
+    let artifacts: Vec<_> = std::fs::read_dir(dir.0.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    assert!(artifacts[0].ends_with(".cwasm"), "{artifacts:?}");
 }

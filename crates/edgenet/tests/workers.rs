@@ -11,31 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgenet_workers::{Limits, Runtime};
-use support::{curl, eventually, zone, Origin, Pop, TempDir};
+use support::{curl, eventually, hello_rust, repo, rust_component, zone, Origin, Pop, TempDir};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Builds a Rust component crate for wasm32-wasip2 and returns its .wasm.
-fn rust_component(dir: &str, name: &str) -> PathBuf {
-    let dir = repo().join(dir);
-    let out = Command::new("cargo")
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .arg("--manifest-path")
-        .arg(dir.join("Cargo.toml"))
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "building {name} (needs `rustup target add wasm32-wasip2`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
-}
-
-/// Builds examples/workers/hello-js with ComponentizeJS (npm install first when needed) unless
+/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed) unless
 /// its component is newer than its source.
 fn js_component() -> PathBuf {
     let dir = repo().join("examples/workers/hello-js");
@@ -56,7 +34,7 @@ fn js_component() -> PathBuf {
         .join("node_modules/@bytecodealliance/componentize-js")
         .exists()
     {
-        npm(&["install", "--no-audit", "--no-fund"]);
+        npm(&["ci", "--no-audit", "--no-fund"]);
     }
     npm(&["run", "build"]);
     dir.join("dist/hello.wasm")
@@ -67,10 +45,6 @@ fn misbehave() -> PathBuf {
         "crates/edgenet-workers/tests/components/misbehave",
         "misbehave",
     )
-}
-
-fn hello_rust() -> PathBuf {
-    rust_component("examples/workers/hello-rust", "hello_rust")
 }
 
 /// The zone `w` (hostnames w.test and other.w.test) with the two workers of these tests.

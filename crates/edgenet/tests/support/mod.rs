@@ -955,3 +955,31 @@ impl Drop for Nats {
         let _ = self.child.wait();
     }
 }
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds a Rust component crate for wasm32-wasip2 and returns its .wasm.
+pub fn rust_component(dir: &str, name: &str) -> PathBuf {
+    let dir = repo().join(dir);
+    let out = Command::new("cargo")
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(dir.join("Cargo.toml"))
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building {name} (needs `rustup target add wasm32-wasip2`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
+}
+
+/// examples/workers/hello-rust, built.
+pub fn hello_rust() -> PathBuf {
+    rust_component("examples/workers/hello-rust", "hello_rust")
+}
