@@ -68,7 +68,7 @@ impl WorkerHost {
         let exe = std::env::current_exe()?;
         let mut out = Vec::with_capacity(zone.workers.len());
         for (i, w) in zone.workers.iter().enumerate() {
-            let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!(refusal(zone_index, i, w, e));
+            let fail = |e: &dyn Display| anyhow::anyhow!(refusal(zone_index, i, w, e));
             let wasm = std::fs::read(&w.component).map_err(|e| fail(&e))?;
             let mut artifact = rt.artifact_path(&wasm);
             if !artifact.exists() {
