@@ -12,8 +12,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Longest MD5 key Linux accepts (`TCP_MD5SIG_MAXKEYLEN`).
-pub const MD5_MAX_KEY: usize = 80;
+pub use crate::config::MD5_MAX_KEY;
 
 /// `struct tcp_md5sig` from `linux/tcp.h`: a `sockaddr_storage`, flags, prefix length, key
 /// length, interface index, key.

@@ -6,7 +6,7 @@
 //! A route change reaches the wire as soon as the node sets a new export: there is no MRAI
 //! delay for our own few prefixes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,81 +19,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::bfd::{self, BfdConfig, BfdState};
+pub use crate::config::{Export, PeerConfig, Route, SpeakerConfig, GRACEFUL_SHUTDOWN};
 use crate::fsm::{self, Action, Event, State, Timer};
 use crate::message::{
     frame_len, Attribute, Capability, Codec, Family, Message, Notification, Origin, Prefix,
     Segment, Update,
 };
-use crate::rib::{BestRoute, PeerInfo, PrefixFilter, Rib};
+use crate::rib::{BestRoute, PeerInfo, Rib};
 use crate::socket;
-
-/// The well-known GRACEFUL_SHUTDOWN community (RFC 8326), 65535:0.
-pub const GRACEFUL_SHUTDOWN: u32 = 0xffff_0000;
-
-/// One configured peer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PeerConfig {
-    /// The peer's address.
-    pub address: IpAddr,
-    /// The peer's TCP port (179).
-    pub port: u16,
-    /// The peer's AS; equal to ours for iBGP.
-    pub peer_as: u32,
-    /// Our source address towards the peer; the kernel's choice when absent.
-    pub local_address: Option<IpAddr>,
-    /// Only accept the peer's connection; never connect.
-    pub passive: bool,
-    /// TCP MD5 key (RFC 2385).
-    pub md5_key: Option<String>,
-    /// The hold time we offer.
-    pub hold_time: Duration,
-    /// The longest time between our KEEPALIVEs.
-    pub keepalive: Option<Duration>,
-    /// Time between connection attempts.
-    pub connect_retry: Duration,
-    /// BFD for this peer, when wanted.
-    pub bfd: Option<BfdConfig>,
-    /// MULTI_EXIT_DISC on our announcements.
-    pub med: Option<u32>,
-    /// Extra copies of our AS prepended on eBGP announcements.
-    pub prepend: u8,
-    /// Communities on our announcements.
-    pub communities: Vec<u32>,
-    /// Large communities on our announcements.
-    pub large_communities: Vec<(u32, u32, u32)>,
-    /// Next hop for IPv4 routes; our session address when absent and the session is IPv4.
-    pub next_hop_v4: Option<Ipv4Addr>,
-    /// Next hop for IPv6 routes; our session address when absent and the session is IPv6.
-    pub next_hop_v6: Option<Ipv6Addr>,
-    /// Routes accepted from the peer.
-    pub import: PrefixFilter,
-    /// Most routes the peer may send before the session is reset.
-    pub max_prefixes: Option<usize>,
-    /// Families to negotiate.
-    pub families: Vec<Family>,
-}
-
-/// The speaker's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpeakerConfig {
-    /// Our AS.
-    pub local_as: u32,
-    /// Our BGP identifier.
-    pub router_id: Ipv4Addr,
-    /// Addresses to accept BGP connections on (empty: only connect out).
-    pub listen: Vec<SocketAddr>,
-    /// The peers.
-    pub peers: Vec<PeerConfig>,
-}
-
-/// What the node wants announced to every peer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Export {
-    /// The prefixes; empty withdraws everything.
-    pub prefixes: Vec<Prefix>,
-    /// Tag them with GRACEFUL_SHUTDOWN (and LOCAL_PREF 0 on iBGP) before a planned withdraw.
-    pub graceful_shutdown: bool,
-}
 
 /// A peer as the admin API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +61,8 @@ struct Shared {
 /// A running speaker. Dropping it does not stop the tasks; call [`Speaker::stop`].
 pub struct Speaker {
     shared: Arc<Shared>,
-    export: watch::Sender<Export>,
+    /// Each peer's export, in configuration order.
+    exports: Vec<(IpAddr, watch::Sender<Export>)>,
     stop: watch::Sender<bool>,
     /// The peer tasks, which end after sending their Cease.
     peer_tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -145,7 +79,6 @@ fn random_u32() -> u32 {
 impl Speaker {
     /// Binds the listeners and BFD sockets and starts every peer. Must run in a tokio runtime.
     pub async fn start(config: SpeakerConfig) -> io::Result<Speaker> {
-        let (export_tx, export_rx) = watch::channel(Export::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             peers: config
@@ -212,7 +145,10 @@ impl Speaker {
         }
         let bfd_views = start_bfd(&config, &shared, &mut tasks)?;
         let mut peer_tasks = Vec::new();
+        let mut exports = Vec::new();
         for (idx, (p, inbox)) in config.peers.iter().zip(inbox_rx).enumerate() {
+            let (export_tx, export_rx) = watch::channel(Export::default());
+            exports.push((p.address, export_tx));
             let task = PeerTask {
                 idx,
                 config: p.clone(),
@@ -231,9 +167,8 @@ impl Speaker {
                 timers: [None; 4],
                 conn: None,
                 connecting: None,
-                adj_out: BTreeSet::new(),
-                out_gshut: false,
-                export: export_rx.clone(),
+                adj_out: BTreeMap::new(),
+                export: export_rx,
                 stop: stop_rx.clone(),
                 inbox,
                 bfd: bfd_views.get(&idx).cloned(),
@@ -244,25 +179,31 @@ impl Speaker {
         }
         Ok(Speaker {
             shared,
-            export: export_tx,
+            exports,
             stop: stop_tx,
             peer_tasks: Mutex::new(peer_tasks),
             tasks: Mutex::new(tasks),
         })
     }
 
-    /// Sets what every peer should have from us; sessions send the difference at once.
-    pub fn export(&self, export: Export) {
-        self.export.send_if_modified(|e| {
+    /// Sets what the peer at `peer` should have from us; its session sends the difference at
+    /// once (or when it is next established). False when no such peer is configured.
+    pub fn export(&self, peer: IpAddr, export: Export) -> bool {
+        let Some((_, tx)) = self.exports.iter().find(|(a, _)| *a == peer) else {
+            return false;
+        };
+        tx.send_if_modified(|e| {
             let changed = *e != export;
             *e = export;
             changed
         });
+        true
     }
 
-    /// The current export.
-    pub fn current_export(&self) -> Export {
-        self.export.borrow().clone()
+    /// What the peer at `peer` is to have from us.
+    pub fn current_export(&self, peer: IpAddr) -> Option<Export> {
+        let (_, tx) = self.exports.iter().find(|(a, _)| *a == peer)?;
+        Some(tx.borrow().clone())
     }
 
     /// Every peer's status.
@@ -467,9 +408,8 @@ struct PeerTask {
     timers: [Option<tokio::time::Instant>; 4],
     conn: Option<Conn>,
     connecting: Option<Connecting>,
-    /// What the peer has from us, and whether it was tagged GRACEFUL_SHUTDOWN.
-    adj_out: BTreeSet<Prefix>,
-    out_gshut: bool,
+    /// What the peer has from us (Adj-RIB-Out), each route as it was announced.
+    adj_out: BTreeMap<Prefix, Route>,
     export: watch::Receiver<Export>,
     stop: watch::Receiver<bool>,
     inbox: mpsc::Receiver<TcpStream>,
@@ -820,10 +760,10 @@ impl PeerTask {
             _ => None,
         });
         let mut skipped = Vec::new();
-        let wanted: BTreeSet<Prefix> = export
-            .prefixes
+        let wanted: BTreeMap<Prefix, Route> = export
+            .routes
             .iter()
-            .filter(|p| {
+            .filter(|(p, _)| {
                 let ok = families.contains(&p.family())
                     && match p {
                         Prefix::V4(..) => nh4.is_some(),
@@ -834,18 +774,24 @@ impl PeerTask {
                 }
                 ok
             })
-            .copied()
+            .map(|(p, r)| (*p, *r))
             .collect();
         if !skipped.is_empty() && !self.skipped_logged {
             self.skipped_logged = true;
             tracing::warn!(peer = %self.config.address, ?skipped, "prefixes not announced to this peer: family not negotiated or no next hop for it");
         }
-        let withdraw: Vec<Prefix> = self.adj_out.difference(&wanted).copied().collect();
-        let announce: Vec<Prefix> = if force || export.graceful_shutdown != self.out_gshut {
-            wanted.iter().copied().collect()
-        } else {
-            wanted.difference(&self.adj_out).copied().collect()
-        };
+        let withdraw: Vec<Prefix> = self
+            .adj_out
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+            .copied()
+            .collect();
+        // New routes, and routes whose attributes changed (GRACEFUL_SHUTDOWN on or off).
+        let announce: Vec<(Prefix, Route)> = wanted
+            .iter()
+            .filter(|(p, r)| force || self.adj_out.get(p) != Some(r))
+            .map(|(p, r)| (*p, *r))
+            .collect();
         let mut msgs = Vec::new();
         let (w4, w6): (Vec<Prefix>, Vec<Prefix>) =
             withdraw.iter().partition(|p| matches!(p, Prefix::V4(..)));
@@ -864,37 +810,43 @@ impl PeerTask {
                 ..Update::default()
             }));
         }
-        let (a4, a6): (Vec<Prefix>, Vec<Prefix>) =
-            announce.iter().partition(|p| matches!(p, Prefix::V4(..)));
-        for chunk in a4.chunks(400) {
-            let mut attributes = self.attributes(conn.codec, export.graceful_shutdown);
-            attributes.insert(2, Attribute::NextHop(nh4.expect("filtered above")));
-            msgs.push(Message::Update(Update {
-                attributes,
-                nlri: chunk.to_vec(),
-                ..Update::default()
-            }));
-        }
-        for chunk in a6.chunks(200) {
-            let mut attributes = self.attributes(conn.codec, export.graceful_shutdown);
-            attributes.push(Attribute::MpReach {
-                family: Family::Ipv6Unicast,
-                next_hop: nh6.expect("filtered above").octets().to_vec(),
-                nlri: chunk.to_vec(),
-            });
-            msgs.push(Message::Update(Update {
-                attributes,
-                ..Update::default()
-            }));
+        // One UPDATE carries one set of attributes: routes with and without GRACEFUL_SHUTDOWN
+        // go in separate ones.
+        for gshut in [false, true] {
+            let (a4, a6): (Vec<Prefix>, Vec<Prefix>) = announce
+                .iter()
+                .filter(|(_, r)| r.graceful_shutdown == gshut)
+                .map(|(p, _)| *p)
+                .partition(|p| matches!(p, Prefix::V4(..)));
+            for chunk in a4.chunks(400) {
+                let mut attributes = self.attributes(conn.codec, gshut);
+                attributes.insert(2, Attribute::NextHop(nh4.expect("filtered above")));
+                msgs.push(Message::Update(Update {
+                    attributes,
+                    nlri: chunk.to_vec(),
+                    ..Update::default()
+                }));
+            }
+            for chunk in a6.chunks(200) {
+                let mut attributes = self.attributes(conn.codec, gshut);
+                attributes.push(Attribute::MpReach {
+                    family: Family::Ipv6Unicast,
+                    next_hop: nh6.expect("filtered above").octets().to_vec(),
+                    nlri: chunk.to_vec(),
+                });
+                msgs.push(Message::Update(Update {
+                    attributes,
+                    ..Update::default()
+                }));
+            }
         }
         self.adj_out = wanted;
-        self.out_gshut = export.graceful_shutdown;
         let announced = self.adj_out.len();
         self.status(|s| s.announced = announced);
         if msgs.is_empty() {
             return;
         }
-        tracing::debug!(peer = %self.config.address, announce = announce.len(), withdraw = withdraw.len(), gshut = export.graceful_shutdown, "sending UPDATEs");
+        tracing::debug!(peer = %self.config.address, announce = announce.len(), withdraw = withdraw.len(), "sending UPDATEs");
         if let Some(ev) = self.send(&msgs).await {
             Box::pin(self.feed(ev)).await;
         }

@@ -85,10 +85,13 @@ async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn export(prefixes: &[&str], gshut: bool) -> Export {
-    Export {
-        prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
-        graceful_shutdown: gshut,
-    }
+    Export::of(prefixes.iter().map(|p| p.parse().unwrap()), gshut)
+}
+
+/// Sets `e` as the export of the speaker's only peer.
+fn send(speaker: &Speaker, e: Export) {
+    let peer = speaker.status()[0].address;
+    assert!(speaker.export(peer, e));
 }
 
 #[tokio::test]
@@ -111,7 +114,7 @@ async fn announce_graceful_shutdown_and_withdraw_reach_the_router() {
             && pop.status()[0].state == State::Established
     })
     .await;
-    pop.export(export(&["192.0.2.0/24", "198.51.100.0/24"], false));
+    send(&pop, export(&["192.0.2.0/24", "198.51.100.0/24"], false));
     until("two routes", Duration::from_secs(2), || {
         router.best_routes().len() == 2
     })
@@ -130,7 +133,7 @@ async fn announce_graceful_shutdown_and_withdraw_reach_the_router() {
     assert_eq!(pop.status()[0].announced, 2);
     assert_eq!(router.status()[0].accepted, 2);
 
-    pop.export(export(&["192.0.2.0/24", "198.51.100.0/24"], true));
+    send(&pop, export(&["192.0.2.0/24", "198.51.100.0/24"], true));
     until(
         "GRACEFUL_SHUTDOWN community",
         Duration::from_secs(2),
@@ -142,12 +145,32 @@ async fn announce_graceful_shutdown_and_withdraw_reach_the_router() {
         },
     )
     .await;
-    pop.export(export(&["198.51.100.0/24"], true));
+    // Two prefix groups in one export: one back to normal, one still draining. Each prefix
+    // carries its own attributes.
+    let mut mixed = export(&["192.0.2.0/24"], false);
+    mixed.add(&["198.51.100.0/24".parse().unwrap()], true);
+    send(&pop, mixed);
+    let tagged = |prefix: &str| {
+        router
+            .best_routes()
+            .iter()
+            .find(|r| r.prefix.to_string() == prefix)
+            .map(|r| r.path.communities.contains(&GRACEFUL_SHUTDOWN))
+    };
+    until("one prefix tagged, one not", Duration::from_secs(2), || {
+        tagged("192.0.2.0/24") == Some(false) && tagged("198.51.100.0/24") == Some(true)
+    })
+    .await;
+    assert!(
+        !pop.export("127.0.0.99".parse().unwrap(), Export::default()),
+        "no such peer"
+    );
+    send(&pop, export(&["198.51.100.0/24"], true));
     until("one withdrawn", Duration::from_secs(2), || {
         router.best_routes().len() == 1
     })
     .await;
-    pop.export(Export::default());
+    send(&pop, Export::default());
     until("all withdrawn", Duration::from_secs(2), || {
         router.best_routes().is_empty()
     })
@@ -210,7 +233,7 @@ async fn max_prefix_resets_the_session_with_cease_1() {
         router.status()[0].state == State::Established
     })
     .await;
-    pop.export(export(
+    send(&pop, export(
         &["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
         false,
     ));
@@ -258,7 +281,7 @@ async fn ibgp_sends_local_pref_and_zeroes_it_for_graceful_shutdown() {
     })
     .await
     .unwrap();
-    pop.export(export(&["192.0.2.0/24"], false));
+    send(&pop, export(&["192.0.2.0/24"], false));
     until("the iBGP route", Duration::from_secs(5), || {
         router.best_routes().len() == 1
     })
@@ -269,7 +292,7 @@ async fn ibgp_sends_local_pref_and_zeroes_it_for_graceful_shutdown() {
         path.as_path.is_empty(),
         "no AS added (or prepended) on iBGP"
     );
-    pop.export(export(&["192.0.2.0/24"], true));
+    send(&pop, export(&["192.0.2.0/24"], true));
     until("LOCAL_PREF 0", Duration::from_secs(2), || {
         router.best_routes()[0].path.local_pref == Some(0)
     })

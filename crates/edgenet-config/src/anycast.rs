@@ -8,11 +8,10 @@ use std::time::Duration;
 use edgenet_bgp::bfd::BfdConfig;
 use edgenet_bgp::message::{Family, Prefix};
 use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
-use edgenet_bgp::socket::MD5_MAX_KEY;
-use edgenet_bgp::speaker::{PeerConfig, SpeakerConfig};
+use edgenet_bgp::config::{PeerConfig, SpeakerConfig, MD5_MAX_KEY};
 
 use crate::schema::{AnycastCheckSection, AnycastSection, BgpPeerSection};
-use crate::validate::{resolve_origin, Validator};
+use crate::validate::Validator;
 
 /// Validated anycast settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -431,14 +430,14 @@ impl Validator<'_> {
             }
         }
         let target = match (&c.http, &c.tcp) {
-            (Some(url), None) => match parse_check_url(url) {
+            (Some(url), None) => match self.check_url(url) {
                 Ok(t) => t,
                 Err(reason) => {
                     self.err(format!("{path}.http"), url, reason);
                     return None;
                 }
             },
-            (None, Some(addr)) => match resolve_origin(addr) {
+            (None, Some(addr)) => match self.resolve_origin(addr) {
                 Ok(a) => CheckTarget::Tcp(a),
                 Err(reason) => {
                     self.err(format!("{path}.tcp"), addr, reason);
@@ -498,30 +497,33 @@ fn parse_filter_entry(s: &str) -> Result<FilterEntry, String> {
     Ok(FilterEntry { prefix, ge, le })
 }
 
-fn parse_check_url(url: &str) -> Result<CheckTarget, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err("must start with http:// or https://".into()),
-    };
-    let host = uri
-        .host()
-        .ok_or("has no host")?
-        .trim_matches(|c| c == '[' || c == ']');
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let address = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port),
-        Err(_) => resolve_origin(&format!("{host}:{port}"))?,
-    };
-    Ok(CheckTarget::Http {
-        address,
-        tls,
-        host: host.to_string(),
-        path: uri
-            .path_and_query()
-            .map_or("/".to_string(), |p| p.as_str().to_string()),
-    })
+impl Validator<'_> {
+    /// An `http://` or `https://` check URL; a host name is resolved through the environment.
+    fn check_url(&self, url: &str) -> Result<CheckTarget, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err("must start with http:// or https://".into()),
+        };
+        let host = uri
+            .host()
+            .ok_or("has no host")?
+            .trim_matches(|c| c == '[' || c == ']');
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let address = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => self.resolve_origin(&format!("{host}:{port}"))?,
+        };
+        Ok(CheckTarget::Http {
+            address,
+            tls,
+            host: host.to_string(),
+            path: uri
+                .path_and_query()
+                .map_or("/".to_string(), |p| p.as_str().to_string()),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -544,7 +546,11 @@ mod tests {
 
     #[test]
     fn check_urls() {
-        let t = parse_check_url("http://127.0.0.1:8080/health?x=1").unwrap();
+        let mut env = crate::env::fake::Fake::default();
+        env.hosts
+            .insert("health.test".into(), vec!["192.0.2.9".parse().unwrap()]);
+        let v = Validator::new(std::path::Path::new("."), &env);
+        let t = v.check_url("http://127.0.0.1:8080/health?x=1").unwrap();
         assert_eq!(
             t,
             CheckTarget::Http {
@@ -554,9 +560,16 @@ mod tests {
                 path: "/health?x=1".into()
             }
         );
-        assert!(parse_check_url("ftp://x/").is_err());
+        assert!(v.check_url("ftp://x/").is_err());
         assert!(
-            matches!(parse_check_url("https://[::1]/").unwrap(), CheckTarget::Http { tls: true, address, .. } if address.port() == 443)
+            matches!(v.check_url("https://[::1]/").unwrap(), CheckTarget::Http { tls: true, address, .. } if address.port() == 443)
         );
+        // A name goes through the environment's resolver.
+        let t = v.check_url("https://health.test/ok").unwrap();
+        assert!(
+            matches!(t, CheckTarget::Http { address, ref host, .. } if address == "192.0.2.9:443".parse().unwrap() && host == "health.test")
+        );
+        let e = v.check_url("http://unknown.test/").unwrap_err();
+        assert!(e.contains("cannot be resolved"), "{e}");
     }
 }

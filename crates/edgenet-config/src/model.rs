@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use crate::schema::{HeaderAction, ListenerProtocol};
+use serde::{Deserialize, Serialize};
 
 /// A validated node configuration.
 #[derive(Debug, Clone)]
@@ -191,9 +191,9 @@ pub struct CacheRule {
     /// Never use the cache.
     pub bypass: bool,
     /// The TTL mode and, for `override`/`minimum`, the edge TTL.
-    pub ttl: Option<(crate::schema::TtlMode, std::time::Duration)>,
+    pub ttl: Option<(TtlMode, std::time::Duration)>,
     /// What of the query string is keyed.
-    pub query: crate::schema::QueryKey,
+    pub query: QueryKey,
     /// The parameters `include`/`exclude` name.
     pub query_params: Vec<String>,
     /// Request headers keyed (lower case).
@@ -246,7 +246,7 @@ pub struct WafRule {
     /// The compiled expression.
     pub expression: std::sync::Arc<edgenet_rules::expr::Expression>,
     /// What a match does.
-    pub action: crate::schema::WafActionSection,
+    pub action: WafAction,
     /// Block status.
     pub status: u16,
     /// Block body.
@@ -282,7 +282,7 @@ pub struct RateLimit {
     /// Requests allowed per period and key.
     pub requests: u32,
     /// Block or log.
-    pub action: crate::schema::RateLimitActionSection,
+    pub action: RateLimitAction,
     /// How long a key stays limited.
     pub mitigation_timeout: Duration,
 }
@@ -315,7 +315,7 @@ pub struct Zone {
     /// Rate limits, in order.
     pub rate_limits: Vec<RateLimit>,
     /// Automatic DDoS mitigation settings (`None`: off).
-    pub ddos: Option<crate::schema::DdosSection>,
+    pub ddos: Option<Ddos>,
     /// Workers.
     pub workers: Vec<Worker>,
     /// Routes to them, most specific first.
@@ -330,6 +330,17 @@ impl Zone {
             .find(|r| r.matches(host, path))
             .map(|r| r.worker)
     }
+}
+
+/// Automatic L7 DDoS mitigation of a zone (see `DdosSection`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ddos {
+    /// The factor over the baseline that is an attack.
+    pub sensitivity: f64,
+    /// Below this rate nothing is an attack.
+    pub floor_rps: f64,
+    /// How long a mitigation lasts.
+    pub mitigation: Duration,
 }
 
 /// A zone's certificate.
@@ -445,4 +456,86 @@ pub struct HeaderRule {
     pub name: HeaderName,
     /// The value for set and add.
     pub value: Option<HeaderValue>,
+}
+
+// Leaf values written the same way in the TOML and kept as they are in the validated model;
+// the schema (`schema.rs`) uses them too.
+
+/// The protocol a client listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// Plain text: HTTP/1.1, and HTTP/2 with prior knowledge (h2c) when enabled.
+    Http,
+    /// TLS 1.2/1.3 with ALPN choosing HTTP/2 or HTTP/1.1; the certificate is chosen by SNI.
+    Https,
+}
+
+/// How a cache rule treats the origin's freshness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum TtlMode {
+    /// Follow the origin's headers.
+    #[default]
+    Respect,
+    /// Use `edge_ttl` whatever the origin says about freshness.
+    Override,
+    /// Use the origin's freshness, but at least `edge_ttl`.
+    Minimum,
+}
+
+/// What of the query string goes into the cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum QueryKey {
+    /// The whole query string, as sent.
+    #[default]
+    All,
+    /// None of it.
+    Ignore,
+    /// Only the parameters named in `query_params`.
+    Include,
+    /// All but the parameters named in `query_params`.
+    Exclude,
+}
+
+/// What a rate limit does to a key over its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum RateLimitAction {
+    /// Answer 429 with Retry-After.
+    Block,
+    /// Count and log only.
+    Log,
+}
+
+/// What a matching WAF rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum WafAction {
+    /// Answer with the rule's status and body.
+    Block,
+    /// Count and log, and go on.
+    Log,
+    /// Skip the remaining WAF rules.
+    Skip,
+    /// Skip the remaining WAF rules and the other security checks.
+    Allow,
+}
+
+/// What a header rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum HeaderAction {
+    /// Replace every value of the header with `value`.
+    Set,
+    /// Append `value` as another value of the header.
+    Add,
+    /// Remove the header.
+    Remove,
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::{HeaderAction, ListenerProtocol, QueryKey, RateLimitAction, TtlMode, WafAction};
+
 /// The whole configuration of one PoP.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -402,16 +404,6 @@ fn default_drain_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// The protocol a client listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    /// Plain text: HTTP/1.1, and HTTP/2 with prior knowledge (h2c) when enabled.
-    Http,
-    /// TLS 1.2/1.3 with ALPN choosing HTTP/2 or HTTP/1.1; the certificate is chosen by SNI.
-    Https,
-}
-
 /// One client listener.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -650,36 +642,6 @@ pub struct CacheRuleSection {
     pub key_cookies: Vec<String>,
 }
 
-/// How a cache rule treats the origin's freshness.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum TtlMode {
-    /// Follow the origin's headers.
-    #[default]
-    Respect,
-    /// Use `edge_ttl` whatever the origin says about freshness.
-    Override,
-    /// Use the origin's freshness, but at least `edge_ttl`.
-    Minimum,
-}
-
-/// What of the query string goes into the cache key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum QueryKey {
-    /// The whole query string, as sent.
-    #[default]
-    All,
-    /// None of it.
-    Ignore,
-    /// Only the parameters named in `query_params`.
-    Include,
-    /// All but the parameters named in `query_params`.
-    Exclude,
-}
-
 /// One zone: a set of hostnames served from one origin pool.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -792,22 +754,11 @@ pub struct RateLimitSection {
     /// Requests allowed per period and key.
     pub requests_per_period: u32,
     /// `block` (429 with Retry-After) or `log`.
-    pub action: RateLimitActionSection,
+    pub action: RateLimitAction,
     /// How long a key stays limited once over; the period when absent.
     #[serde(default, with = "humantime_serde")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "60s"))]
     pub mitigation_timeout: Option<Duration>,
-}
-
-/// What a rate limit does to a key over its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum RateLimitActionSection {
-    /// Answer 429 with Retry-After.
-    Block,
-    /// Count and log only.
-    Log,
 }
 
 /// A zone's WAF: its own rules, evaluated in order before anything else.
@@ -835,7 +786,7 @@ pub struct ManagedWafSection {
     pub enabled: bool,
     /// `block` (default) or `log`.
     #[serde(default)]
-    pub action: Option<WafActionSection>,
+    pub action: Option<WafAction>,
     /// The status of a block (default 403).
     #[serde(default)]
     pub status: Option<u16>,
@@ -855,7 +806,7 @@ pub struct WafRuleSection {
     pub expression: String,
     /// `block`, `log`, `skip` (the remaining WAF rules) or `allow` (the remaining WAF rules
     /// and the other security checks).
-    pub action: WafActionSection,
+    pub action: WafAction,
     /// The status of a block (default 403).
     #[serde(default)]
     pub status: Option<u16>,
@@ -865,21 +816,6 @@ pub struct WafRuleSection {
     /// Off: the rule is kept but not evaluated.
     #[serde(default = "default_true")]
     pub enabled: bool,
-}
-
-/// What a matching WAF rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum WafActionSection {
-    /// Answer with the rule's status and body.
-    Block,
-    /// Count and log, and go on.
-    Log,
-    /// Skip the remaining WAF rules.
-    Skip,
-    /// Skip the remaining WAF rules and the other security checks.
-    Allow,
 }
 
 /// `tiered_cache = "off" | "smart" | ["pop", ...]`.
@@ -1074,19 +1010,6 @@ fn default_passive_failures() -> u32 {
 
 fn default_eject_for() -> Duration {
     Duration::from_secs(10)
-}
-
-/// What a header rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum HeaderAction {
-    /// Replace every value of the header with `value`.
-    Set,
-    /// Append `value` as another value of the header.
-    Add,
-    /// Remove the header.
-    Remove,
 }
 
 /// One header rule.

@@ -1,10 +1,11 @@
 //! Turning a [`RawConfig`] into a validated [`Config`], collecting every error on the way.
 //!
-//! Validation reads the certificate files a zone names (an unreadable or invalid certificate is
-//! a configuration error naming the file) and resolves origin hostnames; it never writes.
+//! Validation checks the certificate files a zone names (an unreadable or invalid certificate
+//! is a configuration error naming the file) and resolves origin hostnames, both through the
+//! [`Environment`] the caller passes: it does no IO of its own and never writes.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use http::{HeaderName, HeaderValue};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::env::{Environment, System};
 use crate::error::{ConfigError, FieldError};
 use crate::model::*;
 use crate::schema::*;
@@ -57,10 +59,10 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Reads, parses and validates a configuration file. Relative paths inside it are resolved
-/// against the file's directory.
+/// Reads, parses and validates a configuration file on this machine ([`System`]). Relative
+/// paths inside it are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    validate_file(&read_raw(path)?, path)
+    validate_file(&read_raw(path)?, path, &System)
 }
 
 /// Reads and parses the file at `path`, without validating it.
@@ -75,18 +77,24 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
 
 /// Validates a configuration read from (or based on) the file at `path`: relative paths are
 /// resolved from its directory and errors name it.
-pub fn validate_file(raw: &RawConfig, path: &Path) -> Result<Config, ConfigError> {
+pub fn validate_file(
+    raw: &RawConfig,
+    path: &Path,
+    env: &dyn Environment,
+) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let base = path.parent().unwrap_or(Path::new("."));
-    validate(raw, base).map_err(|errors| ConfigError::Invalid { origin, errors })
+    validate(raw, base, env).map_err(|errors| ConfigError::Invalid { origin, errors })
 }
 
-/// Validates a parsed configuration. Returns every error found, not just the first.
-pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, Vec<FieldError>> {
-    let mut v = Validator {
-        errors: Vec::new(),
-        base_dir,
-    };
+/// Validates a parsed configuration, with relative paths resolved against `base_dir` and
+/// files and names looked up through `env`. Returns every error found, not just the first.
+pub fn validate(
+    raw: &RawConfig,
+    base_dir: &Path,
+    env: &dyn Environment,
+) -> Result<Config, Vec<FieldError>> {
+    let mut v = Validator::new(base_dir, env);
     let config = v.config(raw);
     if v.errors.is_empty() {
         Ok(config)
@@ -98,6 +106,18 @@ pub fn validate(raw: &RawConfig, base_dir: &Path) -> Result<Config, Vec<FieldErr
 pub(crate) struct Validator<'a> {
     errors: Vec<FieldError>,
     base_dir: &'a Path,
+    env: &'a dyn Environment,
+}
+
+impl<'a> Validator<'a> {
+    /// A validator with no errors yet.
+    pub(crate) fn new(base_dir: &'a Path, env: &'a dyn Environment) -> Validator<'a> {
+        Validator {
+            errors: Vec::new(),
+            base_dir,
+            env,
+        }
+    }
 }
 
 impl Validator<'_> {
@@ -309,7 +329,7 @@ impl Validator<'_> {
     fn worker_runtime(&mut self, raw: &WorkersSection, node: &str) -> WorkerRuntime {
         let artifact_dir = match &raw.artifact_dir {
             Some(p) => self.resolve(p),
-            None => std::env::temp_dir().join(format!("edgenet-workers-{node}")),
+            None => self.env.temp_dir().join(format!("edgenet-workers-{node}")),
         };
         if !(1..=100_000).contains(&raw.instances) {
             self.err(
@@ -352,13 +372,9 @@ impl Validator<'_> {
                 );
             }
             let component = self.resolve(&w.component);
-            if let Err(e) = std::fs::metadata(&component) {
+            if let Err(reason) = self.env.exists(&component) {
                 let shown = component.display().to_string();
-                self.err(
-                    format!("{p}.component"),
-                    shown,
-                    format!("cannot be read: {e}"),
-                );
+                self.err(format!("{p}.component"), shown, reason);
             }
             if w.routes.is_empty() {
                 self.err(
@@ -398,15 +414,15 @@ impl Validator<'_> {
                     continue;
                 }
                 let file = self.resolve(file);
-                match std::fs::read_to_string(&file) {
+                let text = self.env.read(&file, MAX_SECRET_BYTES).and_then(|b| {
+                    String::from_utf8(b).map_err(|_| "cannot be read: it is not UTF-8 text".into())
+                });
+                match text {
                     Ok(text) => {
                         let value = text.strip_suffix('\n').unwrap_or(&text);
                         env.push((name.clone(), value.to_string()));
                     }
-                    Err(e) => {
-                        let reason = format!("cannot be read: {e}");
-                        self.err(field, file.display().to_string(), reason);
-                    }
+                    Err(reason) => self.err(field, file.display().to_string(), reason),
                 }
             }
             let l = &w.limits;
@@ -536,8 +552,8 @@ impl Validator<'_> {
                 );
             }
         }
-        let action = m.action.unwrap_or(WafActionSection::Block);
-        if !matches!(action, WafActionSection::Block | WafActionSection::Log) {
+        let action = m.action.unwrap_or(WafAction::Block);
+        if !matches!(action, WafAction::Block | WafAction::Log) {
             self.err(
                 format!("{p}.action"),
                 format!("{action:?}").to_lowercase(),
@@ -589,7 +605,7 @@ impl Validator<'_> {
                     "must be a 4xx or 5xx status",
                 );
             }
-            if (r.status.is_some() || r.body.is_some()) && r.action != WafActionSection::Block {
+            if (r.status.is_some() || r.body.is_some()) && r.action != WafAction::Block {
                 self.err(
                     format!("{p}.action"),
                     format!("{:?}", r.action).to_lowercase(),
@@ -614,7 +630,7 @@ impl Validator<'_> {
         out
     }
 
-    fn ddos(&mut self, path: &str, raw: &DdosSection) -> Option<DdosSection> {
+    fn ddos(&mut self, path: &str, raw: &DdosSection) -> Option<Ddos> {
         if !(1.5..=100.0).contains(&raw.sensitivity) {
             self.err(
                 format!("{path}.sensitivity"),
@@ -636,7 +652,11 @@ impl Validator<'_> {
                 "must be between 1s and 1d",
             );
         }
-        raw.enabled.then(|| raw.clone())
+        raw.enabled.then(|| Ddos {
+            sensitivity: raw.sensitivity,
+            floor_rps: raw.floor_rps,
+            mitigation: raw.mitigation,
+        })
     }
 
     fn rate_limits(&mut self, path: &str, raw: &[RateLimitSection]) -> Vec<RateLimit> {
@@ -765,9 +785,7 @@ impl Validator<'_> {
                 1
             }
             Some(n) => n,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            None => self.env.cpus(),
         };
         if raw.drain_timeout > Duration::from_secs(3600) {
             self.err(
@@ -934,7 +952,8 @@ impl Validator<'_> {
     fn zone_tls(&mut self, p: &str, t: &ZoneTlsSection) -> Option<ZoneTls> {
         let cert_path = self.resolve(&t.cert);
         let key_path = self.resolve(&t.key);
-        if t.generate_if_missing && !cert_path.exists() && !key_path.exists() {
+        let missing = |p: &Path| self.env.exists(p).is_err();
+        if t.generate_if_missing && missing(&cert_path) && missing(&key_path) {
             return Some(ZoneTls {
                 cert_path,
                 key_path,
@@ -942,14 +961,18 @@ impl Validator<'_> {
             });
         }
         let before = self.errors.len();
-        let chain = match read_certs(&cert_path) {
+        let chain = match self.certs(&cert_path) {
             Ok(c) => Some(c),
             Err(reason) => {
                 self.err(format!("{p}.cert"), cert_path.display().to_string(), reason);
                 None
             }
         };
-        let key = match read_key(&key_path) {
+        let key = match self
+            .env
+            .read(&key_path, MAX_PEM_BYTES)
+            .and_then(|b| parse_key(&b))
+        {
             Ok(k) => Some(k),
             Err(reason) => {
                 self.err(format!("{p}.key"), key_path.display().to_string(), reason);
@@ -994,7 +1017,7 @@ impl Validator<'_> {
                     "must be between 1 and 1000",
                 );
             }
-            match resolve_origin(&s.address) {
+            match self.resolve_origin(&s.address) {
                 Ok(address) => servers.push(OriginServer {
                     name: s.address.clone(),
                     address,
@@ -1020,7 +1043,7 @@ impl Validator<'_> {
             }
             let ca = t.ca.as_ref().map(|c| self.resolve(c));
             if let Some(ca) = &ca {
-                if let Err(reason) = read_certs(ca) {
+                if let Err(reason) = self.certs(ca) {
                     self.err(format!("{p}.tls.ca"), ca.display().to_string(), reason);
                 }
             }
@@ -1288,22 +1311,29 @@ fn check_dns_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = address.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return Err("is not host:port".into());
-    };
-    if port.parse::<u16>().is_err() {
-        return Err(format!("has an invalid port {port:?}"));
-    }
-    check_dns_name(host)?;
-    match (host, port.parse::<u16>().unwrap_or(0)).to_socket_addrs() {
-        Ok(mut addrs) => addrs
+impl Validator<'_> {
+    /// An origin address: `IP:port`, or `host:port` resolved through the environment.
+    pub(crate) fn resolve_origin(&self, address: &str) -> Result<SocketAddr, String> {
+        if let Ok(a) = address.parse::<SocketAddr>() {
+            return Ok(a);
+        }
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err("is not host:port".into());
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            return Err(format!("has an invalid port {port:?}"));
+        };
+        check_dns_name(host)?;
+        self.env
+            .resolve(host, port)?
+            .into_iter()
             .next()
-            .ok_or_else(|| format!("{host:?} resolved to no address")),
-        Err(e) => Err(format!("cannot be resolved: {e}")),
+            .ok_or_else(|| format!("{host:?} resolved to no address"))
+    }
+
+    /// The certificate chain in the PEM file at `path`.
+    fn certs(&self, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+        parse_certs(&self.env.read(path, MAX_PEM_BYTES)?)
     }
 }
 
@@ -1311,23 +1341,22 @@ pub(crate) fn resolve_origin(address: &str) -> Result<SocketAddr, String> {
 /// exhaust memory.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
-fn read_pem_file(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot be read: {e}"))?;
-    if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!("is larger than {MAX_PEM_BYTES} bytes"));
-    }
-    Ok(bytes)
+/// The largest secret file read for a worker.
+const MAX_SECRET_BYTES: u64 = 1 << 20;
+
+/// Reads a PEM certificate chain from this machine; the error says what is wrong with the file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    parse_certs(&System.read(path, MAX_PEM_BYTES)?)
 }
 
-/// Reads a PEM certificate chain; the error says what is wrong with the file.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = read_pem_file(path)?;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) from this machine.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    parse_key(&System.read(path, MAX_PEM_BYTES)?)
+}
+
+/// The certificates of a PEM file's contents, each checked to be X.509.
+pub fn parse_certs(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(bytes).collect();
     let certs = certs.map_err(|e| format!("is not a valid PEM certificate file: {e}"))?;
     if certs.is_empty() {
         return Err("contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
@@ -1343,10 +1372,9 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = read_pem_file(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes)
+/// The private key of a PEM file's contents (PKCS#8, PKCS#1 or SEC1).
+pub fn parse_key(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(bytes)
         .map_err(|e| format!("contains no usable PEM private key: {e}"))
 }
 
@@ -1363,4 +1391,96 @@ fn check_pair(
     certified
         .keys_match()
         .map_err(|e| format!("does not match the certificate: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::fake::Fake;
+
+    const BASE: &str = "[[listeners]]\naddress = \"127.0.0.1:8080\"\nprotocol = \"http\"\n";
+
+    fn check(text: &str, env: &Fake) -> Result<Config, Vec<FieldError>> {
+        let raw = parse_toml(&format!("{BASE}{text}"), "test").unwrap();
+        validate(&raw, Path::new("/etc/edgenet"), env)
+    }
+
+    fn zone(origin: &str, extra: &str) -> String {
+        format!(
+            "[[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n\
+             [[zones.origins.servers]]\naddress = \"{origin}\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn names_resolve_through_the_environment() {
+        let mut env = Fake::default();
+        env.hosts
+            .insert("origin.test".into(), vec!["192.0.2.7".parse().unwrap()]);
+        let c = check(&zone("origin.test:8000", ""), &env).unwrap();
+        let s = &c.zones[0].origins.servers[0];
+        assert_eq!(s.address, "192.0.2.7:8000".parse().unwrap());
+        assert_eq!(s.name, "origin.test:8000");
+
+        let e = check(&zone("nowhere.test:8000", ""), &env).unwrap_err();
+        assert_eq!(e[0].path, "zones[0].origins.servers[0].address");
+        assert!(e[0].reason.contains("cannot be resolved"), "{e:?}");
+    }
+
+    #[test]
+    fn defaults_come_from_the_environment() {
+        let c = check(&zone("127.0.0.1:8000", ""), &Fake::default()).unwrap();
+        assert_eq!(c.node.threads, 3);
+        assert_eq!(
+            c.workers.artifact_dir,
+            Path::new("/fake-tmp/edgenet-workers-edgenet")
+        );
+    }
+
+    #[test]
+    fn worker_files_are_read_through_the_environment() {
+        let mut env = Fake::default();
+        env.files
+            .insert("/etc/edgenet/w.wasm".into(), b"\0asm".to_vec());
+        env.files
+            .insert("/etc/edgenet/token".into(), b"s3cret\n".to_vec());
+        let worker = "[[zones.workers]]\nname = \"w\"\ncomponent = \"w.wasm\"\nroutes = [\"/*\"]\n\
+                      secrets = { TOKEN = \"token\", GONE = \"missing\" }\n";
+        let e = check(&zone("127.0.0.1:8000", worker), &env).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].path, "zones[0].workers[0].secrets.GONE");
+        assert_eq!(e[0].value, "/etc/edgenet/missing");
+
+        let worker = worker.replace(", GONE = \"missing\"", "");
+        let c = check(&zone("127.0.0.1:8000", &worker), &env).unwrap();
+        let w = &c.zones[0].workers[0];
+        assert_eq!(w.env, [("TOKEN".to_string(), "s3cret".to_string())]);
+
+        let e = check(&zone("127.0.0.1:8000", &worker), &Fake::default()).unwrap_err();
+        assert_eq!(e[0].path, "zones[0].workers[0].component");
+        assert!(e[0].reason.starts_with("cannot be read"), "{e:?}");
+    }
+
+    #[test]
+    fn certificates_are_read_through_the_environment() {
+        let tls = "[zones.tls]\ncert = \"z.pem\"\nkey = \"z.key\"\n";
+        let e = check(&zone("127.0.0.1:8000", tls), &Fake::default()).unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["zones[0].tls.cert", "zones[0].tls.key"]);
+
+        let mut env = Fake::default();
+        env.files.insert("/etc/edgenet/z.pem".into(), b"junk".to_vec());
+        env.files
+            .insert("/etc/edgenet/z.key".into(), vec![b'k'; 2 << 20]);
+        let e = check(&zone("127.0.0.1:8000", tls), &env).unwrap_err();
+        assert!(e[0].reason.contains("no PEM certificate"), "{e:?}");
+        assert!(e[1].reason.contains("larger than"), "{e:?}");
+
+        let generate = format!("{tls}generate_if_missing = true\n");
+        let c = check(&zone("127.0.0.1:8000", &generate), &Fake::default()).unwrap();
+        assert!(matches!(
+            c.zones[0].tls.as_ref().unwrap().material,
+            CertMaterial::Generate
+        ));
+    }
 }

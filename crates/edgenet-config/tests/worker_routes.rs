@@ -24,7 +24,7 @@ fn the_most_specific_route_wins() {
         worker("exact", "\"a.test/api/v1\", \"/api/v1/*\""),
     );
     let raw = parse_toml(&text, "test").unwrap();
-    let config = validate(&raw, &dir).unwrap();
+    let config = validate(&raw, &dir, &edgenet_config::System).unwrap();
     let zone = &config.zones[0];
     let name = |host: &str, path: &str| {
         zone.worker_for(host, path)

@@ -1,0 +1,257 @@
+//! The objects a PoP follows: zones (the same schema as a PoP's `[[zones]]` table) and PoP
+//! records, kept by kind and name at a version.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use edgenet_config::ZoneSection;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ObjectError;
+
+/// The kinds of object the control plane stores and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// What PoPs serve.
+    Zone,
+    /// Where PoPs are and how to reach them.
+    Pop,
+}
+
+impl Kind {
+    /// Every kind, in the order a snapshot lists them.
+    pub const ALL: [Kind; 2] = [Kind::Zone, Kind::Pop];
+
+    /// The kind's name in the store, the stream and the bucket keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Zone => "zone",
+            Kind::Pop => "pop",
+        }
+    }
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A PoP's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PopRecord {
+    /// Its name (as `edgenet pop --name`): letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Latitude in degrees.
+    pub latitude: f64,
+    /// Longitude in degrees.
+    pub longitude: f64,
+    /// Where other PoPs reach it (`host:port`); the first is its backbone address.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// `edge` (serves users) or `core` (an upper tier / relay only).
+    #[serde(default = "default_role")]
+    pub role: String,
+}
+
+fn default_role() -> String {
+    "edge".into()
+}
+
+/// An object's body as received: its value, or (when it does not decode into its type) the
+/// JSON as it came and why, so it is saved and compared as received and the version that
+/// carries it is refused by name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<T> {
+    /// The body decoded.
+    Ok(T),
+    /// The body did not decode.
+    Invalid {
+        /// The body as received.
+        json: serde_json::Value,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+impl<T> Decoded<T> {
+    /// The value, or why there is none.
+    pub fn get(&self) -> Result<&T, &str> {
+        match self {
+            Decoded::Ok(t) => Ok(t),
+            Decoded::Invalid { reason, .. } => Err(reason),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Decoded<T> {
+    /// Decodes a JSON body.
+    pub fn from_json(json: serde_json::Value) -> Decoded<T> {
+        match T::deserialize(&json) {
+            Ok(t) => Decoded::Ok(t),
+            Err(e) => Decoded::Invalid {
+                json,
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Decoded<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Decoded::Ok(t) => t.serialize(s),
+            Decoded::Invalid { json, .. } => json.serialize(s),
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Decoded<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Decoded::from_json)
+    }
+}
+
+/// Every object, by kind and name. Kinds this version does not know are left out when read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectSet {
+    /// Zones by name.
+    #[serde(default)]
+    pub zone: BTreeMap<String, Decoded<ZoneSection>>,
+    /// PoP records by name.
+    #[serde(default)]
+    pub pop: BTreeMap<String, Decoded<PopRecord>>,
+}
+
+impl ObjectSet {
+    /// Every zone, in name order; the first that did not decode is an error naming it.
+    pub fn zones(&self) -> Result<Vec<ZoneSection>, ObjectError> {
+        self.zone
+            .iter()
+            .map(|(name, z)| {
+                z.get().cloned().map_err(|reason| ObjectError::Undecodable {
+                    kind: Kind::Zone,
+                    name: name.clone(),
+                    reason: reason.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The PoP records that decoded, in name order.
+    pub fn pops(&self) -> impl Iterator<Item = &PopRecord> {
+        self.pop.values().filter_map(|p| p.get().ok())
+    }
+
+    /// Sets (`Some`) or removes (`None`) one object from its JSON body.
+    pub fn set_json(&mut self, kind: Kind, name: &str, body: Option<serde_json::Value>) {
+        match kind {
+            Kind::Zone => set(&mut self.zone, name, body.map(Decoded::from_json)),
+            Kind::Pop => set(&mut self.pop, name, body.map(Decoded::from_json)),
+        }
+    }
+}
+
+fn set<T>(map: &mut BTreeMap<String, T>, name: &str, value: Option<T>) {
+    match value {
+        Some(v) => {
+            map.insert(name.to_string(), v);
+        }
+        None => {
+            map.remove(name);
+        }
+    }
+}
+
+/// What a PoP holds from the control plane: the objects at a version (and, over NATS, the
+/// bucket revision they came from). Also the shape of the PoP's last-known-good file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Objects {
+    /// The version these objects are at.
+    pub version: i64,
+    /// The NATS bucket revision they came from (0 over HTTP).
+    #[serde(default)]
+    pub revision: u64,
+    /// The objects.
+    pub objects: ObjectSet,
+}
+
+impl Objects {
+    /// Applies one stream message; true when it changed the objects (a snapshot or a delta),
+    /// false for a ping.
+    pub fn apply(&mut self, msg: crate::StreamMessage) -> bool {
+        use crate::{ObjectChange, StreamMessage};
+        match msg {
+            StreamMessage::Snapshot { version, objects } => {
+                self.version = version;
+                self.objects = objects;
+                self.revision = 0;
+                true
+            }
+            StreamMessage::Delta {
+                version, changes, ..
+            } => {
+                for c in changes {
+                    match c.object {
+                        ObjectChange::Zone { name, body } => set(&mut self.objects.zone, &name, body),
+                        ObjectChange::Pop { name, body } => set(&mut self.objects.pop, &name, body),
+                        // A kind this version does not know: nothing of ours changes.
+                        ObjectChange::Other => {}
+                    }
+                }
+                self.version = version;
+                true
+            }
+            StreamMessage::Ping { .. } => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_body_that_does_not_decode_is_kept_with_its_reason() {
+        let bad = json!({"name": "z", "hostnames": ["z.test"], "origins": {"servers": []}, "future_field": 1});
+        let d: Decoded<ZoneSection> = serde_json::from_value(bad.clone()).unwrap();
+        let Decoded::Invalid { json, reason } = &d else {
+            panic!("decoded: {d:?}")
+        };
+        assert_eq!(json, &bad);
+        assert!(reason.contains("future_field"), "{reason}");
+        assert_eq!(serde_json::to_value(&d).unwrap(), bad, "saved as received");
+
+        let mut set = ObjectSet::default();
+        set.zone.insert("z".into(), d);
+        let e = set.zones().unwrap_err();
+        assert!(e.to_string().starts_with("zone \"z\" from the control plane: "), "{e}");
+    }
+
+    #[test]
+    fn the_last_known_good_file_keeps_its_shape() {
+        // The shape PoPs wrote before the objects were typed.
+        let file = json!({"version": 7, "revision": 3, "objects": {
+            "zone": {"z": {"name": "z", "hostnames": ["z.test"], "origins": {"servers": [{"address": "127.0.0.1:1"}]}}},
+            "pop": {"p1": {"name": "p1", "latitude": 1.0, "longitude": 2.0, "addresses": ["127.0.0.1:9"], "role": "edge"}},
+            "interconnect": {"x": {}}
+        }});
+        let o: Objects = serde_json::from_value(file).unwrap();
+        assert_eq!((o.version, o.revision), (7, 3));
+        assert_eq!(o.objects.zones().unwrap()[0].name, "z");
+        let pops: Vec<&PopRecord> = o.objects.pops().collect();
+        assert_eq!(pops[0].addresses, ["127.0.0.1:9"]);
+        let again: Objects = serde_json::from_value(serde_json::to_value(&o).unwrap()).unwrap();
+        assert_eq!(again, o);
+    }
+}

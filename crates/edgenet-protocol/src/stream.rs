@@ -1,0 +1,179 @@
+//! The configuration stream: `GET /v1/stream?pop=NAME&since=VERSION` answers with one JSON
+//! [`StreamMessage`] per line (a snapshot or the changes since `since`, then each new version,
+//! and a ping every [`PING_EVERY`]); a PoP reports each version it applied or refused with an
+//! [`Ack`] (`POST /v1/pops/NAME/ack`, or on NATS).
+
+use std::time::Duration;
+
+use edgenet_config::ZoneSection;
+use serde::{Deserialize, Serialize};
+
+use crate::objects::{Decoded, Kind, ObjectSet, PopRecord};
+
+/// How often an idle stream sends a ping; a follower that hears nothing for three of these
+/// takes the stream for dead.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// One line of the stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StreamMessage {
+    /// Everything, as of `version`.
+    Snapshot {
+        /// The version the objects are at (or newer: changes are idempotent).
+        version: i64,
+        /// Kind to name to body.
+        objects: ObjectSet,
+    },
+    /// The changes from `from` (exclusive) to `version` (inclusive).
+    Delta {
+        /// The version the receiver had.
+        from: i64,
+        /// The version after these changes.
+        version: i64,
+        /// The changes, in order.
+        changes: Vec<Change>,
+    },
+    /// Nothing new; the current version.
+    Ping {
+        /// The current version.
+        version: i64,
+    },
+}
+
+impl StreamMessage {
+    /// The version the receiver is at once it has taken this message.
+    pub fn version(&self) -> i64 {
+        match self {
+            StreamMessage::Snapshot { version, .. }
+            | StreamMessage::Delta { version, .. }
+            | StreamMessage::Ping { version } => *version,
+        }
+    }
+}
+
+/// One entry of the change log: an object created or replaced (a body) or deleted (none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The global version this change made.
+    pub version: i64,
+    /// What changed (`kind`, `name` and `body` on the wire).
+    #[serde(flatten)]
+    pub object: ObjectChange,
+}
+
+/// The object a change is about, by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ObjectChange {
+    /// A zone.
+    Zone {
+        /// Its name.
+        name: String,
+        /// Its new body, or none when it was deleted.
+        body: Option<Decoded<ZoneSection>>,
+    },
+    /// A PoP record.
+    Pop {
+        /// Its name.
+        name: String,
+        /// Its new body, or none when it was deleted.
+        body: Option<Decoded<PopRecord>>,
+    },
+    /// A kind this version does not know (from a newer control plane): skipped.
+    #[serde(other)]
+    Other,
+}
+
+impl Change {
+    /// A change from the store's view of it: the kind, the name and the JSON body.
+    pub fn from_json(
+        version: i64,
+        kind: Kind,
+        name: String,
+        body: Option<serde_json::Value>,
+    ) -> Change {
+        let object = match kind {
+            Kind::Zone => ObjectChange::Zone {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Pop => ObjectChange::Pop {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+        };
+        Change { version, object }
+    }
+}
+
+/// A PoP's report on one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Ack {
+    /// The version.
+    pub version: i64,
+    /// Applied (true) or refused (false).
+    pub ok: bool,
+    /// Why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Objects;
+    use serde_json::json;
+
+    #[test]
+    fn lines_round_trip_in_the_wire_shape() {
+        let zone = json!({"name": "z", "hostnames": ["z.test"], "origins": {"servers": [{"address": "127.0.0.1:1"}]}});
+        let line = json!({"type": "delta", "from": 1, "version": 3, "changes": [
+            {"version": 2, "kind": "zone", "name": "z", "body": zone},
+            {"version": 3, "kind": "pop", "name": "p", "body": null},
+        ]});
+        let m: StreamMessage = serde_json::from_value(line).unwrap();
+        let StreamMessage::Delta { changes, .. } = &m else {
+            panic!("{m:?}")
+        };
+        assert!(matches!(&changes[0].object, ObjectChange::Zone { name, body: Some(Decoded::Ok(z)) } if name == "z" && z.hostnames == ["z.test"]));
+        assert_eq!(
+            changes[1].object,
+            ObjectChange::Pop {
+                name: "p".into(),
+                body: None
+            }
+        );
+        let back = serde_json::to_value(&m).unwrap();
+        assert_eq!(back["changes"][1], json!({"version": 3, "kind": "pop", "name": "p", "body": null}));
+        assert_eq!(back["changes"][0]["kind"], "zone");
+        assert_eq!(m.version(), 3);
+    }
+
+    #[test]
+    fn a_delta_applies_in_order_and_unknown_kinds_are_skipped() {
+        let mut o = Objects::default();
+        let zone = |rule: &str| json!({"name": "z", "hostnames": ["z.test"],
+            "origins": {"servers": [{"address": "127.0.0.1:1"}]},
+            "response_headers": [{"action": "set", "name": "x-rule", "value": rule}]});
+        let line = json!({"type": "delta", "from": 0, "version": 4, "changes": [
+            {"version": 1, "kind": "zone", "name": "z", "body": zone("a")},
+            {"version": 2, "kind": "interconnect", "name": "x", "body": {"anything": true}},
+            {"version": 3, "kind": "zone", "name": "y", "body": zone("b")},
+            {"version": 4, "kind": "zone", "name": "y", "body": null},
+        ]});
+        assert!(o.apply(serde_json::from_value(line).unwrap()));
+        assert_eq!(o.version, 4);
+        assert_eq!(o.objects.zone.keys().collect::<Vec<_>>(), ["z"]);
+        assert!(!o.apply(StreamMessage::Ping { version: 4 }), "a ping changes nothing");
+
+        let snapshot = StreamMessage::Snapshot {
+            version: 9,
+            objects: ObjectSet::default(),
+        };
+        o.revision = 5;
+        assert!(o.apply(snapshot));
+        assert_eq!((o.version, o.revision, o.objects.zone.len()), (9, 0, 0));
+    }
+}
