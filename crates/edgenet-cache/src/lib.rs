@@ -2,12 +2,15 @@
 //!
 //! pingora-cache runs the state machine (lookup, cache lock for collapsed forwarding,
 //! revalidation, stale handling); this crate supplies what it leaves to its users: the storage
-//! tiers (`memory`), the RFC 9111 decision of what to store and for how long (`policy`, pure),
-//! and the `Cache-Status` header (`status`, pure).
+//! tiers (`memory`, `disk`, `tiered`), the RFC 9111 decision of what to store and for how long
+//! (`policy`, pure), a zone's cache rules (`rules`, pure), the key and variance of a request
+//! (`key`), purges (`purge`) and the `Cache-Status` header (`status`, pure). The proxy's
+//! cache stage calls these; only its engine adapter sees pingora's session.
 
 mod accounting;
 pub mod admission;
 pub mod disk;
+pub mod key;
 pub mod memory;
 pub mod policy;
 pub mod purge;
@@ -27,7 +30,7 @@ pub use disk::DiskStore;
 pub use memory::MemoryStore;
 pub use policy::{decide, merge_not_modified, Decision, ZonePolicy};
 pub use purge::{PurgeRequest, Purges};
-pub use status::{CacheStatus, Forward};
+pub use status::{CacheStatus, Forward, Observed, Phase};
 pub use tiered::TieredStore;
 
 /// Purge rules kept per zone before the oldest fold into a zone-wide purge.
@@ -107,6 +110,48 @@ impl Cache {
             predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_KEYS_PER_SHARD, None))),
             purges: Purges::new(MAX_PURGE_RULES),
         }
+    }
+}
+
+impl Cache {
+    /// Whether a stored object of `zone` for the keyed `url`, stored at `created` with the
+    /// response headers `stored` (its `Cache-Tag`s), has been purged since.
+    pub fn is_purged(
+        &self,
+        zone: &str,
+        url: &str,
+        stored: &http::HeaderMap,
+        created: std::time::SystemTime,
+    ) -> bool {
+        let tags = stored
+            .get_all("cache-tag")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(purge::split_tags);
+        self.purges.is_purged(zone, url, tags, created)
+    }
+
+    /// RFC 9111 section 4.4: a successful unsafe request invalidates the stored responses for
+    /// its target URI. A purge rule is only recorded when something is stored for it, under
+    /// either scheme. Returns whether one was.
+    pub fn invalidate(
+        &self,
+        zone: &str,
+        url: &str,
+        rule: Option<&edgenet_config::CacheRule>,
+        headers: &http::HeaderMap,
+        now: std::time::SystemTime,
+    ) -> bool {
+        use pingora_cache::key::CacheHashKey;
+        let stored = ["http", "https"].iter().any(|scheme| {
+            let key = key::cache_key(zone, scheme, url, rule, headers);
+            self.storage.has_primary(&key.primary_bin())
+        });
+        if stored {
+            self.purges
+                .purge(zone, &PurgeRequest::Urls(vec![url.to_string()]), now);
+        }
+        stored
     }
 }
 

@@ -74,7 +74,7 @@ pub fn age_on_arrival(resp: &HeaderMap, now: SystemTime) -> Duration {
 pub fn decide(
     method: &Method,
     authorization: bool,
-    resp: &ResponseHeader,
+    resp: &http::response::Parts,
     policy: &ZonePolicy,
     now: SystemTime,
 ) -> Decision {
@@ -86,7 +86,7 @@ pub fn decide(
         return DoNotStore("status");
     }
     let headers = &resp.headers;
-    let cc = CacheControl::from_resp_headers(resp);
+    let cc = CacheControl::from_headers_named("cache-control", &resp.headers);
     if cc.as_ref().is_some_and(|c| c.no_store()) {
         return DoNotStore("no-store");
     }

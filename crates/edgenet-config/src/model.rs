@@ -527,6 +527,18 @@ pub enum WafAction {
     Allow,
 }
 
+impl WafAction {
+    /// Its name in metrics and logs (as written in the configuration).
+    pub fn name(self) -> &'static str {
+        match self {
+            WafAction::Block => "block",
+            WafAction::Log => "log",
+            WafAction::Skip => "skip",
+            WafAction::Allow => "allow",
+        }
+    }
+}
+
 /// What a header rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -652,7 +652,7 @@ impl Validator<'_> {
                 "must be between 1s and 1d",
             );
         }
-        raw.enabled.then(|| Ddos {
+        raw.enabled.then_some(Ddos {
             sensitivity: raw.sensitivity,
             floor_rps: raw.floor_rps,
             mitigation: raw.mitigation,

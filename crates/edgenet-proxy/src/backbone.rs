@@ -1,45 +1,18 @@
-//! The backbone between PoPs: a listener with mutual TLS (certificates from the control
-//! plane's CA, HTTP/2 offered) where other PoPs send their cache misses (tiered cache), and the
-//! client side that sends a miss to an upper-tier PoP.
-//!
-//! A request that came over the backbone from a lower tier carries `x-edgenet-tier`; the upper
-//! tier serves it through its own cache and goes to the origin itself, never to another tier,
-//! so a request crosses the backbone at most once.
+//! The backbone as this PoP sees it: where the other PoPs are ([`PopDirectory`], from the
+//! control plane), what this PoP measured to them and to the origins, what they shared, and
+//! the relay chosen per origin ([`BackboneState`], decided by `edgenet_backbone::paths`). The
+//! node's prober fills it; the path stage (`stages::path`) reads it per request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use edgenet_backbone::paths::{Change, LinkEstimate, LinkState, Params, PathSelector};
-use pingora_core::connectors::http::Connector;
-use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::protocols::ALPN;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::tls::{CertKey, WrappedX509};
-use pingora_http::RequestHeader;
 
 use crate::lock;
-use crate::state::Node;
-
-/// Marks a request sent by a lower tier; its value is the lower tier's name.
-pub const TIER_HEADER: &str = "x-edgenet-tier";
-/// The scheme the lower tier's client used, which is part of the cache key (the same header
-/// carries a worker's scheme on the subrequest listener).
-pub const SCHEME_HEADER: &str = edgenet_workers::SCHEME_HEADER;
-
-/// The scheme a request's [`SCHEME_HEADER`] names (`http` unless it says `https`).
-pub fn header_scheme(headers: &http::HeaderMap) -> &'static str {
-    match headers.get(SCHEME_HEADER).map(|v| v.as_bytes()) {
-        Some(b"https") => "https",
-        _ => "http",
-    }
-}
 
 pub use edgenet_config::pop_dns_name;
 
@@ -54,130 +27,8 @@ pub struct BackboneFiles {
     pub ca: PathBuf,
 }
 
-/// What the client side needs: our certificate and key, and the CA to verify peers with.
-pub struct BackboneTls {
-    client: Arc<CertKey>,
-    ca: Arc<[WrappedX509]>,
-}
-
-fn wrap(der: &[u8]) -> WrappedX509 {
-    WrappedX509::new(der.to_vec(), |raw| {
-        pingora_core::utils::tls::parse_x509(raw)
-    })
-}
-
-impl BackboneTls {
-    /// Loads the identity.
-    pub fn load(files: &BackboneFiles) -> anyhow::Result<BackboneTls> {
-        let certs = edgenet_config::read_certs(&files.cert)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", files.cert.display()))?;
-        let key = edgenet_config::read_key(&files.key)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", files.key.display()))?;
-        let ca = edgenet_config::read_certs(&files.ca)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", files.ca.display()))?;
-        let client = CertKey::new(
-            certs.iter().map(|c| c.to_vec()).collect(),
-            key.secret_der().to_vec(),
-        );
-        let ca: Vec<WrappedX509> = ca.iter().map(|c| wrap(c)).collect();
-        Ok(BackboneTls {
-            client: Arc::new(client),
-            ca: Arc::from(ca.into_boxed_slice()),
-        })
-    }
-
-    /// A peer for PoP `name` at `address`: TLS verified against the backbone CA for the
-    /// PoP's name, our certificate offered, HTTP/2 preferred.
-    pub fn peer(&self, name: &str, address: SocketAddr) -> HttpPeer {
-        let mut peer = HttpPeer::new(address, true, pop_dns_name(name));
-        peer.client_cert_key = Some(self.client.clone());
-        peer.options.ca = Some(self.ca.clone());
-        peer.options.alpn = ALPN::H2H1;
-        peer.options.connection_timeout = Some(std::time::Duration::from_secs(1));
-        peer.options.total_connection_timeout = Some(std::time::Duration::from_secs(2));
-        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
-        peer
-    }
-}
-
-/// The listener's TLS: our certificate, client certificates required and verified against
-/// the backbone CA, HTTP/2 offered.
-pub fn server_tls(files: &BackboneFiles) -> anyhow::Result<TlsSettings> {
-    let path = |p: &Path| {
-        p.to_str()
-            .map(String::from)
-            .ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", p.display()))
-    };
-    let mut tls = TlsSettings::intermediate(&path(&files.cert)?, &path(&files.key)?)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in edgenet_config::read_certs(&files.ca)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", files.ca.display()))?
-    {
-        roots
-            .add(c)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", files.ca.display()))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-        .build()
-        .map_err(|e| anyhow::anyhow!("backbone client verifier: {e}"))?;
-    tls.set_client_cert_verifier(verifier);
-    tls.enable_h2();
-    Ok(tls)
-}
-
 /// PoP name → backbone address, from the control plane's PoP records.
 pub type PopDirectory = HashMap<String, SocketAddr>;
-
-/// The upper tier for a request: one of the zone's upper tiers, chosen by the cache key so
-/// each object has one home, skipping PoPs without a known address.
-pub fn choose_upper_tier<'a>(
-    upper: &'a [String],
-    pops: &PopDirectory,
-    key: &str,
-) -> Option<(&'a str, SocketAddr)> {
-    let usable: Vec<(&str, SocketAddr)> = upper
-        .iter()
-        .filter_map(|n| pops.get(n).map(|a| (n.as_str(), *a)))
-        .collect();
-    if usable.is_empty() {
-        return None;
-    }
-    // FNV-1a: stable across processes, so every lower tier picks the same upper tier.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    Some(usable[(h % usable.len() as u64) as usize])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_object_has_one_upper_tier_and_unknown_pops_are_skipped() {
-        let pops: PopDirectory = [
-            ("a".to_string(), "127.0.0.1:1".parse().unwrap()),
-            ("b".to_string(), "127.0.0.1:2".parse().unwrap()),
-        ]
-        .into();
-        let upper = vec!["a".to_string(), "b".to_string(), "gone".to_string()];
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..50 {
-            let key = format!("http://x.test/{i}");
-            let pick = choose_upper_tier(&upper, &pops, &key).unwrap();
-            assert_eq!(
-                choose_upper_tier(&upper, &pops, &key).unwrap(),
-                pick,
-                "stable"
-            );
-            assert_ne!(pick.0, "gone");
-            seen.insert(pick.0);
-        }
-        assert_eq!(seen.len(), 2, "objects spread over the upper tiers");
-        assert_eq!(choose_upper_tier(&upper, &PopDirectory::new(), "k"), None);
-    }
-}
 
 /// One measured link as PoPs share it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -380,130 +231,3 @@ impl BackboneState {
     }
 }
 
-/// A GET (or HEAD) with the backbone's headers, over a pooled connection.
-async fn backbone_get(
-    connector: &Connector,
-    peer: &HttpPeer,
-    method: &str,
-    path: &str,
-    host: &str,
-) -> Result<(u16, Vec<u8>, Duration), String> {
-    let mut req =
-        RequestHeader::build(method, path.as_bytes(), None).map_err(|e| format!("request: {e}"))?;
-    let _ = req.insert_header("host", host);
-    let _ = req.insert_header("user-agent", "edgenet-backbone");
-    let work = crate::health_check::exchange(connector, peer, Box::new(req), true);
-    tokio::time::timeout(PROBE_EVERY, work)
-        .await
-        .map_err(|_| format!("no answer within {PROBE_EVERY:?}"))?
-}
-
-/// Probes the other PoPs and the origins, pulls what the other PoPs measured, and re-decides
-/// the route to each origin, every second.
-pub struct Prober {
-    /// The node.
-    pub node: Arc<Node>,
-}
-
-/// Time between probe rounds.
-pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-
-#[async_trait]
-impl BackgroundService for Prober {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let connector = Arc::new(Connector::new(None));
-        let mut tick = tokio::time::interval(PROBE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            self.round(&connector).await;
-        }
-    }
-}
-
-impl Prober {
-    async fn round(&self, connector: &Arc<Connector>) {
-        let Some(tls) = self.node.backbone_tls.get() else {
-            return;
-        };
-        let me = self.node.name.clone();
-        let pops = self.node.pops.load_full();
-        let state = &self.node.backbone_state;
-        state.retain_pops(&pops);
-        let mut tasks = tokio::task::JoinSet::new();
-        for (name, addr) in pops.iter().filter(|(n, _)| **n != me) {
-            let peer = tls.peer(name, *addr);
-            let (name, connector, node) = (name.clone(), connector.clone(), self.node.clone());
-            tasks.spawn(async move {
-                let host = pop_dns_name(&name);
-                let rtt = backbone_get(&connector, &peer, "GET", PING_PATH, &host)
-                    .await
-                    .ok()
-                    .map(|(_, _, rtt)| rtt);
-                node.backbone_state.observe_pop(&name, rtt);
-                if let Ok((200, body, _)) =
-                    backbone_get(&connector, &peer, "GET", LINKS_PATH, &host).await
-                {
-                    if let Ok(links) = serde_json::from_slice::<Links>(&body) {
-                        node.backbone_state.learned(links);
-                    }
-                }
-            });
-        }
-        // Each origin server once, probed with its zone's connection settings.
-        let snapshot = self.node.snapshot.load_full();
-        let mut origins = Vec::new();
-        for zone in &snapshot.zones {
-            for (idx, m) in zone.pool.members().iter().enumerate() {
-                let addr = m.server.address;
-                if origins.contains(&addr) {
-                    continue;
-                }
-                origins.push(addr);
-                let host = zone
-                    .config
-                    .hostnames
-                    .iter()
-                    .find_map(|h| match h {
-                        edgenet_config::HostPattern::Exact(n) => Some(n.clone()),
-                        edgenet_config::HostPattern::Wildcard(_) => None,
-                    })
-                    .unwrap_or_else(|| addr.ip().to_string());
-                let peer = zone.origin_peer(idx, Some(&host));
-                let path = zone
-                    .config
-                    .origins
-                    .health_check
-                    .as_ref()
-                    .map_or("/".to_string(), |h| h.path.clone());
-                let (connector, node) = (connector.clone(), self.node.clone());
-                tasks.spawn(async move {
-                    let rtt = backbone_get(&connector, &peer, "HEAD", &path, &host)
-                        .await
-                        .ok()
-                        .map(|(_, _, rtt)| rtt);
-                    node.backbone_state.observe_origin(addr, rtt);
-                });
-            }
-        }
-        while tasks.join_next().await.is_some() {}
-        for c in state.decide(&me, &origins) {
-            let to = if c.to.is_direct() {
-                "direct".to_string()
-            } else {
-                format!("via {}", c.to.relays.join(" → "))
-            };
-            tracing::info!(origin = %c.origin, route = %to, cost_ms = c.cost, "backbone route");
-        }
-    }
-}
-
-/// The backbone's liveness endpoint (answered by the backbone listener).
-pub const PING_PATH: &str = "/.edgenet/ping";
-/// Where a PoP shares its measurements (answered by the backbone listener).
-pub const LINKS_PATH: &str = "/.edgenet/links";
-/// Sent with a relayed request: the origin address the relay forwards it to.
-pub const RELAY_HEADER: &str = "x-edgenet-relay-to";

@@ -1,14 +1,15 @@
-//! Proxy semantics on the way to the origin and back (RFC 9110 section 7.6, RFC 7239).
+//! Proxy semantics on the way to the origin and back (RFC 9110 section 7.6, RFC 7239), for
+//! stages 9 to 11: removes hop-by-hop fields, adds `Via`, `X-Forwarded-For`,
+//! `X-Forwarded-Proto` and `Forwarded`. Framing fields (`Content-Length`,
+//! `Transfer-Encoding`) are left to the HTTP engine, which re-frames bodies for each hop.
 //!
-//! Removes hop-by-hop fields, adds `Via`, `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`,
-//! and applies the zone's Host and header rules. Framing fields (`Content-Length`,
-//! `Transfer-Encoding`) are left to Pingora, which re-frames bodies for each hop itself.
+//! Heads are edited through [`HeaderEditExt`], which the adapter implements for its engine's
+//! heads (and this module for `http::HeaderMap`), so these rules know no engine.
 
 use std::net::IpAddr;
 
 use crate::header_rules::HeaderEdit;
 use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED, UPGRADE, VIA};
-use pingora_http::{RequestHeader, ResponseHeader};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -76,7 +77,11 @@ pub fn via_value(version: &str, node: &str) -> HeaderValue {
 }
 
 /// Prepares the request head that goes to the origin (a copy of the client's).
-pub fn prepare_upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>, upgrade: bool) {
+pub fn prepare_upstream_request(
+    req: &mut impl HeaderEditExt,
+    client: &ClientInfo<'_>,
+    upgrade: bool,
+) {
     strip_hop_by_hop(req, upgrade);
     append_list(req, &VIA, client.via);
     if let Some(ip) = client.ip {
@@ -111,7 +116,7 @@ pub fn prepare_upstream_request(req: &mut RequestHeader, client: &ClientInfo<'_>
 
 /// Prepares a response head for the client.
 pub fn prepare_downstream_response(
-    resp: &mut ResponseHeader,
+    resp: &mut impl HeaderEditExt,
     client: &ClientInfo<'_>,
     upgrade: bool,
 ) {
@@ -141,8 +146,9 @@ fn is_token_safe(s: &str) -> bool {
         .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }
 
-/// Reading and editing Pingora's request and response heads through their own methods, so the
-/// case-preserving map that Pingora keeps for HTTP/1 stays in step with the header map.
+/// Reading and editing a request or response head. An engine's heads implement it through
+/// their own methods (Pingora keeps a case-preserving map for HTTP/1 in step with the header
+/// map).
 pub trait HeaderEditExt {
     /// Every value of `name`.
     fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue>;
@@ -154,27 +160,22 @@ pub trait HeaderEditExt {
     fn remove(&mut self, name: &HeaderName);
 }
 
-macro_rules! impl_header_edit {
-    ($t:ty) => {
-        impl HeaderEditExt for $t {
-            fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
-                self.headers.get_all(name).iter()
-            }
-            fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-                // Insertion of a valid HeaderName and HeaderValue cannot fail.
-                let _ = self.insert_header(name.clone(), value.clone());
-            }
-            fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
-                let _ = self.append_header(name.clone(), value.clone());
-            }
-            fn remove(&mut self, name: &HeaderName) {
-                self.remove_header(name);
-            }
-        }
-    };
+impl HeaderEditExt for http::HeaderMap {
+    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
+        self.get_all(name).iter()
+    }
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.insert(name.clone(), value.clone());
+    }
+    fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.append(name.clone(), value.clone());
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        http::HeaderMap::remove(self, name);
+    }
 }
 
-/// Adapts a Pingora head to `HeaderEdit`, for the zone's header rules.
+/// Adapts a head to `HeaderEdit`, for the zone's header rules.
 pub struct Edit<'a, T: HeaderEditExt>(pub &'a mut T);
 
 impl<T: HeaderEditExt> HeaderEdit for Edit<'_, T> {
@@ -189,8 +190,6 @@ impl<T: HeaderEditExt> HeaderEdit for Edit<'_, T> {
     }
 }
 
-impl_header_edit!(RequestHeader);
-impl_header_edit!(ResponseHeader);
 
 #[cfg(test)]
 mod tests {
@@ -209,36 +208,34 @@ mod tests {
 
     #[test]
     fn request_gets_forwarding_fields_and_loses_hop_by_hop() {
-        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
-        req.insert_header("host", "example.com").unwrap();
-        req.insert_header("connection", "keep-alive, x-secret")
-            .unwrap();
-        req.insert_header("x-secret", "1").unwrap();
-        req.insert_header("keep-alive", "timeout=5").unwrap();
-        req.insert_header("te", "trailers").unwrap();
-        req.insert_header("upgrade", "h2c").unwrap();
-        req.insert_header("x-forwarded-for", "198.51.100.1")
-            .unwrap();
-        req.insert_header("x-forwarded-proto", "https").unwrap();
-        req.insert_header("via", "1.1 other").unwrap();
+        let mut req = http::HeaderMap::new();
+        req.insert("host", "example.com".parse().unwrap());
+        req.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        req.insert("x-secret", "1".parse().unwrap());
+        req.insert("keep-alive", "timeout=5".parse().unwrap());
+        req.insert("te", "trailers".parse().unwrap());
+        req.insert("upgrade", "h2c".parse().unwrap());
+        req.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        req.insert("x-forwarded-proto", "https".parse().unwrap());
+        req.insert("via", "1.1 other".parse().unwrap());
         prepare_upstream_request(&mut req, &client(), false);
         for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
-            assert!(req.headers.get(gone).is_none(), "{gone} should be removed");
+            assert!(req.get(gone).is_none(), "{gone} should be removed");
         }
-        assert_eq!(req.headers["x-forwarded-for"], "198.51.100.1, 192.0.2.7");
-        assert_eq!(req.headers["via"], "1.1 other, 1.1 pop-a");
-        assert_eq!(req.headers["x-forwarded-proto"], "https");
+        assert_eq!(req["x-forwarded-for"], "198.51.100.1, 192.0.2.7");
+        assert_eq!(req["via"], "1.1 other, 1.1 pop-a");
+        assert_eq!(req["x-forwarded-proto"], "https");
         assert_eq!(
-            req.headers["forwarded"],
+            req["forwarded"],
             "for=192.0.2.7;proto=https;host=example.com"
         );
-        assert_eq!(req.headers["host"], "example.com");
+        assert_eq!(req["host"], "example.com");
     }
 
     #[test]
     fn ipv6_forwarded_is_quoted_and_spoofed_proto_is_replaced() {
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("x-forwarded-proto", "https").unwrap();
+        let mut req = http::HeaderMap::new();
+        req.insert("x-forwarded-proto", "https".parse().unwrap());
         let c = ClientInfo {
             ip: Some("2001:db8::1".parse().unwrap()),
             proto: "http",
@@ -246,31 +243,30 @@ mod tests {
         };
         prepare_upstream_request(&mut req, &c, false);
         assert_eq!(
-            req.headers["forwarded"],
+            req["forwarded"],
             "for=\"[2001:db8::1]\";proto=http;host=example.com"
         );
-        assert_eq!(req.headers["x-forwarded-proto"], "http");
+        assert_eq!(req["x-forwarded-proto"], "http");
     }
 
     #[test]
     fn upgrade_keeps_connection_upgrade() {
-        let mut req = RequestHeader::build("GET", b"/ws", None).unwrap();
-        req.insert_header("connection", "Upgrade").unwrap();
-        req.insert_header("upgrade", "websocket").unwrap();
+        let mut req = http::HeaderMap::new();
+        req.insert("connection", "Upgrade".parse().unwrap());
+        req.insert("upgrade", "websocket".parse().unwrap());
         prepare_upstream_request(&mut req, &client(), true);
-        assert_eq!(req.headers["connection"], "upgrade");
-        assert_eq!(req.headers["upgrade"], "websocket");
+        assert_eq!(req["connection"], "upgrade");
+        assert_eq!(req["upgrade"], "websocket");
     }
 
     #[test]
     fn connection_cannot_remove_framing() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.insert_header("content-length", "5").unwrap();
-        resp.insert_header("connection", "content-length, close")
-            .unwrap();
+        let mut resp = http::HeaderMap::new();
+        resp.insert("content-length", "5".parse().unwrap());
+        resp.insert("connection", "content-length, close".parse().unwrap());
         prepare_downstream_response(&mut resp, &client(), false);
-        assert_eq!(resp.headers["content-length"], "5");
-        assert!(resp.headers.get("connection").is_none());
-        assert_eq!(resp.headers["via"], "1.1 pop-a");
+        assert_eq!(resp["content-length"], "5");
+        assert!(resp.get("connection").is_none());
+        assert_eq!(resp["via"], "1.1 pop-a");
     }
 }

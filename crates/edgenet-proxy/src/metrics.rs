@@ -64,15 +64,7 @@ pub struct Metrics {
 }
 
 /// How the cache handled a request, as metric labels.
-pub const CACHE_RESULTS: [&str; 7] = [
-    "hit",
-    "miss",
-    "expired",
-    "revalidated",
-    "stale",
-    "bypass",
-    "uncacheable",
-];
+pub use edgenet_cache::status::RESULTS as CACHE_RESULTS;
 
 /// Metric handles of one zone.
 pub struct ZoneMetrics {

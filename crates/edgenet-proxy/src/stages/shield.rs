@@ -1,20 +1,68 @@
-//! The rate-limiting stage: a zone's rate limits, each a `edgenet_shield::limiter::Limiter`
-//! kept across reloads (by zone, id and settings), counted per key built from the rule's
-//! characteristics.
+//! Stage 5, shield: automatic L7 DDoS mitigation (a zone's `edgenet_shield::ddos::Detector`)
+//! and rate limits (each an `edgenet_shield::limiter::Limiter`), kept across reloads by zone
+//! and settings and counted per key built from the request; and the cap on connections per
+//! client address (stage 1's, counted here with the rest of the shield's state).
+//!
+//! [`screen`] runs the zone's checks in their order: a mitigated fingerprint is refused before
+//! any rule runs (it is the cheapest to refuse), then the WAF (stage 6), then rate limits,
+//! which a WAF `allow` skips.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use edgenet_config::{Characteristic, RateLimit, RateLimitActionSection};
+use edgenet_config::{Characteristic, RateLimit, RateLimitAction};
 use edgenet_rules::expr::Request;
 use edgenet_shield::limiter::{Decision, Limiter};
 use edgenet_shield::window::key_hash;
 
+use super::waf::{self, RequestView, Verdict};
 use crate::lock;
-use crate::state::ZoneRuntime;
-use crate::waf::RequestView;
+use crate::snapshot::ZoneRuntime;
+
+/// What the shield and the rules decided for a request.
+#[derive(Debug)]
+pub enum Screen {
+    /// Go on.
+    Pass,
+    /// Under an active DDoS mitigation: 429, retry after this many seconds.
+    Mitigated {
+        /// Seconds until the mitigation ends.
+        retry_after: u64,
+    },
+    /// A WAF rule blocked it: the rule's index in the zone's rules.
+    Blocked(usize),
+    /// A rate limit limited it (with a block, or only logged).
+    Limited(Limited),
+}
+
+/// Whether the zone has anything to screen with (so requests of zones without DDoS
+/// mitigation, rules or limits skip building a request view).
+pub fn guarded(zone: &ZoneRuntime) -> bool {
+    zone.ddos.is_some() || !(zone.config.waf.is_empty() && zone.config.rate_limits.is_empty())
+}
+
+/// Runs the zone's DDoS detector, WAF rules and rate limits on a request, in that order;
+/// `waf_log` gets `id:action` of each rule that matched.
+pub fn screen(
+    zone: &ZoneRuntime,
+    view: &RequestView<'_>,
+    registry: &ShieldRegistry,
+    waf_log: &mut Option<String>,
+) -> Screen {
+    if let Some(retry_after) = ddos_check(zone, view, registry) {
+        return Screen::Mitigated { retry_after };
+    }
+    match waf::evaluate(zone, view, waf_log) {
+        Verdict::Block(idx) => Screen::Blocked(idx),
+        Verdict::Pass { allowed: true } => Screen::Pass,
+        Verdict::Pass { allowed: false } => match check(zone, view, registry) {
+            Some(l) => Screen::Limited(l),
+            None => Screen::Pass,
+        },
+    }
+}
 
 /// Limiters by zone, rule id and settings, so a reload keeps their counts.
 pub struct ShieldRegistry {
@@ -87,6 +135,7 @@ fn cookie<'a>(header: &'a [u8], name: &str) -> &'a [u8] {
 }
 
 /// A rate limit that decided against the request.
+#[derive(Debug)]
 pub struct Limited {
     /// The rule.
     pub rule: usize,
@@ -121,7 +170,7 @@ pub fn check(
             zone.rate_limit_hits[idx].inc();
             return Some(Limited {
                 rule: idx,
-                block: rule.action == RateLimitActionSection::Block,
+                block: rule.action == RateLimitAction::Block,
                 retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
             });
         }
@@ -140,6 +189,23 @@ mod tests {
         assert_eq!(cookie(b"a=1", "missing"), b"");
         assert_eq!(cookie(b"novalue; a=1", "novalue"), b"");
     }
+
+    #[test]
+    fn connections_per_address_are_capped_and_freed_on_drop() {
+        let counts = ClientConnectionCounts::default();
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = counts.acquire(a, 2).unwrap();
+        let second = counts.acquire(a, 2).unwrap();
+        assert!(counts.acquire(a, 2).is_none(), "at the cap");
+        assert!(counts.acquire(b, 2).is_some(), "per address");
+        drop(first);
+        let third = counts.acquire(a, 2);
+        assert!(third.is_some(), "a closed connection frees its place");
+        drop((second, third));
+        assert!(lock(&counts.open).is_empty(), "no entry is left behind");
+        let many: Vec<_> = (0..1000).map(|_| counts.acquire(a, 0).unwrap()).collect();
+        assert_eq!(many.len(), 1000, "0 is no cap");
+    }
 }
 
 /// Open client connections per address, for `limits.max_connections_per_client`.
@@ -155,13 +221,8 @@ pub struct ConnectionSlot<'a> {
 }
 
 impl ClientConnectionCounts {
-    /// Counts a new connection from `ip`, or `None` when the address is at the cap.
-    pub fn acquire(
-        &self,
-        ip: std::net::IpAddr,
-        snapshot: &crate::state::Snapshot,
-    ) -> Option<ConnectionSlot<'_>> {
-        let cap = snapshot.config.limits.max_connections_per_client;
+    /// Counts a new connection from `ip`, or `None` when the address is at `cap` (0: no cap).
+    pub fn acquire(&self, ip: std::net::IpAddr, cap: u32) -> Option<ConnectionSlot<'_>> {
         let mut open = lock(&self.open);
         let n = open.entry(ip).or_insert(0);
         if cap != 0 && *n >= cap {
@@ -189,7 +250,7 @@ impl ShieldRegistry {
     pub fn detector(
         &self,
         zone: &str,
-        d: &edgenet_config::DdosSection,
+        d: &edgenet_config::Ddos,
     ) -> Arc<Mutex<edgenet_shield::ddos::Detector>> {
         let key = format!(
             "ddos/{zone}/{}/{}/{:?}",

@@ -1,23 +1,13 @@
-//! The WAF stage: a zone's rules (Cloudflare Rules language, compiled at load) evaluated in
+//! Stage 6, WAF: a zone's rules (Cloudflare Rules language, compiled at load) evaluated in
 //! order against a view of the request; the first terminating match decides.
 
 use std::net::IpAddr;
 
-use edgenet_config::WafActionSection;
+use edgenet_config::WafAction;
 use edgenet_rules::expr::Request;
-use pingora_http::RequestHeader;
+use http::request::Parts;
 
-use crate::state::ZoneRuntime;
-
-/// The label of an action in metrics and logs.
-pub fn action_name(a: WafActionSection) -> &'static str {
-    match a {
-        WafActionSection::Block => "block",
-        WafActionSection::Log => "log",
-        WafActionSection::Skip => "skip",
-        WafActionSection::Allow => "allow",
-    }
-}
+use crate::snapshot::ZoneRuntime;
 
 /// Headers indexed per request; a request with more falls back to the header map's lookups.
 const INDEXED_HEADERS: usize = 32;
@@ -29,7 +19,9 @@ const INDEXED_HEADERS: usize = 32;
 /// view indexes the headers once, in order, and answers by comparing names.
 pub struct RequestView<'a> {
     /// The head.
-    pub req: &'a RequestHeader,
+    pub req: &'a Parts,
+    /// The request target as sent (`http.request.full_uri`'s path and query).
+    pub target: &'a [u8],
     /// The Host (or :authority) without port handling: as sent.
     pub host: &'a [u8],
     /// The client address.
@@ -46,8 +38,8 @@ pub struct RequestView<'a> {
 }
 
 impl<'a> RequestView<'a> {
-    /// The view of `req` from `ip`.
-    pub fn new(req: &'a RequestHeader, host: &'a [u8], ip: IpAddr, ssl: bool) -> Self {
+    /// The view of `req` (its target as sent: `target`) from `ip`.
+    pub fn new(req: &'a Parts, target: &'a [u8], host: &'a [u8], ip: IpAddr, ssl: bool) -> Self {
         let mut headers = [(&b""[..], &b""[..], false); INDEXED_HEADERS];
         let mut indexed = 0;
         let mut overflow = false;
@@ -64,6 +56,7 @@ impl<'a> RequestView<'a> {
         }
         RequestView {
             req,
+            target,
             host,
             ip,
             ssl,
@@ -84,7 +77,7 @@ impl Request for RequestView<'_> {
         self.req.method.as_str().as_bytes()
     }
     fn uri(&self) -> &[u8] {
-        self.req.raw_path()
+        self.target
     }
     fn path(&self) -> &[u8] {
         self.req.uri.path().as_bytes()
@@ -170,7 +163,7 @@ pub fn evaluate(
             continue;
         }
         zone.waf_hits[idx].inc();
-        let entry = format!("{}:{}", rule.id, action_name(rule.action));
+        let entry = format!("{}:{}", rule.id, rule.action.name());
         match matched {
             Some(m) => {
                 m.push(',');
@@ -179,10 +172,10 @@ pub fn evaluate(
             None => *matched = Some(entry),
         }
         match rule.action {
-            WafActionSection::Block => return Verdict::Block(idx),
-            WafActionSection::Log => {}
-            WafActionSection::Skip => return Verdict::Pass { allowed: false },
-            WafActionSection::Allow => return Verdict::Pass { allowed: true },
+            WafAction::Block => return Verdict::Block(idx),
+            WafAction::Log => {}
+            WafAction::Skip => return Verdict::Pass { allowed: false },
+            WafAction::Allow => return Verdict::Pass { allowed: true },
         }
     }
     Verdict::Pass { allowed: false }
@@ -192,12 +185,12 @@ pub fn evaluate(
 mod tests {
     use super::*;
 
-    fn head(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("GET", b"/a?b=c", None).unwrap();
+    fn head(headers: &[(&str, &str)]) -> Parts {
+        let mut req = http::Request::builder().uri("/a?b=c");
         for (n, v) in headers {
-            req.append_header(n.to_string(), *v).unwrap();
+            req = req.header(*n, *v);
         }
-        req
+        req.body(()).unwrap().into_parts().0
     }
 
     #[test]
@@ -208,7 +201,7 @@ mod tests {
             ("Accept", "*/*"),
             ("X-Tag", "two"),
         ]);
-        let v = RequestView::new(&req, b"h", IpAddr::from([127, 0, 0, 1]), false);
+        let v = RequestView::new(&req, b"/a?b=c", b"h", IpAddr::from([127, 0, 0, 1]), false);
         assert_eq!(v.header("user-agent", 0), Some(&b"ua"[..]));
         assert_eq!(v.header("x-tag", 0), Some(&b"one"[..]));
         assert_eq!(v.header("x-tag", 1), Some(&b"two"[..]));
@@ -225,7 +218,7 @@ mod tests {
             .collect();
         let pairs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let req = head(&pairs);
-        let v = RequestView::new(&req, b"h", IpAddr::from([127, 0, 0, 1]), false);
+        let v = RequestView::new(&req, b"/a?b=c", b"h", IpAddr::from([127, 0, 0, 1]), false);
         let last = format!("x-h{}", INDEXED_HEADERS + 4);
         assert_eq!(
             v.header(&last, 0),

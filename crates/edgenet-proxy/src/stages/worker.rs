@@ -3,14 +3,24 @@
 //! matches. A worker's own requests come back in on the node's subrequest listener (a Unix
 //! socket only this node's user can open), which takes them at the cache stage (8): no
 //! shield, WAF or worker runs on them again.
+//!
+//! A worker's response is [`gather`]ed up to [`BUFFER`] bytes before its head goes out: a
+//! short body gets a `Content-Length`, and a worker that fails early still gets an error page
+//! ([`error_status`]). A longer body streams as the worker writes it.
 
 use std::fmt::Display;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
-use edgenet_config::{Config, WorkerRuntime, Zone};
-use edgenet_workers::{Limits, Pipeline, Runtime, Worker, WorkerError};
+use bytes::{Bytes, BytesMut};
+use edgenet_config::{Config, HeaderRule, WorkerRuntime, Zone};
+use edgenet_workers::{Limits, Pipeline, ResponseBody, Runtime, Worker, WorkerError};
+use http_body_util::BodyExt;
+
+use crate::header_rules::apply_header_rules;
+
+/// How much of a worker's response body is gathered before its head is sent.
+pub const BUFFER: usize = 64 * 1024;
 
 /// The node's worker runtime (made when the first worker is deployed) and where workers'
 /// requests go.
@@ -179,7 +189,7 @@ pub const CLIENT_IP_HEADER: &str = "cf-connecting-ip";
 /// The request as a worker sees it: an absolute URI (`scheme://host/path`), the client's
 /// headers with its address in [`CLIENT_IP_HEADER`], and its body.
 pub fn worker_request(
-    req: &pingora_http::RequestHeader,
+    req: &http::request::Parts,
     scheme: &str,
     host: &str,
     client: Option<std::net::IpAddr>,
@@ -218,51 +228,131 @@ pub fn is_hop_header(name: &http::HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-/// Makes way for this node's subrequest socket: removes a stale one at `path`, and those of
-/// nodes that are gone (`edgenet-subrequests-PID.sock` beside it with no process PID: a node
-/// killed without draining leaves its socket behind).
-pub fn prepare_socket(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    let Some(dir) = path.parent() else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("edgenet-subrequests-"))
-            .and_then(|n| n.strip_suffix(".sock"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_file(entry.path());
+/// A worker's response as far as it was gathered before its head goes out.
+pub struct Gathered {
+    /// Its status and headers.
+    pub parts: http::response::Parts,
+    /// The rest of its body, if it has not ended.
+    pub body: ResponseBody,
+    /// What it wrote so far (at least [`BUFFER`] bytes unless it ended).
+    pub buffered: Bytes,
+    /// The body ended within [`BUFFER`] bytes: `buffered` is all of it.
+    pub ended: bool,
+}
+
+/// Runs the worker on `req` until it has set its response and written [`BUFFER`] bytes of
+/// body, or ended it.
+pub async fn gather(
+    worker: &Worker,
+    req: hyper::Request<edgenet_workers::RequestBody>,
+) -> Result<Gathered, WorkerError> {
+    let (parts, mut body) = worker.stream(req).await?.into_parts();
+    let mut buffered = BytesMut::new();
+    while buffered.len() < BUFFER {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffered.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Ok(Gathered {
+                    parts,
+                    body,
+                    buffered: buffered.freeze(),
+                    ended: true,
+                })
             }
         }
     }
+    Ok(Gathered {
+        parts,
+        body,
+        buffered: buffered.freeze(),
+        ended: false,
+    })
+}
+
+/// The headers of a worker's response as the client gets them: the worker's, but the framing
+/// ones (the proxy's), then `Content-Length` when the whole body is known, the zone's
+/// response header rules and the request id.
+pub fn response_headers(
+    parts: &http::response::Parts,
+    rules: &[HeaderRule],
+    request_id: &str,
+    length: Option<usize>,
+) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(parts.headers.len() + 3);
+    for (name, value) in parts.headers.iter() {
+        if !is_hop_header(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(n) = length {
+        headers.insert(http::header::CONTENT_LENGTH, n.into());
+    }
+    apply_header_rules(rules, &mut headers);
+    if let Ok(v) = http::HeaderValue::from_str(request_id) {
+        headers.insert(super::respond::REQUEST_ID, v);
+    }
+    headers
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn sockets_of_nodes_that_are_gone_are_removed() {
-        let dir = std::env::temp_dir().join(format!("edgenet-sockets-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let sock = |pid: u32| dir.join(format!("edgenet-subrequests-{pid}.sock"));
-        let (gone, alive, other) = (sock(4_000_000_000), sock(1), dir.join("unrelated.sock"));
-        for f in [&gone, &alive, &other] {
-            std::fs::write(f, b"").unwrap();
-        }
-        let mine = sock(std::process::id());
-        std::fs::write(&mine, b"").unwrap();
-        super::prepare_socket(&mine);
-        assert!(!gone.exists() && !mine.exists());
-        assert!(
-            alive.exists() && other.exists(),
-            "pid 1 lives; other files stay"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+    fn the_worker_request_names_the_client_and_replaces_a_sent_address() {
+        let parts = http::Request::builder()
+            .method("POST")
+            .uri("/api?x=1")
+            .header("cf-connecting-ip", "203.0.113.9")
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let ip = "192.0.2.4".parse().ok();
+        let req = worker_request(&parts, "https", "shop.test", ip, Bytes::new()).unwrap();
+        assert_eq!(req.uri(), "https://shop.test/api?x=1");
+        assert_eq!(req.method(), http::Method::POST);
+        let ips: Vec<_> = req.headers().get_all(CLIENT_IP_HEADER).iter().collect();
+        assert_eq!(ips, ["192.0.2.4"]);
+        assert_eq!(req.headers()["x-a"], "1");
+    }
+
+    #[test]
+    fn framing_headers_are_the_proxys() {
+        let (parts, ()) = http::Response::builder()
+            .status(201)
+            .header("content-length", "999")
+            .header("transfer-encoding", "chunked")
+            .header("connection", "close")
+            .header("x-worker", "yes")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let rule = HeaderRule {
+            action: edgenet_config::HeaderAction::Set,
+            name: http::HeaderName::from_static("x-zone"),
+            value: Some(http::HeaderValue::from_static("z")),
+        };
+        let h = response_headers(&parts, &[rule], "abc", Some(5));
+        assert_eq!(h["content-length"], "5");
+        assert!(h.get("transfer-encoding").is_none() && h.get("connection").is_none());
+        assert_eq!(h["x-worker"], "yes");
+        assert_eq!(h["x-zone"], "z");
+        assert_eq!(h["x-request-id"], "abc");
+        assert!(response_headers(&parts, &[], "abc", None)
+            .get("content-length")
+            .is_none());
+    }
+
+    #[test]
+    fn limits_are_503_a_slow_worker_504() {
+        assert_eq!(error_status(&WorkerError::Busy), 503);
+        assert_eq!(error_status(&WorkerError::NoResponse), 500);
     }
 }

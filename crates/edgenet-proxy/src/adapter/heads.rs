@@ -1,0 +1,101 @@
+//! Pingora's request and response heads for the stages (`HeaderEditExt`, through Pingora's own
+//! methods so its case-preserving header map stays in step), and the PoP's own answers written
+//! to a session: a complete uncached response, an error page, a 429.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+
+use super::ctx::Ctx;
+use crate::core::Core;
+use crate::forwarding::HeaderEditExt;
+use crate::stages::respond::{error_page, limited_page, via_index, REQUEST_ID};
+
+macro_rules! impl_header_edit {
+    ($t:ty) => {
+        impl HeaderEditExt for $t {
+            fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
+                self.headers.get_all(name).iter()
+            }
+            fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+                // Insertion of a valid HeaderName and HeaderValue cannot fail.
+                let _ = self.insert_header(name.clone(), value.clone());
+            }
+            fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
+                let _ = self.append_header(name.clone(), value.clone());
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+
+impl_header_edit!(RequestHeader);
+impl_header_edit!(ResponseHeader);
+
+/// A complete response that is not cached, with `Retry-After` when given.
+pub async fn respond_body(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Vec<u8>,
+    retry_after: Option<u64>,
+) {
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+        return;
+    };
+    let _ = resp.insert_header(CONTENT_TYPE, content_type);
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(secs) = retry_after {
+        let _ = resp.insert_header(http::header::RETRY_AFTER, secs.to_string());
+    }
+    let _ = session.write_response_header(Box::new(resp), false).await;
+    let _ = session.write_response_body(Some(body.into()), true).await;
+}
+
+/// 429 with Retry-After, naming the limit.
+pub async fn respond_limited(core: &Core, session: &mut Session, rule: &str, retry_after: u64) {
+    let body = limited_page(rule, &core.name);
+    let ctype = "text/plain; charset=utf-8";
+    respond_body(session, 429, ctype, body.into_bytes(), Some(retry_after)).await;
+}
+
+/// Writes a short plain-text error page naming the PoP and the request id.
+pub async fn respond_error(
+    core: &Core,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    reason: &str,
+) {
+    let body = error_page(status, reason, &core.name, &ctx.req.id);
+    let mut resp = match ResponseHeader::build(status, Some(4)) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let _ = resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8");
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if let Ok(v) = HeaderValue::from_str(&ctx.req.id) {
+        let _ = resp.insert_header(REQUEST_ID, v);
+    }
+    let via = &core.via[via_index(session.req_header().version)];
+    let _ = resp.insert_header(http::header::VIA, via.clone());
+    ctx.log.error.get_or_insert_with(|| reason.to_string());
+    // A malformed or misrouted request may have a body we will not read: do not reuse.
+    session.set_keepalive(None);
+    let is_head = session.req_header().method == http::Method::HEAD;
+    if session
+        .write_response_header(Box::new(resp), is_head)
+        .await
+        .is_ok()
+        && !is_head
+    {
+        let _ = session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await;
+    }
+}
