@@ -11,7 +11,7 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 
-use crate::state::Node;
+use crate::node::Node;
 
 /// The admin HTTP app.
 pub struct Admin {
@@ -42,18 +42,18 @@ impl ServeHttp for Admin {
                 text(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    self.node.metrics.render(),
+                    self.node.core.metrics.render(),
                 )
             }
             "/health" => text(200, "text/plain", b"ok\n".to_vec()),
             "/cache/purge" => self.purge(session).await,
             "/backbone" => json(
                 200,
-                serde_json::json!({"success": true, "result": self.node.backbone_state.status_json(&self.node.name)}),
+                serde_json::json!({"success": true, "result": self.node.core.backbone.status_json(&self.node.core.name)}),
             ),
             "/anycast" | "/anycast/drain" | "/anycast/undrain" => self.anycast(session, &path),
             "/ready" => {
-                let snap = self.node.snapshot.load();
+                let snap = self.node.core.snapshot.load();
                 if self.node.is_ready() {
                     text(
                         200,
@@ -135,7 +135,7 @@ impl Admin {
 
     /// Storage-level cache figures are read from the tiers when scraped.
     fn update_cache_gauges(&self) {
-        let m = &self.node.metrics;
+        let m = &self.node.core.metrics;
         let tier = |name: &str, stored: u64, objects: usize, evicted: u64| {
             m.cache_stored_bytes
                 .with_label_values(&[name])
@@ -146,14 +146,14 @@ impl Admin {
             let evictions = m.cache_evictions.with_label_values(&[name]);
             evictions.inc_by(evicted.saturating_sub(evictions.get()));
         };
-        let memory = self.node.cache.memory;
+        let memory = self.node.core.cache.memory;
         tier(
             "memory",
             memory.stored_bytes() as u64,
             memory.len(),
             memory.evictions(),
         );
-        if let Some(disk) = self.node.cache.disk {
+        if let Some(disk) = self.node.core.cache.disk {
             tier("disk", disk.stored_bytes(), disk.len(), disk.evictions());
             let errors = &m.cache_disk_errors;
             errors.inc_by(disk.errors().saturating_sub(errors.get()));
@@ -186,7 +186,7 @@ impl Admin {
             Ok(r) => r,
             Err(e) => return json_error(400, format!("body: {e}")),
         };
-        let snapshot = self.node.snapshot.load();
+        let snapshot = self.node.core.snapshot.load();
         let Some(zone) = snapshot.config.zones.iter().find(|z| z.name == req.zone) else {
             return json_error(
                 404,
@@ -216,6 +216,7 @@ impl Admin {
         };
         let rules = self
             .node
+            .core
             .cache
             .purges
             .purge(&req.zone, &purge, std::time::SystemTime::now());

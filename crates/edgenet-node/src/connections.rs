@@ -1,17 +1,19 @@
-//! The client connection guard: a stream between the socket (or TLS session) and Pingora that
-//! enforces what Pingora and the `h2` crate leave open.
+//! Client connections (stage 1): [`ClientConnections`] owns each one. It counts it (and
+//! refuses an address over `limits.max_connections_per_client`), wraps it in a [`Guarded`]
+//! stream, tells HTTP/2 prior knowledge from HTTP/1 on plain listeners with h2c, and for
+//! HTTP/1 runs Pingora's keep-alive loop itself so every request head must arrive in time.
 //!
+//! The guard enforces what Pingora and the `h2` crate leave open:
 //! - Request heads: [`Guarded::read_head`] waits for a complete HTTP/1 request head within
 //!   `limits.header_timeout` (after at most `limits.keepalive_timeout` of idleness between
 //!   requests), then replays the bytes to Pingora. Pingora's own read timeout is per read, so
 //!   a slowloris client sending a byte every few seconds would otherwise hold a connection
 //!   for ever; this covers plain and TLS connections and every request of a kept-alive one.
-//! - HTTP/2 control-frame floods: `h2` answers every PING and SETTINGS frame (one at a time,
-//!   so memory stays bounded) but never gives up on a client that keeps sending them, which
-//!   costs a write per frame. [`H2Watch`] follows the client's frame headers and, past
-//!   `limits.h2_max_control_frames` PING, SETTINGS and PRIORITY frames in a 10 s window,
-//!   the guard sends GOAWAY (ENHANCE_YOUR_CALM) and ends the connection. Rapid reset and
-//!   CONTINUATION floods are `h2`'s own limits (see `server::h2_limits`).
+//! - HTTP/2 control-frame floods: `edgenet_http::h2::H2Watch` follows the client's frame
+//!   headers and, past `limits.h2_max_control_frames` PING, SETTINGS and PRIORITY frames in a
+//!   10 s window, the guard sends GOAWAY (ENHANCE_YOUR_CALM) at a frame boundary and ends the
+//!   connection. Rapid reset and CONTINUATION floods are `h2`'s own limits (see
+//!   `server::h2_limits`).
 
 use std::fmt;
 use std::io;
@@ -21,6 +23,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use edgenet_http::h2::{goaway, Frames, H2Watch, H2_PREFACE};
+use edgenet_proxy::adapter::peers::hello_key;
+use edgenet_proxy::Core;
+use pingora_core::apps::{HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use prometheus::IntGauge;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{
     l4::socket::SocketAddr, raw_connect::ProxyDigest, SocketDigest, TimingDigest,
@@ -31,171 +39,6 @@ use pingora_core::protocols::{
 };
 use pingora_core::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-
-/// The HTTP/2 connection preface.
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The window control frames are counted over.
-const WINDOW: Duration = Duration::from_secs(10);
-
-/// Frame types counted as control frames.
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const PRIORITY: u8 = 0x2;
-const HEADERS: u8 = 0x1;
-const ACK: u8 = 0x1;
-
-/// Follows the frames a client sends on an HTTP/2 connection (pure: bytes and time in).
-#[derive(Debug)]
-pub struct H2Watch {
-    state: WatchState,
-    frames: Frames,
-    limit: u32,
-    window_start: Instant,
-    in_window: u32,
-    /// The highest client stream id seen in HEADERS (GOAWAY's last stream id).
-    pub last_stream: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WatchState {
-    /// Reading the preface; `n` bytes of it matched so far.
-    Preface(usize),
-    Frames,
-    /// Not HTTP/2: nothing to follow.
-    Off,
-}
-
-/// A flood: the frame kind and where in the fed bytes its header began.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Flood {
-    /// `ping`, `settings` or `priority`.
-    pub kind: &'static str,
-    /// Bytes of the fed slice before the frame that went over the limit.
-    pub at: usize,
-}
-
-impl H2Watch {
-    /// A watch allowing `limit` control frames per 10 s.
-    pub fn new(limit: u32, now: Instant) -> H2Watch {
-        H2Watch {
-            state: WatchState::Preface(0),
-            frames: Frames::default(),
-            limit,
-            window_start: now,
-            in_window: 0,
-            last_stream: 0,
-        }
-    }
-
-    /// Feeds bytes the client sent, in order; returns the first flood found in them.
-    pub fn feed(&mut self, bytes: &[u8], now: Instant) -> Option<Flood> {
-        let mut i = 0;
-        while i < bytes.len() {
-            match self.state {
-                WatchState::Off => return None,
-                WatchState::Preface(n) => {
-                    let take = (H2_PREFACE.len() - n).min(bytes.len() - i);
-                    if bytes[i..i + take] != H2_PREFACE[n..n + take] {
-                        self.state = WatchState::Off;
-                        return None;
-                    }
-                    i += take;
-                    self.state = if n + take == H2_PREFACE.len() {
-                        WatchState::Frames
-                    } else {
-                        WatchState::Preface(n + take)
-                    };
-                }
-                WatchState::Frames => {
-                    let (used, header) = self.frames.step(&bytes[i..]);
-                    i += used;
-                    let Some(h) = header else { continue };
-                    let (kind, flags) = (h[3], h[4]);
-                    let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                    let control = match kind {
-                        PING if flags & ACK == 0 => Some("ping"),
-                        SETTINGS if flags & ACK == 0 => Some("settings"),
-                        PRIORITY => Some("priority"),
-                        HEADERS => {
-                            self.last_stream = self.last_stream.max(stream);
-                            None
-                        }
-                        _ => None,
-                    };
-                    if let Some(kind) = control {
-                        if now.duration_since(self.window_start) >= WINDOW {
-                            self.window_start = now;
-                            self.in_window = 0;
-                        }
-                        self.in_window += 1;
-                        if self.in_window > self.limit {
-                            // The header may have begun in an earlier read.
-                            return Some(Flood {
-                                kind,
-                                at: i.saturating_sub(9),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        None
-    }
-}
-
-/// Follows HTTP/2 frames in a byte stream fed in pieces: their 9-byte headers, and where
-/// each frame ends. Reads the client's frames for [`H2Watch`] and the server's for the guard
-/// (GOAWAY may only be put between frames).
-#[derive(Debug, Default)]
-struct Frames {
-    /// The frame header being read, and how much of it has come.
-    header: [u8; 9],
-    have: usize,
-    /// Payload bytes of the current frame still to come.
-    left: usize,
-}
-
-impl Frames {
-    /// Consumes bytes up to the end of a frame header or of a payload: how many, and the
-    /// header when one was completed.
-    fn step(&mut self, bytes: &[u8]) -> (usize, Option<[u8; 9]>) {
-        if self.left > 0 {
-            let take = self.left.min(bytes.len());
-            self.left -= take;
-            return (take, None);
-        }
-        let take = (9 - self.have).min(bytes.len());
-        self.header[self.have..self.have + take].copy_from_slice(&bytes[..take]);
-        self.have += take;
-        if self.have < 9 {
-            return (take, None);
-        }
-        self.have = 0;
-        let h = self.header;
-        self.left = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-        (take, Some(h))
-    }
-
-    /// Consumes all of `bytes`.
-    fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            bytes = &bytes[self.step(bytes).0..];
-        }
-    }
-
-    fn between_frames(&self) -> bool {
-        self.have == 0 && self.left == 0
-    }
-}
-
-/// A GOAWAY frame with ENHANCE_YOUR_CALM.
-fn goaway(last_stream: u32) -> Vec<u8> {
-    let mut f = vec![0, 0, 8, 0x7, 0, 0, 0, 0, 0];
-    f.extend_from_slice(&(last_stream & 0x7fff_ffff).to_be_bytes());
-    f.extend_from_slice(&0xbu32.to_be_bytes());
-    f
-}
 
 /// How waiting for a request head ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,7 +252,7 @@ impl AsyncWrite for Guarded {
             std::task::ready!(this.poll_goaway(cx))?;
         }
         let n = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
-        if this.watch.state == WatchState::Frames {
+        if this.watch.following_frames() {
             this.out.feed(&data[..n]);
             this.queue_goaway();
         }
@@ -499,6 +342,138 @@ impl Peek for Guarded {
     }
 }
 
+/// The connection-level app of a listener: counts open client connections and, on plain
+/// listeners with h2c, tells HTTP/2 prior knowledge from HTTP/1 by the first bytes.
+pub struct ClientConnections<A> {
+    /// The HTTP/1 app (with ALPN, the TLS listener's HTTP/2 too).
+    pub http1: Arc<A>,
+    /// The HTTP/2 app for h2c; `None` where h2c is off or the listener is TLS.
+    pub h2c: Option<Arc<A>>,
+    /// The open-connection gauge.
+    pub open: IntGauge,
+    /// The core whose `[limits]` client listeners enforce (connections per client, the head
+    /// timeout); none on the backbone and subrequest listeners, whose clients are PoPs and
+    /// the node's own workers.
+    pub core: Option<Arc<Core>>,
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        session: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let client = client_ip(&session);
+        let _slot = match (&self.core, client) {
+            (Some(core), Some(ip)) => {
+                let cap = core.snapshot.load().config.limits.max_connections_per_client;
+                match core.client_connections.acquire(ip, cap) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        core.metrics.connections_refused.inc();
+                        // Over the cap: close without reading a byte.
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
+        // Only client TLS connections have a ClientHello on file.
+        let hello = (self.core.is_some() && session.get_ssl_digest().is_some())
+            .then(|| hello_key(session.get_socket_digest()))
+            .flatten();
+        self.open.inc();
+        self.serve(session, client, shutdown).await;
+        self.open.dec();
+        if let (Some(core), Some(key)) = (&self.core, hello) {
+            core.hellos.remove(key);
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.http1.cleanup().await;
+        if let Some(h2c) = &self.h2c {
+            h2c.cleanup().await;
+        }
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
+    /// Serves one client connection to its end, keep-alive requests included.
+    async fn serve(
+        &self,
+        session: Stream,
+        client: Option<std::net::IpAddr>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let Some(core) = &self.core else {
+            // The backbone: PoPs, trusted by their certificates.
+            let mut stream = session;
+            while let Some(s) = self.http1.process_new(stream, shutdown).await {
+                stream = s;
+            }
+            return;
+        };
+        let limits = core.snapshot.load().config.limits.clone();
+        let floods = core.metrics.h2_floods.clone();
+        let on_flood: OnFlood = Arc::new(move |kind| {
+            floods.with_label_values(&[kind]).inc();
+            tracing::warn!(client = ?client, kind, "HTTP/2 control frame flood: GOAWAY");
+        });
+        let h2_alpn = session.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
+        let mut guarded = Guarded::new(session, limits.h2_max_control_frames, on_flood);
+        if let Some(h2c) = &self.h2c {
+            match guarded.sniff_h2c().await {
+                Some(true) => {
+                    h2c.process_new(Box::new(guarded), shutdown).await;
+                    return;
+                }
+                Some(false) => {}
+                None => return,
+            }
+        }
+        if h2_alpn {
+            self.http1.process_new(Box::new(guarded), shutdown).await;
+            return;
+        }
+        // HTTP/1, Pingora's keep-alive loop (`ServerApp for HttpServerApp`) with each request
+        // head read first: within the header timeout, after the keep-alive idle time between
+        // requests.
+        let max = limits.max_request_header_bytes;
+        let (header, keepalive) = (limits.header_timeout, limits.keepalive_timeout);
+        match guarded.read_head(header, header, max, shutdown).await {
+            Head::Ready => {}
+            Head::Closed => return,
+            Head::Idle | Head::Slow => return core.metrics.slow_heads.inc(),
+        }
+        let mut session = ServerSession::new_http1(Box::new(guarded));
+        session.set_keepalive((!*shutdown.borrow()).then_some(keepalive.as_secs().max(1)));
+        session.set_keepalive_reuses_remaining(
+            self.http1
+                .server_options()
+                .and_then(|o| o.keepalive_request_limit),
+        );
+        let mut result = self.http1.process_new_http(session, shutdown).await;
+        while let Some((stream, settings)) = result.map(|r| r.consume()) {
+            let Ok(mut guarded) = stream.into_any().downcast::<Guarded>() else {
+                return;
+            };
+            match guarded.read_head(keepalive, header, max, shutdown).await {
+                Head::Ready => {}
+                Head::Closed | Head::Idle => return,
+                Head::Slow => return core.metrics.slow_heads.inc(),
+            }
+            let mut session = ServerSession::new_http1(guarded);
+            if let Some(settings) = settings {
+                settings.apply_to_session(&mut session);
+            }
+            result = self.http1.process_new_http(session, shutdown).await;
+        }
+    }
+}
+
 /// The client address of a stream, if it is an Internet socket.
 pub fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
     stream
@@ -506,79 +481,3 @@ pub fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
         .and_then(|d| d.peer_addr().and_then(SocketAddr::as_inet).map(|a| a.ip()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(kind: u8, flags: u8, stream: u32, len: usize) -> Vec<u8> {
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend(std::iter::repeat_n(0u8, len));
-        f
-    }
-
-    #[test]
-    fn counts_control_frames_across_split_reads_and_finds_the_flooding_one() {
-        let t = Instant::now();
-        let mut w = H2Watch::new(3, t);
-        let mut bytes = H2_PREFACE.to_vec();
-        bytes.extend(frame(SETTINGS, 0, 0, 6));
-        bytes.extend(frame(SETTINGS, ACK, 0, 0));
-        bytes.extend(frame(HEADERS, 0x4, 5, 20));
-        bytes.extend(frame(PING, ACK, 0, 8));
-        bytes.extend(frame(PING, 0, 0, 8));
-        bytes.extend(frame(PRIORITY, 0, 3, 5));
-        let flooding_at = bytes.len();
-        bytes.extend(frame(PING, 0, 0, 8));
-        // Byte by byte: headers split across reads.
-        let mut found = None;
-        for (i, b) in bytes.iter().enumerate() {
-            if let Some(f) = w.feed(std::slice::from_ref(b), t) {
-                found = Some((i, f.kind));
-                break;
-            }
-        }
-        // The ninth byte of the flooding frame's header completes it.
-        assert_eq!(found, Some((flooding_at + 8, "ping")));
-        assert_eq!(w.last_stream, 5);
-
-        // In one read: the offset of the flooding frame.
-        let mut w = H2Watch::new(3, t);
-        assert_eq!(
-            w.feed(&bytes, t),
-            Some(Flood {
-                kind: "ping",
-                at: flooding_at
-            })
-        );
-    }
-
-    #[test]
-    fn the_window_resets_and_http1_is_not_followed() {
-        let t = Instant::now();
-        let mut w = H2Watch::new(2, t);
-        let mut b = H2_PREFACE.to_vec();
-        b.extend(frame(PING, 0, 0, 8));
-        b.extend(frame(PING, 0, 0, 8));
-        assert_eq!(w.feed(&b, t), None);
-        assert_eq!(w.feed(&frame(PING, 0, 0, 8), t + WINDOW), None);
-        assert!(w.feed(&frame(PING, 0, 0, 8), t + WINDOW).is_none());
-        assert!(w.feed(&frame(PING, 0, 0, 8), t + WINDOW).is_some());
-
-        let mut w = H2Watch::new(0, t);
-        assert_eq!(w.feed(b"GET / HTTP/1.1\r\n\r\n", t), None);
-        assert_eq!(w.feed(&frame(PING, 0, 0, 8), t), None);
-    }
-
-    #[test]
-    fn frame_boundaries_of_written_frames() {
-        let mut b = Frames::default();
-        assert!(b.between_frames());
-        let f = frame(0x0, 0, 1, 100);
-        b.feed(&f[..50]);
-        assert!(!b.between_frames());
-        b.feed(&f[50..]);
-        assert!(b.between_frames());
-        assert_eq!(goaway(7)[9..13], [0, 0, 0, 7]);
-    }
-}

@@ -19,12 +19,13 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
-use crate::state::{Node, ZoneRuntime};
+use edgenet_proxy::adapter::peers::origin_peer;
+use edgenet_proxy::{Core, ZoneRuntime};
 
 /// The background service running every health check.
 pub struct HealthChecker {
-    /// The node.
-    pub node: Arc<Node>,
+    /// The pipeline's state: its snapshot and metrics.
+    pub core: Arc<Core>,
 }
 
 #[async_trait]
@@ -38,7 +39,7 @@ impl BackgroundService for HealthChecker {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let snapshot = self.node.snapshot.load_full();
+            let snapshot = self.core.snapshot.load_full();
             let now = Instant::now();
             for zone in &snapshot.zones {
                 let Some(check) = &zone.config.origins.health_check else {
@@ -54,7 +55,7 @@ impl BackgroundService for HealthChecker {
                     let peer = check_peer(zone, idx, check);
                     let req = check_request(check);
                     let connector = connector.clone();
-                    let node = self.node.clone();
+                    let core = self.core.clone();
                     let zone_name = zone.config.name.clone();
                     let health = member.health.clone();
                     let origin = member.server.name.clone();
@@ -82,7 +83,7 @@ impl BackgroundService for HealthChecker {
                             // A passing check proves the server accepts connections again.
                             health.connect_succeeded();
                         }
-                        node.metrics
+                        core.metrics
                             .origin_up
                             .with_label_values(&[&zone_name, &origin])
                             .set(health.is_up() as i64);
@@ -109,7 +110,7 @@ impl BackgroundService for HealthChecker {
 }
 
 fn check_peer(zone: &ZoneRuntime, idx: usize, check: &HealthCheck) -> HttpPeer {
-    let mut peer = zone.origin_peer(idx, Some(&check.host));
+    let mut peer = origin_peer(zone, idx, Some(&check.host));
     peer.options.connection_timeout = Some(zone.config.origins.connect_timeout.min(check.timeout));
     peer.options.total_connection_timeout = peer.options.connection_timeout;
     peer.options.read_timeout = Some(check.timeout);
@@ -129,7 +130,7 @@ fn check_request(check: &HealthCheck) -> Box<RequestHeader> {
 /// the head to the response head. With `reuse` the connection goes back to the pool, so a
 /// repeated probe measures one round trip rather than a handshake; without it every request
 /// opens a connection (a health check must see that new connections work).
-pub(crate) async fn exchange(
+pub async fn exchange(
     connector: &Connector,
     peer: &HttpPeer,
     req: Box<RequestHeader>,

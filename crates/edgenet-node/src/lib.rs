@@ -1,0 +1,27 @@
+//! The PoP process (`edgenet pop`): the node around the HTTP pipeline of `edgenet-proxy`.
+//!
+//! [`server`] starts it: the node's state ([`node`]) around its first configuration
+//! ([`config`]), Pingora services for the client, backbone and subrequest listeners
+//! ([`connections`], [`tls`]) and the admin listener ([`admin`]), background services for
+//! origin health checks ([`health`]), backbone probes ([`backbone`]) and SIGHUP reloads, and the
+//! signal handling that drains it ([`signals`]). With `[anycast]` it runs a BGP speaker whose
+//! announcements a pure controller decides ([`anycast`]); following a control plane, it
+//! starts from its last-known-good file and applies each version it receives ([`follow`]).
+//! [`check`] is `edgenet check`.
+
+pub mod admin;
+pub mod anycast;
+pub mod backbone;
+pub mod check;
+pub mod config;
+pub mod connections;
+pub mod follow;
+pub mod health;
+pub mod node;
+pub mod server;
+pub mod signals;
+pub mod tls;
+
+pub use follow::pop::Following;
+pub use node::Node;
+pub use server::{run, run_with, RunOptions};

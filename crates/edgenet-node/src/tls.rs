@@ -12,6 +12,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use edgenet_config::{CertMaterial, Config, HostPattern, ZoneTls};
+use edgenet_proxy::adapter::peers::hello_key;
+use edgenet_proxy::adapter::Sni;
+use edgenet_proxy::core::ClientHellos;
 use pingora_core::listeners::{PreTlsProcess, TlsAccept};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::TlsRef;
@@ -100,10 +103,6 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// The SNI a client sent, attached to the connection's TLS digest.
-#[derive(Debug, Clone)]
-pub struct Sni(pub Option<String>);
-
 /// Counts handshakes and records the SNI for the HTTP layer.
 pub struct HandshakeCallbacks {
     /// Completed handshakes.
@@ -158,44 +157,10 @@ impl PreTlsProcess for PreTls {
             }
         };
         stream.rewind(&buf);
-        if let (Some(ja4), Some(key)) = (ja4, ClientHellos::key(stream.get_socket_digest())) {
+        if let (Some(ja4), Some(key)) = (ja4, hello_key(stream.get_socket_digest())) {
             self.hellos.insert(key, ja4);
         }
         Ok(())
-    }
-}
-
-/// The JA4 fingerprints of open TLS connections, by connection (client and local address).
-#[derive(Default)]
-pub struct ClientHellos {
-    by_connection: std::sync::Mutex<HashMap<HelloKey, Arc<str>>>,
-}
-
-/// A connection's key in [`ClientHellos`]: the client's and the listener's address, which
-/// name one open TCP connection.
-pub type HelloKey = (std::net::SocketAddr, std::net::SocketAddr);
-
-impl ClientHellos {
-    /// The key of a connection, from its socket digest.
-    pub fn key(digest: Option<Arc<pingora_core::protocols::SocketDigest>>) -> Option<HelloKey> {
-        let d = digest?;
-        let peer = *d.peer_addr()?.as_inet()?;
-        let local = *d.local_addr()?.as_inet()?;
-        Some((peer, local))
-    }
-
-    fn insert(&self, key: HelloKey, ja4: String) {
-        crate::lock(&self.by_connection).insert(key, ja4.into());
-    }
-
-    /// The fingerprint of a connection.
-    pub fn get(&self, key: HelloKey) -> Option<Arc<str>> {
-        crate::lock(&self.by_connection).get(&key).cloned()
-    }
-
-    /// Forgets a closed connection.
-    pub fn remove(&self, key: HelloKey) {
-        crate::lock(&self.by_connection).remove(&key);
     }
 }
 

@@ -29,3 +29,48 @@ pub enum ObjectError {
         reason: String,
     },
 }
+
+/// `POST /v1/pops/NAME/certificate`: a PoP's certificate signing request for its backbone
+/// identity.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CertificateRequest {
+    /// The CSR (PEM), naming `NAME.pop.edgenet`.
+    pub csr: String,
+}
+
+/// The control plane's answer to a [`CertificateRequest`]: the certificate and the CA that
+/// signed it (every PoP's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Issued {
+    /// The PoP's certificate (PEM).
+    pub certificate: String,
+    /// The backbone CA's certificate (PEM).
+    pub ca: String,
+}
+
+/// The API's envelope around a result (Cloudflare's shape), as a PoP reads it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Envelope<T> {
+    /// Whether the call succeeded.
+    pub success: bool,
+    /// What went wrong, when it did not.
+    #[serde(default)]
+    pub errors: Vec<ApiProblem>,
+    /// The result.
+    pub result: Option<T>,
+}
+
+/// One error of an API envelope.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ApiProblem {
+    /// The status code.
+    #[serde(default)]
+    pub code: u16,
+    /// What is wrong.
+    pub message: String,
+    /// The field it is about.
+    #[serde(default)]
+    pub field: Option<String>,
+}

@@ -63,6 +63,8 @@ pub struct Change {
 }
 
 /// The object a change is about, by kind.
+// A change is read once and applied; boxing the zone would not save anything worth a pointer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ObjectChange {

@@ -1,86 +1,78 @@
-//! The PoP's side of the configuration stream: connect, apply each version atomically through
-//! the node's [`Applier`], acknowledge or refuse it, keep the last applied version on disk, and
-//! reconnect (with backoff) from the last version received when the stream breaks.
+//! The PoP's side of the control plane: follow its configuration stream (over HTTP, [`http`],
+//! or a NATS JetStream bucket at scale, [`nats`]), apply each version whole through the node
+//! ([`Applier`]), acknowledge or refuse it, keep the last applied version on disk (the
+//! last-known-good file a restart serves from, [`pop`]), and get the PoP's backbone
+//! certificate from the control plane's CA.
 //!
-//! The follower keeps the *desired* objects (every change received, applied or not) apart from
+//! A follower keeps the *desired* objects (every change received, applied or not) apart from
 //! what was applied: a refused version stays refused until a later change fixes it, and the
 //! node keeps serving the last good one meanwhile.
 
-use std::collections::BTreeMap;
+pub mod http;
+pub mod nats;
+pub mod pop;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use edgenet_protocol::{Ack, CertificateRequest, Envelope, Issued, ObjectError, Objects};
 
-use crate::stream::{Ack, StreamMessage, PING_EVERY};
-
-/// Kind to name to body, at a version.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Objects {
-    /// The version these objects are at.
-    pub version: i64,
-    /// The NATS bucket revision they came from (0 over HTTP).
-    #[serde(default)]
-    pub revision: u64,
-    /// Kind (`zone`, `pop`) to name to body.
-    pub objects: BTreeMap<String, BTreeMap<String, Value>>,
+/// Why a version was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// An object did not decode.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// The configuration it makes did not validate or cannot be taken without a restart:
+    /// every reason.
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
 }
 
-impl Objects {
-    /// The bodies of one kind, in name order.
-    pub fn of(&self, kind: &str) -> Vec<Value> {
-        self.objects
-            .get(kind)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn apply(&mut self, msg: StreamMessage) -> bool {
-        match msg {
-            StreamMessage::Snapshot { version, objects } => {
-                self.version = version;
-                self.objects = objects;
-                self.revision = 0;
-                true
-            }
-            StreamMessage::Delta {
-                version, changes, ..
-            } => {
-                for c in changes {
-                    let kind = self.objects.entry(c.kind).or_default();
-                    match c.body {
-                        Some(b) => {
-                            kind.insert(c.name, b);
-                        }
-                        None => {
-                            kind.remove(&c.name);
-                        }
-                    }
-                }
-                self.version = version;
-                true
-            }
-            StreamMessage::Ping { .. } => false,
-        }
-    }
+/// Why following broke off (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The control plane could not be reached.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// It answered with an error status.
+    #[error("{status}: {body}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+    /// Reading the stream failed.
+    #[error("read: {0}")]
+    Read(String),
+    /// A line that is not a stream message.
+    #[error("a stream line that is not a message: {0}")]
+    Decode(#[from] serde_json::Error),
+    /// Nothing came for three ping intervals.
+    #[error("no message within three ping intervals")]
+    Silent,
+    /// The control plane ended the stream.
+    #[error("the control plane closed the stream")]
+    Closed,
+    /// NATS or its JetStream failed.
+    #[error("NATS: {0}")]
+    Nats(String),
 }
 
-/// What the node does with a version: apply it whole, or refuse it with the reason (and keep
-/// what it had).
+/// What the node does with a version: apply it whole, or refuse it (and keep what it had).
 pub trait Applier: Send + Sync + 'static {
     /// Applies the objects.
-    fn apply(&self, objects: &Objects) -> Result<(), String>;
+    fn apply(&self, objects: &Objects) -> Result<(), ApplyError>;
 }
 
 /// Where to follow from.
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
-    /// The control plane's base URL (`http://127.0.0.1:7070`).
+    /// The control plane's base URL (`http://127.0.0.1:7070`), or `nats://host:port` (with
+    /// `?domain=hub` through a leaf node) to watch its bucket.
     pub control: String,
-    /// A token with the `pop` scope.
+    /// A token with the `pop` scope (HTTP only).
     pub token: String,
     /// This PoP's registered name.
     pub pop: String,
@@ -131,21 +123,20 @@ pub fn apply_and_save(applier: &dyn Applier, desired: &Objects, state_file: &Pat
             Ack {
                 version: desired.version,
                 ok: false,
-                error: Some(e),
+                error: Some(e.to_string()),
             }
         }
     }
 }
 
-/// The files of a PoP's backbone identity, beside its last-known-good file: key, certificate,
-/// and the CA that signed it.
-pub fn backbone_files(state_file: &Path, pop: &str) -> (PathBuf, PathBuf, PathBuf) {
+/// The files of a PoP's backbone identity, beside its last-known-good file.
+pub fn backbone_files(state_file: &Path, pop: &str) -> edgenet_proxy::backbone::BackboneFiles {
     let dir = state_file.parent().unwrap_or(Path::new("."));
-    (
-        dir.join(format!("{pop}.backbone.key")),
-        dir.join(format!("{pop}.backbone.pem")),
-        dir.join(format!("{pop}.backbone-ca.pem")),
-    )
+    edgenet_proxy::backbone::BackboneFiles {
+        key: dir.join(format!("{pop}.backbone.key")),
+        cert: dir.join(format!("{pop}.backbone.pem")),
+        ca: dir.join(format!("{pop}.backbone-ca.pem")),
+    }
 }
 
 /// Makes sure the PoP has a backbone certificate signed by the control plane's CA: a new key
@@ -154,40 +145,61 @@ pub async fn ensure_backbone_certificate(
     client: &reqwest::Client,
     opts: &FollowOptions,
 ) -> Result<(), String> {
-    let (key_path, cert_path, ca_path) = backbone_files(&opts.state_file, &opts.pop);
-    if key_path.exists() && cert_path.exists() && ca_path.exists() {
+    let files = backbone_files(&opts.state_file, &opts.pop);
+    if files.key.exists() && files.cert.exists() && files.ca.exists() {
         return Ok(());
     }
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let params = rcgen::CertificateParams::new(vec![crate::ca::pop_dns_name(&opts.pop)])
-        .map_err(|e| e.to_string())?;
+    let params =
+        rcgen::CertificateParams::new(vec![edgenet_config::pop_dns_name(&opts.pop)])
+            .map_err(|e| e.to_string())?;
     let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
     let url = format!(
         "{}/v1/pops/{}/certificate",
         opts.control.trim_end_matches('/'),
         opts.pop
     );
+    let body = CertificateRequest {
+        csr: csr.pem().map_err(|e| e.to_string())?,
+    };
     let resp = client
         .post(&url)
         .bearer_auth(&opts.token)
-        .json(&serde_json::json!({"csr": csr.pem().map_err(|e| e.to_string())?}))
+        .json(&body)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
-    let v: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
-    let (Some(cert), Some(ca)) = (
-        v["result"]["certificate"].as_str(),
-        v["result"]["ca"].as_str(),
-    ) else {
-        return Err(format!("{url}: {status}: {v}"));
+    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+    let issued = serde_json::from_str::<Envelope<Issued>>(&text)
+        .ok()
+        .and_then(|e| e.result);
+    let Some(issued) = issued else {
+        return Err(format!("{url}: {status}: {text}"));
     };
-    crate::write_private(&key_path, key.serialize_pem().as_bytes())
-        .map_err(|e| format!("{}: {e}", key_path.display()))?;
-    std::fs::write(&cert_path, cert).map_err(|e| format!("{}: {e}", cert_path.display()))?;
-    std::fs::write(&ca_path, ca).map_err(|e| format!("{}: {e}", ca_path.display()))?;
-    tracing::info!(cert = %cert_path.display(), "backbone certificate issued by the control plane");
+    write_private(&files.key, key.serialize_pem().as_bytes())
+        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    std::fs::write(&files.cert, issued.certificate)
+        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    std::fs::write(&files.ca, issued.ca).map_err(|e| format!("{}: {e}", files.ca.display()))?;
+    tracing::info!(cert = %files.cert.display(), "backbone certificate issued by the control plane");
     Ok(())
+}
+
+/// Writes a secret readable by its owner only: a temporary file with mode 0600, then a rename,
+/// so the file is never half written or briefly readable by others.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    std::fs::rename(tmp, path)
 }
 
 /// An HTTP client for the control plane.
@@ -198,87 +210,73 @@ pub fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
-/// Follows the stream forever. `current` is what the node serves now (from the state file).
-pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
-    let client = http_client();
-    let mut desired = current.unwrap_or_default();
-    let mut backoff = Duration::from_millis(200);
-    let mut have_certificate = false;
-    loop {
-        if !have_certificate {
-            match ensure_backbone_certificate(&client, &opts).await {
-                Ok(()) => have_certificate = true,
-                Err(e) => tracing::warn!(error = %e, "no backbone certificate yet"),
-            }
-        }
-        match run_once(&client, &opts, &*applier, &mut desired).await {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(e) => {
-                tracing::warn!(control = %opts.control, error = %e, retry_in = ?backoff, "control plane stream");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
 
-async fn run_once(
-    client: &reqwest::Client,
-    opts: &FollowOptions,
-    applier: &dyn Applier,
-    desired: &mut Objects,
-) -> Result<(), String> {
-    let url = format!(
-        "{}/v1/stream?pop={}&since={}",
-        opts.control.trim_end_matches('/'),
-        opts.pop,
-        desired.version
-    );
-    let resp = client
-        .get(&url)
-        .bearer_auth(&opts.token)
-        .send()
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        return Err(format!("{status}: {}", body.trim()));
+    struct Recording {
+        refuse: bool,
+        seen: Mutex<Vec<i64>>,
     }
-    tracing::info!(control = %opts.control, since = desired.version, "following the control plane");
-    let mut body = resp.bytes_stream();
-    let mut buf = Vec::new();
-    loop {
-        let chunk = match tokio::time::timeout(PING_EVERY * 3, body.next()).await {
-            Err(_) => return Err("no message within three ping intervals".into()),
-            Ok(None) => return Err("the control plane closed the stream".into()),
-            Ok(Some(Err(e))) => return Err(format!("read: {e}")),
-            Ok(Some(Ok(c))) => c,
-        };
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=end).collect();
-            let msg: StreamMessage = serde_json::from_slice(&line)
-                .map_err(|e| format!("a stream line that is not a message: {e}"))?;
-            if !desired.apply(msg) {
-                continue;
+
+    impl Applier for Recording {
+        fn apply(&self, objects: &Objects) -> Result<(), ApplyError> {
+            self.seen.lock().unwrap().push(objects.version);
+            if self.refuse {
+                return Err(ApplyError::Refused(vec!["a: bad".into(), "b: worse".into()]));
             }
-            let ack = apply_and_save(applier, desired, &opts.state_file);
-            let ack_url = format!(
-                "{}/v1/pops/{}/ack",
-                opts.control.trim_end_matches('/'),
-                opts.pop
-            );
-            if let Err(e) = client
-                .post(&ack_url)
-                .bearer_auth(&opts.token)
-                .json(&ack)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-            {
-                tracing::warn!(error = %e, "could not acknowledge a version");
-            }
+            Ok(())
         }
+    }
+
+    #[test]
+    fn an_applied_version_is_saved_and_a_refused_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("edgenet-lkg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pop.control-state.json");
+        let objects = Objects {
+            version: 4,
+            ..Objects::default()
+        };
+        let ok = Recording {
+            refuse: false,
+            seen: Mutex::new(Vec::new()),
+        };
+        assert_eq!(
+            apply_and_save(&ok, &objects, &file),
+            Ack {
+                version: 4,
+                ok: true,
+                error: None
+            }
+        );
+        assert_eq!(load_state(&file).unwrap().version, 4);
+
+        let refusing = Recording {
+            refuse: true,
+            seen: Mutex::new(Vec::new()),
+        };
+        let later = Objects {
+            version: 5,
+            ..Objects::default()
+        };
+        let ack = apply_and_save(&refusing, &later, &file);
+        assert_eq!(ack.error.as_deref(), Some("a: bad; b: worse"));
+        assert!(!ack.ok);
+        assert_eq!(load_state(&file).unwrap().version, 4, "the last good one stays");
+        assert_eq!(*refusing.seen.lock().unwrap(), [5]);
+
+        std::fs::write(&file, b"{not json").unwrap();
+        assert_eq!(load_state(&file), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn identity_files_sit_beside_the_state_file() {
+        let f = backbone_files(Path::new("/var/lib/edgenet/p1.control-state.json"), "p1");
+        assert_eq!(f.key, Path::new("/var/lib/edgenet/p1.backbone.key"));
+        assert_eq!(f.cert, Path::new("/var/lib/edgenet/p1.backbone.pem"));
+        assert_eq!(f.ca, Path::new("/var/lib/edgenet/p1.backbone-ca.pem"));
     }
 }

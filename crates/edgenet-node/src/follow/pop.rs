@@ -1,0 +1,191 @@
+//! A PoP whose zones come from a control plane: it starts from its last-known-good file (so it
+//! serves with the control plane down), gets its backbone certificate before its backbone
+//! listener starts, then follows the stream on a thread of its own, each version applied
+//! through [`NodeApplier`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgenet_config::ZoneSection;
+use edgenet_protocol::Objects;
+use edgenet_proxy::backbone::PopDirectory;
+
+use super::{ApplyError, Applier, FollowOptions};
+use crate::node::Node;
+use crate::server::{run_with, RunOptions};
+
+/// How to follow.
+#[derive(Debug, Clone)]
+pub struct Following {
+    /// The node's configuration file (its zones are ignored).
+    pub config: PathBuf,
+    /// `http://host:port` of the control plane, or `nats://host:port[?domain=hub]`.
+    pub control: String,
+    /// The PoP's registered name.
+    pub name: String,
+    /// A token with the `pop` scope (needed over HTTP).
+    pub token: Option<String>,
+    /// The last-known-good file (default: NAME.control-state.json beside the config).
+    pub state: Option<PathBuf>,
+}
+
+/// Applies each version of the control plane's objects to the node: the PoP directory, then
+/// the zones with the rest of the file.
+pub struct NodeApplier {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+/// Other PoPs' backbone addresses: the first address of each PoP record that has one.
+pub fn directory(objects: &Objects) -> PopDirectory {
+    objects
+        .objects
+        .pops()
+        .filter_map(|p| Some((p.name.clone(), p.addresses.first()?.parse().ok()?)))
+        .collect()
+}
+
+impl Applier for NodeApplier {
+    fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
+        let zones = o.objects.zones()?;
+        self.node.core.pops.store(Arc::new(directory(o)));
+        self.node
+            .apply_control_zones(zones)
+            .map(|_| ())
+            .map_err(ApplyError::Refused)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// What the node starts with: the last-known-good objects and the zones and configuration they
+/// make with the file, or no zones when there are none or they no longer apply.
+fn start_from(
+    path: &Path,
+    state_file: &Path,
+    last: Option<&Objects>,
+) -> anyhow::Result<(Vec<ZoneSection>, edgenet_config::Config)> {
+    if let Some(o) = last {
+        let loaded = o.objects.zones().map_err(|e| e.to_string()).and_then(|z| {
+            crate::config::load(path, Some(&z))
+                .map(|c| (z, c))
+                .map_err(|e| e.lines().join("; "))
+        });
+        match loaded {
+            Ok((z, c)) => {
+                tracing::info!(version = o.version, zones = z.len(), state = %state_file.display(), "serving the last-known-good configuration until the control plane answers");
+                return Ok((z, c));
+            }
+            Err(e) => {
+                tracing::error!(state = %state_file.display(), error = %e, "the last-known-good configuration does not apply; starting without zones")
+            }
+        }
+    }
+    let config = crate::config::load(path, Some(&[]))
+        .map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
+    Ok((Vec::new(), config))
+}
+
+/// Runs a PoP that follows a control plane, until a signal ends it.
+pub fn run(f: Following) -> anyhow::Result<()> {
+    let Following {
+        config: path,
+        control,
+        name,
+        token,
+        state,
+    } = f;
+    let nats = control.starts_with("nats://");
+    let token = match (token, nats) {
+        (Some(t), _) => t,
+        (None, true) => String::new(),
+        (None, false) => anyhow::bail!("--control needs a token: --token or EDGENET_TOKEN"),
+    };
+    let state_file = state.unwrap_or_else(|| {
+        path.parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{name}.control-state.json"))
+    });
+    let file_zones = edgenet_config::read_raw(&path)
+        .map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?
+        .zones;
+    if !file_zones.is_empty() {
+        tracing::warn!(config = %path.display(), "the file's zones are ignored: zones come from the control plane");
+    }
+    let last = super::load_state(&state_file);
+    let (zones, config) = start_from(&path, &state_file, last.as_ref())?;
+    let opts = FollowOptions {
+        control,
+        token,
+        pop: name,
+        state_file,
+    };
+    // The backbone listener needs the PoP's certificate before it starts: get it now if the
+    // control plane answers (a PoP without one runs without the backbone, and says so).
+    let files = super::backbone_files(&opts.state_file, &opts.pop);
+    if config.backbone.is_some() && !nats && !files.cert.exists() {
+        let got = runtime().and_then(|rt| {
+            let client = super::http_client();
+            rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    super::ensure_backbone_certificate(&client, &opts),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("the control plane did not answer within 10 s"))?
+                .map_err(|e| anyhow::anyhow!(e))
+            })
+        });
+        if let Err(e) = got {
+            tracing::error!(error = %e, "no backbone certificate");
+        }
+    }
+    let have = files.key.exists() && files.cert.exists() && files.ca.exists();
+    let run = RunOptions {
+        control_zones: Some(zones),
+        backbone: have.then_some(files),
+    };
+    run_with(path, config, run, move |node| {
+        let applier = Arc::new(NodeApplier { node });
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || match runtime() {
+                Ok(rt) if nats => rt.block_on(super::nats::follow(
+                    opts.control,
+                    opts.pop,
+                    opts.state_file,
+                    applier,
+                    last,
+                )),
+                Ok(rt) => rt.block_on(super::http::follow(opts, applier, last)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the control-plane follower")
+                }
+            })
+            .expect("a thread for the control-plane follower");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_takes_each_pops_first_address() {
+        let o: Objects = serde_json::from_value(serde_json::json!({"version": 1, "objects": {"pop": {
+            "a": {"name": "a", "latitude": 0.0, "longitude": 0.0, "addresses": ["127.0.0.1:9001", "127.0.0.1:9"]},
+            "b": {"name": "b", "latitude": 0.0, "longitude": 0.0, "addresses": []},
+            "c": {"name": "c", "latitude": 0.0, "longitude": 0.0, "addresses": ["not an address"]},
+            "d": {"name": "d", "latitude": 0.0, "longitude": 0.0, "addresses": ["[::1]:9004"], "future": 1}
+        }}}))
+        .unwrap();
+        let d = directory(&o);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d["a"], "127.0.0.1:9001".parse().unwrap());
+    }
+}
