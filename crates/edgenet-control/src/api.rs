@@ -15,8 +15,9 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use utoipa::OpenApi;
 
-use crate::store::{PopStatus, Store, StoreError, TokenInfo, KIND_POP, KIND_ZONE};
-use crate::validate::{validate_pop, validate_zone, FieldProblem};
+use crate::store::{PopStatus, Store, StoreError, TokenInfo};
+use edgenet_protocol::validate::{validate_pop, validate_zone, FieldProblem};
+use edgenet_protocol::{CertificateRequest, Issued, Kind};
 
 /// Token scopes.
 pub const SCOPES: &[&str] = &["read", "write", "admin", "pop"];
@@ -237,7 +238,7 @@ impl App {
     /// Stores a change (see [`Store::put`]) and publishes it to the streams and the bucket.
     pub async fn put(
         &self,
-        kind: &str,
+        kind: Kind,
         name: &str,
         body: Option<&Value>,
         create: bool,
@@ -247,13 +248,7 @@ impl App {
         let version = self.store.put(kind, name, body, create, if_match).await?;
         self.published(version);
         if let Some(nats) = &self.nats {
-            let change = crate::store::Change {
-                version,
-                kind: kind.into(),
-                name: name.into(),
-                body: body.cloned(),
-            };
-            if let Err(e) = nats.publish(&change).await {
+            if let Err(e) = nats.publish(kind, name, version, body).await {
                 // The periodic sync repairs the bucket once NATS is back.
                 tracing::warn!(error = %e, version, "could not mirror a change to NATS");
             }
@@ -364,9 +359,11 @@ pub fn router(app: Arc<App>) -> Router {
     components(schemas(
         TokenInfo,
         PopStatus,
-        crate::stream::Ack,
+        edgenet_protocol::Ack,
         NewToken,
-        crate::validate::PopRecord,
+        edgenet_protocol::PopRecord,
+        CertificateRequest,
+        Issued,
         edgenet_config::ZoneSection
     ))
 )]
@@ -386,7 +383,7 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
     ))
 }
 
-async fn list(app: &App, kind: &str, p: &Params) -> ApiResult {
+async fn list(app: &App, kind: Kind, p: &Params) -> ApiResult {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let items = app.store.list(kind, p.cursor.as_deref(), limit).await?;
     let next = (items.len() as i64 == limit).then(|| items.last().map(|s| s.name.clone()));
@@ -400,7 +397,7 @@ async fn list(app: &App, kind: &str, p: &Params) -> ApiResult {
     ))
 }
 
-async fn get_one(app: &App, kind: &str, name: &str) -> ApiResult {
+async fn get_one(app: &App, kind: Kind, name: &str) -> ApiResult {
     let s = app.store.get(kind, name).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -419,7 +416,7 @@ async fn get_one(app: &App, kind: &str, name: &str) -> ApiResult {
 /// Validates and (unless `validate_only`) stores a create or replace.
 async fn write(
     app: &App,
-    kind: &str,
+    kind: Kind,
     name: Option<&str>,
     body: Value,
     p: &Params,
@@ -427,11 +424,19 @@ async fn write(
 ) -> ApiResult {
     let create = name.is_none();
     let (name, body) = match kind {
-        KIND_ZONE => {
-            let others = app.store.all(KIND_ZONE).await?;
-            validate_zone(&body, name, &others).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?
+        Kind::Zone => {
+            // The stored zones, beside which a new one must not clash.
+            let others: Vec<edgenet_config::ZoneSection> = app
+                .store
+                .all(Kind::Zone)
+                .await?
+                .into_values()
+                .filter_map(|s| serde_json::from_value(s.body).ok())
+                .collect();
+            validate_zone(&body, name, &others, &edgenet_config::System)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?
         }
-        _ => validate_pop(&body, name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+        Kind::Pop => validate_pop(&body, name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
     };
     if p.validate_only {
         return Ok(ok(
@@ -442,7 +447,7 @@ async fn write(
     let version = app
         .put(kind, &name, Some(&body), create, if_match(headers)?)
         .await?;
-    tracing::info!(kind, %name, version, "stored");
+    tracing::info!(%kind, %name, version, "stored");
     let status = if create {
         StatusCode::CREATED
     } else {
@@ -457,9 +462,9 @@ async fn write(
     ))
 }
 
-async fn remove(app: &App, kind: &str, name: &str, headers: &HeaderMap) -> ApiResult {
+async fn remove(app: &App, kind: Kind, name: &str, headers: &HeaderMap) -> ApiResult {
     let version = app.put(kind, name, None, false, if_match(headers)?).await?;
-    tracing::info!(kind, %name, version, "deleted");
+    tracing::info!(%kind, %name, version, "deleted");
     Ok(ok(
         StatusCode::OK,
         json!({"name": name, "version": version}),
@@ -475,7 +480,7 @@ async fn list_zones(
     Query(p): Query<Params>,
 ) -> ApiResult {
     app.authorize(&headers, &["read", "write"]).await?;
-    list(&app, KIND_ZONE, &p).await
+    list(&app, Kind::Zone, &p).await
 }
 
 /// Creates a zone (the body is a zone as in the TOML `[[zones]]` table, as JSON).
@@ -488,7 +493,7 @@ async fn create_zone(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["write"]).await?;
-    write(&app, KIND_ZONE, None, body, &p, &headers).await
+    write(&app, Kind::Zone, None, body, &p, &headers).await
 }
 
 /// One zone; its ETag is the version of its last change.
@@ -499,7 +504,7 @@ async fn get_zone(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.authorize(&headers, &["read", "write"]).await?;
-    get_one(&app, KIND_ZONE, &name).await
+    get_one(&app, Kind::Zone, &name).await
 }
 
 /// Replaces a zone. With `If-Match: "VERSION"` the write fails with 412 if it changed since.
@@ -513,7 +518,7 @@ async fn put_zone(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["write"]).await?;
-    write(&app, KIND_ZONE, Some(&name), body, &p, &headers).await
+    write(&app, Kind::Zone, Some(&name), body, &p, &headers).await
 }
 
 /// Deletes a zone (If-Match honoured).
@@ -524,7 +529,7 @@ async fn delete_zone(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.authorize(&headers, &["write"]).await?;
-    remove(&app, KIND_ZONE, &name, &headers).await
+    remove(&app, Kind::Zone, &name, &headers).await
 }
 
 /// PoPs with what each applied: version, lag, last seen, last error, connected.
@@ -536,7 +541,7 @@ async fn list_pops(
 ) -> ApiResult {
     app.authorize(&headers, &["read", "write"]).await?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    let items = app.store.list(KIND_POP, p.cursor.as_deref(), limit).await?;
+    let items = app.store.list(Kind::Pop, p.cursor.as_deref(), limit).await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|s| s.name.clone()))
         .flatten();
@@ -564,7 +569,7 @@ fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
 }
 
 /// Registers a PoP: `{name, latitude, longitude, addresses, role}`.
-#[utoipa::path(post, path = "/v1/pops", request_body = crate::validate::PopRecord, responses((status = 201, description = "registered")))]
+#[utoipa::path(post, path = "/v1/pops", request_body = edgenet_protocol::PopRecord, responses((status = 201, description = "registered")))]
 async fn create_pop(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -572,7 +577,7 @@ async fn create_pop(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
-    write(&app, KIND_POP, None, body, &p, &headers).await
+    write(&app, Kind::Pop, None, body, &p, &headers).await
 }
 
 /// One PoP with its status.
@@ -583,7 +588,7 @@ async fn get_pop(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.authorize(&headers, &["read", "write"]).await?;
-    let s = app.store.get(KIND_POP, &name).await?.ok_or_else(|| {
+    let s = app.store.get(Kind::Pop, &name).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("pop {name:?} does not exist"),
@@ -597,7 +602,7 @@ async fn get_pop(
 }
 
 /// Replaces a PoP's record (If-Match honoured).
-#[utoipa::path(put, path = "/v1/pops/{name}", request_body = crate::validate::PopRecord, responses((status = 200, description = "replaced")))]
+#[utoipa::path(put, path = "/v1/pops/{name}", request_body = edgenet_protocol::PopRecord, responses((status = 200, description = "replaced")))]
 async fn put_pop(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -606,7 +611,7 @@ async fn put_pop(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
-    write(&app, KIND_POP, Some(&name), body, &p, &headers).await
+    write(&app, Kind::Pop, Some(&name), body, &p, &headers).await
 }
 
 /// Removes a PoP's record.
@@ -617,7 +622,7 @@ async fn delete_pop(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
-    remove(&app, KIND_POP, &name, &headers).await
+    remove(&app, Kind::Pop, &name, &headers).await
 }
 
 /// The backbone CA's certificate (PEM), which PoPs trust for each other.
@@ -633,8 +638,8 @@ async fn ca_certificate(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiR
 
 /// Signs a registered PoP's backbone certificate from its CSR (`{csr: PEM}`); the certificate
 /// names the PoP (`NAME.pop.edgenet`), for server and client authentication, for a year.
-#[utoipa::path(post, path = "/v1/pops/{name}/certificate", request_body = Object,
-    responses((status = 200, description = "`{certificate, ca}`"), (status = 404, description = "PoP not registered")))]
+#[utoipa::path(post, path = "/v1/pops/{name}/certificate", request_body = CertificateRequest,
+    responses((status = 200, description = "`{certificate, ca}`", body = Issued), (status = 404, description = "PoP not registered")))]
 async fn pop_certificate(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -642,7 +647,7 @@ async fn pop_certificate(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["pop"]).await?;
-    if app.store.get(KIND_POP, &name).await?.is_none() {
+    if app.store.get(Kind::Pop, &name).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("pop {name:?} is not registered"),
@@ -657,19 +662,19 @@ async fn pop_certificate(
             }],
         )
     };
-    let csr = body["csr"]
-        .as_str()
-        .ok_or_else(|| problem("a PEM certificate signing request is required".into()))?;
+    let request: CertificateRequest = serde_json::from_value(body)
+        .map_err(|_| problem("a PEM certificate signing request is required".into()))?;
     let ca = app
         .ca
         .get()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no CA"))?;
-    let certificate = ca.sign(csr, &name).map_err(problem)?;
+    let certificate = ca.sign(&request.csr, &name).map_err(problem)?;
     tracing::info!(pop = %name, "signed a backbone certificate");
-    Ok(ok(
-        StatusCode::OK,
-        json!({"certificate": certificate, "ca": ca.cert_pem}),
-    ))
+    let issued = Issued {
+        certificate,
+        ca: ca.cert_pem.clone(),
+    };
+    Ok(ok(StatusCode::OK, json!(issued)))
 }
 
 /// A token to create.

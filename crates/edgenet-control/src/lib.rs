@@ -1,19 +1,15 @@
 //! The control plane (`edgenet control`): a REST API for zones, PoPs and tokens over a SQL
-//! store, and the configuration stream every PoP follows; plus the PoP's side of that stream
-//! ([`follow`]).
+//! store, the configuration stream every PoP follows, and the backbone's CA. What it says to
+//! PoPs is `edgenet-protocol`'s types; the PoP's side is `edgenet-node`'s follower.
 //!
 //! Start at [`serve`]; `api.rs` holds the routes, `store.rs` the SQL, `stream.rs` the
-//! versioned stream, `follow.rs` the PoP's follower with its last-known-good snapshot.
+//! versioned stream, `nats.rs` the mirror into NATS JetStream, `ca.rs` the CA.
 
 pub mod api;
 pub mod ca;
-pub mod demo;
-pub mod follow;
 pub mod nats;
 pub mod store;
 pub mod stream;
-pub mod up;
-pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

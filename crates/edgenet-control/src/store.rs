@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use edgenet_protocol::{Change, Kind};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
@@ -32,26 +33,6 @@ pub enum StoreError {
     /// No object with that name.
     #[error("{0:?} does not exist")]
     NotFound(String),
-}
-
-/// Zones: what PoPs serve.
-pub const KIND_ZONE: &str = "zone";
-/// PoPs: where they are and how to reach them.
-pub const KIND_POP: &str = "pop";
-/// Every kind, in the order a snapshot lists them.
-pub const KINDS: &[&str] = &[KIND_ZONE, KIND_POP];
-
-/// One entry of the change log: an object created, replaced (body) or deleted (no body).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    /// The global version this change made.
-    pub version: i64,
-    /// The kind of object (`zone`).
-    pub kind: String,
-    /// Its name.
-    pub name: String,
-    /// Its new body, or `None` when it was deleted.
-    pub body: Option<serde_json::Value>,
 }
 
 /// A stored object with its version (the ETag).
@@ -157,7 +138,7 @@ impl Store {
     /// Objects of a kind in name order, from after `cursor`, at most `limit`.
     pub async fn list(
         &self,
-        kind: &str,
+        kind: Kind,
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Stored>, StoreError> {
@@ -165,7 +146,7 @@ impl Store {
             "SELECT name, body, version FROM objects WHERE kind = $1 AND name > $2 \
              ORDER BY name LIMIT $3",
         )
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(cursor.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -174,9 +155,9 @@ impl Store {
     }
 
     /// Every object of a kind, by name.
-    pub async fn all(&self, kind: &str) -> Result<BTreeMap<String, Stored>, StoreError> {
+    pub async fn all(&self, kind: Kind) -> Result<BTreeMap<String, Stored>, StoreError> {
         let rows = sqlx::query("SELECT name, body, version FROM objects WHERE kind = $1")
-            .bind(kind)
+            .bind(kind.as_str())
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -185,10 +166,10 @@ impl Store {
     }
 
     /// One object.
-    pub async fn get(&self, kind: &str, name: &str) -> Result<Option<Stored>, StoreError> {
+    pub async fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
         let row =
             sqlx::query("SELECT name, body, version FROM objects WHERE kind = $1 AND name = $2")
-                .bind(kind)
+                .bind(kind.as_str())
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -200,7 +181,7 @@ impl Store {
     /// Returns the new version.
     pub async fn put(
         &self,
-        kind: &str,
+        kind: Kind,
         name: &str,
         body: Option<&serde_json::Value>,
         create: bool,
@@ -209,7 +190,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let current: Option<i64> =
             sqlx::query("SELECT version FROM objects WHERE kind = $1 AND name = $2")
-                .bind(kind)
+                .bind(kind.as_str())
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -236,7 +217,7 @@ impl Store {
         let text = body.map(|b| b.to_string());
         sqlx::query("INSERT INTO changes (version, kind, name, body) VALUES ($1, $2, $3, $4)")
             .bind(version)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(name)
             .bind(text.clone())
             .execute(&mut *tx)
@@ -248,7 +229,7 @@ impl Store {
                 )
                 .bind(t)
                 .bind(version)
-                .bind(kind)
+                .bind(kind.as_str())
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
@@ -257,7 +238,7 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO objects (kind, name, body, version) VALUES ($1, $2, $3, $4)",
                 )
-                .bind(kind)
+                .bind(kind.as_str())
                 .bind(name)
                 .bind(t)
                 .bind(version)
@@ -266,7 +247,7 @@ impl Store {
             }
             None => {
                 sqlx::query("DELETE FROM objects WHERE kind = $1 AND name = $2")
-                    .bind(kind)
+                    .bind(kind.as_str())
                     .bind(name)
                     .execute(&mut *tx)
                     .await?;
@@ -276,7 +257,7 @@ impl Store {
         Ok(version)
     }
 
-    /// Changes after `since`, in order, at most `limit`.
+    /// Changes after `since`, in order, at most `limit`, as the stream sends them.
     pub async fn changes_since(&self, since: i64, limit: i64) -> Result<Vec<Change>, StoreError> {
         let rows = sqlx::query(
             "SELECT version, kind, name, body FROM changes WHERE version > $1 \
@@ -286,17 +267,22 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let body: Option<String> = r.try_get(3)?;
-                Ok(Change {
-                    version: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    name: r.try_get(2)?,
-                    body: body.map(|b| serde_json::from_str(&b).unwrap_or_default()),
-                })
-            })
-            .collect()
+        let mut changes = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let kind: String = r.try_get(1)?;
+            let body: Option<String> = r.try_get(3)?;
+            // Only this version's kinds are ever written.
+            let Some(kind) = Kind::from_name(&kind) else {
+                continue;
+            };
+            changes.push(Change::from_json(
+                r.try_get(0)?,
+                kind,
+                r.try_get(2)?,
+                body.map(|b| serde_json::from_str(&b).unwrap_or_default()),
+            ));
+        }
+        Ok(changes)
     }
 
     /// Stores a token's hash and scopes.

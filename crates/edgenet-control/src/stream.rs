@@ -1,60 +1,29 @@
-//! The configuration stream: `GET /v1/stream?pop=NAME&since=VERSION` answers with newline-
-//! delimited JSON [`StreamMessage`]s and stays open: the changes after `since` (or a snapshot
-//! when the PoP is too far behind or ahead), then each new version as it is stored, and a ping
-//! every few seconds so either side notices a dead connection. PoPs report each version they
-//! applied or refused with `POST /v1/pops/NAME/ack`.
+//! The configuration stream's server side: `GET /v1/stream?pop=NAME&since=VERSION` answers
+//! with newline-delimited JSON [`StreamMessage`]s (`edgenet-protocol`'s) and stays open: the
+//! changes after `since` (or a snapshot when the PoP is too far behind or ahead), then each new
+//! version as it is stored, and a ping every few seconds so either side notices a dead
+//! connection. PoPs report each version they applied or refused with
+//! `POST /v1/pops/NAME/ack`.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use edgenet_protocol::{Ack, Kind, ObjectSet, StreamMessage, PING_EVERY};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::api::{lock, unix_ms, ApiError, App, JsonBody};
-use crate::store::{Change, PopStatus, KINDS, KIND_POP};
-
-/// How often an idle stream sends a ping.
-pub const PING_EVERY: Duration = Duration::from_secs(5);
+use crate::store::PopStatus;
 /// A PoP further behind than this gets a snapshot instead of the changes.
 const MAX_DELTA: i64 = 10_000;
 /// Changes per delta message.
 const DELTA_CHUNK: i64 = 1_000;
-
-/// One line of the stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum StreamMessage {
-    /// Everything, as of `version`: kind to name to body.
-    Snapshot {
-        /// The version the objects are at (or newer: changes are idempotent).
-        version: i64,
-        /// Kind (`zone`, `pop`) to name to body.
-        objects: BTreeMap<String, BTreeMap<String, Value>>,
-    },
-    /// The changes from `from` (exclusive) to `version` (inclusive).
-    Delta {
-        /// The version the receiver had.
-        from: i64,
-        /// The version after these changes.
-        version: i64,
-        /// The changes, in order.
-        changes: Vec<Change>,
-    },
-    /// Nothing new; the current version.
-    Ping {
-        /// The current version.
-        version: i64,
-    },
-}
 
 /// `?pop=NAME&since=VERSION`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -66,34 +35,27 @@ pub struct StreamParams {
     since: i64,
 }
 
-/// A PoP's report on one version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Ack {
-    /// The version.
-    pub version: i64,
-    /// Applied (true) or refused (false).
-    pub ok: bool,
-    /// Why it was refused.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-async fn snapshot(app: &App) -> Result<StreamMessage, ApiError> {
+/// Everything, as a snapshot message.
+pub async fn snapshot(app: &App) -> Result<StreamMessage, crate::store::StoreError> {
     // The version first: objects read after it are at least as new, and changes re-sent from
     // that version on are idempotent.
     let version = app.store.version().await?;
-    let mut objects = BTreeMap::new();
-    for kind in KINDS {
-        let all = app.store.all(kind).await?;
-        objects.insert(
-            kind.to_string(),
-            all.into_iter().map(|(n, s)| (n, s.body)).collect(),
-        );
+    let mut objects = ObjectSet::default();
+    for kind in Kind::ALL {
+        for (name, s) in app.store.all(kind).await? {
+            objects.set_json(kind, &name, Some(s.body));
+        }
     }
     Ok(StreamMessage::Snapshot { version, objects })
 }
 
-async fn next_message(app: &App, since: i64, current: i64) -> Result<StreamMessage, ApiError> {
+/// What a PoP at `since` gets next while the store is at `current`: the changes since (in
+/// chunks), or a snapshot when it is too far behind or ahead.
+pub async fn next_message(
+    app: &App,
+    since: i64,
+    current: i64,
+) -> Result<StreamMessage, crate::store::StoreError> {
     if since > current || current - since > MAX_DELTA {
         return snapshot(app).await;
     }
@@ -121,7 +83,7 @@ pub async fn stream(
     Query(q): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, &["pop"]).await?;
-    if app.store.get(KIND_POP, &q.pop).await?.is_none() {
+    if app.store.get(Kind::Pop, &q.pop).await?.is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("pop {:?} is not registered (POST /v1/pops first)", q.pop),
@@ -142,11 +104,7 @@ pub async fn stream(
                     Ok(m) => m,
                     Err(_) => break 'outer,
                 };
-                since = match &msg {
-                    StreamMessage::Snapshot { version, .. }
-                    | StreamMessage::Delta { version, .. } => *version,
-                    StreamMessage::Ping { version } => *version,
-                };
+                since = msg.version();
                 if tx.send(line(&msg)).await.is_err() {
                     break 'outer;
                 }
@@ -180,7 +138,7 @@ pub async fn stream(
 }
 
 /// A PoP reports that it applied (or refused, with the error) a version.
-#[utoipa::path(post, path = "/v1/pops/{name}/ack", request_body = Ack, responses((status = 200, description = "recorded")))]
+#[utoipa::path(post, path = "/v1/pops/{name}/ack", request_body = edgenet_protocol::Ack, responses((status = 200, description = "recorded")))]
 pub async fn ack(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

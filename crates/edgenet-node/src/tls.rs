@@ -198,7 +198,8 @@ fn generate(
     Ok((vec![cert.der().clone()], key))
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes a file with `mode` (0600 for a key) beside its target and renames it into place.
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {

@@ -11,6 +11,7 @@
 pub mod nats;
 mod objects;
 mod stream;
+pub mod validate;
 
 pub use objects::{Decoded, Kind, ObjectSet, Objects, PopRecord};
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};

@@ -1,4 +1,9 @@
-//! The `edgenet` binary: parses arguments and starts things; the work is in the library crates.
+//! The `edgenet` binary: parses arguments and starts things; the work is in the library crates
+//! (`edgenet-node` runs a PoP, `edgenet-control` the control plane). `up` (a whole network on
+//! this machine) and its demo origin live here, beside the commands they start.
+
+mod demo;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +106,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    up::die_with_parent();
     let cli = Cli::parse();
     match cli.command {
         Command::WorkerCompile {
@@ -127,44 +133,42 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match edgenet_config::load(&config) {
-            Ok(c) => {
-                let refused = edgenet_proxy::workers::check_components(&c);
-                if !refused.is_empty() {
-                    for line in refused {
-                        eprintln!("{}: {line}", config.display());
-                    }
-                    return ExitCode::FAILURE;
-                }
-                let workers: usize = c.zones.iter().map(|z| z.workers.len()).sum();
+        Command::Check { config } => match edgenet_node::check::check(&config) {
+            Ok(s) => {
                 println!(
-                    "{}: ok ({} listener(s), {} zone(s), {workers} worker(s) compiled)",
+                    "{}: ok ({} listener(s), {} zone(s), {} worker(s) compiled)",
                     config.display(),
-                    c.listeners.len(),
-                    c.zones.len()
+                    s.listeners,
+                    s.zones,
+                    s.workers
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                for line in e.lines() {
+            Err(lines) => {
+                for line in lines {
                     eprintln!("{line}");
                 }
                 ExitCode::FAILURE
             }
         },
         Command::Pop {
-            config: path,
+            config,
             control,
             name,
             token,
             state,
         } => {
             init_tracing();
-            let result = match control {
-                None => run_pop(path),
-                Some(control) => run_following_pop(path, control, name, token, state),
-            };
-            report(result)
+            report(match control {
+                None => edgenet_node::run(config),
+                Some(control) => edgenet_node::follow::pop::run(edgenet_node::Following {
+                    config,
+                    control,
+                    name: name.unwrap_or_default(),
+                    token,
+                    state,
+                }),
+            })
         }
         Command::Control {
             data,
@@ -185,7 +189,7 @@ fn main() -> ExitCode {
         Command::Up { data, pops, port } => {
             init_tracing();
             report(std::env::current_exe().map_err(Into::into).and_then(|exe| {
-                edgenet_control::up::up(edgenet_control::up::UpOptions {
+                up::up(up::UpOptions {
                     exe,
                     data,
                     pops: pops.max(1),
@@ -195,15 +199,9 @@ fn main() -> ExitCode {
         }
         Command::DemoOrigin { listen } => {
             init_tracing();
-            report(runtime().and_then(|rt| rt.block_on(edgenet_control::demo::serve(listen))))
+            report(runtime().and_then(|rt| rt.block_on(demo::serve(listen))))
         }
     }
-}
-
-fn runtime_current() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -223,155 +221,6 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn config_error(e: edgenet_config::ConfigError) -> anyhow::Error {
-    anyhow::anyhow!(e.lines().join("\n"))
-}
-
-fn run_pop(path: PathBuf) -> anyhow::Result<()> {
-    let config = edgenet_proxy::load_config(&path).map_err(config_error)?;
-    edgenet_proxy::run(path, config)
-}
-
-/// A PoP whose zones come from a control plane: it starts from its last-known-good file (so
-/// it serves with the control plane down), then follows the stream on a thread of its own.
-fn run_following_pop(
-    path: PathBuf,
-    control: String,
-    name: Option<String>,
-    token: Option<String>,
-    state: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    use edgenet_control::follow::{self, Applier, FollowOptions, Objects};
-    use std::sync::Arc;
-    let name = name.unwrap_or_default();
-    let nats = control.starts_with("nats://");
-    let token = match (token, nats) {
-        (Some(t), _) => t,
-        (None, true) => String::new(),
-        (None, false) => anyhow::bail!("--control needs a token: --token or EDGENET_TOKEN"),
-    };
-    let state_file = state.unwrap_or_else(|| {
-        path.parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(format!("{name}.control-state.json"))
-    });
-    fn zones_of(o: &Objects) -> Result<Vec<edgenet_config::ZoneSection>, String> {
-        o.of("zone")
-            .into_iter()
-            .map(|z| {
-                serde_json::from_value(z).map_err(|e| format!("a zone from the control plane: {e}"))
-            })
-            .collect()
-    }
-    if !edgenet_config::read_raw(&path)
-        .map_err(config_error)?
-        .zones
-        .is_empty()
-    {
-        tracing::warn!(config = %path.display(), "the file's zones are ignored: zones come from the control plane");
-    }
-    let last = follow::load_state(&state_file);
-    let mut start = (Vec::new(), None);
-    if let Some(o) = &last {
-        match zones_of(o).and_then(|z| {
-            edgenet_proxy::load_config_with(&path, Some(&z))
-                .map(|c| (z, c))
-                .map_err(|e| e.lines().join("; "))
-        }) {
-            Ok((z, c)) => {
-                tracing::info!(version = o.version, zones = z.len(), state = %state_file.display(), "serving the last-known-good configuration until the control plane answers");
-                start = (z, Some(c));
-            }
-            Err(e) => {
-                tracing::error!(state = %state_file.display(), error = %e, "the last-known-good configuration does not apply; starting without zones")
-            }
-        }
-    }
-    let (zones, config) = start;
-    let config = match config {
-        Some(c) => c,
-        None => edgenet_proxy::load_config_with(&path, Some(&[])).map_err(config_error)?,
-    };
-    struct NodeApplier {
-        node: Arc<edgenet_proxy::state::Node>,
-        path: PathBuf,
-    }
-    impl Applier for NodeApplier {
-        fn apply(&self, o: &Objects) -> Result<(), String> {
-            let zones = zones_of(o)?;
-            // Other PoPs' backbone addresses (the first address of each PoP record).
-            let pops: edgenet_proxy::backbone::PopDirectory = o
-                .of("pop")
-                .iter()
-                .filter_map(|p| {
-                    let name = p["name"].as_str()?.to_string();
-                    let addr = p["addresses"].get(0)?.as_str()?.parse().ok()?;
-                    Some((name, addr))
-                })
-                .collect();
-            self.node.pops.store(Arc::new(pops));
-            edgenet_proxy::apply_control_zones(&self.node, &self.path, zones)
-                .map(|_| ())
-                .map_err(|lines| lines.join("; "))
-        }
-    }
-    let opts = FollowOptions {
-        control,
-        token,
-        pop: name,
-        state_file,
-    };
-    let config_path = path.clone();
-    // The backbone listener needs the PoP's certificate before it starts: get it now if the
-    // control plane answers (a PoP without one runs without the backbone, and says so).
-    let (key, cert, ca) = follow::backbone_files(&opts.state_file, &opts.pop);
-    if config.backbone.is_some() && !nats && !cert.exists() {
-        let got = runtime_current().and_then(|rt| {
-            let client = follow::http_client();
-            rt.block_on(async {
-                tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    follow::ensure_backbone_certificate(&client, &opts),
-                )
-                .await
-                .map_err(|_| anyhow::anyhow!("the control plane did not answer within 10 s"))?
-                .map_err(|e| anyhow::anyhow!(e))
-            })
-        });
-        if let Err(e) = got {
-            tracing::error!(error = %e, "no backbone certificate");
-        }
-    }
-    let backbone = (key.exists() && cert.exists() && ca.exists())
-        .then_some(edgenet_proxy::backbone::BackboneFiles { key, cert, ca });
-    let run = edgenet_proxy::RunOptions {
-        control_zones: Some(zones),
-        backbone,
-    };
-    edgenet_proxy::run_with(path, config, run, move |node| {
-        let applier = Arc::new(NodeApplier {
-            node,
-            path: config_path,
-        });
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || match runtime_current() {
-                Ok(rt) if nats => rt.block_on(edgenet_control::nats::follow_nats(
-                    opts.control,
-                    opts.pop,
-                    opts.state_file,
-                    applier,
-                    last,
-                )),
-                Ok(rt) => rt.block_on(follow::follow(opts, applier, last)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the control-plane follower")
-                }
-            })
-            .expect("a thread for the control-plane follower");
-    })
 }
 
 /// Diagnostics go to stderr (stdout may carry the access log), filtered by `RUST_LOG`.

@@ -1,13 +1,41 @@
 //! `edgenet up`: a whole network on this machine in one command. It starts the control plane
 //! (SQLite in a directory it names), a demo origin and N PoPs on loopback ports, each a real
 //! `edgenet` process following the control plane; registers the PoPs and a demo zone through
-//! the API; prints the URLs and an API token; and stops everything on Ctrl-C.
+//! the API; prints the URLs and an API token.
+//!
+//! The first SIGINT or SIGTERM stops everything, at any moment: the handlers are installed
+//! before the first child starts, and the start-up races them. Children run in process groups
+//! of their own (a terminal's Ctrl-C reaches `up` only, which stops them in order with
+//! SIGTERM so PoPs drain), and each dies with `up` even when `up` is killed outright
+//! (`PR_SET_PDEATHSIG`, set by the child itself: see [`die_with_parent`]).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+/// The environment variable that names a child's `up` process: the child asks the kernel for
+/// SIGTERM when its parent dies.
+const PARENT_ENV: &str = "EDGENET_UP_PARENT";
+
+/// In a child of `up`: ask for SIGTERM when `up` dies, and leave at once if it already did
+/// (between the fork and this call). Does nothing in a process `up` did not start.
+pub fn die_with_parent() {
+    let Some(parent) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    use nix::sys::signal::Signal;
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_ok()
+        && nix::unistd::getppid().as_raw() != parent
+    {
+        std::process::exit(0);
+    }
+}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -30,7 +58,10 @@ impl Drop for Children {
     fn drop(&mut self) {
         for (_, c) in &self.0 {
             // SIGTERM lets PoPs drain and the control plane close its database cleanly.
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         for (name, c) in &mut self.0 {
@@ -49,44 +80,85 @@ impl Drop for Children {
     }
 }
 
-fn spawn(
-    children: &mut Children,
-    name: &str,
-    exe: &Path,
-    args: &[&str],
-    log: &Path,
-    env: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let out = std::fs::File::create(log)?;
-    let err = out.try_clone()?;
-    let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
+impl Children {
+    /// Starts `exe args` as `name`, its output in `log`, in a process group of its own and
+    /// bound to die with this process.
+    fn spawn(
+        &mut self,
+        name: &str,
+        exe: &Path,
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        println!("starting {name}");
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new(exe);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .env(PARENT_ENV, std::process::id().to_string());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
+        self.0.push((name.to_string(), child));
+        Ok(())
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
-    children.0.push((name.to_string(), child));
-    Ok(())
 }
 
-fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> anyhow::Result<()> {
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let end = Instant::now() + within;
-    while !f() {
+    while !f().await {
         if Instant::now() > end {
             anyhow::bail!("{what} did not come up within {within:?}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
 
-/// Runs the network until Ctrl-C.
+async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+/// Runs the network until the first SIGINT or SIGTERM.
 pub fn up(o: UpOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut children = Children(Vec::new());
+    let outcome = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            started = start(&o, &mut children) => started.map(|()| "stopped"),
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    });
+    match &outcome {
+        Ok(signal) => println!("{signal}: stopping..."),
+        Err(e) => eprintln!("edgenet up: {e:#}; stopping what it started"),
+    }
+    drop(children);
+    outcome.map(|_| ())
+}
+
+/// Starts everything, prints where it is, then waits for ever (the caller's signal ends it).
+async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     std::fs::create_dir_all(&o.data)?;
     let data = o.data.canonicalize()?;
     let logs = data.join("logs");
@@ -94,11 +166,9 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
     let control_dir = data.join("control");
     let control_url = format!("http://127.0.0.1:{}", o.port);
     let origin_addr = format!("127.0.0.1:{}", o.port - 70);
-    let mut children = Children(Vec::new());
 
-    spawn(
-        &mut children,
-        "control plane",
+    children.spawn(
+        "the control plane",
         &o.exe,
         &[
             "control",
@@ -111,13 +181,13 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
         &[],
     )?;
     let token_file = control_dir.join("admin-token");
-    wait_for("the control plane", Duration::from_secs(20), || {
-        token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", o.port)).is_ok()
-    })?;
+    wait_for("the control plane", Duration::from_secs(20), || async {
+        token_file.exists() && listening(o.port).await
+    })
+    .await?;
     let admin = std::fs::read_to_string(&token_file)?.trim().to_string();
-    spawn(
-        &mut children,
-        "demo origin",
+    children.spawn(
+        "the demo origin",
         &o.exe,
         &["demo-origin", "--listen", &origin_addr],
         &logs.join("origin.log"),
@@ -148,39 +218,35 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
         (1.35, 103.82),
         (35.68, 139.69),
     ];
-    let pop_token = rt.block_on(async {
-        let t = api(
-            reqwest::Method::POST,
-            "/v1/tokens".into(),
-            json!({"name": "edgenet up PoPs", "scopes": ["pop"]}),
-        )
-        .await?;
-        for i in 1..=o.pops {
-            let (lat, lon) = places[(i - 1) % places.len()];
-            api(
-                reqwest::Method::POST,
-                "/v1/pops".into(),
-                json!({"name": format!("pop{i}"), "latitude": lat, "longitude": lon,
-                "addresses": [format!("127.0.0.1:{}", o.port + 1000 + i as u16)]}),
-            )
-            .await?;
-        }
+    let t = api(
+        reqwest::Method::POST,
+        "/v1/tokens".into(),
+        json!({"name": "edgenet up PoPs", "scopes": ["pop"]}),
+    )
+    .await?;
+    let pop_token = t["result"]["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for i in 1..=o.pops {
+        let (lat, lon) = places[(i - 1) % places.len()];
         api(
             reqwest::Method::POST,
-            "/v1/zones".into(),
-            json!({"name": "demo", "hostnames": ["localhost", "127.0.0.1"],
-            "origins": {"servers": [{"address": origin_addr}]},
-            "response_headers": [{"action": "set", "name": "x-served-by", "value": "edgenet"}],
-            "tiered_cache": ["pop1"]}),
+            "/v1/pops".into(),
+            json!({"name": format!("pop{i}"), "latitude": lat, "longitude": lon,
+            "addresses": [format!("127.0.0.1:{}", o.port + 1000 + i as u16)]}),
         )
         .await?;
-        Ok::<_, anyhow::Error>(
-            t["result"]["secret"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        )
-    })?;
+    }
+    api(
+        reqwest::Method::POST,
+        "/v1/zones".into(),
+        json!({"name": "demo", "hostnames": ["localhost", "127.0.0.1"],
+        "origins": {"servers": [{"address": origin_addr}]},
+        "response_headers": [{"action": "set", "name": "x-served-by", "value": "edgenet"}],
+        "tiered_cache": ["pop1"]}),
+    )
+    .await?;
 
     let mut urls = Vec::new();
     for i in 1..=o.pops {
@@ -194,8 +260,7 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
              [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
              [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n\n\
              [backbone]\nlisten = \"127.0.0.1:{backbone}\"\n"))?;
-        spawn(
-            &mut children,
+        children.spawn(
             &name,
             &o.exe,
             &[
@@ -220,17 +285,16 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
         wait_for(
             &format!("{name} serving the demo zone"),
             Duration::from_secs(30),
-            || {
-                rt.block_on(async {
-                    client
-                        .get(url)
-                        .send()
-                        .await
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                })
+            || async {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
             },
-        )?;
+        )
+        .await?;
     }
 
     println!(
@@ -252,15 +316,6 @@ pub fn up(o: UpOptions) -> anyhow::Result<()> {
     println!("  curl -s -X POST -H 'Authorization: Bearer {admin}' {control_url}/v1/zones \\\n    -d '{{\"name\": \"shop\", \"hostnames\": [\"shop.test\"], \"origins\": {{\"servers\": [{{\"address\": \"{origin_addr}\"}}]}}}}'");
     println!("  curl -i -H 'Host: shop.test' {first}        # served by every PoP within a second");
     println!("\nCtrl-C stops everything.");
-
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    println!("stopping...");
-    drop(children);
+    std::future::pending::<()>().await;
     Ok(())
 }

@@ -177,29 +177,13 @@ pub async fn ensure_backbone_certificate(
     let Some(issued) = issued else {
         return Err(format!("{url}: {status}: {text}"));
     };
-    write_private(&files.key, key.serialize_pem().as_bytes())
-        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    crate::tls::write_file(&files.key, key.serialize_pem().as_bytes(), 0o600)
+        .map_err(|e| e.to_string())?;
     std::fs::write(&files.cert, issued.certificate)
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
     std::fs::write(&files.ca, issued.ca).map_err(|e| format!("{}: {e}", files.ca.display()))?;
     tracing::info!(cert = %files.cert.display(), "backbone certificate issued by the control plane");
     Ok(())
-}
-
-/// Writes a secret readable by its owner only: a temporary file with mode 0600, then a rename,
-/// so the file is never half written or briefly readable by others.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    std::fs::rename(tmp, path)
 }
 
 /// An HTTP client for the control plane.

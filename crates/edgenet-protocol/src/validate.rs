@@ -1,15 +1,16 @@
-//! Validation of API bodies: a zone is checked by the same code that checks a PoP's TOML
-//! (`edgenet_config::validate`), with the other zones beside it so hostname clashes show, and
-//! its errors are reported with paths inside the zone body.
+//! Validation of the objects as the control plane's API receives them: a zone is checked by the
+//! same code that checks a PoP's TOML (`edgenet_config::validate`), with the other zones beside
+//! it so hostname clashes show, and its errors are reported with paths inside the zone body.
+//! Files and names are looked up through the [`Environment`] given (the control plane's own
+//! machine, or a fake).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use edgenet_config::{RawConfig, ZoneSection};
-use serde::{Deserialize, Serialize};
+use edgenet_config::{Environment, RawConfig, ZoneSection};
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::store::Stored;
+use crate::PopRecord;
 
 /// One problem with a body: the field path (inside the body) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,27 +48,28 @@ fn check_name(body_name: &str, path_name: Option<&str>) -> Result<(), Vec<FieldP
     }
 }
 
-/// Checks a zone body against the other stored zones; returns its name and its canonical
-/// form (defaults filled in).
+/// Checks a zone body against the other stored zones (one of the same name is the zone being
+/// replaced, and left out); returns its name and its canonical form (defaults filled in).
 pub fn validate_zone(
     body: &Value,
     path_name: Option<&str>,
-    others: &BTreeMap<String, Stored>,
+    others: &[ZoneSection],
+    env: &dyn Environment,
 ) -> Result<(String, Value), Vec<FieldProblem>> {
     let zone: ZoneSection = parse(body)?;
     check_name(&zone.name, path_name)?;
-    let mut raw = RawConfig::default();
-    for (name, s) in others {
-        if *name != zone.name {
-            if let Ok(z) = serde_json::from_value::<ZoneSection>(s.body.clone()) {
-                raw.zones.push(z);
-            }
-        }
-    }
+    let mut raw = RawConfig {
+        zones: others
+            .iter()
+            .filter(|z| z.name != zone.name)
+            .cloned()
+            .collect(),
+        ..RawConfig::default()
+    };
     let idx = raw.zones.len();
     raw.zones.push(zone.clone());
     let prefix = format!("zones[{idx}]");
-    if let Err(errors) = edgenet_config::validate(&raw, Path::new(".")) {
+    if let Err(errors) = edgenet_config::validate(&raw, Path::new("."), env) {
         let mine: Vec<FieldProblem> = errors
             .iter()
             .filter_map(|e| {
@@ -90,28 +92,6 @@ pub fn validate_zone(
     }
     let canonical = serde_json::to_value(&zone).map_err(|e| vec![problem("", e.to_string())])?;
     Ok((zone.name, canonical))
-}
-
-/// A PoP's record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PopRecord {
-    /// Its name (as `edgenet pop --name`): letters, digits, `-`, `_`, `.`.
-    pub name: String,
-    /// Latitude in degrees.
-    pub latitude: f64,
-    /// Longitude in degrees.
-    pub longitude: f64,
-    /// Where other PoPs reach it (`host:port`).
-    #[serde(default)]
-    pub addresses: Vec<String>,
-    /// `edge` (serves users) or `core` (an upper tier / relay only).
-    #[serde(default = "default_role")]
-    pub role: String,
-}
-
-fn default_role() -> String {
-    "edge".into()
 }
 
 /// Checks a PoP body; returns its name and canonical form.
