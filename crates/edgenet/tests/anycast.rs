@@ -12,8 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn scenario(name: &str) {
-    if !support::is_root() {
-        eprintln!("SKIPPED anycast::{name}: needs root for network namespaces (CI runs as root)");
+    if !support::needs_root(&format!("anycast::{name}"), "network namespaces") {
         return;
     }
     let rig = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/anycast/rig.py");

@@ -2,7 +2,8 @@
 //! (`tests/network/smart.py`, shared with `bench/network.sh`). A PoP whose direct path to the
 //! origin is slow (200 ms) relays through another PoP (20 ms + 60 ms) once the backbone has
 //! measured it, returns to direct when the relay's path slows, and survives the relay dying.
-//! Needs root for the namespaces; skips with a printed reason without it.
+//! Needs root for the namespaces: without it, it skips with a printed reason, and under
+//! `CI=true` fails.
 
 mod support;
 
@@ -11,10 +12,7 @@ use std::process::Command;
 
 #[test]
 fn smart_routing_picks_the_relay_and_returns_to_direct() {
-    if !support::is_root() {
-        eprintln!(
-            "SKIPPED network::smart_routing: needs root for network namespaces (CI runs as root)"
-        );
+    if !support::needs_root("network::smart_routing", "network namespaces") {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/network/smart.py");

@@ -1,46 +1,150 @@
 //! `edgenet up`, the README's main command: it starts a control plane, three PoPs and a demo
 //! origin, prints where they are and an API token; a zone created with curl is served by every
-//! PoP; Ctrl-C (SIGINT) stops every process it started.
+//! PoP. The first SIGINT or SIGTERM stops every process it started, whether it comes during
+//! start-up or after; and if `up` itself is killed, its children die with it.
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Lines};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{curl, eventually, TempDir};
 
-#[test]
-fn edgenet_up_runs_a_network_and_stops_it() {
-    let dir = TempDir::new("up");
-    // A base port whose offsets (-70, +11..13, +1001..1003, +2021..2023) are free.
-    let port = loop {
-        let p = 20_000 + (support::free_port() % 20_000);
-        let offsets = [0i32, -70, 11, 12, 13, 1001, 1002, 1003, 2021, 2022, 2023];
-        if offsets
-            .iter()
-            .all(|o| std::net::TcpListener::bind(("127.0.0.1", (p as i32 + o) as u16)).is_ok())
-        {
-            break p;
+/// A running `edgenet up` and the lines it printed so far.
+struct Up {
+    child: Child,
+    out: Lines<BufReader<ChildStdout>>,
+    printed: String,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Up {
+    fn start(tag: &str) -> Up {
+        let dir = TempDir::new(tag);
+        // A base port whose offsets (-70, +11..13, +1001..1003, +2021..2023) are free.
+        let port = loop {
+            let p = 20_000 + (support::free_port() % 20_000);
+            let offsets = [0i32, -70, 11, 12, 13, 1001, 1002, 1003, 2021, 2022, 2023];
+            if offsets.iter().all(|o| {
+                std::net::TcpListener::bind(("127.0.0.1", (p as i32 + o) as u16)).is_ok()
+            }) {
+                break p;
+            }
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgenet"))
+            .args(["up", "--port", &port.to_string(), "--data"])
+            .arg(dir.0.join("net"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap()).lines();
+        Up {
+            child,
+            out,
+            printed: String::new(),
+            port,
+            _dir: dir,
         }
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgenet"))
-        .args(["up", "--port", &port.to_string(), "--data"])
-        .arg(dir.0.join("net"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut printed = String::new();
-    while !printed.contains("Ctrl-C stops everything") {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("edgenet up ended early:\n{printed}");
-        }
-        printed.push_str(&line);
     }
+
+    /// Reads what `up` prints until a line contains `text`.
+    fn until(&mut self, text: &str) {
+        loop {
+            match self.out.next() {
+                Some(Ok(line)) => {
+                    self.printed.push_str(&line);
+                    self.printed.push('\n');
+                    if line.contains(text) {
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    panic!("edgenet up ended before printing {text:?}:\n{}", self.printed);
+                }
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// The processes `up` started, still alive: those whose environment names it as their
+    /// parent (what a child of `up` is given to die with it).
+    fn children(&self) -> Vec<u32> {
+        let marker = format!("EDGENET_UP_PARENT={}", self.child.id());
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            let alive = std::fs::read_to_string(entry.path().join("stat"))
+                .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"));
+            if alive && env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Sends `sig` and checks that `up` exits 0 within `within` and leaves no child behind.
+    fn stops_on(mut self, sig: &str, within: Duration) {
+        assert!(!self.children().is_empty(), "children are running");
+        self.signal(sig);
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < within,
+                "edgenet up did not stop within {within:?} of {sig}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{sig}: {status}");
+        // Whatever it printed after the signal.
+        for line in self.out.by_ref().map_while(Result::ok) {
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+        assert!(self.printed.contains(&format!("{sig}: stopping")), "{}", self.printed);
+        let left = self.children();
+        assert!(left.is_empty(), "left running after {sig}: {left:?}");
+        let port = self.port;
+        assert!(eventually(Duration::from_secs(5), || {
+            [port, port + 11, port + 1001, port - 70]
+                .iter()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
+        }));
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn edgenet_up_runs_a_network_and_stops_on_sigint() {
+    let mut up = Up::start("up");
+    up.until("Ctrl-C stops everything");
+    let printed = &up.printed;
     let token = printed
         .lines()
         .find_map(|l| l.trim().strip_prefix("API token"))
@@ -58,8 +162,8 @@ fn edgenet_up_runs_a_network_and_stops_it() {
         assert_eq!(r.status, 200, "{u}");
         assert!(r.body.contains("edgenet demo origin"));
     }
-    let control = format!("http://127.0.0.1:{port}");
-    let origin = format!("127.0.0.1:{}", port - 70);
+    let control = format!("http://127.0.0.1:{}", up.port);
+    let origin = format!("127.0.0.1:{}", up.port - 70);
     let zone = serde_json::json!({"name": "shop", "hostnames": ["shop.test"],
         "origins": {"servers": [{"address": origin}]}})
     .to_string();
@@ -79,19 +183,44 @@ fn edgenet_up_runs_a_network_and_stops_it() {
             .iter()
             .all(|u| curl(&["-H", "Host: shop.test", u.as_str()]).status == 200)
     }));
+    assert_eq!(up.children().len(), 5, "control plane, origin, 3 PoPs");
+    up.stops_on("INT", Duration::from_secs(15));
+}
 
-    // Ctrl-C: everything stops and the ports are free again.
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
-    assert!(eventually(Duration::from_secs(5), || {
-        [port, port + 11, port + 1001, port - 70]
-            .iter()
-            .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_err())
-    }));
+#[test]
+fn sigterm_after_start_stops_everything() {
+    let mut up = Up::start("up-term");
+    up.until("Ctrl-C stops everything");
+    up.stops_on("TERM", Duration::from_secs(15));
+}
+
+/// Ctrl-C while the PoPs are starting: `up` does not go on starting, and stops what it had.
+#[test]
+fn sigint_during_start_up_stops_everything() {
+    let mut up = Up::start("up-int-early");
+    up.until("starting pop1");
+    up.stops_on("INT", Duration::from_secs(15));
+}
+
+#[test]
+fn sigterm_during_start_up_stops_everything() {
+    let mut up = Up::start("up-term-early");
+    up.until("starting the demo origin");
+    up.stops_on("TERM", Duration::from_secs(15));
+}
+
+/// `up` killed outright cannot stop anything itself: its children die with it.
+#[test]
+fn children_die_with_a_killed_up() {
+    let mut up = Up::start("up-kill");
+    up.until("Ctrl-C stops everything");
+    let children = up.children();
+    assert_eq!(children.len(), 5);
+    up.signal("KILL");
+    let _ = up.child.wait();
+    assert!(
+        eventually(Duration::from_secs(15), || up.children().is_empty()),
+        "left running: {:?}",
+        up.children()
+    );
 }

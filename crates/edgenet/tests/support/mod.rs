@@ -879,6 +879,21 @@ impl Drop for Postgres {
     }
 }
 
+/// Whether a test that needs root (`test`, for `why`) can run: true as root. Otherwise it
+/// prints why it is skipped and returns false, or, under `CI=true`, where every test must run,
+/// fails.
+pub fn needs_root(test: &str, why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    let reason = format!("{test}: needs root for {why}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason}, and CI=true: CI runs as root, so this must not be skipped");
+    }
+    eprintln!("SKIPPED {reason} (CI runs as root)");
+    false
+}
+
 /// Whether the tests run as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
