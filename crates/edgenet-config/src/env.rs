@@ -60,6 +60,33 @@ impl Environment for System {
     }
 }
 
+/// A world without files or names: every read fails, every lookup fails. For validating text
+/// that must not touch the machine (the fuzzers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offline;
+
+impl Environment for Offline {
+    fn read(&self, _: &Path, _: u64) -> Result<Vec<u8>, String> {
+        Err("cannot be read: no files here".into())
+    }
+
+    fn exists(&self, _: &Path) -> Result<(), String> {
+        Err("cannot be read: no files here".into())
+    }
+
+    fn resolve(&self, _: &str, _: u16) -> Result<Vec<SocketAddr>, String> {
+        Err("cannot be resolved: no resolver here".into())
+    }
+
+    fn cpus(&self) -> usize {
+        1
+    }
+
+    fn temp_dir(&self) -> PathBuf {
+        PathBuf::from("/nonexistent")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     //! An environment made of maps, for tests: files by path, addresses by host name.
