@@ -120,7 +120,10 @@ mod tests {
         assert!(!e.routes[&a].graceful_shutdown);
         assert!(!e.routes[&b].graceful_shutdown);
         e.add(&[b], true);
-        assert!(!e.routes[&b].graceful_shutdown, "already announced normally");
+        assert!(
+            !e.routes[&b].graceful_shutdown,
+            "already announced normally"
+        );
         assert_eq!(e.routes.len(), 2);
     }
 }

@@ -233,10 +233,13 @@ async fn max_prefix_resets_the_session_with_cease_1() {
         router.status()[0].state == State::Established
     })
     .await;
-    send(&pop, export(
-        &["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
-        false,
-    ));
+    send(
+        &pop,
+        export(
+            &["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"],
+            false,
+        ),
+    );
     until("reset", Duration::from_secs(2), || {
         pop.status()[0]
             .last_error

@@ -328,7 +328,10 @@ mod tests {
 
     #[test]
     fn entries_append_towards_the_client() {
-        assert_eq!(append(Some("up; hit"), "low; fwd=uri-miss"), "up; hit, low; fwd=uri-miss");
+        assert_eq!(
+            append(Some("up; hit"), "low; fwd=uri-miss"),
+            "up; hit, low; fwd=uri-miss"
+        );
         assert_eq!(append(Some(""), "low"), "low");
         assert_eq!(append(None, "low"), "low");
     }

@@ -6,9 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use edgenet_bgp::bfd::BfdConfig;
+use edgenet_bgp::config::{PeerConfig, SpeakerConfig, MD5_MAX_KEY};
 use edgenet_bgp::message::{Family, Prefix};
 use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
-use edgenet_bgp::config::{PeerConfig, SpeakerConfig, MD5_MAX_KEY};
 
 use crate::schema::{AnycastCheckSection, AnycastSection, BgpPeerSection};
 use crate::validate::Validator;

@@ -16,10 +16,10 @@ mod schema;
 mod validate;
 
 pub use anycast::{Anycast, AnycastCheck, CheckTarget};
+pub use env::{Environment, System};
 pub use error::{ConfigError, FieldError};
 pub use model::*;
 pub use schema::*;
-pub use env::{Environment, System};
 pub use validate::{
     load, parse_certs, parse_host_pattern, parse_key, parse_toml, read_certs, read_key, read_raw,
     validate, validate_file,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::{HeaderAction, ListenerProtocol, QueryKey, RateLimitAction, TtlMode, WafAction};
+pub use crate::model::{
+    HeaderAction, ListenerProtocol, QueryKey, RateLimitAction, TtlMode, WafAction,
+};
 
 /// The whole configuration of one PoP.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]

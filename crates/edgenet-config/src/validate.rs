@@ -1469,7 +1469,8 @@ mod tests {
         assert_eq!(paths, ["zones[0].tls.cert", "zones[0].tls.key"]);
 
         let mut env = Fake::default();
-        env.files.insert("/etc/edgenet/z.pem".into(), b"junk".to_vec());
+        env.files
+            .insert("/etc/edgenet/z.pem".into(), b"junk".to_vec());
         env.files
             .insert("/etc/edgenet/z.key".into(), vec![b'k'; 2 << 20]);
         let e = check(&zone("127.0.0.1:8000", tls), &env).unwrap_err();

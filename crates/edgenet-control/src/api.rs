@@ -541,7 +541,10 @@ async fn list_pops(
 ) -> ApiResult {
     app.authorize(&headers, &["read", "write"]).await?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
-    let items = app.store.list(Kind::Pop, p.cursor.as_deref(), limit).await?;
+    let items = app
+        .store
+        .list(Kind::Pop, p.cursor.as_deref(), limit)
+        .await?;
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|s| s.name.clone()))
         .flatten();

@@ -388,3 +388,152 @@ fn token_info(r: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {
         created: r.try_get(3)?,
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use edgenet_protocol::{Decoded, ObjectChange};
+    use serde_json::json;
+
+    /// A store in an in-memory SQLite database (one connection: the database lives as long as
+    /// it does).
+    pub(crate) async fn memory() -> Store {
+        Store::open("sqlite::memory:").await.unwrap()
+    }
+
+    fn zone(name: &str) -> serde_json::Value {
+        json!({"name": name, "hostnames": [format!("{name}.test")],
+            "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
+    }
+
+    #[tokio::test]
+    async fn every_write_is_one_version_in_order() {
+        let s = memory().await;
+        assert_eq!(s.version().await.unwrap(), 0);
+        let v1 = s
+            .put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .await
+            .unwrap();
+        let v2 = s
+            .put(Kind::Pop, "p1", Some(&json!({"name": "p1"})), true, None)
+            .await
+            .unwrap();
+        let v3 = s
+            .put(Kind::Zone, "a", Some(&zone("a")), false, Some(v1))
+            .await
+            .unwrap();
+        let v4 = s.put(Kind::Zone, "a", None, false, None).await.unwrap();
+        assert_eq!((v1, v2, v3, v4), (1, 2, 3, 4));
+        assert_eq!(s.version().await.unwrap(), 4);
+        assert_eq!(s.get(Kind::Zone, "a").await.unwrap(), None, "deleted");
+        assert_eq!(s.get(Kind::Pop, "p1").await.unwrap().unwrap().version, 2);
+
+        let changes = s.changes_since(1, 10).await.unwrap();
+        let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
+        assert_eq!(versions, [2, 3, 4]);
+        assert!(
+            matches!(&changes[1].object, ObjectChange::Zone { name, body: Some(Decoded::Ok(z)) } if name == "a" && z.hostnames == ["a.test"])
+        );
+        assert_eq!(
+            changes[2].object,
+            ObjectChange::Zone {
+                name: "a".into(),
+                body: None
+            }
+        );
+        assert!(
+            matches!(
+                &changes[0].object,
+                ObjectChange::Pop {
+                    body: Some(Decoded::Invalid { .. }),
+                    ..
+                }
+            ),
+            "a PoP record without its fields does not decode"
+        );
+        assert_eq!(
+            s.changes_since(0, 2).await.unwrap().len(),
+            2,
+            "the limit holds"
+        );
+    }
+
+    #[tokio::test]
+    async fn creates_conflicts_and_missing_objects_are_refused_and_change_nothing() {
+        let s = memory().await;
+        let v = s
+            .put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.put(Kind::Zone, "a", Some(&zone("a")), true, None).await,
+            Err(StoreError::Exists(n)) if n == "a"
+        ));
+        assert!(matches!(
+            s.put(Kind::Zone, "a", Some(&zone("a")), false, Some(v + 7)).await,
+            Err(StoreError::Conflict { expected, actual }) if expected == v + 7 && actual == v
+        ));
+        assert!(matches!(
+            s.put(Kind::Zone, "b", Some(&zone("b")), false, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.put(Kind::Zone, "b", None, false, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.version().await.unwrap(), v, "no version was taken");
+        assert_eq!(s.changes_since(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn lists_page_by_name_per_kind() {
+        let s = memory().await;
+        for n in ["c", "a", "b"] {
+            s.put(Kind::Zone, n, Some(&zone(n)), true, None)
+                .await
+                .unwrap();
+        }
+        s.put(Kind::Pop, "a", Some(&json!({})), true, None)
+            .await
+            .unwrap();
+        let page = s.list(Kind::Zone, None, 2).await.unwrap();
+        let names: Vec<&str> = page.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let next = s.list(Kind::Zone, Some("b"), 2).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].name, "c");
+        assert_eq!(s.all(Kind::Zone).await.unwrap().len(), 3);
+        assert_eq!(s.all(Kind::Pop).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_found_by_hash_and_pop_reports_replace_each_other() {
+        let s = memory().await;
+        let t = TokenInfo {
+            id: "t1".into(),
+            name: "ops".into(),
+            scopes: vec!["read".into(), "write".into()],
+            created: 1,
+        };
+        s.add_token(&t, "hash1").await.unwrap();
+        assert_eq!(s.token_by_hash("hash1").await.unwrap(), Some(t.clone()));
+        assert_eq!(s.token_by_hash("other").await.unwrap(), None);
+        assert_eq!(s.tokens().await.unwrap(), [t]);
+        assert!(s.delete_token("t1").await.unwrap());
+        assert!(!s.delete_token("t1").await.unwrap());
+
+        let mut status = PopStatus {
+            name: "p1".into(),
+            applied: 3,
+            last_seen_ms: 10,
+            last_error: None,
+        };
+        s.set_pop_status(&status).await.unwrap();
+        status.applied = 4;
+        status.last_error = Some("version 5: bad".into());
+        s.set_pop_status(&status).await.unwrap();
+        let all = s.pop_statuses().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all["p1"], status);
+    }
+}

@@ -7,6 +7,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+#[cfg(test)]
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -179,4 +181,153 @@ pub async fn record_ack(app: &App, name: &str, ack: Ack) -> Result<(), crate::st
     app.store.set_pop_status(&status).await?;
     lock(&app.statuses).insert(name, status);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use edgenet_protocol::{Decoded, ObjectChange};
+    use http_body_util::BodyExt;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    async fn app() -> Arc<App> {
+        let store = crate::store::tests::memory().await;
+        App::new(store, None).await.unwrap()
+    }
+
+    fn zone(name: &str) -> serde_json::Value {
+        json!({"name": name, "hostnames": [format!("{name}.test")],
+            "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
+    }
+
+    #[tokio::test]
+    async fn a_pop_gets_the_changes_since_its_version_or_a_snapshot_when_ahead() {
+        let app = app().await;
+        app.put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .await
+            .unwrap();
+        app.put(Kind::Zone, "b", Some(&zone("b")), true, None)
+            .await
+            .unwrap();
+        let current = app.store.version().await.unwrap();
+        let StreamMessage::Delta {
+            from,
+            version,
+            changes,
+        } = next_message(&app, 1, current).await.unwrap()
+        else {
+            panic!("a delta")
+        };
+        assert_eq!((from, version, changes.len()), (1, 2, 1));
+        assert!(matches!(&changes[0].object, ObjectChange::Zone { name, .. } if name == "b"));
+        // A PoP claiming a version the store never had (a restored database) starts over.
+        let StreamMessage::Snapshot { version, objects } =
+            next_message(&app, current + 5, current).await.unwrap()
+        else {
+            panic!("a snapshot")
+        };
+        assert_eq!(version, current);
+        assert_eq!(objects.zone.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(matches!(objects.zone["a"], Decoded::Ok(_)));
+    }
+
+    /// Reads the next whole line of a streaming body.
+    async fn line(body: &mut Body, buf: &mut Vec<u8>) -> StreamMessage {
+        loop {
+            if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let l: Vec<u8> = buf.drain(..=end).collect();
+                return serde_json::from_slice(&l).unwrap();
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                .await
+                .expect("a line within 5 s")
+                .expect("the stream goes on")
+                .unwrap();
+            buf.extend_from_slice(&frame.into_data().unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stream_sends_each_new_version_and_acks_are_recorded() {
+        let app = app().await;
+        let (_, secret) = app.create_token("pop", &["pop"]).await.unwrap();
+        let auth = format!("Bearer {secret}");
+        let pop = json!({"name": "p1", "latitude": 0.0, "longitude": 0.0});
+        app.put(Kind::Pop, "p1", Some(&pop), true, None)
+            .await
+            .unwrap();
+        app.put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .await
+            .unwrap();
+        let router = crate::api::router(app.clone());
+
+        let unknown = Request::get("/v1/stream?pop=nope&since=0")
+            .header("authorization", &auth)
+            .body(Body::empty())
+            .unwrap();
+        let r = router.clone().oneshot(unknown).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "an unregistered PoP");
+
+        let req = Request::get("/v1/stream?pop=p1&since=0")
+            .header("authorization", &auth)
+            .body(Body::empty())
+            .unwrap();
+        let r = router.clone().oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+        let mut body = r.into_body();
+        let mut buf = Vec::new();
+        let first = line(&mut body, &mut buf).await;
+        assert_eq!(first.version(), 2, "{first:?}");
+        assert!(matches!(first, StreamMessage::Delta { from: 0, .. }));
+        assert_eq!(*lock(&app.connected).get("p1").unwrap(), 1);
+
+        // A write while the PoP is connected reaches it as the next line.
+        app.put(Kind::Zone, "b", Some(&zone("b")), true, None)
+            .await
+            .unwrap();
+        let StreamMessage::Delta { from, changes, .. } = line(&mut body, &mut buf).await else {
+            panic!("a delta")
+        };
+        assert_eq!(from, 2);
+        assert!(matches!(&changes[0].object, ObjectChange::Zone { name, .. } if name == "b"));
+
+        let ack = Request::post("/v1/pops/p1/ack")
+            .header("authorization", &auth)
+            .body(Body::from(
+                r#"{"version": 3, "ok": false, "error": "zones[0]: bad"}"#,
+            ))
+            .unwrap();
+        assert_eq!(
+            router.clone().oneshot(ack).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let status = app.store.pop_statuses().await.unwrap()["p1"].clone();
+        assert_eq!(
+            status.last_error.as_deref(),
+            Some("version 3: zones[0]: bad")
+        );
+        assert_eq!(status.applied, 0, "a refusal applies nothing");
+        let ack = Request::post("/v1/pops/p1/ack")
+            .header("authorization", &auth)
+            .body(Body::from(r#"{"version": 3, "ok": true}"#))
+            .unwrap();
+        router.oneshot(ack).await.unwrap();
+        let status = lock(&app.statuses)["p1"].clone();
+        assert_eq!((status.applied, status.last_error), (3, None));
+
+        drop(body);
+        // The PoP left: its stream task notices and counts it out.
+        let left = async {
+            while lock(&app.connected).get("p1").copied() != Some(0) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), left)
+            .await
+            .expect("the disconnect is noticed");
+    }
 }

@@ -214,12 +214,12 @@ impl Admin {
                 "give exactly one of urls, prefixes, tags or everything: true".into(),
             );
         };
-        let rules = self
-            .node
-            .core
-            .cache
-            .purges
-            .purge(&req.zone, &purge, std::time::SystemTime::now());
+        let rules =
+            self.node
+                .core
+                .cache
+                .purges
+                .purge(&req.zone, &purge, std::time::SystemTime::now());
         tracing::info!(zone = %req.zone, ?purge, "cache purge");
         json(
             200,

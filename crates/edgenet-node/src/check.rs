@@ -22,7 +22,10 @@ pub fn check(path: &Path) -> Result<Summary, Vec<String>> {
     let refused = edgenet_proxy::stages::worker::check_components(&config);
     if !refused.is_empty() {
         let origin = path.display();
-        return Err(refused.into_iter().map(|r| format!("{origin}: {r}")).collect());
+        return Err(refused
+            .into_iter()
+            .map(|r| format!("{origin}: {r}"))
+            .collect());
     }
     Ok(Summary {
         listeners: config.listeners.len(),

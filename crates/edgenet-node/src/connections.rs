@@ -28,7 +28,6 @@ use edgenet_proxy::adapter::peers::hello_key;
 use edgenet_proxy::Core;
 use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::http::ServerSession;
-use prometheus::IntGauge;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{
     l4::socket::SocketAddr, raw_connect::ProxyDigest, SocketDigest, TimingDigest,
@@ -38,6 +37,7 @@ use pingora_core::protocols::{
     UniqueIDType, ALPN,
 };
 use pingora_core::server::ShutdownWatch;
+use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// How waiting for a request head ended.
@@ -367,7 +367,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         let client = client_ip(&session);
         let _slot = match (&self.core, client) {
             (Some(core), Some(ip)) => {
-                let cap = core.snapshot.load().config.limits.max_connections_per_client;
+                let cap = core
+                    .snapshot
+                    .load()
+                    .config
+                    .limits
+                    .max_connections_per_client;
                 match core.client_connections.acquire(ip, cap) {
                     Some(slot) => Some(slot),
                     None => {
@@ -480,4 +485,3 @@ pub fn client_ip(stream: &Stream) -> Option<std::net::IpAddr> {
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(SocketAddr::as_inet).map(|a| a.ip()))
 }
-

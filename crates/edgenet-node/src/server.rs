@@ -43,8 +43,8 @@ pub struct RunOptions {
 
 /// Runs a PoP from the file at `path` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = crate::config::load(&path, None)
-        .map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
+    let config =
+        crate::config::load(&path, None).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
     run_with(path, config, RunOptions::default(), |_| {})
 }
 
@@ -96,7 +96,8 @@ pub fn run_with(
     let server_conf = server.configuration.clone();
     // A client listener's proxy: h2c where the listener has it, and the HTTP/2 abuse limits.
     let client_proxy = |h2c: bool| {
-        let mut proxy = pingora_proxy::http_proxy(&server_conf, EdgeProxy::new(node.shared(), Client));
+        let mut proxy =
+            pingora_proxy::http_proxy(&server_conf, EdgeProxy::new(node.shared(), Client));
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         proxy.server_options = Some(opts);
@@ -163,7 +164,8 @@ pub fn run_with(
     match (config.backbone, &backbone) {
         (Some(addr), Some(files)) => {
             node.peers.set_backbone(files)?;
-            let proxy = pingora_proxy::http_proxy(&server_conf, EdgeProxy::new(node.shared(), Backbone));
+            let proxy =
+                pingora_proxy::http_proxy(&server_conf, EdgeProxy::new(node.shared(), Backbone));
             server.add_service(unguarded("edgenet backbone", proxy, core, |s| {
                 let mut sock = TcpSocketOptions::default();
                 sock.ipv6_only = addr.is_ipv6().then_some(true);

@@ -202,7 +202,9 @@ impl Objects {
             } => {
                 for c in changes {
                     match c.object {
-                        ObjectChange::Zone { name, body } => set(&mut self.objects.zone, &name, body),
+                        ObjectChange::Zone { name, body } => {
+                            set(&mut self.objects.zone, &name, body)
+                        }
                         ObjectChange::Pop { name, body } => set(&mut self.objects.pop, &name, body),
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}
@@ -235,7 +237,11 @@ mod tests {
         let mut set = ObjectSet::default();
         set.zone.insert("z".into(), d);
         let e = set.zones().unwrap_err();
-        assert!(e.to_string().starts_with("zone \"z\" from the control plane: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("zone \"z\" from the control plane: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -139,7 +139,9 @@ mod tests {
         let StreamMessage::Delta { changes, .. } = &m else {
             panic!("{m:?}")
         };
-        assert!(matches!(&changes[0].object, ObjectChange::Zone { name, body: Some(Decoded::Ok(z)) } if name == "z" && z.hostnames == ["z.test"]));
+        assert!(
+            matches!(&changes[0].object, ObjectChange::Zone { name, body: Some(Decoded::Ok(z)) } if name == "z" && z.hostnames == ["z.test"])
+        );
         assert_eq!(
             changes[1].object,
             ObjectChange::Pop {
@@ -148,7 +150,10 @@ mod tests {
             }
         );
         let back = serde_json::to_value(&m).unwrap();
-        assert_eq!(back["changes"][1], json!({"version": 3, "kind": "pop", "name": "p", "body": null}));
+        assert_eq!(
+            back["changes"][1],
+            json!({"version": 3, "kind": "pop", "name": "p", "body": null})
+        );
         assert_eq!(back["changes"][0]["kind"], "zone");
         assert_eq!(m.version(), 3);
     }
@@ -156,9 +161,11 @@ mod tests {
     #[test]
     fn a_delta_applies_in_order_and_unknown_kinds_are_skipped() {
         let mut o = Objects::default();
-        let zone = |rule: &str| json!({"name": "z", "hostnames": ["z.test"],
+        let zone = |rule: &str| {
+            json!({"name": "z", "hostnames": ["z.test"],
             "origins": {"servers": [{"address": "127.0.0.1:1"}]},
-            "response_headers": [{"action": "set", "name": "x-rule", "value": rule}]});
+            "response_headers": [{"action": "set", "name": "x-rule", "value": rule}]})
+        };
         let line = json!({"type": "delta", "from": 0, "version": 4, "changes": [
             {"version": 1, "kind": "zone", "name": "z", "body": zone("a")},
             {"version": 2, "kind": "interconnect", "name": "x", "body": {"anything": true}},
@@ -168,7 +175,10 @@ mod tests {
         assert!(o.apply(serde_json::from_value(line).unwrap()));
         assert_eq!(o.version, 4);
         assert_eq!(o.objects.zone.keys().collect::<Vec<_>>(), ["z"]);
-        assert!(!o.apply(StreamMessage::Ping { version: 4 }), "a ping changes nothing");
+        assert!(
+            !o.apply(StreamMessage::Ping { version: 4 }),
+            "a ping changes nothing"
+        );
 
         let snapshot = StreamMessage::Snapshot {
             version: 9,

@@ -152,3 +152,78 @@ pub fn validate_pop(
     let canonical = serde_json::to_value(&pop).map_err(|e| vec![problem("", e.to_string())])?;
     Ok((pop.name, canonical))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgenet_config::env::Offline;
+    use serde_json::json;
+
+    fn zone(name: &str, host: &str, origin: &str) -> Value {
+        json!({"name": name, "hostnames": [host], "origins": {"servers": [{"address": origin}]}})
+    }
+
+    #[test]
+    fn zone_errors_name_fields_inside_the_body() {
+        let (name, canonical) =
+            validate_zone(&zone("a", "a.test", "127.0.0.1:1"), None, &[], &Offline).unwrap();
+        assert_eq!(name, "a");
+        assert_eq!(canonical["cache"]["enabled"], true, "defaults filled in");
+
+        let e =
+            validate_zone(&zone("a", "a.test", "origin.test:80"), None, &[], &Offline).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("origins.servers[0].address"));
+        assert!(e[0].message.contains("cannot be resolved"), "{e:?}");
+
+        let other: ZoneSection =
+            serde_json::from_value(zone("b", "a.test", "127.0.0.1:1")).unwrap();
+        let e = validate_zone(
+            &zone("a", "a.test", "127.0.0.1:1"),
+            None,
+            &[other.clone()],
+            &Offline,
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("hostnames[0]"));
+        assert!(e[0].message.contains("zone \"b\""), "{e:?}");
+        // Replacing a zone is not a clash with its own stored self.
+        let same: ZoneSection = serde_json::from_value(zone("a", "a.test", "127.0.0.1:1")).unwrap();
+        assert!(validate_zone(
+            &zone("a", "a.test", "127.0.0.1:2"),
+            Some("a"),
+            &[same],
+            &Offline
+        )
+        .is_ok());
+
+        let e = validate_zone(
+            &zone("a", "a.test", "127.0.0.1:1"),
+            Some("z"),
+            &[],
+            &Offline,
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("name"));
+        let e = validate_zone(&json!({"name": "a", "hostnames": "x"}), None, &[], &Offline)
+            .unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("hostnames"));
+    }
+
+    #[test]
+    fn pop_records_are_checked_field_by_field() {
+        let ok = json!({"name": "p1", "latitude": 1.0, "longitude": 2.0, "addresses": ["h:1"]});
+        let (name, canonical) = validate_pop(&ok, Some("p1")).unwrap();
+        assert_eq!((name.as_str(), &canonical["role"]), ("p1", &json!("edge")));
+        let bad = json!({"name": "p 1", "latitude": 91.0, "longitude": 2.0,
+            "addresses": ["nope"], "role": "middle"});
+        let fields: Vec<Option<String>> = validate_pop(&bad, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.field)
+            .collect();
+        assert_eq!(
+            fields,
+            ["name", "latitude", "addresses[0]", "role"].map(|f| Some(f.to_string()))
+        );
+    }
+}

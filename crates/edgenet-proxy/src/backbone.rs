@@ -230,4 +230,3 @@ impl BackboneState {
         serde_json::json!({"own": self.own_links(me), "others": others, "relays": relays})
     }
 }
-

@@ -190,7 +190,6 @@ impl<T: HeaderEditExt> HeaderEdit for Edit<'_, T> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,9 +27,10 @@ impl Up {
         let port = loop {
             let p = 20_000 + (support::free_port() % 20_000);
             let offsets = [0i32, -70, 11, 12, 13, 1001, 1002, 1003, 2021, 2022, 2023];
-            if offsets.iter().all(|o| {
-                std::net::TcpListener::bind(("127.0.0.1", (p as i32 + o) as u16)).is_ok()
-            }) {
+            if offsets
+                .iter()
+                .all(|o| std::net::TcpListener::bind(("127.0.0.1", (p as i32 + o) as u16)).is_ok())
+            {
                 break p;
             }
         };
@@ -63,7 +64,10 @@ impl Up {
                 }
                 _ => {
                     let _ = self.child.kill();
-                    panic!("edgenet up ended before printing {text:?}:\n{}", self.printed);
+                    panic!(
+                        "edgenet up ended before printing {text:?}:\n{}",
+                        self.printed
+                    );
                 }
             }
         }
@@ -84,7 +88,10 @@ impl Up {
         let marker = format!("EDGENET_UP_PARENT={}", self.child.id());
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -119,7 +126,11 @@ impl Up {
             self.printed.push_str(&line);
             self.printed.push('\n');
         }
-        assert!(self.printed.contains(&format!("{sig}: stopping")), "{}", self.printed);
+        assert!(
+            self.printed.contains(&format!("{sig}: stopping")),
+            "{}",
+            self.printed
+        );
         let left = self.children();
         assert!(left.is_empty(), "left running after {sig}: {left:?}");
         let port = self.port;

@@ -77,4 +77,3 @@ pub async fn probe(check: &AnycastCheck, connector: &Connector) -> Result<(), St
         )),
     }
 }
-

@@ -582,7 +582,11 @@ mod tests {
         ));
         assert_eq!(c.announcement(0).1, "shutting down");
         c.handle(Event::Undrain, t);
-        assert_ne!(c.announcement(0).0, Announcement::Announced, "undrain cannot undo it");
+        assert_ne!(
+            c.announcement(0).0,
+            Announcement::Announced,
+            "undrain cannot undo it"
+        );
         let a = c.handle(Event::Tick, t + WAIT);
         assert_eq!(
             announcement(&a),

@@ -42,4 +42,3 @@ pub fn remove_lo_addresses(addrs: &[(IpAddr, u8)]) {
             .output();
     }
 }
-

@@ -4,8 +4,8 @@
 //! operator's drain, SIGTERM and the sessions' state with the time; and applies what it
 //! decides: each peer's export to the speaker, logs and metrics.
 
-pub mod controller;
 mod checks;
+pub mod controller;
 mod lo;
 mod metrics;
 

@@ -150,9 +150,8 @@ pub async fn ensure_backbone_certificate(
         return Ok(());
     }
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let params =
-        rcgen::CertificateParams::new(vec![edgenet_config::pop_dns_name(&opts.pop)])
-            .map_err(|e| e.to_string())?;
+    let params = rcgen::CertificateParams::new(vec![edgenet_config::pop_dns_name(&opts.pop)])
+        .map_err(|e| e.to_string())?;
     let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
     let url = format!(
         "{}/v1/pops/{}/certificate",
@@ -208,7 +207,10 @@ mod tests {
         fn apply(&self, objects: &Objects) -> Result<(), ApplyError> {
             self.seen.lock().unwrap().push(objects.version);
             if self.refuse {
-                return Err(ApplyError::Refused(vec!["a: bad".into(), "b: worse".into()]));
+                return Err(ApplyError::Refused(vec![
+                    "a: bad".into(),
+                    "b: worse".into(),
+                ]));
             }
             Ok(())
         }
@@ -248,7 +250,11 @@ mod tests {
         let ack = apply_and_save(&refusing, &later, &file);
         assert_eq!(ack.error.as_deref(), Some("a: bad; b: worse"));
         assert!(!ack.ok);
-        assert_eq!(load_state(&file).unwrap().version, 4, "the last good one stays");
+        assert_eq!(
+            load_state(&file).unwrap().version,
+            4,
+            "the last good one stays"
+        );
         assert_eq!(*refusing.seen.lock().unwrap(), [5]);
 
         std::fs::write(&file, b"{not json").unwrap();

@@ -11,7 +11,7 @@ use edgenet_config::ZoneSection;
 use edgenet_protocol::Objects;
 use edgenet_proxy::backbone::PopDirectory;
 
-use super::{ApplyError, Applier, FollowOptions};
+use super::{Applier, ApplyError, FollowOptions};
 use crate::node::Node;
 use crate::server::{run_with, RunOptions};
 
@@ -86,8 +86,8 @@ fn start_from(
             }
         }
     }
-    let config = crate::config::load(path, Some(&[]))
-        .map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
+    let config =
+        crate::config::load(path, Some(&[])).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
     Ok((Vec::new(), config))
 }
 

@@ -54,12 +54,13 @@ pub fn from_storage(session: &Session) -> bool {
 pub fn observe(core: &Core, session: &Session, ctx: &Ctx, status: u16) -> Observed {
     let cache = &session.cache;
     let phase = phase(cache.phase());
-    let ttl = cache.maybe_cache_meta().map(|m| {
-        match m.fresh_until().duration_since(SystemTime::now()) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        }
-    });
+    let ttl =
+        cache.maybe_cache_meta().map(
+            |m| match m.fresh_until().duration_since(SystemTime::now()) {
+                Ok(d) => d.as_secs() as i64,
+                Err(e) => -(e.duration().as_secs() as i64),
+            },
+        );
     // Looked up only for a miss: other variants of the URL are stored while this one is not
     // (until its body is complete).
     let vary_miss = phase == Phase::Miss

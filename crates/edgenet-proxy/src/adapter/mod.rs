@@ -36,18 +36,20 @@ use http::header::{HeaderValue, HOST};
 use http::Version;
 use pingora_cache::key::HashBinary;
 use pingora_cache::storage::HitHandler;
-use pingora_cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, NoCacheReason, RespCacheable};
+use pingora_cache::{
+    CacheKey, CacheMeta, CachePhase, ForcedFreshness, NoCacheReason, RespCacheable,
+};
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::access_log::{now_rfc3339, Entry};
 use crate::core::Core;
 use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo, Edit};
 use crate::header_rules::apply_header_rules;
 use crate::stages::path::{RELAY_HEADER, SCHEME_HEADER, TIER_HEADER};
-use crate::access_log::{now_rfc3339, Entry};
 use crate::stages::respond::{self, CacheOutcome, Failure, REQUEST_ID};
 use crate::stages::{self, origin, path, zone};
 use ctx::{Ctx, Source, Via};
@@ -164,7 +166,8 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         let req = session.req_header();
         let rule = ctx.cache_rule();
         let url = stages::cache::url(rule, req);
-        let key = edgenet_cache::key::cache_key(&zone.config.name, scheme, &url, rule, &req.headers);
+        let key =
+            edgenet_cache::key::cache_key(&zone.config.name, scheme, &url, rule, &req.headers);
         ctx.cache.url = Some(url);
         Ok(key)
     }
@@ -260,7 +263,11 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             // At a relay: straight to the origin the sending PoP chose, with its zone's settings.
             let host = zone::authority(session.req_header()).0;
             ctx.upstream.start = Some(Instant::now());
-            return Ok(Box::new(peers::origin_peer(&snapshot.zones[zone], server, host)));
+            return Ok(Box::new(peers::origin_peer(
+                &snapshot.zones[zone],
+                server,
+                host,
+            )));
         }
         let zone = ctx
             .zone()
@@ -498,7 +505,14 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         let status = resp.status.as_u16();
         let req = session.req_header();
         let cache = &self.core().cache;
-        stages::cache::invalidate_after(cache, zone, ctx.cache_rule(), req, status, SystemTime::now());
+        stages::cache::invalidate_after(
+            cache,
+            zone,
+            ctx.cache_rule(),
+            req,
+            status,
+            SystemTime::now(),
+        );
         // Age of a response from cache (RFC 9111 section 4.2.3): the age it arrived with plus
         // the time it has been stored. pingora-cache counts only the latter.
         if cache::from_storage(session) {
@@ -516,7 +530,10 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             from_cache: s.hit,
         });
         let value = s.header_value(&self.core().name);
-        let upstream = resp.headers.get("cache-status").and_then(|v| v.to_str().ok());
+        let upstream = resp
+            .headers
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok());
         let full = edgenet_cache::status::append(upstream, &value);
         if let Ok(v) = HeaderValue::from_str(&full) {
             resp.insert_header("cache-status", v)?;

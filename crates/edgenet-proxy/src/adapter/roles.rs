@@ -208,7 +208,8 @@ impl Shared {
             }
             Screen::Limited(l) => {
                 let id = &z.config.rate_limits[l.rule].id;
-                ctx.log.rate_limit = Some(format!("{id}:{}", if l.block { "block" } else { "log" }));
+                ctx.log.rate_limit =
+                    Some(format!("{id}:{}", if l.block { "block" } else { "log" }));
                 if l.block {
                     respond_limited(&self.core, session, id, l.retry_after_secs).await;
                 }

@@ -59,8 +59,7 @@ pub fn hit(
     if cache.is_purged(&zone.config.name, url, stored, created) {
         return Hit::Purged;
     }
-    if zone.config.cache.honor_request_no_cache && edgenet_cache::rules::request_no_cache(request)
-    {
+    if zone.config.cache.honor_request_no_cache && edgenet_cache::rules::request_no_cache(request) {
         return Hit::Revalidate;
     }
     Hit::Serve

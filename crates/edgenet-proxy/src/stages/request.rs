@@ -52,7 +52,10 @@ mod tests {
         let raw = b"POST /x HTTP/1.1\r\nHost: a.test\r\nContent-length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
         let r = check(&p, 2, 8192, || Some(&raw[..])).unwrap_err();
         assert_eq!(r.status, 400);
-        assert_eq!(r.reason, Malformed::ContentLengthWithTransferEncoding.reason());
+        assert_eq!(
+            r.reason,
+            Malformed::ContentLengthWithTransferEncoding.reason()
+        );
         // HTTP/2 has no raw head to look in.
         assert_eq!(check(&p, 2, 8192, || None::<&[u8]>), Ok(()));
     }

@@ -148,6 +148,9 @@ mod tests {
         assert_eq!(failure(Failure::Upstream).0, 502);
         assert_eq!(failure(Failure::ClientGone).0, 0, "nobody to answer");
         assert_eq!(failure(Failure::ClientTimeout).0, 408);
-        assert_eq!(failure(Failure::Status(503)), (503, 3, "the request failed"));
+        assert_eq!(
+            failure(Failure::Status(503)),
+            (503, 3, "the request failed")
+        );
     }
 }

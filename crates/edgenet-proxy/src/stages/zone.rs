@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(route(&r, &p, None), Ok(0));
         assert_eq!(route(&r, &p, Some("a.test")), Ok(0));
         let e = route(&r, &p, Some("b.test")).unwrap_err();
-        assert_eq!((e.status, e.reason), (421, "Host does not belong to the TLS server name"));
+        assert_eq!(
+            (e.status, e.reason),
+            (421, "Host does not belong to the TLS server name")
+        );
         let p = parts("http://b.test/x", Version::HTTP_11, Some("a.test"));
         assert_eq!(route(&r, &p, None), Ok(1), "the target's authority wins");
         let p = parts("http://c.test/x", Version::HTTP_11, None);
