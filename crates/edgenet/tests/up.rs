@@ -96,8 +96,11 @@ impl Up {
                 continue;
             };
             let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            let alive = std::fs::read_to_string(entry.path().join("stat"))
-                .is_ok_and(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"));
+            // `pid (comm) state ...`: a zombie has exited (its parent has not reaped it yet).
+            let alive = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            });
             if alive && env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
                 found.push(pid);
             }
