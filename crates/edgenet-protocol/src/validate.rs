@@ -180,7 +180,7 @@ mod tests {
         let e = validate_zone(
             &zone("a", "a.test", "127.0.0.1:1"),
             None,
-            &[other.clone()],
+            &[other],
             &Offline,
         )
         .unwrap_err();
