@@ -62,31 +62,7 @@ key = "bench-$who.key"
 generate_if_missing = true
 CONF
   } >"$WORK/proxy-$who.toml"
-  cat >"$WORK/cache-$who.toml" <<CONF
-[node]
-name = "cache-$who"
-threads = 1
-drain_timeout = "1s"
-[[listeners]]
-address = "127.0.0.1:${CACHE[$who]}"
-protocol = "http"
-h2c = false
-[admin]
-address = "127.0.0.1:$cache_admin"
-[access_log]
-output = "off"
-[cache]
-memory = "512MiB"
-max_object = "1MiB"
-[[zones]]
-name = "bench"
-hostnames = ["localhost"]
-[[zones.origins.servers]]
-address = "127.0.0.1:$FILES"
-# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
-[zones.ddos]
-enabled = false
-CONF
+  bench_cache_node_conf "cache-$who" "${CACHE[$who]}" "$cache_admin" "$FILES" 512MiB >"$WORK/cache-$who.toml"
   bin=$A
   [ $who = B ] && bin=$B
   taskset -c 0 "$bin" pop --config "$WORK/proxy-$who.toml" 2>"$WORK/proxy-$who.err" &

@@ -61,35 +61,8 @@ CONF
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)
 
-edgenet_config() { # name port admin origin memory
-  cat <<CONF
-[node]
-name = "$1"
-threads = 1
-drain_timeout = "1s"
-[[listeners]]
-address = "127.0.0.1:$2"
-protocol = "http"
-h2c = false
-[admin]
-address = "127.0.0.1:$3"
-[access_log]
-output = "off"
-[cache]
-memory = "$5"
-max_object = "1MiB"
-[[zones]]
-name = "bench"
-hostnames = ["localhost"]
-[[zones.origins.servers]]
-address = "127.0.0.1:$4"
-# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
-[zones.ddos]
-enabled = false
-CONF
-}
-edgenet_config bench "$E" "$E_ADMIN" "$O_E" 512MiB >"$WORK/edgenet.toml"
-edgenet_config zipf "$EZ" "$EZ_ADMIN" "$O_EZ" "${ZIPF_BUDGET_MB}MB" >"$WORK/edgenet-zipf.toml"
+bench_cache_node_conf bench "$E" "$E_ADMIN" "$O_E" 512MiB >"$WORK/edgenet.toml"
+bench_cache_node_conf zipf "$EZ" "$EZ_ADMIN" "$O_EZ" "${ZIPF_BUDGET_MB}MB" >"$WORK/edgenet-zipf.toml"
 taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet.toml" 2>"$WORK/edgenet.err" &
 PIDS+=($!)
 taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet-zipf.toml" 2>"$WORK/edgenet-zipf.err" &

@@ -71,6 +71,36 @@ enabled = false
 CONF
 }
 
+# A one-thread caching node (bench/cache.sh's): $1 its name, $2 its port, $3 the admin port, $4
+# the origin's port, $5 the memory budget; one zone for localhost, DDoS mitigation off.
+bench_cache_node_conf() {
+  cat <<CONF
+[node]
+name = "$1"
+threads = 1
+drain_timeout = "1s"
+[[listeners]]
+address = "127.0.0.1:$2"
+protocol = "http"
+h2c = false
+[admin]
+address = "127.0.0.1:$3"
+[access_log]
+output = "off"
+[cache]
+memory = "$5"
+max_object = "1MiB"
+[[zones]]
+name = "bench"
+hostnames = ["localhost"]
+[[zones.origins.servers]]
+address = "127.0.0.1:$4"
+# wrk is one address sending tens of thousands of requests a second: a flood by any measure.
+[zones.ddos]
+enabled = false
+CONF
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do

@@ -3,8 +3,8 @@
 //! `X-Forwarded-Proto` and `Forwarded`. Framing fields (`Content-Length`,
 //! `Transfer-Encoding`) are left to the HTTP engine, which re-frames bodies for each hop.
 //!
-//! Heads are edited through [`HeaderEditExt`], which the adapter implements for its engine's
-//! heads (and this module for `http::HeaderMap`), so these rules know no engine.
+//! Heads are edited through `header_rules::HeaderEdit`, which the adapter implements for its
+//! engine's heads, so these rules know no engine.
 
 use std::net::IpAddr;
 
@@ -24,7 +24,7 @@ const HOP_BY_HOP: [HeaderName; 4] = [
 
 /// Removes hop-by-hop fields from `headers` in place. An HTTP/1.1 upgrade (WebSocket) keeps
 /// `Connection: upgrade` and `Upgrade` so that it can pass.
-fn strip_hop_by_hop(h: &mut impl HeaderEditExt, keep_upgrade: bool) {
+fn strip_hop_by_hop(h: &mut impl HeaderEdit, keep_upgrade: bool) {
     if h.values(&CONNECTION).next().is_some() {
         let listed: Vec<HeaderName> = h
             .values(&CONNECTION)
@@ -77,11 +77,7 @@ pub fn via_value(version: &str, node: &str) -> HeaderValue {
 }
 
 /// Prepares the request head that goes to the origin (a copy of the client's).
-pub fn prepare_upstream_request(
-    req: &mut impl HeaderEditExt,
-    client: &ClientInfo<'_>,
-    upgrade: bool,
-) {
+pub fn prepare_upstream_request(req: &mut impl HeaderEdit, client: &ClientInfo<'_>, upgrade: bool) {
     strip_hop_by_hop(req, upgrade);
     append_list(req, &VIA, client.via);
     if let Some(ip) = client.ip {
@@ -116,7 +112,7 @@ pub fn prepare_upstream_request(
 
 /// Prepares a response head for the client.
 pub fn prepare_downstream_response(
-    resp: &mut impl HeaderEditExt,
+    resp: &mut impl HeaderEdit,
     client: &ClientInfo<'_>,
     upgrade: bool,
 ) {
@@ -125,7 +121,7 @@ pub fn prepare_downstream_response(
 }
 
 /// Appends `value` to a comma-separated list field, as one more element.
-fn append_list(h: &mut impl HeaderEditExt, name: &HeaderName, value: &HeaderValue) {
+fn append_list(h: &mut impl HeaderEdit, name: &HeaderName, value: &HeaderValue) {
     if h.values(name).next().is_none() {
         h.set(name, value);
         return;
@@ -144,50 +140,6 @@ fn append_list(h: &mut impl HeaderEditExt, name: &HeaderName, value: &HeaderValu
 fn is_token_safe(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
-}
-
-/// Reading and editing a request or response head. An engine's heads implement it through
-/// their own methods (Pingora keeps a case-preserving map for HTTP/1 in step with the header
-/// map).
-pub trait HeaderEditExt {
-    /// Every value of `name`.
-    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue>;
-    /// Replaces every value of `name`.
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue);
-    /// Appends a value of `name`.
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue);
-    /// Removes `name`.
-    fn remove(&mut self, name: &HeaderName);
-}
-
-impl HeaderEditExt for http::HeaderMap {
-    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
-        self.get_all(name).iter()
-    }
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.insert(name.clone(), value.clone());
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.append(name.clone(), value.clone());
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        http::HeaderMap::remove(self, name);
-    }
-}
-
-/// Adapts a head to `HeaderEdit`, for the zone's header rules.
-pub struct Edit<'a, T: HeaderEditExt>(pub &'a mut T);
-
-impl<T: HeaderEditExt> HeaderEdit for Edit<'_, T> {
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.0.set(name, value)
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) {
-        self.0.add(name, value)
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.0.remove(name)
-    }
 }
 
 #[cfg(test)]

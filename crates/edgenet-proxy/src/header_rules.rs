@@ -1,11 +1,14 @@
 //! Header rules (set, add, remove), applied in order to a request or response head through
-//! [`HeaderEdit`], so the rules do not depend on the proxy framework's types.
+//! [`HeaderEdit`], so the rules (and the forwarding fields, `forwarding`) do not depend on the
+//! HTTP engine's types: the adapter implements it for the engine's heads.
 
 use edgenet_config::{HeaderAction, HeaderRule};
 use http::{HeaderName, HeaderValue};
 
-/// The three edits a header rule needs from a header container.
+/// Reading and editing a request or response head.
 pub trait HeaderEdit {
+    /// Every value of `name`.
+    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue>;
     /// Replaces every value of `name` with `value`.
     fn set(&mut self, name: &HeaderName, value: &HeaderValue);
     /// Appends `value` as another value of `name`.
@@ -15,6 +18,9 @@ pub trait HeaderEdit {
 }
 
 impl HeaderEdit for http::HeaderMap {
+    fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
+        self.get_all(name).iter()
+    }
     fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
         self.insert(name.clone(), value.clone());
     }
@@ -27,7 +33,7 @@ impl HeaderEdit for http::HeaderMap {
 }
 
 /// Applies `rules` to `headers` in order.
-pub fn apply_header_rules<H: HeaderEdit + ?Sized>(rules: &[HeaderRule], headers: &mut H) {
+pub fn apply_header_rules<H: HeaderEdit>(rules: &[HeaderRule], headers: &mut H) {
     for rule in rules {
         match (rule.action, &rule.value) {
             (HeaderAction::Set, Some(v)) => headers.set(&rule.name, v),

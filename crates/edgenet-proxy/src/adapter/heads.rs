@@ -1,4 +1,4 @@
-//! Pingora's request and response heads for the stages (`HeaderEditExt`, through Pingora's own
+//! Pingora's request and response heads for the stages (`HeaderEdit`, through Pingora's own
 //! methods so its case-preserving header map stays in step), and the PoP's own answers written
 //! to a session: a complete uncached response, an error page, a 429.
 
@@ -9,12 +9,12 @@ use pingora_proxy::Session;
 
 use super::ctx::Ctx;
 use crate::core::Core;
-use crate::forwarding::HeaderEditExt;
+use crate::header_rules::HeaderEdit;
 use crate::stages::respond::{error_page, limited_page, via_index, REQUEST_ID};
 
 macro_rules! impl_header_edit {
     ($t:ty) => {
-        impl HeaderEditExt for $t {
+        impl HeaderEdit for $t {
             fn values<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
                 self.headers.get_all(name).iter()
             }

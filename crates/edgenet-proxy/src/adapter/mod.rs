@@ -47,7 +47,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::access_log::{now_rfc3339, Entry};
 use crate::core::Core;
-use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo, Edit};
+use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo};
 use crate::header_rules::apply_header_rules;
 use crate::stages::path::{RELAY_HEADER, SCHEME_HEADER, TIER_HEADER};
 use crate::stages::respond::{self, CacheOutcome, Failure, REQUEST_ID};
@@ -434,7 +434,7 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         if let Ok(v) = HeaderValue::from_str(&ctx.req.id) {
             upstream.insert_header(REQUEST_ID, v)?;
         }
-        apply_header_rules(&zone.config.request_headers, &mut Edit(upstream));
+        apply_header_rules(&zone.config.request_headers, upstream);
         // The origin always gets origin-form over HTTP/1.1 whatever the client used.
         if upstream.uri.authority().is_some() {
             let pq = upstream
@@ -494,7 +494,7 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         prepare_downstream_response(resp, &client_info(self.core(), session), upgrade);
         // A lower tier applies the zone's response rules itself.
         if let (Some(zone), false) = (ctx.zone(), ctx.from_lower_tier()) {
-            apply_header_rules(&zone.config.response_headers, &mut Edit(resp));
+            apply_header_rules(&zone.config.response_headers, resp);
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.req.id) {
             resp.insert_header(REQUEST_ID, v)?;
