@@ -5,19 +5,22 @@
 # the load and the origin on core 1. The workloads run in PAIRS alternating pairs (A then B,
 # then B then A), and the figures are medians per binary.
 #
-#   pass-through   wrk, HTTP/1.1, 64 connections, 1 KiB responses: req/s
-#   h2 TLS         h2load, HTTP/2 over TLS 1.3, 4 connections x 100 concurrent streams: req/s
-#   cache hits     wrk, HTTP/1.1, 64 connections, a 1 KiB object from the memory cache: req/s
+#   pass-through   wrk, HTTP/1.1, 64 connections, 1 KiB responses
+#   h2 TLS         h2load, HTTP/2 over TLS 1.3, 4 connections x 100 concurrent streams
+#   cache hits     wrk, HTTP/1.1, 64 connections, a 1 KiB object from the memory cache
 #
+# Each run gives req/s and the node's CPU time per request (user + system, from /proc): on a
+# machine whose neighbours steal time, throughput swings from run to run while the CPU a
+# request costs stays put, so both are reported.
 # The last line printed is one JSON object: each binary's medians and the ratios B/A.
-# Usage: bench/ab.sh BEFORE_BINARY AFTER_BINARY   (DURATION=10 PAIRS=5; about 7 minutes)
+# Usage: bench/ab.sh BEFORE_BINARY AFTER_BINARY   (DURATION=5 PAIRS=10; about 8 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 A=${1:?usage: bench/ab.sh BEFORE_BINARY AFTER_BINARY}
 B=${2:?usage: bench/ab.sh BEFORE_BINARY AFTER_BINARY}
-DURATION=${DURATION:-10}
-PAIRS=${PAIRS:-5}
+DURATION=${DURATION:-5}
+PAIRS=${PAIRS:-10}
 CONNS=64
 
 . "$(dirname "$0")/lib.sh"
@@ -42,7 +45,7 @@ PIDS+=($!)
 
 # For each binary: a proxy.sh node (plain and TLS listeners, a pass-through zone) and a
 # cache.sh node (a caching zone, 512 MiB of memory).
-declare -A HTTP HTTPS CACHE
+declare -A HTTP HTTPS CACHE PROXY_PID CACHE_PID
 for who in A B; do
   HTTP[$who]=$(free_port) HTTPS[$who]=$(free_port) CACHE[$who]=$(free_port)
   admin=$(free_port) cache_admin=$(free_port)
@@ -67,8 +70,10 @@ CONF
   [ $who = B ] && bin=$B
   taskset -c 0 "$bin" pop --config "$WORK/proxy-$who.toml" 2>"$WORK/proxy-$who.err" &
   PIDS+=($!)
+  PROXY_PID[$who]=$!
   taskset -c 0 "$bin" pop --config "$WORK/cache-$who.toml" 2>"$WORK/cache-$who.err" &
   PIDS+=($!)
+  CACHE_PID[$who]=$!
 done
 for p in $ORIGIN $FILES ${HTTP[A]} ${HTTPS[A]} ${CACHE[A]} ${HTTP[B]} ${HTTPS[B]} ${CACHE[B]}; do
   wait_port "$p"
@@ -85,24 +90,46 @@ for who in A B; do
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s "http://localhost:${CACHE[$who]}/1k" >/dev/null
 done
 
-run_h2load() {
-  local out
-  out=$(taskset -c 1 h2load -c4 -m100 -D "$DURATION" --warm-up-time=1 "https://localhost:$1/")
-  grep -qE "^requests: .* 0 failed, 0 errored" <<<"$out" || { echo "h2load: $out" >&2; exit 1; }
-  grep -q "TLSv1.3" <<<"$out" || { echo "not TLS 1.3: $out" >&2; exit 1; }
-  awk '/^finished in/ {print $4}' <<<"$out"
+# CPU ticks (user + system) a process has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# One run against process $1: req/s and CPU microseconds per request. $2.. is the command;
+# its output must say how many requests completed.
+run() {
+  local pid=$1 before after out requests rps
+  shift
+  before=$(ticks "$pid")
+  out=$(taskset -c 1 "$@")
+  after=$(ticks "$pid")
+  case $1 in
+    wrk)
+      grep -qE "Non-2xx|Socket errors" <<<"$out" && { echo "wrk: $out" >&2; exit 1; }
+      requests=$(awk '/requests in/ {print $1}' <<<"$out")
+      rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+      ;;
+    h2load)
+      grep -qE "^requests: .* 0 failed, 0 errored" <<<"$out" || { echo "h2load: $out" >&2; exit 1; }
+      grep -q "TLSv1.3" <<<"$out" || { echo "not TLS 1.3: $out" >&2; exit 1; }
+      requests=$(awk '/^requests:/ {print $8}' <<<"$out")
+      rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+      ;;
+  esac
+  echo "$rps $(awk -v t=$((after - before)) -v us="$TICK_US" -v n="$requests" 'BEGIN {printf "%.2f", t * us / n}')"
 }
 
 declare -A R
-measure() { # who
+measure() { # who pair
   local p h c
-  p=$(run_wrk "$CONNS" "http://localhost:${HTTP[$1]}/" | awk '{print $1}')
-  h=$(run_h2load "${HTTPS[$1]}")
-  c=$(run_wrk "$CONNS" "http://localhost:${CACHE[$1]}/1k" | awk '{print $1}')
-  R[$1,pass]+="$p "
-  R[$1,h2]+="$h "
-  R[$1,hits]+="$c "
-  echo "pair $2 $1: pass-through $p req/s, h2 TLS $h req/s, cache hits $c req/s" >&2
+  p=$(run "${PROXY_PID[$1]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://localhost:${HTTP[$1]}/")
+  h=$(run "${PROXY_PID[$1]}" h2load -c4 -m100 -D "$DURATION" "https://localhost:${HTTPS[$1]}/")
+  c=$(run "${CACHE_PID[$1]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://localhost:${CACHE[$1]}/1k")
+  for m in "pass $p" "h2 $h" "hits $c"; do
+    read -r name rps cpu <<<"$m"
+    R[$1,$name]+="$rps "
+    R[$1,${name}_cpu]+="$cpu "
+  done
+  echo "pair $2 $1: pass-through $p, h2 TLS $h, cache hits $c (req/s, CPU us/request)" >&2
 }
 for pair in $(seq "$PAIRS"); do
   if [ $((pair % 2)) = 1 ]; then order="A B"; else order="B A"; fi
@@ -112,8 +139,9 @@ done
 med() { tr ' ' '\n' <<<"${R[$1,$2]}" | grep -v '^$' | median; }
 json="{"
 for m in pass h2 hits; do
-  a=$(med A $m) b=$(med B $m)
-  echo "$m: A $a req/s, B $b req/s, B/A $(ratio "$b" "$a")" >&2
+  a=$(med A $m) b=$(med B $m) ac=$(med A ${m}_cpu) bc=$(med B ${m}_cpu)
+  echo "$m: A $a req/s ($ac us/req), B $b req/s ($bc us/req): B/A $(ratio "$b" "$a") req/s, $(ratio "$bc" "$ac") CPU" >&2
   json+="\"${m}_a\": $a, \"${m}_b\": $b, \"${m}_ratio\": $(ratio "$b" "$a"), "
+  json+="\"${m}_cpu_us_a\": $ac, \"${m}_cpu_us_b\": $bc, \"${m}_cpu_ratio\": $(ratio "$bc" "$ac"), "
 done
 echo "${json%, }, \"pairs\": $PAIRS, \"duration_s\": $DURATION}"

@@ -99,3 +99,58 @@ pub async fn respond_error(
             .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::forwarding::{prepare_downstream_response, prepare_upstream_request, ClientInfo};
+    use http::HeaderValue;
+    use pingora_http::{RequestHeader, ResponseHeader};
+
+    fn client(via: &HeaderValue) -> ClientInfo<'_> {
+        ClientInfo {
+            ip: Some("192.0.2.7".parse().unwrap()),
+            proto: "https",
+            host: Some("example.com"),
+            via,
+        }
+    }
+
+    /// The forwarding rules on Pingora's own heads: the header map and the case-preserving
+    /// map Pingora writes HTTP/1 from stay in step.
+    #[test]
+    fn pingora_heads_get_forwarding_fields_and_lose_hop_by_hop() {
+        let via = crate::forwarding::via_value("1.1", "pop-a");
+        let mut req = RequestHeader::build("GET", b"/x", None).unwrap();
+        req.insert_header("Host", "example.com").unwrap();
+        req.insert_header("Connection", "keep-alive, X-Secret")
+            .unwrap();
+        req.insert_header("X-Secret", "1").unwrap();
+        req.insert_header("X-Forwarded-For", "198.51.100.1")
+            .unwrap();
+        req.insert_header("Via", "1.1 other").unwrap();
+        prepare_upstream_request(&mut req, &client(&via), false);
+        for gone in ["connection", "x-secret"] {
+            assert!(req.headers.get(gone).is_none(), "{gone} should be removed");
+        }
+        assert_eq!(req.headers["x-forwarded-for"], "198.51.100.1, 192.0.2.7");
+        assert_eq!(req.headers["via"], "1.1 other, 1.1 pop-a");
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(!wire.to_ascii_lowercase().contains("x-secret"), "{wire}");
+        assert!(
+            wire.contains("Host: example.com"),
+            "the client's case is kept: {wire}"
+        );
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("content-length", "5").unwrap();
+        resp.insert_header("connection", "content-length, close")
+            .unwrap();
+        prepare_downstream_response(&mut resp, &client(&via), false);
+        assert_eq!(resp.headers["content-length"], "5");
+        assert!(resp.headers.get("connection").is_none());
+        assert_eq!(resp.headers["via"], "1.1 pop-a");
+    }
+}

@@ -101,6 +101,24 @@ pub fn invalidate_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::test_support::{core, parts, snapshot};
+
+    #[test]
+    fn gets_and_heads_use_the_cache_unless_a_rule_bypasses_it() {
+        let core = core();
+        let rules = "[[zones.cache.rules]]\npath = \"/api/*\"\nbypass = true\n\
+                     [[zones.cache.rules]]\npath = \"/static/*\"\nedge_ttl = \"1h\"\nttl_mode = \"override\"\n";
+        let snap = snapshot(rules, &core);
+        let zone = &snap.zones[0];
+        assert_eq!(admit(zone, &parts("/static/a.css")), (Some(1), true));
+        assert_eq!(admit(zone, &parts("/api/x")), (Some(0), false), "bypass");
+        assert_eq!(admit(zone, &parts("/other")), (None, true));
+        let mut post = parts("/static/a.css");
+        post.method = http::Method::POST;
+        assert_eq!(admit(zone, &post), (Some(1), false));
+        let off = snapshot("[zones.cache]\nenabled = false\n", &core);
+        assert_eq!(admit(&off.zones[0], &parts("/x")), (None, false));
+    }
 
     #[test]
     fn keyed_urls_lower_case_the_host_and_drop_the_port() {

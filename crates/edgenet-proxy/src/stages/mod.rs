@@ -42,3 +42,53 @@ impl Reject {
         Reject { status, reason }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! What the stages' tests build on: a core, a snapshot of one zone, a request's parts.
+
+    use std::sync::Arc;
+
+    /// A snapshot (version 2) of one zone `z` for `z.test` with `zone_extra` (keys, then
+    /// tables) in its table, and the origin server 127.0.0.1:2 last.
+    pub(crate) fn snapshot(zone_extra: &str, parts_for: &crate::core::Core) -> crate::Snapshot {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"http\"\n\
+             [[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n{zone_extra}\n\
+             [[zones.origins.servers]]\naddress = \"127.0.0.1:2\"\n"
+        );
+        let raw = edgenet_config::parse_toml(&text, "test").unwrap();
+        let env = edgenet_config::env::Offline;
+        let config = edgenet_config::validate(&raw, std::path::Path::new("."), &env).unwrap();
+        parts_for.build(Arc::new(config), 2).unwrap()
+    }
+
+    /// A core around a configuration without zones (version 1).
+    pub(crate) fn core() -> crate::core::Core {
+        let raw = edgenet_config::parse_toml(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"http\"\n[access_log]\noutput = \"off\"\n",
+            "test",
+        )
+        .unwrap();
+        let env = edgenet_config::env::Offline;
+        let config = edgenet_config::validate(&raw, std::path::Path::new("."), &env).unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let log = crate::access_log::AccessLogger::start(
+            &config.access_log,
+            metrics.access_log_dropped.clone(),
+        )
+        .unwrap();
+        crate::core::Core::new(config, log, metrics).unwrap()
+    }
+
+    /// A GET of `path` for `z.test`.
+    pub(crate) fn parts(path: &str) -> http::request::Parts {
+        http::Request::builder()
+            .uri(path)
+            .header("host", "z.test")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+}

@@ -52,3 +52,51 @@ pub fn connect_failed(
     let more = tried < zone.pool.members().len();
     idempotent && tried <= retries && more
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::test_support::{core, snapshot};
+
+    const TWO_SERVERS: &str = "[[zones.origins.servers]]\naddress = \"127.0.0.1:3\"\n\
+                               [zones.origins]\nretries = 1\n\
+                               [zones.origins.passive]\nmax_failures = 2\neject_for = \"10s\"\n";
+
+    #[test]
+    fn a_failed_connection_is_retried_on_another_server_while_retries_last() {
+        let core = core();
+        let snap = snapshot(TWO_SERVERS, &core);
+        let zone = &snap.zones[0];
+        let now = Instant::now();
+        let first = select(zone, &[], now).unwrap();
+        assert!(connect_failed(zone, first, true, 1, now, &"refused"));
+        assert!(
+            !connect_failed(zone, first, false, 1, now, &"refused"),
+            "not idempotent"
+        );
+        let second = select(zone, &[first], now).unwrap();
+        assert_ne!(first, second);
+        assert!(
+            !connect_failed(zone, second, true, 2, now, &"refused"),
+            "one retry, and no server left"
+        );
+        assert_eq!(select(zone, &[first, second], now), None);
+        // Two failures eject the first server: the pool skips it while another is available.
+        for _ in 0..3 {
+            assert_eq!(select(zone, &[], now), Some(second));
+        }
+        connected(zone, first);
+    }
+
+    #[test]
+    fn the_origin_gets_the_zones_host_or_the_clients() {
+        let core = core();
+        let plain = snapshot("", &core);
+        assert_eq!(
+            host(&plain.zones[0], Some("z.test:8080")),
+            Some("z.test:8080")
+        );
+        let set = snapshot("host_header = \"origin.internal\"\n", &core);
+        assert_eq!(host(&set.zones[0], Some("z.test")), Some("origin.internal"));
+    }
+}

@@ -118,6 +118,59 @@ pub fn choose_upper_tier<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::test_support::{core, snapshot};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_relay_reaches_only_origins_of_its_zones() {
+        let core = core();
+        let snap = snapshot("", &core);
+        let ok = HeaderValue::from_static("127.0.0.1:2");
+        assert_eq!(relay_target(&snap, &ok), Ok((0, 0)));
+        for bad in ["127.0.0.1:9", "example.com:80", "not an address"] {
+            let r = relay_target(&snap, &HeaderValue::from_static(bad)).unwrap_err();
+            assert_eq!(r.status, 403, "{bad}");
+        }
+    }
+
+    #[test]
+    fn misses_go_to_an_upper_tier_with_an_address_that_is_not_this_pop() {
+        let core = core();
+        let pops: PopDirectory = [
+            ("up".to_string(), "127.0.0.1:9001".parse().unwrap()),
+            (core.name.clone(), "127.0.0.1:9002".parse().unwrap()),
+        ]
+        .into();
+        core.pops.store(Arc::new(pops));
+        let tiered = snapshot("tiered_cache = [\"up\"]\n", &core);
+        assert_eq!(
+            upper_tier(&core, &tiered.zones[0], "z.test/a"),
+            Some(("up".to_string(), "127.0.0.1:9001".parse().unwrap()))
+        );
+        let me = format!("tiered_cache = [\"{}\"]\n", core.name);
+        let own = snapshot(&me, &core);
+        assert_eq!(
+            upper_tier(&core, &own.zones[0], "z.test/a"),
+            None,
+            "this PoP is the tier"
+        );
+        let gone = snapshot("tiered_cache = [\"gone\"]\n", &core);
+        assert_eq!(
+            upper_tier(&core, &gone.zones[0], "z.test/a"),
+            None,
+            "no address"
+        );
+        let off = snapshot("", &core);
+        assert_eq!(upper_tier(&core, &off.zones[0], "z.test/a"), None);
+        // Smart tiering without measurements has no upper tier yet.
+        let smart = snapshot("tiered_cache = \"smart\"\n", &core);
+        assert_eq!(upper_tier(&core, &smart.zones[0], "z.test/a"), None);
+        assert_eq!(
+            relay(&core, "127.0.0.1:2".parse().unwrap()),
+            None,
+            "no route chosen"
+        );
+    }
 
     #[test]
     fn each_object_has_one_upper_tier_and_unknown_pops_are_skipped() {

@@ -191,6 +191,71 @@ mod tests {
     }
 
     #[test]
+    fn rules_run_in_order_and_allow_skips_the_rate_limits() {
+        use crate::stages::test_support::{core, parts, snapshot};
+        let core = core();
+        let snap = snapshot(
+            r#"[zones.ddos]
+enabled = false
+[[zones.waf.rules]]
+id = "admin"
+expression = 'http.request.uri.path eq "/admin"'
+action = "block"
+status = 451
+[[zones.waf.rules]]
+id = "partners"
+expression = 'http.request.uri.path eq "/partner"'
+action = "allow"
+[[zones.rate_limits]]
+id = "per-ip"
+expression = 'http.request.uri.path ne ""'
+characteristics = ["ip.src"]
+period = "60s"
+requests_per_period = 1
+action = "block"
+"#,
+            &core,
+        );
+        let zone = &snap.zones[0];
+        assert!(guarded(zone));
+        let screen_at = |path: &str, ip: [u8; 4], log: &mut Option<String>| {
+            let p = parts(path);
+            let view = RequestView::new(&p, path.as_bytes(), b"z.test", ip.into(), false);
+            screen(zone, &view, &core.shield, log)
+        };
+        let mut log = None;
+        assert!(matches!(
+            screen_at("/admin", [192, 0, 2, 1], &mut log),
+            Screen::Blocked(0)
+        ));
+        assert_eq!(log.as_deref(), Some("admin:block"));
+        assert!(matches!(
+            screen_at("/x", [192, 0, 2, 2], &mut None),
+            Screen::Pass
+        ));
+        let Screen::Limited(l) = screen_at("/x", [192, 0, 2, 2], &mut None) else {
+            panic!("over the limit")
+        };
+        assert!(l.block && l.rule == 0 && l.retry_after_secs >= 1);
+        assert!(
+            matches!(screen_at("/x", [192, 0, 2, 3], &mut None), Screen::Pass),
+            "another address has its own count"
+        );
+        let mut log = None;
+        assert!(
+            matches!(
+                screen_at("/partner", [192, 0, 2, 2], &mut log),
+                Screen::Pass
+            ),
+            "allow skips the rate limits"
+        );
+        assert_eq!(log.as_deref(), Some("partners:allow"));
+
+        let plain = snapshot("[zones.ddos]\nenabled = false\n", &core);
+        assert!(!guarded(&plain.zones[0]), "nothing to screen with");
+    }
+
+    #[test]
     fn connections_per_address_are_capped_and_freed_on_drop() {
         let counts = ClientConnectionCounts::default();
         let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
