@@ -75,6 +75,10 @@ pub struct Params {
     pub min_gain_ms: f64,
     /// Most relays on a path.
     pub max_relays: usize,
+    /// A working route is replaced only when every link of it and of the new route has this
+    /// many probes: one slow first probe (a cold origin, a loaded machine) must not move
+    /// traffic to a relay, where the hysteresis would keep it.
+    pub min_samples: u32,
 }
 
 impl Default for Params {
@@ -86,6 +90,7 @@ impl Default for Params {
             hysteresis: 0.1,
             min_gain_ms: 5.0,
             max_relays: 2,
+            min_samples: 4,
         }
     }
 }
@@ -135,6 +140,18 @@ impl LinkState {
                     .get(&(at.to_string(), origin.to_string()))?
                     .cost(p)?,
         )
+    }
+
+    /// The fewest probes any link of `route` has, or `None` if a link is unmeasured.
+    pub fn route_samples(&self, from: &str, origin: &str, route: &Route) -> Option<u32> {
+        let mut at = from;
+        let mut fewest = u32::MAX;
+        for relay in &route.relays {
+            fewest = fewest.min(self.pops.get(&(at.to_string(), relay.clone()))?.samples);
+            at = relay;
+        }
+        let last = self.origins.get(&(at.to_string(), origin.to_string()))?;
+        Some(fewest.min(last.samples))
     }
 
     /// The cheapest route from `from` to `origin` with at most `max_relays` relays (Dijkstra
@@ -243,10 +260,19 @@ impl PathSelector {
             .get(origin)
             .cloned()
             .unwrap_or_else(Route::direct);
+        let current_cost = state.route_cost(from, origin, &current, p);
+        // A working route stays until both it and the new one are measured well enough.
+        let measured = |r: &Route| {
+            state
+                .route_samples(from, origin, r)
+                .is_some_and(|n| n >= p.min_samples)
+        };
         let keep = current == best
-            || state
-                .route_cost(from, origin, &current, p)
-                .is_some_and(|cc| best_cost >= cc - (cc * p.hysteresis).max(p.min_gain_ms));
+            || current_cost.is_some_and(|cc| {
+                best_cost >= cc - (cc * p.hysteresis).max(p.min_gain_ms)
+                    || !measured(&current)
+                    || !measured(&best)
+            });
         if keep {
             return None;
         }
@@ -289,6 +315,48 @@ mod tests {
             s.origins.insert((x.into(), "o:80".into()), link(ms));
         }
         s
+    }
+
+    #[test]
+    fn a_slow_first_probe_does_not_move_traffic() {
+        let p = Params::default();
+        let mut s = topology();
+        // The direct link's first probe was slow; the relay's links are well measured.
+        let direct = s.origins.get_mut(&("a".into(), "o:80".into())).unwrap();
+        direct.samples = 1;
+        let mut sel = PathSelector::default();
+        assert_eq!(
+            sel.decide(&s, "a", "o:80", &p),
+            None,
+            "one probe is not enough"
+        );
+        for _ in 1..p.min_samples {
+            s.origins
+                .get_mut(&("a".into(), "o:80".into()))
+                .unwrap()
+                .samples += 1;
+        }
+        assert!(
+            sel.decide(&s, "a", "o:80", &p).is_some(),
+            "measured: the relay wins"
+        );
+        // A broken route is left at once, however new the other's links are.
+        let mut s = topology();
+        for e in s.pops.values_mut().chain(s.origins.values_mut()) {
+            e.samples = 1;
+        }
+        let mut sel = PathSelector::default();
+        sel.current.insert(
+            "o:80".into(),
+            Route {
+                relays: vec!["b".into()],
+            },
+        );
+        s.pops.get_mut(&("a".into(), "b".into())).unwrap().loss = 1.0;
+        let c = sel
+            .decide(&s, "a", "o:80", &p)
+            .expect("leaves the broken relay");
+        assert_ne!(c.to.relays, ["b"]);
     }
 
     #[test]

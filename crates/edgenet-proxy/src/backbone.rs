@@ -37,6 +37,9 @@ pub struct LinkView {
     pub rtt_ms: f64,
     /// Fraction of recent probes lost.
     pub loss: f64,
+    /// Probes seen (PoPs that do not send it count as having too few to act on).
+    #[serde(default)]
+    pub samples: u32,
 }
 
 /// What one PoP measured: to other PoPs and to origins (`ip:port`). Served at
@@ -55,6 +58,7 @@ fn view(e: &LinkEstimate) -> LinkView {
     LinkView {
         rtt_ms: e.srtt.as_secs_f64() * 1000.0,
         loss: e.loss,
+        samples: e.samples,
     }
 }
 
@@ -62,7 +66,7 @@ fn estimate(v: &LinkView) -> LinkEstimate {
     LinkEstimate {
         srtt: Duration::from_secs_f64(v.rtt_ms.max(0.0) / 1000.0),
         loss: v.loss.clamp(0.0, 1.0),
-        samples: 1,
+        samples: v.samples,
     }
 }
 
@@ -85,6 +89,7 @@ pub const PATH_PARAMS: Params = Params {
     hysteresis: 0.1,
     min_gain_ms: 5.0,
     max_relays: 1,
+    min_samples: 4,
 };
 
 impl BackboneState {
