@@ -19,8 +19,8 @@ pub struct Config {
     pub node: NodeSettings,
     /// Client listeners.
     pub listeners: Vec<Listener>,
-    /// The admin listener's address.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener.
+    pub admin: Option<Admin>,
     /// The access log destination.
     pub access_log: AccessLog,
     /// Limits on client requests.
@@ -116,6 +116,19 @@ pub struct NodeSettings {
     pub threads: usize,
     /// The longest SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
+}
+
+/// The admin listener (see [`crate::schema::AdminSection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// The TCP address.
+    pub address: SocketAddr,
+    /// A Unix socket for local tools (state changes without a token).
+    pub socket: Option<PathBuf>,
+    /// The PoP-local token's file.
+    pub token_file: Option<PathBuf>,
+    /// Whether state changes over TCP need a token.
+    pub auth: crate::schema::AdminAuth,
 }
 
 /// One client listener.

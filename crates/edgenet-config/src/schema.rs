@@ -419,12 +419,41 @@ pub struct ListenerSection {
     pub h2c: bool,
 }
 
-/// The admin listener.
+/// The admin listener. Metrics, health and readiness are open; calls that change state
+/// (purges, anycast drain and undrain) need a token over TCP, or come over `socket`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     /// `IP:port` to bind; keep it on a private address.
     pub address: String,
+    /// A Unix socket serving the same calls; state changes over it need no token, its file
+    /// mode (0600, the node's user) decides who may use it.
+    #[serde(default)]
+    pub socket: Option<String>,
+    /// A file holding the PoP-local admin token (`Authorization: Bearer TOKEN`); created with
+    /// a random token and mode 0600 when missing, refused when group or others may read it.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// `token` (default): state changes over TCP need the local token or a control-plane
+    /// token with the `pop-admin` scope. `none`: they need nothing (loopback addresses only,
+    /// unless `insecure_public`).
+    #[serde(default)]
+    pub auth: AdminAuth,
+    /// With `auth = "none"`, allow an address that is not loopback: anyone who reaches it can
+    /// purge caches and withdraw the PoP's routes.
+    #[serde(default)]
+    pub insecure_public: bool,
+}
+
+/// Whether the admin listener's state-changing calls need a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminAuth {
+    /// A bearer token: the PoP-local one or a control-plane `pop-admin` token.
+    #[default]
+    Token,
+    /// None.
+    None,
 }
 
 /// Where access log lines go.

@@ -216,19 +216,7 @@ impl Validator<'_> {
     fn config(&mut self, raw: &RawConfig) -> Config {
         let node = self.node(&raw.node);
         let listeners = self.listeners(&raw.listeners);
-        let admin = raw.admin.as_ref().and_then(|a| {
-            let addr = self.socket_addr("admin.address", &a.address);
-            if let Some(addr) = addr {
-                if listeners.iter().any(|l| l.address == addr) {
-                    self.err(
-                        "admin.address",
-                        &a.address,
-                        "is also a client listener; the admin listener needs its own address",
-                    );
-                }
-            }
-            addr
-        });
+        let admin = raw.admin.as_ref().and_then(|a| self.admin(a, &listeners));
         let access_log = match (raw.access_log.output, &raw.access_log.path) {
             (AccessLogOutput::Stdout, _) => AccessLog::Stdout,
             (AccessLogOutput::Off, _) => AccessLog::Off,
@@ -825,6 +813,43 @@ impl Validator<'_> {
         out
     }
 
+    fn admin(&mut self, a: &AdminSection, listeners: &[Listener]) -> Option<Admin> {
+        let address = self.socket_addr("admin.address", &a.address)?;
+        if listeners.iter().any(|l| l.address == address) {
+            self.err(
+                "admin.address",
+                &a.address,
+                "is also a client listener; the admin listener needs its own address",
+            );
+        }
+        if a.auth == AdminAuth::None && !address.ip().is_loopback() && !a.insecure_public {
+            self.err(
+                "admin.auth",
+                "none",
+                format!(
+                    "on {address}, which is not a loopback address, lets anyone who reaches it \
+                     purge caches and withdraw the PoP's routes: use auth = \"token\" (with \
+                     admin.token_file or the control plane's pop-admin tokens), bind a loopback \
+                     address, use admin.socket, or set admin.insecure_public = true to accept it"
+                ),
+            );
+        }
+        if a.auth == AdminAuth::None && a.token_file.is_some() {
+            self.err(
+                "admin.token_file",
+                a.token_file.as_deref().unwrap_or_default(),
+                "is set but auth = \"none\" would never ask for it",
+            );
+        }
+        let path = |p: &Option<String>| p.as_ref().map(|p| self.resolve(Path::new(p)));
+        Some(Admin {
+            address,
+            socket: path(&a.socket),
+            token_file: path(&a.token_file),
+            auth: a.auth,
+        })
+    }
+
     pub(crate) fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -1410,6 +1435,39 @@ mod tests {
             "[[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n\
              [[zones.origins.servers]]\naddress = \"{origin}\"\n{extra}"
         )
+    }
+
+    #[test]
+    fn an_admin_listener_without_tokens_stays_on_loopback_unless_said_otherwise() {
+        let env = Fake::default();
+        let admin = |body: &str| check(&format!("[admin]\n{body}\n"), &env);
+        let e = admin("address = \"0.0.0.0:9090\"\nauth = \"none\"").unwrap_err();
+        assert_eq!(e[0].path, "admin.auth");
+        assert!(
+            e[0].reason.contains("not a loopback address")
+                && e[0].reason.contains("insecure_public"),
+            "{}",
+            e[0].reason
+        );
+        let open = admin("address = \"0.0.0.0:9090\"\nauth = \"none\"\ninsecure_public = true");
+        assert_eq!(open.unwrap().admin.unwrap().auth, AdminAuth::None);
+        assert!(admin("address = \"127.0.0.1:9090\"\nauth = \"none\"").is_ok());
+        let token = admin(
+            "address = \"0.0.0.0:9090\"\ntoken_file = \"admin-token\"\nsocket = \"/run/a.sock\"",
+        )
+        .unwrap()
+        .admin
+        .unwrap();
+        assert_eq!(token.auth, AdminAuth::Token, "tokens by default");
+        assert_eq!(
+            token.token_file.as_deref(),
+            Some(Path::new("/etc/edgenet/admin-token")),
+            "relative to the file"
+        );
+        assert_eq!(token.socket.as_deref(), Some(Path::new("/run/a.sock")));
+        let e =
+            admin("address = \"127.0.0.1:9090\"\nauth = \"none\"\ntoken_file = \"t\"").unwrap_err();
+        assert_eq!(e[0].path, "admin.token_file");
     }
 
     #[test]

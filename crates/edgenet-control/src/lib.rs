@@ -41,10 +41,12 @@ pub fn database_url(o: &ServeOptions) -> String {
 /// On first start (no token at all), creates an admin token and writes its secret to
 /// `DATA/admin-token` (mode 0600). Returns the secret when it made one.
 pub async fn bootstrap_admin(app: &App, data: &Path) -> anyhow::Result<Option<String>> {
-    if !app.store.tokens().await?.is_empty() {
+    if !app.store.tokens(store::Owner::Operator).await?.is_empty() {
         return Ok(None);
     }
-    let (_, secret) = app.create_token("bootstrap admin", &["admin"]).await?;
+    let (_, secret) = app
+        .create_token("bootstrap admin", &["admin"], None)
+        .await?;
     let path = data.join("admin-token");
     write_private(&path, secret.as_bytes())?;
     Ok(Some(secret))

@@ -1,5 +1,6 @@
-//! The control plane's state in SQL: zones, PoPs, API tokens, the change log and what each PoP
-//! applied. The same queries run on SQLite (embedded default) and PostgreSQL through sqlx's
+//! The control plane's state in SQL: accounts, zones, PoPs, API tokens, the change log and
+//! what each PoP applied. An object or token with an account belongs to it; one without is the
+//! operator's. The same queries run on SQLite (embedded default) and PostgreSQL through sqlx's
 //! `Any` driver; the schema uses only types and statements both have.
 //!
 //! Every accepted change takes the next global version inside one transaction that also
@@ -33,6 +34,9 @@ pub enum StoreError {
     /// No object with that name.
     #[error("{0:?} does not exist")]
     NotFound(String),
+    /// An account still owns this object.
+    #[error("the account still owns {0}: delete it first")]
+    Owns(String),
 }
 
 /// A stored object with its version (the ETag).
@@ -44,6 +48,47 @@ pub struct Stored {
     pub body: serde_json::Value,
     /// The global version of its last change.
     pub version: i64,
+    /// The account that owns it (`None`: the operator's).
+    #[serde(default)]
+    pub account: Option<String>,
+}
+
+/// Whose objects a query sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner<'a> {
+    /// The operator's view: every object, and new objects without an account.
+    Operator,
+    /// One account's: its own objects only; others' do not exist.
+    Account(&'a str),
+}
+
+impl Owner<'_> {
+    fn account(self) -> Option<String> {
+        match self {
+            Owner::Operator => None,
+            Owner::Account(a) => Some(a.to_string()),
+        }
+    }
+
+    /// Whether an object owned by `account` is visible.
+    pub fn sees(self, account: Option<&str>) -> bool {
+        match self {
+            Owner::Operator => true,
+            Owner::Account(a) => account == Some(a),
+        }
+    }
+}
+
+/// An account: it owns zones and tokens (and, later, interconnects, tunnels, routes and
+/// certificates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Account {
+    /// Its id (32 hex digits), in its routes: `/v1/accounts/ID/...`.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// Unix seconds.
+    pub created: i64,
 }
 
 /// An API token as listed (never its secret).
@@ -53,10 +98,13 @@ pub struct TokenInfo {
     pub id: String,
     /// A name for people.
     pub name: String,
-    /// `read`, `write`, `admin`, `pop`.
+    /// `read`, `write`, `admin`, `pop`, `pop-admin`.
     pub scopes: Vec<String>,
     /// Unix seconds.
     pub created: i64,
+    /// The account it acts for (`None`: the operator's, which sees every account).
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// What a PoP last reported.
@@ -88,6 +136,15 @@ const SCHEMA: &[&str] = &[
      hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL, created BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pop_status (name TEXT PRIMARY KEY, applied BIGINT NOT NULL, \
      last_seen_ms BIGINT NOT NULL, last_error TEXT)",
+    "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, \
+     created BIGINT NOT NULL)",
+];
+
+/// Columns added after a table's first release: `(table, column, type)`, added to a database
+/// that lacks them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("objects", "account", "TEXT"),
+    ("tokens", "account", "TEXT"),
 ];
 
 impl Store {
@@ -116,6 +173,18 @@ impl Store {
         for stmt in SCHEMA {
             sqlx::query(stmt).execute(&pool).await?;
         }
+        for (table, column, ty) in ADDED_COLUMNS {
+            // Both databases answer a query of a missing column with an error.
+            let present = sqlx::query(&format!("SELECT {column} FROM {table} LIMIT 0"))
+                .fetch_all(&pool)
+                .await
+                .is_ok();
+            if !present {
+                sqlx::query(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                    .execute(&pool)
+                    .await?;
+            }
+        }
         let exists = sqlx::query("SELECT value FROM counters WHERE name = 'version'")
             .fetch_optional(&pool)
             .await?;
@@ -135,20 +204,32 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
-    /// Objects of a kind in name order, from after `cursor`, at most `limit`.
+    /// Objects of a kind that `owner` sees, in name order, from after `cursor`, at most
+    /// `limit`.
     pub async fn list(
         &self,
         kind: Kind,
+        owner: Owner<'_>,
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Stored>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, body, version FROM objects WHERE kind = $1 AND name > $2 \
-             ORDER BY name LIMIT $3",
-        )
-        .bind(kind.as_str())
-        .bind(cursor.unwrap_or(""))
-        .bind(limit)
+        let rows = match owner {
+            Owner::Operator => sqlx::query(
+                "SELECT name, body, version, account FROM objects WHERE kind = $1 AND name > $2 \
+                 ORDER BY name LIMIT $3",
+            )
+            .bind(kind.as_str())
+            .bind(cursor.unwrap_or(""))
+            .bind(limit),
+            Owner::Account(a) => sqlx::query(
+                "SELECT name, body, version, account FROM objects WHERE kind = $1 AND name > $2 \
+                 AND account = $4 ORDER BY name LIMIT $3",
+            )
+            .bind(kind.as_str())
+            .bind(cursor.unwrap_or(""))
+            .bind(limit)
+            .bind(a),
+        }
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(stored).collect()
@@ -156,7 +237,7 @@ impl Store {
 
     /// Every object of a kind, by name.
     pub async fn all(&self, kind: Kind) -> Result<BTreeMap<String, Stored>, StoreError> {
-        let rows = sqlx::query("SELECT name, body, version FROM objects WHERE kind = $1")
+        let rows = sqlx::query("SELECT name, body, version, account FROM objects WHERE kind = $1")
             .bind(kind.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -165,20 +246,28 @@ impl Store {
             .collect()
     }
 
-    /// One object.
-    pub async fn get(&self, kind: Kind, name: &str) -> Result<Option<Stored>, StoreError> {
-        let row =
-            sqlx::query("SELECT name, body, version FROM objects WHERE kind = $1 AND name = $2")
-                .bind(kind.as_str())
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(stored).transpose()
+    /// One object, if `owner` sees it.
+    pub async fn get(
+        &self,
+        kind: Kind,
+        name: &str,
+        owner: Owner<'_>,
+    ) -> Result<Option<Stored>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, body, version, account FROM objects WHERE kind = $1 AND name = $2",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        let found = row.as_ref().map(stored).transpose()?;
+        Ok(found.filter(|s| owner.sees(s.account.as_deref())))
     }
 
-    /// Creates, replaces or deletes (`body: None`) an object as one new version.
-    /// `create` refuses an existing name; `if_match` refuses when the stored version differs.
-    /// Returns the new version.
+    /// Creates, replaces or deletes (`body: None`) an object as one new version, as `owner`
+    /// (a new object belongs to it; an object it does not see does not exist for it).
+    /// `create` refuses an existing name (names are global, as domain names are); `if_match`
+    /// refuses when the stored version differs. Returns the new version.
     pub async fn put(
         &self,
         kind: Kind,
@@ -186,18 +275,24 @@ impl Store {
         body: Option<&serde_json::Value>,
         create: bool,
         if_match: Option<i64>,
+        owner: Owner<'_>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<i64> =
-            sqlx::query("SELECT version FROM objects WHERE kind = $1 AND name = $2")
-                .bind(kind.as_str())
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
+        let row = sqlx::query("SELECT version, account FROM objects WHERE kind = $1 AND name = $2")
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (current, account): (Option<i64>, Option<String>) = match &row {
+            Some(r) => (Some(r.try_get(0)?), r.try_get(1)?),
+            None => (None, None),
+        };
+        let visible = current.filter(|_| owner.sees(account.as_deref()));
         match (current, create, body) {
             (Some(_), true, _) => return Err(StoreError::Exists(name.to_string())),
+            _ if !create && visible.is_none() => {
+                return Err(StoreError::NotFound(name.to_string()))
+            }
             (None, false, _) | (None, _, None) => {
                 return Err(StoreError::NotFound(name.to_string()))
             }
@@ -236,12 +331,14 @@ impl Store {
             }
             Some(t) => {
                 sqlx::query(
-                    "INSERT INTO objects (kind, name, body, version) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO objects (kind, name, body, version, account) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(kind.as_str())
                 .bind(name)
                 .bind(t)
                 .bind(version)
+                .bind(owner.account())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -288,13 +385,15 @@ impl Store {
     /// Stores a token's hash and scopes.
     pub async fn add_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (id, name, hash, scopes, created) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tokens (id, name, hash, scopes, created, account) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(hash)
         .bind(info.scopes.join(","))
         .bind(info.created)
+        .bind(info.account.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -302,27 +401,89 @@ impl Store {
 
     /// The token with this hash.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
-        let row = sqlx::query("SELECT id, name, scopes, created FROM tokens WHERE hash = $1")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, scopes, created, account FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
         row.as_ref().map(token_info).transpose()
     }
 
-    /// Every token.
-    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, scopes, created FROM tokens ORDER BY id")
+    /// The tokens `owner` sees: the operator every token, an account its own.
+    pub async fn tokens(&self, owner: Owner<'_>) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, scopes, created, account FROM tokens ORDER BY id")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(token_info).collect()
+        let all = rows.iter().map(token_info);
+        all.filter(|t| {
+            t.as_ref()
+                .map_or(true, |t| owner.sees(t.account.as_deref()))
+        })
+        .collect()
     }
 
-    /// Deletes a token; false when there was none.
-    pub async fn delete_token(&self, id: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("DELETE FROM tokens WHERE id = $1")
-            .bind(id)
+    /// Deletes a token `owner` sees; false when there was none.
+    pub async fn delete_token(&self, id: &str, owner: Owner<'_>) -> Result<bool, StoreError> {
+        let r = match owner {
+            Owner::Operator => sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id),
+            Owner::Account(a) => sqlx::query("DELETE FROM tokens WHERE id = $1 AND account = $2")
+                .bind(id)
+                .bind(a),
+        }
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Creates an account.
+    pub async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO accounts (id, name, created) VALUES ($1, $2, $3)")
+            .bind(&a.id)
+            .bind(&a.name)
+            .bind(a.created)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Every account, by id.
+    pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, created FROM accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account).collect()
+    }
+
+    /// One account.
+    pub async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query("SELECT id, name, created FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account).transpose()
+    }
+
+    /// Deletes an account and its tokens; refused while it owns objects (they would lose
+    /// their owner). False when there was none.
+    pub async fn delete_account(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let owned = sqlx::query("SELECT kind, name FROM objects WHERE account = $1 LIMIT 1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(r) = owned {
+            let (kind, name): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            return Err(StoreError::Owns(format!("{kind} {name:?}")));
+        }
+        sqlx::query("DELETE FROM tokens WHERE account = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let r = sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -372,6 +533,15 @@ fn stored(r: &sqlx::any::AnyRow) -> Result<Stored, StoreError> {
         name: r.try_get(0)?,
         body: serde_json::from_str(&body).unwrap_or_default(),
         version: r.try_get(2)?,
+        account: r.try_get(3)?,
+    })
+}
+
+fn account(r: &sqlx::any::AnyRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        created: r.try_get(2)?,
     })
 }
 
@@ -386,6 +556,7 @@ fn token_info(r: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {
             .map(String::from)
             .collect(),
         created: r.try_get(3)?,
+        account: r.try_get(4)?,
     })
 }
 
@@ -411,22 +582,57 @@ pub(crate) mod tests {
         let s = memory().await;
         assert_eq!(s.version().await.unwrap(), 0);
         let v1 = s
-            .put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .put(
+                Kind::Zone,
+                "a",
+                Some(&zone("a")),
+                true,
+                None,
+                Owner::Operator,
+            )
             .await
             .unwrap();
         let v2 = s
-            .put(Kind::Pop, "p1", Some(&json!({"name": "p1"})), true, None)
+            .put(
+                Kind::Pop,
+                "p1",
+                Some(&json!({"name": "p1"})),
+                true,
+                None,
+                Owner::Operator,
+            )
             .await
             .unwrap();
         let v3 = s
-            .put(Kind::Zone, "a", Some(&zone("a")), false, Some(v1))
+            .put(
+                Kind::Zone,
+                "a",
+                Some(&zone("a")),
+                false,
+                Some(v1),
+                Owner::Operator,
+            )
             .await
             .unwrap();
-        let v4 = s.put(Kind::Zone, "a", None, false, None).await.unwrap();
+        let v4 = s
+            .put(Kind::Zone, "a", None, false, None, Owner::Operator)
+            .await
+            .unwrap();
         assert_eq!((v1, v2, v3, v4), (1, 2, 3, 4));
         assert_eq!(s.version().await.unwrap(), 4);
-        assert_eq!(s.get(Kind::Zone, "a").await.unwrap(), None, "deleted");
-        assert_eq!(s.get(Kind::Pop, "p1").await.unwrap().unwrap().version, 2);
+        assert_eq!(
+            s.get(Kind::Zone, "a", Owner::Operator).await.unwrap(),
+            None,
+            "deleted"
+        );
+        assert_eq!(
+            s.get(Kind::Pop, "p1", Owner::Operator)
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            2
+        );
 
         let changes = s.changes_since(1, 10).await.unwrap();
         let versions: Vec<i64> = changes.iter().map(|c| c.version).collect();
@@ -462,23 +668,39 @@ pub(crate) mod tests {
     async fn creates_conflicts_and_missing_objects_are_refused_and_change_nothing() {
         let s = memory().await;
         let v = s
-            .put(Kind::Zone, "a", Some(&zone("a")), true, None)
+            .put(
+                Kind::Zone,
+                "a",
+                Some(&zone("a")),
+                true,
+                None,
+                Owner::Operator,
+            )
             .await
             .unwrap();
         assert!(matches!(
-            s.put(Kind::Zone, "a", Some(&zone("a")), true, None).await,
+            s.put(Kind::Zone, "a", Some(&zone("a")), true, None, Owner::Operator).await,
             Err(StoreError::Exists(n)) if n == "a"
         ));
         assert!(matches!(
-            s.put(Kind::Zone, "a", Some(&zone("a")), false, Some(v + 7)).await,
+            s.put(Kind::Zone, "a", Some(&zone("a")), false, Some(v + 7), Owner::Operator).await,
             Err(StoreError::Conflict { expected, actual }) if expected == v + 7 && actual == v
         ));
         assert!(matches!(
-            s.put(Kind::Zone, "b", Some(&zone("b")), false, None).await,
+            s.put(
+                Kind::Zone,
+                "b",
+                Some(&zone("b")),
+                false,
+                None,
+                Owner::Operator
+            )
+            .await,
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(
-            s.put(Kind::Zone, "b", None, false, None).await,
+            s.put(Kind::Zone, "b", None, false, None, Owner::Operator)
+                .await,
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(s.version().await.unwrap(), v, "no version was taken");
@@ -489,17 +711,27 @@ pub(crate) mod tests {
     async fn lists_page_by_name_per_kind() {
         let s = memory().await;
         for n in ["c", "a", "b"] {
-            s.put(Kind::Zone, n, Some(&zone(n)), true, None)
+            s.put(Kind::Zone, n, Some(&zone(n)), true, None, Owner::Operator)
                 .await
                 .unwrap();
         }
-        s.put(Kind::Pop, "a", Some(&json!({})), true, None)
-            .await
-            .unwrap();
-        let page = s.list(Kind::Zone, None, 2).await.unwrap();
+        s.put(
+            Kind::Pop,
+            "a",
+            Some(&json!({})),
+            true,
+            None,
+            Owner::Operator,
+        )
+        .await
+        .unwrap();
+        let page = s.list(Kind::Zone, Owner::Operator, None, 2).await.unwrap();
         let names: Vec<&str> = page.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        let next = s.list(Kind::Zone, Some("b"), 2).await.unwrap();
+        let next = s
+            .list(Kind::Zone, Owner::Operator, Some("b"), 2)
+            .await
+            .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].name, "c");
         assert_eq!(s.all(Kind::Zone).await.unwrap().len(), 3);
@@ -514,13 +746,14 @@ pub(crate) mod tests {
             name: "ops".into(),
             scopes: vec!["read".into(), "write".into()],
             created: 1,
+            account: None,
         };
         s.add_token(&t, "hash1").await.unwrap();
         assert_eq!(s.token_by_hash("hash1").await.unwrap(), Some(t.clone()));
         assert_eq!(s.token_by_hash("other").await.unwrap(), None);
-        assert_eq!(s.tokens().await.unwrap(), [t]);
-        assert!(s.delete_token("t1").await.unwrap());
-        assert!(!s.delete_token("t1").await.unwrap());
+        assert_eq!(s.tokens(Owner::Operator).await.unwrap(), [t]);
+        assert!(s.delete_token("t1", Owner::Operator).await.unwrap());
+        assert!(!s.delete_token("t1", Owner::Operator).await.unwrap());
 
         let mut status = PopStatus {
             name: "p1".into(),

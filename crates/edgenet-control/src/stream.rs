@@ -85,7 +85,12 @@ pub async fn stream(
     Query(q): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, &["pop"]).await?;
-    if app.store.get(Kind::Pop, &q.pop).await?.is_none() {
+    if app
+        .store
+        .get(Kind::Pop, &q.pop, crate::store::Owner::Operator)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("pop {:?} is not registered (POST /v1/pops first)", q.pop),
@@ -186,6 +191,7 @@ pub async fn record_ack(app: &App, name: &str, ack: Ack) -> Result<(), crate::st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Owner;
     use axum::body::Body;
     use axum::http::Request;
     use edgenet_protocol::{Decoded, ObjectChange};
@@ -206,12 +212,26 @@ mod tests {
     #[tokio::test]
     async fn a_pop_gets_the_changes_since_its_version_or_a_snapshot_when_ahead() {
         let app = app().await;
-        app.put(Kind::Zone, "a", Some(&zone("a")), true, None)
-            .await
-            .unwrap();
-        app.put(Kind::Zone, "b", Some(&zone("b")), true, None)
-            .await
-            .unwrap();
+        app.put(
+            Kind::Zone,
+            "a",
+            Some(&zone("a")),
+            true,
+            None,
+            Owner::Operator,
+        )
+        .await
+        .unwrap();
+        app.put(
+            Kind::Zone,
+            "b",
+            Some(&zone("b")),
+            true,
+            None,
+            Owner::Operator,
+        )
+        .await
+        .unwrap();
         let current = app.store.version().await.unwrap();
         let StreamMessage::Delta {
             from,
@@ -253,15 +273,22 @@ mod tests {
     #[tokio::test]
     async fn the_stream_sends_each_new_version_and_acks_are_recorded() {
         let app = app().await;
-        let (_, secret) = app.create_token("pop", &["pop"]).await.unwrap();
+        let (_, secret) = app.create_token("pop", &["pop"], None).await.unwrap();
         let auth = format!("Bearer {secret}");
         let pop = json!({"name": "p1", "latitude": 0.0, "longitude": 0.0});
-        app.put(Kind::Pop, "p1", Some(&pop), true, None)
+        app.put(Kind::Pop, "p1", Some(&pop), true, None, Owner::Operator)
             .await
             .unwrap();
-        app.put(Kind::Zone, "a", Some(&zone("a")), true, None)
-            .await
-            .unwrap();
+        app.put(
+            Kind::Zone,
+            "a",
+            Some(&zone("a")),
+            true,
+            None,
+            Owner::Operator,
+        )
+        .await
+        .unwrap();
         let router = crate::api::router(app.clone());
 
         let unknown = Request::get("/v1/stream?pop=nope&since=0")
@@ -286,9 +313,16 @@ mod tests {
         assert_eq!(*lock(&app.connected).get("p1").unwrap(), 1);
 
         // A write while the PoP is connected reaches it as the next line.
-        app.put(Kind::Zone, "b", Some(&zone("b")), true, None)
-            .await
-            .unwrap();
+        app.put(
+            Kind::Zone,
+            "b",
+            Some(&zone("b")),
+            true,
+            None,
+            Owner::Operator,
+        )
+        .await
+        .unwrap();
         let StreamMessage::Delta { from, changes, .. } = line(&mut body, &mut buf).await else {
             panic!("a delta")
         };

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use edgenet_proxy::adapter::{Peers, Shared};
 use edgenet_proxy::Core;
 
+use crate::admin::auth::AdminKeys;
 use crate::anycast::Anycast;
 use crate::config::ConfigSource;
 use crate::tls::SniResolver;
@@ -26,6 +27,8 @@ pub struct Node {
     pub anycast: OnceLock<Arc<Anycast>>,
     /// The file and, when the node follows a control plane, its zones.
     pub source: ConfigSource,
+    /// Who may change the node's state through the admin listener.
+    pub admin_keys: AdminKeys,
 }
 
 impl Node {

@@ -24,6 +24,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_proxy::HttpProxy;
 
+use crate::admin::auth::AdminKeys;
 use crate::admin::Admin;
 use crate::config::ConfigSource;
 use crate::connections::ClientConnections;
@@ -63,6 +64,10 @@ pub fn run_with(
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
+    let admin_keys = match &config.admin {
+        Some(admin) => AdminKeys::prepare(admin)?,
+        None => AdminKeys::none_configured(),
+    };
     let node = Arc::new(Node {
         core: Arc::new(Core::new(config.clone(), log, metrics)?),
         peers: Arc::new(Peers::default()),
@@ -70,6 +75,7 @@ pub fn run_with(
         draining: AtomicBool::new(false),
         anycast: OnceLock::new(),
         source: ConfigSource::new(path, control_zones),
+        admin_keys,
     });
     let core = &node.core;
     if let Some(anycast) = &config.anycast {
@@ -195,13 +201,24 @@ pub fn run_with(
         s.add_uds(&socket.to_string_lossy(), Some(mode));
         Ok(())
     })?);
-    if let Some(admin) = config.admin {
-        let mut service = Service::new(
-            "edgenet admin".to_string(),
-            HttpServer::new_app(Admin { node: node.clone() }),
-        );
-        service.add_tcp(&admin.to_string());
+    if let Some(admin) = &config.admin {
+        let app = |socket| {
+            HttpServer::new_app(Admin {
+                node: node.clone(),
+                socket,
+            })
+        };
+        let mut service = Service::new("edgenet admin".to_string(), app(false));
+        service.add_tcp(&admin.address.to_string());
         server.add_service(service);
+        if let Some(socket) = &admin.socket {
+            use std::os::unix::fs::PermissionsExt;
+            let mut service = Service::new("edgenet admin socket".to_string(), app(true));
+            remove_stale_socket(socket)?;
+            let mode = std::fs::Permissions::from_mode(0o600);
+            service.add_uds(&socket.to_string_lossy(), Some(mode));
+            server.add_service(service);
+        }
     }
     server.add_service(background_service(
         "health checks",
@@ -214,7 +231,7 @@ pub fn run_with(
     tracing::info!(
         pop = %core.name,
         listeners = ?config.listeners.iter().map(|l| l.address).collect::<Vec<_>>(),
-        admin = ?config.admin,
+        admin = ?config.admin.as_ref().map(|a| a.address),
         zones = config.zones.len(),
         "edgenet PoP starting"
     );
@@ -260,6 +277,19 @@ fn h2_limits(config: &Config) -> pingora_core::protocols::http::v2::server::H2Op
         .max_pending_accept_reset_streams(32)
         .max_local_error_reset_streams(Some(256));
     b
+}
+
+/// Removes a socket left at `path` by an earlier run; refuses to remove anything else.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(std::fs::remove_file(path)?),
+        Ok(_) => anyhow::bail!(
+            "admin.socket {}: something that is not a socket is there",
+            path.display()
+        ),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Makes way for this node's subrequest socket: removes a stale one at `path`, and those of

@@ -13,7 +13,7 @@ mod objects;
 mod stream;
 pub mod validate;
 
-pub use objects::{Decoded, Kind, ObjectSet, Objects, PopRecord};
+pub use objects::{token_hash, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken};
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 
 /// Why a version from the control plane cannot be applied as it came.

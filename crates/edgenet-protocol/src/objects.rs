@@ -12,23 +12,27 @@ use crate::ObjectError;
 
 /// The kinds of object the control plane stores and streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// What PoPs serve.
     Zone,
     /// Where PoPs are and how to reach them.
     Pop,
+    /// An operator token with the `pop-admin` scope, as its hash: PoPs accept it on their
+    /// admin listeners.
+    PopToken,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 2] = [Kind::Zone, Kind::Pop];
+    pub const ALL: [Kind; 3] = [Kind::Zone, Kind::Pop, Kind::PopToken];
 
     /// The kind's name in the store, the stream and the bucket keys.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Zone => "zone",
             Kind::Pop => "pop",
+            Kind::PopToken => "pop_token",
         }
     }
 
@@ -61,6 +65,25 @@ pub struct PopRecord {
     /// `edge` (serves users) or `core` (an upper tier / relay only).
     #[serde(default = "default_role")]
     pub role: String,
+}
+
+/// A control-plane token PoPs accept for their admin calls: the SHA-256 of its secret (see
+/// [`token_hash`]); the secret itself never leaves the API's answer that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopToken {
+    /// `token_hash(secret)`.
+    pub hash: String,
+}
+
+/// The SHA-256 of a token secret, in lower-case hex: what the control plane stores and PoPs
+/// compare with.
+pub fn token_hash(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn default_role() -> String {
@@ -130,6 +153,9 @@ pub struct ObjectSet {
     /// PoP records by name.
     #[serde(default)]
     pub pop: BTreeMap<String, Decoded<PopRecord>>,
+    /// Control-plane tokens for PoP admin calls, by token id.
+    #[serde(default)]
+    pub pop_token: BTreeMap<String, Decoded<PopToken>>,
 }
 
 impl ObjectSet {
@@ -152,11 +178,20 @@ impl ObjectSet {
         self.pop.values().filter_map(|p| p.get().ok())
     }
 
+    /// The hashes of the control-plane tokens PoPs accept for admin calls.
+    pub fn pop_token_hashes(&self) -> impl Iterator<Item = &str> {
+        self.pop_token
+            .values()
+            .filter_map(|t| t.get().ok())
+            .map(|t| t.hash.as_str())
+    }
+
     /// Sets (`Some`) or removes (`None`) one object from its JSON body.
     pub fn set_json(&mut self, kind: Kind, name: &str, body: Option<serde_json::Value>) {
         match kind {
             Kind::Zone => set(&mut self.zone, name, body.map(Decoded::from_json)),
             Kind::Pop => set(&mut self.pop, name, body.map(Decoded::from_json)),
+            Kind::PopToken => set(&mut self.pop_token, name, body.map(Decoded::from_json)),
         }
     }
 }
@@ -206,6 +241,9 @@ impl Objects {
                             set(&mut self.objects.zone, &name, body)
                         }
                         ObjectChange::Pop { name, body } => set(&mut self.objects.pop, &name, body),
+                        ObjectChange::PopToken { name, body } => {
+                            set(&mut self.objects.pop_token, &name, body)
+                        }
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}
                     }

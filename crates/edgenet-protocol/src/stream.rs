@@ -8,7 +8,7 @@ use std::time::Duration;
 use edgenet_config::ZoneSection;
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{Decoded, Kind, ObjectSet, PopRecord};
+use crate::objects::{Decoded, Kind, ObjectSet, PopRecord, PopToken};
 
 /// How often an idle stream sends a ping; a follower that hears nothing for three of these
 /// takes the stream for dead.
@@ -66,7 +66,7 @@ pub struct Change {
 // A change is read once and applied; boxing the zone would not save anything worth a pointer.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ObjectChange {
     /// A zone.
     Zone {
@@ -81,6 +81,13 @@ pub enum ObjectChange {
         name: String,
         /// Its new body, or none when it was deleted.
         body: Option<Decoded<PopRecord>>,
+    },
+    /// A control-plane token for PoP admin calls.
+    PopToken {
+        /// The token's id.
+        name: String,
+        /// Its hash, or none when it was revoked.
+        body: Option<Decoded<PopToken>>,
     },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
@@ -101,6 +108,10 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::Pop => ObjectChange::Pop {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::PopToken => ObjectChange::PopToken {
                 name,
                 body: body.map(Decoded::from_json),
             },

@@ -161,17 +161,85 @@ fn vary_keeps_separate_variants() {
     assert_eq!(o.hits_for("/obj/varystar"), 2);
 }
 
-/// POSTs a purge to the admin API and checks it was accepted.
+/// POSTs a purge to the admin API with the PoP's admin token and checks it was accepted.
 fn purge(pop: &Pop, body: &str) {
+    let r = purge_with(pop, body, &pop.admin_auth());
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["success"], true);
+}
+
+fn purge_with(pop: &Pop, body: &str, args: &[String]) -> support::Resp {
+    let url = format!("http://127.0.0.1:{}/cache/purge", pop.admin);
+    let mut all: Vec<&str> = vec!["-X", "POST", "--data-binary", body];
+    all.extend(args.iter().map(String::as_str));
+    all.push(&url);
+    curl(&all)
+}
+
+#[test]
+fn a_purge_needs_the_admin_token_or_the_admin_socket() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("guarded", &["Cache-Control: max-age=600"], "");
+    get(&pop, &path, &[]);
+    let everything = r#"{"zone": "c", "everything": true}"#;
+    let no_token = purge_with(&pop, everything, &[]);
+    assert_eq!(no_token.status, 401, "{no_token:?}");
+    assert!(
+        no_token.body.contains("Authorization: Bearer"),
+        "{}",
+        no_token.body
+    );
+    let header = |r: &support::Resp, name: &str| r.header(name).map(str::to_string);
+    assert_eq!(
+        header(&no_token, "www-authenticate").as_deref(),
+        Some("Bearer realm=\"edgenet admin\"")
+    );
+    let wrong = purge_with(
+        &pop,
+        everything,
+        &["-H".into(), "Authorization: Bearer enp_guess".into()],
+    );
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("unknown or revoked"), "{}", wrong.body);
+    assert!(
+        cache_status(&get(&pop, &path, &[])).contains("hit"),
+        "refused purges change nothing"
+    );
+    assert_eq!(o.hits_for("/obj/guarded"), 1);
+    // Reading stays open.
+    assert_eq!(
+        curl(&[&format!("http://127.0.0.1:{}/metrics", pop.admin)]).status,
+        200
+    );
+
+    // The token file is the node user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(pop.dir.0.join("admin-token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    purge(&pop, everything);
+    assert!(cache_status(&get(&pop, &path, &[])).contains("fwd=uri-miss"));
+    assert_eq!(o.hits_for("/obj/guarded"), 2);
+
+    // The admin socket asks for no token; its mode decides.
+    let socket = pop.dir.0.join("admin.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
     let r = curl(&[
+        "--unix-socket",
+        socket.to_str().unwrap(),
         "-X",
         "POST",
         "--data-binary",
-        body,
-        &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
+        everything,
+        "http://admin/cache/purge",
     ]);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(r.json()["success"], true);
+    assert!(cache_status(&get(&pop, &path, &[])).contains("fwd=uri-miss"));
+    assert_eq!(o.hits_for("/obj/guarded"), 3);
 }
 
 #[test]
@@ -207,13 +275,11 @@ fn purge_by_url_prefix_tag_and_zone_takes_effect_at_once() {
     assert_eq!(o.hits_for("/obj/url"), 2);
     assert_eq!(o.hits_for("/obj/other"), 2);
     // Bad requests name what is wrong.
-    let r = curl(&[
-        "-X",
-        "POST",
-        "--data-binary",
+    let r = purge_with(
+        &pop,
         r#"{"zone": "nope", "everything": true}"#,
-        &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
-    ]);
+        &pop.admin_auth(),
+    );
     assert_eq!(r.status, 404);
     assert!(r.body.contains("nope"), "{}", r.body);
 }

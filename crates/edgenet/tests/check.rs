@@ -421,3 +421,77 @@ routes = ["/c"]
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
     assert!(artifacts[0].ends_with(".cwasm"), "{artifacts:?}");
 }
+
+/// Runs `edgenet pop` on `config` in `dir`; it must exit (refusing to start) within 20 s.
+fn pop_refuses(dir: &TempDir, config: &str) -> (i32, String) {
+    let path = dir.0.join("edgenet.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["pop", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("edgenet pop started with an unprotected admin listener");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (
+        status.code().unwrap_or(-1),
+        err.replace(dir.0.to_str().unwrap(), "$DIR"),
+    )
+}
+
+#[test]
+fn a_public_admin_address_without_tokens_is_refused_at_start() {
+    let config = |admin: &str| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:{}\"\nprotocol = \"http\"\n\n[admin]\n{admin}\n",
+            support::free_port()
+        )
+    };
+    let dir = TempDir::new("admin");
+    let (code, err) = pop_refuses(
+        &dir,
+        &config("address = \"0.0.0.0:19999\"\nauth = \"none\""),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("admin.auth")
+            && err.contains("not a loopback address")
+            && err.contains("insecure_public"),
+        "{err}"
+    );
+    let (code, out) = check_in(
+        &dir,
+        &config("address = \"0.0.0.0:19999\"\nauth = \"none\""),
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("admin.auth"), "{out}");
+
+    // A token file others may read is refused too, naming the file and the fix.
+    use std::os::unix::fs::PermissionsExt;
+    let token = dir.0.join("admin-token");
+    std::fs::write(&token, "enp_x\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, err) = pop_refuses(
+        &dir,
+        &config("address = \"127.0.0.1:19999\"\ntoken_file = \"admin-token\""),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("$DIR/admin-token") && err.contains("chmod 600"),
+        "{err}"
+    );
+}

@@ -640,3 +640,110 @@ fn tiered_cache_fetches_once_for_all_pops() {
     assert_eq!(origin.hits_for("/obj/other"), 1);
     pops.truncate(3);
 }
+
+#[test]
+fn accounts_own_their_zones_and_pop_admin_tokens_reach_the_pops() {
+    let origin = Origin::start("o1");
+    let (control, pops, _) = network(1);
+    let pop = &pops[0];
+    let account = |name: &str| {
+        let r = control.api(
+            "POST",
+            "/v1/accounts",
+            Some(&format!(r#"{{"name": "{name}"}}"#)),
+            &[],
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["result"]["id"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (account("shop inc"), account("blog ltd"));
+    let token_of = |account: &str, scopes: &str| {
+        let body = format!(r#"{{"name": "t", "scopes": {scopes}}}"#);
+        let r = control.api(
+            "POST",
+            &format!("/v1/accounts/{account}/tokens"),
+            Some(&body),
+            &[],
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["result"]["secret"].as_str().unwrap().to_string()
+    };
+    let (a_token, b_token) = (token_of(&a, r#"["write"]"#), token_of(&b, r#"["admin"]"#));
+
+    // A's token creates a zone in A; every PoP serves it; B sees nothing of it.
+    let zone = serde_json::json!({"name": "shop", "hostnames": ["shop.test"],
+        "origins": {"servers": [{"address": origin.addr()}]},
+        "cache": {"rules": [{"path": "/*", "ttl_mode": "override", "edge_ttl": "10m"}]}})
+    .to_string();
+    let r = control.api_as(
+        &a_token,
+        "POST",
+        &format!("/v1/accounts/{a}/zones"),
+        Some(&zone),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(eventually(Duration::from_secs(2), || get(pop, "shop.test")
+        .status
+        == 200));
+    for path in [
+        format!("/v1/accounts/{a}/zones"),
+        format!("/v1/accounts/{a}/zones/shop"),
+    ] {
+        let r = control.api_as(&b_token, "GET", &path, None, &[]);
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+    }
+    let r = control.api_as(
+        &b_token,
+        "GET",
+        &format!("/v1/accounts/{b}/zones"),
+        None,
+        &[],
+    );
+    assert_eq!(r.json()["result"]["items"], serde_json::json!([]));
+    let r = control.api_as(&a_token, "GET", "/v1/zones", None, &[]);
+    assert_eq!(r.status, 403, "the operator's list is not an account's");
+
+    // A control-plane pop-admin token purges on the PoP; revoked, it is refused there.
+    let cached = |p: &Pop| {
+        let r = get(p, "shop.test");
+        r.header("cache-status").unwrap_or_default().to_string()
+    };
+    cached(pop);
+    assert!(cached(pop).contains("hit"));
+    let purge = |token: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "--data-binary",
+            r#"{"zone": "shop", "everything": true}"#,
+            &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
+        ])
+        .status
+    };
+    let r = control.api(
+        "POST",
+        "/v1/tokens",
+        Some(r#"{"name": "oncall", "scopes": ["pop-admin"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let oncall = r.json()["result"]["secret"].as_str().unwrap().to_string();
+    let id = r.json()["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        purge(&a_token),
+        401,
+        "an API token is not a PoP admin token"
+    );
+    assert!(eventually(Duration::from_secs(2), || purge(&oncall) == 200));
+    assert!(cached(pop).contains("fwd=uri-miss"), "purged");
+    let r = control.api("DELETE", &format!("/v1/tokens/{id}"), None, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(eventually(Duration::from_secs(2), || purge(&oncall) == 401));
+    assert!(
+        cached(pop).contains("hit"),
+        "the refused purge changed nothing"
+    );
+}

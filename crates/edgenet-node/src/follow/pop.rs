@@ -48,6 +48,10 @@ pub fn directory(objects: &Objects) -> PopDirectory {
 
 impl Applier for NodeApplier {
     fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
+        // Revocations take effect even when the version's zones are refused.
+        self.node
+            .admin_keys
+            .set_control(o.objects.pop_token_hashes());
         let zones = o.objects.zones()?;
         self.node.core.pops.store(Arc::new(directory(o)));
         self.node
@@ -151,6 +155,9 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         backbone: have.then_some(files),
     };
     run_with(path, config, run, move |node| {
+        if let Some(last) = &last {
+            node.admin_keys.set_control(last.objects.pop_token_hashes());
+        }
         let applier = Arc::new(NodeApplier { node });
         std::thread::Builder::new()
             .name("control".into())

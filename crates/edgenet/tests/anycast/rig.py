@@ -388,6 +388,7 @@ protocol = "http"
 
 [admin]
 address = "127.0.0.1:9000"
+token_file = "{self.dir}/p{i}-admin-token"
 
 [access_log]
 output = "off"
@@ -451,9 +452,13 @@ protocol bgp r6 from up {{
         until(f"BIRD p{i} up", 10,
               lambda: "Daemon is up" in self.birdc(f"p{i}", "show", "status"))
 
-    def admin(self, i, path, method="GET"):
-        """(status, body) of the PoP's admin API."""
-        out = sh("curl", "-s", "-m", "2", "-X", method, "-o", "-", "-w", "\n%{http_code}",
+    def admin(self, i, path, method="GET", token=True):
+        """(status, body) of the PoP's admin API, with its admin token unless token=False."""
+        auth = []
+        if token:
+            with open(os.path.join(self.dir, f"p{i}-admin-token")) as f:
+                auth = ["-H", f"Authorization: Bearer {f.read().strip()}"]
+        out = sh("curl", "-s", "-m", "2", "-X", method, *auth, "-o", "-", "-w", "\n%{http_code}",
                  f"http://127.0.0.1:9000{path}", ns=self.ns(f"p{i}"), check=False)
         body, _, code = out.rpartition("\n")
         return int(code or 0), body
@@ -651,6 +656,15 @@ def scenario_bird(args):
         # A 4-octet AS path as the router sees it, and the MED.
         out = rig.birdc("r", "show", "route", PREFIX_V4, "all")
         assert str(POP_AS) in out and "BGP.med: 10" in out, out
+
+        # Without the admin token a drain is refused and the routes stay announced.
+        code, body = rig.admin(1, "/anycast/drain", "POST", token=False)
+        assert code == 401, (code, body)
+        code, _ = rig.admin(1, "/anycast/undrain", "POST", token=False)
+        assert code == 401
+        assert rig.anycast_status(1)["state"] == "announced", rig.anycast_status(1)
+        assert rig.router_best() == 1 and rig.client_get() == 1
+        log("ok: a drain without the admin token gets 401 and changes nothing")
 
         # Drain: graceful shutdown then withdrawal; in-flight and new requests to p1 still work.
         code, _ = rig.admin(1, "/anycast/drain", "POST")

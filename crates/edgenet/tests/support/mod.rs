@@ -136,6 +136,8 @@ protocol = "https"
 
 [admin]
 address = "127.0.0.1:{admin}"
+token_file = "admin-token"
+socket = "admin.sock"
 
 [access_log]
 output = "file"
@@ -233,7 +235,7 @@ impl Pop {
         let text = format!(
             "[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
-             [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+             [admin]\naddress = \"127.0.0.1:{admin}\"\ntoken_file = \"admin-token\"\n\n\
              [access_log]\noutput = \"file\"\npath = \"{}\"\n{}",
             log.display(),
             backbone.map_or(String::new(), |p| format!(
@@ -285,6 +287,23 @@ impl Pop {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("PoP not ready; stderr:\n{}", self.stderr());
+    }
+
+    /// The PoP-local admin token (the node made it at start).
+    pub fn admin_token(&self) -> String {
+        let file = self.dir.0.join("admin-token");
+        std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// `curl` arguments that send the PoP-local admin token.
+    pub fn admin_auth(&self) -> [String; 2] {
+        [
+            "-H".into(),
+            format!("Authorization: Bearer {}", self.admin_token()),
+        ]
     }
 
     pub fn stderr(&self) -> String {

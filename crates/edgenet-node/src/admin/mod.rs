@@ -2,7 +2,10 @@
 //! `/ready` (the node wants traffic: configured and not draining), `POST /cache/purge`, and with
 //! anycast configured `GET /anycast`, `POST /anycast/drain` and `POST /anycast/undrain`.
 //!
-//! The admin listener has no authentication: bind it to a private address.
+//! Reading is open; every call that is not GET or HEAD changes state and needs a token over
+//! TCP (`auth.rs`), or comes over the admin Unix socket.
+
+pub mod auth;
 
 use std::sync::Arc;
 
@@ -17,6 +20,8 @@ use crate::node::Node;
 pub struct Admin {
     /// The node.
     pub node: Arc<Node>,
+    /// Serving the Unix socket, whose file mode decides who calls: no token is asked for.
+    pub socket: bool,
 }
 
 fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -33,6 +38,27 @@ fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        let method = &session.req_header().method;
+        if !self.socket && method != http::Method::GET && method != http::Method::HEAD {
+            let authorization = session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION);
+            if let Err(refusal) = self
+                .node
+                .admin_keys
+                .check(authorization.map(|v| v.as_bytes()))
+            {
+                let client = session.client_addr().map(|a| a.to_string());
+                tracing::warn!(%method, %path, client = ?client, %refusal, "admin: call refused");
+                let mut r = json_error(401, refusal.to_string());
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"edgenet admin\""),
+                );
+                return r;
+            }
+        }
         match path.as_str() {
             "/metrics" => {
                 self.update_cache_gauges();
