@@ -329,6 +329,8 @@ pub struct Zone {
     pub rate_limits: Vec<RateLimit>,
     /// Automatic DDoS mitigation settings (`None`: off).
     pub ddos: Option<Ddos>,
+    /// URL normalisation.
+    pub url_normalization: UrlNormalization,
     /// Workers.
     pub workers: Vec<Worker>,
     /// Routes to them, most specific first.
@@ -482,6 +484,28 @@ pub enum ListenerProtocol {
     Http,
     /// TLS 1.2/1.3 with ALPN choosing HTTP/2 or HTTP/1.1; the certificate is chosen by SNI.
     Https,
+}
+
+/// Which URL normalisation a zone applies (see `edgenet_http::normalize`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum NormalizationType {
+    /// RFC 3986 section 6, back slashes to slashes, repeated slashes merged (Cloudflare's
+    /// default).
+    #[default]
+    Cloudflare,
+    /// RFC 3986 section 6 only.
+    Rfc3986,
+}
+
+/// A zone's URL normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlNormalization {
+    /// The normalisation every stage sees; `None` when incoming URLs are left as sent.
+    pub incoming: Option<NormalizationType>,
+    /// The origin (and an upper tier) receives the normalised URL, not the one sent.
+    pub to_origin: bool,
 }
 
 /// How a cache rule treats the origin's freshness.

@@ -712,9 +712,45 @@ pub struct ZoneSection {
     /// Automatic L7 DDoS mitigation.
     #[serde(default)]
     pub ddos: DdosSection,
+    /// URL normalisation before any rule, route or cache key sees the path.
+    #[serde(default)]
+    pub url_normalization: UrlNormalizationSection,
     /// Workers, by route.
     #[serde(default)]
     pub workers: Vec<WorkerSection>,
+}
+
+/// URL normalisation, in Cloudflare's terms: on by default for incoming URLs, so that zone
+/// rules, the WAF, rate limits, worker routes, cache keys and purges all see one spelling of a
+/// path (`/%61dmin`, `/x/../admin` and `//admin` are `/admin`); a path that cannot be
+/// normalised safely (an encoded NUL, dot segments above the root) gets a 400. Rules that want
+/// the URL as sent read `raw.http.request.uri`, `raw.http.request.uri.path` and
+/// `raw.http.request.uri.query`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UrlNormalizationSection {
+    /// `cloudflare` (default: RFC 3986 section 6, back slashes to slashes, repeated slashes
+    /// merged) or `rfc3986` (RFC 3986 section 6 only).
+    #[serde(default, rename = "type")]
+    pub kind: crate::model::NormalizationType,
+    /// Normalise incoming URLs (default on).
+    #[serde(default = "default_true")]
+    pub incoming: bool,
+    /// Send the normalised URL to the origin too (default off: the origin gets the URL as
+    /// sent, as Cloudflare does).
+    #[serde(default)]
+    pub to_origin: bool,
+}
+
+impl Default for UrlNormalizationSection {
+    fn default() -> Self {
+        UrlNormalizationSection {
+            kind: Default::default(),
+            incoming: true,
+            to_origin: false,
+        }
+    }
 }
 
 /// Automatic L7 DDoS mitigation: when a second's requests exceed `sensitivity` × the smoothed

@@ -618,6 +618,20 @@ impl Validator<'_> {
         out
     }
 
+    fn url_normalization(&mut self, path: &str, raw: &UrlNormalizationSection) -> UrlNormalization {
+        if raw.to_origin && !raw.incoming {
+            self.err(
+                format!("{path}.to_origin"),
+                "true",
+                "needs incoming = true: only a normalised URL can be sent normalised",
+            );
+        }
+        UrlNormalization {
+            incoming: raw.incoming.then_some(raw.kind),
+            to_origin: raw.to_origin && raw.incoming,
+        }
+    }
+
     fn ddos(&mut self, path: &str, raw: &DdosSection) -> Option<Ddos> {
         if !(1.5..=100.0).contains(&raw.sensitivity) {
             self.err(
@@ -967,6 +981,8 @@ impl Validator<'_> {
                 waf: self.waf(&format!("{p}.waf"), &z.waf),
                 rate_limits: self.rate_limits(&format!("{p}.rate_limits"), &z.rate_limits),
                 ddos: self.ddos(&format!("{p}.ddos"), &z.ddos),
+                url_normalization: self
+                    .url_normalization(&format!("{p}.url_normalization"), &z.url_normalization),
                 workers,
                 worker_routes,
             });

@@ -228,6 +228,17 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
         .as_str()
         .unwrap_or_default()
         .to_string();
+    // The PoPs' admin listeners accept this one for purges and drains.
+    let t = api(
+        reqwest::Method::POST,
+        "/v1/tokens".into(),
+        json!({"name": "edgenet up PoP admin", "scopes": ["pop-admin"]}),
+    )
+    .await?;
+    let pop_admin = t["result"]["secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     for i in 1..=o.pops {
         let (lat, lon) = places[(i - 1) % places.len()];
         api(
@@ -307,6 +318,7 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
         "  API token      {admin}   (admin; also in {})",
         token_file.display()
     );
+    println!("  PoP admin      {pop_admin}   (pop-admin: purges and drains on the PoPs' admin listeners)");
     println!("  demo origin    http://{origin_addr}/");
     for (name, url, metrics) in &urls {
         println!("  {name:<14} {url}   (metrics {metrics})");
@@ -315,6 +327,8 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     println!("\nTry:\n  curl -i {first}\n  curl -s -H 'Authorization: Bearer {admin}' {control_url}/v1/pops | python3 -m json.tool");
     println!("  curl -s -X POST -H 'Authorization: Bearer {admin}' {control_url}/v1/zones \\\n    -d '{{\"name\": \"shop\", \"hostnames\": [\"shop.test\"], \"origins\": {{\"servers\": [{{\"address\": \"{origin_addr}\"}}]}}}}'");
     println!("  curl -i -H 'Host: shop.test' {first}        # served by every PoP within a second");
+    let purge = urls[0].2.replace("/metrics", "/cache/purge");
+    println!("  curl -s -X POST -H 'Authorization: Bearer {pop_admin}' {purge} -d '{{\"zone\": \"demo\", \"everything\": true}}'");
     println!("\nCtrl-C stops everything.");
     std::future::pending::<()>().await;
     Ok(())

@@ -609,3 +609,120 @@ status = 451
     let url = format!("https://127.0.0.1:{}/fp", pop.https);
     assert_eq!(curl(&["-k", "-H", "Host: w.test", &url]).status, 200);
 }
+
+/// Every spelling of `/admin` an origin would serve as `/admin`: the rule on the path sees the
+/// normalised one, so none reaches the origin.
+const ADMIN_VARIANTS: &[&str] = &[
+    "/admin",
+    "/ADMIN",
+    "/%61dmin",
+    "/%61%64%6d%69%6e/users",
+    "/%41DMIN",
+    "/x/../admin",
+    "/x/%2e%2e/admin",
+    "/x/.%2E/admin",
+    "/./admin",
+    "//admin",
+    "/x//..//admin",
+    "/\\admin",
+    "/static/../admin",
+];
+
+#[test]
+fn a_rule_on_a_path_blocks_every_spelling_that_normalises_to_it() {
+    let origin = Origin::start("o");
+    let rules = r#"
+[[zones.waf.rules]]
+id = "block-admin"
+expression = 'lower(http.request.uri.path) wildcard "/admin*"'
+action = "block"
+status = 403
+[[zones.waf.rules]]
+id = "raw-dots"
+expression = 'raw.http.request.uri.path contains "/.." and http.request.uri.path eq "/seen"'
+action = "block"
+status = 409
+"#;
+    let pop = Pop::start(&zone("n", &["n.test"], &[origin.addr()], rules));
+    let get = |path: &str| {
+        let url = pop.url(path);
+        curl(&["--path-as-is", "-H", "Host: n.test", &url])
+    };
+    for v in ADMIN_VARIANTS {
+        let r = get(v);
+        assert_eq!(r.status, 403, "{v}: {r:?}");
+    }
+    assert_eq!(origin.hits(), 0, "the origin saw none of them");
+    // A rule on the URL as sent sees it: the normalised path is /seen, the raw one had /..
+    assert_eq!(get("/x/../seen").status, 409);
+    assert_eq!(get("/seen").status, 200);
+    // By default the origin gets the URL as sent; a normal one reaches it unchanged.
+    let r = get("/x/../echo?q=%61");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["path"], "/x/../echo?q=%61");
+    // Paths that cannot be normalised safely get a 400 and reach no one.
+    let before = origin.hits();
+    for bad in ["/a%00b", "/../etc/passwd", "/a/%2e%2e/%2e%2e/b", "/a%zz"] {
+        let r = get(bad);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    assert_eq!(origin.hits(), before);
+    // The access log keeps the target as sent.
+    let logged: Vec<String> = pop
+        .access_log()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(logged.iter().any(|p| p == "/%61dmin"), "{logged:?}");
+}
+
+#[test]
+fn the_normalised_url_keys_the_cache_and_can_be_sent_to_the_origin() {
+    let origin = Origin::start("o");
+    let extra = r#"
+[zones.url_normalization]
+to_origin = true
+[[zones.cache.rules]]
+path = "/obj/*"
+ttl_mode = "override"
+edge_ttl = "10m"
+"#;
+    let pop = Pop::start(&zone("n", &["n.test"], &[origin.addr()], extra));
+    let get = |path: &str| {
+        let url = pop.url(path);
+        curl(&["--path-as-is", "-H", "Host: n.test", &url])
+    };
+    let r = get("/x/..//echo");
+    assert_eq!(
+        r.json()["path"],
+        "/echo",
+        "the origin got the normalised URL"
+    );
+    // One object under every spelling: one fetch, then hits.
+    assert_eq!(get("/obj/a").status, 200);
+    for v in ["/obj/%61", "/obj/./a", "//obj//a", "/obj/b/../a"] {
+        let r = get(v);
+        let status = r.header("cache-status").unwrap_or_default().to_string();
+        assert!(status.contains("hit"), "{v}: {status}");
+    }
+    assert_eq!(origin.hits_for("/obj/a"), 1);
+    // A purge names the path in any spelling.
+    let r = curl(&[
+        "-X",
+        "POST",
+        &pop.admin_auth()[0],
+        &pop.admin_auth()[1],
+        "--data-binary",
+        r#"{"zone": "n", "urls": ["http://n.test/obj/x/../%61"]}"#,
+        &format!("http://127.0.0.1:{}/cache/purge", pop.admin),
+    ]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = get("/obj/a");
+    assert!(
+        r.header("cache-status")
+            .unwrap_or_default()
+            .contains("fwd=uri-miss"),
+        "{r:?}"
+    );
+    assert_eq!(origin.hits_for("/obj/a"), 2);
+}

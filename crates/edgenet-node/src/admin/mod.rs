@@ -220,16 +220,32 @@ impl Admin {
             );
         };
         use edgenet_cache::PurgeRequest;
-        // URLs are keyed as requests are, so a rule that ignores the query string purges
-        // every query of the path.
-        let urls = req.urls.map(|urls| {
+        use edgenet_proxy::stages::url::normalize_purge;
+        // Paths are normalised as the zone normalises requests, and URLs keyed as requests
+        // are, so a rule that ignores the query string purges every query of the path.
+        let normalized = |list: Option<Vec<String>>| -> Result<Option<Vec<String>>, String> {
+            list.map(|l| {
+                l.iter()
+                    .map(|u| {
+                        normalize_purge(&zone.url_normalization, u)
+                            .map_err(|r| format!("{u:?}: {}", r.reason))
+                    })
+                    .collect()
+            })
+            .transpose()
+        };
+        let (urls, prefixes) = match (normalized(req.urls), normalized(req.prefixes)) {
+            (Ok(u), Ok(p)) => (u, p),
+            (Err(e), _) | (_, Err(e)) => return json_error(400, e),
+        };
+        let urls = urls.map(|urls| {
             urls.iter()
                 .map(|u| edgenet_cache::rules::keyed_url_of(&zone.cache.rules, u))
                 .collect()
         });
         let kinds = [
             urls.map(PurgeRequest::Urls),
-            req.prefixes.map(PurgeRequest::Prefixes),
+            prefixes.map(PurgeRequest::Prefixes),
             req.tags.map(PurgeRequest::Tags),
             req.everything.then_some(PurgeRequest::Everything),
         ];

@@ -76,6 +76,8 @@ pub struct RequestState {
     pub zone: Option<usize>,
     /// Who sent it.
     pub source: Source,
+    /// The target as sent, when the zone's URL normalisation changed it.
+    pub original: Option<crate::stages::url::Original>,
 }
 
 /// What the cache did with the request.
@@ -155,6 +157,7 @@ impl Ctx {
                 snapshot: None,
                 zone: None,
                 source: Source::Client,
+                original: None,
             },
             cache: CacheState::default(),
             upstream: UpstreamState::default(),

@@ -403,6 +403,13 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         let Some(zone) = ctx.zone() else {
             return Ok(());
         };
+        // The origin (and an upper tier, which normalises again) gets the target as sent
+        // unless the zone sends it normalised.
+        if let Some(original) = &ctx.req.original {
+            if !zone.config.url_normalization.to_origin {
+                upstream.set_raw_path(original.target())?;
+            }
+        }
         match &ctx.req.source {
             Source::LowerTier { .. } => {
                 upstream.remove_header(TIER_HEADER);
@@ -609,7 +616,14 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             scheme: client_scheme(session, ctx),
             method: req.method.as_str(),
             host: zone::authority(req).0.unwrap_or(""),
-            path: std::str::from_utf8(req.raw_path()).unwrap_or("<non-utf8>"),
+            // As sent: what the client asked for, before normalisation.
+            path: std::str::from_utf8(
+                ctx.req
+                    .original
+                    .as_ref()
+                    .map_or(req.raw_path(), |o| o.target()),
+            )
+            .unwrap_or("<non-utf8>"),
             status,
             bytes_in: session.body_bytes_read(),
             bytes_out: session.body_bytes_sent(),

@@ -18,6 +18,7 @@ use super::heads::{respond_body, respond_error, respond_limited};
 use super::Shared;
 use crate::stages::path::{self, header_scheme, LINKS_PATH, PING_PATH, RELAY_HEADER, TIER_HEADER};
 use crate::stages::shield::{self, Screen};
+use crate::stages::url;
 use crate::stages::{request, waf, zone};
 
 /// How a listener's requests enter the pipeline.
@@ -156,12 +157,22 @@ impl Shared {
         }
     }
 
-    /// Stage 4: the zone (421, or 400 for an absolute-form target not served here).
+    /// Stage 4: the zone (421, or 400 for an absolute-form target not served here), then its
+    /// URL normalisation (400 for a path that cannot be normalised safely).
     async fn route(&self, session: &mut Session, ctx: &mut Ctx, sni: Option<&str>) -> bool {
         let snapshot = ctx.req.snapshot.clone().expect("set on entry");
-        match zone::route(&snapshot.router, session.req_header(), sni) {
-            Ok(z) => {
-                ctx.req.zone = Some(z);
+        let routed = zone::route(&snapshot.router, session.req_header(), sni).and_then(|z| {
+            ctx.req.zone = Some(z);
+            // Stage 4b: every later stage reads the normalised path.
+            let req = session.req_header();
+            let n = &snapshot.zones[z].config.url_normalization;
+            url::normalize(n, &req.uri, req.raw_path())
+        });
+        match routed {
+            Ok(None) => false,
+            Ok(Some((uri, original))) => {
+                session.req_header_mut().set_uri(uri);
+                ctx.req.original = Some(original);
                 false
             }
             Err(r) => {
@@ -190,6 +201,7 @@ impl Shared {
             let ip = client_ip(session).unwrap_or(IpAddr::from([0, 0, 0, 0]));
             let mut view = waf::RequestView::new(req, req.raw_path(), host.as_bytes(), ip, ssl);
             view.ja4 = ja4.as_deref();
+            view.original = ctx.req.original.as_ref();
             shield::screen(z, &view, &self.core.shield, &mut ctx.log.waf)
         };
         match screened {

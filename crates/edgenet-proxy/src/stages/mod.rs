@@ -3,6 +3,7 @@
 //! ```text
 //!  3 request  request head checks: what gets a 400 before anything reads the head
 //!  4 zone     Host (and SNI) to zone: 421 / 400 when none serves it
+//!  4b url     the zone's URL normalisation: one spelling of the path for every later stage
 //!  5 shield   L7 DDoS mitigation and rate limits (429 with Retry-After)
 //!  6 waf      the zone's rules in the Rules language: block, log, skip, allow
 //!  7 worker   a WebAssembly component when a route matches
@@ -23,6 +24,7 @@ pub mod path;
 pub mod request;
 pub mod respond;
 pub mod shield;
+pub mod url;
 pub mod waf;
 pub mod worker;
 pub mod zone;

@@ -30,6 +30,8 @@ pub struct RequestView<'a> {
     pub ssl: bool,
     /// The TLS client's JA4 fingerprint.
     pub ja4: Option<&'a str>,
+    /// The target as sent, when normalisation changed it (`raw.http.request.*`).
+    pub original: Option<&'a super::url::Original>,
     /// (name, value, first value of its name), in order.
     headers: [(&'a [u8], &'a [u8], bool); INDEXED_HEADERS],
     indexed: usize,
@@ -61,6 +63,7 @@ impl<'a> RequestView<'a> {
             ip,
             ssl,
             ja4: None,
+            original: None,
             headers,
             indexed,
             overflow,
@@ -84,6 +87,15 @@ impl Request for RequestView<'_> {
     }
     fn query(&self) -> &[u8] {
         self.req.uri.query().unwrap_or("").as_bytes()
+    }
+    fn raw_uri(&self) -> &[u8] {
+        self.original.map_or(self.target, |o| o.target())
+    }
+    fn raw_path(&self) -> &[u8] {
+        self.original.map_or_else(|| self.path(), |o| o.path())
+    }
+    fn raw_query(&self) -> &[u8] {
+        self.original.map_or_else(|| self.query(), |o| o.query())
     }
     fn host(&self) -> &[u8] {
         self.host

@@ -30,12 +30,24 @@ pub struct RuleError {
 pub trait Request {
     /// `http.request.method`.
     fn method(&self) -> &[u8];
-    /// `http.request.uri`: path and query as sent.
+    /// `http.request.uri`: path and query (the path normalised, when the zone normalises).
     fn uri(&self) -> &[u8];
     /// `http.request.uri.path`.
     fn path(&self) -> &[u8];
     /// `http.request.uri.query` (without `?`).
     fn query(&self) -> &[u8];
+    /// `raw.http.request.uri`: path and query as sent, before normalisation.
+    fn raw_uri(&self) -> &[u8] {
+        self.uri()
+    }
+    /// `raw.http.request.uri.path`.
+    fn raw_path(&self) -> &[u8] {
+        self.path()
+    }
+    /// `raw.http.request.uri.query`.
+    fn raw_query(&self) -> &[u8] {
+        self.query()
+    }
     /// `http.host`.
     fn host(&self) -> &[u8];
     /// `http.request.version`: `HTTP/1.1`, `HTTP/2`.
@@ -90,6 +102,9 @@ enum Field {
     Uri,
     Path,
     Query,
+    RawUri,
+    RawPath,
+    RawQuery,
     Host,
     UserAgent,
     Referer,
@@ -279,6 +294,9 @@ fn field_bytes(r: &dyn Request, f: Field) -> &[u8] {
         Field::Uri => r.uri(),
         Field::Path => r.path(),
         Field::Query => r.query(),
+        Field::RawUri => r.raw_uri(),
+        Field::RawPath => r.raw_path(),
+        Field::RawQuery => r.raw_query(),
         Field::Host => r.host(),
         Field::Version => r.version(),
         Field::UserAgent => header("user-agent"),
@@ -898,6 +916,9 @@ impl Parser {
             "http.request.uri" => Val::Field(Field::Uri),
             "http.request.uri.path" => Val::Field(Field::Path),
             "http.request.uri.query" => Val::Field(Field::Query),
+            "raw.http.request.uri" => Val::Field(Field::RawUri),
+            "raw.http.request.uri.path" => Val::Field(Field::RawPath),
+            "raw.http.request.uri.query" => Val::Field(Field::RawQuery),
             "http.host" => Val::Field(Field::Host),
             "http.user_agent" => Val::Field(Field::UserAgent),
             "http.referer" => Val::Field(Field::Referer),
