@@ -7,6 +7,8 @@
 # generator and the origin share core 1. Figures are medians of REPEATS alternating runs.
 #
 #   pass-through   wrk, HTTP/1.1, 64 connections, 1 KiB responses: req/s and p99 latency
+#   c1000 one addr wrk, 1,000 connections from one address (a carrier-grade NAT): req/s, and
+#                  any socket error fails the run (the per-address cap must not cut it off)
 #   h2 TLS         h2load, HTTP/2 over TLS 1.3, 4 connections x 100 concurrent streams: req/s
 #   handshakes     wrk over TLS with `Connection: close`: a new TLS 1.3 handshake per request
 #   idle RSS       VmRSS of the idle edgenet process after start-up
@@ -140,14 +142,16 @@ for r in $(seq "$REPEATS"); do
     fi
     read -r rps p99 _ < <(run_wrk "$CONNS" "http://localhost:$http/")
     [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=; }
+    read -r c1000 _ < <(run_wrk 1000 "http://localhost:$http/")
     h2=$(run_h2load "$https")
     read -r hs _ < <(run_wrk 16 -H "Connection: close" "https://localhost:$https/")
     RESULTS[$who.rps]+="$rps "
+    RESULTS[$who.c1000]+="$c1000 "
     RESULTS[$who.p99]+="$p99 "
     RESULTS[$who.h2]+="$h2 "
     RESULTS[$who.hs]+="$hs "
-    printf '%-8s run %d: pass-through %9.0f req/s p99 %6.2f ms | h2 TLS %9.0f req/s | TLS handshakes %7.0f /s\n' \
-      "$who" "$r" "$rps" "$p99" "$h2" "$hs" >&2
+    printf '%-8s run %d: pass-through %9.0f req/s p99 %6.2f ms | c1000 one address %9.0f req/s | h2 TLS %9.0f req/s | TLS handshakes %7.0f /s\n' \
+      "$who" "$r" "$rps" "$p99" "$c1000" "$h2" "$hs" >&2
   done
 done
 BUSY_RSS_KIB=$(rss_kib "$EDGENET_PID")
@@ -155,6 +159,7 @@ BUSY_RSS_KIB=$(rss_kib "$EDGENET_PID")
 med() { tr ' ' '\n' <<<"${RESULTS[$1]}" | grep . | median; }
 E_RPS=$(med edgenet.rps) N_RPS=$(med nginx.rps)
 E_P99=$(med edgenet.p99) N_P99=$(med nginx.p99)
+E_C1000=$(med edgenet.c1000) N_C1000=$(med nginx.c1000)
 E_H2=$(med edgenet.h2) N_H2=$(med nginx.h2)
 E_HS=$(med edgenet.hs) N_HS=$(med nginx.hs)
 IDLE_MB=$(awk -v k="$IDLE_RSS_KIB" 'BEGIN {printf "%.1f", k / 1024}')
@@ -163,11 +168,12 @@ cat <<REPORT
 medians of $REPEATS runs of ${DURATION}s (edgenet | nginx | ratio):
   pass-through 1 KiB, $CONNS conns   $E_RPS | $N_RPS req/s | $(ratio "$E_RPS" "$N_RPS")
   pass-through p99                $E_P99 | $N_P99 ms | $(ratio "$E_P99" "$N_P99")
+  1,000 conns from one address    $E_C1000 | $N_C1000 req/s | $(ratio "$E_C1000" "$N_C1000")
   HTTP/2 TLS, 4x100 streams       $E_H2 | $N_H2 req/s | $(ratio "$E_H2" "$N_H2")
   new TLS 1.3 handshakes          $E_HS | $N_HS /s | $(ratio "$E_HS" "$N_HS")
   RSS idle                        $IDLE_MB MiB | nginx (master+worker) $((NGINX_RSS_KIB / 1024)) MiB
   RSS after the runs              $((BUSY_RSS_KIB / 1024)) MiB
 REPORT
-printf '{"pass_through_vs_nginx": %s, "pass_through_p99_vs_nginx": %s, "h2_tls_vs_nginx": %s, "tls_handshakes_vs_nginx": %s, "idle_rss_mb": %s}\n' \
-  "$(ratio "$E_RPS" "$N_RPS")" "$(ratio "$E_P99" "$N_P99")" "$(ratio "$E_H2" "$N_H2")" \
+printf '{"pass_through_vs_nginx": %s, "pass_through_p99_vs_nginx": %s, "pass_through_c1000_one_address_vs_nginx": %s, "h2_tls_vs_nginx": %s, "tls_handshakes_vs_nginx": %s, "idle_rss_mb": %s}\n' \
+  "$(ratio "$E_RPS" "$N_RPS")" "$(ratio "$E_P99" "$N_P99")" "$(ratio "$E_C1000" "$N_C1000")" "$(ratio "$E_H2" "$N_H2")" \
   "$(ratio "$E_HS" "$N_HS")" "$IDLE_MB"

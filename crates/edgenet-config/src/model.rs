@@ -158,8 +158,17 @@ pub enum AccessLog {
 pub struct Limits {
     /// The largest request head accepted, in bytes.
     pub max_request_header_bytes: usize,
-    /// Most connections at once from one client address (0: no limit).
+    /// Most connections at once from one client address (0: no limit), while under
+    /// pressure or for an abusive address.
     pub max_connections_per_client: u32,
+    /// Open client connections from which the node is under pressure (`None`: half the
+    /// open-file limit, found at start).
+    pub pressure_connections: Option<u32>,
+    /// Resident memory from which the node is under pressure, in bytes (`None`: 80% of what
+    /// it may use, found at start).
+    pub pressure_memory: Option<u64>,
+    /// How long an address that failed a slow-client check stays capped.
+    pub abusive_for: Duration,
     /// Time allowed for an HTTP/1 request head.
     pub header_timeout: Duration,
     /// Idle time allowed between requests on a kept-alive HTTP/1 connection.

@@ -488,10 +488,25 @@ pub struct LimitsSection {
     /// The largest request head (request line and headers) accepted, in bytes; larger gets 400.
     #[serde(default = "default_max_header_bytes")]
     pub max_request_header_bytes: usize,
-    /// Most connections open at once from one client address; more are closed at once
-    /// (0: no limit).
+    /// Most connections open at once from one client address, enforced only while the node
+    /// is under pressure (`pressure_connections`, `pressure_memory`) or for an address that
+    /// failed a slow-client check (a slow request head, an HTTP/2 control-frame flood) in the
+    /// last `abusive_for`; otherwise a carrier-grade NAT's thousands of users behind one
+    /// address are all served. More are closed at once (0: no limit).
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
+    /// Open client connections from which the node is under pressure. Default: half the
+    /// node's open-file limit (which the node raises to its hard limit at start), so the
+    /// per-address cap applies well before descriptors run out.
+    #[serde(default)]
+    pub pressure_connections: Option<u32>,
+    /// The node's resident memory from which it is under pressure. Default: 80% of the
+    /// memory it may use (its cgroup's limit, else the machine's).
+    #[serde(default)]
+    pub pressure_memory: Option<ByteSize>,
+    /// How long an address that failed a slow-client check stays capped.
+    #[serde(default = "default_abusive_for", with = "humantime_serde")]
+    pub abusive_for: Duration,
     /// How long a client may take to send an HTTP/1 request head, counted from its first
     /// byte (from the connection's start for the first request), plain or TLS; a slower one
     /// (slowloris) is closed.
@@ -531,12 +546,19 @@ impl Default for LimitsSection {
         LimitsSection {
             max_request_header_bytes: default_max_header_bytes(),
             max_connections_per_client: default_max_connections_per_client(),
+            pressure_connections: None,
+            pressure_memory: None,
+            abusive_for: default_abusive_for(),
             header_timeout: default_header_timeout(),
             keepalive_timeout: default_keepalive_timeout(),
             body_timeout: default_body_timeout(),
             h2_max_control_frames: default_h2_max_control_frames(),
         }
     }
+}
+
+fn default_abusive_for() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_max_connections_per_client() -> u32 {

@@ -233,6 +233,13 @@ impl Validator<'_> {
         let limits = Limits {
             max_request_header_bytes: raw.limits.max_request_header_bytes,
             max_connections_per_client: raw.limits.max_connections_per_client,
+            pressure_connections: raw.limits.pressure_connections,
+            pressure_memory: raw
+                .limits
+                .pressure_memory
+                .as_ref()
+                .map(|m| self.byte_size("limits.pressure_memory", m, 1 << 20) as u64),
+            abusive_for: raw.limits.abusive_for,
             header_timeout: raw.limits.header_timeout,
             keepalive_timeout: raw.limits.keepalive_timeout,
             body_timeout: raw.limits.body_timeout,

@@ -1,5 +1,6 @@
 //! Client connections (stage 1): [`ClientConnections`] owns each one. It counts it (and
-//! refuses an address over `limits.max_connections_per_client`), wraps it in a [`Guarded`]
+//! refuses an address over `limits.max_connections_per_client` while the node is under
+//! pressure or the address is abusive: see `crate::pressure`), wraps it in a [`Guarded`]
 //! stream, tells HTTP/2 prior knowledge from HTTP/1 on plain listeners with h2c, and for
 //! HTTP/1 runs Pingora's keep-alive loop itself so every request head must arrive in time.
 //!
@@ -38,6 +39,8 @@ use pingora_core::protocols::{
 };
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntGauge;
+
+use crate::pressure::Pressure;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// How waiting for a request head ended.
@@ -355,7 +358,12 @@ pub struct ClientConnections<A> {
     /// timeout); none on the backbone and subrequest listeners, whose clients are PoPs and
     /// the node's own workers.
     pub core: Option<Arc<Core>>,
+    /// Whether the node is under pressure (client listeners).
+    pub pressure: Option<Arc<Pressure>>,
 }
+
+/// Refusals of one address are logged at most this often.
+const LOG_REFUSALS_EVERY: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A> {
@@ -365,18 +373,28 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientConnections<A
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let client = client_ip(&session);
-        let _slot = match (&self.core, client) {
-            (Some(core), Some(ip)) => {
-                let cap = core
-                    .snapshot
-                    .load()
-                    .config
-                    .limits
-                    .max_connections_per_client;
-                match core.client_connections.acquire(ip, cap) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        core.metrics.connections_refused.inc();
+        let _slot = match (&self.core, &self.pressure, client) {
+            (Some(core), Some(pressure), Some(ip)) => {
+                let snapshot = core.snapshot.load();
+                let limits = &snapshot.config.limits;
+                let cap = limits.max_connections_per_client;
+                let under = |open| pressure.under(limits, open);
+                let now = Instant::now();
+                match core.client_connections.acquire(ip, cap, under, now) {
+                    Ok(slot) => Some(slot),
+                    Err(refused) => {
+                        let reason = refused.label();
+                        core.metrics
+                            .connections_refused
+                            .with_label_values(&[reason])
+                            .inc();
+                        if core
+                            .client_connections
+                            .should_log(ip, now, LOG_REFUSALS_EVERY)
+                        {
+                            tracing::warn!(client = %ip, reason, cap, open = core.client_connections.total(),
+                                "connections refused: the address is at limits.max_connections_per_client (logged once a minute per address)");
+                        }
                         // Over the cap: close without reading a byte.
                         return None;
                     }
@@ -422,11 +440,28 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             return;
         };
         let limits = core.snapshot.load().config.limits.clone();
-        let floods = core.metrics.h2_floods.clone();
+        let flood_core = core.clone();
+        let abusive_for = limits.abusive_for;
         let on_flood: OnFlood = Arc::new(move |kind| {
-            floods.with_label_values(&[kind]).inc();
+            flood_core
+                .metrics
+                .h2_floods
+                .with_label_values(&[kind])
+                .inc();
+            if let Some(ip) = client {
+                let until = Instant::now() + abusive_for;
+                flood_core.client_connections.mark_abusive(ip, until);
+            }
             tracing::warn!(client = ?client, kind, "HTTP/2 control frame flood: GOAWAY");
         });
+        // A slow head marks its address abusive: its connections are capped from now on.
+        let slow = || {
+            core.metrics.slow_heads.inc();
+            if let Some(ip) = client {
+                let until = Instant::now() + abusive_for;
+                core.client_connections.mark_abusive(ip, until);
+            }
+        };
         let h2_alpn = session.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
         let mut guarded = Guarded::new(session, limits.h2_max_control_frames, on_flood);
         if let Some(h2c) = &self.h2c {
@@ -451,7 +486,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
         match guarded.read_head(header, header, max, shutdown).await {
             Head::Ready => {}
             Head::Closed => return,
-            Head::Idle | Head::Slow => return core.metrics.slow_heads.inc(),
+            Head::Idle | Head::Slow => return slow(),
         }
         let mut session = ServerSession::new_http1(Box::new(guarded));
         session.set_keepalive((!*shutdown.borrow()).then_some(keepalive.as_secs().max(1)));
@@ -468,7 +503,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             match guarded.read_head(keepalive, header, max, shutdown).await {
                 Head::Ready => {}
                 Head::Closed | Head::Idle => return,
-                Head::Slow => return core.metrics.slow_heads.inc(),
+                Head::Slow => return slow(),
             }
             let mut session = ServerSession::new_http1(guarded);
             if let Some(settings) = settings {

@@ -2,7 +2,7 @@
 //!
 //! [`server`] starts it: the node's state ([`node`]) around its first configuration
 //! ([`config`]), Pingora services for the client, backbone and subrequest listeners
-//! ([`connections`], [`tls`]) and the admin listener ([`admin`]), background services for
+//! ([`connections`], [`tls`], with the per-address cap under [`pressure`]) and the admin listener ([`admin`]), background services for
 //! origin health checks ([`health`]), backbone probes ([`backbone`]) and SIGHUP reloads, and the
 //! signal handling that drains it ([`signals`]). With `[anycast]` it runs a BGP speaker whose
 //! announcements a pure controller decides ([`anycast`]); following a control plane, it
@@ -18,6 +18,7 @@ pub mod connections;
 pub mod follow;
 pub mod health;
 pub mod node;
+pub mod pressure;
 pub mod server;
 pub mod signals;
 pub mod tls;

@@ -111,6 +111,7 @@ pub fn run_with(
         Arc::new(proxy)
     };
 
+    let pressure = Arc::new(crate::pressure::Pressure::start());
     // Listeners that share protocol and h2c setting share one service (one runtime).
     let mut groups: Vec<(ListenerProtocol, bool, Vec<String>)> = Vec::new();
     for l in &config.listeners {
@@ -132,6 +133,7 @@ pub fn run_with(
             h2c,
             open: core.metrics.open_connections.clone(),
             core: Some(core.clone()),
+            pressure: Some(pressure.clone()),
         };
         let name = match protocol {
             ListenerProtocol::Http => "http",
@@ -260,6 +262,7 @@ fn unguarded<R: Role>(
         h2c: None,
         open: core.metrics.open_connections.clone(),
         core: None,
+        pressure: None,
     };
     let mut service = Service::new(name.to_string(), app);
     bind(&mut service)?;

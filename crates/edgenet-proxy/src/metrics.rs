@@ -21,7 +21,7 @@ pub struct Metrics {
     /// Open client connections.
     pub open_connections: IntGauge,
     /// Client connections closed at once: the address was at its connection cap.
-    pub connections_refused: IntCounter,
+    pub connections_refused: IntCounterVec,
     /// Connections closed because a request head did not come in time.
     pub slow_heads: IntCounter,
     /// HTTP/2 connections ended for flooding control frames, by frame kind.
@@ -236,9 +236,12 @@ impl Metrics {
             &["zone", "worker", "cause"],
         )
         .expect("valid metric");
-        let connections_refused = IntCounter::new(
-            "edgenet_connections_refused_total",
-            "Client connections closed at once because their address was at limits.max_connections_per_client",
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "edgenet_connections_refused_total",
+                "Client connections closed at once because their address was at limits.max_connections_per_client, by reason: pressure (the node under pressure) or abusive (the address failed a slow-client check)",
+            ),
+            &["reason"],
         )
         .expect("valid metric");
         let slow_heads = IntCounter::new(

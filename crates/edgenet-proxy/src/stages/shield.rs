@@ -10,7 +10,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use edgenet_config::{Characteristic, RateLimit, RateLimitAction};
 use edgenet_rules::expr::Request;
@@ -256,28 +256,99 @@ action = "block"
     }
 
     #[test]
-    fn connections_per_address_are_capped_and_freed_on_drop() {
+    fn the_cap_applies_under_pressure_or_to_an_abusive_address_only() {
         let counts = ClientConnectionCounts::default();
         let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let first = counts.acquire(a, 2).unwrap();
-        let second = counts.acquire(a, 2).unwrap();
-        assert!(counts.acquire(a, 2).is_none(), "at the cap");
-        assert!(counts.acquire(b, 2).is_some(), "per address");
-        drop(first);
-        let third = counts.acquire(a, 2);
-        assert!(third.is_some(), "a closed connection frees its place");
-        drop((second, third));
-        assert!(lock(&counts.open).is_empty(), "no entry is left behind");
-        let many: Vec<_> = (0..1000).map(|_| counts.acquire(a, 0).unwrap()).collect();
-        assert_eq!(many.len(), 1000, "0 is no cap");
+        let now = Instant::now();
+        let calm = |_| false;
+        // Not under pressure: a NAT's many connections are all taken.
+        let nat: Vec<_> = (0..1000)
+            .map(|_| counts.acquire(a, 2, calm, now).unwrap())
+            .collect();
+        assert_eq!(counts.total(), 1000);
+        // Under pressure (from 1000 open): the address over the cap is refused, another is not.
+        let pressed = |total| total >= 1000;
+        assert_eq!(
+            counts.acquire(a, 2, pressed, now).err(),
+            Some(Refused::Pressure)
+        );
+        let other = counts.acquire(b, 2, pressed, now).unwrap();
+        drop(nat);
+        assert_eq!(counts.total(), 1);
+        // An abusive address is capped without pressure, until its time is up.
+        counts.mark_abusive(b, now + Duration::from_secs(60));
+        let second = counts.acquire(b, 2, calm, now).unwrap();
+        assert_eq!(
+            counts.acquire(b, 2, calm, now).err(),
+            Some(Refused::Abusive)
+        );
+        let later = now + Duration::from_secs(61);
+        let third = counts.acquire(b, 2, calm, later).unwrap();
+        drop((other, second, third));
+        assert!(
+            lock(&counts.open).by_address.is_empty(),
+            "no entry is left behind"
+        );
+        assert_eq!(counts.total(), 0);
+        let many: Vec<_> = (0..10)
+            .map(|_| counts.acquire(a, 0, |_| true, now).unwrap())
+            .collect();
+        assert_eq!(many.len(), 10, "0 is no cap, even under pressure");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_address_per_minute() {
+        let counts = ClientConnectionCounts::default();
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        assert!(counts.should_log(a, now, minute));
+        assert!(!counts.should_log(a, now + Duration::from_secs(59), minute));
+        assert!(counts.should_log(b, now, minute));
+        assert!(counts.should_log(a, now + minute, minute));
     }
 }
 
-/// Open client connections per address, for `limits.max_connections_per_client`.
+/// Open client connections per address and in all, for `limits.max_connections_per_client`,
+/// and the addresses that failed a slow-client check recently. The cap applies to an address
+/// only while the node is under pressure or when the address is abusive: a NAT's users share
+/// one address and are served otherwise.
 #[derive(Default)]
 pub struct ClientConnectionCounts {
-    open: Mutex<HashMap<std::net::IpAddr, u32>>,
+    open: Mutex<Open>,
+    /// Address to when it stops being abusive.
+    abusive: Mutex<HashMap<std::net::IpAddr, Instant>>,
+    /// Address to when its last refusal was logged.
+    logged: Mutex<HashMap<std::net::IpAddr, Instant>>,
 }
+
+#[derive(Default)]
+struct Open {
+    by_address: HashMap<std::net::IpAddr, u32>,
+    total: u32,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The node is under pressure and the address is at the cap.
+    Pressure,
+    /// The address failed a slow-client check recently and is at the cap.
+    Abusive,
+}
+
+impl Refused {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Pressure => "pressure",
+            Refused::Abusive => "abusive",
+        }
+    }
+}
+
+/// Entries kept of abusive and logged addresses before expired ones are dropped.
+const TRACKED: usize = 4096;
 
 /// A connection's place in the count; freed on drop.
 pub struct ConnectionSlot<'a> {
@@ -286,25 +357,73 @@ pub struct ConnectionSlot<'a> {
 }
 
 impl ClientConnectionCounts {
-    /// Counts a new connection from `ip`, or `None` when the address is at `cap` (0: no cap).
-    pub fn acquire(&self, ip: std::net::IpAddr, cap: u32) -> Option<ConnectionSlot<'_>> {
+    /// Counts a new connection from `ip`, or refuses it when the address is at `cap` (0: no
+    /// cap) and it is abusive or `pressure` (asked with the open connections in all) holds.
+    pub fn acquire(
+        &self,
+        ip: std::net::IpAddr,
+        cap: u32,
+        pressure: impl FnOnce(u32) -> bool,
+        now: Instant,
+    ) -> Result<ConnectionSlot<'_>, Refused> {
         let mut open = lock(&self.open);
-        let n = open.entry(ip).or_insert(0);
-        if cap != 0 && *n >= cap {
-            return None;
+        let n = open.by_address.get(&ip).copied().unwrap_or(0);
+        if cap != 0 && n >= cap {
+            if self.is_abusive(ip, now) {
+                return Err(Refused::Abusive);
+            }
+            if pressure(open.total) {
+                return Err(Refused::Pressure);
+            }
         }
-        *n += 1;
-        Some(ConnectionSlot { counts: self, ip })
+        *open.by_address.entry(ip).or_insert(0) += 1;
+        open.total += 1;
+        Ok(ConnectionSlot { counts: self, ip })
+    }
+
+    /// Open client connections in all.
+    pub fn total(&self) -> u32 {
+        lock(&self.open).total
+    }
+
+    /// Marks `ip` abusive until `until` (a slow request head, a control-frame flood).
+    pub fn mark_abusive(&self, ip: std::net::IpAddr, until: Instant) {
+        let mut abusive = lock(&self.abusive);
+        if abusive.len() >= TRACKED {
+            let now = Instant::now();
+            abusive.retain(|_, t| *t > now);
+        }
+        abusive.insert(ip, until);
+    }
+
+    fn is_abusive(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        lock(&self.abusive).get(&ip).is_some_and(|t| *t > now)
+    }
+
+    /// Whether a refusal of `ip` should be logged: at most once per address per `every`.
+    pub fn should_log(&self, ip: std::net::IpAddr, now: Instant, every: Duration) -> bool {
+        let mut logged = lock(&self.logged);
+        if logged.len() >= TRACKED {
+            logged.retain(|_, t| now.duration_since(*t) < every);
+        }
+        match logged.get(&ip) {
+            Some(t) if now.duration_since(*t) < every => false,
+            _ => {
+                logged.insert(ip, now);
+                true
+            }
+        }
     }
 }
 
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
         let mut open = lock(&self.counts.open);
-        if let Some(n) = open.get_mut(&self.ip) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_address.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.by_address.remove(&self.ip);
             }
         }
     }
