@@ -1,13 +1,15 @@
-//! The control plane (`edgenet control`): a REST API for zones, PoPs and tokens over a SQL
-//! store, the configuration stream every PoP follows, and the backbone's CA. What it says to
+//! The control plane (`edgenet control`): a REST API for accounts, zones, PoPs and tokens over
+//! a SQL store, the configuration stream every PoP follows, and the backbone's CA. What it says to
 //! PoPs is `edgenet-protocol`'s types; the PoP's side is `edgenet-node`'s follower.
 //!
-//! Start at [`serve`]; `api.rs` holds the routes, `store.rs` the SQL, `stream.rs` the
-//! versioned stream, `nats.rs` the mirror into NATS JetStream, `ca.rs` the CA.
+//! Start at [`serve`]; `api/` holds the routes, `store.rs` the SQL, `stream.rs` the
+//! versioned stream, `reports.rs` the PoPs' report channel, `nats.rs` the mirror into NATS
+//! JetStream, `ca.rs` the CA.
 
 pub mod api;
 pub mod ca;
 pub mod nats;
+pub mod reports;
 pub mod store;
 pub mod stream;
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use edgenet_protocol::nats::{key, parse_key, KvValue, ACKS, BUCKET};
-use edgenet_protocol::{Ack, Kind};
+use edgenet_protocol::report::REPORTS;
+use edgenet_protocol::{Ack, Kind, Report};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -118,6 +119,7 @@ impl Publisher {
 
     /// Records the acknowledgements PoPs publish.
     pub fn listen_for_acks(&self, app: Arc<App>) {
+        self.listen_for_reports(app.clone());
         let client = self.client.clone();
         tokio::spawn(async move {
             let mut sub = match client.subscribe(format!("{ACKS}.*")).await {
@@ -140,6 +142,34 @@ impl Publisher {
                     Err(e) => {
                         tracing::warn!(%pop, error = %e, "an acknowledgement that is not JSON")
                     }
+                }
+            }
+        });
+    }
+
+    /// Records the reports PoPs publish on `edgenet.reports.POP`.
+    fn listen_for_reports(&self, app: Arc<App>) {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let mut sub = match client.subscribe(format!("{REPORTS}.*")).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot subscribe to PoP reports");
+                    return;
+                }
+            };
+            let prefix = format!("{REPORTS}.");
+            while let Some(msg) = sub.next().await {
+                let Some(pop) = msg.subject.as_str().strip_prefix(&prefix) else {
+                    continue;
+                };
+                match serde_json::from_slice::<Report>(&msg.payload) {
+                    Ok(r) => {
+                        if let Err(e) = crate::reports::record(&app, pop, r).await {
+                            tracing::warn!(%pop, error = %e, "recording a report");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%pop, error = %e, "a report that is not one"),
                 }
             }
         });

@@ -138,6 +138,8 @@ const SCHEMA: &[&str] = &[
      last_seen_ms BIGINT NOT NULL, last_error TEXT)",
     "CREATE TABLE IF NOT EXISTS accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, \
      created BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS object_reports (pop TEXT NOT NULL, kind TEXT NOT NULL, \
+     name TEXT NOT NULL, body TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (pop, kind, name))",
 ];
 
 /// Columns added after a table's first release: `(table, column, type)`, added to a database
@@ -435,6 +437,70 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Records a PoP's latest state of an object (replacing the one before).
+    pub async fn set_object_report(
+        &self,
+        pop: &str,
+        report: &edgenet_protocol::ObjectReport,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let kind = kind_name(report.kind);
+        let body = serde_json::to_string(report).unwrap_or_default();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM object_reports WHERE pop = $1 AND kind = $2 AND name = $3")
+            .bind(pop)
+            .bind(&kind)
+            .bind(&report.name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO object_reports (pop, kind, name, body, at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(pop)
+        .bind(&kind)
+        .bind(&report.name)
+        .bind(body)
+        .bind(at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets a PoP's state of an object it no longer runs.
+    pub async fn delete_object_report(
+        &self,
+        pop: &str,
+        kind: edgenet_protocol::ReportedKind,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM object_reports WHERE pop = $1 AND kind = $2 AND name = $3")
+            .bind(pop)
+            .bind(kind_name(kind))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every PoP's latest state of every object: (PoP, report, Unix milliseconds).
+    pub async fn object_reports(
+        &self,
+    ) -> Result<Vec<(String, edgenet_protocol::ObjectReport, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT pop, body, at_ms FROM object_reports")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let body: String = r.try_get(1)?;
+            // A report this version cannot read (a newer one's) is left out.
+            if let Ok(report) = serde_json::from_str(&body) {
+                out.push((r.try_get(0)?, report, r.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates an account.
     pub async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO accounts (id, name, created) VALUES ($1, $2, $3)")
@@ -535,6 +601,13 @@ fn stored(r: &sqlx::any::AnyRow) -> Result<Stored, StoreError> {
         version: r.try_get(2)?,
         account: r.try_get(3)?,
     })
+}
+
+fn kind_name(kind: edgenet_protocol::ReportedKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn account(r: &sqlx::any::AnyRow) -> Result<Account, StoreError> {

@@ -1,7 +1,7 @@
 //! What the control plane and its PoPs say to each other, as types both sides depend on: the
-//! objects (zones, PoP records), the lines of the configuration stream, the PoPs'
-//! acknowledgements, and the layout of the NATS key-value bucket that carries the same objects
-//! at scale.
+//! objects (zones, PoP records, PoP admin tokens), the lines of the configuration stream, the
+//! PoPs' reports (acknowledgements, object states, counters: [`report`]), and the layout of
+//! the NATS key-value bucket that carries the same objects at scale.
 //!
 //! The server (`edgenet-control`) writes these and the followers (`edgenet-node`) read them;
 //! neither indexes JSON by string. An object whose body this side cannot decode (a newer
@@ -10,10 +10,12 @@
 
 pub mod nats;
 mod objects;
+pub mod report;
 mod stream;
 pub mod validate;
 
 pub use objects::{token_hash, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken};
+pub use report::{Counters, ObjectReport, ObjectState, Report, ReportedKind, ZoneCounters};
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 
 /// Why a version from the control plane cannot be applied as it came.

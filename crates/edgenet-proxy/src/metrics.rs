@@ -11,6 +11,17 @@ pub const PROTOCOLS: [&str; 3] = ["http1", "http2", "other"];
 /// Status classes as metric labels; index = status / 100 - 1.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// A zone's totals since start (see [`Metrics::zone_totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZoneTotals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which with a 5xx status.
+    pub errors: u64,
+    /// Served from the cache.
+    pub cache_hits: u64,
+}
+
 /// Every metric of the node.
 pub struct Metrics {
     registry: Registry,
@@ -415,6 +426,39 @@ impl Metrics {
             cache_collapsed: self.cache_collapsed.with_label_values(&[zone]),
             cache_served_bytes: self.cache_served_bytes.with_label_values(&[zone]),
         }
+    }
+
+    /// Per zone since start: requests answered, of which 5xx, and cache hits (for the PoP's
+    /// reports to the control plane).
+    pub fn zone_totals(&self) -> std::collections::BTreeMap<String, ZoneTotals> {
+        use prometheus::core::Collector;
+        let mut out: std::collections::BTreeMap<String, ZoneTotals> = Default::default();
+        let label = |m: &prometheus::proto::Metric, name: &str| {
+            m.get_label()
+                .iter()
+                .find(|l| l.name() == name)
+                .map(|l| l.value().to_string())
+                .unwrap_or_default()
+        };
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let n = m.get_counter().get_value() as u64;
+                let t = out.entry(label(m, "zone")).or_default();
+                t.requests += n;
+                if label(m, "status_class") == "5xx" {
+                    t.errors += n;
+                }
+            }
+        }
+        for family in self.cache_requests.collect() {
+            for m in family.get_metric() {
+                if label(m, "result") == "hit" {
+                    let n = m.get_counter().get_value() as u64;
+                    out.entry(label(m, "zone")).or_default().cache_hits += n;
+                }
+            }
+        }
+        out
     }
 
     /// Counts a reload attempt.

@@ -244,6 +244,19 @@ fn pops_serve_through_control_plane_outages_restarts_and_refusals() {
             "previous version kept"
         );
     }
+    // The report channel: each PoP refused zone c (and says why) and runs zone b.
+    let status = |zone: &str| {
+        let r = control.api("GET", &format!("/v1/zones/{zone}"), None, &[]);
+        r.json()["result"]["status"].clone()
+    };
+    assert!(eventually(Duration::from_secs(5), || status("c")["state"] == "failed"));
+    let c = status("c");
+    assert_eq!(c["pops"].as_array().unwrap().len(), pops.len(), "{c}");
+    for p in c["pops"].as_array().unwrap() {
+        assert_eq!(p["state"], "refused", "{c}");
+        assert!(p["detail"].as_str().unwrap().contains("c.pem"), "{c}");
+    }
+    assert_eq!(status("b")["state"], "active", "{}", status("b"));
     // Removing the bad zone lets the next version apply again.
     assert_eq!(control.api("DELETE", "/v1/zones/c", None, &[]).status, 200);
     let version = control.version();
@@ -492,6 +505,12 @@ fn nats_distribution_through_a_leaf_node() {
         "acknowledgement over NATS: {:?}",
         pops_view(&control)
     );
+    let zone_b = || control.api("GET", "/v1/zones/b", None, &[]).json()["result"]["status"].clone();
+    assert!(
+        eventually(Duration::from_secs(5), || zone_b()["state"] == "active"),
+        "zone state over NATS: {}",
+        zone_b()
+    );
     // A restart resumes from the saved revision; a deletion while it was down arrives.
     pop.child.kill().unwrap();
     pop.child.wait().unwrap();
@@ -686,6 +705,18 @@ fn accounts_own_their_zones_and_pop_admin_tokens_reach_the_pops() {
     assert!(eventually(Duration::from_secs(2), || get(pop, "shop.test")
         .status
         == 200));
+    // The PoP reports the zone applied, and its account sees the status.
+    let zone_status = || {
+        let path = format!("/v1/accounts/{a}/zones/shop");
+        let r = control.api_as(&a_token, "GET", &path, None, &[]);
+        r.json()["result"]["status"].clone()
+    };
+    assert!(eventually(Duration::from_secs(3), || zone_status()
+        ["state"]
+        == "active"));
+    let st = zone_status();
+    assert_eq!(st["pops"][0]["pop"], "pop1", "{st}");
+    assert_eq!(st["pops"][0]["state"], "applied", "{st}");
     for path in [
         format!("/v1/accounts/{a}/zones"),
         format!("/v1/accounts/{a}/zones/shop"),
@@ -746,4 +777,14 @@ fn accounts_own_their_zones_and_pop_admin_tokens_reach_the_pops() {
         cached(pop).contains("hit"),
         "the refused purge changed nothing"
     );
+
+    // Counters come on the same channel, every 10 s.
+    let counted = eventually(Duration::from_secs(15), || {
+        let r = control.api("GET", "/v1/pops/pop1", None, &[]);
+        let zones = &r.json()["result"]["counters"]["counters"]["zones"];
+        zones["shop"]["requests"].as_u64().unwrap_or(0) >= 5
+            && zones["shop"]["cache_hits"].as_u64().unwrap_or(0) >= 2
+    });
+    let pop1 = control.api("GET", "/v1/pops/pop1", None, &[]).body;
+    assert!(counted, "{pop1}");
 }

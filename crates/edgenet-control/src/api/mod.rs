@@ -53,8 +53,11 @@ pub struct App {
     tokens: Mutex<HashMap<String, TokenInfo>>,
     /// Open streams per PoP.
     pub connected: Mutex<HashMap<String, usize>>,
-    /// PoP reports, kept in memory and written through to the store.
+    /// PoP acknowledgements, kept in memory and written through to the store.
     pub statuses: Mutex<HashMap<String, PopStatus>>,
+    /// What each PoP reports it runs (written through to the store when it changes), and its
+    /// counters.
+    pub reports: Mutex<crate::reports::Reports>,
     /// The NATS JetStream bucket changes are mirrored into, when distribution runs over NATS.
     pub nats: Option<crate::nats::Publisher>,
     /// Writes to the store and the bucket happen one at a time, so the bucket sees versions in
@@ -179,12 +182,22 @@ impl App {
     ) -> Result<Arc<App>, StoreError> {
         let version = store.version().await?;
         let statuses = store.pop_statuses().await?.into_iter().collect();
+        let mut reports = crate::reports::Reports::new();
+        for (pop, report, at) in store.object_reports().await? {
+            let key = (report.kind, report.name.clone());
+            reports
+                .entry(pop)
+                .or_default()
+                .objects
+                .insert(key, (report, at));
+        }
         Ok(Arc::new(App {
             store,
             version: watch::channel(version).0,
             tokens: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             statuses: Mutex::new(statuses),
+            reports: Mutex::new(reports),
             nats,
             write_lock: tokio::sync::Mutex::new(()),
             ca: std::sync::OnceLock::new(),
@@ -418,6 +431,7 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(pops::list_pops, pops::create_pop))
         .routes(routes!(pops::get_pop, pops::put_pop, pops::delete_pop))
         .routes(routes!(crate::stream::ack))
+        .routes(routes!(crate::reports::receive))
         .routes(routes!(pops::pop_certificate))
         .routes(routes!(pops::ca_certificate))
         .routes(routes!(crate::stream::stream))
@@ -500,9 +514,16 @@ fn limit(p: &Params) -> i64 {
     p.limit.unwrap_or(100).clamp(1, 1000)
 }
 
-/// How a stored object is shown.
-fn object_view(s: crate::store::Stored) -> Value {
-    json!({"name": s.name, "version": s.version, "config": s.body, "account": s.account})
+/// How a stored object is shown: a zone with its status across the PoPs.
+fn object_view(app: &App, kind: Kind, s: crate::store::Stored) -> Value {
+    let mut v =
+        json!({"name": s.name, "version": s.version, "config": s.body, "account": s.account});
+    if kind == Kind::Zone {
+        let reports = lock(&app.reports);
+        let zone = edgenet_protocol::ReportedKind::Zone;
+        v["status"] = json!(crate::reports::status(&reports, zone, &s.name, s.version));
+    }
+    v
 }
 
 async fn list(app: &App, kind: Kind, owner: Owner<'_>, p: &Params) -> ApiResult {
@@ -511,7 +532,12 @@ async fn list(app: &App, kind: Kind, owner: Owner<'_>, p: &Params) -> ApiResult 
         .store
         .list(kind, owner, p.cursor.as_deref(), limit)
         .await?;
-    Ok(page(items, limit, |s| s.name.clone(), object_view))
+    Ok(page(
+        items,
+        limit,
+        |s| s.name.clone(),
+        |s| object_view(app, kind, s),
+    ))
 }
 
 fn not_found(kind: Kind, name: &str) -> ApiError {
@@ -528,7 +554,10 @@ async fn get_one(app: &App, kind: Kind, name: &str, owner: Owner<'_>) -> ApiResu
         .await?
         .ok_or_else(|| not_found(kind, name))?;
     let version = s.version;
-    Ok(with_etag(ok(StatusCode::OK, object_view(s)), version))
+    Ok(with_etag(
+        ok(StatusCode::OK, object_view(app, kind, s)),
+        version,
+    ))
 }
 
 /// The name another account's zone has in a validation error: the clash shows, the name and

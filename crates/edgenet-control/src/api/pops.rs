@@ -40,6 +40,19 @@ fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
     let current = *app.version.borrow();
     let status = lock(&app.statuses).get(&name).cloned();
     let connected = lock(&app.connected).get(&name).copied().unwrap_or(0) > 0;
+    let reports = lock(&app.reports).get(&name).cloned().unwrap_or_default();
+    let objects: Vec<Value> = reports
+        .objects
+        .values()
+        .map(|(o, at)| {
+            let mut v = json!(o);
+            v["at_ms"] = json!(at);
+            v
+        })
+        .collect();
+    let counters = reports
+        .counters
+        .map(|(c, at)| json!({"at_ms": at, "counters": c}));
     json!({
         "name": name,
         "version": version,
@@ -49,6 +62,8 @@ fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
         "lag": status.as_ref().map_or(current, |s| current - s.applied),
         "last_seen_ms": status.as_ref().map(|s| s.last_seen_ms),
         "last_error": status.and_then(|s| s.last_error),
+        "objects": objects,
+        "counters": counters,
     })
 }
 

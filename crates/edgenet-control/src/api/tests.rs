@@ -130,6 +130,7 @@ const ROUTES: &[(&str, &str, Expect)] = &[
     ("PUT", "/v1/pops/{name}", Expect::Operator),
     ("DELETE", "/v1/pops/{name}", Expect::Operator),
     ("POST", "/v1/pops/{name}/ack", Expect::Operator),
+    ("POST", "/v1/pops/{name}/reports", Expect::Operator),
     ("POST", "/v1/pops/{name}/certificate", Expect::Operator),
     ("GET", "/v1/ca", Expect::Operator),
     ("GET", "/v1/stream", Expect::Operator),

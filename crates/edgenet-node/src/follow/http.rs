@@ -1,20 +1,25 @@
 //! Following the control plane over HTTP: `GET /v1/stream?pop=NAME&since=VERSION` (one
-//! [`StreamMessage`] per line), each version applied and acknowledged with
-//! `POST /v1/pops/NAME/ack`; reconnecting from the last version received.
+//! [`StreamMessage`] per line), each version applied and reported on the report channel
+//! (`POST /v1/pops/NAME/reports`: the acknowledgement and the zones' states, and every
+//! [`REPORT_EVERY`] the states again with the counters); reconnecting from the last version
+//! received.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgenet_protocol::{Objects, StreamMessage, PING_EVERY};
+use edgenet_protocol::report::REPORT_EVERY;
+use edgenet_protocol::{Objects, Report, StreamMessage, PING_EVERY};
 use futures_util::StreamExt;
 
 use super::{
     apply_and_save, ensure_backbone_certificate, http_client, Applier, FollowError, FollowOptions,
+    Reports,
 };
 
 /// Follows the stream forever. `current` is what the node serves now (from the state file).
 pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Option<Objects>) {
     let client = http_client();
+    let mut reports = Reports::new(current.as_ref());
     let mut desired = current.unwrap_or_default();
     let mut backoff = Duration::from_millis(200);
     let mut have_certificate = false;
@@ -25,7 +30,7 @@ pub async fn follow(opts: FollowOptions, applier: Arc<dyn Applier>, current: Opt
                 Err(e) => tracing::warn!(error = %e, "no backbone certificate yet"),
             }
         }
-        match run_once(&client, &opts, &*applier, &mut desired).await {
+        match run_once(&client, &opts, &*applier, &mut desired, &mut reports).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {
                 tracing::warn!(control = %opts.control, error = %e, retry_in = ?backoff, "control plane stream");
@@ -41,6 +46,7 @@ async fn run_once(
     opts: &FollowOptions,
     applier: &dyn Applier,
     desired: &mut Objects,
+    reports: &mut Reports,
 ) -> Result<(), FollowError> {
     let base = opts.control.trim_end_matches('/');
     let url = format!(
@@ -59,11 +65,37 @@ async fn run_once(
         return Err(FollowError::Status { status, body });
     }
     tracing::info!(control = %opts.control, since = desired.version, "following the control plane");
-    let ack_url = format!("{base}/v1/pops/{}/ack", opts.pop);
+    let report_url = format!("{base}/v1/pops/{}/reports", opts.pop);
+    let send = |batch: Vec<Report>| {
+        let req = client
+            .post(&report_url)
+            .bearer_auth(&opts.token)
+            .header("content-type", "application/x-ndjson")
+            .body(Report::lines(&batch))
+            .timeout(Duration::from_secs(5));
+        async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!(status = %r.status(), "the control plane refused a report"),
+                Err(e) => tracing::warn!(error = %e, "could not send a report"),
+            }
+        }
+    };
+    // What the PoP runs, at once: a restarted control plane learns it.
+    send(reports.periodic(applier)).await;
+    let mut every =
+        tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
     let mut body = resp.bytes_stream();
     let mut buf = Vec::new();
     loop {
-        let chunk = match tokio::time::timeout(PING_EVERY * 3, body.next()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(PING_EVERY * 3, body.next()) => next,
+            _ = every.tick() => {
+                send(reports.periodic(applier)).await;
+                continue;
+            }
+        };
+        let chunk = match next {
             Err(_) => return Err(FollowError::Silent),
             Ok(None) => return Err(FollowError::Closed),
             Ok(Some(Err(e))) => return Err(FollowError::Read(e.to_string())),
@@ -77,16 +109,7 @@ async fn run_once(
                 continue;
             }
             let ack = apply_and_save(applier, desired, &opts.state_file);
-            if let Err(e) = client
-                .post(&ack_url)
-                .bearer_auth(&opts.token)
-                .json(&ack)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-            {
-                tracing::warn!(error = %e, "could not acknowledge a version");
-            }
+            send(reports.outcome(desired, &ack)).await;
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The PoP's side of the control plane: follow its configuration stream (over HTTP, [`http`],
 //! or a NATS JetStream bucket at scale, [`nats`]), apply each version whole through the node
-//! ([`Applier`]), acknowledge or refuse it, keep the last applied version on disk (the
+//! ([`Applier`]), report it on the report channel (the acknowledgement, each zone's state,
+//! and periodic counters: [`Reports`]), keep the last applied version on disk (the
 //! last-known-good file a restart serves from, [`pop`]), and get the PoP's backbone
 //! certificate from the control plane's CA.
 //!
@@ -15,7 +16,10 @@ pub mod pop;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use edgenet_protocol::{Ack, CertificateRequest, Envelope, Issued, ObjectError, Objects};
+use edgenet_protocol::{
+    Ack, CertificateRequest, Counters, Envelope, Issued, ObjectError, ObjectReport, ObjectState,
+    Objects, Report, ReportedKind,
+};
 
 /// Why a version was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +68,109 @@ pub enum FollowError {
 pub trait Applier: Send + Sync + 'static {
     /// Applies the objects.
     fn apply(&self, objects: &Objects) -> Result<(), ApplyError>;
+
+    /// The node's counters, for the report channel.
+    fn counters(&self) -> Counters {
+        Counters::default()
+    }
+}
+
+/// What a follower reports: the objects it last applied (what runs), and the state of each
+/// zone after each version.
+#[derive(Debug, Default)]
+pub struct Reports {
+    /// The objects running now.
+    pub applied: Objects,
+    /// The zones' states after the last version.
+    pub zones: Vec<ObjectReport>,
+}
+
+impl Reports {
+    /// Starts from what the node runs (its last-known-good objects).
+    pub fn new(running: Option<&Objects>) -> Reports {
+        let mut r = Reports::default();
+        if let Some(o) = running {
+            r.applied = o.clone();
+            r.zones = zone_states(o, &r.applied, None);
+        }
+        r
+    }
+
+    /// Takes a version's outcome: the acknowledgement and every zone's state, to send.
+    pub fn outcome(&mut self, desired: &Objects, ack: &Ack) -> Vec<Report> {
+        if ack.ok {
+            self.applied = desired.clone();
+        }
+        let refused = (!ack.ok).then(|| ack.error.clone().unwrap_or_default());
+        self.zones = zone_states(desired, &self.applied, refused);
+        vec![Report::Ack(ack.clone()), self.objects()]
+    }
+
+    /// The zones' states as a report (every zone the PoP runs).
+    pub fn objects(&self) -> Report {
+        Report::Objects {
+            at_ms: unix_ms(),
+            objects: self.zones.clone(),
+            complete: true,
+        }
+    }
+
+    /// The periodic report: the zones' states again and the counters.
+    pub fn periodic(&self, applier: &dyn Applier) -> Vec<Report> {
+        vec![
+            self.objects(),
+            Report::Counters {
+                at_ms: unix_ms(),
+                counters: applier.counters(),
+            },
+        ]
+    }
+}
+
+/// Each zone's state: applied at the running version when it runs as desired; refused at the
+/// desired version (with why) when the desired version was refused and changed it. A zone the
+/// refused version deleted still runs.
+fn zone_states(desired: &Objects, applied: &Objects, refused: Option<String>) -> Vec<ObjectReport> {
+    let running = |name: &String| ObjectReport {
+        kind: ReportedKind::Zone,
+        name: name.clone(),
+        state: ObjectState::Applied,
+        version: applied.version,
+        detail: None,
+    };
+    let Some(error) = refused else {
+        return desired.objects.zone.keys().map(running).collect();
+    };
+    let mut names: Vec<&String> = desired.objects.zone.keys().collect();
+    names.extend(applied.objects.zone.keys());
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let (want, have) = (
+                desired.objects.zone.get(name),
+                applied.objects.zone.get(name),
+            );
+            if want == have || want.is_none() {
+                running(name)
+            } else {
+                ObjectReport {
+                    kind: ReportedKind::Zone,
+                    name: name.clone(),
+                    state: ObjectState::Refused,
+                    version: desired.version,
+                    detail: Some(error.clone()),
+                }
+            }
+        })
+        .collect()
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where to follow from.
@@ -260,6 +367,68 @@ mod tests {
         std::fs::write(&file, b"{not json").unwrap();
         assert_eq!(load_state(&file), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn objects(version: i64, zones: &[(&str, &str)]) -> Objects {
+        let mut o = Objects {
+            version,
+            ..Objects::default()
+        };
+        for (name, origin) in zones {
+            let body = serde_json::json!({"name": name, "hostnames": [format!("{name}.test")],
+                "origins": {"servers": [{"address": origin}]}});
+            o.objects
+                .set_json(edgenet_protocol::Kind::Zone, name, Some(body));
+        }
+        o
+    }
+
+    #[test]
+    fn zones_are_reported_applied_or_refused_by_what_changed() {
+        let mut r = Reports::new(Some(&objects(3, &[("a", "127.0.0.1:1")])));
+        assert_eq!(r.zones[0].state, ObjectState::Applied);
+        assert_eq!(r.zones[0].version, 3);
+        let v4 = objects(4, &[("a", "127.0.0.1:1"), ("b", "127.0.0.1:2")]);
+        let ok = Ack {
+            version: 4,
+            ok: true,
+            error: None,
+        };
+        let sent = r.outcome(&v4, &ok);
+        assert_eq!(sent[0], Report::Ack(ok));
+        let states: Vec<(&str, ObjectState, i64)> = r
+            .zones
+            .iter()
+            .map(|z| (z.name.as_str(), z.state, z.version))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("a", ObjectState::Applied, 4),
+                ("b", ObjectState::Applied, 4)
+            ]
+        );
+        // Version 5 changes b (refused) and deletes a: a still runs, b runs its version 4.
+        let v5 = objects(5, &[("b", "nope")]);
+        let refused = Ack {
+            version: 5,
+            ok: false,
+            error: Some("zones[0].origins: bad".into()),
+        };
+        r.outcome(&v5, &refused);
+        let states: Vec<(&str, ObjectState, i64, Option<&str>)> = r
+            .zones
+            .iter()
+            .map(|z| (z.name.as_str(), z.state, z.version, z.detail.as_deref()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("a", ObjectState::Applied, 4, None),
+                ("b", ObjectState::Refused, 5, Some("zones[0].origins: bad"))
+            ]
+        );
+        assert_eq!(r.applied.version, 4, "what runs is still version 4");
     }
 
     #[test]

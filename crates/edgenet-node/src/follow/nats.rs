@@ -1,18 +1,20 @@
 //! Following the control plane at scale: the PoP watches the configuration's NATS JetStream
 //! key-value bucket (through a local leaf node where there are many PoPs): the last value of
 //! every key (a snapshot) when it has applied nothing, else the keys changed since the bucket
-//! revision it applied. It applies once a backlog is drained, not once per key, and
-//! acknowledges on `edgenet.acks.POP`.
+//! revision it applied. It applies once a backlog is drained, not once per key, and reports on
+//! `edgenet.reports.POP` (the acknowledgement and the zones' states, and every
+//! `REPORT_EVERY` the states again with the counters).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use edgenet_protocol::nats::{ack_subject, parse_key, split_domain, KvValue, BUCKET};
-use edgenet_protocol::Objects;
+use edgenet_protocol::nats::{parse_key, split_domain, KvValue, BUCKET};
+use edgenet_protocol::report::{report_subject, REPORT_EVERY};
+use edgenet_protocol::{Objects, Report};
 use futures_util::StreamExt;
 
-use super::{apply_and_save, Applier, FollowError};
+use super::{apply_and_save, Applier, FollowError, Reports};
 
 /// Follows the bucket forever (the PoP's side), reconnecting with backoff.
 pub async fn follow(
@@ -22,10 +24,19 @@ pub async fn follow(
     applier: Arc<dyn Applier>,
     current: Option<Objects>,
 ) {
+    let mut reports = Reports::new(current.as_ref());
     let mut desired = current.unwrap_or_default();
     let mut backoff = Duration::from_millis(200);
     loop {
-        if let Err(e) = watch_once(&url, &pop, &state_file, &*applier, &mut desired).await {
+        let watched = watch_once(
+            &url,
+            &pop,
+            &state_file,
+            &*applier,
+            &mut desired,
+            &mut reports,
+        );
+        if let Err(e) = watched.await {
             tracing::warn!(%url, error = %e, retry_in = ?backoff, "NATS configuration watch");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -41,6 +52,7 @@ async fn watch_once(
     state_file: &std::path::Path,
     applier: &dyn Applier,
     desired: &mut Objects,
+    reports: &mut Reports,
 ) -> Result<(), FollowError> {
     let nats = |e: &dyn std::fmt::Display| FollowError::Nats(e.to_string());
     let (server, domain) = split_domain(url);
@@ -58,10 +70,27 @@ async fn watch_once(
     }
     .map_err(|e| nats(&e))?;
     tracing::info!(%url, revision = desired.revision, "following the configuration bucket");
+    let subject = report_subject(pop);
+    let send = |batch: Vec<Report>| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            for r in batch {
+                if let Ok(body) = serde_json::to_vec(&r) {
+                    let _ = client.publish(subject.clone(), body.into()).await;
+                }
+            }
+        }
+    };
+    send(reports.periodic(applier)).await;
+    let mut last_report = tokio::time::Instant::now();
     let mut pending = false;
     loop {
+        if last_report.elapsed() >= REPORT_EVERY {
+            last_report = tokio::time::Instant::now();
+            send(reports.periodic(applier)).await;
+        }
         // The watch itself sends nothing while idle; a closed connection ends it.
-        let entry = match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
+        let entry = match tokio::time::timeout(REPORT_EVERY, watch.next()).await {
             Err(_) => {
                 if client.connection_state() != async_nats::connection::State::Connected {
                     return Err(FollowError::Nats("disconnected".into()));
@@ -90,9 +119,7 @@ async fn watch_once(
         if pending && entry.delta == 0 {
             pending = false;
             let ack = apply_and_save(applier, desired, state_file);
-            let _ = client
-                .publish(ack_subject(pop), serde_json::to_vec(&ack)?.into())
-                .await;
+            send(reports.outcome(desired, &ack)).await;
         }
     }
 }

@@ -47,6 +47,25 @@ pub fn directory(objects: &Objects) -> PopDirectory {
 }
 
 impl Applier for NodeApplier {
+    fn counters(&self) -> edgenet_protocol::Counters {
+        let m = &self.node.core.metrics;
+        edgenet_protocol::Counters {
+            open_connections: m.open_connections.get().max(0) as u64,
+            zones: m
+                .zone_totals()
+                .into_iter()
+                .map(|(zone, t)| {
+                    let c = edgenet_protocol::ZoneCounters {
+                        requests: t.requests,
+                        errors: t.errors,
+                        cache_hits: t.cache_hits,
+                    };
+                    (zone, c)
+                })
+                .collect(),
+        }
+    }
+
     fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
         // Revocations take effect even when the version's zones are refused.
         self.node

@@ -1,0 +1,204 @@
+//! The report channel: one typed message stream from each PoP to the control plane, over
+//! HTTP (`POST /v1/pops/NAME/reports`, one JSON [`Report`] per line, a batch per request) or
+//! NATS at scale (`edgenet.reports.POP`, one [`Report`] per message). It carries what the PoP
+//! runs: the acknowledgement of each configuration version, the state of each object (a zone
+//! applied or refused; later an interconnect's link and BGP state, a tunnel's health, the
+//! certificate served), and periodic counters. The control plane keeps the latest state per
+//! object and PoP and derives each object's status from it.
+//!
+//! Kinds and states this version does not know (a newer PoP's) decode as `Other` and
+//! `Unknown`, so a mixed fleet keeps reporting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Ack;
+
+/// NATS subject prefix of reports: `edgenet.reports.POP`.
+pub const REPORTS: &str = "edgenet.reports";
+
+/// The subject a PoP reports on over NATS.
+pub fn report_subject(pop: &str) -> String {
+    format!("{REPORTS}.{pop}")
+}
+
+/// How often a PoP sends its counters (and its object states again, so a restarted control
+/// plane learns them).
+pub const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One message of the report stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Report {
+    /// A configuration version applied or refused.
+    Ack(Ack),
+    /// The state of objects the PoP runs; each replaces what it said of that object before.
+    /// `complete`: these are all the objects of their kinds it runs (others it reported
+    /// before are gone).
+    Objects {
+        /// Unix milliseconds.
+        at_ms: i64,
+        /// The objects.
+        objects: Vec<ObjectReport>,
+        /// Whether this is every object the PoP runs.
+        #[serde(default)]
+        complete: bool,
+    },
+    /// Counters since the PoP started.
+    Counters {
+        /// Unix milliseconds.
+        at_ms: i64,
+        /// The counters.
+        counters: Counters,
+    },
+    /// A message type this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// The state of one object at a PoP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectReport {
+    /// Its kind.
+    pub kind: ReportedKind,
+    /// Its name.
+    pub name: String,
+    /// What the PoP does with it.
+    pub state: ObjectState,
+    /// The configuration version the state is of.
+    pub version: i64,
+    /// Why, when it is not running as configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The kinds of object PoPs report on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ReportedKind {
+    /// A zone.
+    Zone,
+    /// A kind this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+/// An object's state at a PoP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ObjectState {
+    /// Running as configured at `version`.
+    Applied,
+    /// The configuration at `version` was refused; the PoP runs what it had before.
+    Refused,
+    /// A state this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A PoP's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counters {
+    /// Client connections open now.
+    #[serde(default)]
+    pub open_connections: u64,
+    /// Per zone.
+    #[serde(default)]
+    pub zones: BTreeMap<String, ZoneCounters>,
+}
+
+/// A zone's counters at a PoP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ZoneCounters {
+    /// Requests answered.
+    #[serde(default)]
+    pub requests: u64,
+    /// Of which with a 5xx status.
+    #[serde(default)]
+    pub errors: u64,
+    /// Requests served from the cache.
+    #[serde(default)]
+    pub cache_hits: u64,
+}
+
+impl Report {
+    /// The report lines of a batch (`POST /v1/pops/NAME/reports`): one JSON report per line;
+    /// the first line that is not one is an error naming it.
+    pub fn parse_lines(body: &[u8]) -> Result<Vec<Report>, String> {
+        body.split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, l)| serde_json::from_slice(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .collect()
+    }
+
+    /// A batch as the body of `POST /v1/pops/NAME/reports`.
+    pub fn lines(reports: &[Report]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in reports {
+            if let Ok(mut line) = serde_json::to_vec(r) {
+                line.push(b'\n');
+                out.extend_from_slice(&line);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reports_round_trip_and_unknown_things_from_newer_pops_are_kept_apart() {
+        let reports = vec![
+            Report::Ack(Ack {
+                version: 3,
+                ok: true,
+                error: None,
+            }),
+            Report::Objects {
+                at_ms: 10,
+                complete: true,
+                objects: vec![ObjectReport {
+                    kind: ReportedKind::Zone,
+                    name: "shop".into(),
+                    state: ObjectState::Applied,
+                    version: 3,
+                    detail: None,
+                }],
+            },
+            Report::Counters {
+                at_ms: 11,
+                counters: Counters::default(),
+            },
+        ];
+        let body = Report::lines(&reports);
+        assert_eq!(Report::parse_lines(&body).unwrap(), reports);
+        let newer = [
+            json!({"type": "tunnel_health", "x": 1}),
+            json!({"type": "objects", "at_ms": 1, "objects": [
+                {"kind": "tunnel", "name": "t", "state": "degraded", "version": 1}]}),
+        ];
+        let body: String = newer.iter().map(|l| format!("{l}\n")).collect();
+        let parsed = Report::parse_lines(body.as_bytes()).unwrap();
+        assert_eq!(parsed[0], Report::Other);
+        let Report::Objects { objects, .. } = &parsed[1] else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(
+            (objects[0].kind, objects[0].state),
+            (ReportedKind::Other, ObjectState::Unknown)
+        );
+        let e = Report::parse_lines(b"{\"type\": \"ack\", \"version\": 1, \"ok\": true}\nnope\n")
+            .unwrap_err();
+        assert!(e.starts_with("line 2: "), "{e}");
+    }
+}
