@@ -452,9 +452,12 @@ protocol bgp r6 from up {{
         until(f"BIRD p{i} up", 10,
               lambda: "Daemon is up" in self.birdc(f"p{i}", "show", "status"))
 
-    def admin(self, i, path, method="GET", token=True):
-        """(status, body) of the PoP's admin API, with its admin token unless token=False."""
+    def admin(self, i, path, method="GET", token=None):
+        """(status, body) of the PoP's admin API; calls that change state send the PoP's admin
+        token unless token=False (reading needs none)."""
         auth = []
+        if token is None:
+            token = method != "GET"
         if token:
             with open(os.path.join(self.dir, f"p{i}-admin-token")) as f:
                 auth = ["-H", f"Authorization: Bearer {f.read().strip()}"]

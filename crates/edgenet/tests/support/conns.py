@@ -7,7 +7,7 @@ PLAN_JSON is a list of steps {"src": "127.0.0.4", "n": 2000, "request": true} (s
 list: n connections from each). Each step opens n connections from src (all at once), waits a
 second, counts the ones the server closed
 without a byte, and with "request" sends `GET /echo` (Host: HOST) on each open one and counts
-the 200s. Prints one JSON list: per step {"open", "closed", "served", "other"} (other: the
+the 200s (at "path", default /echo). Prints one JSON list: per step {"open", "closed", "served", "other"} (other: the
 status lines, or "error", of requests that got no 200, with their counts).
 """
 import json
@@ -54,7 +54,8 @@ for step in plan:
     served = 0
     statuses = {}
     if step.get("request"):
-        req = f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        path = step.get("path", "/echo")
+        req = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
         for s in open_:
             s.sendall(req)
         for s in open_:
