@@ -645,7 +645,8 @@ pub(crate) mod tests {
         Store::open("sqlite::memory:").await.unwrap()
     }
 
-    fn zone(name: &str) -> serde_json::Value {
+    /// A zone body that validates.
+    pub(crate) fn zone(name: &str) -> serde_json::Value {
         json!({"name": name, "hostnames": [format!("{name}.test")],
             "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
     }

@@ -191,6 +191,7 @@ pub async fn record_ack(app: &App, name: &str, ack: Ack) -> Result<(), crate::st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::zone;
     use crate::store::Owner;
     use axum::body::Body;
     use axum::http::Request;
@@ -202,11 +203,6 @@ mod tests {
     async fn app() -> Arc<App> {
         let store = crate::store::tests::memory().await;
         App::new(store, None).await.unwrap()
-    }
-
-    fn zone(name: &str) -> serde_json::Value {
-        json!({"name": name, "hostnames": [format!("{name}.test")],
-            "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
     }
 
     #[tokio::test]

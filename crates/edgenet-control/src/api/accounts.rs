@@ -8,7 +8,7 @@ use edgenet_protocol::validate::FieldProblem;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ok, random_hex, unix_ms, ApiError, ApiResult, App, JsonBody};
+use super::{decode, ok, random_hex, unix_ms, ApiError, ApiResult, App, JsonBody};
 use crate::store::Account;
 
 /// An account to create.
@@ -38,15 +38,7 @@ pub(super) async fn create_account(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
-    let new: NewAccount = serde_path_to_error::deserialize(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            vec![FieldProblem {
-                field: Some(e.path().to_string()),
-                message: e.inner().to_string(),
-            }],
-        )
-    })?;
+    let new: NewAccount = decode(&body)?;
     if new.name.trim().is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,

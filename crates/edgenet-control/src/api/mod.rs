@@ -144,6 +144,19 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
     }
 }
 
+/// A body decoded into `T`; a 400 naming the field where it does not fit.
+fn decode<T: serde::de::DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            vec![FieldProblem {
+                field: Some(e.path().to_string()),
+                message: e.inner().to_string(),
+            }],
+        )
+    })
+}
+
 fn ok(status: StatusCode, result: Value) -> Response {
     (
         status,

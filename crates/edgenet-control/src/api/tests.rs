@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
+use crate::store::tests::zone;
 use crate::store::Account;
 
 struct World {
@@ -25,11 +26,6 @@ struct World {
     b: String,
     b_admin: String,
     b_token_id: String,
-}
-
-fn zone(name: &str) -> Value {
-    json!({"name": name, "hostnames": [format!("{name}.test")],
-        "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
 }
 
 async fn call(

@@ -11,7 +11,7 @@ use edgenet_protocol::validate::FieldProblem;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{ok, ApiError, ApiResult, App, JsonBody, ACCOUNT_SCOPES, SCOPES};
+use super::{decode, ok, ApiError, ApiResult, App, JsonBody, ACCOUNT_SCOPES, SCOPES};
 use crate::store::Owner;
 
 /// A token to create.
@@ -27,15 +27,7 @@ pub struct NewToken {
 
 /// Decodes a token to create; an account's may only have the account scopes.
 fn new_token(body: &Value, account: bool) -> Result<NewToken, ApiError> {
-    let t: NewToken = serde_path_to_error::deserialize(body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            vec![FieldProblem {
-                field: Some(e.path().to_string()),
-                message: e.inner().to_string(),
-            }],
-        )
-    })?;
+    let t: NewToken = decode(body)?;
     let allowed = if account { ACCOUNT_SCOPES } else { SCOPES };
     let mut bad: Vec<FieldProblem> = t
         .scopes
