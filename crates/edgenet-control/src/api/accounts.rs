@@ -8,7 +8,7 @@ use edgenet_protocol::validate::FieldProblem;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{decode, ok, random_hex, unix_ms, ApiError, ApiResult, App, JsonBody};
+use super::{check_scopes, decode, ok, random_hex, unix_ms, ApiError, ApiResult, App, JsonBody};
 use crate::store::Account;
 
 /// An account to create.
@@ -22,7 +22,7 @@ pub struct NewAccount {
 /// The accounts the token sees: every account for the operator's, its own for an account's.
 #[utoipa::path(get, path = "/v1/accounts", responses((status = 200, description = "`{items, next: null}`")))]
 pub(super) async fn list_accounts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
-    let token = app.token(&headers).await?;
+    let token = check_scopes(app.token(&headers).await?, &["read"])?;
     let mut items = app.store.accounts().await?;
     if let Some(mine) = &token.account {
         items.retain(|a| &a.id == mine);

@@ -383,6 +383,9 @@ async fn scopes_decide_and_a_read_token_cannot_mint_a_token() {
     assert_eq!(s, StatusCode::FORBIDDEN, "read cannot mint a token");
     let (s, _) = call(&w.app, "GET", &a_tokens, &w.a_read, None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "read does not list tokens");
+    let (_, pop) = w.app.create_token("pop", &["pop"], None).await.unwrap();
+    let (s, _) = call(&w.app, "GET", "/v1/accounts", &pop, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a PoP's token lists no accounts");
 
     // A write token writes but cannot mint.
     let (s, v) = call(
