@@ -490,8 +490,8 @@ pub struct LimitsSection {
     pub max_request_header_bytes: usize,
     /// Most connections open at once from one client address, enforced only while the node
     /// is under pressure (`pressure_connections`, `pressure_memory`) or for an address that
-    /// failed a slow-client check (a slow request head, an HTTP/2 control-frame flood) in the
-    /// last `abusive_for`; otherwise a carrier-grade NAT's thousands of users behind one
+    /// failed a slow-client check (a request head started and not finished in time, an HTTP/2
+    /// control-frame flood) in the last `abusive_for`; otherwise a carrier-grade NAT's thousands of users behind one
     /// address are all served. More are closed at once (0: no limit).
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,

@@ -39,9 +39,9 @@ use pingora_core::protocols::{
 };
 use pingora_core::server::ShutdownWatch;
 use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::pressure::Pressure;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// How waiting for a request head ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -454,10 +454,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             }
             tracing::warn!(client = ?client, kind, "HTTP/2 control frame flood: GOAWAY");
         });
-        // A slow head marks its address abusive: its connections are capped from now on.
-        let slow = || {
+        // A head that started and did not finish in time (slowloris) marks its address
+        // abusive: its connections are capped from now on. A connection that never sent a
+        // byte does not: browsers behind a NAT open connections ahead of need.
+        let slow = |started: bool| {
             core.metrics.slow_heads.inc();
-            if let Some(ip) = client {
+            if let (true, Some(ip)) = (started, client) {
                 let until = Instant::now() + abusive_for;
                 core.client_connections.mark_abusive(ip, until);
             }
@@ -465,13 +467,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
         let h2_alpn = session.selected_alpn_proto() == Some(pingora_core::protocols::ALPN::H2);
         let mut guarded = Guarded::new(session, limits.h2_max_control_frames, on_flood);
         if let Some(h2c) = &self.h2c {
-            match guarded.sniff_h2c().await {
-                Some(true) => {
+            // The first bytes must come within the header timeout too, or a client that
+            // connects and sends nothing would hold the connection here for ever.
+            match tokio::time::timeout(limits.header_timeout, guarded.sniff_h2c()).await {
+                Ok(Some(true)) => {
                     h2c.process_new(Box::new(guarded), shutdown).await;
                     return;
                 }
-                Some(false) => {}
-                None => return,
+                Ok(Some(false)) => {}
+                Ok(None) => return,
+                Err(_) => return slow(false),
             }
         }
         if h2_alpn {
@@ -486,7 +491,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
         match guarded.read_head(header, header, max, shutdown).await {
             Head::Ready => {}
             Head::Closed => return,
-            Head::Idle | Head::Slow => return slow(),
+            Head::Idle => return slow(false),
+            Head::Slow => return slow(true),
         }
         let mut session = ServerSession::new_http1(Box::new(guarded));
         session.set_keepalive((!*shutdown.borrow()).then_some(keepalive.as_secs().max(1)));
@@ -503,7 +509,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             match guarded.read_head(keepalive, header, max, shutdown).await {
                 Head::Ready => {}
                 Head::Closed | Head::Idle => return,
-                Head::Slow => return slow(),
+                Head::Slow => return slow(true),
             }
             let mut session = ServerSession::new_http1(guarded);
             if let Some(settings) = settings {

@@ -417,7 +417,7 @@ fn an_address_that_failed_a_slow_client_check_is_capped_without_pressure() {
     let pop = Pop::start(&zone("w", &["w.test"], &[origin.addr()], ""));
     set_limits(
         &pop,
-        "max_connections_per_client = 20\nheader_timeout = \"500ms\"",
+        "max_connections_per_client = 20\nheader_timeout = \"2s\"",
     );
     // 127.0.0.6 starts a request head and stalls: closed as slow, and marked.
     let script = format!(
@@ -439,13 +439,37 @@ print(s.recv(1) == b"")
         "True",
         "closed as slow"
     );
+    // 127.0.0.8 opens a connection and sends nothing (a browser's preconnect): closed when
+    // idle, but not marked.
+    let idle = r#"
+import socket
+s = socket.socket(); s.bind(("127.0.0.8", 0)); s.connect(("127.0.0.1", PORT))
+s.settimeout(5)
+print(s.recv(1) == b"")
+"#
+    .replace("PORT", &pop.http.to_string());
+    let out = std::process::Command::new("python3")
+        .args(["-c", &idle])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "True",
+        "closed when idle"
+    );
     let plan = serde_json::json!([
         {"src": "127.0.0.6", "n": 30},
         {"src": "127.0.0.7", "n": 30, "request": true},
+        {"src": "127.0.0.8", "n": 30},
     ]);
     let report = connections(&pop, plan);
     assert_eq!(report[0], (20, 10, 0), "the slow address gets its cap");
     assert_eq!(report[1], (30, 0, 30), "another address is not capped");
+    assert_eq!(
+        report[2],
+        (30, 0, 0),
+        "an idle connection does not mark its address"
+    );
     assert_eq!(refused(&pop, "abusive"), 10.0);
 }
 
