@@ -2,7 +2,8 @@
 //! sites (PoPs) with their facility and devices, each device's dataplane and ports
 //! ([`site`]); what each dataplane can carry ([`dataplane`]); the CNI that binds an
 //! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); and the
-//! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]).
+//! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
+//! each interconnect type's provisioning workflow ([`workflow`]).
 //!
 //! Pure: no IO, no clock (time is passed in). Every refusal is a [`Problem`] naming the field
 //! path and the reason, so the API and `edgenet check` report them the same way.
@@ -11,6 +12,7 @@ pub mod addressing;
 pub mod cni;
 pub mod dataplane;
 pub mod site;
+pub mod workflow;
 
 /// One thing wrong with an object: the field path inside it and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
