@@ -1,7 +1,8 @@
 //! Interconnects as a product, in the shape of Cloudflare Network Interconnect (CNI): the
 //! sites (PoPs) with their facility and devices, each device's dataplane and ports
 //! ([`site`]); what each dataplane can carry ([`dataplane`]); the CNI that binds an
-//! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); and the
+//! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); AWS and
+//! Google circuits against their providers' rules ([`cloud`]); the
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
 //! each interconnect type's provisioning workflow ([`workflow`]).
 //!
@@ -9,6 +10,7 @@
 //! path and the reason, so the API and `edgenet check` report them the same way.
 
 pub mod addressing;
+pub mod cloud;
 pub mod cni;
 pub mod dataplane;
 pub mod site;
