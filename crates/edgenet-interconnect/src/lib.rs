@@ -4,7 +4,8 @@
 //! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); AWS and
 //! Google circuits against their providers' rules ([`cloud`]); the
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
-//! each interconnect type's provisioning workflow ([`workflow`]).
+//! each interconnect type's provisioning workflow ([`workflow`]) and status from what its
+//! PoP reports ([`status`]).
 //!
 //! Pure: no IO, no clock (time is passed in). Every refusal is a [`Problem`] naming the field
 //! path and the reason, so the API and `edgenet check` report them the same way.
@@ -14,6 +15,7 @@ pub mod cloud;
 pub mod cni;
 pub mod dataplane;
 pub mod site;
+pub mod status;
 pub mod workflow;
 
 /// One thing wrong with an object: the field path inside it and why.
