@@ -4,16 +4,17 @@
 //! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); AWS and
 //! Google circuits against their providers' rules ([`cloud`]); the
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
-//! each interconnect type's provisioning workflow ([`workflow`]) and status from what its
-//! PoP reports ([`status`]).
+//! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
+//! reports ([`status`]), and maintenance events with their notice rules ([`maintenance`]).
 //!
-//! Pure: no IO, no clock (time is passed in). Every refusal is a [`Problem`] naming the field
+//! Pure: no IO, no clock (time is passed in; time zones from the tz database compiled in). Every refusal is a [`Problem`] naming the field
 //! path and the reason, so the API and `edgenet check` report them the same way.
 
 pub mod addressing;
 pub mod cloud;
 pub mod cni;
 pub mod dataplane;
+pub mod maintenance;
 pub mod site;
 pub mod status;
 pub mod workflow;

@@ -151,11 +151,14 @@ impl Site {
                 out.push(Problem::new(field, "must not be empty"));
             }
         }
-        if !self.timezone.contains('/') && self.timezone != "UTC" {
+        if jiff::tz::TimeZoneDatabase::bundled()
+            .get(&self.timezone)
+            .is_err()
+        {
             out.push(Problem::new(
                 "timezone",
                 format!(
-                    "{:?} is not an IANA time zone (Region/City, or UTC)",
+                    "{:?} is not a time zone of the tz database (America/Sao_Paulo, UTC)",
                     self.timezone
                 ),
             ));
@@ -328,7 +331,7 @@ mod tests {
             [
                 "code: \"GRU_b\" is not a data center code: three lower-case letters, then optionally - and letters or digits (gru-b)",
                 "facility.address: must not be empty",
-                "timezone: \"Sao Paulo\" is not an IANA time zone (Region/City, or UTC)",
+                "timezone: \"Sao Paulo\" is not a time zone of the tz database (America/Sao_Paulo, UTC)",
                 "holidays[1]: \"2026-13-01\" is not a date (YYYY-MM-DD)",
                 "devices[0].dataplane: v1 is not a dataplane the site offers (v2)",
                 "devices[0].ports[1].slot: \"et-0/0/1\" is used by another port of the device",
