@@ -384,11 +384,11 @@ mod tests {
             2,
         );
         assert!(
-            due(&[e.clone()], sp("2026-12-01T15:59")).is_empty(),
+            due(std::slice::from_ref(&e), sp("2026-12-01T15:59")).is_empty(),
             "held six hours"
         );
         assert_eq!(
-            due(&[e.clone()], sp("2026-12-01T16:00"))[0].kind,
+            due(std::slice::from_ref(&e), sp("2026-12-01T16:00"))[0].kind,
             NoticeType::Scheduled
         );
         // Far ahead: the first notice waits until two weeks before the start.
@@ -400,7 +400,7 @@ mod tests {
             "2027-01-20T10:00",
             2,
         );
-        assert!(due(&[far.clone()], sp("2027-01-06T09:59")).is_empty());
+        assert!(due(std::slice::from_ref(&far), sp("2027-01-06T09:59")).is_empty());
         assert_eq!(due(&[far], sp("2027-01-06T10:00")).len(), 1);
         // An emergency goes out at once; a routine event canceled in its hold never does.
         let urgent = event(
@@ -419,10 +419,10 @@ mod tests {
         // After the first notice, a change goes out at once, once.
         e.notified_ms = Some(sp("2026-12-01T16:00"));
         e.notified_state = Some(NoticeType::Scheduled);
-        assert!(due(&[e.clone()], sp("2026-12-01T17:00")).is_empty());
+        assert!(due(std::slice::from_ref(&e), sp("2026-12-01T17:00")).is_empty());
         e.state = NoticeType::Changed;
         assert_eq!(
-            due(&[e.clone()], sp("2026-12-01T17:00"))[0].kind,
+            due(std::slice::from_ref(&e), sp("2026-12-01T17:00"))[0].kind,
             NoticeType::Changed
         );
         e.notified_state = Some(NoticeType::Changed);
