@@ -5,7 +5,8 @@
 //! Google circuits against their providers' rules ([`cloud`]); the
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
 //! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
-//! reports ([`status`]), and maintenance events with their notice rules ([`maintenance`]).
+//! reports ([`status`]), maintenance events with their notice rules ([`maintenance`]), and the
+//! diversity warning for a customer that one window would cut off ([`diversity`]).
 //!
 //! Pure: no IO, no clock (time is passed in; time zones from the tz database compiled in). Every refusal is a [`Problem`] naming the field
 //! path and the reason, so the API and `edgenet check` report them the same way.
@@ -14,6 +15,7 @@ pub mod addressing;
 pub mod cloud;
 pub mod cni;
 pub mod dataplane;
+pub mod diversity;
 pub mod maintenance;
 pub mod site;
 pub mod status;
