@@ -6,7 +6,8 @@
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
 //! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
 //! reports ([`status`]), maintenance events with their notice rules ([`maintenance`]), and the
-//! diversity warning for a customer that one window would cut off ([`diversity`]).
+//! diversity warning for a customer that one window would cut off ([`diversity`]); and the
+//! signatures and retry schedule of notification webhooks ([`webhook`]).
 //!
 //! Pure: no IO, no clock (time is passed in; time zones from the tz database compiled in). Every refusal is a [`Problem`] naming the field
 //! path and the reason, so the API and `edgenet check` report them the same way.
@@ -19,6 +20,7 @@ pub mod diversity;
 pub mod maintenance;
 pub mod site;
 pub mod status;
+pub mod webhook;
 pub mod workflow;
 
 /// One thing wrong with an object: the field path inside it and why.
