@@ -3,7 +3,8 @@
 //! ([`site`]); what each dataplane can carry ([`dataplane`]); the CNI that binds an
 //! interconnect to addressing and BGP, checked against its dataplane ([`cni`]); AWS and
 //! Google circuits against their providers' rules ([`cloud`]); the
-//! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); and
+//! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); a direct
+//! interconnect's Letter of Authorization as a PDF ([`loa`]);
 //! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
 //! reports ([`status`]), maintenance events with their notice rules ([`maintenance`]), and the
 //! diversity warning for a customer that one window would cut off ([`diversity`]); and the
@@ -17,6 +18,7 @@ pub mod cloud;
 pub mod cni;
 pub mod dataplane;
 pub mod diversity;
+pub mod loa;
 pub mod maintenance;
 pub mod site;
 pub mod status;
