@@ -15,7 +15,7 @@ use edgenet_protocol::{Counters, ObjectReport, ObjectState, Report, ReportedKind
 use serde::Serialize;
 
 use crate::api::{lock, unix_ms, ApiError, App};
-use crate::store::{Owner, StoreError};
+use crate::store::StoreError;
 
 /// What one PoP last said: each object's state (and when), and its counters.
 #[derive(Debug, Clone, Default)]
@@ -48,17 +48,7 @@ pub async fn receive(
             format!("a report batch over {MAX_BATCH} bytes"),
         ));
     }
-    if app
-        .store
-        .get(edgenet_protocol::Kind::Pop, &name, Owner::Operator)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pop {name:?} is not registered"),
-        ));
-    }
+    app.registered_pop(&name).await?;
     let reports = Report::parse_lines(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
     let n = reports.len();

@@ -85,17 +85,7 @@ pub async fn stream(
     Query(q): Query<StreamParams>,
 ) -> Result<Response, ApiError> {
     app.authorize(&headers, &["pop"]).await?;
-    if app
-        .store
-        .get(Kind::Pop, &q.pop, crate::store::Owner::Operator)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pop {:?} is not registered (POST /v1/pops first)", q.pop),
-        ));
-    }
+    app.registered_pop(&q.pop).await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
     let mut versions = app.version.subscribe();
     let pop = q.pop.clone();

@@ -264,6 +264,18 @@ impl App {
         Ok(gone)
     }
 
+    /// `Ok` when `name` is a registered PoP, else a 404 saying so (the stream, reports and
+    /// certificates are for registered PoPs only).
+    pub async fn registered_pop(&self, name: &str) -> Result<(), ApiError> {
+        match self.store.get(Kind::Pop, name, Owner::Operator).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("pop {name:?} is not registered (POST /v1/pops first)"),
+            )),
+        }
+    }
+
     /// Drops an account's tokens from the cache (its tokens were deleted with it).
     pub fn forget_tokens_of(&self, account: &str) {
         lock(&self.tokens).retain(|_, t| t.account.as_deref() != Some(account));
@@ -527,8 +539,12 @@ fn limit(p: &Params) -> i64 {
     p.limit.unwrap_or(100).clamp(1, 1000)
 }
 
-/// How a stored object is shown: a zone with its status across the PoPs.
+/// How a stored object is shown: a zone with its status across the PoPs, a PoP with what it
+/// applied and reports.
 fn object_view(app: &App, kind: Kind, s: crate::store::Stored) -> Value {
+    if kind == Kind::Pop {
+        return pops::pop_view(app, s.name, s.version, s.body);
+    }
     let mut v =
         json!({"name": s.name, "version": s.version, "config": s.body, "account": s.account});
     if kind == Kind::Zone {

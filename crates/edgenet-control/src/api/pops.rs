@@ -9,10 +9,7 @@ use edgenet_protocol::validate::FieldProblem;
 use edgenet_protocol::{CertificateRequest, Issued, Kind};
 use serde_json::{json, Value};
 
-use super::{
-    limit, lock, not_found, ok, page, remove, with_etag, write, ApiError, ApiResult, App, JsonBody,
-    Params,
-};
+use super::{get_one, list, lock, ok, remove, write, ApiError, ApiResult, App, JsonBody, Params};
 use crate::store::Owner;
 
 /// PoPs with what each applied: version, lag, last seen, last error, connected.
@@ -23,36 +20,32 @@ pub(super) async fn list_pops(
     Query(p): Query<Params>,
 ) -> ApiResult {
     app.authorize(&headers, &["read"]).await?;
-    let limit = limit(&p);
-    let items = app
-        .store
-        .list(Kind::Pop, Owner::Operator, p.cursor.as_deref(), limit)
-        .await?;
-    Ok(page(
-        items,
-        limit,
-        |s| s.name.clone(),
-        |s| pop_view(&app, s.name, s.version, s.body),
-    ))
+    list(&app, Kind::Pop, Owner::Operator, &p).await
 }
 
-fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
+pub(super) fn pop_view(app: &App, name: String, version: i64, config: Value) -> Value {
     let current = *app.version.borrow();
     let status = lock(&app.statuses).get(&name).cloned();
     let connected = lock(&app.connected).get(&name).copied().unwrap_or(0) > 0;
-    let reports = lock(&app.reports).get(&name).cloned().unwrap_or_default();
-    let objects: Vec<Value> = reports
-        .objects
-        .values()
-        .map(|(o, at)| {
-            let mut v = json!(o);
-            v["at_ms"] = json!(at);
-            v
-        })
-        .collect();
-    let counters = reports
-        .counters
-        .map(|(c, at)| json!({"at_ms": at, "counters": c}));
+    let (objects, counters) = match lock(&app.reports).get(&name) {
+        Some(r) => {
+            let objects: Vec<Value> = r
+                .objects
+                .values()
+                .map(|(o, at)| {
+                    let mut v = json!(o);
+                    v["at_ms"] = json!(at);
+                    v
+                })
+                .collect();
+            let counters = r
+                .counters
+                .as_ref()
+                .map(|(c, at)| json!({"at_ms": at, "counters": c}));
+            (objects, counters)
+        }
+        None => (Vec::new(), None),
+    };
     json!({
         "name": name,
         "version": version,
@@ -87,16 +80,7 @@ pub(super) async fn get_pop(
     Path(name): Path<String>,
 ) -> ApiResult {
     app.authorize(&headers, &["read"]).await?;
-    let s = app
-        .store
-        .get(Kind::Pop, &name, Owner::Operator)
-        .await?
-        .ok_or_else(|| not_found(Kind::Pop, &name))?;
-    let version = s.version;
-    Ok(with_etag(
-        ok(StatusCode::OK, pop_view(&app, s.name, s.version, s.body)),
-        version,
-    ))
+    get_one(&app, Kind::Pop, &name, Owner::Operator).await
 }
 
 /// Replaces a PoP's record (If-Match honoured).
@@ -154,17 +138,7 @@ pub(super) async fn pop_certificate(
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["pop"]).await?;
-    if app
-        .store
-        .get(Kind::Pop, &name, Owner::Operator)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("pop {name:?} is not registered"),
-        ));
-    }
+    app.registered_pop(&name).await?;
     let problem = |message: String| {
         ApiError(
             StatusCode::BAD_REQUEST,
