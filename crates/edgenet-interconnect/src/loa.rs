@@ -29,10 +29,7 @@ pub struct Loa<'a> {
 impl Loa<'_> {
     /// The letter's lines.
     pub fn lines(&self) -> Vec<String> {
-        let speed = match self.port.speed {
-            crate::site::Speed::G10 => "10G",
-            crate::site::Speed::G100 => "100G",
-        };
+        let speed = self.port.speed.name();
         vec![
             "LETTER OF AUTHORIZATION AND CONNECTING FACILITY ASSIGNMENT".into(),
             String::new(),

@@ -21,6 +21,16 @@ pub enum Speed {
     G100,
 }
 
+impl Speed {
+    /// Its name (`10G`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Speed::G10 => "10G",
+            Speed::G100 => "100G",
+        }
+    }
+}
+
 /// A port's optic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Optic {
@@ -230,7 +240,7 @@ impl Site {
                         format!(
                             "{} does not fit a {} port on a {} device: it takes {}",
                             port.optic.name(),
-                            speed_name(port.speed),
+                            port.speed.name(),
                             device.dataplane.name(),
                             want.name()
                         ),
@@ -256,13 +266,6 @@ impl Site {
     }
 }
 
-fn speed_name(s: Speed) -> &'static str {
-    match s {
-        Speed::G10 => "10G",
-        Speed::G100 => "100G",
-    }
-}
-
 /// A Linux interface name: 1 to 15 bytes, printable, no `/`, no white space.
 fn is_interface(name: &str) -> bool {
     (1..=15).contains(&name.len())
@@ -271,14 +274,9 @@ fn is_interface(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
-/// `YYYY-MM-DD` with a month and a day in range.
+/// A calendar date, `YYYY-MM-DD`.
 fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return false;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u32>().ok());
-    matches!((num(0..4), num(5..7), num(8..10)), (Some(_), Some(m), Some(d)) if (1..=12).contains(&m) && (1..=31).contains(&d))
+    s.len() == 10 && s.parse::<jiff::civil::Date>().is_ok()
 }
 
 #[cfg(test)]
