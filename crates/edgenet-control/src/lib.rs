@@ -88,6 +88,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         let written = n.sync(&app).await?;
         tracing::info!(written, "configuration bucket in step with the store");
         n.listen_for_acks(app.clone());
+        n.listen_for_reports(app.clone());
         let app2 = app.clone();
         tokio::spawn(async move {
             loop {

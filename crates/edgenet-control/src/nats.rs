@@ -1,8 +1,9 @@
 //! Distribution at scale over NATS JetStream, the control plane's side: every object is
 //! mirrored into a key-value bucket (`kind.name` → `{version, body}`, a `null` body for a
 //! deletion; `edgenet_protocol::nats`), which PoPs watch through NATS leaf nodes where there
-//! are many (`edgenet-node`'s follower), and their acknowledgements on `edgenet.acks.POP` are
-//! recorded like those sent over HTTP.
+//! are many (`edgenet-node`'s follower), and their reports on `edgenet.reports.POP` (and the
+//! acknowledgements of older PoPs on `edgenet.acks.POP`) are recorded like those sent over
+//! HTTP.
 //!
 //! The bucket keeps one revision per key, so "the changes since revision r" are exactly the
 //! keys whose latest value is newer than r: resuming never replays history that no longer
@@ -117,9 +118,8 @@ impl Publisher {
         Ok(written)
     }
 
-    /// Records the acknowledgements PoPs publish.
+    /// Records the acknowledgements older PoPs publish (newer ones send them as reports).
     pub fn listen_for_acks(&self, app: Arc<App>) {
-        self.listen_for_reports(app.clone());
         let client = self.client.clone();
         tokio::spawn(async move {
             let mut sub = match client.subscribe(format!("{ACKS}.*")).await {
@@ -148,7 +148,7 @@ impl Publisher {
     }
 
     /// Records the reports PoPs publish on `edgenet.reports.POP`.
-    fn listen_for_reports(&self, app: Arc<App>) {
+    pub fn listen_for_reports(&self, app: Arc<App>) {
         let client = self.client.clone();
         tokio::spawn(async move {
             let mut sub = match client.subscribe(format!("{REPORTS}.*")).await {
