@@ -101,6 +101,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
             }
         });
     }
+    api::cni::run_notifier(app.clone());
     if let Some(secret) = bootstrap_admin(&app, &o.data).await? {
         tracing::info!(
             path = %o.data.join("admin-token").display(),

@@ -112,6 +112,11 @@ pub async fn record(app: &App, pop: &str, report: Report) -> Result<(), StoreErr
             touch(app, pop, now);
             Ok(())
         }
+        Report::Links { at_ms, links } => {
+            crate::api::cni::observe_links(app, pop, at_ms, &links).await?;
+            touch(app, pop, now);
+            Ok(())
+        }
         Report::Other => Ok(()),
     }
 }

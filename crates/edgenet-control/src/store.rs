@@ -7,12 +7,16 @@
 //! writes the object and appends to the change log, so a PoP that follows the log from any
 //! version sees every change exactly once, in order.
 
+mod records;
+
 use std::collections::BTreeMap;
 
 use edgenet_protocol::{Change, Kind};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
+
+pub use records::{Compute, Record, RecordKind, Write, WriteOptions};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,16 @@ pub enum StoreError {
     /// An account still owns this object.
     #[error("the account still owns {0}: delete it first")]
     Owns(String),
+    /// What was to be written is invalid: each field and why.
+    #[error("invalid: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<edgenet_interconnect::Problem>),
+    /// The write is refused in the object's present state (a workflow step out of order, a
+    /// slot taken).
+    #[error("{0}")]
+    Refused(String),
+    /// Concurrent writes kept winning a claim.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A stored object with its version (the ETag).
@@ -105,6 +119,10 @@ pub struct TokenInfo {
     /// The account it acts for (`None`: the operator's, which sees every account).
     #[serde(default)]
     pub account: Option<String>,
+    /// The connectivity partner a `partner` token acts for: it submits and follows that
+    /// partner's requests and reaches nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<String>,
 }
 
 /// What a PoP last reported.
@@ -147,6 +165,7 @@ const SCHEMA: &[&str] = &[
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("objects", "account", "TEXT"),
     ("tokens", "account", "TEXT"),
+    ("tokens", "partner", "TEXT"),
 ];
 
 impl Store {
@@ -172,7 +191,7 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        for stmt in SCHEMA {
+        for stmt in SCHEMA.iter().chain(records::SCHEMA) {
             sqlx::query(stmt).execute(&pool).await?;
         }
         for (table, column, ty) in ADDED_COLUMNS {
@@ -387,8 +406,8 @@ impl Store {
     /// Stores a token's hash and scopes.
     pub async fn add_token(&self, info: &TokenInfo, hash: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO tokens (id, name, hash, scopes, created, account) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO tokens (id, name, hash, scopes, created, account, partner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&info.id)
         .bind(&info.name)
@@ -396,6 +415,7 @@ impl Store {
         .bind(info.scopes.join(","))
         .bind(info.created)
         .bind(info.account.clone())
+        .bind(info.partner.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -403,19 +423,22 @@ impl Store {
 
     /// The token with this hash.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenInfo>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, name, scopes, created, account FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, name, scopes, created, account, partner FROM tokens WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(token_info).transpose()
     }
 
     /// The tokens `owner` sees: the operator every token, an account its own.
     pub async fn tokens(&self, owner: Owner<'_>) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, scopes, created, account FROM tokens ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, scopes, created, account, partner FROM tokens ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         let all = rows.iter().map(token_info);
         all.filter(|t| {
             t.as_ref()
@@ -537,6 +560,15 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
+        let owned = match owned {
+            Some(r) => Some(r),
+            None => {
+                sqlx::query("SELECT kind, id FROM cni_records WHERE account = $1 LIMIT 1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
         if let Some(r) = owned {
             let (kind, name): (String, String) = (r.try_get(0)?, r.try_get(1)?);
             return Err(StoreError::Owns(format!("{kind} {name:?}")));
@@ -630,6 +662,7 @@ fn token_info(r: &sqlx::any::AnyRow) -> Result<TokenInfo, StoreError> {
             .collect(),
         created: r.try_get(3)?,
         account: r.try_get(4)?,
+        partner: r.try_get(5)?,
     })
 }
 
@@ -821,6 +854,7 @@ pub(crate) mod tests {
             scopes: vec!["read".into(), "write".into()],
             created: 1,
             account: None,
+            partner: None,
         };
         s.add_token(&t, "hash1").await.unwrap();
         assert_eq!(s.token_by_hash("hash1").await.unwrap(), Some(t.clone()));

@@ -86,6 +86,19 @@ fn default_max_prefixes() -> u32 {
     100
 }
 
+/// Why `asn` cannot be a peer's ASN, if it cannot.
+pub fn asn_problem(asn: u32) -> Option<String> {
+    match asn {
+        0 | 23456 | 4_294_967_295 => Some(format!(
+            "{asn} is reserved (0, 23456 AS_TRANS and 4294967295 cannot be a peer's ASN)"
+        )),
+        64496..=64511 | 65536..=65551 => {
+            Some(format!("{asn} is reserved for documentation (RFC 5398)"))
+        }
+        _ => None,
+    }
+}
+
 /// Bytes an MD5 key may not hold, beside non-printable ones.
 const MD5_FORBIDDEN: &[u8] = b"\n\"\x0b\r\t\x0c?";
 
@@ -107,22 +120,8 @@ impl CniSpec {
                 out.push(Problem::new("p2p_v6", e));
             }
         }
-        match self.customer_asn {
-            0 | 23456 | 4_294_967_295 => out.push(Problem::new(
-                "customer_asn",
-                format!(
-                    "{} is reserved (0, 23456 AS_TRANS and 4294967295 cannot be a peer's ASN)",
-                    self.customer_asn
-                ),
-            )),
-            64496..=64511 | 65536..=65551 => out.push(Problem::new(
-                "customer_asn",
-                format!(
-                    "{} is reserved for documentation (RFC 5398)",
-                    self.customer_asn
-                ),
-            )),
-            _ => {}
+        if let Some(reason) = asn_problem(self.customer_asn) {
+            out.push(Problem::new("customer_asn", reason));
         }
         if let Some(key) = &self.md5_key {
             // The key itself is never put in an error: it is a secret.

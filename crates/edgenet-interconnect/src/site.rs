@@ -108,6 +108,10 @@ pub struct Device {
 pub struct Site {
     /// The data center code (`gru-b`): three letters, then `-` and more letters or digits.
     pub code: String,
+    /// The edgenet PoP (node) whose ports these are, which reports their links (default: the
+    /// code).
+    #[serde(default)]
+    pub pop: Option<String>,
     /// The facility.
     pub facility: Facility,
     /// The IANA time zone business days are counted in (`America/Sao_Paulo`).
@@ -126,6 +130,11 @@ pub struct Site {
 }
 
 impl Site {
+    /// The name of the PoP that runs the site.
+    pub fn pop_name(&self) -> &str {
+        self.pop.as_deref().unwrap_or(&self.code)
+    }
+
     /// The PoP code: the three letters of the data center code (`gru` for `gru-b`).
     pub fn pop_code(&self) -> &str {
         self.code.split('-').next().unwrap_or(&self.code)

@@ -15,7 +15,9 @@ mod stream;
 pub mod validate;
 
 pub use objects::{token_hash, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken};
-pub use report::{Counters, ObjectReport, ObjectState, Report, ReportedKind, ZoneCounters};
+pub use report::{
+    Counters, LinkState, ObjectReport, ObjectState, Report, ReportedKind, ZoneCounters,
+};
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 
 /// Why a version from the control plane cannot be applied as it came.

@@ -45,6 +45,13 @@ pub enum Report {
         #[serde(default)]
         complete: bool,
     },
+    /// The links of interconnects whose ports the PoP carries.
+    Links {
+        /// Unix milliseconds.
+        at_ms: i64,
+        /// One per interconnect.
+        links: Vec<LinkState>,
+    },
     /// Counters since the PoP started.
     Counters {
         /// Unix milliseconds.
@@ -55,6 +62,22 @@ pub enum Report {
     /// A message type this version does not know.
     #[serde(other)]
     Other,
+}
+
+/// What a PoP sees of one interconnect's link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LinkState {
+    /// The interconnect's id.
+    pub interconnect: String,
+    /// The port's carrier is up.
+    pub link_up: bool,
+    /// The optic's receive level in dBm, when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_dbm: Option<f64>,
+    /// The CNI's BGP session is established.
+    #[serde(default)]
+    pub bgp_established: bool,
 }
 
 /// The state of one object at a PoP.

@@ -22,7 +22,11 @@ pub struct NewAccount {
 /// The accounts the token sees: every account for the operator's, its own for an account's.
 #[utoipa::path(get, path = "/v1/accounts", responses((status = 200, description = "`{items, next: null}`")))]
 pub(super) async fn list_accounts(State(app): State<Arc<App>>, headers: HeaderMap) -> ApiResult {
-    let token = check_scopes(app.token(&headers).await?, &["read"])?;
+    let token = app.token(&headers).await?;
+    if let Some(partner) = &token.partner {
+        return Err(super::partner_only(&token.name, partner));
+    }
+    let token = check_scopes(token, &["read"])?;
     let mut items = app.store.accounts().await?;
     if let Some(mine) = &token.account {
         items.retain(|a| &a.id == mine);

@@ -11,6 +11,7 @@
 //! listeners). `accounts.rs`, `zones.rs`, `pops.rs` and `tokens.rs` hold the handlers.
 
 mod accounts;
+pub mod cni;
 mod pops;
 mod tokens;
 mod zones;
@@ -33,7 +34,7 @@ use edgenet_protocol::validate::{validate_pop, validate_zone, FieldProblem};
 use edgenet_protocol::{token_hash, Kind, PopToken};
 
 /// Token scopes.
-pub const SCOPES: &[&str] = &["read", "write", "admin", "pop", "pop-admin"];
+pub const SCOPES: &[&str] = &["read", "write", "admin", "pop", "pop-admin", "partner"];
 /// The scopes an account's token may have.
 pub const ACCOUNT_SCOPES: &[&str] = &["read", "write", "admin"];
 
@@ -106,10 +107,12 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let status = match &e {
+            StoreError::Invalid(problems) => return problems_error(problems),
             StoreError::Conflict { .. } => StatusCode::PRECONDITION_FAILED,
             StoreError::Exists(_) => StatusCode::CONFLICT,
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-            StoreError::Owns(_) => StatusCode::CONFLICT,
+            StoreError::Owns(_) | StoreError::Refused(_) => StatusCode::CONFLICT,
+            StoreError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Db(_) => {
                 tracing::error!(error = %e, "store");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -117,6 +120,20 @@ impl From<StoreError> for ApiError {
         };
         ApiError::new(status, e.to_string())
     }
+}
+
+/// A 400 listing each problem with its field.
+pub(crate) fn problems_error(problems: &[edgenet_interconnect::Problem]) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        problems
+            .iter()
+            .map(|p| FieldProblem {
+                field: Some(p.field.clone()),
+                message: p.reason.clone(),
+            })
+            .collect(),
+    )
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -225,6 +242,26 @@ impl App {
         scopes: &[&str],
         account: Option<&str>,
     ) -> Result<(TokenInfo, String), StoreError> {
+        self.mint(name, scopes, account, None).await
+    }
+
+    /// Creates a connectivity partner's token (scope `partner`): it submits and follows that
+    /// partner's requests only.
+    pub async fn create_partner_token(
+        &self,
+        name: &str,
+        partner: &str,
+    ) -> Result<(TokenInfo, String), StoreError> {
+        self.mint(name, &["partner"], None, Some(partner)).await
+    }
+
+    async fn mint(
+        &self,
+        name: &str,
+        scopes: &[&str],
+        account: Option<&str>,
+        partner: Option<&str>,
+    ) -> Result<(TokenInfo, String), StoreError> {
         let secret = new_secret();
         let info = TokenInfo {
             id: secret[3..15].to_string(),
@@ -232,6 +269,7 @@ impl App {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             created: unix_ms() / 1000,
             account: account.map(String::from),
+            partner: partner.map(String::from),
         };
         if scopes.contains(&"pop-admin") {
             let body = serde_json::to_value(PopToken {
@@ -316,6 +354,9 @@ impl App {
         needs: &[&str],
     ) -> Result<TokenInfo, ApiError> {
         let token = self.token(headers).await?;
+        if let Some(partner) = &token.partner {
+            return Err(partner_only(&token.name, partner));
+        }
         if let Some(account) = &token.account {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -338,7 +379,7 @@ impl App {
         needs: &[&str],
     ) -> Result<TokenInfo, ApiError> {
         let token = self.token(headers).await?;
-        let mine = token.account.as_deref().is_none_or(|a| a == account);
+        let mine = token.partner.is_none() && token.account.as_deref().is_none_or(|a| a == account);
         if !mine || self.store.account(account).await?.is_none() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -383,6 +424,14 @@ impl App {
             newer
         });
     }
+}
+
+/// The refusal of a partner's token outside its requests.
+fn partner_only(name: &str, partner: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!("token {name:?} is partner {partner:?}'s: it submits and follows that partner's requests (/v1/cni/partner-requests) and reaches no operator or account route"),
+    )
 }
 
 fn check_scopes(token: TokenInfo, needs: &[&str]) -> Result<TokenInfo, ApiError> {
@@ -445,7 +494,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
     use utoipa_axum::router::OpenApiRouter;
     use utoipa_axum::routes;
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(status))
         .routes(routes!(zones::list_zones, zones::create_zone))
         .routes(routes!(
@@ -477,8 +526,8 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             tokens::list_account_tokens,
             tokens::create_account_token
         ))
-        .routes(routes!(tokens::delete_account_token))
-        .split_for_parts()
+        .routes(routes!(tokens::delete_account_token));
+    cni::routes(router).split_for_parts()
 }
 
 /// The API's router: every route, and `/openapi.json` (open: it says nothing of anyone's

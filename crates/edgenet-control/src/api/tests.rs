@@ -28,7 +28,7 @@ struct World {
     b_token_id: String,
 }
 
-async fn call(
+pub(super) async fn call(
     app: &Arc<App>,
     method: &str,
     path: &str,
@@ -52,7 +52,7 @@ async fn call(
     (status, value)
 }
 
-async fn account(app: &Arc<App>, name: &str) -> String {
+pub(super) async fn account(app: &Arc<App>, name: &str) -> String {
     let a = Account {
         id: random_hex(16),
         name: name.into(),
@@ -109,6 +109,9 @@ enum Expect {
     Operator,
     /// Open, or answered from the token's own account only (checked by its own test).
     Own,
+    /// A connectivity partner's route (its requests): an account's token gets 403 as on an
+    /// operator's route; a partner's token is let in.
+    Partner,
 }
 
 /// Every documented route, with what account A's admin token gets when it names account B's
@@ -161,6 +164,125 @@ const ROUTES: &[(&str, &str, Expect)] = &[
         "/v1/accounts/{account}/tokens/{id}",
         Expect::NotFound,
     ),
+    ("GET", "/v1/cni/sites", Expect::Operator),
+    ("POST", "/v1/cni/sites", Expect::Operator),
+    ("GET", "/v1/cni/sites/{code}", Expect::Operator),
+    ("PUT", "/v1/cni/sites/{code}", Expect::Operator),
+    ("DELETE", "/v1/cni/sites/{code}", Expect::Operator),
+    ("GET", "/v1/cni/settings", Expect::Operator),
+    ("PUT", "/v1/cni/settings", Expect::Operator),
+    ("GET", "/v1/cni/partners", Expect::Operator),
+    ("POST", "/v1/cni/partners", Expect::Operator),
+    ("GET", "/v1/cni/partner-requests", Expect::Partner),
+    ("POST", "/v1/cni/partner-requests", Expect::Partner),
+    ("GET", "/v1/cni/partner-requests/{id}", Expect::Partner),
+    (
+        "POST",
+        "/v1/cni/partner-requests/{id}/accept",
+        Expect::Operator,
+    ),
+    (
+        "POST",
+        "/v1/cni/partner-requests/{id}/reject",
+        Expect::Operator,
+    ),
+    ("GET", "/v1/cni/maintenance", Expect::Operator),
+    ("POST", "/v1/cni/maintenance", Expect::Operator),
+    ("PUT", "/v1/cni/maintenance/{id}", Expect::Operator),
+    ("DELETE", "/v1/cni/maintenance/{id}", Expect::Operator),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/interconnects",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/cni/interconnects",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/interconnects/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/cni/interconnects/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/cni/interconnects/{id}/steps",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/interconnects/{id}/loa",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/interconnects/{id}/status",
+        Expect::NotFound,
+    ),
+    ("GET", "/v1/accounts/{account}/cni/slots", Expect::NotFound),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/diversity",
+        Expect::NotFound,
+    ),
+    ("GET", "/v1/accounts/{account}/cni/cnis", Expect::NotFound),
+    ("POST", "/v1/accounts/{account}/cni/cnis", Expect::NotFound),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/cnis/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/cni/cnis/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/cni/cnis/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/settings",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/cni/settings",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/maintenance",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/subscriptions",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/cni/subscriptions",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/cni/subscriptions/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/cni/subscriptions/{id}/deliveries",
+        Expect::NotFound,
+    ),
 ];
 
 #[test]
@@ -201,6 +323,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
         let path = template
             .replace("{account}", &w.b)
             .replace("{name}", "zb")
+            .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {
             "/v1/stream?pop=p1".into()
@@ -224,7 +347,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
                     "{method} {path}: {text}"
                 );
             }
-            Expect::Operator => {
+            Expect::Operator | Expect::Partner => {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
                 assert!(text.contains("operator"), "{method} {path}: {text}");
             }
@@ -257,6 +380,44 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["result"]["items"].as_array().unwrap().len(), 1, "{v}");
     assert!(w.app.store.account(&w.b).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_partners_token_reaches_its_requests_and_nothing_else() {
+    let w = world().await;
+    let (_, partner) = w
+        .app
+        .create_partner_token("megaport api", "megaport")
+        .await
+        .unwrap();
+    for (method, template, expect) in ROUTES {
+        let path = template
+            .replace("{account}", &w.b)
+            .replace("{name}", "zb")
+            .replace("{code}", "gru-b")
+            .replace("{id}", &w.b_token_id);
+        let path = if path == "/v1/stream" {
+            "/v1/stream?pop=p1".into()
+        } else {
+            path
+        };
+        let body = matches!(*method, "POST" | "PUT").then(|| zone("zb"));
+        let (status, value) = call(&w.app, method, &path, &partner, body).await;
+        let text = value.to_string();
+        match expect {
+            Expect::NotFound => {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {text}")
+            }
+            Expect::Operator | Expect::Own => {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
+                assert!(text.contains("partner"), "{method} {path}: {text}");
+            }
+            Expect::Partner => assert!(
+                !matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED),
+                "{method} {path}: {status} {text}"
+            ),
+        }
+    }
 }
 
 #[tokio::test]

@@ -21,8 +21,11 @@ pub struct NewToken {
     /// A name for people.
     name: String,
     /// Some of `read`, `write`, `admin` (an account's), and `pop`, `pop-admin` (the
-    /// operator's only).
+    /// operator's only); or `partner` alone, with `partner`.
     scopes: Vec<String>,
+    /// The connectivity partner a `partner` token acts for (`GET /v1/cni/partners`).
+    #[serde(default)]
+    partner: Option<String>,
 }
 
 /// Decodes a token to create; an account's may only have the account scopes.
@@ -55,6 +58,19 @@ fn new_token(body: &Value, account: bool) -> Result<NewToken, ApiError> {
             message: "must not be empty".into(),
         });
     }
+    let partner_scope = t.scopes.iter().any(|s| s == "partner");
+    if partner_scope && (t.scopes.len() != 1 || t.partner.is_none()) {
+        bad.push(FieldProblem {
+            field: Some("scopes".into()),
+            message: "a partner's token has the scope partner alone, and names its partner".into(),
+        });
+    }
+    if t.partner.is_some() && !partner_scope {
+        bad.push(FieldProblem {
+            field: Some("partner".into()),
+            message: "only with the scope partner".into(),
+        });
+    }
     if bad.is_empty() {
         Ok(t)
     } else {
@@ -65,12 +81,27 @@ fn new_token(body: &Value, account: bool) -> Result<NewToken, ApiError> {
 async fn create(app: &App, body: &Value, account: Option<&str>) -> ApiResult {
     let t = new_token(body, account.is_some())?;
     let scopes: Vec<&str> = t.scopes.iter().map(String::as_str).collect();
-    let (info, secret) = app.create_token(&t.name, &scopes, account).await?;
+    let (info, secret) = match &t.partner {
+        Some(partner) => {
+            let known = super::cni::partners(app).await?;
+            if !known.iter().any(|(id, _)| id == partner) {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    vec![FieldProblem {
+                        field: Some("partner".into()),
+                        message: format!("{partner:?} is not a partner (GET /v1/cni/partners)"),
+                    }],
+                ));
+            }
+            app.create_partner_token(&t.name, partner).await?
+        }
+        None => app.create_token(&t.name, &scopes, account).await?,
+    };
     tracing::info!(id = %info.id, ?account, scopes = ?info.scopes, "token created");
     Ok(ok(
         StatusCode::CREATED,
         json!({"id": info.id, "name": info.name, "scopes": info.scopes, "created": info.created,
-            "account": info.account, "secret": secret}),
+            "account": info.account, "partner": info.partner, "secret": secret}),
     ))
 }
 
