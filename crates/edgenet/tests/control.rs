@@ -413,6 +413,11 @@ fn the_openapi_document_describes_the_api() {
         "/v1/pops",
         "/v1/tokens",
         "/v1/stream",
+        "/v1/cni/sites",
+        "/v1/cni/partner-requests",
+        "/v1/accounts/{account}/cni/interconnects",
+        "/v1/accounts/{account}/cni/interconnects/{id}/loa",
+        "/v1/accounts/{account}/cni/cnis",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} missing");
     }
@@ -459,6 +464,99 @@ fn postgresql_store() {
     assert!(eventually(Duration::from_secs(10), || get(&pop, "b.test")
         .status
         == 200));
+}
+
+/// Interconnects on PostgreSQL, where writes run at once: CNIs created from many clients at
+/// the same time get distinct /31s until the pool is out, and the MD5 key they carry is in no
+/// answer and no log line.
+#[test]
+fn concurrent_cnis_on_postgresql_never_share_a_pair() {
+    let pg = support::Postgres::start();
+    let control = Control::start(Some(&pg.url()));
+    let settings = r#"{"pool_v4": "100.64.0.0/29"}"#;
+    let r = control.api("PUT", "/v1/cni/settings", Some(settings), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let site = serde_json::json!({"code": "fra-a", "facility": {"name": "Interxion FRA1", "address": "Hanauer Landstrasse 298, Frankfurt"},
+        "timezone": "Europe/Berlin", "dataplanes": ["v2"], "devices": [{"name": "edge01", "dataplane": "v2"}]});
+    let r = control.api("POST", "/v1/cni/sites", Some(&site.to_string()), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "Acme"}"#), &[]);
+    let account = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let r = control.api(
+        "POST",
+        &format!("/v1/accounts/{account}/tokens"),
+        Some(r#"{"name": "acme", "scopes": ["write"]}"#),
+        &[],
+    );
+    let token = r.json()["result"]["secret"].as_str().unwrap().to_string();
+    let interconnects: Vec<String> = (0..8)
+        .map(|i| {
+            let body = serde_json::json!({"type": "cloud", "site": "fra-a", "name": format!("gcp{i}"),
+                "cloud": {"provider": "google", "pairing_key": "7e51371e-72a3-40b5-b844-2e3efefaee59/europe-west3/1", "speed_mbps": 1000, "mtu": 1500}});
+            let r = control.api_as(&token, "POST", &format!("/v1/accounts/{account}/cni/interconnects"), Some(&body.to_string()), &[]);
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.json()["result"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let results: Vec<support::Resp> = std::thread::scope(|s| {
+        let calls: Vec<_> = interconnects
+            .iter()
+            .map(|id| {
+                let (control, token, account) = (&control, &token, &account);
+                s.spawn(move || {
+                    let body = serde_json::json!({"interconnect": id, "customer_asn": 64700,
+                        "use_case": "wan", "md5_key": "pg-secret-md5"});
+                    control.api_as(
+                        token,
+                        "POST",
+                        &format!("/v1/accounts/{account}/cni/cnis"),
+                        Some(&body.to_string()),
+                        &[],
+                    )
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let mut pairs: Vec<String> = results
+        .iter()
+        .filter(|r| r.status == 201)
+        .map(|r| r.json()["result"]["p2p_v4"].as_str().unwrap().to_string())
+        .collect();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [
+            "100.64.0.0/31",
+            "100.64.0.2/31",
+            "100.64.0.4/31",
+            "100.64.0.6/31"
+        ],
+        "{:?}",
+        results
+            .iter()
+            .map(|r| (r.status, &r.body))
+            .collect::<Vec<_>>()
+    );
+    for r in results.iter().filter(|r| r.status != 201) {
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert!(r.body.contains("has no free /31"), "{}", r.body);
+    }
+    let r = control.api_as(
+        &token,
+        "GET",
+        &format!("/v1/accounts/{account}/cni/cnis"),
+        None,
+        &[],
+    );
+    assert_eq!(r.json()["result"]["items"].as_array().unwrap().len(), 4);
+    assert!(!r.body.contains("pg-secret-md5"), "{}", r.body);
+    let log = control.stderr();
+    assert!(log.contains("CNI stored"), "{log}");
+    assert!(
+        !log.contains("pg-secret-md5"),
+        "the MD5 key is in a log line"
+    );
 }
 
 /// Distribution over NATS JetStream: the control plane mirrors changes into a bucket on a hub

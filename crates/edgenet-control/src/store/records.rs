@@ -205,7 +205,10 @@ impl Store {
                 .try_write_record(kind, id, owner, options, compute)
                 .await
             {
-                Err(e) if unique_violation(&e) => continue,
+                Err(e) if unique_violation(&e) => {
+                    tracing::debug!(kind = kind.as_str(), %id, "a concurrent write took a claim first: computing again");
+                    continue;
+                }
                 done => return done,
             }
         }

@@ -89,23 +89,34 @@ pub(super) fn view(r: &Record) -> Value {
     })
 }
 
-/// The device of `site` where `mine` (the account's interconnects) land least, of
-/// `dataplane` when given; ties go to the first listed.
+/// How many of `mine` (the account's interconnects) land on `device` of `site`.
+fn load(site: &Site, device: &Device, mine: &[Record]) -> usize {
+    mine.iter()
+        .filter(|r| {
+            r.body["site"] == site.code.as_str() && r.body["device"] == device.name.as_str()
+        })
+        .count()
+}
+
+/// The devices of `site` (of `dataplane` when given), those where the account has the fewest
+/// circuits first; ties in the site's order.
+fn by_load<'a>(site: &'a Site, mine: &[Record], dataplane: Option<Dataplane>) -> Vec<&'a Device> {
+    let mut devices: Vec<&Device> = site
+        .devices
+        .iter()
+        .filter(|d| dataplane.is_none_or(|dp| d.dataplane == dp))
+        .collect();
+    devices.sort_by_key(|d| load(site, d, mine));
+    devices
+}
+
+/// The device of `site` where the account's interconnects land least.
 pub(super) fn least_used_device<'a>(
     site: &'a Site,
     mine: &[Record],
     dataplane: Option<Dataplane>,
 ) -> Option<&'a Device> {
-    site.devices
-        .iter()
-        .filter(|d| dataplane.is_none_or(|dp| d.dataplane == dp))
-        .min_by_key(|d| {
-            mine.iter()
-                .filter(|r| {
-                    r.body["site"] == site.code.as_str() && r.body["device"] == d.name.as_str()
-                })
-                .count()
-        })
+    by_load(site, mine, dataplane).into_iter().next()
 }
 
 /// A free port of `speed` at `site` (of `dataplane` when given), on the device where the
@@ -117,17 +128,7 @@ fn free_port<'a>(
     dataplane: Option<Dataplane>,
     taken: &BTreeSet<String>,
 ) -> Option<(&'a Device, String)> {
-    let load = |d: &Device| {
-        mine.iter()
-            .filter(|r| r.body["site"] == site.code.as_str() && r.body["device"] == d.name.as_str())
-            .count()
-    };
-    let mut devices: Vec<&Device> = site
-        .devices
-        .iter()
-        .filter(|d| dataplane.is_none_or(|dp| d.dataplane == dp))
-        .collect();
-    devices.sort_by_key(|d| load(d));
+    let devices = by_load(site, mine, dataplane);
     devices.into_iter().find_map(|d| {
         d.ports
             .iter()
@@ -405,6 +406,7 @@ pub(super) async fn step(
     id: &str,
     step: Step,
     if_match: Option<i64>,
+    dry_run: bool,
 ) -> Result<Record, ApiError> {
     let (by, who) = party(token);
     let now = unix_ms();
@@ -441,7 +443,11 @@ pub(super) async fn step(
             RecordKind::Interconnect,
             id,
             owner,
-            WriteOptions::new(Write::Replace(if_match), now),
+            WriteOptions {
+                write: Write::Replace(if_match),
+                now_ms: now,
+                dry_run,
+            },
             &|before, _| {
                 let before = before.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
                 let mut ic: Interconnect = parse(before)?;
@@ -452,7 +458,9 @@ pub(super) async fn step(
             },
         )
         .await?;
-    tracing::info!(%id, step = ?step, by = ?by, %who, stage = %r.body["workflow"]["stage"], "workflow step");
+    if !dry_run {
+        tracing::info!(%id, step = ?step, by = ?by, %who, stage = %r.body["workflow"]["stage"], "workflow step");
+    }
     Ok(r)
 }
 
@@ -465,21 +473,27 @@ pub(super) async fn take_step(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
+    Query(p): Query<CniParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let token = app
         .authorize_account(&headers, &account, &["write"])
         .await?;
     let s: Step = decode(&body)?;
+    let owner = Owner::Account(&account);
     let r = step(
         &app,
         &token,
-        Owner::Account(&account),
+        owner,
         &id,
         s,
         if_match(&headers)?,
+        p.validate_only,
     )
     .await?;
+    if p.validate_only {
+        return Ok(validated(view(&r)));
+    }
     Ok(record_response(StatusCode::OK, &r, view(&r)))
 }
 

@@ -583,19 +583,24 @@ pub struct Rejection {
     pub reason: String,
 }
 
-async fn decide(app: &App, headers: &HeaderMap, id: &str, step: Step) -> ApiResult {
+async fn decide(app: &App, headers: &HeaderMap, p: &CniParams, id: &str, step: Step) -> ApiResult {
     let token = app.authorize(headers, &["write"]).await?;
     let r = partner_request(app, id, None).await?;
     let account = r.account.clone().unwrap_or_default();
+    let owner = Owner::Account(&account);
     let r = interconnects::step(
         app,
         &token,
-        Owner::Account(&account),
+        owner,
         id,
         step,
         if_match(headers)?,
+        p.validate_only,
     )
     .await?;
+    if p.validate_only {
+        return Ok(validated(request_view(&r)));
+    }
     Ok(record_response(StatusCode::OK, &r, request_view(&r)))
 }
 
@@ -605,8 +610,9 @@ pub(super) async fn accept_partner_request(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(p): Query<CniParams>,
 ) -> ApiResult {
-    decide(&app, &headers, &id, Step::Accept).await
+    decide(&app, &headers, &p, &id, Step::Accept).await
 }
 
 /// Rejects a partner's request, saying why (the operator).
@@ -615,6 +621,7 @@ pub(super) async fn reject_partner_request(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(p): Query<CniParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["write"]).await?;
@@ -625,6 +632,7 @@ pub(super) async fn reject_partner_request(
     decide(
         &app,
         &headers,
+        &p,
         &id,
         Step::Reject {
             reason: rejection.reason,

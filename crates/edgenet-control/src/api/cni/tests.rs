@@ -181,6 +181,32 @@ async fn a_direct_interconnect_gets_a_port_and_its_loa_and_goes_to_active_step_b
     // The customer's step; the operator's steps refused to the customer, and out of order.
     let (s, v) = w.step(&id, &w.a_admin, "configure").await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let dry = w.acct(&format!("interconnects/{id}/steps?validate_only=true"));
+    let (s, v) = call(
+        &w.app,
+        "POST",
+        &dry,
+        &w.a_admin,
+        Some(json!({"step": "order_cross_connect"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["result"]["result"]["stage"].as_str()),
+        (StatusCode::OK, Some("cross_connect_ordered")),
+        "{v}"
+    );
+    let (_, v) = call(
+        &w.app,
+        "GET",
+        &w.acct(&format!("interconnects/{id}")),
+        &w.a_admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["result"]["stage"], "loa_issued",
+        "the dry run took no step"
+    );
     let (s, v) = w.step(&id, &w.a_admin, "order_cross_connect").await;
     assert_eq!(
         (s, v["result"]["stage"].as_str()),
@@ -549,6 +575,19 @@ async fn cnis_are_checked_against_their_dataplane_with_every_field_named() {
     assert_eq!(s, StatusCode::CONFLICT, "one CNI per interconnect: {v}");
     // A replace without the key keeps it; "" removes it; no answer shows it.
     let replace = json!({"interconnect": id, "use_case": "wan", "max_prefixes": 5});
+    let stale = Request::builder()
+        .method(Method::PUT)
+        .uri(w.acct(&format!("cnis/{cni_id}")))
+        .header("authorization", format!("Bearer {}", w.a_admin))
+        .header("if-match", "\"7\"")
+        .body(Body::from(replace.to_string()))
+        .unwrap();
+    let res = router(w.app.clone()).oneshot(stale).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "If-Match of another version"
+    );
     let (s, v) = call(
         &w.app,
         "PUT",
