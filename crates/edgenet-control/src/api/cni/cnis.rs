@@ -320,11 +320,7 @@ async fn write(
         None => Write::Create,
         Some(_) => Write::Replace(if_match(headers)?),
     };
-    let options = WriteOptions {
-        write,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
+    let options = p.write(write, unix_ms());
     let id = id.map_or_else(new_id, String::from);
     let r = app
         .store
@@ -336,17 +332,11 @@ async fn write(
             &|before, taken| plan(spec.clone(), asks, before, taken, &pools),
         )
         .await?;
-    if p.validate_only {
-        return Ok(validated(view(&r)));
+    if !p.validate_only {
+        // Never the key: whether it is set is all a log line says.
+        tracing::info!(%id, %account, interconnect = %r.body["spec"]["interconnect"], p2p_v4 = %r.body["spec"]["p2p_v4"], md5 = r.body["md5_key"].is_string(), "CNI stored");
     }
-    // Never the key: whether it is set is all a log line says.
-    tracing::info!(%id, %account, interconnect = %r.body["spec"]["interconnect"], p2p_v4 = %r.body["spec"]["p2p_v4"], md5 = r.body["md5_key"].is_string(), "CNI stored");
-    let status = if r.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(record_response(status, &r, view(&r)))
+    Ok(written(p, &r, view(&r)))
 }
 
 /// The account's CNIs.
@@ -472,21 +462,16 @@ pub(super) async fn put_settings(
         return Err(StoreError::Invalid(vec![Problem::new("default_asn", reason)]).into());
     }
     let value = to_value(&s);
-    let options = WriteOptions {
-        write: Write::Upsert,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Settings,
-            &account,
-            Owner::Account(&account),
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let options = p.write(Write::Upsert, unix_ms());
+    let r = put_plain(
+        &app,
+        RecordKind::Settings,
+        &account,
+        Owner::Account(&account),
+        options,
+        value,
+    )
+    .await?;
     if p.validate_only {
         return Ok(validated(r.body));
     }

@@ -314,11 +314,7 @@ pub(super) async fn create_interconnect(
     let owner = Owner::Account(&account);
     let mine = app.store.records(RecordKind::Interconnect, owner).await?;
     let now = unix_ms();
-    let options = WriteOptions {
-        write: Write::Create,
-        now_ms: now,
-        dry_run: p.validate_only,
-    };
+    let options = p.write(Write::Create, now);
     let r = app
         .store
         .write_record(
@@ -332,11 +328,10 @@ pub(super) async fn create_interconnect(
             },
         )
         .await?;
-    if p.validate_only {
-        return Ok(validated(view(&r)));
+    if !p.validate_only {
+        tracing::info!(id = %r.id, %account, site = %site.code, device = %r.body["device"], slot = %r.body["slot"], "interconnect created");
     }
-    tracing::info!(id = %r.id, %account, site = %site.code, device = %r.body["device"], slot = %r.body["slot"], "interconnect created");
-    Ok(record_response(StatusCode::CREATED, &r, view(&r)))
+    Ok(written(&p, &r, view(&r)))
 }
 
 async fn one(app: &App, account: &str, id: &str) -> Result<Record, ApiError> {
@@ -491,10 +486,7 @@ pub(super) async fn take_step(
         p.validate_only,
     )
     .await?;
-    if p.validate_only {
-        return Ok(validated(view(&r)));
-    }
-    Ok(record_response(StatusCode::OK, &r, view(&r)))
+    Ok(written(&p, &r, view(&r)))
 }
 
 /// The Letter of Authorization of a direct interconnect, as a PDF.

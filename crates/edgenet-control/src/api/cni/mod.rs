@@ -361,6 +361,45 @@ impl CniParams {
     fn limit(&self) -> usize {
         self.limit.unwrap_or(100).clamp(1, 1000) as usize
     }
+
+    /// A write at `now_ms`, a dry run under `validate_only`.
+    fn write(&self, write: Write, now_ms: i64) -> WriteOptions {
+        WriteOptions {
+            write,
+            now_ms,
+            dry_run: self.validate_only,
+        }
+    }
+}
+
+/// Stores `value` as record `id`, which claims nothing.
+async fn put_plain(
+    app: &App,
+    kind: RecordKind,
+    id: &str,
+    owner: Owner<'_>,
+    options: WriteOptions,
+    value: Value,
+) -> Result<Record, StoreError> {
+    app.store
+        .write_record(kind, id, owner, options, &|_, _| {
+            Ok((value.clone(), vec![]))
+        })
+        .await
+}
+
+/// The answer to a write of `r`: under `validate_only`, `{valid, result}` (nothing was
+/// stored); else the view with its ETag, 201 when the write made the record.
+fn written(p: &CniParams, r: &Record, view: Value) -> axum::response::Response {
+    if p.validate_only {
+        return validated(view);
+    }
+    let status = if r.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    record_response(status, r, view)
 }
 
 /// A page of records after the cursor (ids are ordered), as `{items, next}`.

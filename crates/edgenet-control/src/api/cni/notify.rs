@@ -154,31 +154,20 @@ async fn write_event(
     } else {
         Write::Create
     };
-    let options = WriteOptions {
-        write,
-        now_ms: now,
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Maintenance,
-            &id,
-            Owner::Operator,
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
-    if p.validate_only {
-        return Ok(validated(event_view(&r)));
+    let options = p.write(write, now);
+    let r = put_plain(
+        app,
+        RecordKind::Maintenance,
+        &id,
+        Owner::Operator,
+        options,
+        value,
+    )
+    .await?;
+    if !p.validate_only {
+        tracing::info!(%id, site = %site.code, device = ?new.device, urgency = ?new.urgency, start = %new.start, "maintenance event stored");
     }
-    tracing::info!(%id, site = %site.code, device = ?new.device, urgency = ?new.urgency, start = %new.start, "maintenance event stored");
-    let status = if before.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok(record_response(status, &r, event_view(&r)))
+    Ok(written(p, &r, event_view(&r)))
 }
 
 /// Every maintenance event.
@@ -376,28 +365,22 @@ pub(super) async fn create_subscription(
         },
         secret: secret.clone(),
     });
-    let options = WriteOptions {
-        write: Write::Create,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Subscription,
-            &new_id(),
-            Owner::Account(&account),
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let options = p.write(Write::Create, unix_ms());
+    let r = put_plain(
+        &app,
+        RecordKind::Subscription,
+        &new_id(),
+        Owner::Account(&account),
+        options,
+        value,
+    )
+    .await?;
     let mut v = subscription_view(&r);
-    if p.validate_only {
-        return Ok(validated(v));
+    if !p.validate_only {
+        v["secret"] = json!(secret);
+        tracing::info!(id = %r.id, %account, url = %v["url"], "subscription created");
     }
-    v["secret"] = json!(secret);
-    tracing::info!(id = %r.id, %account, url = %v["url"], "subscription created");
-    Ok(record_response(StatusCode::CREATED, &r, v))
+    Ok(written(&p, &r, v))
 }
 
 /// Deletes a subscription (its pending deliveries are not tried again).

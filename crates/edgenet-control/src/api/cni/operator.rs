@@ -84,11 +84,7 @@ async fn write_site(
         None => Write::Create,
         Some(_) => Write::Replace(if_match(headers)?),
     };
-    let options = WriteOptions {
-        write,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
+    let options = p.write(write, unix_ms());
     let value = to_value(&site);
     let r = app
         .store
@@ -110,16 +106,10 @@ async fn write_site(
         )
         .await?;
     let view = site_view(&r, &app.store.claims().await?);
-    if p.validate_only {
-        return Ok(validated(view));
+    if !p.validate_only {
+        tracing::info!(site = %site.code, version = r.version, "site stored");
     }
-    tracing::info!(site = %site.code, version = r.version, "site stored");
-    let status = if code.is_none() {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok(record_response(status, &r, view))
+    Ok(written(p, &r, view))
 }
 
 /// Every site, with which ports are occupied.
@@ -257,21 +247,16 @@ pub(super) async fn put_operator_settings(
         return Err(StoreError::Invalid(problems).into());
     }
     let value = to_value(&s);
-    let options = WriteOptions {
-        write: Write::Upsert,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Settings,
-            OPERATOR_SETTINGS,
-            Owner::Operator,
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let options = p.write(Write::Upsert, unix_ms());
+    let r = put_plain(
+        &app,
+        RecordKind::Settings,
+        OPERATOR_SETTINGS,
+        Owner::Operator,
+        options,
+        value,
+    )
+    .await?;
     if p.validate_only {
         return Ok(validated(r.body));
     }
@@ -353,25 +338,17 @@ pub(super) async fn add_partner(
         return Err(StoreError::Invalid(problems).into());
     }
     let value = to_value(&new);
-    let options = WriteOptions {
-        write: Write::Create,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Partner,
-            &new.id,
-            Owner::Operator,
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
-    if p.validate_only {
-        return Ok(validated(r.body));
-    }
-    Ok(record_response(StatusCode::CREATED, &r, r.body.clone()))
+    let options = p.write(Write::Create, unix_ms());
+    let r = put_plain(
+        &app,
+        RecordKind::Partner,
+        &new.id,
+        Owner::Operator,
+        options,
+        value,
+    )
+    .await?;
+    Ok(written(&p, &r, r.body.clone()))
 }
 
 /// A partner's virtual-circuit request.
@@ -393,16 +370,16 @@ pub struct PartnerRequest {
     pub name: Option<String>,
 }
 
-/// The partner token's partner, or the operator (`None`); anyone else is refused.
+/// The partner a partner's token acts for, or `None` for the operator's token with one of
+/// `operator_needs`; anyone else is refused.
 async fn partner_or_operator(
     app: &App,
     headers: &HeaderMap,
     operator_needs: &[&str],
-) -> Result<(TokenInfo, Option<String>), ApiError> {
-    let token = app.token(headers).await?;
-    match token.partner.clone() {
-        Some(partner) => Ok((token, Some(partner))),
-        None => Ok((app.authorize(headers, operator_needs).await?, None)),
+) -> Result<Option<String>, ApiError> {
+    match app.token(headers).await?.partner {
+        Some(partner) => Ok(Some(partner)),
+        None => app.authorize(headers, operator_needs).await.map(|_| None),
     }
 }
 
@@ -419,7 +396,7 @@ pub(super) async fn list_partner_requests(
     headers: HeaderMap,
     Query(p): Query<CniParams>,
 ) -> ApiResult {
-    let (_, partner) = partner_or_operator(&app, &headers, &["read"]).await?;
+    let partner = partner_or_operator(&app, &headers, &["read"]).await?;
     let records: Vec<Record> = app
         .store
         .records(RecordKind::Interconnect, Owner::Operator)
@@ -523,26 +500,20 @@ pub(super) async fn submit_partner_request(
         last_report: None,
     };
     let value = to_value(&ic);
-    let options = WriteOptions {
-        write: Write::Create,
-        now_ms: unix_ms(),
-        dry_run: p.validate_only,
-    };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Interconnect,
-            &new_id(),
-            Owner::Account(&req.account),
-            options,
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
-    if p.validate_only {
-        return Ok(validated(request_view(&r)));
+    let options = p.write(Write::Create, unix_ms());
+    let r = put_plain(
+        &app,
+        RecordKind::Interconnect,
+        &new_id(),
+        Owner::Account(&req.account),
+        options,
+        value,
+    )
+    .await?;
+    if !p.validate_only {
+        tracing::info!(id = %r.id, %partner, account = %req.account, site = %ic.site, "partner request submitted");
     }
-    tracing::info!(id = %r.id, %partner, account = %req.account, site = %ic.site, "partner request submitted");
-    Ok(record_response(StatusCode::CREATED, &r, request_view(&r)))
+    Ok(written(&p, &r, request_view(&r)))
 }
 
 /// The partner's request `id` (a partner's own, or any for the operator).
@@ -570,7 +541,7 @@ pub(super) async fn get_partner_request(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let (_, partner) = partner_or_operator(&app, &headers, &["read"]).await?;
+    let partner = partner_or_operator(&app, &headers, &["read"]).await?;
     let r = partner_request(&app, &id, partner.as_deref()).await?;
     Ok(record_response(StatusCode::OK, &r, request_view(&r)))
 }
@@ -598,10 +569,7 @@ async fn decide(app: &App, headers: &HeaderMap, p: &CniParams, id: &str, step: S
         p.validate_only,
     )
     .await?;
-    if p.validate_only {
-        return Ok(validated(request_view(&r)));
-    }
-    Ok(record_response(StatusCode::OK, &r, request_view(&r)))
+    Ok(written(p, &r, request_view(&r)))
 }
 
 /// Accepts a partner's request (the operator).

@@ -67,6 +67,11 @@ impl World {
         format!("/v1/accounts/{}/cni/{rest}", self.a)
     }
 
+    /// A GET as the account's admin.
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        call(&self.app, "GET", path, &self.a_admin, None).await
+    }
+
     async fn direct(&self, speed: &str) -> (StatusCode, Value) {
         let body = json!({"type": "direct", "site": "gru-b", "speed": speed, "name": "primary"});
         call(
@@ -195,14 +200,7 @@ async fn a_direct_interconnect_gets_a_port_and_its_loa_and_goes_to_active_step_b
         (StatusCode::OK, Some("cross_connect_ordered")),
         "{v}"
     );
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct(&format!("interconnects/{id}")),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w.get(&w.acct(&format!("interconnects/{id}"))).await;
     assert_eq!(
         v["result"]["stage"], "loa_issued",
         "the dry run took no step"
@@ -242,14 +240,7 @@ async fn a_direct_interconnect_gets_a_port_and_its_loa_and_goes_to_active_step_b
         let (s, v) = w.step(&id, token, step).await;
         assert_eq!(s, StatusCode::OK, "{step}: {v}");
     }
-    let (s, v) = call(
-        &w.app,
-        "GET",
-        &w.acct(&format!("interconnects/{id}")),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (s, v) = w.get(&w.acct(&format!("interconnects/{id}"))).await;
     assert_eq!(s, StatusCode::OK);
     let r = &v["result"];
     assert_eq!(r["stage"], "active");
@@ -395,14 +386,7 @@ async fn ports_spread_over_devices_and_run_out_and_slots_show_it() {
     let (s, v) = w.direct("10G").await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v.to_string().contains("no free 10G port at gru-b"), "{v}");
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct("slots?occupied=true"),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w.get(&w.acct("slots?occupied=true")).await;
     let ids: Vec<&str> = v["result"]["items"]
         .as_array()
         .unwrap()
@@ -410,50 +394,26 @@ async fn ports_spread_over_devices_and_run_out_and_slots_show_it() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["gru-b/edge01/et-0/0/1", "gru-b/edge02/et-0/0/1"]);
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct("slots?speed=100G&occupied=false&site=gru-b"),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w
+        .get(&w.acct("slots?speed=100G&occupied=false&site=gru-b"))
+        .await;
     assert_eq!(v["result"]["items"].as_array().unwrap().len(), 2, "{v}");
     assert!(
         !v.to_string().contains("cni1"),
         "interfaces are the operator's: {v}"
     );
     // Filters and the cursor of the list.
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct("interconnects?type=direct&limit=1"),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w.get(&w.acct("interconnects?type=direct&limit=1")).await;
     let next = v["result"]["next"].as_str().unwrap().to_string();
-    let (_, v2) = call(
-        &w.app,
-        "GET",
-        &w.acct(&format!("interconnects?cursor={next}")),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v2) = w
+        .get(&w.acct(&format!("interconnects?cursor={next}")))
+        .await;
     assert_eq!(
         v["result"]["items"].as_array().unwrap().len()
             + v2["result"]["items"].as_array().unwrap().len(),
         2
     );
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct("interconnects?type=cloud"),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w.get(&w.acct("interconnects?type=cloud")).await;
     assert_eq!(v["result"]["items"], json!([]));
     // Deleting frees the port; validate_only takes nothing.
     let id = first["result"]["id"].as_str().unwrap();
@@ -602,7 +562,7 @@ async fn cnis_are_checked_against_their_dataplane_with_every_field_named() {
         "{v}"
     );
     assert_eq!(v["result"]["p2p_v4"], "100.64.0.0/31", "the pair stays");
-    let (_, list) = call(&w.app, "GET", &w.acct("cnis"), &w.a_admin, None).await;
+    let (_, list) = w.get(&w.acct("cnis")).await;
     assert!(!list.to_string().contains("write-only-key"), "{list}");
     let clear = json!({"interconnect": id, "use_case": "wan", "md5_key": ""});
     let (_, v) = call(
@@ -822,14 +782,7 @@ async fn a_partner_submits_and_follows_only_its_requests_and_the_operator_decide
         "no capacity on the partner port"
     );
     // The customer sees both, as partner interconnects.
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct("interconnects?type=partner"),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w.get(&w.acct("interconnects?type=partner")).await;
     assert_eq!(v["result"]["items"].as_array().unwrap().len(), 2);
     assert_eq!(v["result"]["items"][0]["partner"]["partner"], "megaport");
 }
@@ -955,7 +908,7 @@ async fn maintenance_notices_wait_for_the_hold_and_reach_a_signed_retried_webhoo
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (_, list) = call(&w.app, "GET", &w.acct("subscriptions"), &w.a_admin, None).await;
+    let (_, list) = w.get(&w.acct("subscriptions")).await;
     assert!(!list.to_string().contains(&secret), "the secret shows once");
 
     let client = reqwest::Client::new();
@@ -1017,14 +970,9 @@ async fn maintenance_notices_wait_for_the_hold_and_reach_a_signed_retried_webhoo
         "the mia subscription hears nothing of gru"
     );
 
-    let (_, v) = call(
-        &w.app,
-        "GET",
-        &w.acct(&format!("subscriptions/{sub}/deliveries")),
-        &w.a_admin,
-        None,
-    )
-    .await;
+    let (_, v) = w
+        .get(&w.acct(&format!("subscriptions/{sub}/deliveries")))
+        .await;
     let d = &v["result"]["items"][0];
     let statuses: Vec<u64> = d["attempts"]
         .as_array()
@@ -1063,14 +1011,14 @@ async fn maintenance_notices_wait_for_the_hold_and_reach_a_signed_retried_webhoo
     );
     let round = tick(now + 20 * DAY - 14 * DAY + 1000).await.unwrap();
     assert_eq!((round.notices, round.attempts), (1, 0));
-    let (_, v) = call(&w.app, "GET", &w.acct("maintenance"), &w.a_admin, None).await;
+    let (_, v) = w.get(&w.acct("maintenance")).await;
     assert_eq!(v["result"]["items"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn a_customer_on_one_device_is_warned_until_it_has_a_second() {
     let w = world().await;
-    let (_, v) = call(&w.app, "GET", &w.acct("diversity"), &w.a_admin, None).await;
+    let (_, v) = w.get(&w.acct("diversity")).await;
     assert_eq!(
         v["result"]["warning"],
         Value::Null,
@@ -1088,7 +1036,7 @@ async fn a_customer_on_one_device_is_warned_until_it_has_a_second() {
         Some(event),
     )
     .await;
-    let (_, v) = call(&w.app, "GET", &w.acct("diversity"), &w.a_admin, None).await;
+    let (_, v) = w.get(&w.acct("diversity")).await;
     let warning = &v["result"]["warning"];
     assert!(
         warning["reason"]
@@ -1098,13 +1046,13 @@ async fn a_customer_on_one_device_is_warned_until_it_has_a_second() {
         "{v}"
     );
     assert_eq!(warning["windows"], json!([e["result"]["id"]]));
-    let (_, v) = call(&w.app, "GET", &w.acct("maintenance"), &w.a_admin, None).await;
+    let (_, v) = w.get(&w.acct("maintenance")).await;
     assert_eq!(
         v["result"]["items"][0]["affects"],
         json!([first["result"]["id"]])
     );
     w.direct("10G").await;
-    let (_, v) = call(&w.app, "GET", &w.acct("diversity"), &w.a_admin, None).await;
+    let (_, v) = w.get(&w.acct("diversity")).await;
     assert_eq!(v["result"]["warning"], Value::Null, "{v}");
 }
 
