@@ -1,11 +1,14 @@
-//! Interconnect objects as the API will receive them (operator and customer text): sites,
-//! CNIs and cloud circuits parse or are refused without a panic; validation names a field for
-//! every problem, and a valid object's JSON parses back to the same object.
+//! Interconnect objects as the API receives them (operator and customer text): sites, CNIs,
+//! cloud circuits and maintenance events parse or are refused without a panic; validation
+//! names a field for every problem (an event's times anywhere in i64 milliseconds, against a
+//! site with holidays in a real time zone), and a valid object's JSON parses back to the same
+//! object.
 #![no_main]
 
 use edgenet_interconnect::cloud::CloudCircuit;
 use edgenet_interconnect::cni::CniSpec;
 use edgenet_interconnect::dataplane::Dataplane;
+use edgenet_interconnect::maintenance::{self, Event};
 use edgenet_interconnect::site::Site;
 use libfuzzer_sys::fuzz_target;
 
@@ -29,4 +32,18 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(c) = serde_json::from_slice::<CloudCircuit>(data) {
         assert!(c.validate().iter().all(|p| !p.field.is_empty()));
     }
+    if let Ok(event) = serde_json::from_slice::<Event>(data) {
+        let site: Site = serde_json::from_str(SITE).unwrap();
+        let others = [event.clone()];
+        assert!(maintenance::validate(&event, &site, &others)
+            .iter()
+            .all(|p| !p.field.is_empty()));
+        let _ = maintenance::earliest_routine_start(&site, event.created_ms);
+        let _ = maintenance::due(&others, event.start_ms);
+    }
 });
+
+const SITE: &str = r#"{"code": "gru-b", "facility": {"name": "SP4", "address": "Rua 85"},
+    "timezone": "America/Sao_Paulo", "holidays": ["2026-12-25"], "dataplanes": ["v1"],
+    "device_diversity": true, "devices": [{"name": "edge01", "dataplane": "v1"},
+    {"name": "edge02", "dataplane": "v1"}]}"#;
