@@ -115,7 +115,7 @@ pub struct Interconnect {
     pub workflow: Workflow,
     /// Its status from its PoP's reports, with history.
     pub status: StatusHistory,
-    /// The last link report.
+    /// The link as last reported: its state and when that state was first reported.
     #[serde(default)]
     pub last_report: Option<LinkReport>,
 }
@@ -258,6 +258,14 @@ pub async fn observe_links(
             bgp_established: link.bgp_established,
             at_ms,
         };
+        // PoPs repeat their links every few seconds: only a change is written.
+        let mut next = ic.status.clone();
+        if next.observe(&report).is_none()
+            && next == ic.status
+            && ic.last_report.is_some_and(|last| same_link(&last, &report))
+        {
+            continue;
+        }
         let owner = Owner::Operator;
         app.store
             .write_record(
@@ -278,6 +286,15 @@ pub async fn observe_links(
             .await?;
     }
     Ok(())
+}
+
+/// Whether two link reports say the same (the receive level within half a dB).
+fn same_link(a: &LinkReport, b: &LinkReport) -> bool {
+    let light = match (a.rx_dbm, b.rx_dbm) {
+        (Some(x), Some(y)) => (x - y).abs() < 0.5,
+        (x, y) => x.is_none() && y.is_none(),
+    };
+    a.link_up == b.link_up && a.bgp_established == b.bgp_established && light
 }
 
 /// The claims an interconnect holds: its port.

@@ -355,6 +355,12 @@ async fn status_follows_the_pops_link_reports_with_its_history() {
         (Some("active"), Some(true)),
         "{v}"
     );
+    report("pop-gru", 2_500, true, -3.3).await.unwrap();
+    let (_, v) = status().await;
+    assert_eq!(
+        v["result"]["last_report"]["at_ms"], 2_000,
+        "a repeated state is not written again"
+    );
     report("pop-gru", 3_000, true, -24.5).await.unwrap();
     // Another PoP cannot speak for this site.
     report("pop-other", 4_000, true, -2.0).await.unwrap();
