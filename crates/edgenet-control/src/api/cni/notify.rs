@@ -567,7 +567,16 @@ pub async fn deliver_notices(
         let Ok(mut d) = parse::<Delivery>(&r) else {
             continue;
         };
-        if d.state != DeliveryState::Pending || d.next_ms.is_none_or(|t| t > now_ms) {
+        if d.state != DeliveryState::Pending {
+            // Finished deliveries are listed for a month, then forgotten.
+            if now_ms - d.first_ms > KEEP_DELIVERIES_MS {
+                app.store
+                    .delete_record(RecordKind::Delivery, &r.id, Owner::Operator, None)
+                    .await?;
+            }
+            continue;
+        }
+        if d.next_ms.is_none_or(|t| t > now_ms) {
             continue;
         }
         let Some(sub) = subscriptions
@@ -636,6 +645,9 @@ async fn save(app: &App, r: &Record, d: &Delivery, now_ms: i64) -> Result<(), St
         .await?;
     Ok(())
 }
+
+/// How long a finished delivery stays listed.
+const KEEP_DELIVERIES_MS: i64 = 30 * 24 * 3_600_000;
 
 /// How often the notifier runs.
 const EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -1019,6 +1019,19 @@ async fn maintenance_notices_wait_for_the_hold_and_reach_a_signed_retried_webhoo
     assert_eq!((round.notices, round.attempts), (1, 0));
     let (_, v) = w.get(&w.acct("maintenance")).await;
     assert_eq!(v["result"]["items"].as_array().unwrap().len(), 2);
+    // Finished deliveries (the later event's scheduled notice made the second) are listed for
+    // a month, then forgotten.
+    let deliveries = w.acct(&format!("subscriptions/{sub}/deliveries"));
+    tick(t1 + 29 * DAY).await.unwrap();
+    assert_eq!(
+        w.get(&deliveries).await.1["result"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    tick(now + 6 * DAY + 31 * DAY).await.unwrap();
+    assert_eq!(w.get(&deliveries).await.1["result"]["items"], json!([]));
 }
 
 #[tokio::test]
