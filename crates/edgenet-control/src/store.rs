@@ -552,7 +552,8 @@ impl Store {
         row.as_ref().map(account).transpose()
     }
 
-    /// Deletes an account and its tokens; refused while it owns objects (they would lose
+    /// Deletes an account with its tokens, interconnect settings and webhook deliveries;
+    /// refused while it owns objects, interconnects, CNIs or subscriptions (they would lose
     /// their owner). False when there was none.
     pub async fn delete_account(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -563,10 +564,15 @@ impl Store {
         let owned = match owned {
             Some(r) => Some(r),
             None => {
-                sqlx::query("SELECT kind, id FROM cni_records WHERE account = $1 LIMIT 1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?
+                // Its settings and delivery records go with it; its interconnects, CNIs and
+                // subscriptions must be deleted first.
+                sqlx::query(
+                    "SELECT kind, id FROM cni_records WHERE account = $1 \
+                     AND kind NOT IN ('settings', 'delivery') LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
             }
         };
         if let Some(r) = owned {
@@ -574,6 +580,10 @@ impl Store {
             return Err(StoreError::Owns(format!("{kind} {name:?}")));
         }
         sqlx::query("DELETE FROM tokens WHERE account = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM cni_records WHERE account = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;

@@ -383,7 +383,7 @@ pub(super) async fn create_subscription(
     Ok(written(&p, &r, v))
 }
 
-/// Deletes a subscription (its pending deliveries are not tried again).
+/// Deletes a subscription and its deliveries.
 #[utoipa::path(delete, path = "/v1/accounts/{account}/cni/subscriptions/{id}", responses((status = 200, description = "deleted"), (status = 404, description = "no such subscription in the account")))]
 pub(super) async fn delete_subscription(
     State(app): State<Arc<App>>,
@@ -392,14 +392,19 @@ pub(super) async fn delete_subscription(
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
         .await?;
+    let owner = Owner::Account(&account);
     app.store
-        .delete_record(
-            RecordKind::Subscription,
-            &id,
-            Owner::Account(&account),
-            if_match(&headers)?,
-        )
+        .delete_record(RecordKind::Subscription, &id, owner, if_match(&headers)?)
         .await?;
+    // Its deliveries, finished or not, go with it.
+    for d in app.store.records(RecordKind::Delivery, owner).await? {
+        if d.body["subscription"] == id.as_str() {
+            app.store
+                .delete_record(RecordKind::Delivery, &d.id, owner, None)
+                .await?;
+        }
+    }
+    tracing::info!(%id, %account, "subscription deleted");
     Ok(ok(StatusCode::OK, json!({"id": id})))
 }
 

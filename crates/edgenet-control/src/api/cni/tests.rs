@@ -1032,6 +1032,19 @@ async fn maintenance_notices_wait_for_the_hold_and_reach_a_signed_retried_webhoo
     );
     tick(now + 6 * DAY + 31 * DAY).await.unwrap();
     assert_eq!(w.get(&deliveries).await.1["result"]["items"], json!([]));
+    // The account goes once its subscriptions do (its settings and deliveries go with it).
+    let account = format!("/v1/accounts/{}", w.a);
+    let (s, v) = call(&w.app, "DELETE", &account, &w.operator, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("subscription"), "{v}");
+    let (_, subs) = w.get(&w.acct("subscriptions")).await;
+    for s in subs["result"]["items"].as_array().unwrap() {
+        let path = w.acct(&format!("subscriptions/{}", s["id"].as_str().unwrap()));
+        let (status, _) = call(&w.app, "DELETE", &path, &w.a_admin, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (s, v) = call(&w.app, "DELETE", &account, &w.operator, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }
 
 #[tokio::test]
