@@ -5,6 +5,7 @@
 //! Google circuits against their providers' rules ([`cloud`]); the
 //! point-to-point /31 and /127 allocation from the operator's pools ([`addressing`]); a direct
 //! interconnect's Letter of Authorization as a PDF ([`loa`]);
+//! the BGP policy of a CNI's session: import filter, max-prefix, exports ([`filter`]);
 //! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
 //! reports ([`status`]), maintenance events with their notice rules ([`maintenance`]), and the
 //! diversity warning for a customer that one window would cut off ([`diversity`]); and the
@@ -18,6 +19,7 @@ pub mod cloud;
 pub mod cni;
 pub mod dataplane;
 pub mod diversity;
+pub mod filter;
 pub mod loa;
 pub mod maintenance;
 pub mod site;
