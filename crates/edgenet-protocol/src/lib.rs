@@ -14,7 +14,9 @@ pub mod report;
 mod stream;
 pub mod validate;
 
-pub use objects::{token_hash, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken};
+pub use objects::{
+    token_hash, CniProvision, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken,
+};
 pub use report::{
     Counters, LinkState, ObjectReport, ObjectState, Report, ReportedKind, ZoneCounters,
 };

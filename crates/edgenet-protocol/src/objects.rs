@@ -1,5 +1,6 @@
-//! The objects a PoP follows: zones (the same schema as a PoP's `[[zones]]` table) and PoP
-//! records, kept by kind and name at a version.
+//! The objects a PoP follows: zones (the same schema as a PoP's `[[zones]]` table), PoP
+//! records, PoP admin token hashes and the CNIs PoPs provision, kept by kind and name at a
+//! version.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,11 +22,13 @@ pub enum Kind {
     /// An operator token with the `pop-admin` scope, as its hash: PoPs accept it on their
     /// admin listeners.
     PopToken,
+    /// A CNI as the PoP that runs its site provisions it.
+    Cni,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 3] = [Kind::Zone, Kind::Pop, Kind::PopToken];
+    pub const ALL: [Kind; 4] = [Kind::Zone, Kind::Pop, Kind::PopToken, Kind::Cni];
 
     /// The kind's name in the store, the stream and the bucket keys.
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Zone => "zone",
             Kind::Pop => "pop",
             Kind::PopToken => "pop_token",
+            Kind::Cni => "cni",
         }
     }
 
@@ -74,6 +78,35 @@ pub struct PopRecord {
 pub struct PopToken {
     /// `token_hash(secret)`.
     pub hash: String,
+}
+
+/// A CNI as a PoP provisions it: where (the PoP, the site, the device and the interface of
+/// its port), for whom, and what (the spec, with the MD5 key the spec never serializes).
+/// The control plane writes one whenever a CNI, or the site it is at, changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CniProvision {
+    /// The PoP that runs the site: the only one that acts on it.
+    pub pop: String,
+    /// The site's data center code.
+    pub site: String,
+    /// The device.
+    pub device: String,
+    /// The device's dataplane.
+    pub dataplane: edgenet_interconnect::dataplane::Dataplane,
+    /// The Linux interface carrying the port on the PoP's node; none for a circuit that rides
+    /// a partner's or cloud's port.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// The account.
+    pub account: String,
+    /// The interconnect's id.
+    pub interconnect: String,
+    /// The CNI (its `md5_key` is not serialized: see `md5_key`).
+    pub spec: edgenet_interconnect::cni::CniSpec,
+    /// The TCP MD5 key of its BGP session.
+    #[serde(default)]
+    pub md5_key: Option<String>,
 }
 
 /// The SHA-256 of a token secret, in lower-case hex: what the control plane stores and PoPs
@@ -156,6 +189,9 @@ pub struct ObjectSet {
     /// Control-plane tokens for PoP admin calls, by token id.
     #[serde(default)]
     pub pop_token: BTreeMap<String, Decoded<PopToken>>,
+    /// CNIs to provision, by CNI id.
+    #[serde(default)]
+    pub cni: BTreeMap<String, Decoded<CniProvision>>,
 }
 
 impl ObjectSet {
@@ -186,12 +222,24 @@ impl ObjectSet {
             .map(|t| t.hash.as_str())
     }
 
+    /// The CNIs PoP `pop` provisions, by id (those that decoded).
+    pub fn cnis_of<'a>(
+        &'a self,
+        pop: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a CniProvision)> {
+        self.cni
+            .iter()
+            .filter_map(|(id, c)| c.get().ok().map(|c| (id.as_str(), c)))
+            .filter(move |(_, c)| c.pop == pop)
+    }
+
     /// Sets (`Some`) or removes (`None`) one object from its JSON body.
     pub fn set_json(&mut self, kind: Kind, name: &str, body: Option<serde_json::Value>) {
         match kind {
             Kind::Zone => set(&mut self.zone, name, body.map(Decoded::from_json)),
             Kind::Pop => set(&mut self.pop, name, body.map(Decoded::from_json)),
             Kind::PopToken => set(&mut self.pop_token, name, body.map(Decoded::from_json)),
+            Kind::Cni => set(&mut self.cni, name, body.map(Decoded::from_json)),
         }
     }
 }
@@ -244,6 +292,7 @@ impl Objects {
                         ObjectChange::PopToken { name, body } => {
                             set(&mut self.objects.pop_token, &name, body)
                         }
+                        ObjectChange::Cni { name, body } => set(&mut self.objects.cni, &name, body),
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}
                     }
@@ -297,5 +346,43 @@ mod tests {
         assert_eq!(pops[0].addresses, ["127.0.0.1:9"]);
         let again: Objects = serde_json::from_value(serde_json::to_value(&o).unwrap()).unwrap();
         assert_eq!(again, o);
+    }
+
+    #[test]
+    fn a_pop_finds_the_cnis_of_its_sites_with_their_keys() {
+        let cni = |pop: &str| {
+            json!({"pop": pop, "site": "gru-b", "device": "edge01", "dataplane": "v1",
+                "interface": "cni0", "account": "a", "interconnect": "i",
+                "spec": {"interconnect": "i", "customer_asn": 64700, "use_case": "peering"},
+                "md5_key": "k"})
+        };
+        let mut objects = Objects::default();
+        let change = |name: &str, body: Option<serde_json::Value>| {
+            crate::Change::from_json(1, Kind::Cni, name.into(), body)
+        };
+        let delta = |changes| crate::StreamMessage::Delta {
+            from: 0,
+            version: 1,
+            changes,
+        };
+        objects.apply(delta(vec![
+            change("c1", Some(cni("pop-gru"))),
+            change("c2", Some(cni("pop-mia"))),
+        ]));
+        let mine: Vec<(&str, &CniProvision)> = objects.objects.cnis_of("pop-gru").collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            (
+                mine[0].0,
+                mine[0].1.md5_key.as_deref(),
+                mine[0].1.interface.as_deref()
+            ),
+            ("c1", Some("k"), Some("cni0"))
+        );
+        let saved: Objects =
+            serde_json::from_value(serde_json::to_value(&objects).unwrap()).unwrap();
+        assert_eq!(saved, objects, "the key survives the last-known-good file");
+        objects.apply(delta(vec![change("c1", None)]));
+        assert_eq!(objects.objects.cnis_of("pop-gru").count(), 0);
     }
 }

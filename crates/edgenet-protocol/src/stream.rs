@@ -8,7 +8,7 @@ use std::time::Duration;
 use edgenet_config::ZoneSection;
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{Decoded, Kind, ObjectSet, PopRecord, PopToken};
+use crate::objects::{CniProvision, Decoded, Kind, ObjectSet, PopRecord, PopToken};
 
 /// How often an idle stream sends a ping; a follower that hears nothing for three of these
 /// takes the stream for dead.
@@ -89,6 +89,13 @@ pub enum ObjectChange {
         /// Its hash, or none when it was revoked.
         body: Option<Decoded<PopToken>>,
     },
+    /// A CNI to provision.
+    Cni {
+        /// The CNI's id.
+        name: String,
+        /// What to provision, or none when it was deleted.
+        body: Option<Decoded<CniProvision>>,
+    },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
     Other,
@@ -112,6 +119,10 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::PopToken => ObjectChange::PopToken {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Cni => ObjectChange::Cni {
                 name,
                 body: body.map(Decoded::from_json),
             },

@@ -687,6 +687,12 @@ async fn write(
                 "PoP tokens are made with POST /v1/tokens and the pop-admin scope",
             ))
         }
+        Kind::Cni => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "CNIs are made at /v1/accounts/ACCOUNT/cni/cnis",
+            ))
+        }
     };
     if p.validate_only {
         return Ok(ok(

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use edgenet_interconnect::addressing::{halves_v4, halves_v6, next_free_v4, next_free_v6};
 use edgenet_interconnect::cni::{asn_problem, CniSpec};
 use edgenet_interconnect::workflow::Stage;
+use edgenet_protocol::{CniProvision, Kind};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 
@@ -52,6 +53,90 @@ pub(super) async fn of_interconnect(
         .await?
         .into_iter()
         .find(|r| r.body["spec"]["interconnect"] == interconnect))
+}
+
+/// What the PoP that runs the CNI's site provisions; none when its interconnect or site is
+/// gone.
+async fn provision(app: &App, cni: &Record) -> Result<Option<CniProvision>, StoreError> {
+    let account = cni.account.clone().unwrap_or_default();
+    let stored: StoredCni = parse(cni)?;
+    let ic = app
+        .store
+        .record(
+            RecordKind::Interconnect,
+            &stored.spec.interconnect,
+            Owner::Account(&account),
+        )
+        .await?;
+    let Some(ic) = ic else { return Ok(None) };
+    let ic: Interconnect = parse(&ic)?;
+    let Some(site) = app
+        .store
+        .record(RecordKind::Site, &ic.site, Owner::Operator)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let site: Site = parse(&site)?;
+    let interface = ic.slot.as_ref().and_then(|slot| {
+        let device = site.devices.iter().find(|d| d.name == ic.device)?;
+        let port = device.ports.iter().find(|p| p.slot == *slot)?;
+        Some(port.interface.clone())
+    });
+    Ok(Some(CniProvision {
+        pop: site.pop_name().to_string(),
+        site: site.code.clone(),
+        device: ic.device,
+        dataplane: ic.dataplane,
+        interface,
+        account,
+        interconnect: stored.spec.interconnect.clone(),
+        spec: stored.spec,
+        md5_key: stored.md5_key,
+    }))
+}
+
+/// Streams the CNI to the PoPs as a `cni` object (a new version only when what the PoP
+/// provisions changed).
+pub(super) async fn publish(app: &App, cni: &Record) -> Result<(), StoreError> {
+    let account = cni.account.clone().unwrap_or_default();
+    let Some(body) = provision(app, cni).await?.map(|p| to_value(&p)) else {
+        return unpublish(app, &cni.id, &account).await;
+    };
+    let owner = Owner::Account(&account);
+    let before = app.store.get(Kind::Cni, &cni.id, owner).await?;
+    if before.as_ref().is_some_and(|b| b.body == body) {
+        return Ok(());
+    }
+    let version = app
+        .put(
+            Kind::Cni,
+            &cni.id,
+            Some(&body),
+            before.is_none(),
+            None,
+            owner,
+        )
+        .await?;
+    tracing::info!(cni = %cni.id, pop = %body["pop"], interface = %body["interface"], version, "CNI streamed to its PoP");
+    Ok(())
+}
+
+/// Takes a CNI off the stream.
+async fn unpublish(app: &App, id: &str, account: &str) -> Result<(), StoreError> {
+    let owner = Owner::Account(account);
+    if app.store.get(Kind::Cni, id, owner).await?.is_some() {
+        app.put(Kind::Cni, id, None, false, None, owner).await?;
+    }
+    Ok(())
+}
+
+/// Streams again every CNI whose provisioning changed (after a site changed).
+pub(super) async fn republish_all(app: &App) -> Result<(), StoreError> {
+    for cni in app.store.records(RecordKind::Cni, Owner::Operator).await? {
+        publish(app, &cni).await?;
+    }
+    Ok(())
 }
 
 /// How a CNI is shown: never its MD5 key, only whether it has one.
@@ -335,6 +420,7 @@ async fn write(
     if !p.validate_only {
         // Never the key: whether it is set is all a log line says.
         tracing::info!(%id, %account, interconnect = %r.body["spec"]["interconnect"], p2p_v4 = %r.body["spec"]["p2p_v4"], md5 = r.body["md5_key"].is_string(), "CNI stored");
+        publish(app, &r).await?;
     }
     Ok(written(p, &r, view(&r)))
 }
@@ -429,6 +515,7 @@ pub(super) async fn delete_cni(
             e => e.into(),
         })?;
     tracing::info!(%id, %account, "CNI deleted");
+    unpublish(&app, &id, &account).await?;
     Ok(ok(StatusCode::OK, json!({"id": id})))
 }
 

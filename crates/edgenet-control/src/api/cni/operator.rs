@@ -108,6 +108,8 @@ async fn write_site(
     let view = site_view(&r, &app.store.claims().await?);
     if !p.validate_only {
         tracing::info!(site = %site.code, version = r.version, "site stored");
+        // A port's interface, or the site's PoP, may have moved.
+        cnis::republish_all(app).await?;
     }
     Ok(written(p, &r, view))
 }

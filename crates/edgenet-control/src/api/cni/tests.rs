@@ -1119,3 +1119,104 @@ async fn a_site_keeps_the_ports_interconnects_hold() {
         (StatusCode::BAD_REQUEST, Some("code"))
     );
 }
+
+/// The `cni` objects of the configuration stream, by version: (CNI id, what is provisioned).
+async fn streamed(app: &App) -> Vec<(String, Option<edgenet_protocol::CniProvision>)> {
+    use edgenet_protocol::{Decoded, ObjectChange};
+    app.store
+        .changes_since(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c.object {
+            ObjectChange::Cni { name, body } => Some((
+                name,
+                body.map(|b| match b {
+                    Decoded::Ok(p) => p,
+                    Decoded::Invalid { reason, .. } => panic!("{reason}"),
+                }),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cni_is_streamed_to_the_pop_that_runs_its_site_with_its_key() {
+    let w = world().await;
+    let (_, ic) = w.direct("10G").await;
+    let ic = ic["result"]["id"].as_str().unwrap().to_string();
+    let cni = json!({"interconnect": ic, "customer_asn": 64700, "use_case": "peering",
+        "prefixes": ["203.0.113.0/24"], "md5_key": "streamed-key"});
+    let (s, v) = call(&w.app, "POST", &w.acct("cnis"), &w.a_admin, Some(cni)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["result"]["id"].as_str().unwrap().to_string();
+    let all = streamed(&w.app).await;
+    assert_eq!(all.len(), 1);
+    let (name, Some(p)) = &all[0] else {
+        panic!("{all:?}")
+    };
+    assert_eq!(name, &id);
+    assert_eq!(
+        (
+            p.pop.as_str(),
+            p.site.as_str(),
+            p.device.as_str(),
+            p.interface.as_deref()
+        ),
+        ("pop-gru", "gru-b", "edge01", Some("cni1a"))
+    );
+    assert_eq!(
+        p.md5_key.as_deref(),
+        Some("streamed-key"),
+        "the PoP needs the key"
+    );
+    assert_eq!(p.spec.p2p_v4.unwrap().to_string(), "100.64.0.0/31");
+    assert_eq!(
+        (p.account.as_str(), p.interconnect.as_str()),
+        (w.a.as_str(), ic.as_str())
+    );
+    // The same site again streams nothing; the port on another interface streams it again.
+    let (s, _) = call(
+        &w.app,
+        "PUT",
+        "/v1/cni/sites/gru-b",
+        &w.operator,
+        Some(site()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        streamed(&w.app).await.len(),
+        1,
+        "nothing changed for the PoP"
+    );
+    let mut moved = site();
+    moved["devices"][0]["ports"][0]["interface"] = json!("cni9");
+    let (s, _) = call(
+        &w.app,
+        "PUT",
+        "/v1/cni/sites/gru-b",
+        &w.operator,
+        Some(moved),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let all = streamed(&w.app).await;
+    assert_eq!(
+        all[1].1.as_ref().unwrap().interface.as_deref(),
+        Some("cni9")
+    );
+    // Deleted: it leaves the stream.
+    let (s, _) = call(
+        &w.app,
+        "DELETE",
+        &w.acct(&format!("cnis/{id}")),
+        &w.a_admin,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let all = streamed(&w.app).await;
+    assert_eq!((all.len(), &all[2]), (3, &(id, None)));
+}
