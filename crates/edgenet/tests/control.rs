@@ -467,8 +467,8 @@ fn postgresql_store() {
 }
 
 /// Interconnects on PostgreSQL, where writes run at once: CNIs created from many clients at
-/// the same time get distinct /31s until the pool is out, and the MD5 key they carry is in no
-/// answer and no log line.
+/// the same time get distinct /31s until the pool is out, concurrent replaces of one CNI each
+/// take a version of their own, and the MD5 key is in no answer and no log line.
 #[test]
 fn concurrent_cnis_on_postgresql_never_share_a_pair() {
     let pg = support::Postgres::start();
@@ -551,6 +551,34 @@ fn concurrent_cnis_on_postgresql_never_share_a_pair() {
     );
     assert_eq!(r.json()["result"]["items"].as_array().unwrap().len(), 4);
     assert!(!r.body.contains("pg-secret-md5"), "{}", r.body);
+    // Concurrent replaces of one CNI each take their own version: none is lost.
+    let cni = r.json()["result"]["items"][0].clone();
+    let (id, interconnect) = (
+        cni["id"].as_str().unwrap(),
+        cni["interconnect"].as_str().unwrap(),
+    );
+    let mut versions: Vec<i64> = std::thread::scope(|s| {
+        let calls: Vec<_> = (1..=6)
+            .map(|n| {
+                let (control, token, account) = (&control, &token, &account);
+                s.spawn(move || {
+                    let body = serde_json::json!({"interconnect": interconnect, "customer_asn": 64700,
+                        "use_case": "wan", "max_prefixes": 100 + n});
+                    control.api_as(token, "PUT", &format!("/v1/accounts/{account}/cni/cnis/{id}"), Some(&body.to_string()), &[])
+                })
+            })
+            .collect();
+        calls
+            .into_iter()
+            .map(|c| {
+                let r = c.join().unwrap();
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.json()["result"]["version"].as_i64().unwrap()
+            })
+            .collect()
+    });
+    versions.sort();
+    assert_eq!(versions, [2, 3, 4, 5, 6, 7]);
     let log = control.stderr();
     assert!(log.contains("CNI stored"), "{log}");
     assert!(

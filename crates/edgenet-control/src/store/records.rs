@@ -8,7 +8,9 @@
 //! `v4:192.0.2.0/31`). [`Store::write_record`] computes a record and its claims from the claims
 //! of every other record inside the transaction that writes them, so two concurrent creates
 //! cannot take the same one: on SQLite the transactions run one at a time; on PostgreSQL the
-//! second insert of a claim fails as a duplicate key and the write is computed again.
+//! second insert of a claim fails as a duplicate key and the write is computed again. A record
+//! is updated only at the version the write read, so two concurrent updates of one record
+//! (two link reports) run one after the other instead of one losing the other.
 
 use std::collections::BTreeSet;
 
@@ -179,7 +181,7 @@ impl Store {
         Ok(found.filter(|r| owner.sees(r.account.as_deref())))
     }
 
-    /// Every claim held, with its holder (`kind/id`).
+    /// Every claim held.
     pub async fn claims(&self) -> Result<BTreeSet<String>, StoreError> {
         let rows = sqlx::query("SELECT claim FROM cni_claims")
             .fetch_all(&self.pool)
@@ -205,15 +207,18 @@ impl Store {
                 .try_write_record(kind, id, owner, options, compute)
                 .await
             {
+                Ok(Some(stored)) => return Ok(stored),
+                Ok(None) => {
+                    tracing::debug!(kind = kind.as_str(), %id, "the record changed under a concurrent write: computing again");
+                }
                 Err(e) if unique_violation(&e) => {
                     tracing::debug!(kind = kind.as_str(), %id, "a concurrent write took a claim first: computing again");
-                    continue;
                 }
-                done => return done,
+                Err(e) => return Err(e),
             }
         }
         Err(StoreError::Busy(format!(
-            "{} {id:?}: claims kept being taken by concurrent writes",
+            "{} {id:?}: concurrent writes kept winning",
             kind.as_str()
         )))
     }
@@ -225,7 +230,7 @@ impl Store {
         owner: Owner<'_>,
         options: WriteOptions,
         compute: &Compute<'_>,
-    ) -> Result<Record, StoreError> {
+    ) -> Result<Option<Record>, StoreError> {
         let WriteOptions {
             write,
             now_ms,
@@ -279,15 +284,22 @@ impl Store {
         let text = body.to_string();
         let stored = match &before {
             Some(r) => {
-                sqlx::query(
-                    "UPDATE cni_records SET body = $1, version = $2 WHERE kind = $3 AND id = $4",
+                // Only over the version read: a concurrent write in between (PostgreSQL runs
+                // them at once) makes this one compute again instead of losing that one.
+                let updated = sqlx::query(
+                    "UPDATE cni_records SET body = $1, version = $2 \
+                     WHERE kind = $3 AND id = $4 AND version = $5",
                 )
                 .bind(&text)
                 .bind(r.version + 1)
                 .bind(kind.as_str())
                 .bind(id)
+                .bind(r.version)
                 .execute(&mut *tx)
                 .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(None);
+                }
                 Record {
                     body,
                     version: r.version + 1,
@@ -321,7 +333,7 @@ impl Store {
         } else {
             tx.commit().await?;
         }
-        Ok(stored)
+        Ok(Some(stored))
     }
 
     /// Deletes a record `owner` sees (at this version when given) and frees its claims.
