@@ -7,7 +7,7 @@
 //! signal handling that drains it ([`signals`]). With `[anycast]` it runs a BGP speaker whose
 //! announcements a pure controller decides ([`anycast`]); following a control plane, it
 //! starts from its last-known-good file and applies each version it receives ([`follow`]).
-//! [`check`] is `edgenet check`.
+//! [`interconnect`] is the kernel side of the CNIs this PoP runs. [`check`] is `edgenet check`.
 
 pub mod admin;
 pub mod anycast;
@@ -17,6 +17,7 @@ pub mod config;
 pub mod connections;
 pub mod follow;
 pub mod health;
+pub mod interconnect;
 pub mod node;
 pub mod pressure;
 pub mod server;

@@ -1,0 +1,334 @@
+//! A CNI port's kernel side through netlink (rtnetlink): the point-to-point addresses and the
+//! MTU on the interface a site's port maps to, and the interface's link state. Only what a
+//! CNI asked for is added or removed: other addresses on the interface are left alone.
+
+use std::net::IpAddr;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, State};
+use rtnetlink::{Handle, LinkUnspec};
+
+/// A netlink failure, naming the interface.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// The interface does not exist.
+    #[error("interface {0:?} does not exist")]
+    NoInterface(String),
+    /// The kernel refused.
+    #[error("interface {interface:?}: {what}: {source}")]
+    Kernel {
+        /// The interface.
+        interface: String,
+        /// What was asked.
+        what: String,
+        /// What netlink said.
+        source: rtnetlink::Error,
+    },
+    /// No netlink socket.
+    #[error("netlink socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// An interface as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Its index.
+    pub index: u32,
+    /// Administratively up.
+    pub admin_up: bool,
+    /// The carrier is up (operationally up).
+    pub carrier: bool,
+    /// Its MTU.
+    pub mtu: u32,
+    /// Its addresses with their prefix lengths.
+    pub addresses: Vec<(IpAddr, u8)>,
+}
+
+/// The route netlink socket of this process's network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens the socket; its connection runs on the current tokio runtime.
+    pub fn open() -> Result<Netlink, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    fn kernel(
+        interface: &str,
+        what: impl Into<String>,
+    ) -> impl FnOnce(rtnetlink::Error) -> NetlinkError + '_ {
+        let what = what.into();
+        move |source| NetlinkError::Kernel {
+            interface: interface.to_string(),
+            what,
+            source,
+        }
+    }
+
+    /// The interface named `name`.
+    pub async fn link(&self, name: &str) -> Result<Link, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let msg = match links.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(NetlinkError::NoInterface(name.to_string())),
+            // The kernel answers a missing name with ENODEV.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => {
+                return Err(NetlinkError::NoInterface(name.to_string()))
+            }
+            Err(e) => return Err(Self::kernel(name, "get link")(e)),
+        };
+        let index = msg.header.index;
+        let mut link = Link {
+            index,
+            admin_up: msg.header.flags.contains(LinkFlags::Up),
+            carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+            mtu: 0,
+            addresses: Vec::new(),
+        };
+        for a in &msg.attributes {
+            match a {
+                LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::OperState(State::Up) => link.carrier = true,
+                _ => {}
+            }
+        }
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(Self::kernel(name, "get addresses"))?
+        {
+            let len = a.header.prefix_len;
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    link.addresses.push((*ip, len));
+                }
+            }
+        }
+        Ok(link)
+    }
+
+    /// Puts `addresses` on the interface (kept if there), sets its MTU and brings it up.
+    pub async fn configure(
+        &self,
+        name: &str,
+        addresses: &[(IpAddr, u8)],
+        mtu: u32,
+    ) -> Result<Link, NetlinkError> {
+        let link = self.link(name).await?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(Self::kernel(name, format!("set MTU {mtu} and up")))?;
+        for (ip, len) in addresses {
+            if link.addresses.contains(&(*ip, *len)) {
+                continue;
+            }
+            self.handle
+                .address()
+                .add(link.index, *ip, *len)
+                .replace()
+                .execute()
+                .await
+                .map_err(Self::kernel(name, format!("add {ip}/{len}")))?;
+        }
+        self.link(name).await
+    }
+
+    /// Takes `addresses` off the interface (the others stay); a missing interface has none.
+    pub async fn remove(&self, name: &str, addresses: &[(IpAddr, u8)]) -> Result<(), NetlinkError> {
+        let index = match self.link(name).await {
+            Ok(l) => l.index,
+            Err(NetlinkError::NoInterface(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut msgs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut doomed = Vec::new();
+        while let Some(a) = msgs
+            .try_next()
+            .await
+            .map_err(Self::kernel(name, "get addresses"))?
+        {
+            let len = a.header.prefix_len;
+            let ours = a.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Address(ip) if addresses.contains(&(*ip, len)))
+            });
+            if ours {
+                doomed.push(a);
+            }
+        }
+        for a in doomed {
+            self.handle
+                .address()
+                .del(a)
+                .execute()
+                .await
+                .map_err(Self::kernel(name, "delete an address"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::process::Command;
+
+    /// A network namespace with a veth pair (`cnia` at MTU 9000 holding 192.0.2.9/24, `cnib`),
+    /// deleted on drop.
+    struct Namespace(String);
+
+    impl Namespace {
+        fn new() -> Namespace {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("ennl{}-{n}", std::process::id());
+            let ns = Namespace(name.clone());
+            for args in [
+                vec!["netns", "add", &name],
+                vec![
+                    "-n", &name, "link", "add", "cnia", "mtu", "9000", "type", "veth", "peer",
+                    "name", "cnib",
+                ],
+                vec!["-n", &name, "addr", "add", "192.0.2.9/24", "dev", "cnia"],
+            ] {
+                let ok = Command::new("ip")
+                    .args(&args)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "ip {args:?}");
+            }
+            ns
+        }
+
+        /// Runs `f` with a netlink socket inside the namespace (on a thread of its own, which
+        /// enters it).
+        fn run<T: Send + 'static>(
+            &self,
+            f: impl FnOnce(Netlink) -> futures_util::future::BoxFuture<'static, T> + Send + 'static,
+        ) -> T {
+            let path = format!("/run/netns/{}", self.0);
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(path).unwrap();
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move { f(Netlink::open().unwrap()).await })
+            })
+            .join()
+            .unwrap()
+        }
+
+        fn ip(&self, args: &[&str]) -> String {
+            let out = Command::new("ip")
+                .args(["-n", &self.0])
+                .args(args)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    }
+
+    impl Drop for Namespace {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    fn root() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        if !root {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "netlink tests need root (network namespaces), and CI runs as root"
+            );
+            eprintln!("skipping: network namespaces need root");
+        }
+        root
+    }
+
+    #[test]
+    fn a_cnis_addresses_and_mtu_go_on_and_come_off_leaving_the_rest() {
+        if !root() {
+            return;
+        }
+        let ns = Namespace::new();
+        let pair: Vec<(IpAddr, u8)> = vec![
+            ("100.64.0.0".parse().unwrap(), 31),
+            ("2001:db8:ff::".parse().unwrap(), 127),
+        ];
+        let asked = pair.clone();
+        let (missing, configured, again, after) = ns.run(move |nl| {
+            Box::pin(async move {
+                let missing = nl.link("nope").await.err().map(|e| e.to_string());
+                let configured = nl.configure("cnia", &asked, 1500).await.unwrap();
+                // Configuring again changes nothing.
+                let again = nl.configure("cnia", &asked, 1500).await.unwrap();
+                nl.remove("cnia", &asked).await.unwrap();
+                nl.remove("gone", &asked).await.unwrap();
+                (missing, configured, again, nl.link("cnia").await.unwrap())
+            })
+        });
+        assert_eq!(
+            missing.as_deref(),
+            Some("interface \"nope\" does not exist")
+        );
+        assert_eq!((configured.mtu, configured.admin_up), (1500, true));
+        assert!(!configured.carrier, "its peer is down: no carrier");
+        for a in &pair {
+            assert!(configured.addresses.contains(a), "{configured:?}");
+        }
+        assert_eq!(again.addresses, configured.addresses);
+        let ip = ns.ip(&["addr", "show", "cnia"]);
+        assert!(
+            ip.contains("mtu 1500") && ip.contains("192.0.2.9/24"),
+            "{ip}"
+        );
+        assert!(
+            !ip.contains("100.64.0.0") && !ip.contains("2001:db8:ff::"),
+            "{ip}"
+        );
+        assert_eq!(after.addresses, [("192.0.2.9".parse().unwrap(), 24)]);
+    }
+
+    #[test]
+    fn carrier_follows_the_far_end_of_the_cross_connect() {
+        if !root() {
+            return;
+        }
+        let ns = Namespace::new();
+        ns.ip(&["link", "set", "cnib", "up"]);
+        let up =
+            ns.run(|nl| Box::pin(async move { nl.configure("cnia", &[], 1500).await.unwrap() }));
+        assert!(up.carrier, "{up:?}");
+        ns.ip(&["link", "set", "cnib", "down"]);
+        let down = ns.run(|nl| Box::pin(async move { nl.link("cnia").await.unwrap() }));
+        assert!(!down.carrier, "{down:?}");
+    }
+}
