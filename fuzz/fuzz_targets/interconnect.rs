@@ -1,5 +1,6 @@
 //! Interconnect objects as the API receives them (operator and customer text): sites, CNIs,
-//! cloud circuits and maintenance events parse or are refused without a panic; validation
+//! cloud circuits and maintenance events, and the optics levels a PoP reads (a level file,
+//! `ethtool -m` output), parse or are refused without a panic; validation
 //! names a field for every problem (an event's times anywhere in i64 milliseconds, against a
 //! site with holidays in a real time zone), and a valid object's JSON parses back to the same
 //! object.
@@ -9,10 +10,19 @@ use edgenet_interconnect::cloud::CloudCircuit;
 use edgenet_interconnect::cni::CniSpec;
 use edgenet_interconnect::dataplane::Dataplane;
 use edgenet_interconnect::maintenance::{self, Event};
+use edgenet_interconnect::optics;
 use edgenet_interconnect::site::Site;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        // A level file and `ethtool -m` output: a level in range, or a reason.
+        let in_range = |v: f64| (optics::MIN_DBM..=optics::MAX_DBM).contains(&v);
+        if let Ok(v) = optics::parse_level_file(text) {
+            assert!(in_range(v));
+        }
+        assert!(optics::parse_ethtool_module(text).is_none_or(in_range));
+    }
     if let Ok(site) = serde_json::from_slice::<Site>(data) {
         let problems = site.validate();
         assert!(problems.iter().all(|p| !p.field.is_empty()));

@@ -7,7 +7,8 @@
 //! interconnect's Letter of Authorization as a PDF ([`loa`]);
 //! the BGP policy of a CNI's session: import filter, max-prefix, exports ([`filter`]);
 //! each interconnect type's provisioning workflow ([`workflow`]), status from what its PoP
-//! reports ([`status`]), maintenance events with their notice rules ([`maintenance`]), and the
+//! reports ([`status`]) with the receive level read from `ethtool -m` or a per-port file
+//! ([`optics`]), maintenance events with their notice rules ([`maintenance`]), and the
 //! diversity warning for a customer that one window would cut off ([`diversity`]); and the
 //! signatures and retry schedule of notification webhooks ([`webhook`]).
 //!
@@ -22,6 +23,7 @@ pub mod diversity;
 pub mod filter;
 pub mod loa;
 pub mod maintenance;
+pub mod optics;
 pub mod site;
 pub mod status;
 pub mod webhook;
