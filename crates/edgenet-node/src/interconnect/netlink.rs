@@ -194,84 +194,8 @@ impl Netlink {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{root, Namespace};
     use super::*;
-    use std::os::fd::AsFd;
-    use std::process::Command;
-
-    /// A network namespace with a veth pair (`cnia` at MTU 9000 holding 192.0.2.9/24, `cnib`),
-    /// deleted on drop.
-    struct Namespace(String);
-
-    impl Namespace {
-        fn new() -> Namespace {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let name = format!("ennl{}-{n}", std::process::id());
-            let ns = Namespace(name.clone());
-            for args in [
-                vec!["netns", "add", &name],
-                vec![
-                    "-n", &name, "link", "add", "cnia", "mtu", "9000", "type", "veth", "peer",
-                    "name", "cnib",
-                ],
-                vec!["-n", &name, "addr", "add", "192.0.2.9/24", "dev", "cnia"],
-            ] {
-                let ok = Command::new("ip")
-                    .args(&args)
-                    .status()
-                    .is_ok_and(|s| s.success());
-                assert!(ok, "ip {args:?}");
-            }
-            ns
-        }
-
-        /// Runs `f` with a netlink socket inside the namespace (on a thread of its own, which
-        /// enters it).
-        fn run<T: Send + 'static>(
-            &self,
-            f: impl FnOnce(Netlink) -> futures_util::future::BoxFuture<'static, T> + Send + 'static,
-        ) -> T {
-            let path = format!("/run/netns/{}", self.0);
-            std::thread::spawn(move || {
-                let file = std::fs::File::open(path).unwrap();
-                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move { f(Netlink::open().unwrap()).await })
-            })
-            .join()
-            .unwrap()
-        }
-
-        fn ip(&self, args: &[&str]) -> String {
-            let out = Command::new("ip")
-                .args(["-n", &self.0])
-                .args(args)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    }
-
-    impl Drop for Namespace {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-
-    fn root() -> bool {
-        let root = nix::unistd::geteuid().is_root();
-        if !root {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "netlink tests need root (network namespaces), and CI runs as root"
-            );
-            eprintln!("skipping: network namespaces need root");
-        }
-        root
-    }
 
     #[test]
     fn a_cnis_addresses_and_mtu_go_on_and_come_off_leaving_the_rest() {
