@@ -293,9 +293,11 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
         ));
     }
     for (name, url, _) in &urls {
+        // A PoP is up in about a second; a loaded 2-core machine (a test suite beside it) has
+        // taken over 30 s, so a minute before giving up.
         wait_for(
             &format!("{name} serving the demo zone"),
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async {
                 client
                     .get(url)
