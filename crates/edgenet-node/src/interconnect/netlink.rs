@@ -71,23 +71,31 @@ impl Netlink {
         }
     }
 
-    /// The interface named `name`.
-    pub async fn link(&self, name: &str) -> Result<Link, NetlinkError> {
+    /// The kernel's link message of the interface named `name`.
+    async fn link_message(
+        &self,
+        name: &str,
+    ) -> Result<rtnetlink::packet_route::link::LinkMessage, NetlinkError> {
         let mut links = self
             .handle
             .link()
             .get()
             .match_name(name.to_string())
             .execute();
-        let msg = match links.try_next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(NetlinkError::NoInterface(name.to_string())),
+        match links.try_next().await {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(NetlinkError::NoInterface(name.to_string())),
             // The kernel answers a missing name with ENODEV.
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => {
-                return Err(NetlinkError::NoInterface(name.to_string()))
+                Err(NetlinkError::NoInterface(name.to_string()))
             }
-            Err(e) => return Err(Self::kernel(name, "get link")(e)),
-        };
+            Err(e) => Err(Self::kernel(name, "get link")(e)),
+        }
+    }
+
+    /// The interface named `name`.
+    pub async fn link(&self, name: &str) -> Result<Link, NetlinkError> {
+        let msg = self.link_message(name).await?;
         let index = msg.header.index;
         let mut link = Link {
             index,
@@ -155,8 +163,9 @@ impl Netlink {
 
     /// Takes `addresses` off the interface (the others stay); a missing interface has none.
     pub async fn remove(&self, name: &str, addresses: &[(IpAddr, u8)]) -> Result<(), NetlinkError> {
-        let index = match self.link(name).await {
-            Ok(l) => l.index,
+        // Only its index: its addresses are read below, with their messages.
+        let index = match self.link_message(name).await {
+            Ok(m) => m.header.index,
             Err(NetlinkError::NoInterface(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
