@@ -135,6 +135,12 @@ impl Site {
         self.pop.as_deref().unwrap_or(&self.code)
     }
 
+    /// The port `slot` of device `device`, with the device.
+    pub fn port(&self, device: &str, slot: &str) -> Option<(&Device, &Port)> {
+        let d = self.devices.iter().find(|d| d.name == device)?;
+        Some((d, d.ports.iter().find(|p| p.slot == slot)?))
+    }
+
     /// The PoP code: the three letters of the data center code (`gru` for `gru-b`).
     pub fn pop_code(&self) -> &str {
         self.code.split('-').next().unwrap_or(&self.code)

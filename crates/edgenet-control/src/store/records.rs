@@ -72,6 +72,15 @@ pub struct Record {
     pub created_ms: i64,
 }
 
+impl Record {
+    /// Whose it is, as a query's owner.
+    pub fn owner(&self) -> Owner<'_> {
+        self.account
+            .as_deref()
+            .map_or(Owner::Operator, Owner::Account)
+    }
+}
+
 /// How a write treats an existing record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Write {

@@ -78,11 +78,11 @@ async fn provision(app: &App, cni: &Record) -> Result<Option<CniProvision>, Stor
         return Ok(None);
     };
     let site: Site = parse(&site)?;
-    let interface = ic.slot.as_ref().and_then(|slot| {
-        let device = site.devices.iter().find(|d| d.name == ic.device)?;
-        let port = device.ports.iter().find(|p| p.slot == *slot)?;
-        Some(port.interface.clone())
-    });
+    let interface = ic
+        .slot
+        .as_ref()
+        .and_then(|slot| site.port(&ic.device, slot))
+        .map(|(_, port)| port.interface.clone());
     Ok(Some(CniProvision {
         pop: site.pop_name().to_string(),
         site: site.code.clone(),
@@ -457,10 +457,7 @@ pub(super) async fn create_cni(
 }
 
 async fn one(app: &App, account: &str, id: &str) -> Result<Record, ApiError> {
-    app.store
-        .record(RecordKind::Cni, id, Owner::Account(account))
-        .await?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("CNI {id:?} does not exist")))
+    found(app, RecordKind::Cni, id, Owner::Account(account), "CNI").await
 }
 
 /// One CNI.

@@ -335,15 +335,14 @@ pub(super) async fn create_interconnect(
 }
 
 async fn one(app: &App, account: &str, id: &str) -> Result<Record, ApiError> {
-    app.store
-        .record(RecordKind::Interconnect, id, Owner::Account(account))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("interconnect {id:?} does not exist"),
-            )
-        })
+    found(
+        app,
+        RecordKind::Interconnect,
+        id,
+        Owner::Account(account),
+        "interconnect",
+    )
+    .await
 }
 
 /// One interconnect, with its configuration (addressing, VLAN, MTU, BGP) once a CNI binds it.
@@ -405,16 +404,7 @@ pub(super) async fn step(
 ) -> Result<Record, ApiError> {
     let (by, who) = party(token);
     let now = unix_ms();
-    let r = app
-        .store
-        .record(RecordKind::Interconnect, id, owner)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("interconnect {id:?} does not exist"),
-            )
-        })?;
+    let r = found(app, RecordKind::Interconnect, id, owner, "interconnect").await?;
     let ic: Interconnect = parse(&r)?;
     if let Err(e) = ic.workflow.clone().take(step.clone(), by, &who, now) {
         let status = match e {
@@ -505,9 +495,7 @@ pub(super) async fn get_loa(
         );
     };
     let site = site(&app, &ic.site).await?;
-    let device = site.devices.iter().find(|d| d.name == ic.device);
-    let port = device.and_then(|d| d.ports.iter().find(|p| p.slot == *slot));
-    let (Some(device), Some(port)) = (device, port) else {
+    let Some((device, port)) = site.port(&ic.device, slot) else {
         return Err(StoreError::Refused(format!(
             "port {}/{slot} is no longer at {}",
             ic.device, ic.site

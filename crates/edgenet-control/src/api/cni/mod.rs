@@ -169,6 +169,22 @@ async fn site(app: &App, code: &str) -> Result<Site, ApiError> {
     }
 }
 
+/// Record `id` of `kind` that `owner` sees, else a 404 naming it as `what`.
+async fn found(
+    app: &App,
+    kind: RecordKind,
+    id: &str,
+    owner: Owner<'_>,
+    what: &str,
+) -> Result<Record, ApiError> {
+    app.store.record(kind, id, owner).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("{what} {id:?} does not exist"),
+        )
+    })
+}
+
 /// The operator's settings: the name on LOAs and the point-to-point pools.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -449,15 +449,7 @@ pub(super) async fn list_deliveries(
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let owner = Owner::Account(&account);
-    app.store
-        .record(RecordKind::Subscription, &id, owner)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("subscription {id:?} does not exist"),
-            )
-        })?;
+    found(&app, RecordKind::Subscription, &id, owner, "subscription").await?;
     let records: Vec<Record> = app
         .store
         .records(RecordKind::Delivery, owner)
@@ -535,16 +527,16 @@ pub async fn deliver_notices(
                 state: DeliveryState::Pending,
                 attempts: Vec::new(),
             });
-            let owner = s.account.as_deref().map_or(Owner::Operator, Owner::Account);
-            app.store
-                .write_record(
-                    RecordKind::Delivery,
-                    &new_id(),
-                    owner,
-                    WriteOptions::new(Write::Create, now_ms),
-                    &|_, _| Ok((delivery.clone(), vec![])),
-                )
-                .await?;
+            let options = WriteOptions::new(Write::Create, now_ms);
+            put_plain(
+                app,
+                RecordKind::Delivery,
+                &new_id(),
+                s.owner(),
+                options,
+                delivery,
+            )
+            .await?;
         }
         app.store
             .write_record(
@@ -637,17 +629,16 @@ pub async fn deliver_notices(
 }
 
 async fn save(app: &App, r: &Record, d: &Delivery, now_ms: i64) -> Result<(), StoreError> {
-    let owner = r.account.as_deref().map_or(Owner::Operator, Owner::Account);
-    let value = to_value(d);
-    app.store
-        .write_record(
-            RecordKind::Delivery,
-            &r.id,
-            owner,
-            WriteOptions::new(Write::Replace(None), now_ms),
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let options = WriteOptions::new(Write::Replace(None), now_ms);
+    put_plain(
+        app,
+        RecordKind::Delivery,
+        &r.id,
+        r.owner(),
+        options,
+        to_value(d),
+    )
+    .await?;
     Ok(())
 }
 
