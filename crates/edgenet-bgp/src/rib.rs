@@ -5,7 +5,7 @@
 //! changed filter applies without a route refresh and the max-prefix limit counts what the peer
 //! sent, not what we kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -200,6 +200,19 @@ pub struct AdjRibIn {
     max_prefixes: Option<usize>,
     /// Prefix to path and whether the import filter accepted it.
     routes: HashMap<Prefix, (Arc<Path>, bool)>,
+    /// Prefixes whose route changed since [`AdjRibIn::take_changes`], when a consumer follows
+    /// them (the node installing a peer's routes in a kernel table).
+    changed: Option<HashSet<Prefix>>,
+}
+
+/// A prefix's accepted route after a change: its next hop, or none when it is gone (withdrawn,
+/// refused by the filter, or the session went down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteChange {
+    /// The prefix.
+    pub prefix: Prefix,
+    /// The accepted route's next hop, if one is left.
+    pub next_hop: Option<IpAddr>,
 }
 
 impl AdjRibIn {
@@ -210,6 +223,46 @@ impl AdjRibIn {
             filter,
             max_prefixes,
             routes: HashMap::new(),
+            changed: None,
+        }
+    }
+
+    /// Starts keeping the prefixes that change, for [`AdjRibIn::take_changes`]; every route
+    /// held counts as changed.
+    pub fn track_changes(&mut self) {
+        if self.changed.is_none() {
+            self.changed = Some(self.routes.keys().copied().collect());
+        }
+    }
+
+    /// The accepted route of each prefix that changed since the last call, sorted by prefix.
+    pub fn take_changes(&mut self) -> Vec<RouteChange> {
+        let Some(changed) = self.changed.as_mut() else {
+            return Vec::new();
+        };
+        let mut out: Vec<RouteChange> = changed
+            .drain()
+            .map(|prefix| RouteChange {
+                prefix,
+                next_hop: self
+                    .routes
+                    .get(&prefix)
+                    .filter(|(_, ok)| *ok)
+                    .map(|(p, _)| p.next_hop),
+            })
+            .collect();
+        out.sort_by_key(|c| c.prefix);
+        out
+    }
+
+    /// Every route held: prefix, path, whether the filter accepted it.
+    pub fn routes(&self) -> impl Iterator<Item = (&Prefix, &Arc<Path>, bool)> {
+        self.routes.iter().map(|(p, (path, ok))| (p, path, *ok))
+    }
+
+    fn touch(&mut self, p: Prefix) {
+        if let Some(c) = self.changed.as_mut() {
+            c.insert(p);
         }
     }
 
@@ -275,7 +328,9 @@ impl AdjRibIn {
             announced.extend(nlri.into_iter().map(|p| (p, nh)));
         }
         for p in &withdrawn {
-            self.routes.remove(p);
+            if self.routes.remove(p).is_some() {
+                self.touch(*p);
+            }
         }
         if announced.is_empty() {
             return Ok(());
@@ -283,7 +338,9 @@ impl AdjRibIn {
         let (Some(origin), Some(as_path), false) = (origin, as_path, update.treat_as_withdraw)
         else {
             for (p, _) in &announced {
-                self.routes.remove(p);
+                if self.routes.remove(p).is_some() {
+                    self.touch(*p);
+                }
             }
             return Ok(());
         };
@@ -299,6 +356,7 @@ impl AdjRibIn {
         let first_ok = !self.peer.ebgp()
             || matches!(as_path.first(), Some(Segment::Sequence(a)) if a.first() == Some(&self.peer.peer_as));
         for (prefix, nh) in announced {
+            self.touch(prefix);
             let Some(next_hop) = nh else {
                 self.routes.remove(&prefix);
                 continue;
@@ -326,6 +384,9 @@ impl AdjRibIn {
 
     /// Drops every route (the session went down).
     pub fn clear(&mut self) {
+        if let Some(c) = self.changed.as_mut() {
+            c.extend(self.routes.keys().copied());
+        }
         self.routes.clear();
     }
 }
@@ -378,6 +439,16 @@ impl Rib {
     /// The table of a peer, if any.
     pub fn peer(&self, address: IpAddr) -> Option<&AdjRibIn> {
         self.peers.get(&address)
+    }
+
+    /// The table of a peer, if any, to change.
+    pub fn existing_peer_mut(&mut self, address: IpAddr) -> Option<&mut AdjRibIn> {
+        self.peers.get_mut(&address)
+    }
+
+    /// Forgets a peer altogether (it was removed from the configuration).
+    pub fn remove_peer(&mut self, address: IpAddr) {
+        self.peers.remove(&address);
     }
 
     /// The best route of every prefix with at least one accepted route, sorted by prefix.

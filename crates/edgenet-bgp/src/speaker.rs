@@ -3,19 +3,25 @@
 //! sets, and feeds received UPDATEs to the shared [`crate::rib`]. One task per BFD peer runs
 //! [`crate::bfd`]; when BFD sees the path fail, the BGP session goes down at once.
 //!
+//! Peers come from the configuration at start and can be added and removed while it runs
+//! ([`Speaker::add_peer`], [`Speaker::remove_peer`]: a PoP's interconnect sessions come and go
+//! with its CNIs); a removed peer's session ends with a Cease and its routes are forgotten. A
+//! peer added with `follow_routes` keeps the prefixes whose accepted route changed, for a
+//! consumer that installs them elsewhere ([`Speaker::take_route_changes`]).
+//!
 //! A route change reaches the wire as soon as the node sets a new export: there is no MRAI
 //! delay for our own few prefixes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hasher};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::bfd::{self, BfdConfig, BfdState};
@@ -25,8 +31,22 @@ use crate::message::{
     frame_len, Attribute, Capability, Codec, Family, Message, Notification, Origin, Prefix,
     Segment, Update,
 };
-use crate::rib::{BestRoute, PeerInfo, Rib};
+pub use crate::rib::RouteChange;
+use crate::rib::{BestRoute, Path, PeerInfo, Rib};
 use crate::socket;
+
+/// A NOTIFICATION a session sent or received, as the diagnostics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationSeen {
+    /// We sent it (true) or the peer did.
+    pub sent: bool,
+    /// Error code.
+    pub code: u8,
+    /// Error subcode.
+    pub subcode: u8,
+    /// When.
+    pub at: SystemTime,
+}
 
 /// A peer as the admin API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +63,8 @@ pub struct PeerStatus {
     pub flaps: u64,
     /// Why the session last went down or failed to come up.
     pub last_error: Option<String>,
+    /// The last NOTIFICATION sent or received.
+    pub last_notification: Option<NotificationSeen>,
     /// Prefixes we announce to the peer now.
     pub announced: usize,
     /// Routes the peer sent that we hold.
@@ -53,73 +75,88 @@ pub struct PeerStatus {
     pub bfd: Option<BfdState>,
 }
 
+/// One running peer.
+struct PeerEntry {
+    address: IpAddr,
+    status: Arc<Mutex<PeerStatus>>,
+    export: watch::Sender<Export>,
+    stop: watch::Sender<bool>,
+    /// Woken when its accepted routes change (peers that follow their routes).
+    routes_changed: Option<Arc<Notify>>,
+    task: Option<JoinHandle<()>>,
+    bfd: Option<BfdEntry>,
+}
+
+struct BfdEntry {
+    discr: u32,
+    task: JoinHandle<()>,
+}
+
+/// Where received BFD packets go: by our discriminator, or by source address until the peer
+/// knows it.
+#[derive(Default)]
+struct BfdRoutes {
+    by_discr: HashMap<u32, mpsc::Sender<bfd::Packet>>,
+    by_addr: HashMap<IpAddr, mpsc::Sender<bfd::Packet>>,
+    /// The receiving sockets' tasks, per family (true: IPv4), started with the first BFD peer
+    /// of the family.
+    receivers: HashMap<bool, JoinHandle<()>>,
+}
+
 struct Shared {
-    peers: Vec<Mutex<PeerStatus>>,
+    local_as: u32,
+    router_id: Ipv4Addr,
+    runtime: tokio::runtime::Handle,
+    peers: Mutex<Vec<PeerEntry>>,
     rib: Mutex<Rib>,
+    /// Accepted connections go to the peer task of their source address.
+    inboxes: Mutex<HashMap<IpAddr, mpsc::Sender<TcpStream>>>,
+    listeners: Vec<Arc<TcpListener>>,
+    bfd: Arc<Mutex<BfdRoutes>>,
+    next_discr: AtomicU32,
+    /// Listener accept loops, which run until stopped.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A running speaker. Dropping it does not stop the tasks; call [`Speaker::stop`].
 pub struct Speaker {
     shared: Arc<Shared>,
-    /// Each peer's export, in configuration order.
-    exports: Vec<(IpAddr, watch::Sender<Export>)>,
-    stop: watch::Sender<bool>,
-    /// The peer tasks, which end after sending their Cease.
-    peer_tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Listeners and BFD, which run until aborted.
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(std::process::id().into());
     h.finish() as u32
 }
 
 impl Speaker {
-    /// Binds the listeners and BFD sockets and starts every peer. Must run in a tokio runtime.
+    /// Binds the listeners and starts every configured peer. Must run in a tokio runtime; the
+    /// speaker's tasks stay on it, and the methods may be called from any thread.
     pub async fn start(config: SpeakerConfig) -> io::Result<Speaker> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            peers: config
-                .peers
-                .iter()
-                .map(|p| {
-                    Mutex::new(PeerStatus {
-                        address: p.address,
-                        peer_as: p.peer_as,
-                        state: State::Idle,
-                        established_at: None,
-                        flaps: 0,
-                        last_error: None,
-                        announced: 0,
-                        received: 0,
-                        accepted: 0,
-                        bfd: p.bfd.map(|_| BfdState::Down),
-                    })
-                })
-                .collect(),
-            rib: Mutex::new(Rib::new()),
-        });
-        let mut tasks = Vec::new();
-        let mut inboxes = HashMap::new();
-        let mut inbox_rx = Vec::new();
-        for p in &config.peers {
-            let (tx, rx) = mpsc::channel::<TcpStream>(1);
-            inboxes.insert(p.address, tx);
-            inbox_rx.push(rx);
-        }
-        let keys: Vec<(IpAddr, &[u8])> = config
-            .peers
-            .iter()
-            .filter_map(|p| p.md5_key.as_ref().map(|k| (p.address, k.as_bytes())))
-            .collect();
+        let mut listeners = Vec::new();
         for addr in &config.listen {
-            let listener = socket::listener(*addr, &keys).map_err(|e| {
+            let listener = socket::listener(*addr, &[]).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen for BGP on {addr}: {e}"))
             })?;
-            let inboxes = inboxes.clone();
-            tasks.push(tokio::spawn(async move {
+            listeners.push(Arc::new(listener));
+        }
+        let shared = Arc::new(Shared {
+            local_as: config.local_as,
+            router_id: config.router_id,
+            runtime: tokio::runtime::Handle::current(),
+            peers: Mutex::new(Vec::new()),
+            rib: Mutex::new(Rib::new()),
+            inboxes: Mutex::new(HashMap::new()),
+            listeners,
+            bfd: Arc::new(Mutex::new(BfdRoutes::default())),
+            next_discr: AtomicU32::new((random_u32() & 0xffff_0000) | 1),
+            tasks: Mutex::new(Vec::new()),
+        });
+        for listener in &shared.listeners {
+            let listener = listener.clone();
+            let weak = Arc::downgrade(&shared);
+            let task = tokio::spawn(async move {
                 loop {
                     let (stream, from) = match listener.accept().await {
                         Ok(x) => x,
@@ -130,8 +167,10 @@ impl Speaker {
                             continue;
                         }
                     };
+                    let Some(shared) = weak.upgrade() else { return };
                     let ip = canonical(from.ip());
-                    match inboxes.get(&ip) {
+                    let inbox = lock(&shared.inboxes).get(&ip).cloned();
+                    match inbox {
                         Some(tx) => {
                             let _ = stream.set_nodelay(true);
                             let _ = tx.try_send(stream);
@@ -141,60 +180,140 @@ impl Speaker {
                         }
                     }
                 }
-            }));
+            });
+            lock(&shared.tasks).push(task);
         }
-        let bfd_views = start_bfd(&config, &shared, &mut tasks)?;
-        let mut peer_tasks = Vec::new();
-        let mut exports = Vec::new();
-        for (idx, (p, inbox)) in config.peers.iter().zip(inbox_rx).enumerate() {
-            let (export_tx, export_rx) = watch::channel(Export::default());
-            exports.push((p.address, export_tx));
-            let task = PeerTask {
-                idx,
-                config: p.clone(),
-                local_as: config.local_as,
-                shared: shared.clone(),
-                fsm: fsm::Session::new(fsm::Config {
-                    local_as: config.local_as,
-                    peer_as: p.peer_as,
-                    router_id: config.router_id,
-                    hold_time: p.hold_time,
-                    keepalive: p.keepalive,
-                    passive: p.passive,
-                    connect_retry: p.connect_retry,
-                    families: p.families.clone(),
-                }),
-                timers: [None; 4],
-                conn: None,
-                connecting: None,
-                adj_out: BTreeMap::new(),
-                export: export_rx,
-                stop: stop_rx.clone(),
-                inbox,
-                bfd: bfd_views.get(&idx).cloned(),
-                bfd_up: false,
-                skipped_logged: false,
-            };
-            peer_tasks.push(tokio::spawn(task.run()));
+        let speaker = Speaker { shared };
+        for p in config.peers {
+            speaker.add(p, false)?;
         }
-        Ok(Speaker {
-            shared,
-            exports,
+        Ok(speaker)
+    }
+
+    /// Starts a session with a new peer. `follow_routes`: keep the prefixes whose accepted
+    /// route changes, for [`Speaker::take_route_changes`]. An error when a peer with that
+    /// address exists, or its MD5 key or BFD sockets cannot be set up.
+    pub fn add_peer(&self, config: PeerConfig, follow_routes: bool) -> io::Result<()> {
+        self.add(config, follow_routes)
+    }
+
+    fn add(&self, p: PeerConfig, follow_routes: bool) -> io::Result<()> {
+        let shared = &self.shared;
+        let mut peers = lock(&shared.peers);
+        if peers.iter().any(|e| e.address == p.address) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("BGP peer {} is already configured", p.address),
+            ));
+        }
+        if let Some(key) = &p.md5_key {
+            for l in &shared.listeners {
+                if l.local_addr()
+                    .is_ok_and(|a| a.is_ipv4() == p.address.is_ipv4())
+                {
+                    socket::set_md5(&**l, p.address, key.as_bytes())?;
+                }
+            }
+        }
+        let status = Arc::new(Mutex::new(PeerStatus {
+            address: p.address,
+            peer_as: p.peer_as,
+            state: State::Idle,
+            established_at: None,
+            flaps: 0,
+            last_error: None,
+            last_notification: None,
+            announced: 0,
+            received: 0,
+            accepted: 0,
+            bfd: p.bfd.map(|_| BfdState::Down),
+        }));
+        let (bfd_entry, bfd_view) = match p.bfd {
+            Some(c) => {
+                let (e, v) = start_bfd(shared, &p, c, status.clone())?;
+                (Some(e), Some(v))
+            }
+            None => (None, None),
+        };
+        let (inbox_tx, inbox) = mpsc::channel::<TcpStream>(1);
+        lock(&shared.inboxes).insert(p.address, inbox_tx);
+        let (export_tx, export_rx) = watch::channel(Export::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let routes_changed = follow_routes.then(|| Arc::new(Notify::new()));
+        let task = PeerTask {
+            status: status.clone(),
+            fsm: fsm::Session::new(fsm::Config {
+                local_as: shared.local_as,
+                peer_as: p.peer_as,
+                router_id: shared.router_id,
+                hold_time: p.hold_time,
+                keepalive: p.keepalive,
+                passive: p.passive,
+                connect_retry: p.connect_retry,
+                families: p.families.clone(),
+            }),
+            config: p.clone(),
+            local_as: shared.local_as,
+            shared: shared.clone(),
+            timers: [None; 4],
+            conn: None,
+            connecting: None,
+            adj_out: BTreeMap::new(),
+            export: export_rx,
+            stop: stop_rx,
+            inbox,
+            bfd: bfd_view,
+            bfd_up: false,
+            skipped_logged: false,
+            routes_changed: routes_changed.clone(),
+        };
+        let handle = shared.runtime.spawn(task.run());
+        peers.push(PeerEntry {
+            address: p.address,
+            status,
+            export: export_tx,
             stop: stop_tx,
-            peer_tasks: Mutex::new(peer_tasks),
-            tasks: Mutex::new(tasks),
-        })
+            routes_changed,
+            task: Some(handle),
+            bfd: bfd_entry,
+        });
+        Ok(())
+    }
+
+    /// Ends the session with the peer at `address` (a Cease, waiting at most `wait` for it
+    /// to go out) and forgets the peer and its routes. False when there is no such peer.
+    pub async fn remove_peer(&self, address: IpAddr, wait: Duration) -> bool {
+        let entry = {
+            let mut peers = lock(&self.shared.peers);
+            let Some(i) = peers.iter().position(|e| e.address == address) else {
+                return false;
+            };
+            peers.remove(i)
+        };
+        lock(&self.shared.inboxes).remove(&address);
+        end_peer(entry, tokio::time::Instant::now() + wait, &self.shared).await;
+        for l in &self.shared.listeners {
+            if l.local_addr()
+                .is_ok_and(|a| a.is_ipv4() == address.is_ipv4())
+            {
+                // An empty key removes the peer's key from the listener.
+                let _ = socket::set_md5(&**l, address, b"");
+            }
+        }
+        lock(&self.shared.rib).remove_peer(address);
+        true
     }
 
     /// Sets what the peer at `peer` should have from us; its session sends the difference at
     /// once (or when it is next established). False when no such peer is configured.
     pub fn export(&self, peer: IpAddr, export: Export) -> bool {
-        let Some((_, tx)) = self.exports.iter().find(|(a, _)| *a == peer) else {
+        let peers = lock(&self.shared.peers);
+        let Some(e) = peers.iter().find(|e| e.address == peer) else {
             return false;
         };
-        tx.send_if_modified(|e| {
-            let changed = *e != export;
-            *e = export;
+        e.export.send_if_modified(|current| {
+            let changed = *current != export;
+            *current = export;
             changed
         });
         true
@@ -202,13 +321,30 @@ impl Speaker {
 
     /// What the peer at `peer` is to have from us.
     pub fn current_export(&self, peer: IpAddr) -> Option<Export> {
-        let (_, tx) = self.exports.iter().find(|(a, _)| *a == peer)?;
-        Some(tx.borrow().clone())
+        let peers = lock(&self.shared.peers);
+        let export = peers
+            .iter()
+            .find(|e| e.address == peer)
+            .map(|e| e.export.borrow().clone());
+        export
     }
 
-    /// Every peer's status.
+    /// Every peer's status, in the order they were added.
     pub fn status(&self) -> Vec<PeerStatus> {
-        self.shared.peers.iter().map(|p| lock(p).clone()).collect()
+        lock(&self.shared.peers)
+            .iter()
+            .map(|e| lock(&e.status).clone())
+            .collect()
+    }
+
+    /// One peer's status.
+    pub fn peer_status(&self, peer: IpAddr) -> Option<PeerStatus> {
+        let peers = lock(&self.shared.peers);
+        let status = peers
+            .iter()
+            .find(|e| e.address == peer)
+            .map(|e| lock(&e.status).clone());
+        status
     }
 
     /// The best received route per prefix.
@@ -216,21 +352,68 @@ impl Speaker {
         lock(&self.shared.rib).best_routes()
     }
 
+    /// The routes held from `peer`: prefix, path, and whether the import filter accepted it.
+    pub fn received_routes(&self, peer: IpAddr) -> Vec<(Prefix, Arc<Path>, bool)> {
+        lock(&self.shared.rib)
+            .peer(peer)
+            .map_or_else(Vec::new, |t| {
+                t.routes()
+                    .map(|(p, path, ok)| (*p, path.clone(), ok))
+                    .collect()
+            })
+    }
+
+    /// What wakes when the accepted routes of `peer` change (a peer added with
+    /// `follow_routes`); a wake-up is kept when nobody waits, so none is lost.
+    pub fn route_changes(&self, peer: IpAddr) -> Option<Arc<Notify>> {
+        let peers = lock(&self.shared.peers);
+        peers
+            .iter()
+            .find(|e| e.address == peer)
+            .and_then(|e| e.routes_changed.clone())
+    }
+
+    /// The accepted route of each prefix of `peer` that changed since the last call.
+    pub fn take_route_changes(&self, peer: IpAddr) -> Vec<RouteChange> {
+        lock(&self.shared.rib)
+            .existing_peer_mut(peer)
+            .map_or_else(Vec::new, |t| t.take_changes())
+    }
+
     /// Ends every session with a Cease NOTIFICATION and stops the tasks, waiting at most
     /// `wait` for the NOTIFICATIONs to go out.
     pub async fn stop(&self, wait: Duration) {
-        let _ = self.stop.send(true);
-        let peers: Vec<JoinHandle<()>> = std::mem::take(&mut *lock(&self.peer_tasks));
         let deadline = tokio::time::Instant::now() + wait;
-        for t in peers {
-            let abort = t.abort_handle();
-            if tokio::time::timeout_at(deadline, t).await.is_err() {
-                abort.abort();
-            }
+        let entries: Vec<PeerEntry> = std::mem::take(&mut *lock(&self.shared.peers));
+        for e in &entries {
+            let _ = e.stop.send(true);
         }
-        for t in std::mem::take(&mut *lock(&self.tasks)) {
+        for e in entries {
+            end_peer(e, deadline, &self.shared).await;
+        }
+        for t in std::mem::take(&mut *lock(&self.shared.tasks)) {
             t.abort();
         }
+        for (_, t) in std::mem::take(&mut lock(&self.shared.bfd).receivers) {
+            t.abort();
+        }
+    }
+}
+
+/// Stops a peer's task (it sends its Cease), aborting it at `deadline`, and its BFD.
+async fn end_peer(mut e: PeerEntry, deadline: tokio::time::Instant, shared: &Shared) {
+    let _ = e.stop.send(true);
+    if let Some(t) = e.task.take() {
+        let abort = t.abort_handle();
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            abort.abort();
+        }
+    }
+    if let Some(b) = e.bfd.take() {
+        b.task.abort();
+        let mut routes = lock(&shared.bfd);
+        routes.by_discr.remove(&b.discr);
+        routes.by_addr.remove(&e.address);
     }
 }
 
@@ -250,53 +433,34 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// (which must not take the BGP session down, RFC 5882 section 3.2).
 type BfdView = (BfdState, bool);
 
-/// Starts one BFD task per peer that wants BFD, plus a receiver per address family that
-/// hands packets to them by discriminator (or by source address before it is known).
+/// Starts the BFD session of a peer, and the receiving socket of its family if it is the
+/// first: that socket hands packets to the sessions by discriminator (or by source address
+/// before the peer knows ours).
 fn start_bfd(
-    config: &SpeakerConfig,
     shared: &Arc<Shared>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> io::Result<HashMap<usize, watch::Receiver<BfdView>>> {
-    let mut views = HashMap::new();
-    let mut by_discr = HashMap::new();
-    let mut by_addr = HashMap::new();
-    let base = random_u32() & 0xffff_0000;
-    for (idx, p) in config.peers.iter().enumerate() {
-        let Some(bfd_config) = p.bfd else { continue };
-        let discr = base | (idx as u32 + 1);
-        let (tx, rx) = mpsc::channel::<bfd::Packet>(16);
-        by_discr.insert(discr, tx.clone());
-        by_addr.insert(p.address, tx);
-        let (view_tx, view_rx) = watch::channel((BfdState::Down, false));
-        views.insert(idx, view_rx);
-        let sock = bfd_tx_socket(p, discr)?;
-        let shared = shared.clone();
-        let peer = SocketAddr::new(p.address, bfd::PORT);
-        tasks.push(tokio::spawn(async move {
-            run_bfd(bfd_config, discr, sock, peer, rx, view_tx, shared, idx).await
-        }));
-    }
-    if by_addr.is_empty() {
-        return Ok(views);
-    }
-    let by_discr = Arc::new(by_discr);
-    let by_addr = Arc::new(by_addr);
-    let families: BTreeSet<bool> = by_addr.keys().map(|a| a.is_ipv4()).collect();
-    for v4 in families {
+    p: &PeerConfig,
+    config: BfdConfig,
+    status: Arc<Mutex<PeerStatus>>,
+) -> io::Result<(BfdEntry, watch::Receiver<BfdView>)> {
+    let discr = shared.next_discr.fetch_add(1, Ordering::Relaxed);
+    let sock = bfd_tx_socket(p, discr)?;
+    let v4 = p.address.is_ipv4();
+    let mut routes = lock(&shared.bfd);
+    if !routes.receivers.contains_key(&v4) {
         let any: IpAddr = if v4 {
             Ipv4Addr::UNSPECIFIED.into()
         } else {
             Ipv6Addr::UNSPECIFIED.into()
         };
         let addr = SocketAddr::new(any, bfd::PORT);
-        let sock = socket::bfd_socket(addr).map_err(|e| {
+        let rx_sock = socket::bfd_socket(addr).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen for BFD on {addr}: {e}"))
         })?;
-        let (by_discr, by_addr) = (by_discr.clone(), by_addr.clone());
-        tasks.push(tokio::spawn(async move {
+        let table = shared.bfd.clone();
+        let task = shared.runtime.spawn(async move {
             let mut buf = [0u8; 128];
             loop {
-                let Ok((n, from, ttl)) = socket::recv_with_ttl(&sock, &mut buf).await else {
+                let Ok((n, from, ttl)) = socket::recv_with_ttl(&rx_sock, &mut buf).await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
@@ -308,18 +472,29 @@ fn start_bfd(
                 let Ok(p) = bfd::Packet::decode(&buf[..n]) else {
                     continue;
                 };
+                let table = lock(&table);
                 let tx = if p.your_discr != 0 {
-                    by_discr.get(&p.your_discr)
+                    table.by_discr.get(&p.your_discr)
                 } else {
-                    by_addr.get(&canonical(from.ip()))
+                    table.by_addr.get(&canonical(from.ip()))
                 };
                 if let Some(tx) = tx {
                     let _ = tx.try_send(p);
                 }
             }
-        }));
+        });
+        routes.receivers.insert(v4, task);
     }
-    Ok(views)
+    let (tx, rx) = mpsc::channel::<bfd::Packet>(16);
+    routes.by_discr.insert(discr, tx.clone());
+    routes.by_addr.insert(p.address, tx);
+    drop(routes);
+    let (view_tx, view_rx) = watch::channel((BfdState::Down, false));
+    let peer = SocketAddr::new(p.address, bfd::PORT);
+    let task = shared
+        .runtime
+        .spawn(async move { run_bfd(config, discr, sock, peer, rx, view_tx, status).await });
+    Ok((BfdEntry { discr, task }, view_rx))
 }
 
 /// The sending socket of one BFD session: a source port in 49152-65535 (RFC 5881 section 4).
@@ -340,7 +515,6 @@ fn bfd_tx_socket(p: &PeerConfig, discr: u32) -> io::Result<UdpSocket> {
     Err(last.unwrap_or_else(|| io::Error::other("no BFD source port free")))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run_bfd(
     config: BfdConfig,
     discr: u32,
@@ -348,8 +522,7 @@ async fn run_bfd(
     peer: SocketAddr,
     mut rx: mpsc::Receiver<bfd::Packet>,
     view: watch::Sender<BfdView>,
-    shared: Arc<Shared>,
-    idx: usize,
+    status: Arc<Mutex<PeerStatus>>,
 ) {
     let mut s = bfd::Session::new(config, discr, Instant::now());
     let mut remote_admin = false;
@@ -371,7 +544,7 @@ async fn run_bfd(
         }
         if let Some((from, to)) = out.changed {
             tracing::info!(peer = %peer.ip(), from = from.name(), to = to.name(), "BFD session");
-            lock(&shared.peers[idx]).bfd = Some(to);
+            lock(&status).bfd = Some(to);
             let _ = view.send((to, remote_admin));
         }
     }
@@ -400,7 +573,7 @@ type Connecting =
     std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<TcpStream>> + Send>>;
 
 struct PeerTask {
-    idx: usize,
+    status: Arc<Mutex<PeerStatus>>,
     config: PeerConfig,
     local_as: u32,
     shared: Arc<Shared>,
@@ -416,6 +589,7 @@ struct PeerTask {
     bfd: Option<watch::Receiver<BfdView>>,
     bfd_up: bool,
     skipped_logged: bool,
+    routes_changed: Option<Arc<Notify>>,
 }
 
 fn timer_index(t: Timer) -> usize {
@@ -550,8 +724,18 @@ impl PeerTask {
         });
     }
 
+    fn noted(&self, n: &Notification, sent: bool) {
+        let seen = NotificationSeen {
+            sent,
+            code: n.code,
+            subcode: n.subcode,
+            at: SystemTime::now(),
+        };
+        self.status(|s| s.last_notification = Some(seen));
+    }
+
     fn status(&self, f: impl FnOnce(&mut PeerStatus)) {
-        f(&mut lock(&self.shared.peers[self.idx]));
+        f(&mut lock(&self.status));
     }
 
     /// Decodes every whole message in the buffer and feeds it to the FSM.
@@ -569,7 +753,12 @@ impl PeerTask {
                 Err(e) => Err(e),
             };
             match msg {
-                Ok(m) => self.feed(Event::Received(m)).await,
+                Ok(m) => {
+                    if let Message::Notification(n) = &m {
+                        self.noted(n, false);
+                    }
+                    self.feed(Event::Received(m)).await
+                }
                 Err(e) => {
                     tracing::warn!(peer = %self.config.address, error = %e, "bad BGP message");
                     self.feed(Event::DecodeError(e)).await;
@@ -623,7 +812,12 @@ impl PeerTask {
                 self.connecting = None;
                 None
             }
-            Action::Send(m) => self.send(&[m]).await,
+            Action::Send(m) => {
+                if let Message::Notification(n) = &m {
+                    self.noted(n, true);
+                }
+                self.send(&[m]).await
+            }
             Action::StartTimer(t, d) => {
                 self.timers[timer_index(t)] = Some(tokio::time::Instant::now() + d);
                 None
@@ -646,11 +840,14 @@ impl PeerTask {
                 None
             }
             Action::Down(reason) => {
-                let was_up = lock(&self.shared.peers[self.idx]).established_at.is_some();
+                let was_up = lock(&self.status).established_at.is_some();
                 if was_up || reason != "connection lost" {
                     tracing::warn!(peer = %self.config.address, %reason, "BGP session down");
                 }
                 lock(&self.shared.rib).clear_peer(self.config.address);
+                if let Some(n) = &self.routes_changed {
+                    n.notify_one();
+                }
                 self.adj_out.clear();
                 self.status(|s| {
                     if s.established_at.take().is_some() {
@@ -695,9 +892,15 @@ impl PeerTask {
         };
         let mut rib = lock(&self.shared.rib);
         let table = rib.peer_mut(info, &self.config.import, self.config.max_prefixes);
+        if self.routes_changed.is_some() {
+            table.track_changes();
+        }
         let result = table.apply(update, codec);
         let (received, accepted) = (table.received(), table.accepted());
         drop(rib);
+        if let Some(n) = &self.routes_changed {
+            n.notify_one();
+        }
         self.status(|s| {
             s.received = received;
             s.accepted = accepted;

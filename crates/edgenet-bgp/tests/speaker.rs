@@ -303,3 +303,89 @@ async fn ibgp_sends_local_pref_and_zeroes_it_for_graceful_shutdown() {
     pop.stop(Duration::from_secs(1)).await;
     router.stop(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_peer_added_at_run_time_follows_its_routes_and_leaves_with_a_cease() {
+    // The router knows the PoP from the start; the PoP adds the router later, as a PoP adds a
+    // CNI's session, with MD5 and its routes followed.
+    let mut rp = peer([127, 0, 0, 52], 179, 4_200_000_001, true);
+    rp.md5_key = Some("k3y".into());
+    let router = Speaker::start(SpeakerConfig {
+        local_as: 65000,
+        router_id: Ipv4Addr::new(10, 0, 0, 51),
+        listen: vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 51)),
+            17906,
+        )],
+        peers: vec![rp],
+    })
+    .await
+    .unwrap();
+    let pop = Speaker::start(SpeakerConfig {
+        local_as: 4_200_000_001,
+        router_id: Ipv4Addr::new(10, 0, 0, 52),
+        listen: vec![],
+        peers: vec![],
+    })
+    .await
+    .unwrap();
+    assert!(pop.status().is_empty());
+    let addr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 51));
+    let mut pp = peer([127, 0, 0, 51], 17906, 65000, false);
+    pp.local_address = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 52)));
+    pp.md5_key = Some("k3y".into());
+    pp.import = PrefixFilter {
+        entries: vec![FilterEntry {
+            prefix: "192.0.2.0/24".parse().unwrap(),
+            ge: 24,
+            le: 24,
+        }],
+    };
+    pop.add_peer(pp.clone(), true).unwrap();
+    assert!(
+        pop.add_peer(pp, true).is_err(),
+        "one session per peer address"
+    );
+    let changed = pop.route_changes(addr).expect("followed");
+    until("established", Duration::from_secs(5), || {
+        pop.peer_status(addr)
+            .is_some_and(|s| s.state == State::Established)
+    })
+    .await;
+    send(&router, export(&["192.0.2.0/24", "192.0.2.0/25"], false));
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        tokio::time::timeout(Duration::from_secs(2), changed.notified())
+            .await
+            .expect("a change is signalled");
+        seen.extend(pop.take_route_changes(addr));
+    }
+    let next_hop = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 51)));
+    assert_eq!(seen[0].prefix, "192.0.2.0/24".parse().unwrap());
+    assert_eq!(seen[0].next_hop, next_hop, "accepted");
+    assert_eq!(seen[1].next_hop, None, "the /25 is refused by the filter");
+    let held = pop.received_routes(addr);
+    assert_eq!(held.len(), 2);
+    assert_eq!(held.iter().filter(|(_, _, ok)| *ok).count(), 1);
+
+    send(&router, export(&["192.0.2.0/25"], false));
+    tokio::time::timeout(Duration::from_secs(2), changed.notified())
+        .await
+        .expect("the withdrawal is signalled");
+    let gone = pop.take_route_changes(addr);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].next_hop, None, "withdrawn");
+
+    assert!(pop.remove_peer(addr, Duration::from_secs(1)).await);
+    assert!(pop.status().is_empty());
+    assert!(!pop.remove_peer(addr, Duration::from_secs(1)).await);
+    until("the router sees the Cease", Duration::from_secs(2), || {
+        router.status()[0]
+            .last_notification
+            .as_ref()
+            .is_some_and(|n| !n.sent && n.code == 6)
+    })
+    .await;
+    pop.stop(Duration::from_secs(1)).await;
+    router.stop(Duration::from_secs(1)).await;
+}
