@@ -446,7 +446,7 @@ fn start_bfd(
     let sock = bfd_tx_socket(p, discr)?;
     let v4 = p.address.is_ipv4();
     let mut routes = lock(&shared.bfd);
-    if !routes.receivers.contains_key(&v4) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = routes.receivers.entry(v4) {
         let any: IpAddr = if v4 {
             Ipv4Addr::UNSPECIFIED.into()
         } else {
@@ -483,7 +483,7 @@ fn start_bfd(
                 }
             }
         });
-        routes.receivers.insert(v4, task);
+        slot.insert(task);
     }
     let (tx, rx) = mpsc::channel::<bfd::Packet>(16);
     routes.by_discr.insert(discr, tx.clone());
