@@ -10,7 +10,7 @@ use edgenet_bgp::config::{PeerConfig, SpeakerConfig, MD5_MAX_KEY};
 use edgenet_bgp::message::{Family, Prefix};
 use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
 
-use crate::schema::{AnycastCheckSection, AnycastSection, BgpPeerSection};
+use crate::schema::{AnycastCheckSection, AnycastSection, BfdSection, BgpPeerSection};
 use crate::validate::Validator;
 
 /// Validated anycast settings.
@@ -360,25 +360,7 @@ impl Validator<'_> {
                 "at least one family is required",
             );
         }
-        let bfd = p.bfd.as_ref().map(|b| {
-            for (what, d) in [("min_tx", b.min_tx), ("min_rx", b.min_rx)] {
-                if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
-                    self.err(
-                        format!("{path}.bfd.{what}"),
-                        shown(d),
-                        "must be between 1ms and 60s",
-                    );
-                }
-            }
-            if b.multiplier == 0 {
-                self.err(format!("{path}.bfd.multiplier"), "0", "must be at least 1");
-            }
-            BfdConfig {
-                desired_min_tx: b.min_tx,
-                required_min_rx: b.min_rx,
-                detect_mult: b.multiplier.max(1),
-            }
-        });
+        let bfd = p.bfd.as_ref().map(|b| self.bfd(&format!("{path}.bfd"), b));
         Some(PeerConfig {
             address: address?,
             port: p.port,
@@ -400,6 +382,27 @@ impl Validator<'_> {
             max_prefixes: p.max_prefixes,
             families,
         })
+    }
+
+    /// BFD timers at `path`.
+    pub(crate) fn bfd(&mut self, path: &str, b: &BfdSection) -> BfdConfig {
+        for (what, d) in [("min_tx", b.min_tx), ("min_rx", b.min_rx)] {
+            if d < Duration::from_millis(1) || d > Duration::from_secs(60) {
+                self.err(
+                    format!("{path}.{what}"),
+                    shown(d),
+                    "must be between 1ms and 60s",
+                );
+            }
+        }
+        if b.multiplier == 0 {
+            self.err(format!("{path}.multiplier"), "0", "must be at least 1");
+        }
+        BfdConfig {
+            desired_min_tx: b.min_tx,
+            required_min_rx: b.min_rx,
+            detect_mult: b.multiplier.max(1),
+        }
     }
 
     fn anycast_check(&mut self, path: &str, c: &AnycastCheckSection) -> Option<AnycastCheck> {

@@ -11,6 +11,7 @@
 mod anycast;
 pub mod env;
 mod error;
+mod interconnect;
 mod model;
 mod schema;
 mod validate;
@@ -18,6 +19,7 @@ mod validate;
 pub use anycast::{Anycast, AnycastCheck, CheckTarget};
 pub use env::{Environment, System};
 pub use error::{ConfigError, FieldError};
+pub use interconnect::Interconnect;
 pub use model::*;
 pub use schema::*;
 pub use validate::{

@@ -31,6 +31,8 @@ pub struct Config {
     pub zones: Vec<Zone>,
     /// BGP anycast, when configured.
     pub anycast: Option<crate::anycast::Anycast>,
+    /// Interconnects, when configured.
+    pub interconnect: Option<crate::interconnect::Interconnect>,
     /// The backbone listener's address, when configured.
     pub backbone: Option<SocketAddr>,
     /// The worker runtime.

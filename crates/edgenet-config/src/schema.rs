@@ -43,6 +43,10 @@ pub struct RawConfig {
     /// The backbone listener (PoPs following a control plane). Absent: none.
     #[serde(default)]
     pub backbone: Option<BackboneSection>,
+    /// Interconnects: what the PoP does for the CNIs the control plane streams it. Absent:
+    /// CNIs are ignored (and said so in the log).
+    #[serde(default)]
+    pub interconnect: Option<InterconnectSection>,
     /// The worker runtime (zones' workers are in `[[zones.workers]]`).
     #[serde(default)]
     pub workers: WorkersSection,
@@ -310,6 +314,64 @@ fn default_connect_retry() -> Duration {
 
 fn default_families() -> Vec<String> {
     vec!["ipv4".into(), "ipv6".into()]
+}
+
+/// Interconnects on the PoP: the BGP speaker's identity for CNI sessions (the anycast
+/// speaker's when `[anycast]` is configured: one speaker per PoP), the kernel routing table
+/// peering routes go into, and where per-port receive levels come from.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterconnectSection {
+    /// Our AS on CNI sessions; required without `[anycast]`, equal to `anycast.local_as` with.
+    #[serde(default)]
+    pub local_as: Option<u32>,
+    /// The BGP identifier; required without `[anycast]`, which otherwise gives it.
+    #[serde(default)]
+    pub router_id: Option<String>,
+    /// Where to accept BGP connections without `[anycast]` (with it, its listeners serve);
+    /// empty: the PoP connects to each customer router.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// The kernel routing table that routes accepted over peering CNIs go into (1-4294967295
+    /// but not 253-255: default, main and local are not ours to fill).
+    #[serde(default = "default_peering_table")]
+    pub table: u32,
+    /// A directory of per-port receive levels: a file named after the interface holding the
+    /// level in dBm, read when the port has no transceiver diagnostics (`ethtool -m`).
+    #[serde(default = "default_optics_dir")]
+    pub optics_dir: PathBuf,
+    /// How often light levels and session counters are read.
+    #[serde(default = "default_interconnect_poll", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Time between connection attempts to a customer router.
+    #[serde(default = "default_interconnect_retry", with = "humantime_serde")]
+    pub connect_retry: Duration,
+    /// The hold time offered on CNI sessions.
+    #[serde(default = "default_interconnect_hold", with = "humantime_serde")]
+    pub hold_time: Duration,
+    /// BFD timers on v1 CNIs that ask for BFD.
+    #[serde(default)]
+    pub bfd: Option<BfdSection>,
+}
+
+fn default_peering_table() -> u32 {
+    200
+}
+
+fn default_optics_dir() -> PathBuf {
+    PathBuf::from("/run/edgenet/optics")
+}
+
+fn default_interconnect_poll() -> Duration {
+    Duration::from_millis(500)
+}
+
+fn default_interconnect_retry() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_interconnect_hold() -> Duration {
+    Duration::from_secs(90)
 }
 
 /// BFD timers.

@@ -292,6 +292,10 @@ impl Validator<'_> {
         let zones = self.zones(&raw.zones, workers.max_memory);
         self.worker_hosts(&raw.zones, &zones);
         let anycast = raw.anycast.as_ref().map(|a| self.anycast(a));
+        let interconnect = raw
+            .interconnect
+            .as_ref()
+            .map(|i| self.interconnect(i, raw.anycast.as_ref()));
         let backbone = raw
             .backbone
             .as_ref()
@@ -316,6 +320,7 @@ impl Validator<'_> {
             cache,
             zones,
             anycast,
+            interconnect,
             backbone,
             workers,
         }
@@ -885,7 +890,7 @@ impl Validator<'_> {
         }
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -1458,6 +1463,54 @@ mod tests {
             "[[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n\
              [[zones.origins.servers]]\naddress = \"{origin}\"\n{extra}"
         )
+    }
+
+    #[test]
+    fn interconnects_share_the_anycast_speaker_or_name_their_own() {
+        let env = Fake::default();
+        let anycast = "[anycast]\nlocal_as = 13335\nrouter_id = \"10.0.0.1\"\n\
+                       prefixes = [\"192.0.2.0/24\"]\n\
+                       [[anycast.peers]]\naddress = \"10.1.0.1\"\nasn = 64600\nimport = []\n";
+        let shared = check(&format!("{anycast}[interconnect]\n"), &env)
+            .unwrap()
+            .interconnect
+            .unwrap();
+        assert_eq!((shared.local_as, shared.table), (13335, 200));
+        assert_eq!(
+            shared.router_id,
+            "10.0.0.1".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert_eq!(shared.optics_dir, Path::new("/run/edgenet/optics"));
+        let e = check(
+            &format!("{anycast}[interconnect]\nlocal_as = 64512\nlisten = [\"0.0.0.0:179\"]\ntable = 254\n"),
+            &env,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "interconnect.local_as",
+                "interconnect.listen",
+                "interconnect.table"
+            ],
+            "{e:?}"
+        );
+        let e = check("[interconnect]\n", &env).unwrap_err();
+        assert_eq!(e[0].path, "interconnect.local_as");
+        assert!(e[0].reason.contains("without [anycast]"), "{}", e[0].reason);
+        assert_eq!(e[1].path, "interconnect.router_id");
+        let own = check(
+            "[interconnect]\nlocal_as = 13335\nrouter_id = \"10.0.0.2\"\nlisten = [\"0.0.0.0:1179\"]\n\
+             optics_dir = \"optics\"\n[interconnect.bfd]\nmin_tx = \"50ms\"\n",
+            &env,
+        )
+        .unwrap()
+        .interconnect
+        .unwrap();
+        assert_eq!(own.listen, ["0.0.0.0:1179".parse().unwrap()]);
+        assert_eq!(own.optics_dir, Path::new("/etc/edgenet/optics"));
+        assert_eq!(own.bfd.desired_min_tx, Duration::from_millis(50));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! A CNI port's kernel side through netlink (rtnetlink): the point-to-point addresses and the
-//! MTU on the interface a site's port maps to, and the interface's link state. Only what a
-//! CNI asked for is added or removed: other addresses on the interface are left alone.
+//! MTU on the interface a site's port maps to, the interface's link state (read, and followed
+//! through the kernel's link notifications), and the routes a peering CNI's session accepted,
+//! in the routing table the node config names (marked `proto bgp`). Only what a CNI asked for
+//! is added or removed: other addresses on the interface are left alone.
 
 use std::net::IpAddr;
 
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, State};
-use rtnetlink::{Handle, LinkUnspec};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 /// A netlink failure, naming the interface.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +30,9 @@ pub enum NetlinkError {
         /// What netlink said.
         source: rtnetlink::Error,
     },
+    /// A route the kernel refused, or one that cannot be written.
+    #[error("route: {0}")]
+    Route(String),
     /// No netlink socket.
     #[error("netlink socket: {0}")]
     Socket(#[from] std::io::Error),
@@ -161,6 +169,124 @@ impl Netlink {
         self.link(name).await
     }
 
+    /// The names of interfaces the kernel announces a change of (carrier, flags, MTU), as
+    /// they happen: a socket of its own, joined to the link notification group.
+    pub fn link_events() -> Result<impl Stream<Item = String>, NetlinkError> {
+        let (mut connection, _, messages) = rtnetlink::new_connection()?;
+        let group = rtnetlink::sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK);
+        use rtnetlink::sys::AsyncSocket;
+        connection.socket_mut().socket_mut().bind(&group)?;
+        tokio::spawn(connection);
+        Ok(messages.filter_map(|(m, _)| async move {
+            match m.payload {
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l),
+                ) => l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            }
+        }))
+    }
+
+    fn route(
+        prefix: (IpAddr, u8),
+        table: u32,
+    ) -> Result<RouteMessageBuilder<IpAddr>, NetlinkError> {
+        let b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(prefix.0, prefix.1)
+            .map_err(|e| NetlinkError::Route(e.to_string()))?;
+        Ok(b.table_id(table).protocol(RouteProtocol::Bgp))
+    }
+
+    /// Puts (or replaces) the route to `prefix` via `gateway` in `table`.
+    pub async fn route_replace(
+        &self,
+        prefix: (IpAddr, u8),
+        gateway: IpAddr,
+        table: u32,
+    ) -> Result<(), NetlinkError> {
+        let msg = Self::route(prefix, table)?
+            .gateway(gateway)
+            .map_err(|e| NetlinkError::Route(e.to_string()))?
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                NetlinkError::Route(format!(
+                    "add {}/{} via {gateway} table {table}: {e}",
+                    prefix.0, prefix.1
+                ))
+            })
+    }
+
+    /// Takes the route to `prefix` out of `table` (a route already gone is no error).
+    pub async fn route_delete(&self, prefix: (IpAddr, u8), table: u32) -> Result<(), NetlinkError> {
+        let msg = Self::route(prefix, table)?.build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            // ESRCH: no such route.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()),
+            Err(e) => Err(NetlinkError::Route(format!(
+                "delete {}/{} table {table}: {e}",
+                prefix.0, prefix.1
+            ))),
+        }
+    }
+
+    /// The `proto bgp` routes in `table`: destination and gateway.
+    pub async fn bgp_routes(
+        &self,
+        table: u32,
+    ) -> Result<Vec<((IpAddr, u8), Option<IpAddr>)>, NetlinkError> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            let filter = if v6 {
+                RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+            } else {
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+            };
+            let mut routes = self.handle.route().get(filter).execute();
+            while let Some(r) = routes
+                .try_next()
+                .await
+                .map_err(|e| NetlinkError::Route(format!("dump routes: {e}")))?
+            {
+                let in_table = r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                });
+                if in_table.unwrap_or(u32::from(r.header.table)) != table
+                    || r.header.protocol != RouteProtocol::Bgp
+                {
+                    continue;
+                }
+                let len = r.header.destination_prefix_length;
+                let mut dst = None;
+                let mut via = None;
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => dst = route_ip(d),
+                        RouteAttribute::Gateway(g) => via = route_ip(g),
+                        _ => {}
+                    }
+                }
+                let any: IpAddr = if v6 {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                };
+                out.push(((dst.unwrap_or(any), len), via));
+            }
+        }
+        Ok(out)
+    }
+
     /// Takes `addresses` off the interface (the others stay); a missing interface has none.
     pub async fn remove(&self, name: &str, addresses: &[(IpAddr, u8)]) -> Result<(), NetlinkError> {
         // Only its index: its addresses are read below, with their messages.
@@ -198,6 +324,15 @@ impl Netlink {
                 .map_err(Self::kernel(name, "delete an address"))?;
         }
         Ok(())
+    }
+}
+
+fn route_ip(a: &rtnetlink::packet_route::route::RouteAddress) -> Option<IpAddr> {
+    use rtnetlink::packet_route::route::RouteAddress;
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
     }
 }
 
