@@ -26,6 +26,20 @@ pub enum State {
     Established,
 }
 
+impl State {
+    /// The state's name in snake case (`open_sent`), as APIs show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connect => "connect",
+            State::Active => "active",
+            State::OpenSent => "open_sent",
+            State::OpenConfirm => "open_confirm",
+            State::Established => "established",
+        }
+    }
+}
+
 /// The session's timers; the driver arms and fires them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {

@@ -120,6 +120,77 @@ pub struct Notification {
     pub data: Vec<u8>,
 }
 
+/// What a NOTIFICATION's code and subcode mean (RFC 4271 section 4.5, RFC 4486 for Cease,
+/// RFC 7313 for route refresh), as an operator reads it.
+pub fn notification_meaning(code: u8, subcode: u8) -> String {
+    let sub = |names: &[&str]| {
+        names
+            .get(usize::from(subcode))
+            .filter(|n| !n.is_empty())
+            .map(|n| format!(": {n}"))
+            .unwrap_or_else(|| format!(" (subcode {subcode})"))
+    };
+    match code {
+        1 => format!(
+            "Message Header Error{}",
+            sub(&[
+                "",
+                "Connection Not Synchronized",
+                "Bad Message Length",
+                "Bad Message Type"
+            ])
+        ),
+        2 => format!(
+            "OPEN Message Error{}",
+            sub(&[
+                "",
+                "Unsupported Version Number",
+                "Bad Peer AS",
+                "Bad BGP Identifier",
+                "Unsupported Optional Parameter",
+                "",
+                "Unacceptable Hold Time",
+                "Unsupported Capability",
+            ])
+        ),
+        3 => format!(
+            "UPDATE Message Error{}",
+            sub(&[
+                "",
+                "Malformed Attribute List",
+                "Unrecognized Well-known Attribute",
+                "Missing Well-known Attribute",
+                "Attribute Flags Error",
+                "Attribute Length Error",
+                "Invalid ORIGIN Attribute",
+                "",
+                "Invalid NEXT_HOP Attribute",
+                "Optional Attribute Error",
+                "Invalid Network Field",
+                "Malformed AS_PATH",
+            ])
+        ),
+        4 => "Hold Timer Expired".into(),
+        5 => "Finite State Machine Error".into(),
+        6 => format!(
+            "Cease{}",
+            sub(&[
+                "",
+                "Maximum Number of Prefixes Reached",
+                "Administrative Shutdown",
+                "Peer De-configured",
+                "Administrative Reset",
+                "Connection Rejected",
+                "Other Configuration Change",
+                "Connection Collision Resolution",
+                "Out of Resources",
+            ])
+        ),
+        7 => "ROUTE-REFRESH Message Error".into(),
+        _ => format!("unknown error code {code} (subcode {subcode})"),
+    }
+}
+
 /// An IP prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Prefix {
@@ -801,6 +872,24 @@ pub fn merge_as4_path(as_path: &[Segment], as4_path: &[Segment]) -> Vec<Segment>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_are_named() {
+        assert_eq!(
+            notification_meaning(6, 1),
+            "Cease: Maximum Number of Prefixes Reached"
+        );
+        assert_eq!(
+            notification_meaning(2, 2),
+            "OPEN Message Error: Bad Peer AS"
+        );
+        assert_eq!(notification_meaning(4, 0), "Hold Timer Expired");
+        assert_eq!(notification_meaning(6, 42), "Cease (subcode 42)");
+        assert_eq!(
+            notification_meaning(3, 7),
+            "UPDATE Message Error (subcode 7)"
+        );
+    }
 
     const FOUR: Codec = Codec {
         four_octet_as: true,

@@ -83,6 +83,8 @@ struct PeerEntry {
     stop: watch::Sender<bool>,
     /// Woken when its accepted routes change (peers that follow their routes).
     routes_changed: Option<Arc<Notify>>,
+    /// Ends the session now, with the reason (the link under it went down).
+    fail: mpsc::UnboundedSender<String>,
     task: Option<JoinHandle<()>>,
     bfd: Option<BfdEntry>,
 }
@@ -240,7 +242,9 @@ impl Speaker {
         let (export_tx, export_rx) = watch::channel(Export::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let routes_changed = follow_routes.then(|| Arc::new(Notify::new()));
+        let (fail_tx, fail) = mpsc::unbounded_channel();
         let task = PeerTask {
+            fail,
             status: status.clone(),
             fsm: fsm::Session::new(fsm::Config {
                 local_as: shared.local_as,
@@ -274,6 +278,7 @@ impl Speaker {
             export: export_tx,
             stop: stop_tx,
             routes_changed,
+            fail: fail_tx,
             task: Some(handle),
             bfd: bfd_entry,
         });
@@ -302,6 +307,17 @@ impl Speaker {
         }
         lock(&self.shared.rib).remove_peer(address);
         true
+    }
+
+    /// Takes the session with `peer` down at once, without a NOTIFICATION (it could not
+    /// arrive: the link under it is down, as a router's fast external fallover does); it is
+    /// tried again as after any failure. False when there is no such peer.
+    pub fn fail_peer(&self, peer: IpAddr, reason: &str) -> bool {
+        let peers = lock(&self.shared.peers);
+        peers
+            .iter()
+            .find(|e| e.address == peer)
+            .is_some_and(|e| e.fail.send(reason.to_string()).is_ok())
     }
 
     /// Sets what the peer at `peer` should have from us; its session sends the difference at
@@ -566,6 +582,7 @@ enum Wake {
     Timer,
     Export,
     Bfd,
+    Fail(String),
     Stop,
 }
 
@@ -573,6 +590,7 @@ type Connecting =
     std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<TcpStream>> + Send>>;
 
 struct PeerTask {
+    fail: mpsc::UnboundedReceiver<String>,
     status: Arc<Mutex<PeerStatus>>,
     config: PeerConfig,
     local_as: u32,
@@ -661,6 +679,15 @@ impl PeerTask {
                         .await;
                     }
                 }
+                Wake::Fail(reason) => {
+                    if self.conn.is_some() || self.connecting.is_some() {
+                        self.feed(Event::Fail {
+                            reason,
+                            notification: None,
+                        })
+                        .await;
+                    }
+                }
                 Wake::Stop => {
                     self.feed(Event::Stop).await;
                     return;
@@ -706,6 +733,7 @@ impl PeerTask {
                     None => std::future::pending().await,
                 }
             } => Wake::Bfd,
+            Some(reason) = self.fail.recv() => Wake::Fail(reason),
             _ = self.stop.changed() => Wake::Stop,
         }
     }

@@ -1,5 +1,5 @@
 //! The node's state: the pipeline's [`Core`] and what only the node has beside it: the TLS
-//! certificate table, the engine's peers, readiness, anycast, and where its configuration
+//! certificate table, the engine's peers, readiness, anycast, interconnects, and where its configuration
 //! comes from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use edgenet_proxy::Core;
 use crate::admin::auth::AdminKeys;
 use crate::anycast::Anycast;
 use crate::config::ConfigSource;
+use crate::interconnect::Interconnects;
 use crate::tls::SniResolver;
 
 /// Everything of one running node.
@@ -25,6 +26,8 @@ pub struct Node {
     pub draining: AtomicBool,
     /// BGP anycast, when configured (set once at start).
     pub anycast: OnceLock<Arc<Anycast>>,
+    /// Interconnects, when configured (set once at start).
+    pub interconnect: OnceLock<Arc<Interconnects>>,
     /// The file and, when the node follows a control plane, its zones.
     pub source: ConfigSource,
     /// Who may change the node's state through the admin listener.

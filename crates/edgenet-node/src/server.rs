@@ -74,6 +74,7 @@ pub fn run_with(
         certs: certs.clone(),
         draining: AtomicBool::new(false),
         anycast: OnceLock::new(),
+        interconnect: OnceLock::new(),
         source: ConfigSource::new(path, control_zones),
         admin_keys,
     });
@@ -82,6 +83,17 @@ pub fn run_with(
         let listeners = config.listeners.iter().map(|l| l.address).collect();
         let a = crate::anycast::Anycast::start(anycast, listeners, &core.metrics)?;
         let _ = node.anycast.set(a);
+    }
+    if let Some(ic) = &config.interconnect {
+        let speaker = node.anycast.get().map(|a| a.speaker());
+        let offered = config
+            .anycast
+            .iter()
+            .flat_map(|a| &a.prefixes)
+            .filter_map(|p| p.to_string().parse().ok())
+            .collect();
+        let i = crate::interconnect::Interconnects::start(ic, speaker, offered)?;
+        let _ = node.interconnect.set(i);
     }
 
     let mut conf = ServerConf {

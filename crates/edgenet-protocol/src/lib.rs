@@ -18,7 +18,8 @@ pub use objects::{
     token_hash, CniProvision, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken,
 };
 pub use report::{
-    Counters, LinkState, ObjectReport, ObjectState, Report, ReportedKind, ZoneCounters,
+    CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, RefusedPrefix,
+    Report, ReportedKind, ZoneCounters,
 };
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 

@@ -75,9 +75,73 @@ pub struct LinkState {
     /// The optic's receive level in dBm, when it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rx_dbm: Option<f64>,
-    /// The CNI's BGP session is established.
+    /// The CNI's BGP session is established (every CNI's, when the port carries several).
     #[serde(default)]
     pub bgp_established: bool,
+    /// The BGP session of each CNI on the port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<CniSession>,
+}
+
+/// What a PoP sees of one CNI's BGP session, for its diagnostics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CniSession {
+    /// The CNI's id.
+    pub cni: String,
+    /// The session's state (`idle`, `connect`, `active`, `open_sent`, `open_confirm`,
+    /// `established`).
+    pub state: String,
+    /// Routes the customer sent that the PoP holds.
+    #[serde(default)]
+    pub received: u64,
+    /// Of those, routes the CNI's filter accepted.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Prefixes the PoP announces to the customer.
+    #[serde(default)]
+    pub advertised: u64,
+    /// Accepted routes in the PoP's kernel table (peering CNIs).
+    #[serde(default)]
+    pub installed: u64,
+    /// Some of the refused prefixes, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedPrefix>,
+    /// Why the session last went down or failed to come up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The last NOTIFICATION sent or received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification: Option<NotificationReport>,
+    /// The BFD session's state, when BFD runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
+}
+
+/// A prefix the filter refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RefusedPrefix {
+    /// The prefix.
+    pub prefix: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A BGP NOTIFICATION as the diagnostics show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotificationReport {
+    /// `sent` by the PoP or `received` from the customer.
+    pub direction: String,
+    /// Error code.
+    pub code: u8,
+    /// Error subcode.
+    pub subcode: u8,
+    /// What the code and subcode mean (RFC 4271, RFC 4486).
+    pub meaning: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// The state of one object at a PoP.

@@ -27,7 +27,7 @@ use metrics::AnycastMetrics;
 /// The node's anycast, shared by the driver's thread, the admin API and the signal handler.
 pub struct Anycast {
     config: AnycastConfig,
-    speaker: Speaker,
+    speaker: Arc<Speaker>,
     controller: Mutex<Controller>,
     /// When the controller wants to be asked again (a GRACEFUL_SHUTDOWN wait).
     next_wake: Mutex<Option<Instant>>,
@@ -83,7 +83,7 @@ impl Anycast {
                 };
                 rt.block_on(async move {
                     let speaker = match Speaker::start(config.speaker.clone()).await {
-                        Ok(s) => s,
+                        Ok(s) => Arc::new(s),
                         Err(e) => {
                             let _ = ready_tx.send(Err(anyhow::anyhow!("anycast: {e}")));
                             return;
@@ -237,9 +237,19 @@ impl Anycast {
         }
     }
 
-    /// Tells the controller about sessions that came up or went down since last asked.
+    /// The PoP's speaker, which the interconnects' sessions share.
+    pub fn speaker(&self) -> Arc<Speaker> {
+        self.speaker.clone()
+    }
+
+    /// Tells the controller about sessions that came up or went down since last asked (only
+    /// the anycast peers': CNI sessions share the speaker but not the announcement).
     fn follow_sessions(&self) {
+        let ours = &self.config.speaker.peers;
         for p in self.speaker.status() {
+            if !ours.iter().any(|o| o.address == p.address) {
+                continue;
+            }
             let up = p.state == SessionState::Established;
             if up != lock(&self.controller).established(p.address) {
                 self.feed(if up {

@@ -1,8 +1,8 @@
 //! Following the control plane over HTTP: `GET /v1/stream?pop=NAME&since=VERSION` (one
 //! [`StreamMessage`] per line), each version applied and reported on the report channel
-//! (`POST /v1/pops/NAME/reports`: the acknowledgement and the zones' states, and every
-//! [`REPORT_EVERY`] the states again with the counters); reconnecting from the last version
-//! received.
+//! (`POST /v1/pops/NAME/reports`: the acknowledgement and the zones' states, every
+//! [`REPORT_EVERY`] the states again with the counters and links, and the links at once when
+//! one changes); reconnecting from the last version received.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,11 +87,16 @@ async fn run_once(
         tokio::time::interval_at(tokio::time::Instant::now() + REPORT_EVERY, REPORT_EVERY);
     let mut body = resp.bytes_stream();
     let mut buf = Vec::new();
+    let links_changed = applier.links_changed();
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout(PING_EVERY * 3, body.next()) => next,
             _ = every.tick() => {
                 send(reports.periodic(applier)).await;
+                continue;
+            }
+            _ = super::links_changed(&links_changed) => {
+                send(super::links_report(applier).into_iter().collect()).await;
                 continue;
             }
         };

@@ -1,7 +1,7 @@
 //! The PoP's side of the control plane: follow its configuration stream (over HTTP, [`http`],
 //! or a NATS JetStream bucket at scale, [`nats`]), apply each version whole through the node
 //! ([`Applier`]), report it on the report channel (the acknowledgement, each zone's state,
-//! and periodic counters: [`Reports`]), keep the last applied version on disk (the
+//! periodic counters, and the interconnects' links at once when they change: [`Reports`]), keep the last applied version on disk (the
 //! last-known-good file a restart serves from, [`pop`]), and get the PoP's backbone
 //! certificate from the control plane's CA.
 //!
@@ -14,11 +14,12 @@ pub mod nats;
 pub mod pop;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use edgenet_protocol::{
-    Ack, CertificateRequest, Counters, Envelope, Issued, ObjectError, ObjectReport, ObjectState,
-    Objects, Report, ReportedKind,
+    Ack, CertificateRequest, Counters, Envelope, Issued, LinkState, ObjectError, ObjectReport,
+    ObjectState, Objects, Report, ReportedKind,
 };
 
 /// Why a version was refused.
@@ -73,6 +74,33 @@ pub trait Applier: Send + Sync + 'static {
     fn counters(&self) -> Counters {
         Counters::default()
     }
+
+    /// The interconnects' links and sessions, when the node carries any.
+    fn links(&self) -> Vec<LinkState> {
+        Vec::new()
+    }
+
+    /// Woken when a link or a session changed: its report goes at once.
+    fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+/// The links report, when there is something to say.
+pub fn links_report(applier: &dyn Applier) -> Option<Report> {
+    let links = applier.links();
+    (!links.is_empty()).then(|| Report::Links {
+        at_ms: unix_ms(),
+        links,
+    })
+}
+
+/// Waits until `changed` wakes (for ever when there is none).
+pub async fn links_changed(changed: &Option<Arc<tokio::sync::Notify>>) {
+    match changed {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What a follower reports: the objects it last applied (what runs), and the state of each
@@ -115,15 +143,17 @@ impl Reports {
         }
     }
 
-    /// The periodic report: the zones' states again and the counters.
+    /// The periodic report: the zones' states again, the counters and the links.
     pub fn periodic(&self, applier: &dyn Applier) -> Vec<Report> {
-        vec![
+        let mut r = vec![
             self.objects(),
             Report::Counters {
                 at_ms: unix_ms(),
                 counters: applier.counters(),
             },
-        ]
+        ];
+        r.extend(links_report(applier));
+        r
     }
 }
 

@@ -84,13 +84,21 @@ async fn watch_once(
     send(reports.periodic(applier)).await;
     let mut last_report = tokio::time::Instant::now();
     let mut pending = false;
+    let links_changed = applier.links_changed();
     loop {
         if last_report.elapsed() >= REPORT_EVERY {
             last_report = tokio::time::Instant::now();
             send(reports.periodic(applier)).await;
         }
         // The watch itself sends nothing while idle; a closed connection ends it.
-        let entry = match tokio::time::timeout(REPORT_EVERY, watch.next()).await {
+        let next = tokio::select! {
+            n = tokio::time::timeout(REPORT_EVERY, watch.next()) => n,
+            _ = super::links_changed(&links_changed) => {
+                send(super::links_report(applier).into_iter().collect()).await;
+                continue;
+            }
+        };
+        let entry = match next {
             Err(_) => {
                 if client.connection_state() != async_nats::connection::State::Connected {
                     return Err(FollowError::Nats("disconnected".into()));

@@ -35,6 +35,26 @@ pub struct Following {
 pub struct NodeApplier {
     /// The node.
     pub node: Arc<Node>,
+    /// The PoP's registered name (whose CNIs it runs).
+    pub pop: String,
+}
+
+impl NodeApplier {
+    /// Hands the node's interconnects the CNIs of this PoP's sites.
+    fn set_cnis(&self, o: &Objects) {
+        let cnis: std::collections::BTreeMap<String, edgenet_protocol::CniProvision> = o
+            .objects
+            .cnis_of(&self.pop)
+            .map(|(id, c)| (id.to_string(), c.clone()))
+            .collect();
+        match self.node.interconnect.get() {
+            Some(i) => i.set_cnis(cnis),
+            None if !cnis.is_empty() => {
+                tracing::warn!(cnis = cnis.len(), "the control plane streams CNIs for this PoP, but its config has no [interconnect]: they are not provisioned")
+            }
+            None => {}
+        }
+    }
 }
 
 /// Other PoPs' backbone addresses: the first address of each PoP record that has one.
@@ -66,11 +86,24 @@ impl Applier for NodeApplier {
         }
     }
 
+    fn links(&self) -> Vec<edgenet_protocol::LinkState> {
+        self.node
+            .interconnect
+            .get()
+            .map_or_else(Vec::new, |i| i.links())
+    }
+
+    fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.node.interconnect.get().map(|i| i.changed())
+    }
+
     fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
-        // Revocations take effect even when the version's zones are refused.
+        // Revocations take effect even when the version's zones are refused, and interconnects
+        // do not depend on the zones.
         self.node
             .admin_keys
             .set_control(o.objects.pop_token_hashes());
+        self.set_cnis(o);
         let zones = o.objects.zones()?;
         self.node.core.pops.store(Arc::new(directory(o)));
         self.node
@@ -174,10 +207,17 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         backbone: have.then_some(files),
     };
     run_with(path, config, run, move |node| {
+        let applier = Arc::new(NodeApplier {
+            node,
+            pop: opts.pop.clone(),
+        });
         if let Some(last) = &last {
-            node.admin_keys.set_control(last.objects.pop_token_hashes());
+            applier
+                .node
+                .admin_keys
+                .set_control(last.objects.pop_token_hashes());
+            applier.set_cnis(last);
         }
-        let applier = Arc::new(NodeApplier { node });
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || match runtime() {

@@ -1,13 +1,18 @@
 //! Interconnects on the PoP: what the node does for each CNI the control plane streams to it
-//! (`edgenet_protocol::CniProvision` for the sites this PoP runs). So far the kernel side of a
-//! port through netlink ([`netlink`]): the CNI's /31 and /127 and the MTU on the interface the
-//! site maps the port to, and the interface's link state; the port's receive level
-//! ([`optics`]); and the provisioner that keeps the kernel in step with the streamed CNIs
-//! ([`provision`]).
+//! (`edgenet_protocol::CniProvision` for the sites this PoP runs): the kernel side of a port
+//! through netlink ([`netlink`]: the CNI's /31 and /127 and the MTU on the interface the site
+//! maps the port to, the interface's link state, peering routes in a table of their own); the
+//! port's receive level ([`optics`]); the provisioner that keeps the kernel in step with the
+//! streamed CNIs ([`provision`]); each CNI's BGP session and the installer of its routes
+//! ([`sessions`]); and the driver that runs them and reports what it sees ([`driver`]).
 
+pub mod driver;
 pub mod netlink;
 pub mod optics;
 pub mod provision;
+pub mod sessions;
+
+pub use driver::Interconnects;
 
 /// Network namespaces for the tests of this module (root only).
 #[cfg(test)]

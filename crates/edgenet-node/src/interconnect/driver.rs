@@ -1,0 +1,466 @@
+//! The node's interconnects, running: on a thread of its own (a current-thread runtime, so a
+//! loaded proxy never delays a link event), it keeps the kernel in step with the CNIs the
+//! follower hands it ([`super::provision`]), runs one BGP session per CNI in the PoP's speaker
+//! ([`super::sessions`]), follows the ports' link state through netlink notifications and
+//! their receive levels ([`super::optics`]), and keeps the report of every interconnect's link
+//! and sessions for the report channel, waking the follower when something a status depends on
+//! changed. A port whose carrier goes down takes its sessions down at once (a router's fast
+//! external fallover), so their routes leave the kernel table without waiting for a hold timer.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use edgenet_bgp::fsm::State;
+use edgenet_bgp::message::{notification_meaning, Prefix};
+use edgenet_bgp::speaker::{PeerStatus, Speaker, SpeakerConfig};
+use edgenet_config::Interconnect as Config;
+use edgenet_interconnect::filter::{Import, Verdict};
+use edgenet_protocol::{CniProvision, CniSession, LinkState, NotificationReport, RefusedPrefix};
+use edgenet_proxy::lock;
+use futures_util::StreamExt;
+use ipnet::IpNet;
+use tokio::sync::{watch, Notify};
+
+use super::netlink::Netlink;
+use super::provision::Provisioner;
+use super::sessions::{session_of, Installer, Session, Timers};
+
+/// Refused prefixes shown per CNI.
+const REFUSED_SHOWN: usize = 20;
+
+/// The node's interconnects, shared with the follower.
+pub struct Interconnects {
+    desired: watch::Sender<BTreeMap<String, CniProvision>>,
+    links: Mutex<Vec<LinkState>>,
+    changed: Arc<Notify>,
+}
+
+impl Interconnects {
+    /// Starts the driver thread. `speaker` is the PoP's anycast speaker when it has one (else
+    /// the driver starts its own from `config`); `offered` what `dynamic` CNIs are announced.
+    pub fn start(
+        config: &Config,
+        speaker: Option<Arc<Speaker>>,
+        offered: Vec<IpNet>,
+    ) -> anyhow::Result<Arc<Interconnects>> {
+        let (desired, desired_rx) = watch::channel(BTreeMap::new());
+        let shared = Arc::new(Interconnects {
+            desired,
+            links: Mutex::new(Vec::new()),
+            changed: Arc::new(Notify::new()),
+        });
+        let config = config.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let me = shared.clone();
+        std::thread::Builder::new()
+            .name("interconnect".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::anyhow!("interconnect runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let started = Driver::new(config, speaker, offered, me).await;
+                    match started {
+                        Ok(driver) => {
+                            let _ = ready_tx.send(Ok(()));
+                            driver.run(desired_rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the interconnect thread ended at start"))??;
+        Ok(shared)
+    }
+
+    /// The CNIs this PoP runs now (by id), from the control plane's latest version.
+    pub fn set_cnis(&self, cnis: BTreeMap<String, CniProvision>) {
+        self.desired.send_if_modified(|c| {
+            let changed = *c != cnis;
+            *c = cnis;
+            changed
+        });
+    }
+
+    /// Every interconnect's link and sessions now (empty when the PoP carries none).
+    pub fn links(&self) -> Vec<LinkState> {
+        lock(&self.links).clone()
+    }
+
+    /// Woken when a link, a receive level or a session changed.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+}
+
+/// One CNI as the driver runs it.
+struct Running {
+    cni: CniProvision,
+    session: Option<Session>,
+    installer: Option<Installer>,
+}
+
+struct Driver {
+    config: Config,
+    netlink: Netlink,
+    provisioner: Provisioner,
+    speaker: Arc<Speaker>,
+    offered: Vec<IpNet>,
+    shared: Arc<Interconnects>,
+    running: BTreeMap<String, Running>,
+    /// Each port's carrier as last seen (by interface).
+    carrier: BTreeMap<String, bool>,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Driver {
+    async fn new(
+        config: Config,
+        speaker: Option<Arc<Speaker>>,
+        offered: Vec<IpNet>,
+        shared: Arc<Interconnects>,
+    ) -> anyhow::Result<Driver> {
+        let netlink = Netlink::open()?;
+        let speaker = match speaker {
+            Some(s) => s,
+            None => Arc::new(
+                Speaker::start(SpeakerConfig {
+                    local_as: config.local_as,
+                    router_id: config.router_id,
+                    listen: config.listen.clone(),
+                    peers: Vec::new(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("interconnect: {e}"))?,
+            ),
+        };
+        // Routes a previous run left in the table (it did not stop cleanly) are stale.
+        match netlink.bgp_routes(config.table).await {
+            Ok(stale) if !stale.is_empty() => {
+                tracing::warn!(
+                    table = config.table,
+                    routes = stale.len(),
+                    "removing peering routes a previous run left"
+                );
+                for (dst, _) in stale {
+                    let _ = netlink.route_delete(dst, config.table).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the peering table"),
+        }
+        Ok(Driver {
+            provisioner: Provisioner::new(netlink.clone()),
+            netlink,
+            speaker,
+            offered,
+            shared,
+            running: BTreeMap::new(),
+            carrier: BTreeMap::new(),
+            config,
+        })
+    }
+
+    fn timers(&self) -> Timers {
+        Timers {
+            connect_retry: self.config.connect_retry,
+            hold_time: self.config.hold_time,
+            bfd: self.config.bfd,
+        }
+    }
+
+    async fn run(mut self, mut desired: watch::Receiver<BTreeMap<String, CniProvision>>) {
+        let mut events = match Netlink::link_events() {
+            Ok(e) => Some(Box::pin(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no netlink link notifications: links are polled");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(self.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sent: Option<Vec<LinkState>> = None;
+        loop {
+            tokio::select! {
+                r = desired.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let cnis = desired.borrow_and_update().clone();
+                    self.reconcile(cnis).await;
+                }
+                Some(name) = async {
+                    match events.as_mut() {
+                        Some(e) => e.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !self.carrier.contains_key(&name) {
+                        continue;
+                    }
+                }
+                _ = tick.tick() => {
+                    // A CNI whose port was missing or refused is tried again.
+                    let cnis: Vec<(String, CniProvision)> = self
+                        .running
+                        .iter()
+                        .map(|(id, r)| (id.clone(), r.cni.clone()))
+                        .collect();
+                    let pending = cnis
+                        .iter()
+                        .any(|(id, _)| !self.provisioner.configured().contains_key(id));
+                    if pending {
+                        self.provision(&cnis).await;
+                    }
+                }
+            }
+            let links = self.observe().await;
+            // Counters alone do not wake the follower: they go with the periodic report.
+            let wake = last_sent.as_ref().is_none_or(|l| !same_state(l, &links));
+            *lock(&self.shared.links) = links.clone();
+            if wake {
+                last_sent = Some(links);
+                self.shared.changed.notify_one();
+            }
+        }
+    }
+
+    async fn provision(&mut self, cnis: &[(String, CniProvision)]) {
+        for (id, e) in self
+            .provisioner
+            .apply(cnis.iter().map(|(id, c)| (id.as_str(), c)))
+            .await
+        {
+            tracing::warn!(cni = %id, error = %e, "CNI not configured; trying again");
+        }
+    }
+
+    /// Brings the kernel and the sessions to `cnis`.
+    async fn reconcile(&mut self, cnis: BTreeMap<String, CniProvision>) {
+        // Sessions that are gone or changed end first (their routes leave the table).
+        let timers = self.timers();
+        let wanted: BTreeMap<String, Option<Session>> = cnis
+            .iter()
+            .map(|(id, c)| (id.clone(), session_of(c, &timers, &self.offered)))
+            .collect();
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            let keep = wanted
+                .get(&id)
+                .is_some_and(|s| *s == self.running[&id].session);
+            if !keep {
+                let r = self.running.remove(&id).expect("listed");
+                self.end(&id, r).await;
+            }
+        }
+        let list: Vec<(String, CniProvision)> =
+            cnis.iter().map(|(i, c)| (i.clone(), c.clone())).collect();
+        self.provision(&list).await;
+        for (id, cni) in cnis {
+            if let Some(r) = self.running.get_mut(&id) {
+                r.cni = cni;
+                continue;
+            }
+            let session = wanted.get(&id).cloned().flatten();
+            let mut installer = None;
+            if let Some(s) = &session {
+                match self.speaker.add_peer(s.peer.clone(), s.peering) {
+                    Ok(()) => {
+                        self.speaker.export(s.peer.address, s.export.clone());
+                        if s.peering {
+                            installer = Some(Installer::start(
+                                self.speaker.clone(),
+                                self.netlink.clone(),
+                                s.peer.address,
+                                self.config.table,
+                            ));
+                        }
+                        tracing::info!(cni = %id, peer = %s.peer.address, peer_as = s.peer.peer_as, "CNI session added");
+                    }
+                    Err(e) => tracing::warn!(cni = %id, error = %e, "CNI session not started"),
+                }
+            }
+            if let Some(iface) = &cni.interface {
+                self.carrier.entry(iface.clone()).or_insert(false);
+            }
+            self.running.insert(
+                id,
+                Running {
+                    cni,
+                    session,
+                    installer,
+                },
+            );
+        }
+        let ports: Vec<String> = self
+            .running
+            .values()
+            .filter_map(|r| r.cni.interface.clone())
+            .collect();
+        self.carrier.retain(|iface, _| ports.contains(iface));
+    }
+
+    /// Ends a CNI's session: its routes leave the table, the peer is removed with a Cease.
+    async fn end(&mut self, id: &str, r: Running) {
+        if let Some(s) = &r.session {
+            self.speaker
+                .remove_peer(s.peer.address, Duration::from_secs(1))
+                .await;
+            tracing::info!(cni = %id, peer = %s.peer.address, "CNI session removed");
+        }
+        if let Some(i) = r.installer {
+            i.stop().await;
+        }
+    }
+
+    /// Reads every port and session; takes down the sessions of a port that lost its carrier.
+    async fn observe(&mut self) -> Vec<LinkState> {
+        let mut by_interconnect: BTreeMap<String, LinkState> = BTreeMap::new();
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            let r = &self.running[&id];
+            let Some(iface) = r.cni.interface.clone() else {
+                continue;
+            };
+            let carrier = match self.netlink.link(&iface).await {
+                Ok(l) => l.admin_up && l.carrier,
+                Err(_) => false,
+            };
+            let was = self.carrier.insert(iface.clone(), carrier);
+            if was == Some(true) && !carrier {
+                tracing::warn!(interface = %iface, "CNI port down");
+            }
+            if !carrier {
+                if let Some(s) = &r.session {
+                    self.speaker.fail_peer(s.peer.address, "the link is down");
+                }
+            }
+            let rx_dbm = match super::optics::rx_dbm(&self.config.optics_dir, &iface) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receive level unreadable");
+                    None
+                }
+            };
+            let session = self.session_report(&id, r);
+            let link = by_interconnect
+                .entry(r.cni.interconnect.clone())
+                .or_insert_with(|| LinkState {
+                    interconnect: r.cni.interconnect.clone(),
+                    link_up: carrier,
+                    rx_dbm,
+                    bgp_established: true,
+                    sessions: Vec::new(),
+                });
+            if let Some(s) = session {
+                link.bgp_established &= s.state == State::Established.name();
+                link.sessions.push(s);
+            }
+        }
+        by_interconnect
+            .into_values()
+            .map(|mut l| {
+                l.bgp_established &= !l.sessions.is_empty();
+                l
+            })
+            .collect()
+    }
+
+    fn session_report(&self, id: &str, r: &Running) -> Option<CniSession> {
+        let s = r.session.as_ref()?;
+        let status: PeerStatus = self.speaker.peer_status(s.peer.address)?;
+        let refused = if status.received > status.accepted {
+            refused(&self.speaker, s.peer.address, &r.cni)
+        } else {
+            Vec::new()
+        };
+        Some(CniSession {
+            cni: id.to_string(),
+            state: status.state.name().into(),
+            received: status.received as u64,
+            accepted: status.accepted as u64,
+            advertised: status.announced as u64,
+            installed: r
+                .installer
+                .as_ref()
+                .map_or(0, |i| i.installed.load(Ordering::Relaxed)),
+            refused,
+            last_error: status.last_error.clone(),
+            last_notification: status.last_notification.map(|n| NotificationReport {
+                direction: if n.sent { "sent" } else { "received" }.into(),
+                code: n.code,
+                subcode: n.subcode,
+                meaning: notification_meaning(n.code, n.subcode),
+                at_ms: unix_ms(n.at),
+            }),
+            bfd: status.bfd.map(|b| b.name().to_string()),
+        })
+    }
+}
+
+/// The first refused prefixes of a session, each with why.
+fn refused(speaker: &Speaker, peer: IpAddr, cni: &CniProvision) -> Vec<RefusedPrefix> {
+    let import = Import::of(&cni.spec);
+    let mut out: Vec<(Prefix, String)> = speaker
+        .received_routes(peer)
+        .into_iter()
+        .filter(|(_, _, ok)| !ok)
+        .map(|(p, _, _)| {
+            let net: Option<IpNet> = p.to_string().parse().ok();
+            let reason = match net.map(|n| import.verdict(&n)) {
+                Some(Verdict::Refuse(why)) => why,
+                _ => "its AS path has our AS or does not start with the customer's".into(),
+            };
+            (p, reason)
+        })
+        .collect();
+    out.sort();
+    out.into_iter()
+        .take(REFUSED_SHOWN)
+        .map(|(p, reason)| RefusedPrefix {
+            prefix: p.to_string(),
+            reason,
+        })
+        .collect()
+}
+
+/// Whether two reports say the same of what a status depends on: the links, the receive
+/// levels (within half a dB), the sessions' states and their last NOTIFICATION.
+fn same_state(a: &[LinkState], b: &[LinkState]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let light = match (x.rx_dbm, y.rx_dbm) {
+                (Some(p), Some(q)) => (p - q).abs() < 0.5,
+                (p, q) => p.is_none() && q.is_none(),
+            };
+            x.interconnect == y.interconnect
+                && x.link_up == y.link_up
+                && x.bgp_established == y.bgp_established
+                && light
+                && x.sessions.len() == y.sessions.len()
+                && x.sessions.iter().zip(&y.sessions).all(|(s, t)| {
+                    s.cni == t.cni
+                        && s.state == t.state
+                        && s.last_notification == t.last_notification
+                        && s.bfd == t.bfd
+                })
+        })
+}
