@@ -250,6 +250,11 @@ const ROUTES: &[(&str, &str, Expect)] = &[
     ),
     (
         "GET",
+        "/v1/accounts/{account}/cni/cnis/{id}/diagnostics",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
         "/v1/accounts/{account}/cni/settings",
         Expect::NotFound,
     ),

@@ -272,6 +272,8 @@ fn plan(
         workflow,
         status: StatusHistory::new(device.dataplane),
         last_report: None,
+        sessions: Default::default(),
+        events: Vec::new(),
     })
 }
 

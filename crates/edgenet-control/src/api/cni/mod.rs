@@ -13,8 +13,10 @@
 //! `interconnects.rs`: an account's interconnects, their workflow steps, LOA and status,
 //! slots and the diversity warning. `cnis.rs`: CNIs and the account's settings.
 //! `notify.rs`: maintenance events, subscriptions, and the webhook deliveries of notices.
+//! `diagnostics.rs`: a CNI's timeline, session and prefixes, from its PoP's link reports.
 
 mod cnis;
+mod diagnostics;
 mod interconnects;
 mod notify;
 mod operator;
@@ -118,6 +120,13 @@ pub struct Interconnect {
     /// The link as last reported: its state and when that state was first reported.
     #[serde(default)]
     pub last_report: Option<LinkReport>,
+    /// Each CNI's session on it, as last reported (by CNI id).
+    #[serde(default)]
+    pub sessions: std::collections::BTreeMap<String, edgenet_protocol::CniSession>,
+    /// What happened to the link and its sessions, oldest first (the newest
+    /// [`diagnostics::KEPT_EVENTS`]).
+    #[serde(default)]
+    pub events: Vec<diagnostics::Event>,
 }
 
 /// The claim of a port.
@@ -274,11 +283,17 @@ pub async fn observe_links(
             bgp_established: link.bgp_established,
             at_ms,
         };
+        let sessions: std::collections::BTreeMap<String, edgenet_protocol::CniSession> = link
+            .sessions
+            .iter()
+            .map(|s| (s.cni.clone(), s.clone()))
+            .collect();
         // PoPs repeat their links every few seconds: only a change is written.
         let mut next = ic.status.clone();
         if next.observe(&report).is_none()
             && next == ic.status
             && ic.last_report.is_some_and(|last| same_link(&last, &report))
+            && sessions == ic.sessions
         {
             continue;
         }
@@ -292,10 +307,24 @@ pub async fn observe_links(
                 &|before, _| {
                     let before = before.ok_or_else(|| StoreError::NotFound(r.id.clone()))?;
                     let mut ic: Interconnect = parse(before)?;
-                    if let Some(change) = ic.status.observe(&report) {
+                    let change = ic.status.observe(&report).cloned();
+                    if let Some(change) = &change {
                         tracing::info!(interconnect = %before.id, from = ?change.from, to = ?change.to, reason = %change.reason, "interconnect status");
                     }
-                    ic.last_report = Some(report);
+                    let events = diagnostics::timeline(
+                        ic.last_report.as_ref(),
+                        &ic.sessions,
+                        &report,
+                        &link.sessions,
+                        change.as_ref(),
+                    );
+                    diagnostics::keep(&mut ic.events, events);
+                    // The time a state was first reported stays while it lasts.
+                    let same = ic.last_report.is_some_and(|l| same_link(&l, &report));
+                    if !same {
+                        ic.last_report = Some(report);
+                    }
+                    ic.sessions = sessions.clone();
                     Ok((to_value(&ic), claims_of(&ic)))
                 },
             )
@@ -365,6 +394,7 @@ pub fn routes(
         .routes(routes!(cnis::list_cnis, cnis::create_cni))
         .routes(routes!(cnis::get_cni, cnis::put_cni, cnis::delete_cni))
         .routes(routes!(cnis::get_settings, cnis::put_settings))
+        .routes(routes!(diagnostics::get_diagnostics))
         .routes(routes!(notify::list_events, notify::create_event))
         .routes(routes!(notify::put_event, notify::cancel_event))
         .routes(routes!(notify::list_account_events))

@@ -500,6 +500,8 @@ pub(super) async fn submit_partner_request(
         workflow: Workflow::start(Flow::Partner),
         status: StatusHistory::new(device.dataplane),
         last_report: None,
+        sessions: Default::default(),
+        events: Vec::new(),
     };
     let value = to_value(&ic);
     let options = p.write(Write::Create, unix_ms());

@@ -1220,3 +1220,100 @@ async fn a_cni_is_streamed_to_the_pop_that_runs_its_site_with_its_key() {
     let all = streamed(&w.app).await;
     assert_eq!((all.len(), &all[2]), (3, &(id, None)));
 }
+
+#[tokio::test]
+async fn diagnostics_show_the_session_its_prefixes_and_the_timeline() {
+    let w = world().await;
+    let (_, ic) = w.direct("10G").await;
+    let ic = ic["result"]["id"].as_str().unwrap().to_string();
+    let cni = json!({"interconnect": ic, "customer_asn": 64700, "use_case": "peering",
+        "prefixes": ["203.0.113.0/24"], "max_prefixes": 2});
+    let (s, v) = call(&w.app, "POST", &w.acct("cnis"), &w.a_admin, Some(cni)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["result"]["id"].as_str().unwrap().to_string();
+    w.app
+        .store
+        .put(
+            Kind::Pop,
+            "pop-gru",
+            Some(&json!({"name": "pop-gru"})),
+            true,
+            None,
+            crate::store::Owner::Operator,
+        )
+        .await
+        .unwrap();
+    let (_, pop) = w.app.create_token("pop", &["pop"], None).await.unwrap();
+    let report = |at: i64, up: bool, session: Value| {
+        let line = json!({"type": "links", "at_ms": at, "links": [{"interconnect": ic,
+            "link_up": up, "rx_dbm": -2.5, "bgp_established": session["state"] == "established",
+            "sessions": [session]}]});
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/pops/pop-gru/reports")
+            .header("authorization", format!("Bearer {pop}"))
+            .body(Body::from(format!("{line}\n")))
+            .unwrap();
+        router(w.app.clone()).oneshot(req)
+    };
+    let up = json!({"cni": id, "state": "established", "received": 2, "accepted": 1,
+        "advertised": 1, "installed": 1,
+        "refused": [{"prefix": "203.0.113.0/25", "reason": "203.0.113.0/25 is longer than /24"}]});
+    assert_eq!(
+        report(1_000, true, up).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let down = json!({"cni": id, "state": "idle", "last_error": "the peer sent 3 prefixes, over the limit of 2",
+        "last_notification": {"direction": "sent", "code": 6, "subcode": 1,
+            "meaning": "Cease: Maximum Number of Prefixes Reached", "at_ms": 1_900}});
+    report(2_000, true, down).await.unwrap();
+    let (s, v) = w.get(&w.acct(&format!("cnis/{id}/diagnostics"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let d = &v["result"];
+    assert_eq!(
+        (d["status"].as_str(), d["operational"].as_bool()),
+        (Some("active"), Some(false)),
+        "{d}"
+    );
+    assert_eq!(d["link"]["up"], true);
+    assert_eq!(d["link"]["rx_dbm"], -2.5);
+    assert_eq!(d["bgp"]["state"], "idle");
+    assert_eq!(d["bgp"]["last_notification"]["subcode"], 1);
+    assert_eq!(
+        d["prefixes"]["received"], 0,
+        "the reset session holds nothing"
+    );
+    let timeline: Vec<(i64, &str, &str)> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["at_ms"].as_i64().unwrap(),
+                e["kind"].as_str().unwrap(),
+                e["detail"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            (1_000, "status", "pending to active: the link is up"),
+            (1_000, "link", "the link is up"),
+            (1_000, "bgp", "BGP session established"),
+            (
+                2_000,
+                "bgp",
+                "BGP session down (idle): the peer sent 3 prefixes, over the limit of 2"
+            ),
+            (
+                1_900,
+                "notification",
+                "NOTIFICATION sent 6/1: Cease: Maximum Number of Prefixes Reached"
+            ),
+        ],
+        "{d}"
+    );
+    let (s, _) = w.get(&w.acct("cnis/nope/diagnostics")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
