@@ -345,12 +345,14 @@ impl Driver {
                 Err(_) => false,
             };
             let was = self.carrier.insert(iface.clone(), carrier);
+            // Once, as the carrier goes: the session's own retries then find no path, and its
+            // backoff does not grow for as long as the link stays down.
             if was == Some(true) && !carrier {
-                tracing::warn!(interface = %iface, "CNI port down");
-            }
-            if !carrier {
+                tracing::warn!(cni = %id, interface = %iface, "CNI port down");
                 if let Some(s) = &r.session {
                     self.speaker.fail_peer(s.peer.address, "the link is down");
+                    // Let the session take it before it is read below.
+                    tokio::task::yield_now().await;
                 }
             }
             let rx_dbm = match super::optics::rx_dbm(&self.config.optics_dir, &iface) {

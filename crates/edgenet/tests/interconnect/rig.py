@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""The interconnect rig: a PoP and a customer router joined by a veth "cross-connect".
+
+    PoP ns (edgenet control + edgenet pop, port cni0) ==veth== customer ns (BIRD 2, eth0)
+
+The control plane runs inside the PoP namespace on 127.0.0.1 (API calls go through
+`ip netns exec ... curl`). Through its API the rig creates the operator's settings, a site whose
+device has port et-0/0/1 on interface cni0 run by PoP `pop1`, an account, a direct
+interconnect and its CNI; the PoP follows the control plane and does the rest: the /31 and MTU
+on cni0, the BGP session with the customer's BIRD, the peering routes in kernel table 200, and
+the link reports the status and diagnostics come from.
+
+Used by crates/edgenet/tests/interconnect.rs (scenario `cni`, with assertions) and
+bench/interconnect.sh (scenario `bench`, timings). Run as root:
+    rig.py SCENARIO --edgenet PATH
+Everything it starts runs inside its namespaces, and everything is removed on exit.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+from netns import delete_namespace, log, sh, until  # noqa: E402
+
+POP_AS, CUSTOMER_AS = 13335, 64700
+OURS, THEIRS = "100.64.0.0", "100.64.0.1"
+TABLE = 200
+KEY = "cross-connect-key"
+
+
+class Rig:
+    def __init__(self, edgenet, poll="200ms"):
+        self.edgenet = edgenet
+        self.poll = poll
+        self.tag = f"{os.getpid() % 100000:05d}"
+        self.dir = tempfile.mkdtemp(prefix="edgenet-ic-")
+        self.optics = os.path.join(self.dir, "optics")
+        os.makedirs(self.optics)
+        self.namespaces = []
+        self.procs = {}
+        self.logs = {}
+        self.api_port = 7070
+
+    # ---------- namespaces ----------
+    def ns(self, role):
+        return f"ic{self.tag}{role}"
+
+    def add_ns(self, role):
+        name = self.ns(role)
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "link", "set", "lo", "up", ns=name)
+        return name
+
+    def up(self):
+        if os.geteuid() != 0:
+            raise SystemExit("needs root (network namespaces)")
+        p, c = self.add_ns("p"), self.add_ns("c")
+        a, b = f"x{self.tag}a", f"x{self.tag}b"
+        sh("ip", "link", "add", a, "mtu", "9000", "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", p)
+        sh("ip", "link", "set", b, "netns", c)
+        sh("ip", "link", "set", a, "name", "cni0", ns=p)
+        sh("ip", "link", "set", b, "name", "eth0", ns=c)
+        # The customer's side is the customer's business; the PoP's side is edgenet's.
+        sh("ip", "addr", "add", f"{THEIRS}/31", "dev", "eth0", ns=c)
+        sh("ip", "link", "set", "eth0", "up", ns=c)
+
+    def down(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        for n in self.namespaces:
+            delete_namespace(n)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            self.dump_logs()
+        self.down()
+
+    def dump_logs(self):
+        for name, path in self.logs.items():
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    tail = f.read()[-4000:]
+                print(f"----- {name} -----\n{tail}", flush=True)
+
+    def spawn(self, name, role, *cmd):
+        path = os.path.join(self.dir, f"{name}.log")
+        self.logs[name] = path
+        out = open(path, "ab")
+        self.procs[name] = subprocess.Popen(("ip", "netns", "exec", self.ns(role)) + cmd,
+                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                            cwd=self.dir)
+        return self.procs[name]
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    # ---------- the control plane and its API ----------
+    def start_control(self):
+        data = os.path.join(self.dir, "data")
+        self.spawn("control", "p", self.edgenet, "control", "--data", data,
+                   "--listen", f"127.0.0.1:{self.api_port}")
+        token = os.path.join(data, "admin-token")
+        until("the control plane", 20, lambda: os.path.exists(token) and self.api_up())
+        with open(token) as f:
+            self.operator = f.read().strip()
+
+    def api_up(self):
+        r = subprocess.run(("ip", "netns", "exec", self.ns("p"), "curl", "-s", "-o", "/dev/null",
+                            f"http://127.0.0.1:{self.api_port}/v1/status"), capture_output=True)
+        return r.returncode == 0
+
+    def api(self, method, path, body=None, token=None, expect=None):
+        cmd = ["curl", "-s", "-X", method, "-w", "\n%{http_code}",
+               "-H", f"Authorization: Bearer {token or self.operator}",
+               f"http://127.0.0.1:{self.api_port}/v1{path}"]
+        if body is not None:
+            cmd[1:1] = ["-H", "content-type: application/json", "-d", json.dumps(body)]
+        out = sh(*cmd, ns=self.ns("p"))
+        text, _, code = out.rpartition("\n")
+        code = int(code)
+        if expect is not None and code != expect:
+            raise AssertionError(f"{method} {path}: {code}, not {expect}: {text}")
+        return code, (json.loads(text) if text.strip() else None)
+
+    def provision(self, max_prefixes=3, use_case="peering"):
+        """Operator settings, the site, a PoP, an account, an interconnect and its CNI; the
+        CNI's id."""
+        self.api("PUT", "/cni/settings", {"operator": "Example Networks",
+                                          "pool_v4": "100.64.0.0/24",
+                                          "pool_v6": "2001:db8:ff::/64"}, expect=200)
+        self.api("POST", "/cni/sites", {
+            "code": "gru-b", "pop": "pop1", "timezone": "America/Sao_Paulo", "holidays": [],
+            "facility": {"name": "Equinix SP4", "address": "Rua Ricardo Prudente de Aquino 85"},
+            "dataplanes": ["v1"],
+            "devices": [{"name": "edge01", "dataplane": "v1", "ports": [
+                {"slot": "et-0/0/1", "speed": "10G", "optic": "10GBASE-LR",
+                 "interface": "cni0"}]}]}, expect=201)
+        self.api("POST", "/pops", {"name": "pop1", "latitude": -23.5, "longitude": -46.6,
+                                   "addresses": []}, expect=201)
+        _, t = self.api("POST", "/tokens", {"name": "pop1", "scopes": ["pop"]}, expect=201)
+        self.pop_token = t["result"]["secret"]
+        _, a = self.api("POST", "/accounts", {"name": "acme"}, expect=201)
+        self.account = a["result"]["id"]
+        _, t = self.api("POST", f"/accounts/{self.account}/tokens",
+                        {"name": "acme", "scopes": ["admin"]}, expect=201)
+        self.customer = t["result"]["secret"]
+        _, ic = self.acct("POST", "/cni/interconnects",
+                          {"type": "direct", "site": "gru-b", "speed": "10G", "name": "primary"},
+                          expect=201)
+        self.interconnect = ic["result"]["id"]
+        _, cni = self.acct("POST", "/cni/cnis", {
+            "interconnect": self.interconnect, "customer_asn": CUSTOMER_AS,
+            "use_case": use_case, "prefixes": ["203.0.113.0/24", "198.51.100.0/22"],
+            "max_prefixes": max_prefixes, "md5_key": KEY, "allocate_v6": True, "bfd": True},
+            expect=201)
+        self.cni = cni["result"]["id"]
+        return self.cni
+
+    def acct(self, method, path, body=None, expect=None):
+        return self.api(method, f"/accounts/{self.account}{path}", body, self.customer, expect)
+
+    def status(self):
+        return self.acct("GET", f"/cni/interconnects/{self.interconnect}/status")[1]["result"]
+
+    def diagnostics(self):
+        return self.acct("GET", f"/cni/cnis/{self.cni}/diagnostics")[1]["result"]
+
+    # ---------- the PoP ----------
+    def start_pop(self):
+        conf = self.write("pop.toml", f"""
+[node]
+name = "pop1"
+threads = 1
+drain_timeout = "1s"
+
+[[listeners]]
+address = "127.0.0.1:8080"
+protocol = "http"
+
+[admin]
+address = "127.0.0.1:9090"
+token_file = "admin-token"
+
+[interconnect]
+local_as = {POP_AS}
+router_id = "10.0.0.1"
+listen = ["0.0.0.0:179"]
+table = {TABLE}
+optics_dir = "{self.optics}"
+poll_interval = "{self.poll}"
+connect_retry = "1s"
+hold_time = "9s"
+""")
+        self.spawn("pop", "p", self.edgenet, "pop", "--config", conf,
+                   "--control", f"http://127.0.0.1:{self.api_port}", "--name", "pop1",
+                   "--token", self.pop_token)
+
+    def table(self):
+        return sh("ip", "-4", "route", "show", "table", str(TABLE), ns=self.ns("p"), check=False)
+
+    def port(self):
+        return sh("ip", "addr", "show", "cni0", ns=self.ns("p"))
+
+    # ---------- the customer's BIRD ----------
+    def bird_conf(self, key, extra_static=False):
+        return f"""
+router id {THEIRS};
+log "{self.dir}/bird-customer.trace" all;
+protocol device {{ scan time 1; }}
+protocol static listed {{
+  ipv4;
+  route 203.0.113.0/24 blackhole;
+  route 203.0.113.0/25 blackhole;
+}}
+protocol static more {{
+  {"" if extra_static else "disabled;"}
+  ipv4;
+  route 198.51.100.0/24 blackhole;
+  route 198.51.101.0/24 blackhole;
+  route 198.51.102.0/24 blackhole;
+}}
+protocol bfd {{ interface "eth0" {{ min rx interval 100 ms; min tx interval 100 ms; }}; }}
+protocol bgp pop {{
+  bfd on;
+  local {THEIRS} as {CUSTOMER_AS};
+  neighbor {OURS} as {POP_AS};
+  password "{key}";
+  hold time 9; keepalive time 3;
+  connect delay time 1; connect retry time 1; error wait time 1, 2;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+"""
+
+    def start_bird(self, key):
+        self.bird_path = self.write("bird-customer.conf", self.bird_conf(key))
+        self.sock = os.path.join(self.dir, "bird-customer.ctl")
+        self.logs["bird-customer.trace"] = os.path.join(self.dir, "bird-customer.trace")
+        self.spawn("bird", "c", "bird", "-f", "-c", self.bird_path, "-s", self.sock)
+        until("BIRD up", 10, lambda: "Daemon is up" in self.birdc("show", "status"))
+
+    def rekey_bird(self, key):
+        self.write("bird-customer.conf", self.bird_conf(key))
+        out = self.birdc("configure")
+        assert "Reconfigured" in out or "Reconfiguration" in out, out
+
+    def birdc(self, *cmd):
+        return sh("birdc", "-s", self.sock, *cmd, check=False)
+
+    def bird_session(self):
+        return self.birdc("show", "protocols", "all", "pop")
+
+    def bird_established(self):
+        return "Established" in self.bird_session()
+
+
+def check(what, cond, detail=""):
+    if not cond:
+        raise AssertionError(f"{what}: {detail}")
+    log("ok:", what)
+
+
+def scenario_cni(rig):
+    """Everything the issue's tests name, in order, against one customer router."""
+    rig.start_control()
+    rig.provision()
+    # BIRD with the wrong key first: the session must never come up.
+    rig.start_bird("not-the-key")
+    rig.start_pop()
+    until("the /31 on cni0", 20, lambda: f"{OURS}/31" in rig.port())
+    port = rig.port()
+    check("MTU 1500 on the port", "mtu 1500" in port, port)
+    check("the CNI's /127 on the port", "2001:db8:ff::/127" in port, port)
+    time.sleep(4)
+    check("a wrong MD5 key never establishes", not rig.bird_established(), rig.bird_session())
+    rig.rekey_bird(KEY)
+    until("BIRD's session established with MD5", 15, rig.bird_established)
+
+    until("the /24 in the PoP's table", 10, lambda: "203.0.113.0/24" in rig.table())
+    table = rig.table()
+    check("the peering route goes over the CNI",
+          f"203.0.113.0/24 via {THEIRS} dev cni0 proto bgp" in table, table)
+    check("the /25 is refused by the filter", "203.0.113.0/25" not in table, table)
+    d = until("diagnostics with the session", 10,
+              lambda: (lambda d: d if (d.get("prefixes") or {}).get("accepted") == 1 else None)(
+                  rig.diagnostics()))
+    check("one accepted, one refused", (d["prefixes"]["received"], d["prefixes"]["refused"]) == (2, 1), d)
+    check("the refusal says why", d["refused"] and "longer than /24" in d["refused"][0]["reason"], d)
+    check("the PoP advertises nothing to a peering customer without anycast",
+          d["prefixes"]["advertised"] == 0, d)
+    until("status active", 10, lambda: rig.status()["status"] == "active")
+    d = until("BFD up on the v1 CNI", 10,
+              lambda: (lambda d: d if d["bgp"]["bfd"] == "up" else None)(rig.diagnostics()))
+    bfd = rig.birdc("show", "bfd", "sessions")
+    check("BIRD's BFD session with the PoP is up", OURS in bfd and "Up" in bfd, bfd)
+
+    # Withdrawals remove the route.
+    rig.birdc("disable", "listed")
+    until("the withdrawn /24 leaves the table", 10, lambda: "203.0.113.0/24" not in rig.table())
+    rig.birdc("enable", "listed")
+    until("the /24 again", 10, lambda: "203.0.113.0/24" in rig.table())
+
+    # Past max-prefix (3): five routes, the session is torn down with Cease subcode 1.
+    rig.birdc("enable", "more")
+    until("BIRD sees the Cease", 10,
+          lambda: "maximum number of prefixes reached" in rig.bird_session().lower())
+    d = until("the NOTIFICATION in the diagnostics", 10,
+              lambda: (lambda d: d if (d.get("bgp") or {}).get("last_notification") else None)(
+                  rig.diagnostics()))
+    n = d["bgp"]["last_notification"]
+    check("Cease 6/1 sent", (n["direction"], n["code"], n["subcode"]) == ("sent", 6, 1), n)
+    rig.birdc("disable", "more")
+    until("re-established under the limit", 20, rig.bird_established)
+    until("the /24 back after the reset", 10, lambda: "203.0.113.0/24" in rig.table())
+
+    # The cross-connect goes down: Unhealthy, session down, routes gone.
+    t0 = time.time()
+    sh("ip", "link", "set", "eth0", "down", ns=rig.ns("c"))
+    until("unhealthy after link down", 5, lambda: rig.status()["status"] == "unhealthy")
+    log(f"link down to unhealthy: {(time.time() - t0) * 1000:.0f} ms")
+    until("routes withdrawn after link down", 5, lambda: "203.0.113.0/24" not in rig.table())
+    d = until("the session down with the link", 5,
+              lambda: (lambda d: d if d["bgp"]["state"] != "established" else None)(rig.diagnostics()))
+    check("the diagnostics show the link down", d["link"]["up"] is False, d)
+    check("and why the session went", "link is down" in (d["bgp"]["last_error"] or ""), d)
+    sh("ip", "link", "set", "eth0", "up", ns=rig.ns("c"))
+    until("active again", 10, lambda: rig.status()["status"] == "active")
+    until("established again", 20, rig.bird_established)
+
+    # Too little light with the link up.
+    with open(os.path.join(rig.optics, "cni0"), "w") as f:
+        f.write("rx_dbm = -25.0\n")
+    until("unhealthy below -20 dBm", 5, lambda: rig.status()["status"] == "unhealthy")
+    d = rig.diagnostics()
+    check("the link is up while the light is low", d["link"]["up"] is True and d["link"]["rx_dbm"] == -25.0, d)
+    with open(os.path.join(rig.optics, "cni0"), "w") as f:
+        f.write("rx_dbm = -3.1\n")
+    until("active with light again", 5, lambda: rig.status()["status"] == "active")
+    kinds = [e["kind"] for e in rig.diagnostics()["timeline"]]
+    for k in ("status", "link", "light", "bgp", "notification"):
+        check(f"the timeline has {k} events", k in kinds, kinds)
+
+    # Deleting the CNI takes its address and session, and nothing else.
+    rig.acct("DELETE", f"/cni/cnis/{rig.cni}", expect=200)
+    until("the /31 leaves the port", 10, lambda: f"{OURS}/31" not in rig.port())
+    until("BIRD's session goes", 10, lambda: not rig.bird_established())
+    check("the table is empty", "203.0.113.0" not in rig.table(), rig.table())
+    check("the port itself stays", "cni0" in rig.port())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=["cni"])
+    ap.add_argument("--edgenet", required=True)
+    args = ap.parse_args()
+    with Rig(args.edgenet) as rig:
+        {"cni": scenario_cni}[args.scenario](rig)
+    print(f"scenario {args.scenario}: passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
