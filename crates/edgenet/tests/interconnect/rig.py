@@ -147,9 +147,9 @@ class Rig:
             raise AssertionError(f"{method} {path}: {code}, not {expect}: {text}")
         return code, (json.loads(text) if text.strip() else None)
 
-    def provision(self, max_prefixes=3, use_case="peering"):
-        """Operator settings, the site, a PoP, an account, an interconnect and its CNI; the
-        CNI's id."""
+    def setup(self):
+        """Operator settings, the site, the PoP's registration and token, an account and its
+        direct interconnect on port et-0/0/1 (interface cni0)."""
         self.api("PUT", "/cni/settings", {"operator": "Example Networks",
                                           "pool_v4": "100.64.0.0/24",
                                           "pool_v6": "2001:db8:ff::/64"}, expect=200)
@@ -173,9 +173,12 @@ class Rig:
                           {"type": "direct", "site": "gru-b", "speed": "10G", "name": "primary"},
                           expect=201)
         self.interconnect = ic["result"]["id"]
+
+    def create_cni(self, prefixes=("203.0.113.0/24", "198.51.100.0/22"), max_prefixes=3):
+        """A peering CNI on the interconnect (always 100.64.0.0/31); its id."""
         _, cni = self.acct("POST", "/cni/cnis", {
             "interconnect": self.interconnect, "customer_asn": CUSTOMER_AS,
-            "use_case": use_case, "prefixes": ["203.0.113.0/24", "198.51.100.0/22"],
+            "use_case": "peering", "prefixes": list(prefixes), "p2p_v4": f"{OURS}/31",
             "max_prefixes": max_prefixes, "md5_key": KEY, "allocate_v6": True, "bfd": True},
             expect=201)
         self.cni = cni["result"]["id"]
@@ -227,7 +230,8 @@ hold_time = "9s"
         return sh("ip", "addr", "show", "cni0", ns=self.ns("p"))
 
     # ---------- the customer's BIRD ----------
-    def bird_conf(self, key, extra_static=False):
+    def bird_conf(self, key, bulk=0):
+        routes = "".join(f"  route {bulk_prefix(i)} blackhole;\n" for i in range(bulk))
         return f"""
 router id {THEIRS};
 log "{self.dir}/bird-customer.trace" all;
@@ -237,8 +241,12 @@ protocol static listed {{
   route 203.0.113.0/24 blackhole;
   route 203.0.113.0/25 blackhole;
 }}
+protocol static bulk {{
+  disabled;
+  ipv4;
+{routes}}}
 protocol static more {{
-  {"" if extra_static else "disabled;"}
+  disabled;
   ipv4;
   route 198.51.100.0/24 blackhole;
   route 198.51.101.0/24 blackhole;
@@ -263,8 +271,8 @@ protocol bgp pop {{
         self.spawn("bird", "c", "bird", "-f", "-c", self.bird_path, "-s", self.sock)
         until("BIRD up", 10, lambda: "Daemon is up" in self.birdc("show", "status"))
 
-    def rekey_bird(self, key):
-        self.write("bird-customer.conf", self.bird_conf(key))
+    def rekey_bird(self, key, bulk=0):
+        self.write("bird-customer.conf", self.bird_conf(key, bulk))
         out = self.birdc("configure")
         assert "Reconfigured" in out or "Reconfiguration" in out, out
 
@@ -278,6 +286,11 @@ protocol bgp pop {{
         return "Established" in self.bird_session()
 
 
+def bulk_prefix(i):
+    """The i-th /24 of 10.0.0.0/8 and 11.0.0.0/8."""
+    return f"{10 + i // 65536}.{(i // 256) % 256}.{i % 256}.0/24"
+
+
 def check(what, cond, detail=""):
     if not cond:
         raise AssertionError(f"{what}: {detail}")
@@ -287,7 +300,8 @@ def check(what, cond, detail=""):
 def scenario_cni(rig):
     """Everything the issue's tests name, in order, against one customer router."""
     rig.start_control()
-    rig.provision()
+    rig.setup()
+    rig.create_cni()
     # BIRD with the wrong key first: the session must never come up.
     rig.start_bird("not-the-key")
     rig.start_pop()
@@ -372,13 +386,136 @@ def scenario_cni(rig):
     check("the port itself stays", "cni0" in rig.port())
 
 
+def table_size(rig):
+    out = subprocess.run(("ip", "netns", "exec", rig.ns("p"), "ip", "-4", "route", "show",
+                          "table", str(TABLE)), capture_output=True, text=True).stdout
+    return out.count("\n")
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def timed_until(what, within, f, step=0.005):
+    t0 = time.perf_counter()
+    until(what, within, f, step)
+    return (time.perf_counter() - t0) * 1000
+
+
+def scenario_bench(rig, runs, routes):
+    """The figures of bench/interconnect.sh: medians over `runs` CNIs created, cut and deleted,
+    then `routes` accepted routes into the PoP's kernel table, edgenet's speaker against
+    BIRD's as the PoP's speaker."""
+    timers = ("BIRD (customer): connect delay 1 s, connect retry 1 s, error wait 1-2 s; "
+              f"edgenet: connect_retry 1 s, hold 9 s, poll_interval {rig.poll}")
+    log("timers:", timers)
+    rig.start_control()
+    rig.setup()
+    rig.start_bird(KEY)
+    rig.start_pop()
+    established, unhealthy, withdrawn = [], [], []
+    for run in range(runs):
+        t0 = time.perf_counter()
+        rig.create_cni()
+        until("established", 30, rig.bird_established, step=0.005)
+        established.append((time.perf_counter() - t0) * 1000)
+        until("active", 10, lambda: rig.status()["status"] == "active")
+        until("the route in the table", 10, lambda: "203.0.113.0/24" in rig.table())
+        t0 = time.perf_counter()
+        sh("ip", "link", "set", "eth0", "down", ns=rig.ns("c"))
+        # Both are watched from the moment of the cut, each by its own poller.
+        done = {}
+
+        def watch(name, f):
+            until(name, 10, f, step=0.002)
+            done[name] = (time.perf_counter() - t0) * 1000
+        import threading
+        threads = [threading.Thread(target=watch, args=("unhealthy", lambda: rig.status()["status"] == "unhealthy")),
+                   threading.Thread(target=watch, args=("withdrawn", lambda: "203.0.113.0/24" not in rig.table()))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        unhealthy.append(done["unhealthy"])
+        withdrawn.append(done["withdrawn"])
+        sh("ip", "link", "set", "eth0", "up", ns=rig.ns("c"))
+        until("active again", 10, lambda: rig.status()["status"] == "active")
+        rig.acct("DELETE", f"/cni/cnis/{rig.cni}", expect=200)
+        until("the session gone", 10, lambda: not rig.bird_established())
+        until("the /31 gone", 10, lambda: f"{OURS}/31" not in rig.port())
+        log(f"run {run + 1}: established {established[-1]:.0f} ms, unhealthy {unhealthy[-1]:.0f} ms, "
+            f"withdrawn {withdrawn[-1]:.0f} ms")
+
+    # Accepted routes per second: the customer's BIRD holds `routes` static /24s inside the
+    # CNI's list, disabled; enabling them is time zero, the table holding them all the end.
+    rig.rekey_bird(KEY, bulk=routes)
+    rig.create_cni(prefixes=("10.0.0.0/8", "11.0.0.0/8", "203.0.113.0/24"), max_prefixes=routes + 100)
+    until("established for the bulk", 30, rig.bird_established)
+    until("the small route first", 10, lambda: "203.0.113.0/24" in rig.table())
+    t0 = time.perf_counter()
+    rig.birdc("enable", "bulk")
+    until("every route in the table", 300, lambda: table_size(rig) >= routes + 1, step=0.05)
+    ours = routes / (time.perf_counter() - t0)
+    d = until("the RIB count", 30, lambda: (lambda d: d if d["prefixes"]["accepted"] >= routes + 1 else None)(rig.diagnostics()))
+    log(f"edgenet: {routes} routes in {routes / ours:.2f} s, {ours:.0f}/s; RIB accepted {d['prefixes']['accepted']}")
+    rig.birdc("disable", "bulk")
+    until("the table drained", 120, lambda: table_size(rig) <= 1, step=0.1)
+
+    # The same with BIRD as the PoP's speaker, in front of the same kernel table.
+    rig.procs["pop"].kill()
+    rig.procs["pop"].wait()
+    sh("ip", "route", "flush", "table", str(TABLE), ns=rig.ns("p"), check=False)
+    sock = os.path.join(rig.dir, "bird-pop.ctl")
+    conf = rig.write("bird-pop.conf", f"""
+router id 10.0.0.1;
+protocol device {{ scan time 1; }}
+ipv4 table peering;
+protocol kernel {{ kernel table {TABLE}; ipv4 {{ table peering; import none; export all; }}; }}
+protocol bgp cust {{
+  local {OURS} as {POP_AS};
+  neighbor {THEIRS} as {CUSTOMER_AS};
+  password "{KEY}";
+  hold time 9; keepalive time 3; connect delay time 1; connect retry time 1;
+  ipv4 {{ table peering; import where net ~ [ 10.0.0.0/8{{8,24}}, 11.0.0.0/8{{8,24}}, 203.0.113.0/24{{24,24}} ];
+          receive limit {routes + 100} action restart; export none; }};
+}}
+""")
+    rig.spawn("bird-pop", "p", "bird", "-f", "-c", conf, "-s", sock)
+    until("BIRD PoP up", 10, lambda: "Daemon is up" in sh("birdc", "-s", sock, "show", "status", check=False))
+    until("BIRD-BIRD established", 30, rig.bird_established)
+    until("the small route via BIRD", 10, lambda: "203.0.113.0/24" in rig.table())
+    t0 = time.perf_counter()
+    rig.birdc("enable", "bulk")
+    until("every route in the table via BIRD", 300, lambda: table_size(rig) >= routes + 1, step=0.05)
+    bird = routes / (time.perf_counter() - t0)
+    log(f"BIRD: {routes} routes in {routes / bird:.2f} s, {bird:.0f}/s")
+    figures = {
+        "provision_to_established_ms": round(median(established), 1),
+        "link_down_to_unhealthy_ms": round(median(unhealthy), 1),
+        "link_down_to_routes_withdrawn_ms": round(median(withdrawn), 1),
+        "routes_accepted_per_s": round(ours),
+        "routes_accepted_per_s_bird": round(bird),
+        "routes": routes,
+        "runs": runs,
+        "timers": timers,
+    }
+    print(json.dumps(figures), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["cni"])
+    ap.add_argument("scenario", choices=["cni", "bench"])
     ap.add_argument("--edgenet", required=True)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--routes", type=int, default=100_000)
     args = ap.parse_args()
     with Rig(args.edgenet) as rig:
-        {"cni": scenario_cni}[args.scenario](rig)
+        if args.scenario == "cni":
+            scenario_cni(rig)
+        else:
+            scenario_bench(rig, args.runs, args.routes)
     print(f"scenario {args.scenario}: passed", flush=True)
 
 
