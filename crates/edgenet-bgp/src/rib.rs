@@ -668,6 +668,55 @@ mod tests {
     }
 
     #[test]
+    fn followed_changes_give_each_prefix_its_accepted_next_hop_once() {
+        let only_16s = PrefixFilter {
+            entries: vec![FilterEntry {
+                prefix: p("10.0.0.0/8"),
+                ge: 16,
+                le: 16,
+            }],
+        };
+        let mut t = AdjRibIn::new(peer(1, 65001), only_16s, None);
+        t.apply(&announce(&["10.1.0.0/16"], vec![65001], None), FOUR)
+            .unwrap();
+        assert!(t.take_changes().is_empty(), "not followed yet");
+        t.track_changes();
+        let nh = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(
+            t.take_changes(),
+            [RouteChange {
+                prefix: p("10.1.0.0/16"),
+                next_hop: nh
+            }],
+            "what was held counts as changed"
+        );
+        t.apply(
+            &announce(&["10.2.0.0/16", "10.3.0.0/24"], vec![65001], None),
+            FOUR,
+        )
+        .unwrap();
+        t.apply(&announce(&["10.2.0.0/16"], vec![65001], None), FOUR)
+            .unwrap();
+        let c = t.take_changes();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!((c[0].prefix, c[0].next_hop), (p("10.2.0.0/16"), nh));
+        assert_eq!(c[1].next_hop, None, "refused by the filter");
+        assert!(t.take_changes().is_empty());
+        t.apply(
+            &Update {
+                withdrawn: vec![p("10.1.0.0/16")],
+                ..Update::default()
+            },
+            FOUR,
+        )
+        .unwrap();
+        t.clear();
+        let c = t.take_changes();
+        assert!(c.iter().all(|c| c.next_hop.is_none()), "{c:?}");
+        assert_eq!(c.len(), 3, "the withdrawn one and all the session held");
+    }
+
+    #[test]
     fn max_prefix_counts_received_routes() {
         let mut t = AdjRibIn::new(peer(1, 65001), PrefixFilter::default(), Some(2));
         t.apply(

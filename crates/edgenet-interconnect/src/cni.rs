@@ -65,7 +65,8 @@ pub struct CniSpec {
     pub prefixes: Vec<IpNet>,
     /// Its use.
     pub use_case: UseCase,
-    /// The most prefixes accepted from the customer before the session is stopped.
+    /// The most prefixes the customer may send (accepted or refused) before the session is
+    /// stopped with a Cease.
     #[serde(default = "default_max_prefixes")]
     pub max_prefixes: u32,
     /// The MTU the customer sends towards us (default: the dataplane's largest).

@@ -1,7 +1,8 @@
 //! A CNI's BGP policy, as the PoP's session applies it: the import filter built from the CNI's
 //! prefix list (a listed prefix, or a longer one inside it, no longer than /24 for IPv4 and /48
 //! for IPv6; nothing at all in `advertise_only`), the max-prefix limit (the session is stopped
-//! with a Cease, RFC 4486 subcode 1, once more prefixes are accepted than allowed), and what is
+//! with a Cease, RFC 4486 subcode 1, once the customer has sent more prefixes than allowed,
+//! refused ones included: that bounds what one session can make a PoP hold), and what is
 //! exported (`advertise_only`: the CNI's listed prefixes, announced as ours; `dynamic`: the
 //! routes the PoP offers the customer).
 
@@ -60,10 +61,10 @@ impl Import {
         }
     }
 
-    /// Whether `accepted` prefixes are more than the session allows (it is then stopped with
-    /// Cease subcode 1, Maximum Number of Prefixes Reached).
-    pub fn over_limit(&self, accepted: usize) -> bool {
-        accepted > self.max_prefixes as usize
+    /// Whether `received` prefixes (accepted or refused) are more than the session allows (it
+    /// is then stopped with Cease subcode 1, Maximum Number of Prefixes Reached).
+    pub fn over_limit(&self, received: usize) -> bool {
+        received > self.max_prefixes as usize
     }
 }
 

@@ -298,6 +298,10 @@ impl Driver {
                     Err(e) => tracing::warn!(cni = %id, error = %e, "CNI session not started"),
                 }
             }
+            if let Some(vlan) = cni.spec.vlan {
+                // No 8021q in this kernel; the tunnels issue brings the userspace tagger.
+                tracing::warn!(cni = %id, vlan, "the CNI's VLAN is not tagged yet: its session runs untagged on the port");
+            }
             if let Some(iface) = &cni.interface {
                 self.carrier.entry(iface.clone()).or_insert(false);
             }
