@@ -7,7 +7,8 @@
 //! signal handling that drains it ([`signals`]). With `[anycast]` it runs a BGP speaker whose
 //! announcements a pure controller decides ([`anycast`]); following a control plane, it
 //! starts from its last-known-good file and applies each version it receives ([`follow`]).
-//! [`interconnect`] is the kernel side of the CNIs this PoP runs. [`check`] is `edgenet check`.
+//! With `[interconnect]` it runs the CNIs of the sites it runs ([`interconnect`]); both run on
+//! threads of their own ([`own_thread`]). [`check`] is `edgenet check`.
 
 pub mod admin;
 pub mod anycast;
@@ -19,6 +20,7 @@ pub mod follow;
 pub mod health;
 pub mod interconnect;
 pub mod node;
+pub mod own_thread;
 pub mod pressure;
 pub mod server;
 pub mod signals;

@@ -8,34 +8,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 fn scenario(name: &str) {
-    if !support::needs_root(&format!("anycast::{name}"), "network namespaces") {
-        return;
-    }
-    let rig = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/anycast/rig.py");
-    let out = Command::new("python3")
-        .arg(&rig)
-        .arg(name)
-        .arg("--edgenet")
-        .arg(env!("CARGO_BIN_EXE_edgenet"))
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "scenario {name} failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains(&format!("scenario {name}: passed")),
-        "scenario {name} did not finish:\n{stdout}"
-    );
+    support::rig_scenario("tests/anycast/rig.py", name);
 }
 
 /// Three PoPs and BIRD: preferred PoP by MED over IPv4 and IPv6 with a 4-octet AS, drain and

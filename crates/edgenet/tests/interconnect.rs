@@ -4,39 +4,14 @@
 //! `tests/interconnect/rig.py` (shared with `bench/interconnect.sh`) sets it up and asserts what
 //! a user sees at each step: the /31 and MTU on the port (`ip -n`), BIRD's session with MD5 (a
 //! wrong key never establishes), the filter's accepted and refused routes, the Cease on
-//! max-prefix as BIRD logs it, the status through the API when the veth goes down or the light
-//! is low, the peering routes in the PoP's kernel table, the diagnostics, and what a deleted
-//! CNI leaves. It needs root (network namespaces) and skips with a printed reason without it.
+//! max-prefix as BIRD logs it, BFD, the status through the API when the veth goes down or the
+//! light is low, the peering routes in the PoP's kernel table, the diagnostics, and what a
+//! deleted CNI leaves. It needs root (network namespaces) and skips with a printed reason
+//! without it.
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 #[test]
 fn a_cni_gets_its_address_session_routes_and_status_on_the_pop() {
-    if !support::needs_root("interconnect::cni", "network namespaces") {
-        return;
-    }
-    let rig = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interconnect/rig.py");
-    let out = Command::new("python3")
-        .arg(&rig)
-        .arg("cni")
-        .arg("--edgenet")
-        .arg(env!("CARGO_BIN_EXE_edgenet"))
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the interconnect scenario failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains("scenario cni: passed"),
-        "the scenario did not finish:\n{stdout}"
-    );
+    support::rig_scenario("tests/interconnect/rig.py", "cni");
 }

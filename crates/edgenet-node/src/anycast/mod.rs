@@ -67,59 +67,41 @@ impl Anycast {
         let added = lo::add_lo_addresses(&config.lo_addresses)?;
         let config = config.clone();
         let am = AnycastMetrics::new(metrics);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("anycast".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::anyhow!("anycast runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let speaker = match Speaker::start(config.speaker.clone()).await {
-                        Ok(s) => Arc::new(s),
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(anyhow::anyhow!("anycast: {e}")));
-                            return;
-                        }
-                    };
-                    let group = Group {
-                        name: "anycast".into(),
-                        prefixes: config.prefixes.clone(),
-                        peers: config.speaker.peers.iter().map(|p| p.address).collect(),
-                    };
-                    let controller = Controller::new(
-                        vec![group],
-                        check_specs(&config),
-                        config.graceful_shutdown_wait,
-                    );
-                    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-                    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
-                    let node = Arc::new(Anycast {
-                        config,
-                        speaker,
-                        controller: Mutex::new(controller),
-                        next_wake: Mutex::new(None),
-                        wake: Notify::new(),
-                        stop: Mutex::new(Some(stop_tx)),
-                        stopped: Mutex::new(Some(stopped_rx)),
-                        metrics: am,
-                        added,
-                    });
-                    let _ = ready_tx.send(Ok(node.clone()));
-                    node.run(listeners, stop_rx).await;
-                    let _ = stopped_tx.send(());
-                });
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the anycast thread ended before starting"))?
+        crate::own_thread::start("anycast", move |ready| async move {
+            let speaker = match Speaker::start(config.speaker.clone()).await {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("anycast: {e}")));
+                    return;
+                }
+            };
+            let group = Group {
+                name: "anycast".into(),
+                prefixes: config.prefixes.clone(),
+                peers: config.speaker.peers.iter().map(|p| p.address).collect(),
+            };
+            let controller = Controller::new(
+                vec![group],
+                check_specs(&config),
+                config.graceful_shutdown_wait,
+            );
+            let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+            let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+            let node = Arc::new(Anycast {
+                config,
+                speaker,
+                controller: Mutex::new(controller),
+                next_wake: Mutex::new(None),
+                wake: Notify::new(),
+                stop: Mutex::new(Some(stop_tx)),
+                stopped: Mutex::new(Some(stopped_rx)),
+                metrics: am,
+                added,
+            });
+            let _ = ready.send(Ok(node.clone()));
+            node.run(listeners, stop_rx).await;
+            let _ = stopped_tx.send(());
+        })
     }
 
     /// Takes an event now and applies the controller's actions.

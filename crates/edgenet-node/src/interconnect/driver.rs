@@ -53,37 +53,18 @@ impl Interconnects {
             changed: Arc::new(Notify::new()),
         });
         let config = config.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let me = shared.clone();
-        std::thread::Builder::new()
-            .name("interconnect".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::anyhow!("interconnect runtime: {e}")));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let started = Driver::new(config, speaker, offered, me).await;
-                    match started {
-                        Ok(driver) => {
-                            let _ = ready_tx.send(Ok(()));
-                            driver.run(desired_rx).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-            })?;
-        ready_rx
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the interconnect thread ended at start"))??;
+        crate::own_thread::start("interconnect", move |ready| async move {
+            match Driver::new(config, speaker, offered, me).await {
+                Ok(driver) => {
+                    let _ = ready.send(Ok(()));
+                    driver.run(desired_rx).await;
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            }
+        })?;
         Ok(shared)
     }
 

@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
-from netns import delete_namespace, log, sh, until  # noqa: E402
+from netns import delete_namespace, log, sh, stop_processes, until  # noqa: E402
 ORIGIN = os.path.join(HERE, "..", "support", "origin.py")
 ANYCAST_V4, ANYCAST_V6 = "192.0.2.1", "2001:db8:1::1"
 PREFIX_V4, PREFIX_V6 = "192.0.2.0/24", "2001:db8:1::/48"
@@ -109,13 +109,7 @@ class Rig:
             self.start_pop(i)
 
     def down(self):
-        for name, p in list(self.procs.items()):
-            if p.poll() is None:
-                p.kill()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
+        stop_processes(self.procs.values())
         for ns_ in self.namespaces:
             delete_namespace(ns_)
         self.namespaces = []

@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
-from netns import delete_namespace, log, sh, until  # noqa: E402
+from netns import delete_namespace, log, sh, stop_processes, until  # noqa: E402
 ORIGIN = os.path.join(HERE, "..", "support", "origin.py")
 ORIGIN_VIP = "10.9.9.9"
 
@@ -228,14 +228,7 @@ class Topology:
         return times[n // 2] * 1000
 
     def down(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_processes(self.procs)
         for name in self.namespaces:
             delete_namespace(name)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -913,6 +913,37 @@ pub fn needs_root(test: &str, why: &str) -> bool {
     false
 }
 
+/// Runs `scenario` of the namespace rig at `rig` (relative to the crate) against the test
+/// binary; it asserts as it goes, exits non-zero on the first failure and prints
+/// `scenario NAME: passed` at the end. Skipped (with why) without root.
+#[allow(dead_code)]
+pub fn rig_scenario(rig: &str, scenario: &str) {
+    if !needs_root(&format!("{rig} {scenario}"), "network namespaces") {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rig);
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(scenario)
+        .arg("--edgenet")
+        .arg(env!("CARGO_BIN_EXE_edgenet"))
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "scenario {scenario} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains(&format!("scenario {scenario}: passed")),
+        "scenario {scenario} did not finish:\n{stdout}"
+    );
+}
+
 /// Whether the tests run as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")

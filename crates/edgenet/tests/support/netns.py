@@ -42,3 +42,16 @@ def delete_namespace(name):
         except (ProcessLookupError, ValueError):
             pass
     sh("ip", "netns", "del", name, check=False)
+
+
+def stop_processes(procs):
+    """Kills every process still running among `procs` (Popen objects) and reaps them."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
