@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use edgenet_bgp::fsm::State;
 use edgenet_bgp::message::{notification_meaning, Prefix};
@@ -27,6 +27,9 @@ use tokio::sync::{watch, Notify};
 use super::netlink::Netlink;
 use super::provision::Provisioner;
 use super::sessions::{session_of, Installer, Session, Timers};
+
+/// How long a transceiver's level (`ethtool -m`) is kept before it is read again.
+const MODULE_READ_EVERY: Duration = Duration::from_secs(10);
 
 /// Refused prefixes shown per CNI.
 const REFUSED_SHOWN: usize = 20;
@@ -105,6 +108,8 @@ struct Driver {
     running: BTreeMap<String, Running>,
     /// Each port's carrier as last seen (by interface).
     carrier: BTreeMap<String, bool>,
+    /// Each port's module level and when it was read.
+    module_levels: BTreeMap<String, (Instant, Option<f64>)>,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -133,6 +138,15 @@ impl Driver {
                 .map_err(|e| anyhow::anyhow!("interconnect: {e}"))?,
             ),
         };
+        // Addresses and routes a previous run left (it did not stop cleanly, or CNIs went while
+        // it was down) are stale: the CNIs of the first version are configured again.
+        match netlink.remove_owned().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(addresses = n, "removed CNI addresses a previous run left"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for CNI addresses a previous run left")
+            }
+        }
         // Routes a previous run left in the table (it did not stop cleanly) are stale.
         match netlink.bgp_routes(config.table).await {
             Ok(stale) if !stale.is_empty() => {
@@ -156,6 +170,7 @@ impl Driver {
             shared,
             running: BTreeMap::new(),
             carrier: BTreeMap::new(),
+            module_levels: BTreeMap::new(),
             config,
         })
     }
@@ -321,10 +336,11 @@ impl Driver {
         let mut by_interconnect: BTreeMap<String, LinkState> = BTreeMap::new();
         let ids: Vec<String> = self.running.keys().cloned().collect();
         for id in ids {
-            let r = &self.running[&id];
-            let Some(iface) = r.cni.interface.clone() else {
+            let Some(iface) = self.running[&id].cni.interface.clone() else {
                 continue;
             };
+            let rx_dbm = self.rx_dbm(&iface);
+            let r = &self.running[&id];
             let carrier = match self.netlink.link(&iface).await {
                 Ok(l) => l.admin_up && l.carrier,
                 Err(_) => false,
@@ -340,13 +356,6 @@ impl Driver {
                     tokio::task::yield_now().await;
                 }
             }
-            let rx_dbm = match super::optics::rx_dbm(&self.config.optics_dir, &iface) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "receive level unreadable");
-                    None
-                }
-            };
             let session = self.session_report(&id, r);
             let link = by_interconnect
                 .entry(r.cni.interconnect.clone())
@@ -369,6 +378,28 @@ impl Driver {
                 l
             })
             .collect()
+    }
+
+    /// A port's receive level: its file at every read, else its module's diagnostics, read
+    /// again only after [`MODULE_READ_EVERY`].
+    fn rx_dbm(&mut self, iface: &str) -> Option<f64> {
+        match super::optics::from_file(&self.config.optics_dir, iface) {
+            Ok(Some(level)) => return Some(level),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "receive level unreadable");
+                return None;
+            }
+        }
+        let now = Instant::now();
+        match self.module_levels.get(iface) {
+            Some((at, level)) if now.duration_since(*at) < MODULE_READ_EVERY => *level,
+            _ => {
+                let level = super::optics::from_module(iface);
+                self.module_levels.insert(iface.to_string(), (now, level));
+                level
+            }
+        }
     }
 
     fn session_report(&self, id: &str, r: &Running) -> Option<CniSession> {

@@ -2,17 +2,22 @@
 //! MTU on the interface a site's port maps to, the interface's link state (read, and followed
 //! through the kernel's link notifications), and the routes a peering CNI's session accepted,
 //! in the routing table the node config names (marked `proto bgp`). Only what a CNI asked for
-//! is added or removed: other addresses on the interface are left alone.
+//! is added or removed: other addresses on the interface are left alone. The addresses a CNI
+//! gets carry the address protocol [`ADDRESS_PROTO`] (`IFA_PROTO`, Linux 5.18), so a PoP that
+//! restarts finds the ones it left, whichever CNIs went meanwhile ([`Netlink::remove_owned`]).
 
 use std::net::IpAddr;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use rtnetlink::packet_core::NetlinkPayload;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressProtocol};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, State};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteProtocol};
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+/// The address protocol of CNI addresses (`ip addr` shows `proto 0xed`).
+pub const ADDRESS_PROTO: u8 = 0xed;
 
 /// A netlink failure, naming the interface.
 #[derive(Debug, thiserror::Error)]
@@ -158,15 +163,46 @@ impl Netlink {
             if link.addresses.contains(&(*ip, *len)) {
                 continue;
             }
-            self.handle
-                .address()
-                .add(link.index, *ip, *len)
-                .replace()
-                .execute()
+            let mut add = self.handle.address().add(link.index, *ip, *len).replace();
+            add.message_mut()
+                .attributes
+                .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                    ADDRESS_PROTO,
+                )));
+            add.execute()
                 .await
                 .map_err(Self::kernel(name, format!("add {ip}/{len}")))?;
         }
         self.link(name).await
+    }
+
+    /// Takes off every interface the addresses marked [`ADDRESS_PROTO`] (what CNIs were given,
+    /// by this run or one before); how many.
+    pub async fn remove_owned(&self) -> Result<usize, NetlinkError> {
+        let mut msgs = self.handle.address().get().execute();
+        let mut doomed = Vec::new();
+        while let Some(a) = msgs
+            .try_next()
+            .await
+            .map_err(Self::kernel("*", "get addresses"))?
+        {
+            let ours = a.attributes.iter().any(|attr| {
+                matches!(attr, AddressAttribute::Protocol(p) if u8::from(*p) == ADDRESS_PROTO)
+            });
+            if ours {
+                doomed.push(a);
+            }
+        }
+        let n = doomed.len();
+        for a in doomed {
+            self.handle
+                .address()
+                .del(a)
+                .execute()
+                .await
+                .map_err(Self::kernel("*", "delete an address"))?;
+        }
+        Ok(n)
     }
 
     /// The names of interfaces the kernel announces a change of (carrier, flags, MTU), as
@@ -360,6 +396,9 @@ mod tests {
                 let again = nl.configure("cnia", &asked, 1500).await.unwrap();
                 nl.remove("cnia", &asked).await.unwrap();
                 nl.remove("gone", &asked).await.unwrap();
+                // What a run before left is found by its protocol, and only that.
+                nl.configure("cnia", &asked, 1500).await.unwrap();
+                assert_eq!(nl.remove_owned().await.unwrap(), 2);
                 (missing, configured, again, nl.link("cnia").await.unwrap())
             })
         });
@@ -378,6 +417,7 @@ mod tests {
             ip.contains("mtu 1500") && ip.contains("192.0.2.9/24"),
             "{ip}"
         );
+        assert!(!ip.contains("proto 0xed"), "{ip}");
         assert!(
             !ip.contains("100.64.0.0") && !ip.contains("2001:db8:ff::"),
             "{ip}"

@@ -11,25 +11,35 @@ use edgenet_interconnect::optics::{parse_ethtool_module, parse_level_file};
 /// The receive level of `interface` in dBm, or none; an unreadable or malformed file is an
 /// error naming it.
 pub fn rx_dbm(dir: &Path, interface: &str) -> Result<Option<f64>, String> {
+    match from_file(dir, interface)? {
+        Some(level) => Ok(Some(level)),
+        None => Ok(from_module(interface)),
+    }
+}
+
+/// The level in the per-port file, if there is one.
+pub fn from_file(dir: &Path, interface: &str) -> Result<Option<f64>, String> {
     let file = dir.join(interface);
     match std::fs::read_to_string(&file) {
-        Ok(text) => {
-            return parse_level_file(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", file.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", file.display())),
+        Ok(text) => parse_level_file(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", file.display())),
     }
-    // No file: the module's diagnostics, where ethtool is installed and the NIC has them.
-    let Ok(out) = Command::new("ethtool").args(["-m", interface]).output() else {
-        return Ok(None);
-    };
-    Ok(out
-        .status
+}
+
+/// The transceiver's level through `ethtool -m` (a slow read of the module's EEPROM: callers
+/// keep it a while), where ethtool is installed and the NIC has diagnostics.
+pub fn from_module(interface: &str) -> Option<f64> {
+    let out = Command::new("ethtool")
+        .args(["-m", interface])
+        .output()
+        .ok()?;
+    out.status
         .success()
         .then(|| parse_ethtool_module(&String::from_utf8_lossy(&out.stdout)))
-        .flatten())
+        .flatten()
 }
 
 #[cfg(test)]

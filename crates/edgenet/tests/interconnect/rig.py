@@ -380,6 +380,18 @@ def scenario_cni(rig):
     check("the table is empty", "203.0.113.0" not in rig.table(), rig.table())
     check("the port itself stays", "cni0" in rig.port())
 
+    # A CNI deleted while its PoP is down: the PoP finds what it left when it starts again.
+    rig.create_cni()
+    until("the new CNI's /31", 20, lambda: f"{OURS}/31" in rig.port())
+    until("established again", 20, rig.bird_established)
+    rig.procs["pop"].kill()
+    rig.procs["pop"].wait()
+    rig.acct("DELETE", f"/cni/cnis/{rig.cni}", expect=200)
+    check("the dead PoP left its address", f"{OURS}/31" in rig.port())
+    rig.start_pop()
+    until("the restarted PoP removes it", 20, lambda: f"{OURS}/31" not in rig.port())
+    until("and the routes it left", 10, lambda: "203.0.113.0" not in rig.table())
+
 
 def table_size(rig):
     out = subprocess.run(("ip", "netns", "exec", rig.ns("p"), "ip", "-4", "route", "show",
