@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
-use super::netlink::Netlink;
+use super::netlink::{Netlink, RouteOp, RouteWriter};
 use super::provision::Provisioner;
 use super::sessions::{session_of, Installer, Session, Timers};
 
@@ -155,8 +155,12 @@ impl Driver {
                     routes = stale.len(),
                     "removing peering routes a previous run left"
                 );
-                for (dst, _) in stale {
-                    let _ = netlink.route_delete(dst, config.table).await;
+                let ops: Vec<RouteOp> = stale
+                    .into_iter()
+                    .map(|(dst, _)| RouteOp::Delete { dst })
+                    .collect();
+                for (i, e) in RouteWriter::open()?.write(config.table, &ops) {
+                    tracing::warn!(route = ?ops[i], error = %e, "a stale peering route stays");
                 }
             }
             Ok(_) => {}
@@ -282,12 +286,19 @@ impl Driver {
                     Ok(()) => {
                         self.speaker.export(s.peer.address, s.export.clone());
                         if s.peering {
-                            installer = Some(Installer::start(
-                                self.speaker.clone(),
-                                self.netlink.clone(),
-                                s.peer.address,
-                                self.config.table,
-                            ));
+                            match RouteWriter::open() {
+                                Ok(w) => {
+                                    installer = Some(Installer::start(
+                                        self.speaker.clone(),
+                                        w,
+                                        s.peer.address,
+                                        self.config.table,
+                                    ))
+                                }
+                                Err(e) => {
+                                    tracing::error!(cni = %id, error = %e, "no route socket: the CNI's routes stay out of the table")
+                                }
+                            }
                         }
                         tracing::info!(cni = %id, peer = %s.peer.address, peer_as = s.peer.peer_as, "CNI session added");
                     }

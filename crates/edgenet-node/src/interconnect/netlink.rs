@@ -236,45 +236,6 @@ impl Netlink {
         Ok(b.table_id(table).protocol(RouteProtocol::Bgp))
     }
 
-    /// Puts (or replaces) the route to `prefix` via `gateway` in `table`.
-    pub async fn route_replace(
-        &self,
-        prefix: (IpAddr, u8),
-        gateway: IpAddr,
-        table: u32,
-    ) -> Result<(), NetlinkError> {
-        let msg = Self::route(prefix, table)?
-            .gateway(gateway)
-            .map_err(|e| NetlinkError::Route(e.to_string()))?
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| {
-                NetlinkError::Route(format!(
-                    "add {}/{} via {gateway} table {table}: {e}",
-                    prefix.0, prefix.1
-                ))
-            })
-    }
-
-    /// Takes the route to `prefix` out of `table` (a route already gone is no error).
-    pub async fn route_delete(&self, prefix: (IpAddr, u8), table: u32) -> Result<(), NetlinkError> {
-        let msg = Self::route(prefix, table)?.build();
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            // ESRCH: no such route.
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => Ok(()),
-            Err(e) => Err(NetlinkError::Route(format!(
-                "delete {}/{} table {table}: {e}",
-                prefix.0, prefix.1
-            ))),
-        }
-    }
-
     /// The `proto bgp` routes in `table`: destination and gateway.
     pub async fn bgp_routes(
         &self,
@@ -360,6 +321,170 @@ impl Netlink {
                 .map_err(Self::kernel(name, "delete an address"))?;
         }
         Ok(())
+    }
+}
+
+/// A route change for [`RouteWriter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOp {
+    /// Put (or replace) the route to `dst` via `gateway`.
+    Replace {
+        /// Destination and length.
+        dst: (IpAddr, u8),
+        /// Next hop.
+        gateway: IpAddr,
+    },
+    /// Take the route to `dst` out (one already gone is no error).
+    Delete {
+        /// Destination and length.
+        dst: (IpAddr, u8),
+    },
+}
+
+/// Bytes of route messages sent in one datagram.
+const BATCH_BYTES: usize = 48 * 1024;
+
+/// Writes many routes at once: each batch is one datagram of messages of which only the last
+/// asks for an acknowledgement (the kernel answers a failed one with its error either way, and
+/// handles a datagram's messages in order), so a batch costs one `sendto` and one `recv` where
+/// a request per route costs two system calls each. Blocking: run it off the async threads.
+pub struct RouteWriter {
+    socket: rtnetlink::sys::Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl RouteWriter {
+    /// A route socket of its own, in this thread's network namespace.
+    pub fn open() -> Result<RouteWriter, NetlinkError> {
+        let mut socket = rtnetlink::sys::Socket::new(rtnetlink::sys::protocols::NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&rtnetlink::sys::SocketAddr::new(0, 0))?;
+        // Room for every error of a full batch.
+        socket.set_rx_buf_sz(4 << 20)?;
+        Ok(RouteWriter {
+            socket,
+            seq: 0,
+            buf: Vec::with_capacity(BATCH_BYTES + 1024),
+        })
+    }
+
+    /// Writes `ops` into `table`; each one that failed, by index, with why.
+    pub fn write(&mut self, table: u32, ops: &[RouteOp]) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
+        let mut start = 0;
+        while start < ops.len() {
+            self.buf.clear();
+            let first = self.seq.wrapping_add(1);
+            let mut end = start;
+            let mut last_at = 0;
+            while end < ops.len() && self.buf.len() < BATCH_BYTES {
+                self.seq = self.seq.wrapping_add(1);
+                last_at = self.buf.len();
+                if let Err(e) = self.encode(table, ops[end]) {
+                    failed.push((end, e.to_string()));
+                }
+                end += 1;
+            }
+            if self.buf.is_empty() {
+                start = end;
+                continue;
+            }
+            // The last message asks for the acknowledgement that ends the batch (the flags
+            // are the 16 bits after the length and the type).
+            let flags = u16::from_ne_bytes([self.buf[last_at + 6], self.buf[last_at + 7]]);
+            self.buf[last_at + 6..last_at + 8]
+                .copy_from_slice(&(flags | rtnetlink::packet_core::NLM_F_ACK).to_ne_bytes());
+            let last = self.seq;
+            let index = |seq: u32| start + seq.wrapping_sub(first) as usize;
+            if let Err(e) = self.socket.send(&self.buf, 0) {
+                failed.extend((start..end).map(|i| (i, format!("send: {e}"))));
+                start = end;
+                continue;
+            }
+            if let Err(e) = self.collect(last, &mut |seq, err| {
+                let i = index(seq);
+                let gone = matches!(ops.get(i), Some(RouteOp::Delete { .. }))
+                    && err.raw_os_error() == Some(3);
+                if !gone {
+                    failed.push((i, err.to_string()));
+                }
+            }) {
+                failed.extend((start..end).map(|i| (i, format!("receive: {e}"))));
+            }
+            start = end;
+        }
+        failed
+    }
+
+    /// Appends the message of `op` at sequence number `self.seq`.
+    fn encode(&mut self, table: u32, op: RouteOp) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_core::{
+            NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_CREATE, NLM_F_REPLACE,
+            NLM_F_REQUEST,
+        };
+        let (payload, flags) = match op {
+            RouteOp::Replace { dst, gateway } => {
+                let m = Netlink::route(dst, table)?
+                    .gateway(gateway)
+                    .map_err(|e| NetlinkError::Route(e.to_string()))?
+                    .build();
+                (
+                    RouteNetlinkMessage::NewRoute(m),
+                    NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
+                )
+            }
+            RouteOp::Delete { dst } => (
+                RouteNetlinkMessage::DelRoute(Netlink::route(dst, table)?.build()),
+                NLM_F_REQUEST,
+            ),
+        };
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(payload),
+        );
+        msg.header.flags = flags;
+        msg.header.sequence_number = self.seq;
+        msg.finalize();
+        let at = self.buf.len();
+        let len = msg.buffer_len();
+        self.buf.resize(at + len.div_ceil(4) * 4, 0);
+        msg.serialize(&mut self.buf[at..at + len]);
+        Ok(())
+    }
+
+    /// Reads answers until the acknowledgement of `last`, giving each error to `on_error`.
+    fn collect(
+        &mut self,
+        last: u32,
+        on_error: &mut dyn FnMut(u32, std::io::Error),
+    ) -> std::io::Result<()> {
+        use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+        let mut rx = Vec::with_capacity(64 * 1024);
+        loop {
+            rx.clear();
+            self.socket.recv(&mut rx, 0)?;
+            let mut at = 0;
+            while at + 16 <= rx.len() {
+                let len = u32::from_ne_bytes([rx[at], rx[at + 1], rx[at + 2], rx[at + 3]]) as usize;
+                if len < 16 || at + len > rx.len() {
+                    break;
+                }
+                if let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[at..at + len])
+                {
+                    if let NetlinkPayload::Error(e) = &m.payload {
+                        let seq = m.header.sequence_number;
+                        if e.code.is_some() {
+                            on_error(seq, e.to_io());
+                        }
+                        if seq == last {
+                            return Ok(());
+                        }
+                    }
+                }
+                at += len.div_ceil(4) * 4;
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! the peer's settings (the customer's half of the /31 as the peer, ours as the source, the
 //! customer's ASN, the MD5 key, the import filter from the prefix list, max-prefix, BFD on v1
 //! when asked) and what is exported to it (per `bgp_mode`); [`Installer`] keeps a peering
-//! CNI's accepted routes in the node's kernel table, following the speaker's route changes.
+//! CNI's accepted routes in the node's kernel table, following the speaker's route changes in
+//! batches.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,10 +19,9 @@ use edgenet_interconnect::cni::{BgpMode, UseCase, MAX_V4_PREFIX_LEN, MAX_V6_PREF
 use edgenet_interconnect::dataplane::Dataplane;
 use edgenet_interconnect::filter;
 use edgenet_protocol::CniProvision;
-use futures_util::StreamExt;
 use ipnet::IpNet;
 
-use super::netlink::Netlink;
+use super::netlink::{RouteOp, RouteWriter};
 
 /// The speaker-side timers of CNI sessions (from `[interconnect]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,9 +129,6 @@ pub fn session_of(cni: &CniProvision, timers: &Timers, offered: &[IpNet]) -> Opt
     })
 }
 
-/// Routes installed at once while a burst of changes is written.
-const PARALLEL_ROUTE_WRITES: usize = 64;
-
 /// Keeps one peering CNI's accepted routes in the kernel table; stopped, it takes them out.
 pub struct Installer {
     task: tokio::task::JoinHandle<()>,
@@ -141,8 +138,14 @@ pub struct Installer {
 }
 
 impl Installer {
-    /// Follows `peer`'s route changes on `speaker` into `table`.
-    pub fn start(speaker: Arc<Speaker>, netlink: Netlink, peer: IpAddr, table: u32) -> Installer {
+    /// Follows `peer`'s route changes on `speaker` into `table`, written in batches
+    /// ([`RouteWriter`], on tokio's blocking threads).
+    pub fn start(
+        speaker: Arc<Speaker>,
+        writer: RouteWriter,
+        peer: IpAddr,
+        table: u32,
+    ) -> Installer {
         let installed = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(tokio::sync::Notify::new());
         let count = installed.clone();
@@ -152,13 +155,14 @@ impl Installer {
                 return;
             };
             let mut routes: HashMap<Prefix, IpAddr> = HashMap::new();
+            let mut writer = Some(writer);
             loop {
                 tokio::select! {
                     _ = changed.notified() => {}
                     _ = stopped.notified() => break,
                 }
                 let changes = speaker.take_route_changes(peer);
-                write(&netlink, table, &mut routes, changes).await;
+                write(&mut writer, table, &mut routes, changes).await;
                 count.store(routes.len() as u64, Ordering::Relaxed);
             }
             let gone = routes
@@ -168,7 +172,7 @@ impl Installer {
                     next_hop: None,
                 })
                 .collect();
-            write(&netlink, table, &mut routes, gone).await;
+            write(&mut writer, table, &mut routes, gone).await;
             count.store(routes.len() as u64, Ordering::Relaxed);
         });
         Installer {
@@ -185,9 +189,17 @@ impl Installer {
     }
 }
 
-/// Writes `changes` to the kernel, keeping `routes` as what the table holds.
+fn destination(p: Prefix) -> (IpAddr, u8) {
+    match p {
+        Prefix::V4(a, l) => (IpAddr::V4(a), l),
+        Prefix::V6(a, l) => (IpAddr::V6(a), l),
+    }
+}
+
+/// Writes `changes` to the kernel, keeping `routes` as what the table holds (a route the
+/// kernel refused is logged and tried again at its next change).
 async fn write(
-    netlink: &Netlink,
+    writer: &mut Option<RouteWriter>,
     table: u32,
     routes: &mut HashMap<Prefix, IpAddr>,
     changes: Vec<RouteChange>,
@@ -196,30 +208,43 @@ async fn write(
         .into_iter()
         .filter(|c| routes.get(&c.prefix).copied() != c.next_hop)
         .collect();
-    let results: Vec<(RouteChange, bool)> = futures_util::stream::iter(todo)
-        .map(|c| async move {
-            let dst = match c.prefix {
-                Prefix::V4(a, l) => (IpAddr::V4(a), l),
-                Prefix::V6(a, l) => (IpAddr::V6(a), l),
-            };
-            let r = match c.next_hop {
-                Some(nh) => netlink.route_replace(dst, nh, table).await,
-                None => netlink.route_delete(dst, table).await,
-            };
-            if let Err(e) = &r {
-                tracing::warn!(error = %e, "peering route not written");
-            }
-            (c, r.is_ok())
+    if todo.is_empty() {
+        return;
+    }
+    let ops: Vec<RouteOp> = todo
+        .iter()
+        .map(|c| match c.next_hop {
+            Some(gateway) => RouteOp::Replace {
+                dst: destination(c.prefix),
+                gateway,
+            },
+            None => RouteOp::Delete {
+                dst: destination(c.prefix),
+            },
         })
-        .buffer_unordered(PARALLEL_ROUTE_WRITES)
-        .collect()
-        .await;
-    for (c, ok) in results {
-        match (c.next_hop, ok) {
-            (Some(nh), true) => {
+        .collect();
+    let Some(mut w) = writer.take() else { return };
+    let Ok((w, failed)) = tokio::task::spawn_blocking(move || {
+        let failed = w.write(table, &ops);
+        (w, failed)
+    })
+    .await
+    else {
+        tracing::error!("the peering route writer panicked");
+        return;
+    };
+    *writer = Some(w);
+    let mut refused = vec![false; todo.len()];
+    for (i, e) in &failed {
+        refused[*i] = true;
+        tracing::warn!(prefix = %todo[*i].prefix, error = %e, "peering route not written");
+    }
+    for (c, refused) in todo.into_iter().zip(refused) {
+        match (c.next_hop, refused) {
+            (Some(nh), false) => {
                 routes.insert(c.prefix, nh);
             }
-            (None, true) => {
+            (None, false) => {
                 routes.remove(&c.prefix);
             }
             _ => {}

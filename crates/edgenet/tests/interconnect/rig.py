@@ -408,10 +408,19 @@ def median(xs):
 def bulk_rate(rig, routes, who):
     """Enables the customer's bulk routes (time zero) and waits for all of them in the PoP's
     kernel table (beside the one /24 already there); routes per second."""
+    # RIG_PERF=FILE: the PoP's edgenet profiled through the load (perf record -g).
+    perf = None
+    if os.environ.get("RIG_PERF") and who == "edgenet":
+        perf = subprocess.Popen(("perf", "record", "-F", "1999", "-g", "-o", os.environ["RIG_PERF"],
+                                 "-p", str(rig.procs["pop"].pid)), stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     t0 = time.perf_counter()
     rig.birdc("enable", "bulk")
     until(f"every route in the table ({who})", 300, lambda: table_size(rig) >= routes + 1, step=0.05)
     rate = routes / (time.perf_counter() - t0)
+    if perf:
+        perf.send_signal(2)
+        perf.wait()
     log(f"{who}: {routes} routes in {routes / rate:.2f} s, {rate:.0f}/s")
     return rate
 
