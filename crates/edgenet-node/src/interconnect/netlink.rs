@@ -565,3 +565,63 @@ mod tests {
         assert!(!down.carrier, "{down:?}");
     }
 }
+
+#[cfg(test)]
+mod route_tests {
+    use super::super::testing::{root, Namespace};
+    use super::*;
+
+    #[test]
+    fn batches_of_routes_go_in_and_out_with_each_failure_named() {
+        if !root() {
+            return;
+        }
+        let ns = Namespace::new();
+        ns.ip(&["link", "set", "cnib", "up"]);
+        ns.ip(&["link", "set", "cnia", "up"]);
+        let gw: IpAddr = "192.0.2.1".parse().unwrap();
+        let dst = |i: u32| -> (IpAddr, u8) {
+            (
+                IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8))),
+                24,
+            )
+        };
+        let (added, failed, removed) = ns.run(move |nl| {
+            Box::pin(async move {
+                let mut w = RouteWriter::open().unwrap();
+                let mut ops: Vec<RouteOp> = (0..3000)
+                    .map(|i| RouteOp::Replace {
+                        dst: dst(i),
+                        gateway: gw,
+                    })
+                    .collect();
+                // Not on any link: the kernel refuses this one alone.
+                ops.insert(
+                    1234,
+                    RouteOp::Replace {
+                        dst: ("198.51.100.0".parse().unwrap(), 24),
+                        gateway: "203.0.113.1".parse().unwrap(),
+                    },
+                );
+                let failed = w.write(200, &ops);
+                let added = nl.bgp_routes(200).await.unwrap().len();
+                let mut gone: Vec<RouteOp> =
+                    (0..3000).map(|i| RouteOp::Delete { dst: dst(i) }).collect();
+                // One that is not there: no error.
+                gone.push(RouteOp::Delete { dst: dst(5000) });
+                assert!(w.write(200, &gone).is_empty());
+                (added, failed, nl.bgp_routes(200).await.unwrap().len())
+            })
+        });
+        assert_eq!(added, 3000);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, 1234);
+        assert!(failed[0].1.contains("unreachable"), "{failed:?}");
+        assert_eq!(removed, 0);
+        assert!(
+            ns.ip(&["route", "show", "table", "main"])
+                .contains("192.0.2.0/24"),
+            "the rest stays"
+        );
+    }
+}
