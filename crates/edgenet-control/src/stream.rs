@@ -102,7 +102,7 @@ pub async fn stream(
                     Err(_) => break 'outer,
                 };
                 since = msg.version();
-                if tx.send(line(&msg)).await.is_err() {
+                if tx.send(line(&msg.for_pop(&pop))).await.is_err() {
                     break 'outer;
                 }
                 if since >= current {

@@ -42,6 +42,31 @@ pub enum StreamMessage {
 }
 
 impl StreamMessage {
+    /// The message as PoP `pop` gets it: the MD5 key of a CNI another PoP runs is left out
+    /// (every PoP learns which CNIs are not its own, so one that moves away is dropped, but a
+    /// session's secret reaches only the PoP that runs it).
+    pub fn for_pop(mut self, pop: &str) -> StreamMessage {
+        let redact = |c: &mut Decoded<CniProvision>| {
+            if let Decoded::Ok(c) = c {
+                if c.pop != pop {
+                    c.md5_key = None;
+                }
+            }
+        };
+        match &mut self {
+            StreamMessage::Snapshot { objects, .. } => objects.cni.values_mut().for_each(redact),
+            StreamMessage::Delta { changes, .. } => {
+                for c in changes {
+                    if let ObjectChange::Cni { body: Some(b), .. } = &mut c.object {
+                        redact(b);
+                    }
+                }
+            }
+            StreamMessage::Ping { .. } => {}
+        }
+        self
+    }
+
     /// The version the receiver is at once it has taken this message.
     pub fn version(&self) -> i64 {
         match self {
@@ -149,6 +174,53 @@ mod tests {
     use super::*;
     use crate::Objects;
     use serde_json::json;
+
+    #[test]
+    fn a_cnis_key_reaches_only_the_pop_that_runs_it() {
+        let cni = |pop: &str| {
+            json!({"pop": pop, "site": "gru-b", "device": "edge01", "dataplane": "v1",
+                "interface": "cni0", "account": "a", "interconnect": "i", "md5_key": "secret",
+                "spec": {"interconnect": "i", "customer_asn": 64700, "use_case": "peering"}})
+        };
+        let delta: StreamMessage = serde_json::from_value(json!({"type": "delta", "from": 1,
+            "version": 3, "changes": [
+                {"version": 2, "kind": "cni", "name": "mine", "body": cni("p1")},
+                {"version": 3, "kind": "cni", "name": "theirs", "body": cni("p2")}]}))
+        .unwrap();
+        let keys = |m: &StreamMessage| -> Vec<Option<String>> {
+            let StreamMessage::Delta { changes, .. } = m else {
+                panic!()
+            };
+            changes
+                .iter()
+                .map(|c| match &c.object {
+                    ObjectChange::Cni { body: Some(b), .. } => b.get().unwrap().md5_key.clone(),
+                    _ => panic!(),
+                })
+                .collect()
+        };
+        assert_eq!(
+            keys(&delta.clone().for_pop("p1")),
+            [Some("secret".into()), None]
+        );
+        assert_eq!(keys(&delta.for_pop("p3")), [None, None]);
+        let mut objects = ObjectSet::default();
+        objects.set_json(Kind::Cni, "theirs", Some(cni("p2")));
+        let snap = StreamMessage::Snapshot {
+            version: 3,
+            objects,
+        }
+        .for_pop("p1");
+        let StreamMessage::Snapshot { objects, .. } = snap else {
+            panic!()
+        };
+        let c = objects.cni["theirs"].get().unwrap();
+        assert_eq!(
+            (c.pop.as_str(), c.md5_key.as_deref()),
+            ("p2", None),
+            "known, without its key"
+        );
+    }
 
     #[test]
     fn lines_round_trip_in_the_wire_shape() {
