@@ -22,6 +22,8 @@ pub struct Interconnect {
     pub listen: Vec<SocketAddr>,
     /// The kernel routing table of peering routes.
     pub table: u32,
+    /// The priority of the rule that sends lookups to `table` first; none: no rule.
+    pub rule_priority: Option<u32>,
     /// Per-port receive levels, for ports without diagnostics.
     pub optics_dir: PathBuf,
     /// How often levels and counters are read.
@@ -113,6 +115,13 @@ impl Validator<'_> {
                 "must be a table of its own: not 0, 253 (default), 254 (main) or 255 (local)",
             );
         }
+        if raw.rule_priority >= 32766 {
+            self.err(
+                "interconnect.rule_priority",
+                raw.rule_priority.to_string(),
+                "must be below 32766, where the main table's rule is (0: no rule)",
+            );
+        }
         for (what, d, min, max) in [
             ("poll_interval", raw.poll_interval, 50, 60_000),
             ("connect_retry", raw.connect_retry, 100, 600_000),
@@ -152,6 +161,7 @@ impl Validator<'_> {
             router_id,
             listen,
             table: raw.table,
+            rule_priority: (raw.rule_priority != 0).then_some(raw.rule_priority),
             optics_dir: self.resolve(&raw.optics_dir),
             poll_interval: raw.poll_interval,
             connect_retry: raw.connect_retry,

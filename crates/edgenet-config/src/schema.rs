@@ -336,6 +336,10 @@ pub struct InterconnectSection {
     /// but not 253-255: default, main and local are not ours to fill).
     #[serde(default = "default_peering_table")]
     pub table: u32,
+    /// The priority of the policy rule (`ip rule`) that makes the PoP's own traffic consult
+    /// `table` before the main table; 0: the node adds no rule (the operator has one).
+    #[serde(default = "default_peering_rule")]
+    pub rule_priority: u32,
     /// A directory of per-port receive levels: a file named after the interface holding the
     /// level in dBm, read when the port has no transceiver diagnostics (`ethtool -m`).
     #[serde(default = "default_optics_dir")]
@@ -356,6 +360,10 @@ pub struct InterconnectSection {
 
 fn default_peering_table() -> u32 {
     200
+}
+
+fn default_peering_rule() -> u32 {
+    1000
 }
 
 fn default_optics_dir() -> PathBuf {

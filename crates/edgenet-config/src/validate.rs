@@ -1476,13 +1476,14 @@ mod tests {
             .interconnect
             .unwrap();
         assert_eq!((shared.local_as, shared.table), (13335, 200));
+        assert_eq!(shared.rule_priority, Some(1000));
         assert_eq!(
             shared.router_id,
             "10.0.0.1".parse::<std::net::Ipv4Addr>().unwrap()
         );
         assert_eq!(shared.optics_dir, Path::new("/run/edgenet/optics"));
         let e = check(
-            &format!("{anycast}[interconnect]\nlocal_as = 64512\nlisten = [\"0.0.0.0:179\"]\ntable = 254\n"),
+            &format!("{anycast}[interconnect]\nlocal_as = 64512\nlisten = [\"0.0.0.0:179\"]\ntable = 254\nrule_priority = 40000\n"),
             &env,
         )
         .unwrap_err();
@@ -1492,7 +1493,8 @@ mod tests {
             [
                 "interconnect.local_as",
                 "interconnect.listen",
-                "interconnect.table"
+                "interconnect.table",
+                "interconnect.rule_priority"
             ],
             "{e:?}"
         );
@@ -1502,7 +1504,7 @@ mod tests {
         assert_eq!(e[1].path, "interconnect.router_id");
         let own = check(
             "[interconnect]\nlocal_as = 13335\nrouter_id = \"10.0.0.2\"\nlisten = [\"0.0.0.0:1179\"]\n\
-             optics_dir = \"optics\"\n[interconnect.bfd]\nmin_tx = \"50ms\"\n",
+             optics_dir = \"optics\"\nrule_priority = 0\n[interconnect.bfd]\nmin_tx = \"50ms\"\n",
             &env,
         )
         .unwrap()
@@ -1511,6 +1513,7 @@ mod tests {
         assert_eq!(own.listen, ["0.0.0.0:1179".parse().unwrap()]);
         assert_eq!(own.optics_dir, Path::new("/etc/edgenet/optics"));
         assert_eq!(own.bfd.desired_min_tx, Duration::from_millis(50));
+        assert_eq!(own.rule_priority, None, "0: no rule");
     }
 
     #[test]

@@ -138,6 +138,12 @@ impl Driver {
                 .map_err(|e| anyhow::anyhow!("interconnect: {e}"))?,
             ),
         };
+        if let Some(priority) = config.rule_priority {
+            netlink
+                .ensure_rule(config.table, priority)
+                .await
+                .map_err(|e| anyhow::anyhow!("interconnect.rule_priority: {e}"))?;
+        }
         // Addresses and routes a previous run left (it did not stop cleanly, or CNIs went while
         // it was down) are stale: the CNIs of the first version are configured again.
         match netlink.remove_owned().await {

@@ -236,6 +236,36 @@ impl Netlink {
         Ok(b.table_id(table).protocol(RouteProtocol::Bgp))
     }
 
+    /// Makes sure the policy rule `priority: lookup table` exists for IPv4 and IPv6, so the
+    /// PoP's own traffic consults the peering table before the main one (a prefix it does not
+    /// hold falls through to the next rule).
+    pub async fn ensure_rule(&self, table: u32, priority: u32) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::rule::RuleAction;
+        for v6 in [false, true] {
+            let add = self.handle.rule().add().table_id(table).priority(priority);
+            let done = if v6 {
+                let mut add = add.v6();
+                add.message_mut().header.action = RuleAction::ToTable;
+                add.execute().await
+            } else {
+                let mut add = add.v4();
+                add.message_mut().header.action = RuleAction::ToTable;
+                add.execute().await
+            };
+            match done {
+                Ok(()) => {}
+                // EEXIST: it is there already.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -17 => {}
+                Err(e) => {
+                    return Err(NetlinkError::Route(format!(
+                        "rule {priority}: lookup {table}: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The `proto bgp` routes in `table`: destination and gateway.
     pub async fn bgp_routes(
         &self,

@@ -314,6 +314,11 @@ def scenario_cni(rig):
     check("the peering route goes over the CNI",
           f"203.0.113.0/24 via {THEIRS} dev cni0 proto bgp" in table, table)
     check("the /25 is refused by the filter", "203.0.113.0/25" not in table, table)
+    rules = sh("ip", "rule", "show", ns=rig.ns("p"))
+    check("the PoP's policy rule consults the table", f"1000:\tfrom all lookup {TABLE}" in rules, rules)
+    route = sh("ip", "route", "get", "203.0.113.77", ns=rig.ns("p"))
+    check("the PoP's own traffic to the prefix goes over the CNI",
+          f"via {THEIRS} dev cni0" in route and f"table {TABLE}" in route, route)
     d = until("diagnostics with the session", 10,
               lambda: (lambda d: d if (d.get("prefixes") or {}).get("accepted") == 1 else None)(
                   rig.diagnostics()))
