@@ -937,8 +937,17 @@ impl PeerTask {
             Ok(()) => None,
             Err(e) => {
                 // RFC 4486: Cease, Maximum Number of Prefixes Reached; the data is AFI, SAFI
-                // and the limit.
-                let mut data = vec![0, 1, 1];
+                // (of the UPDATE that crossed the limit) and the limit.
+                let v6 = update.attributes.iter().any(|a| {
+                    matches!(
+                        a,
+                        Attribute::MpReach {
+                            family: Family::Ipv6Unicast,
+                            ..
+                        }
+                    )
+                });
+                let mut data = vec![0, if v6 { 2 } else { 1 }, 1];
                 data.extend_from_slice(&(e.limit as u32).to_be_bytes());
                 Some(Event::Fail {
                     reason: e.to_string(),
