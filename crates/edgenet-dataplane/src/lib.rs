@@ -1,0 +1,14 @@
+//! The dataplane of customer traffic (DESIGN.md section 5): tunnels and the per-account routing
+//! table that chooses between them.
+//!
+//! The pure core builds without IO: `gre` is RFC 2784 encapsulation with the outer IPv4
+//! header a raw socket hands over; `vlan` is 802.1Q tagging of Ethernet frames; `health` is
+//! the tunnel health-check state machine (healthy, degraded, down by Cloudflare's rules,
+//! time passed in); `table` is the routing table (static and BGP-learnt routes, priorities
+//! moved by tunnel health, weighted ECMP by flow). The userspace devices (TUN, raw sockets,
+//! TAP and AF_PACKET) and the kernel path through netlink come next.
+
+pub mod gre;
+pub mod health;
+pub mod table;
+pub mod vlan;
