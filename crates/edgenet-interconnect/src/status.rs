@@ -10,6 +10,15 @@ use crate::dataplane::Dataplane;
 /// The lowest healthy receive light level, in dBm.
 pub const MIN_RX_DBM: f64 = -20.0;
 
+/// Whether two receive levels say the same (within half a dB, or both unknown): a PoP's
+/// reports differ only by more than that.
+pub fn same_level(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x - y).abs() < 0.5,
+        (x, y) => x.is_none() && y.is_none(),
+    }
+}
+
 /// What a PoP reports of an interconnect's link.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkReport {

@@ -18,6 +18,7 @@ use edgenet_bgp::message::{notification_meaning, Prefix};
 use edgenet_bgp::speaker::{PeerStatus, Speaker, SpeakerConfig};
 use edgenet_config::Interconnect as Config;
 use edgenet_interconnect::filter::{Import, Verdict};
+use edgenet_interconnect::status::same_level;
 use edgenet_protocol::{CniProvision, CniSession, LinkState, NotificationReport, RefusedPrefix};
 use edgenet_proxy::lock;
 use futures_util::StreamExt;
@@ -30,6 +31,9 @@ use super::sessions::{session_of, Installer, Session, Timers};
 
 /// How long a transceiver's level (`ethtool -m`) is kept before it is read again.
 const MODULE_READ_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a list of refused prefixes with unchanged counts is kept.
+const REFUSED_RELIST: Duration = Duration::from_secs(10);
 
 /// Refused prefixes shown per CNI.
 const REFUSED_SHOWN: usize = 20;
@@ -96,6 +100,10 @@ struct Running {
     cni: CniProvision,
     session: Option<Session>,
     installer: Option<Installer>,
+    /// The refused prefixes last listed, for the received and accepted counts they were
+    /// listed at, and when: listing them reads every route the session holds, so it is done
+    /// again only when the counts move or [`REFUSED_RELIST`] has passed.
+    refused: Option<(usize, usize, Instant, Vec<RefusedPrefix>)>,
 }
 
 struct Driver {
@@ -324,6 +332,7 @@ impl Driver {
                     cni,
                     session,
                     installer,
+                    refused: None,
                 },
             );
         }
@@ -373,7 +382,8 @@ impl Driver {
                     tokio::task::yield_now().await;
                 }
             }
-            let session = self.session_report(&id, r);
+            let r = self.running.get_mut(&id).expect("listed");
+            let session = session_report(&self.speaker, &id, r);
             let link = by_interconnect
                 .entry(r.cni.interconnect.clone())
                 .or_insert_with(|| LinkState {
@@ -418,37 +428,45 @@ impl Driver {
             }
         }
     }
+}
 
-    fn session_report(&self, id: &str, r: &Running) -> Option<CniSession> {
-        let s = r.session.as_ref()?;
-        let status: PeerStatus = self.speaker.peer_status(s.peer.address)?;
-        let refused = if status.received > status.accepted {
-            refused(&self.speaker, s.peer.address, &r.cni)
-        } else {
-            Vec::new()
-        };
-        Some(CniSession {
-            cni: id.to_string(),
-            state: status.state.name().into(),
-            received: status.received as u64,
-            accepted: status.accepted as u64,
-            advertised: status.announced as u64,
-            installed: r
-                .installer
-                .as_ref()
-                .map_or(0, |i| i.installed.load(Ordering::Relaxed)),
-            refused,
-            last_error: status.last_error.clone(),
-            last_notification: status.last_notification.map(|n| NotificationReport {
-                direction: if n.sent { "sent" } else { "received" }.into(),
-                code: n.code,
-                subcode: n.subcode,
-                meaning: notification_meaning(n.code, n.subcode),
-                at_ms: unix_ms(n.at),
-            }),
-            bfd: status.bfd.map(|b| b.name().to_string()),
-        })
-    }
+/// What the speaker says of a CNI's session, for its report.
+fn session_report(speaker: &Speaker, id: &str, r: &mut Running) -> Option<CniSession> {
+    let s = r.session.as_ref()?;
+    let status: PeerStatus = speaker.peer_status(s.peer.address)?;
+    let counts = (status.received, status.accepted);
+    let refused = match &r.refused {
+        _ if counts.0 <= counts.1 => Vec::new(),
+        Some((rx, ok, at, list)) if (*rx, *ok) == counts && at.elapsed() < REFUSED_RELIST => {
+            list.clone()
+        }
+        _ => {
+            let list = refused(speaker, s.peer.address, &r.cni);
+            r.refused = Some((counts.0, counts.1, Instant::now(), list.clone()));
+            list
+        }
+    };
+    Some(CniSession {
+        cni: id.to_string(),
+        state: status.state.name().into(),
+        received: status.received as u64,
+        accepted: status.accepted as u64,
+        advertised: status.announced as u64,
+        installed: r
+            .installer
+            .as_ref()
+            .map_or(0, |i| i.installed.load(Ordering::Relaxed)),
+        refused,
+        last_error: status.last_error.clone(),
+        last_notification: status.last_notification.map(|n| NotificationReport {
+            direction: if n.sent { "sent" } else { "received" }.into(),
+            code: n.code,
+            subcode: n.subcode,
+            meaning: notification_meaning(n.code, n.subcode),
+            at_ms: unix_ms(n.at),
+        }),
+        bfd: status.bfd.map(|b| b.name().to_string()),
+    })
 }
 
 /// The first refused prefixes of a session, each with why.
@@ -482,14 +500,10 @@ fn refused(speaker: &Speaker, peer: IpAddr, cni: &CniProvision) -> Vec<RefusedPr
 fn same_state(a: &[LinkState], b: &[LinkState]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            let light = match (x.rx_dbm, y.rx_dbm) {
-                (Some(p), Some(q)) => (p - q).abs() < 0.5,
-                (p, q) => p.is_none() && q.is_none(),
-            };
             x.interconnect == y.interconnect
                 && x.link_up == y.link_up
                 && x.bgp_established == y.bgp_established
-                && light
+                && same_level(x.rx_dbm, y.rx_dbm)
                 && x.sessions.len() == y.sessions.len()
                 && x.sessions.iter().zip(&y.sessions).all(|(s, t)| {
                     s.cni == t.cni

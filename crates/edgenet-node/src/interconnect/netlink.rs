@@ -594,12 +594,6 @@ mod tests {
         let down = ns.run(|nl| Box::pin(async move { nl.link("cnia").await.unwrap() }));
         assert!(!down.carrier, "{down:?}");
     }
-}
-
-#[cfg(test)]
-mod route_tests {
-    use super::super::testing::{root, Namespace};
-    use super::*;
 
     #[test]
     fn batches_of_routes_go_in_and_out_with_each_failure_named() {

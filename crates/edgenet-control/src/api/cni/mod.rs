@@ -335,11 +335,9 @@ pub async fn observe_links(
 
 /// Whether two link reports say the same (the receive level within half a dB).
 fn same_link(a: &LinkReport, b: &LinkReport) -> bool {
-    let light = match (a.rx_dbm, b.rx_dbm) {
-        (Some(x), Some(y)) => (x - y).abs() < 0.5,
-        (x, y) => x.is_none() && y.is_none(),
-    };
-    a.link_up == b.link_up && a.bgp_established == b.bgp_established && light
+    a.link_up == b.link_up
+        && a.bgp_established == b.bgp_established
+        && edgenet_interconnect::status::same_level(a.rx_dbm, b.rx_dbm)
 }
 
 /// The claims an interconnect holds: its port.
