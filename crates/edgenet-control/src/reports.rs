@@ -117,6 +117,11 @@ pub async fn record(app: &App, pop: &str, report: Report) -> Result<(), StoreErr
             touch(app, pop, now);
             Ok(())
         }
+        Report::Tunnels { at_ms, tunnels } => {
+            crate::api::magic::observe_tunnels(app, pop, at_ms, &tunnels).await?;
+            touch(app, pop, now);
+            Ok(())
+        }
         Report::Other => Ok(()),
     }
 }

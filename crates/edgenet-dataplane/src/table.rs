@@ -34,12 +34,13 @@ pub enum NextHop {
 
 /// Where a route applies: everywhere when both lists are empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Scope {
-    /// PoP names.
-    #[serde(default)]
+    /// PoP names (Cloudflare's `colo_names`).
+    #[serde(default, alias = "colo_names")]
     pub pops: Vec<String>,
-    /// Region codes.
-    #[serde(default)]
+    /// Region codes (Cloudflare's `colo_regions`).
+    #[serde(default, alias = "colo_regions")]
     pub regions: Vec<String>,
 }
 
@@ -81,6 +82,94 @@ pub struct Route {
     /// For people.
     #[serde(default)]
     pub description: String,
+}
+
+/// The highest priority a static route may have: below a degraded path's penalty, so a
+/// healthy path always wins over a degraded one.
+pub const MAX_STATIC_PRIORITY: u32 = 499_999;
+
+/// A static route as the customer writes it (Cloudflare's `magic/routes` shape): the next hop
+/// is the customer's side of a tunnel's or CNI's point-to-point pair, which the control plane
+/// resolves to that tunnel or CNI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRouteSpec {
+    /// The destination.
+    pub prefix: IpNet,
+    /// The customer's address on a tunnel or CNI of the account.
+    pub nexthop: IpAddr,
+    /// Lower wins (0 to 499,999).
+    pub priority: u32,
+    /// Share among routes of equal priority (1 to 256; 1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// Where it applies (everywhere by default).
+    #[serde(default)]
+    pub scope: Scope,
+    /// For people.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl StaticRouteSpec {
+    /// Everything wrong with the route on its own, each with its field.
+    pub fn problems(&self) -> Vec<edgenet_interconnect::Problem> {
+        use edgenet_interconnect::Problem;
+        let mut out = Vec::new();
+        if self.prefix.trunc() != self.prefix {
+            out.push(Problem::new(
+                "prefix",
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    self.prefix,
+                    self.prefix.trunc()
+                ),
+            ));
+        }
+        if self.prefix.addr().is_ipv4() != self.nexthop.is_ipv4() {
+            out.push(Problem::new(
+                "nexthop",
+                format!(
+                    "{} is not of the prefix's family ({})",
+                    self.nexthop, self.prefix
+                ),
+            ));
+        }
+        if self.priority > MAX_STATIC_PRIORITY {
+            out.push(Problem::new(
+                "priority",
+                format!(
+                    "{} is above {MAX_STATIC_PRIORITY} (a degraded path adds 500,000)",
+                    self.priority
+                ),
+            ));
+        }
+        if let Some(w) = self.weight {
+            if w == 0 || w > MAX_WEIGHT {
+                out.push(Problem::new(
+                    "weight",
+                    format!("{w} is outside 1..={MAX_WEIGHT}"),
+                ));
+            }
+        }
+        if self.description.len() > 256 {
+            out.push(Problem::new("description", "longer than 256 bytes"));
+        }
+        out
+    }
+
+    /// The route over `next_hop` (what `nexthop` resolved to).
+    pub fn route(&self, next_hop: NextHop) -> Route {
+        Route {
+            prefix: self.prefix,
+            next_hop,
+            priority: self.priority,
+            weight: self.weight.unwrap_or(1),
+            scope: self.scope.clone(),
+            source: Source::Static,
+            description: self.description.clone(),
+        }
+    }
 }
 
 /// A route as one PoP sees it.
@@ -303,6 +392,28 @@ mod tests {
             1
         );
         assert!(view(&routes, "iad", Some("us"), |_| Health::Healthy).is_empty());
+    }
+
+    #[test]
+    fn a_static_route_is_checked_field_by_field_and_takes_cloudflares_scope_names() {
+        let spec: StaticRouteSpec = serde_json::from_value(serde_json::json!({
+            "prefix": "10.1.0.0/24", "nexthop": "10.212.0.9", "priority": 100,
+            "scope": {"colo_names": ["gru"], "colo_regions": ["sam"]}
+        }))
+        .unwrap();
+        assert!(spec.problems().is_empty());
+        let r = spec.route(NextHop::Tunnel("gre1".into()));
+        assert_eq!((r.weight, r.source), (1, Source::Static));
+        assert_eq!(r.scope.pops, ["gru"]);
+        let bad = StaticRouteSpec {
+            prefix: "10.1.0.1/24".parse().unwrap(),
+            nexthop: ip("2001:db8::1"),
+            priority: 500_000,
+            weight: Some(257),
+            ..spec
+        };
+        let fields: Vec<String> = bad.problems().into_iter().map(|p| p.field).collect();
+        assert_eq!(fields, ["prefix", "nexthop", "priority", "weight"]);
     }
 
     #[test]

@@ -15,11 +15,12 @@ mod stream;
 pub mod validate;
 
 pub use objects::{
-    token_hash, CniProvision, Decoded, Kind, ObjectSet, Objects, PopRecord, PopToken,
+    token_hash, CniProvision, Decoded, Kind, MagicProvision, ObjectSet, Objects, PopRecord,
+    PopToken, TunnelProvision,
 };
 pub use report::{
     CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, RefusedPrefix,
-    Report, ReportedKind, ZoneCounters,
+    Report, ReportedKind, TunnelState, ZoneCounters,
 };
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 

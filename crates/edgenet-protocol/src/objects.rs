@@ -24,11 +24,19 @@ pub enum Kind {
     PopToken,
     /// A CNI as the PoP that runs its site provisions it.
     Cni,
+    /// An account's GRE tunnels and static routes, which every PoP runs (named by account).
+    Magic,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 4] = [Kind::Zone, Kind::Pop, Kind::PopToken, Kind::Cni];
+    pub const ALL: [Kind; 5] = [
+        Kind::Zone,
+        Kind::Pop,
+        Kind::PopToken,
+        Kind::Cni,
+        Kind::Magic,
+    ];
 
     /// The kind's name in the store, the stream and the bucket keys.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +45,7 @@ impl Kind {
             Kind::Pop => "pop",
             Kind::PopToken => "pop_token",
             Kind::Cni => "cni",
+            Kind::Magic => "magic",
         }
     }
 
@@ -107,6 +116,35 @@ pub struct CniProvision {
     /// The TCP MD5 key of its BGP session.
     #[serde(default)]
     pub md5_key: Option<String>,
+}
+
+/// One GRE tunnel as every PoP runs it: its id, the spec, and the MD5 key of its BGP session
+/// (which the spec never serializes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelProvision {
+    /// The tunnel's id.
+    pub id: String,
+    /// The tunnel.
+    pub spec: edgenet_dataplane::tunnel::GreTunnelSpec,
+    /// The TCP MD5 key of its BGP session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5_key: Option<String>,
+}
+
+/// An account's tunnels and static routes (next hops resolved to a tunnel or CNI), as every
+/// PoP runs them. The control plane writes one whenever any of them changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MagicProvision {
+    /// The account.
+    pub account: String,
+    /// Its GRE tunnels, by id.
+    #[serde(default)]
+    pub tunnels: Vec<TunnelProvision>,
+    /// Its static routes.
+    #[serde(default)]
+    pub routes: Vec<edgenet_dataplane::table::Route>,
 }
 
 /// The SHA-256 of a token secret, in lower-case hex: what the control plane stores and PoPs
@@ -192,6 +230,9 @@ pub struct ObjectSet {
     /// CNIs to provision, by CNI id.
     #[serde(default)]
     pub cni: BTreeMap<String, Decoded<CniProvision>>,
+    /// Accounts' tunnels and routes, by account id.
+    #[serde(default)]
+    pub magic: BTreeMap<String, Decoded<MagicProvision>>,
 }
 
 impl ObjectSet {
@@ -233,6 +274,11 @@ impl ObjectSet {
             .filter(move |(_, c)| c.pop == pop)
     }
 
+    /// Every account's tunnels and routes (those that decoded), by account.
+    pub fn magic(&self) -> impl Iterator<Item = &MagicProvision> {
+        self.magic.values().filter_map(|m| m.get().ok())
+    }
+
     /// Sets (`Some`) or removes (`None`) one object from its JSON body.
     pub fn set_json(&mut self, kind: Kind, name: &str, body: Option<serde_json::Value>) {
         match kind {
@@ -240,6 +286,7 @@ impl ObjectSet {
             Kind::Pop => set(&mut self.pop, name, body.map(Decoded::from_json)),
             Kind::PopToken => set(&mut self.pop_token, name, body.map(Decoded::from_json)),
             Kind::Cni => set(&mut self.cni, name, body.map(Decoded::from_json)),
+            Kind::Magic => set(&mut self.magic, name, body.map(Decoded::from_json)),
         }
     }
 }
@@ -293,6 +340,9 @@ impl Objects {
                             set(&mut self.objects.pop_token, &name, body)
                         }
                         ObjectChange::Cni { name, body } => set(&mut self.objects.cni, &name, body),
+                        ObjectChange::Magic { name, body } => {
+                            set(&mut self.objects.magic, &name, body)
+                        }
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}
                     }

@@ -52,6 +52,14 @@ pub enum Report {
         /// One per interconnect.
         links: Vec<LinkState>,
     },
+    /// The health of every account's tunnels as this PoP probes them, and their BGP sessions
+    /// here. Always every tunnel the PoP runs (one it no longer mentions is gone).
+    Tunnels {
+        /// Unix milliseconds.
+        at_ms: i64,
+        /// One per tunnel.
+        tunnels: Vec<TunnelState>,
+    },
     /// Counters since the PoP started.
     Counters {
         /// Unix milliseconds.
@@ -116,6 +124,49 @@ pub struct CniSession {
     /// The BFD session's state, when BFD runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
+}
+
+/// What one PoP sees of one GRE tunnel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TunnelState {
+    /// The account.
+    pub account: String,
+    /// The tunnel's id.
+    pub tunnel: String,
+    /// `healthy`, `degraded` or `down` (by the health check rules; healthy without checks).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub health: edgenet_dataplane::health::Health,
+    /// Unix milliseconds of the last change of health (0: none since the PoP started).
+    #[serde(default)]
+    pub since_ms: i64,
+    /// The rule that made the last change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Probes sent since the PoP started.
+    #[serde(default)]
+    pub probes_sent: u64,
+    /// Of those, probes that failed.
+    #[serde(default)]
+    pub probes_failed: u64,
+    /// Packets and bytes in and out of the tunnel since the PoP started.
+    #[serde(default)]
+    pub packets_in: u64,
+    /// Bytes received (inner packets).
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Packets sent.
+    #[serde(default)]
+    pub packets_out: u64,
+    /// Bytes sent (inner packets).
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// The BGP session over the tunnel at this PoP, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<CniSession>,
+    /// The prefixes this PoP learnt over the session and accepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learnt: Vec<String>,
 }
 
 /// A prefix the filter refused.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use edgenet_config::ZoneSection;
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{CniProvision, Decoded, Kind, ObjectSet, PopRecord, PopToken};
+use crate::objects::{CniProvision, Decoded, Kind, MagicProvision, ObjectSet, PopRecord, PopToken};
 
 /// How often an idle stream sends a ping; a follower that hears nothing for three of these
 /// takes the stream for dead.
@@ -121,6 +121,13 @@ pub enum ObjectChange {
         /// What to provision, or none when it was deleted.
         body: Option<Decoded<CniProvision>>,
     },
+    /// An account's tunnels and routes.
+    Magic {
+        /// The account's id.
+        name: String,
+        /// Its tunnels and routes, or none when it has none left.
+        body: Option<Decoded<MagicProvision>>,
+    },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
     Other,
@@ -148,6 +155,10 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::Cni => ObjectChange::Cni {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Magic => ObjectChange::Magic {
                 name,
                 body: body.map(Decoded::from_json),
             },

@@ -12,6 +12,7 @@
 
 mod accounts;
 pub mod cni;
+pub mod magic;
 mod pops;
 mod tokens;
 mod zones;
@@ -527,7 +528,7 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             tokens::create_account_token
         ))
         .routes(routes!(tokens::delete_account_token));
-    cni::routes(router).split_for_parts()
+    magic::routes(cni::routes(router)).split_for_parts()
 }
 
 /// The API's router: every route, and `/openapi.json` (open: it says nothing of anyone's
@@ -691,6 +692,12 @@ async fn write(
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "CNIs are made at /v1/accounts/ACCOUNT/cni/cnis",
+            ))
+        }
+        Kind::Magic => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "tunnels and routes are made at /v1/accounts/ACCOUNT/magic/gre_tunnels and /magic/routes",
             ))
         }
     };

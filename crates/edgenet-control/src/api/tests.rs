@@ -259,6 +259,56 @@ const ROUTES: &[(&str, &str, Expect)] = &[
         Expect::NotFound,
     ),
     (
+        "GET",
+        "/v1/accounts/{account}/magic/gre_tunnels",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/magic/gre_tunnels",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/magic/gre_tunnels/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/magic/gre_tunnels/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/magic/gre_tunnels/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/magic/routes",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/magic/routes",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/magic/routes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/magic/routes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/magic/routes/{id}",
+        Expect::NotFound,
+    ),
+    (
         "PUT",
         "/v1/accounts/{account}/cni/settings",
         Expect::NotFound,

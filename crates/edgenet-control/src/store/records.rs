@@ -39,6 +39,12 @@ pub enum RecordKind {
     Subscription,
     /// A webhook delivery of a notice (its subscription's account's).
     Delivery,
+    /// A GRE tunnel (an account's).
+    GreTunnel,
+    /// A static route of an account's routing table.
+    MagicRoute,
+    /// What each PoP last reported of a tunnel (by the tunnel's id).
+    TunnelStatus,
 }
 
 impl RecordKind {
@@ -53,6 +59,9 @@ impl RecordKind {
             RecordKind::Maintenance => "maintenance",
             RecordKind::Subscription => "subscription",
             RecordKind::Delivery => "delivery",
+            RecordKind::GreTunnel => "gre_tunnel",
+            RecordKind::MagicRoute => "magic_route",
+            RecordKind::TunnelStatus => "tunnel_status",
         }
     }
 }

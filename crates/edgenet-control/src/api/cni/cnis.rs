@@ -139,6 +139,15 @@ pub(super) async fn republish_all(app: &App) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The customer's addresses on a CNI (its halves of the /31 and /127), where a static route
+/// may point.
+pub(crate) fn customer_side(r: &Record) -> Vec<std::net::IpAddr> {
+    let Ok(spec) = load(r) else { return Vec::new() };
+    let v4 = spec.p2p_v4.map(|n| halves_v4(n).1.into());
+    let v6 = spec.p2p_v6.map(|n| halves_v6(n).1.into());
+    v4.into_iter().chain(v6).collect()
+}
+
 /// How a CNI is shown: never its MD5 key, only whether it has one.
 fn view(r: &Record) -> Value {
     let Ok(spec) = load(r) else {
@@ -421,6 +430,8 @@ async fn write(
         // Never the key: whether it is set is all a log line says.
         tracing::info!(%id, %account, interconnect = %r.body["spec"]["interconnect"], p2p_v4 = %r.body["spec"]["p2p_v4"], md5 = r.body["md5_key"].is_string(), "CNI stored");
         publish(app, &r).await?;
+        // Static routes may point at the CNI.
+        crate::api::magic::publish(app, account).await?;
     }
     Ok(written(p, &r, view(&r)))
 }
@@ -513,6 +524,7 @@ pub(super) async fn delete_cni(
         })?;
     tracing::info!(%id, %account, "CNI deleted");
     unpublish(&app, &id, &account).await?;
+    crate::api::magic::publish(&app, &account).await?;
     Ok(ok(StatusCode::OK, json!({"id": id})))
 }
 

@@ -36,6 +36,7 @@ use serde_json::Value;
 use super::{ApiError, App};
 use crate::store::{Owner, Record, RecordKind, StoreError, TokenInfo, Write, WriteOptions};
 
+pub(crate) use cnis::customer_side;
 pub use notify::{deliver_notices, run_notifier, Round};
 pub(crate) use operator::partners;
 
@@ -145,12 +146,12 @@ fn party(token: &TokenInfo) -> (Party, String) {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(r: &Record) -> Result<T, StoreError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(r: &Record) -> Result<T, StoreError> {
     serde_json::from_value(r.body.clone())
         .map_err(|e| StoreError::Refused(format!("stored record {:?} does not decode: {e}", r.id)))
 }
 
-fn to_value<T: Serialize>(t: &T) -> Value {
+pub(crate) fn to_value<T: Serialize>(t: &T) -> Value {
     serde_json::to_value(t).expect("records serialize")
 }
 
@@ -179,7 +180,7 @@ async fn site(app: &App, code: &str) -> Result<Site, ApiError> {
 }
 
 /// Record `id` of `kind` that `owner` sees, else a 404 naming it as `what`.
-async fn found(
+pub(crate) async fn found(
     app: &App,
     kind: RecordKind,
     id: &str,
@@ -212,6 +213,11 @@ pub struct OperatorSettings {
     /// How many days an LOA is valid.
     #[serde(default = "default_loa_days")]
     pub loa_valid_days: u32,
+    /// The network's anycast GRE endpoints (every PoP answers on them): a tunnel's
+    /// `cloudflare_gre_endpoint` must be one of them when any is set.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub gre_endpoints: Vec<std::net::Ipv4Addr>,
 }
 
 fn default_operator() -> String {
@@ -229,6 +235,7 @@ impl Default for OperatorSettings {
             pool_v4: None,
             pool_v6: None,
             loa_valid_days: default_loa_days(),
+            gre_endpoints: Vec::new(),
         }
     }
 }
@@ -236,7 +243,7 @@ impl Default for OperatorSettings {
 /// The record id of the operator's settings.
 const OPERATOR_SETTINGS: &str = "operator";
 
-async fn operator_settings(app: &App) -> Result<OperatorSettings, StoreError> {
+pub(crate) async fn operator_settings(app: &App) -> Result<OperatorSettings, StoreError> {
     match app
         .store
         .record(RecordKind::Settings, OPERATOR_SETTINGS, Owner::Operator)
@@ -349,7 +356,7 @@ fn claims_of(ic: &Interconnect) -> Vec<String> {
 }
 
 /// A random id: 32 hex digits.
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     super::random_hex(16)
 }
 
@@ -408,7 +415,7 @@ pub fn routes(
 #[derive(Debug, Deserialize, Default)]
 pub struct CniParams {
     #[serde(default)]
-    validate_only: bool,
+    pub(crate) validate_only: bool,
     cursor: Option<String>,
     limit: Option<i64>,
     site: Option<String>,
@@ -416,6 +423,8 @@ pub struct CniParams {
     kind: Option<InterconnectType>,
     speed: Option<Speed>,
     occupied: Option<bool>,
+    /// The PoP whose view of the routing table is asked (`/magic/routes`).
+    pub(crate) pop: Option<String>,
 }
 
 impl CniParams {
@@ -424,7 +433,7 @@ impl CniParams {
     }
 
     /// A write at `now_ms`, a dry run under `validate_only`.
-    fn write(&self, write: Write, now_ms: i64) -> WriteOptions {
+    pub(crate) fn write(&self, write: Write, now_ms: i64) -> WriteOptions {
         WriteOptions {
             write,
             now_ms,
@@ -451,7 +460,7 @@ async fn put_plain(
 
 /// The answer to a write of `r`: under `validate_only`, `{valid, result}` (nothing was
 /// stored); else the view with its ETag, 201 when the write made the record.
-fn written(p: &CniParams, r: &Record, view: Value) -> axum::response::Response {
+pub(crate) fn written(p: &CniParams, r: &Record, view: Value) -> axum::response::Response {
     if p.validate_only {
         return validated(view);
     }
@@ -464,7 +473,7 @@ fn written(p: &CniParams, r: &Record, view: Value) -> axum::response::Response {
 }
 
 /// A page of records after the cursor (ids are ordered), as `{items, next}`.
-fn page(records: Vec<Record>, p: &CniParams, view: impl Fn(&Record) -> Value) -> Value {
+pub(crate) fn page(records: Vec<Record>, p: &CniParams, view: impl Fn(&Record) -> Value) -> Value {
     page_of(records.iter().map(|r| (r.id.clone(), view(r))), p)
 }
 
@@ -483,17 +492,21 @@ fn page_of(items: impl Iterator<Item = (String, Value)>, p: &CniParams) -> Value
 }
 
 /// The request's `If-Match` version.
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     super::if_match(headers)
 }
 
 /// A 200 (or `status`) with the record's version as its ETag.
-fn record_response(status: StatusCode, r: &Record, view: Value) -> axum::response::Response {
+pub(crate) fn record_response(
+    status: StatusCode,
+    r: &Record,
+    view: Value,
+) -> axum::response::Response {
     super::with_etag(super::ok(status, view), r.version)
 }
 
 /// `validate_only`: what would be stored, unstored.
-fn validated(view: Value) -> axum::response::Response {
+pub(crate) fn validated(view: Value) -> axum::response::Response {
     super::ok(
         StatusCode::OK,
         serde_json::json!({"valid": true, "result": view}),
