@@ -33,6 +33,8 @@ pub struct Config {
     pub anycast: Option<crate::anycast::Anycast>,
     /// Interconnects, when configured.
     pub interconnect: Option<crate::interconnect::Interconnect>,
+    /// GRE tunnels, when configured.
+    pub tunnels: Option<Tunnels>,
     /// The backbone listener's address, when configured.
     pub backbone: Option<SocketAddr>,
     /// The worker runtime.
@@ -598,4 +600,15 @@ pub enum HeaderAction {
     Add,
     /// Remove the header.
     Remove,
+}
+
+/// Validated `[tunnels]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnels {
+    /// The PoP's own address.
+    pub source: std::net::Ipv4Addr,
+    /// The anycast GRE endpoints.
+    pub endpoints: Vec<std::net::Ipv4Addr>,
+    /// Kernel or userspace.
+    pub mode: crate::schema::TunnelMode,
 }

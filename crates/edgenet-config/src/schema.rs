@@ -47,6 +47,10 @@ pub struct RawConfig {
     /// CNIs are ignored (and said so in the log).
     #[serde(default)]
     pub interconnect: Option<InterconnectSection>,
+    /// GRE tunnels: what the PoP does for the accounts' tunnels the control plane streams it.
+    /// Absent: tunnels are ignored (and said so in the log).
+    #[serde(default)]
+    pub tunnels: Option<TunnelsSection>,
     /// The worker runtime (zones' workers are in `[[zones.workers]]`).
     #[serde(default)]
     pub workers: WorkersSection,
@@ -1187,4 +1191,32 @@ pub struct HeaderRuleSection {
 
 fn default_true() -> bool {
     true
+}
+
+/// `[tunnels]`: the PoP's end of every account's GRE tunnels.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelsSection {
+    /// The PoP's own IPv4 address: it sends to customers' endpoints from it, and
+    /// unidirectional probes come back to it.
+    pub source: String,
+    /// The anycast GRE endpoints it answers on (the node puts them on `lo` when missing).
+    pub endpoints: Vec<String>,
+    /// `auto` (kernel GRE devices through netlink where the kernel has `ip_gre`, else the
+    /// userspace dataplane), `userspace` or `kernel`.
+    #[serde(default)]
+    pub mode: TunnelMode,
+}
+
+/// How tunnels are carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelMode {
+    /// Probe at start: the kernel's devices where it has them, else userspace.
+    #[default]
+    Auto,
+    /// TUN devices and a raw GRE socket.
+    Userspace,
+    /// The kernel's GRE devices (refused at start where the kernel has none).
+    Kernel,
 }

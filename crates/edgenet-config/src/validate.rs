@@ -5,7 +5,7 @@
 //! [`Environment`] the caller passes: it does no IO of its own and never writes.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -296,6 +296,7 @@ impl Validator<'_> {
             .interconnect
             .as_ref()
             .map(|i| self.interconnect(i, raw.anycast.as_ref()));
+        let tunnels = raw.tunnels.as_ref().map(|t| self.tunnels(t));
         let backbone = raw
             .backbone
             .as_ref()
@@ -321,8 +322,45 @@ impl Validator<'_> {
             zones,
             anycast,
             interconnect,
+            tunnels,
             backbone,
             workers,
+        }
+    }
+
+    fn tunnels(&mut self, raw: &crate::schema::TunnelsSection) -> crate::model::Tunnels {
+        let unicast = |v: &mut Validator, path: String, s: &str| match s.parse::<Ipv4Addr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast() => Some(a),
+            _ => {
+                v.err(path, s, "must be a unicast IPv4 address");
+                None
+            }
+        };
+        let source = unicast(self, "tunnels.source".into(), &raw.source);
+        if raw.endpoints.is_empty() {
+            self.err(
+                "tunnels.endpoints",
+                "",
+                "needs at least one anycast GRE endpoint",
+            );
+        }
+        let endpoints: Vec<Ipv4Addr> = raw
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| unicast(self, format!("tunnels.endpoints[{i}]"), e))
+            .collect();
+        if let Some(s) = source.filter(|s| endpoints.contains(s)) {
+            self.err(
+                "tunnels.source",
+                s.to_string(),
+                "must be the PoP's own address, not one of the anycast endpoints",
+            );
+        }
+        crate::model::Tunnels {
+            source: source.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            endpoints,
+            mode: raw.mode,
         }
     }
 
@@ -1463,6 +1501,27 @@ mod tests {
             "[[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n\
              [[zones.origins.servers]]\naddress = \"{origin}\"\n{extra}"
         )
+    }
+
+    #[test]
+    fn tunnels_name_the_pops_own_address_and_its_endpoints() {
+        let env = Fake::default();
+        let t = check(
+            "[tunnels]\nsource = \"198.51.100.1\"\nendpoints = [\"192.0.2.100\"]\n",
+            &env,
+        )
+        .unwrap()
+        .tunnels
+        .unwrap();
+        assert_eq!(t.source.to_string(), "198.51.100.1");
+        assert_eq!(t.mode, crate::schema::TunnelMode::Auto);
+        let e = check(
+            "[tunnels]\nsource = \"192.0.2.100\"\nendpoints = [\"192.0.2.100\", \"nope\"]\nmode = \"userspace\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["tunnels.endpoints[1]", "tunnels.source"], "{e:?}");
     }
 
     #[test]

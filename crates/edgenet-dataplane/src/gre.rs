@@ -130,6 +130,17 @@ pub fn outer_ipv4(packet: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr, &[u8]), GreError
     Ok((src, dst, &packet[ihl..total]))
 }
 
+/// Appends the outer IPv4 header of a GRE packet of `gre_len` bytes from `src` to `dst`, for a
+/// raw socket with `IP_HDRINCL`: no options, DF clear (a path narrower than the tunnel
+/// fragments rather than drops), identification and checksum zero, which the kernel fills.
+pub fn push_outer_ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, gre_len: usize, out: &mut Vec<u8>) {
+    let total = (20 + gre_len).min(usize::from(u16::MAX)) as u16;
+    let t = total.to_be_bytes();
+    out.extend_from_slice(&[0x45, 0, t[0], t[1], 0, 0, 0, 0, ttl, IP_PROTOCOL, 0, 0]);
+    out.extend_from_slice(&src.octets());
+    out.extend_from_slice(&dst.octets());
+}
+
 /// The protocol type of an inner IP packet by its version nibble, if it is IPv4 or IPv6.
 pub fn protocol_of(inner: &[u8]) -> Option<u16> {
     match inner.first().map(|b| b >> 4) {
@@ -188,6 +199,18 @@ mod tests {
         );
         assert_eq!(gre, &p[..]);
         assert_eq!(OVERHEAD_V4, 1500 - 1476);
+        let mut built = Vec::new();
+        push_outer_ipv4(
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(198, 51, 100, 1),
+            64,
+            p.len(),
+            &mut built,
+        );
+        built.extend_from_slice(&p);
+        let (src, dst, gre) = outer_ipv4(&built).unwrap();
+        assert_eq!((src.octets()[0], dst.octets()[0], gre), (192, 198, &p[..]));
+        assert_eq!(&built[..12], &[0x45, 0, 0, 44, 0, 0, 0, 0, 64, 47, 0, 0]);
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! The pure core builds without IO: `gre` is RFC 2784 encapsulation with the outer IPv4
 //! header a raw socket hands over; `vlan` is 802.1Q tagging of Ethernet frames; `health` is
 //! the tunnel health-check state machine (healthy, degraded, down by Cloudflare's rules,
-//! time passed in); `table` is the routing table (static and BGP-learnt routes, priorities
+//! time passed in); `probe` the probe packets; `table` is the routing table (static and BGP-learnt routes, priorities
 //! moved by tunnel health, weighted ECMP by flow); `tunnel` is a GRE tunnel as an account
 //! object and its checks. The userspace devices (TUN, raw sockets, TAP and AF_PACKET) and the
 //! kernel path through netlink are the node's (`edgenet-node/src/tunnels`).
 
 pub mod gre;
 pub mod health;
+pub mod probe;
 pub mod table;
 pub mod tunnel;
 pub mod vlan;

@@ -25,6 +25,7 @@ pub mod pressure;
 pub mod server;
 pub mod signals;
 pub mod tls;
+pub mod tunnels;
 
 pub use follow::pop::Following;
 pub use node::Node;

@@ -28,6 +28,8 @@ pub struct Node {
     pub anycast: OnceLock<Arc<Anycast>>,
     /// Interconnects, when configured (set once at start).
     pub interconnect: OnceLock<Arc<Interconnects>>,
+    /// GRE tunnels, when `[tunnels]` is configured.
+    pub tunnels: OnceLock<Arc<crate::tunnels::Tunnels>>,
     /// The file and, when the node follows a control plane, its zones.
     pub source: ConfigSource,
     /// Who may change the node's state through the admin listener.

@@ -75,6 +75,7 @@ pub fn run_with(
         draining: AtomicBool::new(false),
         anycast: OnceLock::new(),
         interconnect: OnceLock::new(),
+        tunnels: OnceLock::new(),
         source: ConfigSource::new(path, control_zones),
         admin_keys,
     });
@@ -94,6 +95,20 @@ pub fn run_with(
             .collect();
         let i = crate::interconnect::Interconnects::start(ic, speaker, offered)?;
         let _ = node.interconnect.set(i);
+    }
+    if let Some(t) = &config.tunnels {
+        // BGP over tunnels runs in the PoP's one speaker; reports share the interconnects' wake.
+        let speaker = node
+            .anycast
+            .get()
+            .map(|a| a.speaker())
+            .or_else(|| node.interconnect.get().and_then(|i| i.speaker()));
+        let changed = node
+            .interconnect
+            .get()
+            .map_or_else(Default::default, |i| i.changed());
+        let t = crate::tunnels::Tunnels::start(t, speaker, changed)?;
+        let _ = node.tunnels.set(t);
     }
 
     let mut conf = ServerConf {

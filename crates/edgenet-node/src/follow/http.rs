@@ -96,7 +96,7 @@ async fn run_once(
                 continue;
             }
             _ = super::links_changed(&links_changed) => {
-                send(super::links_report(applier).into_iter().collect()).await;
+                send(super::links_report(applier)).await;
                 continue;
             }
         };

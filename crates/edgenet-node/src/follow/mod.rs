@@ -80,19 +80,33 @@ pub trait Applier: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Woken when a link or a session changed: its report goes at once.
+    /// Every tunnel's state, when the node runs tunnels.
+    fn tunnels(&self) -> Option<Vec<edgenet_protocol::TunnelState>> {
+        None
+    }
+
+    /// Woken when a link, a tunnel or a session changed: its report goes at once.
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
         None
     }
 }
 
-/// The links report, when there is something to say.
-pub fn links_report(applier: &dyn Applier) -> Option<Report> {
+/// The links and tunnels reports, when there is something to say (tunnels always, when the
+/// node runs them: the list is complete, so an empty one says they are gone).
+pub fn links_report(applier: &dyn Applier) -> Vec<Report> {
     let links = applier.links();
-    (!links.is_empty()).then(|| Report::Links {
+    let mut out: Vec<Report> = (!links.is_empty())
+        .then(|| Report::Links {
+            at_ms: unix_ms(),
+            links,
+        })
+        .into_iter()
+        .collect();
+    out.extend(applier.tunnels().map(|tunnels| Report::Tunnels {
         at_ms: unix_ms(),
-        links,
-    })
+        tunnels,
+    }));
+    out
 }
 
 /// Waits until `changed` wakes (for ever when there is none).

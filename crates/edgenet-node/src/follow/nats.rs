@@ -94,7 +94,7 @@ async fn watch_once(
         let next = tokio::select! {
             n = tokio::time::timeout(REPORT_EVERY, watch.next()) => n,
             _ = super::links_changed(&links_changed) => {
-                send(super::links_report(applier).into_iter().collect()).await;
+                send(super::links_report(applier)).await;
                 continue;
             }
         };

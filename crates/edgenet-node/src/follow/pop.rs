@@ -55,6 +55,18 @@ impl NodeApplier {
             None => {}
         }
     }
+
+    /// Hands the node's tunnels every account's tunnels and routes.
+    fn set_magic(&self, o: &Objects) {
+        let magic: Vec<edgenet_protocol::MagicProvision> = o.objects.magic().cloned().collect();
+        match self.node.tunnels.get() {
+            Some(t) => t.set_magic(&self.pop, magic),
+            None if !magic.is_empty() => {
+                tracing::warn!(accounts = magic.len(), "the control plane streams tunnels, but this PoP's config has no [tunnels]: they are not run")
+            }
+            None => {}
+        }
+    }
 }
 
 /// Other PoPs' backbone addresses: the first address of each PoP record that has one.
@@ -93,8 +105,16 @@ impl Applier for NodeApplier {
             .map_or_else(Vec::new, |i| i.links())
     }
 
+    fn tunnels(&self) -> Option<Vec<edgenet_protocol::TunnelState>> {
+        self.node.tunnels.get().map(|t| t.states())
+    }
+
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
-        self.node.interconnect.get().map(|i| i.changed())
+        match (self.node.interconnect.get(), self.node.tunnels.get()) {
+            (Some(i), _) => Some(i.changed()),
+            (None, Some(t)) => Some(t.changed()),
+            (None, None) => None,
+        }
     }
 
     fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
@@ -104,6 +124,7 @@ impl Applier for NodeApplier {
             .admin_keys
             .set_control(o.objects.pop_token_hashes());
         self.set_cnis(o);
+        self.set_magic(o);
         let zones = o.objects.zones()?;
         self.node.core.pops.store(Arc::new(directory(o)));
         self.node

@@ -43,6 +43,7 @@ pub struct Interconnects {
     desired: watch::Sender<BTreeMap<String, CniProvision>>,
     links: Mutex<Vec<LinkState>>,
     changed: Arc<Notify>,
+    speaker: std::sync::OnceLock<Arc<Speaker>>,
 }
 
 impl Interconnects {
@@ -58,6 +59,7 @@ impl Interconnects {
             desired,
             links: Mutex::new(Vec::new()),
             changed: Arc::new(Notify::new()),
+            speaker: std::sync::OnceLock::new(),
         });
         let config = config.clone();
         let me = shared.clone();
@@ -92,6 +94,11 @@ impl Interconnects {
     /// Woken when a link, a receive level or a session changed.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
+    }
+
+    /// The speaker that runs the CNIs' sessions (the PoP's one speaker).
+    pub fn speaker(&self) -> Option<Arc<Speaker>> {
+        self.speaker.get().cloned()
     }
 }
 
@@ -180,6 +187,7 @@ impl Driver {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the peering table"),
         }
+        let _ = shared.speaker.set(speaker.clone());
         Ok(Driver {
             provisioner: Provisioner::new(netlink.clone()),
             netlink,
@@ -447,26 +455,38 @@ fn session_report(speaker: &Speaker, id: &str, r: &mut Running) -> Option<CniSes
         }
     };
     Some(CniSession {
-        cni: id.to_string(),
-        state: status.state.name().into(),
-        received: status.received as u64,
-        accepted: status.accepted as u64,
-        advertised: status.announced as u64,
         installed: r
             .installer
             .as_ref()
             .map_or(0, |i| i.installed.load(Ordering::Relaxed)),
         refused,
-        last_error: status.last_error.clone(),
-        last_notification: status.last_notification.map(|n| NotificationReport {
-            direction: if n.sent { "sent" } else { "received" }.into(),
-            code: n.code,
-            subcode: n.subcode,
-            meaning: notification_meaning(n.code, n.subcode),
-            at_ms: unix_ms(n.at),
-        }),
-        bfd: status.bfd.map(|b| b.name().to_string()),
+        ..status_report(id, &status)
     })
+}
+
+/// What a session's status says, for a report (no refused prefixes, none installed).
+pub(crate) fn status_report(id: &str, status: &PeerStatus) -> CniSession {
+    CniSession {
+        cni: id.to_string(),
+        state: status.state.name().into(),
+        received: status.received as u64,
+        accepted: status.accepted as u64,
+        advertised: status.announced as u64,
+        installed: 0,
+        refused: Vec::new(),
+        last_error: status.last_error.clone(),
+        last_notification: status
+            .last_notification
+            .as_ref()
+            .map(|n| NotificationReport {
+                direction: if n.sent { "sent" } else { "received" }.into(),
+                code: n.code,
+                subcode: n.subcode,
+                meaning: notification_meaning(n.code, n.subcode),
+                at_ms: unix_ms(n.at),
+            }),
+        bfd: status.bfd.map(|b| b.name().to_string()),
+    }
 }
 
 /// The first refused prefixes of a session, each with why.

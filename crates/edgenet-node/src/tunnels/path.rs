@@ -1,0 +1,542 @@
+//! The packet path of the userspace dataplane, on threads of its own (blocking reads, no
+//! runtime: a packet costs a read and a send):
+//!
+//! - `gre-rx` reads every GRE packet the node receives (raw socket, protocol 47), finds the
+//!   tunnel by the outer source (the customer's endpoint) and destination (one of our anycast
+//!   endpoints, or our own address), and decapsulates it. A returned probe is counted (or, when
+//!   another PoP sent it, handed on to that PoP's address); a packet to the tunnel's own
+//!   addresses goes to the kernel through the tunnel's TUN device (BGP, ping); anything else is
+//!   routed by the account's table and leaves, encapsulated, by the tunnel it picks (traffic
+//!   between a customer's sites).
+//! - `tun-rx` reads what the kernel sends into the TUN devices and encapsulates it to the
+//!   customer's endpoint, from our own address, with the tunnel's TTL.
+//! - `icmp-rx` reads probes that come back outside the tunnel (unidirectional checks).
+//! - `prober` sends each tunnel's probes at its rate and counts the ones that do not return
+//!   within the timeout ([`edgenet_dataplane::health::PROBE_TIMEOUT`]).
+//!
+//! They share a [`Snapshot`] (swapped whole when tunnels, routes or health change).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use edgenet_dataplane::health::{Checker, Direction, Health, PROBE_TIMEOUT};
+use edgenet_dataplane::table::{self, NextHop, Seen};
+use edgenet_dataplane::tunnel::GreTunnelSpec;
+use edgenet_dataplane::{gre, probe};
+use edgenet_proxy::lock;
+use tokio::sync::Notify;
+
+use super::device::{readable, timed_out, Raw, Tun};
+
+/// The largest packet read.
+const BUF: usize = 65_536;
+
+/// One tunnel as the packet path runs it.
+pub struct Running {
+    /// The account.
+    pub account: String,
+    /// The tunnel's id.
+    pub id: String,
+    /// The key its probes carry.
+    pub key: u32,
+    /// The tunnel.
+    pub spec: GreTunnelSpec,
+    /// Its TUN device.
+    pub tun: Tun,
+    /// Its probes and health.
+    pub probes: Mutex<Probes>,
+    /// Traffic through it.
+    pub counters: Counters,
+}
+
+/// Packets and bytes through a tunnel (inner sizes).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Packets received.
+    pub packets_in: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Packets sent.
+    pub packets_out: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Packets dropped: no route, a next hop this path cannot reach, a TTL run out.
+    pub dropped: AtomicU64,
+}
+
+/// A tunnel's probes: those in flight, the health they make, and the totals.
+pub struct Probes {
+    /// The health state machine.
+    pub checker: Checker,
+    /// Probes in flight: sequence number and when sent, oldest first.
+    pending: VecDeque<(u32, Instant)>,
+    next_seq: u32,
+    next_at: Instant,
+    /// Sent since start.
+    pub sent: u64,
+    /// Failed since start.
+    pub failed: u64,
+    /// Unix milliseconds of the last change of health (0: none).
+    pub since_ms: i64,
+    /// The rule that made it.
+    pub reason: Option<String>,
+}
+
+impl Probes {
+    /// A tunnel's probes from `now`.
+    pub fn new(now: Instant) -> Probes {
+        Probes {
+            checker: Checker::new(now),
+            pending: VecDeque::new(),
+            next_seq: 1,
+            next_at: now,
+            sent: 0,
+            failed: 0,
+            since_ms: 0,
+            reason: None,
+        }
+    }
+
+    /// Takes one outcome; true when the health changed.
+    fn record(&mut self, at: Instant, ok: bool) -> bool {
+        if !ok {
+            self.failed += 1;
+        }
+        match self.checker.record(at, ok) {
+            Some(change) => {
+                tracing::info!(from = ?change.from, to = ?change.to, reason = %change.reason, "tunnel health");
+                self.since_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                self.reason = Some(change.reason);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One account's routing table at this PoP.
+#[derive(Default)]
+pub struct Table {
+    /// The routes as this PoP sees them (scope applied, health's priorities).
+    pub view: Vec<Seen>,
+    /// Its tunnels by name.
+    pub tunnels: HashMap<String, Arc<Running>>,
+}
+
+/// What the packet path runs now.
+#[derive(Default)]
+pub struct Snapshot {
+    /// Tunnels by the customer's endpoint.
+    pub by_endpoint: HashMap<Ipv4Addr, Vec<Arc<Running>>>,
+    /// Tunnels by probe key.
+    pub by_key: HashMap<u32, Arc<Running>>,
+    /// Every tunnel, in one order (the TUN devices polled).
+    pub all: Vec<Arc<Running>>,
+    /// Each account's table.
+    pub tables: HashMap<String, Table>,
+}
+
+/// One of the packet path's threads.
+type Thread = fn(&Path);
+
+/// What the threads share.
+pub struct Path {
+    /// The PoP's own address.
+    pub source: Ipv4Addr,
+    /// Our anycast endpoints.
+    pub endpoints: Vec<Ipv4Addr>,
+    /// The running tunnels and tables.
+    pub snapshot: ArcSwap<Snapshot>,
+    gre: Raw,
+    icmp: Raw,
+    stop: AtomicBool,
+    /// Woken when a tunnel's health changed (its routes move; its report goes).
+    pub health_changed: Arc<Notify>,
+}
+
+impl Path {
+    /// Opens the raw sockets and starts the threads.
+    pub fn start(source: Ipv4Addr, endpoints: Vec<Ipv4Addr>) -> std::io::Result<Arc<Path>> {
+        let path = Arc::new(Path {
+            source,
+            endpoints,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            gre: Raw::open(i32::from(gre::IP_PROTOCOL), true)?,
+            icmp: Raw::open(libc::IPPROTO_ICMP, false)?,
+            stop: AtomicBool::new(false),
+            health_changed: Arc::new(Notify::new()),
+        });
+        let threads: [(&str, Thread); 4] = [
+            ("gre-rx", Path::gre_rx),
+            ("tun-rx", Path::tun_rx),
+            ("icmp-rx", Path::icmp_rx),
+            ("prober", Path::prober),
+        ];
+        for (name, run) in threads {
+            let p = path.clone();
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run(&p))?;
+        }
+        Ok(path)
+    }
+
+    /// Ends the threads (within [`super::device::WAIT`]).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Sends `inner` into tunnel `t`: GRE from our address to the customer's endpoint.
+    fn send(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) {
+        let Some(protocol) = gre::protocol_of(inner) else {
+            return;
+        };
+        out.clear();
+        gre::push_outer_ipv4(
+            self.source,
+            t.spec.customer_gre_endpoint,
+            t.spec.ttl,
+            gre::HEADER + inner.len(),
+            out,
+        );
+        gre::encapsulate(protocol, inner, false, out);
+        match self.gre.send_to(out, t.spec.customer_gre_endpoint) {
+            Ok(_) => {
+                t.counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                t.counters
+                    .bytes_out
+                    .fetch_add(inner.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                t.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tunnel = %t.spec.name, error = %e, "GRE send failed");
+            }
+        }
+    }
+
+    fn gre_rx(&self) {
+        let mut buf = vec![0u8; BUF];
+        let mut out = Vec::with_capacity(BUF);
+        while !self.stopped() {
+            let n = match self.gre.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "GRE receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            self.on_gre(&mut buf[..n], &mut out);
+        }
+    }
+
+    fn on_gre(&self, packet: &mut [u8], out: &mut Vec<u8>) {
+        let Ok((src, dst, gre_bytes)) = gre::outer_ipv4(packet) else {
+            return;
+        };
+        if dst != self.source && !self.endpoints.contains(&dst) {
+            return;
+        }
+        let snap = self.snapshot.load();
+        let Some(t) = snap.by_endpoint.get(&src).and_then(|ts| {
+            ts.iter()
+                .find(|t| t.spec.cloudflare_gre_endpoint == dst)
+                .or_else(|| ts.first())
+        }) else {
+            return;
+        };
+        let Ok((_, inner)) = gre::decapsulate(gre_bytes) else {
+            return;
+        };
+        t.counters.packets_in.fetch_add(1, Ordering::Relaxed);
+        t.counters
+            .bytes_in
+            .fetch_add(inner.len() as u64, Ordering::Relaxed);
+        if let Some(p) = probe::returned(inner) {
+            if p.origin == self.source {
+                self.returned(&snap, p);
+            } else {
+                // Another PoP's probe, brought here by anycast: on to the PoP that sent it.
+                let mut copy = inner.to_vec();
+                probe::readdress(&mut copy, p.origin);
+                let _ = self.gre.send_to(&copy, p.origin);
+            }
+            return;
+        }
+        let Some(inner_dst) = destination(inner) else {
+            return;
+        };
+        if t.spec.holds(inner_dst) || inner_dst == IpAddr::V4(self.source) {
+            let _ = t.tun.write(inner);
+            return;
+        }
+        self.route(&snap, t, inner, out);
+    }
+
+    /// Routes a packet that came out of tunnel `from` by its account's table.
+    fn route(&self, snap: &Snapshot, from: &Running, inner: &[u8], out: &mut Vec<u8>) {
+        let Some(table) = snap.tables.get(&from.account) else {
+            return;
+        };
+        let Some(dst) = destination(inner) else {
+            return;
+        };
+        let routes = table::lookup(&table.view, dst);
+        let hop = table::pick(&routes, flow(inner)).map(|s| &s.route.next_hop);
+        let next = match hop {
+            Some(NextHop::Tunnel(name)) => table.tunnels.get(name),
+            // CNIs carry routed traffic with Magic Transit (the next issue).
+            Some(NextHop::Cni(_)) | None => None,
+        };
+        let Some(next) = next else {
+            from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut packet = inner.to_vec();
+        if !decrement_ttl(&mut packet) {
+            from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.send(next, &packet, out);
+    }
+
+    fn returned(&self, snap: &Snapshot, p: probe::Probe) {
+        let Some(t) = snap.by_key.get(&p.tunnel) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut probes = lock(&t.probes);
+        let Some(at) = probes.pending.iter().position(|(seq, _)| *seq == p.seq) else {
+            return;
+        };
+        probes.pending.remove(at);
+        if probes.record(now, true) {
+            drop(probes);
+            self.health_changed.notify_one();
+        }
+    }
+
+    fn tun_rx(&self) {
+        let mut buf = vec![0u8; BUF];
+        let mut out = Vec::with_capacity(BUF);
+        while !self.stopped() {
+            let snap = self.snapshot.load_full();
+            if snap.all.is_empty() {
+                std::thread::sleep(super::device::WAIT);
+                continue;
+            }
+            let fds: Vec<_> = snap.all.iter().map(|t| t.tun.fd()).collect();
+            let ready = match readable(&fds) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "poll of the TUN devices failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            for i in ready {
+                let t = &snap.all[i];
+                // A few packets per wake, so one busy tunnel does not starve the others.
+                for _ in 0..64 {
+                    match t.tun.read(&mut buf) {
+                        Ok(n) if n > 0 => self.send(t, &buf[..n], &mut out),
+                        _ => break,
+                    }
+                    if !readable_now(&t.tun) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn icmp_rx(&self) {
+        let mut buf = vec![0u8; BUF];
+        while !self.stopped() {
+            let n = match self.icmp.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ICMP receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if let Some(p) = probe::returned(&buf[..n]).filter(|p| p.origin == self.source) {
+                self.returned(&self.snapshot.load(), p);
+            }
+        }
+    }
+
+    fn prober(&self) {
+        let mut out = Vec::with_capacity(256);
+        while !self.stopped() {
+            let now = Instant::now();
+            let snap = self.snapshot.load_full();
+            let mut changed = false;
+            for t in &snap.all {
+                let check = &t.spec.health_check;
+                if !check.enabled {
+                    continue;
+                }
+                let mut probes = lock(&t.probes);
+                while probes
+                    .pending
+                    .front()
+                    .is_some_and(|(_, at)| now.duration_since(*at) >= PROBE_TIMEOUT)
+                {
+                    probes.pending.pop_front();
+                    changed |= probes.record(now, false);
+                }
+                if now < probes.next_at {
+                    continue;
+                }
+                let seq = probes.next_seq;
+                probes.next_seq = seq.wrapping_add(1);
+                probes.next_at = now + check.rate.interval();
+                probes.pending.push_back((seq, now));
+                probes.sent += 1;
+                drop(probes);
+                let ours = match check.direction {
+                    Direction::Bidirectional => t.spec.our_address(),
+                    Direction::Unidirectional => self.source,
+                };
+                let p = probe::Probe {
+                    origin: self.source,
+                    tunnel: t.key,
+                    seq,
+                };
+                let inner = probe::build(check.kind, ours, t.spec.probe_target(), p);
+                self.send(t, &inner, &mut out);
+            }
+            if changed {
+                self.health_changed.notify_one();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Whether the tunnel's device has another packet waiting (without waiting for one).
+fn readable_now(tun: &Tun) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut p = [PollFd::new(tun.fd(), PollFlags::POLLIN)];
+    poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+/// The health of a tunnel now (healthy without health checks).
+pub fn health_of(t: &Running) -> Health {
+    if t.spec.health_check.enabled {
+        lock(&t.probes).checker.health()
+    } else {
+        Health::Healthy
+    }
+}
+
+/// An IP packet's destination.
+fn destination(p: &[u8]) -> Option<IpAddr> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]))),
+        6 if p.len() >= 40 => {
+            let b: [u8; 16] = p[24..40].try_into().ok()?;
+            Some(IpAddr::V6(b.into()))
+        }
+        _ => None,
+    }
+}
+
+/// A packet's flow hash (5-tuple; addresses and protocol only where the ports are not there).
+fn flow(p: &[u8]) -> u64 {
+    let (src, dst, protocol, l4): (IpAddr, IpAddr, u8, &[u8]) = match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => {
+            let ihl = usize::from(p[0] & 0xf) * 4;
+            (
+                Ipv4Addr::new(p[12], p[13], p[14], p[15]).into(),
+                Ipv4Addr::new(p[16], p[17], p[18], p[19]).into(),
+                p[9],
+                p.get(ihl..).unwrap_or(&[]),
+            )
+        }
+        Some(6) if p.len() >= 40 => {
+            let s: [u8; 16] = p[8..24].try_into().unwrap_or([0; 16]);
+            let d: [u8; 16] = p[24..40].try_into().unwrap_or([0; 16]);
+            (s.into(), d.into(), p[6], &p[40..])
+        }
+        _ => return 0,
+    };
+    let (sport, dport) = match (protocol, l4) {
+        (6 | 17 | 132, [a, b, c, d, ..]) => {
+            (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
+        }
+        _ => (0, 0),
+    };
+    table::flow_hash(src, dst, protocol, sport, dport)
+}
+
+/// Takes one off an IPv4 packet's TTL (or an IPv6 packet's hop limit), fixing the IPv4
+/// checksum (RFC 1624); false when it ran out.
+fn decrement_ttl(p: &mut [u8]) -> bool {
+    match p.first().map(|b| b >> 4) {
+        Some(4) if p.len() >= 20 => {
+            if p[8] <= 1 {
+                return false;
+            }
+            p[8] -= 1;
+            let sum = u32::from(u16::from_be_bytes([p[10], p[11]])) + 0x0100;
+            let sum = (sum & 0xffff) + (sum >> 16);
+            p[10..12].copy_from_slice(&(sum as u16).to_be_bytes());
+            true
+        }
+        Some(6) if p.len() >= 40 => {
+            if p[7] <= 1 {
+                return false;
+            }
+            p[7] -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgenet_dataplane::gre::internet_checksum;
+
+    #[test]
+    fn a_routed_packet_loses_one_ttl_and_keeps_a_valid_checksum() {
+        let mut p = probe::build(
+            edgenet_dataplane::health::ProbeType::Request,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            probe::Probe {
+                origin: "192.0.2.1".parse().unwrap(),
+                tunnel: 1,
+                seq: 1,
+            },
+        );
+        assert_eq!(p[8], 64);
+        assert!(decrement_ttl(&mut p));
+        assert_eq!(p[8], 63);
+        assert_eq!(internet_checksum(&p[..20]), 0);
+        p[8] = 1;
+        assert!(!decrement_ttl(&mut p));
+        assert_eq!(destination(&p), Some("10.0.0.2".parse().unwrap()));
+        let mut udp = p.clone();
+        udp[9] = 17;
+        let a = flow(&udp);
+        udp[20] = 9;
+        assert_ne!(a, flow(&udp), "the source port is in the hash");
+    }
+}
