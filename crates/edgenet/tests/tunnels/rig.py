@@ -272,8 +272,10 @@ protocol bgp pop {{
 
     # ---------- what the API says ----------
     def health(self, tunnel, pop):
+        """The tunnel's health at `pop`, once that PoP has probed it (None before)."""
         _, t = self.acct("GET", f"/magic/gre_tunnels/{self.tunnels[tunnel]}")
-        return t["result"]["health"].get(pop, {}).get("health")
+        seen = t["result"]["health"].get(pop, {})
+        return seen.get("health") if seen.get("probes_sent") else None
 
     def active(self, pop, prefix):
         _, v = self.acct("GET", f"/magic/routes?pop={pop}")
@@ -311,9 +313,10 @@ def capture_gre(rig, count=6):
 def scenario_gre(rig):
     rig.start_control()
     rig.setup()
+    # The customer's router first, so no probe is lost to a router not yet there.
+    rig.start_customer()
     rig.start_pop("a")
     rig.start_pop("b")
-    rig.start_customer()
 
     # Each PoP has a TUN device per tunnel carrying our side of the /31.
     for role in "ab":

@@ -181,9 +181,11 @@ pub async fn observe_tunnels(
     Ok(())
 }
 
-/// Whether two reports of a tunnel say the same but for their counters.
+/// Whether two reports of a tunnel say the same but for their counters (the first probes sent
+/// count as a change: until then its health is only the starting one).
 fn same_state(a: &TunnelState, b: &TunnelState) -> bool {
     a.health == b.health
+        && (a.probes_sent == 0) == (b.probes_sent == 0)
         && a.since_ms == b.since_ms
         && a.bgp.as_ref().map(|s| (&s.state, s.accepted))
             == b.bgp.as_ref().map(|s| (&s.state, s.accepted))
