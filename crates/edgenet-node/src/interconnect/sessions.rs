@@ -46,7 +46,8 @@ pub struct Session {
     pub peering: bool,
 }
 
-fn prefix(n: &IpNet) -> Prefix {
+/// A prefix as the speaker names it.
+pub(crate) fn prefix(n: &IpNet) -> Prefix {
     match n {
         IpNet::V4(n) => Prefix::V4(n.network(), n.prefix_len()),
         IpNet::V6(n) => Prefix::V6(n.network(), n.prefix_len()),

@@ -38,9 +38,12 @@ impl Tun {
                 format!("interface name {name:?} is not 1 to 15 bytes"),
             ));
         }
+        // Non-blocking: the reader drains what is queued after one poll, without polling again.
+        use std::os::unix::fs::OpenOptionsExt;
         let file = File::options()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open("/dev/net/tun")?;
         // struct ifreq: the name (16 bytes with its NUL), then the flags.
         let mut req = [0u8; 40];
@@ -58,7 +61,7 @@ impl Tun {
         &self.name
     }
 
-    /// One packet the kernel sent into the device.
+    /// One packet the kernel sent into the device (`WouldBlock` when none is queued).
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)
     }

@@ -26,6 +26,7 @@ use tokio::sync::{watch, Notify};
 use super::device::Tun;
 use super::path::{health_of, Counters, Path, Probes, Running, Snapshot, Table};
 use crate::interconnect::netlink::Netlink;
+use crate::interconnect::sessions::prefix;
 
 /// How often sessions and learnt routes are read.
 const POLL: Duration = Duration::from_millis(500);
@@ -174,13 +175,6 @@ fn session_of(t: &TunnelProvision, local_as_hold: Duration) -> Option<Session> {
         peer: IpAddr::V4(theirs),
         config,
     })
-}
-
-fn prefix(n: &IpNet) -> Prefix {
-    match n {
-        IpNet::V4(n) => Prefix::V4(n.network(), n.prefix_len()),
-        IpNet::V6(n) => Prefix::V6(n.network(), n.prefix_len()),
-    }
 }
 
 fn net(p: &Prefix) -> Option<IpNet> {

@@ -347,14 +347,12 @@ impl Path {
             };
             for i in ready {
                 let t = &snap.all[i];
-                // A few packets per wake, so one busy tunnel does not starve the others.
+                // What is queued, up to a few packets per wake, so one busy tunnel does not
+                // starve the others (the device is non-blocking: an empty queue ends it).
                 for _ in 0..64 {
                     match t.tun.read(&mut buf) {
                         Ok(n) if n > 0 => self.send(t, &buf[..n], &mut out),
                         _ => break,
-                    }
-                    if !readable_now(&t.tun) {
-                        break;
                     }
                 }
             }
@@ -426,13 +424,6 @@ impl Path {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-}
-
-/// Whether the tunnel's device has another packet waiting (without waiting for one).
-fn readable_now(tun: &Tun) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut p = [PollFd::new(tun.fd(), PollFlags::POLLIN)];
-    poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// The health of a tunnel now (healthy without health checks).
