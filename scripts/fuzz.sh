@@ -24,6 +24,15 @@ fi
 for target in $("${FUZZ[@]}" list); do
   mkdir -p "fuzz/corpus/$target"
   echo "fuzzing $target for ${SECONDS_PER_TARGET}s" >&2
-  "${FUZZ[@]}" run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-    -max_total_time="$SECONDS_PER_TARGET" -seed=1 -print_final_stats=1 2>&1 | tail -12
+  log="fuzz/target/$target.log"
+  if ! "${FUZZ[@]}" run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
+    -max_total_time="$SECONDS_PER_TARGET" -seed=1 -print_final_stats=1 >"$log" 2>&1; then
+    # The failure whole: libFuzzer's report of the panic and the input that caused it.
+    grep -v -E '^#[0-9]+' "$log" | tail -60 >&2
+    for crash in fuzz/artifacts/"$target"/*; do
+      [ -f "$crash" ] && { echo "input $crash:" >&2; od -A x -t x1z "$crash" | head -20 >&2; }
+    done
+    exit 1
+  fi
+  tail -8 "$log"
 done

@@ -74,6 +74,9 @@ pub fn returned(packet: &[u8]) -> Option<Probe> {
         return None;
     }
     let ihl = usize::from(packet[0] & 0xf) * 4;
+    if ihl < 20 {
+        return None;
+    }
     let icmp = packet.get(ihl..)?;
     if icmp.len() < 8 + DATA || icmp[0] != ECHO_REPLY || icmp[1] != 0 {
         return None;
@@ -146,6 +149,13 @@ mod tests {
         other[28] = b'x';
         assert_eq!(returned(&other), None, "not our magic");
         assert_eq!(returned(&reply[..40]), None, "truncated");
+        // A header length under five words is not IPv4; found by the fuzzer, where such a
+        // "header" overlapped the probe's data and re-addressing it changed the probe.
+        let mut short = vec![0; 4 + 8 + DATA];
+        short[0] = 0x41;
+        short[9] = 1;
+        short[12..].copy_from_slice(&reply[28..28 + DATA]);
+        assert_eq!(returned(&short), None, "IHL 1");
     }
 
     #[test]
