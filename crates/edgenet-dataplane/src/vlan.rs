@@ -84,6 +84,28 @@ pub fn untag(frame: &[u8]) -> Result<Option<(Tci, Vec<u8>)>, VlanError> {
     Ok(Some((tci, out)))
 }
 
+/// What the untagged side of VLAN `vid` gets of a frame received on the port: the frame
+/// without its tag when it belongs to `vid`, none when it belongs elsewhere (another VLAN, or
+/// untagged traffic of the port itself). `reported` is the TCI the kernel took off the frame
+/// and gave beside it (`PACKET_AUXDATA` with `TP_STATUS_VLAN_VALID`); without one, a tag still
+/// in the frame counts.
+pub fn for_vid(
+    frame: &[u8],
+    reported: Option<u16>,
+    vid: u16,
+) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    match reported {
+        Some(tci) => {
+            (Tci::from_u16(tci).vid == vid && frame.len() >= 14).then_some(Cow::Borrowed(frame))
+        }
+        None => match untag(frame) {
+            Ok(Some((tci, inner))) if tci.vid == vid => Some(Cow::Owned(inner)),
+            _ => None,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +142,47 @@ mod tests {
                 dei: true,
                 vid: 4095
             }
+        );
+    }
+
+    #[test]
+    fn the_untagged_side_takes_its_own_vlan_whether_the_kernel_stripped_the_tag_or_not() {
+        let mut frame = vec![0xff; 6];
+        frame.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame.extend_from_slice(&[0x08, 0x06, 0, 1]);
+        let tci = |vid| Tci {
+            pcp: 0,
+            dei: false,
+            vid,
+        };
+        let tagged = tag(&frame, tci(100)).unwrap();
+        // Stripped by the kernel (a veth), the TCI beside the frame.
+        assert_eq!(
+            for_vid(&frame, Some(tci(100).to_u16()), 100).as_deref(),
+            Some(&frame[..])
+        );
+        assert_eq!(
+            for_vid(&frame, Some(0xe064), 100).as_deref(),
+            Some(&frame[..]),
+            "priority 7"
+        );
+        assert_eq!(
+            for_vid(&frame, Some(tci(200).to_u16()), 100),
+            None,
+            "another VLAN"
+        );
+        // Left in the frame (a device without receive VLAN offload).
+        assert_eq!(for_vid(&tagged, None, 100).as_deref(), Some(&frame[..]));
+        assert_eq!(for_vid(&tagged, None, 200), None);
+        assert_eq!(
+            for_vid(&frame, None, 100),
+            None,
+            "the port's own untagged traffic"
+        );
+        assert_eq!(
+            for_vid(&frame[..8], Some(tci(100).to_u16()), 100),
+            None,
+            "runt"
         );
     }
 }

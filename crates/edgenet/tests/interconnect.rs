@@ -15,3 +15,16 @@ mod support;
 fn a_cni_gets_its_address_session_routes_and_status_on_the_pop() {
     support::rig_scenario("tests/interconnect/rig.py", "cni");
 }
+
+/// A CNI on VLAN 100 of a v1 port: the PoP's userspace tagger (this kernel has no 8021q)
+/// against the rig's own tagger on the customer's side (`tests/interconnect/vlan.py`): the
+/// /31 on `cni0.100` with the port's hardware address, BGP with MD5 and BFD over tagged frames
+/// (a tcpdump capture on the customer's port shows `8100 0064` after the addresses, and no BGP
+/// frame untagged), the route over the VLAN, and the VLAN's device gone with the CNI.
+#[test]
+fn a_cni_on_a_tagged_v1_port_runs_its_session_over_802_1q() {
+    if !support::needs_tool("interconnect vlan", "tcpdump", &["--version"], "tcpdump") {
+        return;
+    }
+    support::rig_scenario("tests/interconnect/rig.py", "vlan");
+}

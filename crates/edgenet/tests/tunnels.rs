@@ -15,21 +15,15 @@ mod support;
 
 #[test]
 fn gre_tunnels_probe_route_and_fail_over_between_two_pops() {
-    let scapy = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import scapy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let tcpdump = std::process::Command::new("tcpdump")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !(scapy && tcpdump) {
-        let reason = "needs tcpdump and python3-scapy (apt-get install tcpdump python3-scapy)";
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "{reason}, and CI=true: .ci/run installs them"
-        );
-        eprintln!("SKIPPED tunnels: {reason}");
+    let test = "tunnels";
+    if !(support::needs_tool(test, "tcpdump", &["--version"], "tcpdump")
+        && support::needs_tool(
+            test,
+            "/usr/bin/python3",
+            &["-c", "import scapy"],
+            "python3-scapy",
+        ))
+    {
         return;
     }
     support::rig_scenario("tests/tunnels/rig.py", "gre");

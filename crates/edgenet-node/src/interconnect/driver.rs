@@ -28,6 +28,7 @@ use tokio::sync::{watch, Notify};
 use super::netlink::{Netlink, RouteOp, RouteWriter};
 use super::provision::Provisioner;
 use super::sessions::{session_of, Installer, Session, Timers};
+use super::tagger::{tap_name, Tagger};
 
 /// How long a transceiver's level (`ethtool -m`) is kept before it is read again.
 const MODULE_READ_EVERY: Duration = Duration::from_secs(10);
@@ -125,6 +126,32 @@ struct Driver {
     carrier: BTreeMap<String, bool>,
     /// Each port's module level and when it was read.
     module_levels: BTreeMap<String, (Instant, Option<f64>)>,
+    /// The untagged side of each VLAN (by port and VLAN id) a CNI rides.
+    vlans: BTreeMap<(String, u16), VlanSide>,
+    /// Whether the kernel tags VLANs itself (it has `8021q`); else [`Tagger`] does.
+    kernel_vlans: bool,
+}
+
+/// A VLAN's untagged side, where its CNIs' addresses go.
+enum VlanSide {
+    /// A kernel VLAN device of this name.
+    Kernel(String),
+    /// A TAP device tagged in userspace.
+    User(Tagger),
+}
+
+impl VlanSide {
+    fn name(&self) -> &str {
+        match self {
+            VlanSide::Kernel(name) => name,
+            VlanSide::User(t) => t.name(),
+        }
+    }
+}
+
+/// The port and VLAN id of a CNI that rides a tagged port of this PoP.
+fn vlan_of(cni: &CniProvision) -> Option<(String, u16)> {
+    Some((cni.interface.clone()?, cni.spec.vlan?))
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -188,6 +215,14 @@ impl Driver {
             Err(e) => tracing::warn!(error = %e, "cannot read the peering table"),
         }
         let _ = shared.speaker.set(speaker.clone());
+        let kernel_vlans = crate::tunnels::kernel::has_module("8021q");
+        if kernel_vlans {
+            tracing::info!("interconnect: VLANs on ports are kernel devices (8021q)");
+        } else {
+            tracing::info!(
+                "interconnect: the kernel has no 8021q: VLANs on ports are tagged in userspace"
+            );
+        }
         Ok(Driver {
             provisioner: Provisioner::new(netlink.clone()),
             netlink,
@@ -197,6 +232,8 @@ impl Driver {
             running: BTreeMap::new(),
             carrier: BTreeMap::new(),
             module_levels: BTreeMap::new(),
+            vlans: BTreeMap::new(),
+            kernel_vlans,
             config,
         })
     }
@@ -265,14 +302,77 @@ impl Driver {
         }
     }
 
+    /// Brings the kernel to `cnis`: a CNI on a tagged port gets its addresses on its VLAN's
+    /// untagged side (made here when new); VLANs no CNI rides any more go after their
+    /// addresses.
     async fn provision(&mut self, cnis: &[(String, CniProvision)]) {
+        let mut list = Vec::with_capacity(cnis.len());
+        for (id, cni) in cnis {
+            let mut cni = cni.clone();
+            if let Some(key) = vlan_of(&cni) {
+                if !self.vlans.contains_key(&key) {
+                    let mtu = u32::from(cni.dataplane.port_mtu());
+                    match self.vlan_side(&key.0, key.1, mtu).await {
+                        Ok(side) => {
+                            tracing::info!(cni = %id, port = %key.0, vlan = key.1, device = side.name(), kernel = self.kernel_vlans, "VLAN set up");
+                            self.vlans.insert(key.clone(), side);
+                        }
+                        Err(e) => {
+                            tracing::warn!(cni = %id, port = %key.0, vlan = key.1, error = %e, "VLAN not set up; trying again");
+                            continue;
+                        }
+                    }
+                }
+                cni.interface = Some(self.vlans[&key].name().to_string());
+            }
+            list.push((id.clone(), cni));
+        }
         for (id, e) in self
             .provisioner
-            .apply(cnis.iter().map(|(id, c)| (id.as_str(), c)))
+            .apply(list.iter().map(|(id, c)| (id.as_str(), c)))
             .await
         {
             tracing::warn!(cni = %id, error = %e, "CNI not configured; trying again");
         }
+        let ridden: Vec<(String, u16)> = cnis.iter().filter_map(|(_, c)| vlan_of(c)).collect();
+        let gone: Vec<(String, u16)> = self
+            .vlans
+            .keys()
+            .filter(|k| !ridden.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(VlanSide::Kernel(name)) = self.vlans.remove(&key) {
+                if let Err(e) = self.netlink.delete_link(&name).await {
+                    tracing::warn!(device = %name, error = %e, "VLAN device not deleted");
+                }
+            }
+            tracing::info!(port = %key.0, vlan = key.1, "VLAN removed");
+        }
+    }
+
+    /// Makes the untagged side of VLAN `vid` on `port`: a kernel VLAN device where the kernel
+    /// has `8021q`, else a TAP device with the port's hardware address and its tagger. The
+    /// port itself comes up at `mtu` (the dataplane's port MTU), as it does for an untagged CNI.
+    async fn vlan_side(&self, port: &str, vid: u16, mtu: u32) -> anyhow::Result<VlanSide> {
+        let link = self.netlink.configure(port, &[], mtu).await?;
+        let name = tap_name(port, link.index, vid);
+        if self.kernel_vlans {
+            let request = crate::tunnels::kernel::vlan_link(1, link.index, &name, vid);
+            match RouteWriter::open()?.request(&request) {
+                // Ours from a run before (the name is ours): configured again as it is.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    anyhow::bail!("ip link add link {port} name {name} type vlan id {vid}: {e}")
+                }
+                Ok(()) => {}
+            }
+            return Ok(VlanSide::Kernel(name));
+        }
+        let tagger = Tagger::start(&name, link.index, vid)
+            .map_err(|e| anyhow::anyhow!("TAP device {name}: {e}"))?;
+        self.netlink.set_mac(&name, &link.mac).await?;
+        Ok(VlanSide::User(tagger))
     }
 
     /// Brings the kernel and the sessions to `cnis`.
@@ -326,10 +426,6 @@ impl Driver {
                     }
                     Err(e) => tracing::warn!(cni = %id, error = %e, "CNI session not started"),
                 }
-            }
-            if let Some(vlan) = cni.spec.vlan {
-                // No 8021q in this kernel; the tunnels issue brings the userspace tagger.
-                tracing::warn!(cni = %id, vlan, "the CNI's VLAN is not tagged yet: its session runs untagged on the port");
             }
             if let Some(iface) = &cni.interface {
                 self.carrier.entry(iface.clone()).or_insert(false);

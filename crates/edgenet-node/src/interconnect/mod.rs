@@ -11,6 +11,7 @@ pub mod netlink;
 pub mod optics;
 pub mod provision;
 pub mod sessions;
+pub mod tagger;
 
 pub use driver::Interconnects;
 

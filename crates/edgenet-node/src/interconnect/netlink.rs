@@ -54,6 +54,8 @@ pub struct Link {
     pub carrier: bool,
     /// Its MTU.
     pub mtu: u32,
+    /// Its hardware address (empty for a device without one, such as a TUN device).
+    pub mac: Vec<u8>,
     /// Its addresses with their prefix lengths.
     pub addresses: Vec<(IpAddr, u8)>,
 }
@@ -115,11 +117,13 @@ impl Netlink {
             admin_up: msg.header.flags.contains(LinkFlags::Up),
             carrier: msg.header.flags.contains(LinkFlags::LowerUp),
             mtu: 0,
+            mac: Vec::new(),
             addresses: Vec::new(),
         };
         for a in &msg.attributes {
             match a {
                 LinkAttribute::Mtu(m) => link.mtu = *m,
+                LinkAttribute::Address(mac) => link.mac = mac.clone(),
                 LinkAttribute::OperState(State::Up) => link.carrier = true,
                 _ => {}
             }
@@ -174,6 +178,36 @@ impl Netlink {
                 .map_err(Self::kernel(name, format!("add {ip}/{len}")))?;
         }
         self.link(name).await
+    }
+
+    /// Deletes the interface named `name` (a device we made); a missing one is gone already.
+    pub async fn delete_link(&self, name: &str) -> Result<(), NetlinkError> {
+        let index = match self.link_message(name).await {
+            Ok(m) => m.header.index,
+            Err(NetlinkError::NoInterface(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(Self::kernel(name, "delete"))
+    }
+
+    /// Gives the interface named `name` the hardware address `mac`.
+    pub async fn set_mac(&self, name: &str, mac: &[u8]) -> Result<(), NetlinkError> {
+        let link = self.link_message(name).await?;
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(link.header.index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(Self::kernel(name, "set the hardware address"))
     }
 
     /// Takes off every interface the addresses marked [`ADDRESS_PROTO`] (what CNIs were given,
@@ -445,6 +479,26 @@ impl RouteWriter {
             start = end;
         }
         failed
+    }
+
+    /// Sends `request`, one whole netlink message that asks for an acknowledgement, and
+    /// waits for it: the kernel's error if it refused.
+    pub fn request(&mut self, request: &[u8]) -> std::io::Result<()> {
+        if request.len() < 16 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a netlink message is at least its 16-byte header",
+            ));
+        }
+        let seq = u32::from_ne_bytes([request[8], request[9], request[10], request[11]]);
+        self.socket.send(request, 0)?;
+        let mut refused = None;
+        self.collect(seq, &mut |at, e| {
+            if at == seq {
+                refused = Some(e);
+            }
+        })?;
+        refused.map_or(Ok(()), Err)
     }
 
     /// Appends the message of `op` at sequence number `self.seq`.

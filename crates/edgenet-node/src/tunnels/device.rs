@@ -2,7 +2,9 @@
 //! inner addresses on it and routes what it sends the customer into it), and raw IPv4 sockets:
 //! one of protocol 47 that receives every GRE packet the node gets and sends ours with the
 //! outer header we build (`IP_HDRINCL`: our source, the tunnel's TTL), and one of ICMP that
-//! receives probes coming back outside the tunnel.
+//! receives probes coming back outside the tunnel. For a tagged port: a TAP device (the
+//! untagged side of one VLAN, whole Ethernet frames) and a [`Packet`] socket on the port
+//! itself.
 //!
 //! Reads wait at most [`WAIT`], so the threads that own these notice when they are to stop.
 
@@ -19,10 +21,12 @@ pub const WAIT: Duration = Duration::from_millis(200);
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
+const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 
-/// A TUN device carrying bare IP packets (no packet information header). It goes when the
-/// last descriptor of it closes, so a PoP that dies leaves none behind.
+/// A TUN device carrying bare IP packets (no packet information header), or a TAP device
+/// carrying Ethernet frames. It goes when the last descriptor of it closes, so a PoP that dies
+/// leaves none behind.
 #[derive(Debug)]
 pub struct Tun {
     file: File,
@@ -32,6 +36,15 @@ pub struct Tun {
 impl Tun {
     /// Makes TUN device `name` (at most 15 bytes).
     pub fn open(name: &str) -> io::Result<Tun> {
+        Tun::make(name, IFF_TUN)
+    }
+
+    /// Makes TAP device `name` (at most 15 bytes).
+    pub fn tap(name: &str) -> io::Result<Tun> {
+        Tun::make(name, IFF_TAP)
+    }
+
+    fn make(name: &str, kind: libc::c_short) -> io::Result<Tun> {
         if name.is_empty() || name.len() > 15 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -48,7 +61,7 @@ impl Tun {
         // struct ifreq: the name (16 bytes with its NUL), then the flags.
         let mut req = [0u8; 40];
         req[..name.len()].copy_from_slice(name.as_bytes());
-        req[16..18].copy_from_slice(&(IFF_TUN | IFF_NO_PI).to_ne_bytes());
+        req[16..18].copy_from_slice(&(kind | IFF_NO_PI).to_ne_bytes());
         set_iff(&file, &mut req)?;
         Ok(Tun {
             file,
@@ -125,6 +138,122 @@ impl Raw {
     pub fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
         self.socket
             .send_to(packet, &SockAddr::from(SocketAddrV4::new(dst, 0)))
+    }
+}
+
+/// A packet socket on one interface (`AF_PACKET`, every EtherType): whole frames in and out,
+/// with the 802.1Q tag the kernel took off a received frame reported beside it
+/// (`PACKET_AUXDATA`).
+#[derive(Debug)]
+pub struct Packet {
+    socket: Socket,
+}
+
+use nix::{setsockopt_impl, sockopt_impl};
+sockopt_impl!(
+    /// `PACKET_AUXDATA`: a control message with each frame read.
+    PacketAuxdata,
+    SetOnly,
+    libc::SOL_PACKET,
+    libc::PACKET_AUXDATA,
+    bool
+);
+
+/// A frame read from a [`Packet`] socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Its length in the buffer.
+    pub len: usize,
+    /// The tag's TCI when the kernel took one off (`TP_STATUS_VLAN_VALID`).
+    pub tci: Option<u16>,
+    /// Whether it is one this host sent (a packet socket sees those too).
+    pub outgoing: bool,
+}
+
+impl Packet {
+    /// A packet socket bound to the interface of index `ifindex`, non-blocking.
+    pub fn open(ifindex: u32) -> io::Result<Packet> {
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        let socket = Socket::new(
+            Domain::PACKET,
+            Type::RAW,
+            Some(Protocol::from(i32::from(all))),
+        )?;
+        nix::sys::socket::setsockopt(&socket, PacketAuxdata, &true)?;
+        socket.bind(&link_addr(ifindex, all))?;
+        socket.set_nonblocking(true)?;
+        if nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(4 << 20))
+            .is_err()
+        {
+            socket.set_recv_buffer_size(4 << 20)?;
+        }
+        Ok(Packet { socket })
+    }
+
+    /// One frame (`WouldBlock` when none is queued).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, LinkAddr, MsgFlags};
+        let mut cmsg = nix::cmsg_space!(libc::tpacket_auxdata);
+        let mut iov = [io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<LinkAddr>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_TRUNC,
+        )?;
+        let mut tci = None;
+        for c in msg.cmsgs()? {
+            let ControlMessageOwned::Unknown(u) = c else {
+                continue;
+            };
+            let aux = &u.data_bytes;
+            // struct tpacket_auxdata: tp_status at 0, tp_vlan_tci at 16.
+            if u.cmsg_header.cmsg_level == libc::SOL_PACKET
+                && u.cmsg_header.cmsg_type == libc::PACKET_AUXDATA
+                && aux.len() >= 18
+            {
+                let status = u32::from_ne_bytes([aux[0], aux[1], aux[2], aux[3]]);
+                if status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    tci = Some(u16::from_ne_bytes([aux[16], aux[17]]));
+                }
+            }
+        }
+        let outgoing = msg
+            .address
+            .is_some_and(|a| a.pkttype() == libc::PACKET_OUTGOING);
+        Ok(Received {
+            len: msg.bytes,
+            tci,
+            outgoing,
+        })
+    }
+
+    /// Sends one whole frame out of the interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        self.socket.send(frame)
+    }
+
+    /// The socket, for poll.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// The `sockaddr_ll` of interface `ifindex` for EtherType `protocol` (network order).
+#[allow(unsafe_code)]
+fn link_addr(ifindex: u32, protocol: u16) -> SockAddr {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: the storage is large enough and aligned for any socket address, so for a
+    // sockaddr_ll, and zeroed is a valid sockaddr_ll; the length given is that struct's.
+    unsafe {
+        let ll = storage.view_as::<libc::sockaddr_ll>();
+        ll.sll_family = libc::AF_PACKET as u16;
+        ll.sll_protocol = protocol;
+        ll.sll_ifindex = ifindex as i32;
+        SockAddr::new(
+            storage,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
     }
 }
 

@@ -169,13 +169,16 @@ class Rig:
                           expect=201)
         self.interconnect = ic["result"]["id"]
 
-    def create_cni(self, prefixes=("203.0.113.0/24", "198.51.100.0/22"), max_prefixes=3):
-        """A peering CNI on the interconnect (always 100.64.0.0/31); its id."""
-        _, cni = self.acct("POST", "/cni/cnis", {
-            "interconnect": self.interconnect, "customer_asn": CUSTOMER_AS,
-            "use_case": "peering", "prefixes": list(prefixes), "p2p_v4": f"{OURS}/31",
-            "max_prefixes": max_prefixes, "md5_key": KEY, "allocate_v6": True, "bfd": True},
-            expect=201)
+    def create_cni(self, prefixes=("203.0.113.0/24", "198.51.100.0/22"), max_prefixes=3,
+                   vlan=None):
+        """A peering CNI on the interconnect (always 100.64.0.0/31), on VLAN `vlan` of the
+        port when given; its id."""
+        body = {"interconnect": self.interconnect, "customer_asn": CUSTOMER_AS,
+                "use_case": "peering", "prefixes": list(prefixes), "p2p_v4": f"{OURS}/31",
+                "max_prefixes": max_prefixes, "md5_key": KEY, "allocate_v6": True, "bfd": True}
+        if vlan is not None:
+            body["vlan"] = vlan
+        _, cni = self.acct("POST", "/cni/cnis", body, expect=201)
         self.cni = cni["result"]["id"]
         return self.cni
 
@@ -221,11 +224,11 @@ hold_time = "9s"
     def table(self):
         return sh("ip", "-4", "route", "show", "table", str(TABLE), ns=self.ns("p"), check=False)
 
-    def port(self):
-        return sh("ip", "addr", "show", "cni0", ns=self.ns("p"))
+    def port(self, name="cni0"):
+        return sh("ip", "addr", "show", name, ns=self.ns("p"), check=False)
 
     # ---------- the customer's BIRD ----------
-    def bird_conf(self, key, bulk=0):
+    def bird_conf(self, key, bulk=0, iface="eth0"):
         routes = "".join(f"  route {bulk_prefix(i)} blackhole;\n" for i in range(bulk))
         return f"""
 router id {THEIRS};
@@ -247,7 +250,7 @@ protocol static more {{
   route 198.51.101.0/24 blackhole;
   route 198.51.102.0/24 blackhole;
 }}
-protocol bfd {{ interface "eth0" {{ min rx interval 100 ms; min tx interval 100 ms; }}; }}
+protocol bfd {{ interface "{iface}" {{ min rx interval 100 ms; min tx interval 100 ms; }}; }}
 protocol bgp pop {{
   bfd on;
   local {THEIRS} as {CUSTOMER_AS};
@@ -259,8 +262,8 @@ protocol bgp pop {{
 }}
 """
 
-    def start_bird(self, key):
-        self.bird_path = self.write("bird-customer.conf", self.bird_conf(key))
+    def start_bird(self, key, iface="eth0"):
+        self.bird_path = self.write("bird-customer.conf", self.bird_conf(key, iface=iface))
         self.sock = os.path.join(self.dir, "bird-customer.ctl")
         self.logs["bird-customer.trace"] = os.path.join(self.dir, "bird-customer.trace")
         self.spawn("bird", "c", "bird", "-f", "-c", self.bird_path, "-s", self.sock)
@@ -398,6 +401,66 @@ def scenario_cni(rig):
     until("and the routes it left", 10, lambda: "203.0.113.0" not in rig.table())
 
 
+def scenario_vlan(rig):
+    """A CNI on VLAN 100 of the v1 port: its address on the VLAN's untagged side, BGP with MD5
+    over tagged frames (a capture on the customer's port shows the tags), and the VLAN's
+    device gone with the CNI."""
+    c = rig.ns("c")
+    # The customer's sub-interface eth0.100 (the harness's own tagger); its address moves there.
+    sh("ip", "addr", "flush", "dev", "eth0", ns=c)
+    rig.spawn("customer-vlan", "c", sys.executable, os.path.join(HERE, "vlan.py"),
+              "--port", "eth0", "--vid", "100", "--name", "eth0.100")
+    until("the customer's eth0.100", 10,
+          lambda: "eth0.100" in sh("ip", "link", "show", ns=c, check=False))
+    sh("ip", "addr", "add", f"{THEIRS}/31", "dev", "eth0.100", ns=c)
+    sh("ip", "link", "set", "eth0.100", "up", ns=c)
+    capture = os.path.join(rig.dir, "vlan.pcap")
+    tcpdump = rig.spawn("tcpdump", "c", "tcpdump", "-i", "eth0", "-U", "-s", "256", "-w", capture)
+    rig.start_control()
+    rig.setup()
+    rig.create_cni(vlan=100)
+    rig.start_bird(KEY, iface="eth0.100")
+    rig.start_pop()
+    until("the /31 on cni0.100", 20, lambda: f"{OURS}/31" in rig.port("cni0.100"))
+    side, port = rig.port("cni0.100"), rig.port("cni0")
+    check("not on the port itself", f"{OURS}/31" not in port, port)
+    mac = lambda text: text.split("link/ether ")[1].split()[0]
+    check("the VLAN's side carries the port's hardware address", mac(side) == mac(port), side)
+    check("MTU 1500 on the VLAN's side", "mtu 1500" in side, side)
+    until("BIRD's session established with MD5 over VLAN 100", 20, rig.bird_established)
+    until("the /24 in the PoP's table", 10, lambda: "203.0.113.0/24" in rig.table())
+    table = rig.table()
+    check("the peering route goes over the VLAN",
+          f"203.0.113.0/24 via {THEIRS} dev cni0.100 proto bgp" in table, table)
+    until("status active", 10, lambda: rig.status()["status"] == "active")
+    until("BFD up over the VLAN", 10, lambda: rig.diagnostics()["bgp"]["bfd"] == "up")
+
+    time.sleep(0.5)
+    tcpdump.terminate()
+    tcpdump.wait(timeout=5)
+    # What the wire carried: every frame of the session tagged 100; none untagged.
+    out = sh("tcpdump", "-r", capture, "-nn", "-e", "vlan", check=False)
+    frames = [f for f in out.split("\n") if " > " in f and not f.startswith("\t")]
+    tagged = [f for f in frames if "802.1Q (0x8100)" in f and "vlan 100" in f]
+    bgp = [f for f in tagged if f"{OURS}.179" in f or f"{THEIRS}.179" in f]
+    check("tagged BGP frames on the wire, both ways",
+          any(f", {OURS}." in f for f in bgp) and any(f", {THEIRS}." in f for f in bgp),
+          out[:3000])
+    untagged = sh("tcpdump", "-r", capture, "-nn", "tcp port 179", check=False)
+    check("no BGP frame untagged", untagged.strip() == "", untagged)
+    # Bytes 12-15 of a tagged frame: TPID 0x8100 and TCI 0x0064 (priority 0, VLAN 100).
+    hexdump = sh("tcpdump", "-r", capture, "-nn", "-xx", "-c", "1", "vlan 100 and tcp port 179",
+                 check=False)
+    words = "".join(l.split(":", 1)[1] for l in hexdump.splitlines() if l.startswith("\t0x0000"))
+    check("the tag is 8100 0064 after the addresses", words.split()[6:8] == ["8100", "0064"], hexdump)
+
+    rig.acct("DELETE", f"/cni/cnis/{rig.cni}", expect=200)
+    until("the VLAN's side goes with the CNI", 10, lambda: "cni0.100" not in
+          sh("ip", "link", "show", ns=rig.ns("p"), check=False))
+    until("BIRD's session goes", 10, lambda: not rig.bird_established())
+    check("the port itself stays", "cni0" in rig.port())
+
+
 def table_size(rig):
     out = subprocess.run(("ip", "netns", "exec", rig.ns("p"), "ip", "-4", "route", "show",
                           "table", str(TABLE)), capture_output=True, text=True).stdout
@@ -524,7 +587,7 @@ protocol bgp cust {{
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["cni", "bench"])
+    ap.add_argument("scenario", choices=["cni", "vlan", "bench"])
     ap.add_argument("--edgenet", required=True)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--routes", type=int, default=100_000)
@@ -532,6 +595,8 @@ def main():
     with Rig(args.edgenet) as rig:
         if args.scenario == "cni":
             scenario_cni(rig)
+        elif args.scenario == "vlan":
+            scenario_vlan(rig)
         else:
             scenario_bench(rig, args.runs, args.routes)
     print(f"scenario {args.scenario}: passed", flush=True)

@@ -913,6 +913,26 @@ pub fn needs_root(test: &str, why: &str) -> bool {
     false
 }
 
+/// Whether the program `tool` runs (`tool ARGS` succeeds), for a test that needs it (`test`,
+/// installed by `package`). Otherwise it prints why the test is skipped and returns false, or,
+/// under `CI=true`, fails: `.ci/run` installs every tool a test needs.
+#[allow(dead_code)]
+pub fn needs_tool(test: &str, tool: &str, args: &[&str], package: &str) -> bool {
+    let runs = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return true;
+    }
+    let reason = format!("{test}: needs {tool} (apt-get install {package})");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{reason}, and CI=true: .ci/run installs it");
+    }
+    eprintln!("SKIPPED {reason}");
+    false
+}
+
 /// Runs `scenario` of the namespace rig at `rig` (relative to the crate) against the test
 /// binary; it asserts as it goes, exits non-zero on the first failure and prints
 /// `scenario NAME: passed` at the end. Skipped (with why) without root.
