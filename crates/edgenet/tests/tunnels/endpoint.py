@@ -11,14 +11,17 @@ kernel has no ip_gre) and decapsulates it with scapy:
   it decapsulates; an echo request to the tunnel's address is answered into the tunnel;
 - a packet for the tunnel's own address goes into its TUN device, when it has one (BIRD's BGP
   session runs over it);
-- anything else is logged to DIR/received.log as "ENDPOINT SRC DST SPORT" (the test traffic).
+- anything else is logged to DIR/received.log as "ENDPOINT SRC DST SPORT TIME" (the test
+  traffic; TIME in Unix seconds).
 
 What the TUN device's kernel side sends is encapsulated with scapy to --remote (our anycast
 endpoint), from the tunnel's endpoint address. A file DIR/mute-ENDPOINT makes the endpoint drop
 the probes of that tunnel (a router that stopped answering); when the file holds an address,
 only the probes from that PoP (a path that broke). DIR/send-ENDPOINT, when it
 appears, holds "DST COUNT": the endpoint sends COUNT UDP packets into that tunnel to DST from
-10.60.0.1, one flow each (source ports 20000 up), and deletes the file.
+10.60.0.1, one flow each (source ports 20000 up), and deletes the file. DIR/stream-ENDPOINT
+holds "DST MS": from then on the endpoint sends one UDP packet into that tunnel to DST every MS
+milliseconds (one flow, source port 30000).
 """
 import argparse
 import fcntl
@@ -79,7 +82,21 @@ def main():
         send_ip(IP(src=t.endpoint, dst=args.remote, ttl=64) / GRE(proto=0x0800) / inner)
 
     fds = [rx] + [t.tun for t in tunnels if t.tun is not None]
+    streams = {}
     while True:
+        now = time.time()
+        for t in tunnels:
+            path = os.path.join(args.dir, f"stream-{t.endpoint}")
+            if t.endpoint not in streams and os.path.exists(path):
+                with open(path) as f:
+                    dst, ms = f.read().split()
+                streams[t.endpoint] = [t, dst, float(ms) / 1000, now]
+        for s in streams.values():
+            t, dst, every, due = s
+            if now >= due:
+                into_tunnel(t, IP(src="10.60.0.1", dst=dst, ttl=64)
+                            / UDP(sport=30000, dport=9) / Raw(b"edgenet-stream"))
+                s[3] = max(due + every, now)
         for t in tunnels:
             path = os.path.join(args.dir, f"send-{t.endpoint}")
             if os.path.exists(path):
@@ -89,7 +106,8 @@ def main():
                 for i in range(int(count)):
                     into_tunnel(t, IP(src="10.60.0.1", dst=dst, ttl=64)
                                 / UDP(sport=20000 + i, dport=9) / Raw(b"edgenet-test"))
-        ready, _, _ = select.select(fds, [], [], 0.05)
+        wait = min([0.05] + [max(0.0, s[3] - time.time()) for s in streams.values()])
+        ready, _, _ = select.select(fds, [], [], wait)
         for fd in ready:
             if fd is rx:
                 data = rx.recv(65535)
@@ -121,7 +139,7 @@ def main():
                     os.write(t.tun, raw(inner))
                     continue
                 sport = inner[UDP].sport if UDP in inner else 0
-                log.write(f"{t.endpoint} {inner.src} {inner.dst} {sport}\n")
+                log.write(f"{t.endpoint} {inner.src} {inner.dst} {sport} {time.time():.4f}\n")
             else:
                 t = next(t for t in tunnels if t.tun == fd)
                 packet = os.read(fd, 65535)
