@@ -442,8 +442,7 @@ def scenario_reroute(rig, runs):
 
 
 def scenario_throughput(rig, seconds, runs):
-    """NOT WORKING YET (the ping through the tunnel never answers; see the issue note).
-    One tunnel between two edgenet GRE endpoints, each a PoP with its control plane (two
+    """One tunnel between two edgenet GRE endpoints, each a PoP with its control plane (two
     operators' networks): iperf3 UDP of 1500-byte outer packets (1448 bytes of payload) from
     x's side of the tunnel to y's, the bytes y receives counted by an nftables counter on the
     TUN device, and each PoP's CPU from /proc. Prints JSON."""
@@ -476,7 +475,7 @@ def scenario_throughput(rig, seconds, runs):
         api("POST", f"/accounts/{account}/magic/gre_tunnels",
             {"name": "bench", "cloudflare_gre_endpoint": ends[me],
              "customer_gre_endpoint": own[other], "interface_address": inner[me],
-             "health_check": {"enabled": False}}, token=t["result"]["secret"], expect=201)
+             "health_check": {"enabled": True}}, token=t["result"]["secret"], expect=201)
         pids[me] = rig.start_pop(me, control="127.0.0.1", source=own[me], endpoint=ends[me],
                                  token=pop_token).pid
     for me in (x, y):
