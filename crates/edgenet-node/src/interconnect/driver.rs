@@ -28,7 +28,7 @@ use tokio::sync::{watch, Notify};
 use super::netlink::{Netlink, RouteOp, RouteWriter};
 use super::provision::Provisioner;
 use super::sessions::{session_of, Installer, Session, Timers};
-use super::tagger::{tap_name, Tagger};
+use super::tagger::{vlan_name, Tagger};
 
 /// How long a transceiver's level (`ethtool -m`) is kept before it is read again.
 const MODULE_READ_EVERY: Duration = Duration::from_secs(10);
@@ -356,7 +356,7 @@ impl Driver {
     /// port itself comes up at `mtu` (the dataplane's port MTU), as it does for an untagged CNI.
     async fn vlan_side(&self, port: &str, vid: u16, mtu: u32) -> anyhow::Result<VlanSide> {
         let link = self.netlink.configure(port, &[], mtu).await?;
-        let name = tap_name(port, link.index, vid);
+        let name = vlan_name(port, link.index, vid);
         if self.kernel_vlans {
             let request = crate::tunnels::kernel::vlan_link(1, link.index, &name, vid);
             match RouteWriter::open()?.request(&request) {

@@ -15,9 +15,10 @@ use edgenet_dataplane::vlan::{self, Tci};
 
 use crate::tunnels::device::{readable, timed_out, Packet, Tun};
 
-/// The name of VLAN `vid`'s untagged side on port `port` (of index `index`): `PORT.VID` as
-/// Linux names VLAN devices, or `vlINDEX.VID` (the index in hex) when that is longer than an interface name may be.
-pub fn tap_name(port: &str, index: u32, vid: u16) -> String {
+/// The name of VLAN `vid`'s untagged side on port `port` (of index `index`), a TAP device or a
+/// kernel VLAN device: `PORT.VID` as Linux names VLAN devices, or `vlINDEX.VID` (the index in
+/// hex) when that is longer than an interface name may be.
+pub fn vlan_name(port: &str, index: u32, vid: u16) -> String {
     let name = format!("{port}.{vid}");
     if name.len() <= 15 {
         name
@@ -146,8 +147,8 @@ mod tests {
 
     #[test]
     fn a_vlan_side_is_named_as_linux_names_it_when_that_fits() {
-        assert_eq!(tap_name("cni0", 7, 100), "cni0.100");
-        assert_eq!(tap_name("enp65s0f1np1", 12, 4094), "vlc.4094");
-        assert!(tap_name("a-port-name-15c", 4_000_000_000, 4094).len() <= 15);
+        assert_eq!(vlan_name("cni0", 7, 100), "cni0.100");
+        assert_eq!(vlan_name("enp65s0f1np1", 12, 4094), "vlc.4094");
+        assert!(vlan_name("a-port-name-15c", 4_000_000_000, 4094).len() <= 15);
     }
 }

@@ -14,6 +14,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
+use nix::{setsockopt_impl, sockopt_impl};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// The longest a read waits.
@@ -149,7 +150,6 @@ pub struct Packet {
     socket: Socket,
 }
 
-use nix::{setsockopt_impl, sockopt_impl};
 sockopt_impl!(
     /// `PACKET_AUXDATA`: a control message with each frame read.
     PacketAuxdata,

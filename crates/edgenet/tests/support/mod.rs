@@ -905,11 +905,19 @@ pub fn needs_root(test: &str, why: &str) -> bool {
     if is_root() {
         return true;
     }
-    let reason = format!("{test}: needs root for {why}");
+    cannot_run(
+        &format!("{test}: needs root for {why}"),
+        "CI runs as root, so this must not be skipped",
+    )
+}
+
+/// A test that cannot run here (`reason`) is skipped with the reason printed, or, under
+/// `CI=true`, where every test must run, fails with `in_ci` (why CI has what it needs).
+fn cannot_run(reason: &str, in_ci: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason}, and CI=true: CI runs as root, so this must not be skipped");
+        panic!("{reason}, and CI=true: {in_ci}");
     }
-    eprintln!("SKIPPED {reason} (CI runs as root)");
+    eprintln!("SKIPPED {reason}");
     false
 }
 
@@ -925,12 +933,10 @@ pub fn needs_tool(test: &str, tool: &str, args: &[&str], package: &str) -> bool 
     if runs {
         return true;
     }
-    let reason = format!("{test}: needs {tool} (apt-get install {package})");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{reason}, and CI=true: .ci/run installs it");
-    }
-    eprintln!("SKIPPED {reason}");
-    false
+    cannot_run(
+        &format!("{test}: needs {tool} (apt-get install {package})"),
+        ".ci/run installs it",
+    )
 }
 
 /// Runs `scenario` of the namespace rig at `rig` (relative to the crate) against the test

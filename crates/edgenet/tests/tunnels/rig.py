@@ -138,7 +138,6 @@ class Rig:
         until("the control plane", 20, lambda: os.path.exists(token) and self.api_up(role))
         with open(token) as f:
             self.operator = f.read().strip()
-        return self.operator
 
     def api_up(self, role="a"):
         r = subprocess.run(("ip", "netns", "exec", self.ns(role), "curl", "-s", "-o", "/dev/null",
@@ -476,6 +475,7 @@ def scenario_throughput(rig, seconds, runs):
             {"name": "bench", "cloudflare_gre_endpoint": ends[me],
              "customer_gre_endpoint": own[other], "interface_address": inner[me],
              "health_check": {"enabled": True}}, token=t["result"]["secret"], expect=201)
+        # `ip netns exec` execs edgenet: the pid is the PoP's.
         pids[me] = rig.start_pop(me, control="127.0.0.1", source=own[me], endpoint=ends[me],
                                  token=pop_token).pid
     for me in (x, y):
@@ -493,8 +493,6 @@ table inet bench {
     until("a ping through the tunnel", 20, lambda: subprocess.run(
         ("ip", "netns", "exec", rig.ns(x), "ping", "-c1", "-W1", "10.0.0.1"),
         capture_output=True).returncode == 0)
-    # `ip netns exec` execs edgenet: the pid is the PoP's.
-    edgenet = pids
 
     def cpu(pid):
         with open(f"/proc/{pid}/stat") as f:
@@ -511,10 +509,10 @@ table inet bench {
                                    "iperf3", "-s", "-1", "-B", "10.0.0.1"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        bytes0, cpu0, t0 = received(), {m: cpu(edgenet[m]) for m in (x, y)}, time.time()
+        bytes0, cpu0, t0 = received(), {m: cpu(pids[m]) for m in (x, y)}, time.time()
         sh("ip", "netns", "exec", rig.ns(x), "taskset", "-c", "0", "iperf3", "-c", "10.0.0.1",
            "-u", "-b", "0", "-l", "1448", "-t", str(seconds), timeout=seconds + 30)
-        bytes1, cpu1, t1 = received(), {m: cpu(edgenet[m]) for m in (x, y)}, time.time()
+        bytes1, cpu1, t1 = received(), {m: cpu(pids[m]) for m in (x, y)}, time.time()
         server.wait(timeout=10)
         wall = t1 - t0
         gbps = (bytes1 - bytes0) * 8 / wall / 1e9
