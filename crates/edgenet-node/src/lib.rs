@@ -28,5 +28,11 @@ pub mod tls;
 pub mod tunnels;
 
 pub use follow::pop::Following;
+
+/// Unix milliseconds of `t` (0 before 1970), as reports carry times.
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 pub use node::Node;
 pub use server::{run, run_with, RunOptions};

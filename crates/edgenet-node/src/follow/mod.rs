@@ -97,13 +97,13 @@ pub fn links_report(applier: &dyn Applier) -> Vec<Report> {
     let links = applier.links();
     let mut out: Vec<Report> = (!links.is_empty())
         .then(|| Report::Links {
-            at_ms: unix_ms(),
+            at_ms: crate::unix_ms(std::time::SystemTime::now()),
             links,
         })
         .into_iter()
         .collect();
     out.extend(applier.tunnels().map(|tunnels| Report::Tunnels {
-        at_ms: unix_ms(),
+        at_ms: crate::unix_ms(std::time::SystemTime::now()),
         tunnels,
     }));
     out
@@ -151,7 +151,7 @@ impl Reports {
     /// The zones' states as a report (every zone the PoP runs).
     pub fn objects(&self) -> Report {
         Report::Objects {
-            at_ms: unix_ms(),
+            at_ms: crate::unix_ms(std::time::SystemTime::now()),
             objects: self.zones.clone(),
             complete: true,
         }
@@ -162,7 +162,7 @@ impl Reports {
         let mut r = vec![
             self.objects(),
             Report::Counters {
-                at_ms: unix_ms(),
+                at_ms: crate::unix_ms(std::time::SystemTime::now()),
                 counters: applier.counters(),
             },
         ];
@@ -209,12 +209,6 @@ fn zone_states(desired: &Objects, applied: &Objects, refused: Option<String>) ->
             }
         })
         .collect()
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where to follow from.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use edgenet_bgp::fsm::State;
 use edgenet_bgp::message::{notification_meaning, Prefix};
@@ -154,11 +154,6 @@ fn vlan_of(cni: &CniProvision) -> Option<(String, u16)> {
     Some((cni.interface.clone()?, cni.spec.vlan?))
 }
 
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Driver {
     async fn new(
         config: Config,
@@ -215,7 +210,7 @@ impl Driver {
             Err(e) => tracing::warn!(error = %e, "cannot read the peering table"),
         }
         let _ = shared.speaker.set(speaker.clone());
-        let kernel_vlans = crate::tunnels::kernel::has_module("8021q");
+        let kernel_vlans = crate::tunnels::kernel::has_vlan();
         if kernel_vlans {
             tracing::info!("interconnect: VLANs on ports are kernel devices (8021q)");
         } else {
@@ -579,7 +574,7 @@ pub(crate) fn status_report(id: &str, status: &PeerStatus) -> CniSession {
                 code: n.code,
                 subcode: n.subcode,
                 meaning: notification_meaning(n.code, n.subcode),
-                at_ms: unix_ms(n.at),
+                at_ms: crate::unix_ms(n.at),
             }),
         bfd: status.bfd.map(|b| b.name().to_string()),
     }

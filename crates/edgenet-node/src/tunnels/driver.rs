@@ -1,6 +1,7 @@
 //! The node's tunnels, running: on a thread of its own (a current-thread runtime), it keeps a
-//! TUN device per tunnel of every account the follower hands it (named `gt` and 12 hex digits
-//! of the account and tunnel id, carrying our side of the /31 and /127 at the tunnel's MTU),
+//! device per tunnel of every account the follower hands it (a TUN device, or a kernel GRE
+//! device where [`kernel::choose`] picked the kernel; named `gt` and 12 hex digits of the
+//! account and tunnel id, carrying our side of the /31 and /127 at the tunnel's MTU),
 //! one passive BGP session per tunnel that asks for one in the PoP's speaker (the customer's
 //! router connects to our side of the /31; the PoP its packets reach by anycast answers), the
 //! accounts' tables in the packet path's snapshot (static routes and the routes learnt here,
@@ -9,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,9 @@ use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
 use super::device::Tun;
-use super::path::{health_of, Counters, Path, Probes, Running, Snapshot, Table};
-use crate::interconnect::netlink::Netlink;
+use super::kernel::{self, Dataplane};
+use super::path::{health_of, Counters, Device, Path, Probes, Running, Snapshot, Table};
+use crate::interconnect::netlink::{Netlink, RouteWriter};
 use crate::interconnect::sessions::prefix;
 
 /// How often sessions and learnt routes are read.
@@ -123,6 +124,7 @@ struct Held {
 }
 
 struct Driver {
+    dataplane: Dataplane,
     path: Arc<Path>,
     netlink: Netlink,
     speaker: Option<Arc<Speaker>>,
@@ -190,11 +192,12 @@ impl Driver {
         speaker: Option<Arc<Speaker>>,
         shared: Arc<Tunnels>,
     ) -> anyhow::Result<Driver> {
-        let mode = super::kernel::choose(config.mode)?;
-        tracing::info!(?mode, source = %config.source, endpoints = ?config.endpoints, "tunnels: dataplane chosen");
+        let dataplane = kernel::choose(config.mode)?;
+        tracing::info!(?dataplane, source = %config.source, endpoints = ?config.endpoints, "tunnels: dataplane chosen");
         let path = Path::start(config.source, config.endpoints.clone())
             .map_err(|e| anyhow::anyhow!("tunnels: raw sockets: {e}"))?;
         Ok(Driver {
+            dataplane,
             netlink: Netlink::open()?,
             path,
             speaker,
@@ -267,7 +270,33 @@ impl Driver {
 
     async fn begin(&mut self, account: &str, t: TunnelProvision) -> anyhow::Result<Held> {
         let name = device_name(account, &t.id);
-        let tun = Tun::open(&name).map_err(|e| anyhow::anyhow!("TUN device {name}: {e}"))?;
+        let device = match self.dataplane {
+            Dataplane::Userspace => Device::Tun(
+                Tun::open(&name).map_err(|e| anyhow::anyhow!("TUN device {name}: {e}"))?,
+            ),
+            Dataplane::Kernel => {
+                // Any local address: the customer's packets come to an anycast endpoint, and
+                // ours leave from the address the kernel's route to them picks (the PoP's own).
+                let request = kernel::gre_link(
+                    1,
+                    &name,
+                    std::net::Ipv4Addr::UNSPECIFIED,
+                    t.spec.customer_gre_endpoint,
+                    t.spec.ttl,
+                );
+                match RouteWriter::open()?.request(&request) {
+                    // Ours from a run before (the name is ours): configured again below.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => anyhow::bail!(
+                        "ip link add {name} type gre remote {} ttl {}: {e}",
+                        t.spec.customer_gre_endpoint,
+                        t.spec.ttl
+                    ),
+                    Ok(()) => {}
+                }
+                Device::Kernel(name.clone())
+            }
+        };
         let mut addresses = vec![(IpAddr::V4(t.spec.our_address()), 31)];
         addresses.extend(t.spec.addresses6().map(|(ours, _)| (IpAddr::V6(ours), 127)));
         self.netlink
@@ -293,7 +322,7 @@ impl Driver {
             id: t.id.clone(),
             key: key64(account, &t.id) as u32,
             spec: t.spec.clone(),
-            tun,
+            device,
             probes: Mutex::new(Probes::new(Instant::now())),
             counters: Counters::default(),
         });
@@ -309,8 +338,13 @@ impl Driver {
         if let (Some(s), Some(speaker)) = (&h.session, &self.speaker) {
             speaker.remove_peer(s.peer, Duration::from_secs(1)).await;
         }
+        if let Device::Kernel(name) = &h.run.device {
+            if let Err(e) = self.netlink.delete_link(name).await {
+                tracing::warn!(device = %name, error = %e, "GRE device not deleted");
+            }
+        }
         tracing::info!(account = %h.run.account, tunnel = %h.run.spec.name, "tunnel removed");
-        // The TUN device goes with the last reference to it (the packet path's snapshot).
+        // A TUN device goes with the last reference to it (the packet path's snapshot).
     }
 
     /// Reads each session's accepted routes.
@@ -386,7 +420,7 @@ impl Driver {
                     let status = self.speaker.as_ref()?.peer_status(s.peer)?;
                     Some(crate::interconnect::driver::status_report(&t.id, &status))
                 });
-                let c = &t.counters;
+                let [packets_in, bytes_in, packets_out, bytes_out] = t.traffic();
                 TunnelState {
                     account: t.account.clone(),
                     tunnel: t.id.clone(),
@@ -395,10 +429,10 @@ impl Driver {
                     reason: probes.reason.clone(),
                     probes_sent: probes.sent,
                     probes_failed: probes.failed,
-                    packets_in: c.packets_in.load(Ordering::Relaxed),
-                    bytes_in: c.bytes_in.load(Ordering::Relaxed),
-                    packets_out: c.packets_out.load(Ordering::Relaxed),
-                    bytes_out: c.bytes_out.load(Ordering::Relaxed),
+                    packets_in,
+                    bytes_in,
+                    packets_out,
+                    bytes_out,
                     bgp,
                     learnt: h.learnt.iter().map(|p| p.to_string()).collect(),
                 }

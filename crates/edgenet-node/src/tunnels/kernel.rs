@@ -1,6 +1,6 @@
 //! Which dataplane carries the tunnels: the kernel's GRE devices where it has `ip_gre` (and
-//! `8021q` for tagged ports), else the userspace one ([`super::path`]). [`choose`] probes at
-//! start and the driver logs the choice.
+//! its 802.1Q devices where it has `8021q`, for tagged ports), else the userspace one
+//! ([`super::path`]). [`choose`] probes at start and the driver logs the choice.
 //!
 //! This kernel has neither module, so the kernel path cannot run here; its netlink messages
 //! ([`gre_link`], [`vlan_link`]: `RTM_NEWLINK` with the attributes iproute2 sends, in its
@@ -21,26 +21,37 @@ pub enum Dataplane {
     Kernel,
 }
 
-/// Whether the running kernel has module `name` (built in or loaded).
-pub fn has_module(name: &str) -> bool {
+/// Whether the running kernel has module `name` loaded (or built in with parameters).
+fn has_module(name: &str) -> bool {
     std::path::Path::new("/sys/module").join(name).exists()
+}
+
+/// Whether the kernel has GRE devices: `ip_gre` is loaded, or its fallback device `gre0`,
+/// which it makes in every namespace, is here (a built-in module need not show in
+/// `/sys/module`).
+pub fn has_gre() -> bool {
+    has_module("ip_gre") || std::path::Path::new("/sys/class/net/gre0").exists()
+}
+
+/// Whether the kernel has 802.1Q devices: `8021q` is loaded, or its `/proc/net/vlan` is here.
+pub fn has_vlan() -> bool {
+    has_module("8021q") || std::path::Path::new("/proc/net/vlan").exists()
 }
 
 /// The dataplane for `mode` on this kernel.
 pub fn choose(mode: TunnelMode) -> anyhow::Result<Dataplane> {
-    let gre = has_module("ip_gre");
-    match (mode, gre) {
+    match (mode, has_gre()) {
         (TunnelMode::Userspace, _) => Ok(Dataplane::Userspace),
         (TunnelMode::Auto, false) => {
             tracing::info!("tunnels: the kernel has no ip_gre: the userspace dataplane carries them");
             Ok(Dataplane::Userspace)
         }
         (TunnelMode::Auto, true) | (TunnelMode::Kernel, true) => {
-            tracing::info!("tunnels: the kernel has ip_gre, but the kernel path does not run tunnels yet: the userspace dataplane carries them");
-            Ok(Dataplane::Userspace)
+            tracing::info!("tunnels: the kernel has ip_gre: its GRE devices carry them");
+            Ok(Dataplane::Kernel)
         }
         (TunnelMode::Kernel, false) => Err(anyhow::anyhow!(
-            "tunnels.mode = \"kernel\": this kernel has no ip_gre (/sys/module/ip_gre); use \"auto\" or \"userspace\""
+            "tunnels.mode = \"kernel\": this kernel has no ip_gre (/sys/module/ip_gre, /sys/class/net/gre0); use \"auto\" or \"userspace\""
         )),
     }
 }
@@ -204,7 +215,7 @@ mod tests {
 
     #[test]
     fn kernel_mode_is_refused_without_ip_gre() {
-        if has_module("ip_gre") {
+        if has_gre() {
             eprintln!("this kernel has ip_gre: nothing to refuse");
             return;
         }

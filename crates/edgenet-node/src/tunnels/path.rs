@@ -15,12 +15,17 @@
 //!   within the timeout ([`edgenet_dataplane::health::PROBE_TIMEOUT`]).
 //!
 //! They share a [`Snapshot`] (swapped whole when tunnels, routes or health change).
+//!
+//! A tunnel on a kernel GRE device ([`Device::Kernel`], where the kernel has `ip_gre`) is
+//! carried by the kernel: only its probes pass through here. Traffic between two such tunnels
+//! follows the kernel's routes, not the account's table here (Magic Transit puts the tables
+//! into the kernel for that path).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use edgenet_dataplane::health::{Checker, Direction, Health, PROBE_TIMEOUT};
@@ -45,12 +50,23 @@ pub struct Running {
     pub key: u32,
     /// The tunnel.
     pub spec: GreTunnelSpec,
-    /// Its TUN device.
-    pub tun: Tun,
+    /// What carries its inner packets to and from the kernel.
+    pub device: Device,
     /// Its probes and health.
     pub probes: Mutex<Probes>,
     /// Traffic through it.
     pub counters: Counters,
+}
+
+/// What carries a tunnel's inner packets to and from the kernel.
+pub enum Device {
+    /// A TUN device: this packet path encapsulates and decapsulates.
+    Tun(Tun),
+    /// A kernel GRE device of this name: the kernel encapsulates, decapsulates and routes;
+    /// this path only sends the probes and reads them back (a raw socket gets a copy of every
+    /// GRE packet before the kernel's GRE handler takes it), and the traffic counters are the
+    /// device's own.
+    Kernel(String),
 }
 
 /// Packets and bytes through a tunnel (inner sizes).
@@ -66,6 +82,26 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     /// Packets dropped: no route, a next hop this path cannot reach, a TTL run out.
     pub dropped: AtomicU64,
+}
+
+impl Running {
+    /// Packets in, bytes in, packets out and bytes out since it started: this path's counters,
+    /// or a kernel device's own statistics.
+    pub fn traffic(&self) -> [u64; 4] {
+        match &self.device {
+            Device::Tun(_) => {
+                let c = &self.counters;
+                [&c.packets_in, &c.bytes_in, &c.packets_out, &c.bytes_out]
+                    .map(|a| a.load(Ordering::Relaxed))
+            }
+            Device::Kernel(name) => ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].map(|f| {
+                std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{f}"))
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            }),
+        }
+    }
 }
 
 /// A tunnel's probes: those in flight, the health they make, and the totals.
@@ -109,9 +145,7 @@ impl Probes {
         match self.checker.record(at, ok) {
             Some(change) => {
                 tracing::info!(from = ?change.from, to = ?change.to, reason = %change.reason, "tunnel health");
-                self.since_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                self.since_ms = crate::unix_ms(SystemTime::now());
                 self.reason = Some(change.reason);
                 true
             }
@@ -259,6 +293,11 @@ impl Path {
         let Ok((_, inner)) = gre::decapsulate(gre_bytes) else {
             return;
         };
+        let kernel = matches!(t.device, Device::Kernel(_));
+        if kernel && probe::returned(inner).is_none() {
+            // The kernel's GRE device has this packet too: it delivers or routes it.
+            return;
+        }
         t.counters.packets_in.fetch_add(1, Ordering::Relaxed);
         t.counters
             .bytes_in
@@ -274,11 +313,14 @@ impl Path {
             }
             return;
         }
+        let Device::Tun(tun) = &t.device else {
+            return;
+        };
         let Some(inner_dst) = destination(inner) else {
             return;
         };
         if t.spec.holds(inner_dst) || inner_dst == IpAddr::V4(self.source) {
-            let _ = t.tun.write(inner);
+            let _ = tun.write(inner);
             return;
         }
         self.route(&snap, t, inner, out);
@@ -332,11 +374,19 @@ impl Path {
         let mut out = Vec::with_capacity(BUF);
         while !self.stopped() {
             let snap = self.snapshot.load_full();
-            if snap.all.is_empty() {
+            let tuns: Vec<(&Running, &Tun)> = snap
+                .all
+                .iter()
+                .filter_map(|t| match &t.device {
+                    Device::Tun(tun) => Some((&**t, tun)),
+                    Device::Kernel(_) => None,
+                })
+                .collect();
+            if tuns.is_empty() {
                 std::thread::sleep(super::device::WAIT);
                 continue;
             }
-            let fds: Vec<_> = snap.all.iter().map(|t| t.tun.fd()).collect();
+            let fds: Vec<_> = tuns.iter().map(|(_, tun)| tun.fd()).collect();
             let ready = match readable(&fds) {
                 Ok(r) => r,
                 Err(e) => {
@@ -346,11 +396,11 @@ impl Path {
                 }
             };
             for i in ready {
-                let t = &snap.all[i];
+                let (t, tun) = tuns[i];
                 // What is queued, up to a few packets per wake, so one busy tunnel does not
                 // starve the others (the device is non-blocking: an empty queue ends it).
                 for _ in 0..64 {
-                    match t.tun.read(&mut buf) {
+                    match tun.read(&mut buf) {
                         Ok(n) if n > 0 => self.send(t, &buf[..n], &mut out),
                         _ => break,
                     }

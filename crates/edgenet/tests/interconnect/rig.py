@@ -18,16 +18,15 @@ Everything it starts runs inside its namespaces, and everything is removed on ex
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
-from netns import delete_namespace, log, sh, stop_processes, until  # noqa: E402
+import netns  # noqa: E402
+from netns import check, log, sh, until  # noqa: E402
 
 POP_AS, CUSTOMER_AS = 13335, 64700
 OURS, THEIRS = "100.64.0.0", "100.64.0.1"
@@ -35,33 +34,14 @@ TABLE = 200
 KEY = "cross-connect-key"
 
 
-class Rig:
+class Rig(netns.Rig):
     def __init__(self, edgenet, poll="200ms"):
-        self.edgenet = edgenet
+        super().__init__(edgenet, "ic", home="p")
         self.poll = poll
-        self.tag = f"{os.getpid() % 100000:05d}"
-        self.dir = tempfile.mkdtemp(prefix="edgenet-ic-")
         self.optics = os.path.join(self.dir, "optics")
         os.makedirs(self.optics)
-        self.namespaces = []
-        self.procs = {}
-        self.logs = {}
-        self.api_port = 7070
-
-    # ---------- namespaces ----------
-    def ns(self, role):
-        return f"ic{self.tag}{role}"
-
-    def add_ns(self, role):
-        name = self.ns(role)
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "link", "set", "lo", "up", ns=name)
-        return name
 
     def up(self):
-        if os.geteuid() != 0:
-            raise SystemExit("needs root (network namespaces)")
         p, c = self.add_ns("p"), self.add_ns("c")
         a, b = f"x{self.tag}a", f"x{self.tag}b"
         sh("ip", "link", "add", a, "mtu", "9000", "type", "veth", "peer", "name", b)
@@ -72,75 +52,6 @@ class Rig:
         # The customer's side is the customer's business; the PoP's side is edgenet's.
         sh("ip", "addr", "add", f"{THEIRS}/31", "dev", "eth0", ns=c)
         sh("ip", "link", "set", "eth0", "up", ns=c)
-
-    def down(self):
-        stop_processes(self.procs.values())
-        for n in self.namespaces:
-            delete_namespace(n)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            self.dump_logs()
-        self.down()
-
-    def dump_logs(self):
-        for name, path in self.logs.items():
-            if os.path.exists(path):
-                with open(path, errors="replace") as f:
-                    tail = f.read()[-4000:]
-                print(f"----- {name} -----\n{tail}", flush=True)
-
-    def spawn(self, name, role, *cmd):
-        path = os.path.join(self.dir, f"{name}.log")
-        self.logs[name] = path
-        out = open(path, "ab")
-        self.procs[name] = subprocess.Popen(("ip", "netns", "exec", self.ns(role)) + cmd,
-                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                            cwd=self.dir)
-        return self.procs[name]
-
-    def write(self, name, text):
-        path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    # ---------- the control plane and its API ----------
-    def start_control(self):
-        data = os.path.join(self.dir, "data")
-        self.spawn("control", "p", self.edgenet, "control", "--data", data,
-                   "--listen", f"127.0.0.1:{self.api_port}")
-        token = os.path.join(data, "admin-token")
-        until("the control plane", 20, lambda: os.path.exists(token) and self.api_up())
-        with open(token) as f:
-            self.operator = f.read().strip()
-
-    def api_up(self):
-        r = subprocess.run(("ip", "netns", "exec", self.ns("p"), "curl", "-s", "-o", "/dev/null",
-                            f"http://127.0.0.1:{self.api_port}/v1/status"), capture_output=True)
-        return r.returncode == 0
-
-    def api(self, method, path, body=None, token=None, expect=None):
-        cmd = ["curl", "-s", "-X", method, "-w", "\n%{http_code}",
-               "-H", f"Authorization: Bearer {token or self.operator}",
-               f"http://127.0.0.1:{self.api_port}/v1{path}"]
-        if body is not None:
-            cmd[1:1] = ["-H", "content-type: application/json", "-d", json.dumps(body)]
-        out = sh(*cmd, ns=self.ns("p"))
-        text, _, code = out.rpartition("\n")
-        code = int(code)
-        if expect is not None and code != expect:
-            raise AssertionError(f"{method} {path}: {code}, not {expect}: {text}")
-        return code, (json.loads(text) if text.strip() else None)
 
     def setup(self):
         """Operator settings, the site, the PoP's registration and token, an account and its
@@ -218,7 +129,7 @@ connect_retry = "1s"
 hold_time = "9s"
 """)
         self.spawn("pop", "p", self.edgenet, "pop", "--config", conf,
-                   "--control", f"http://127.0.0.1:{self.api_port}", "--name", "pop1",
+                   "--control", f"http://127.0.0.1:{self.API_PORT}", "--name", "pop1",
                    "--token", self.pop_token)
 
     def table(self):
@@ -287,12 +198,6 @@ protocol bgp pop {{
 def bulk_prefix(i):
     """The i-th /24 of 10.0.0.0/8 and 11.0.0.0/8."""
     return f"{10 + i // 65536}.{(i // 256) % 256}.{i % 256}.0/24"
-
-
-def check(what, cond, detail=""):
-    if not cond:
-        raise AssertionError(f"{what}: {detail}")
-    log("ok:", what)
 
 
 def scenario_cni(rig):

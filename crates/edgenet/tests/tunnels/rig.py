@@ -16,16 +16,15 @@ Used by crates/edgenet/tests/tunnels.rs (scenario `gre`, with assertions) and be
 import argparse
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
-from netns import delete_namespace, log, sh, stop_processes, until  # noqa: E402
+import netns  # noqa: E402
+from netns import check, log, sh, until  # noqa: E402
 
 POP_AS, CUSTOMER_AS = 13335, 64700
 ANYCAST = "192.0.2.100"
@@ -36,29 +35,12 @@ PAIRS = ["10.212.0.8/31", "10.212.0.10/31", "10.212.0.12/31"]
 KEY = "tunnel-md5-key"
 
 
-def check(what, cond, detail=""):
-    if not cond:
-        raise AssertionError(f"{what}: {detail}")
-    log("ok:", what)
-
-
-class Rig:
+class Rig(netns.Rig):
     def __init__(self, edgenet):
-        self.edgenet = edgenet
-        self.tag = f"{os.getpid() % 100000:05d}"
-        self.dir = tempfile.mkdtemp(prefix="edgenet-gre-")
-        self.namespaces = []
-        self.procs = {}
-        self.logs = {}
-
-    def ns(self, role):
-        return f"gt{self.tag}{role}"
+        super().__init__(edgenet, "gt", home="a")
 
     def add_ns(self, role):
-        name = self.ns(role)
-        sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        sh("ip", "link", "set", "lo", "up", ns=name)
+        name = super().add_ns(role)
         for key in ("all", "default"):
             sh("sysctl", "-qw", f"net.ipv4.conf.{key}.rp_filter=0", ns=name)
         return name
@@ -73,8 +55,6 @@ class Rig:
             sh("ip", "link", "set", name, "up", ns=self.ns(role))
 
     def up(self):
-        if os.geteuid() != 0:
-            raise SystemExit("needs root (network namespaces)")
         for role in "abc":
             self.add_ns(role)
         self.veth("a", "to-c", f"{SOURCE['a']}/30", "c", "to-a", f"{CUSTOMER['a']}/30")
@@ -91,69 +71,10 @@ class Rig:
         # The customer's router reaches the anycast endpoint at PoP a.
         sh("ip", "route", "add", f"{ANYCAST}/32", "via", SOURCE["a"], ns=self.ns("c"))
 
-    def down(self):
-        stop_processes(self.procs.values())
-        for n in self.namespaces:
-            delete_namespace(n)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        if exc[0] is not None:
-            for name, path in self.logs.items():
-                if os.path.exists(path):
-                    with open(path, errors="replace") as f:
-                        print(f"----- {name} -----\n{f.read()[-4000:]}", flush=True)
-        self.down()
-
-    def spawn(self, name, role, *cmd):
-        path = os.path.join(self.dir, f"{name}.log")
-        self.logs[name] = path
-        out = open(path, "ab")
-        self.procs[name] = subprocess.Popen(("ip", "netns", "exec", self.ns(role)) + cmd,
-                                            stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                            cwd=self.dir)
-        return self.procs[name]
-
-    def write(self, name, text):
-        path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    # ---------- the control plane ----------
     def start_control(self, role="a"):
-        """The control plane in namespace `role` (the throughput bench runs one per side)."""
-        data = os.path.join(self.dir, f"data-{role}")
-        self.spawn(f"control-{role}", role, self.edgenet, "control", "--data", data,
-                   "--listen", "0.0.0.0:7070")
-        token = os.path.join(data, "admin-token")
-        until("the control plane", 20, lambda: os.path.exists(token) and self.api_up(role))
-        with open(token) as f:
-            self.operator = f.read().strip()
-
-    def api_up(self, role="a"):
-        r = subprocess.run(("ip", "netns", "exec", self.ns(role), "curl", "-s", "-o", "/dev/null",
-                            "http://127.0.0.1:7070/v1/status"), capture_output=True)
-        return r.returncode == 0
-
-    def api(self, method, path, body=None, token=None, expect=None, at="a"):
-        cmd = ["curl", "-s", "-X", method, "-w", "\n%{http_code}",
-               "-H", f"Authorization: Bearer {token or self.operator}",
-               f"http://127.0.0.1:7070/v1{path}"]
-        if body is not None:
-            cmd[1:1] = ["-H", "content-type: application/json", "-d", json.dumps(body)]
-        text, _, code = sh(*cmd, ns=self.ns(at)).rpartition("\n")
-        if expect is not None and int(code) != expect:
-            raise AssertionError(f"{method} {path}: {code}, not {expect}: {text}")
-        return int(code), (json.loads(text) if text.strip() else None)
+        """The control plane in namespace `role` (the throughput bench runs one per side),
+        reached from the other namespaces."""
+        super().start_control(role, listen="0.0.0.0")
 
     def acct(self, method, path, body=None, expect=None):
         return self.api(method, f"/accounts/{self.account}{path}", body, self.customer, expect)
