@@ -14,6 +14,7 @@ mod accounts;
 pub mod cni;
 pub mod magic;
 mod pops;
+pub(crate) mod records;
 mod tokens;
 mod zones;
 

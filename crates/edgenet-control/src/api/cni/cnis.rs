@@ -403,7 +403,7 @@ async fn write(
     headers: &HeaderMap,
     account: &str,
     id: Option<&str>,
-    p: &CniParams,
+    p: &RecordParams,
     body: &Value,
 ) -> ApiResult {
     let settings = account_settings(app, account).await?;
@@ -442,7 +442,7 @@ pub(super) async fn list_cnis(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let records = app
@@ -459,7 +459,7 @@ pub(super) async fn create_cni(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -490,7 +490,7 @@ pub(super) async fn put_cni(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -548,7 +548,7 @@ pub(super) async fn put_settings(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])

@@ -284,7 +284,7 @@ pub(super) async fn list_interconnects(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let records: Vec<Record> = app
@@ -305,7 +305,7 @@ pub(super) async fn create_interconnect(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -460,7 +460,7 @@ pub(super) async fn take_step(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let token = app
@@ -560,7 +560,7 @@ pub(super) async fn list_slots(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let claims = app.store.claims().await?;

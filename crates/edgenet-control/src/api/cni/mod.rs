@@ -23,7 +23,6 @@ mod operator;
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
 use edgenet_interconnect::cloud::CloudCircuit;
 use edgenet_interconnect::dataplane::Dataplane;
 use edgenet_interconnect::site::{Site, Speed};
@@ -33,6 +32,10 @@ use edgenet_interconnect::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::records::{
+    found, if_match, new_id, page, page_of, parse, record_response, to_value, validated, written,
+    RecordParams,
+};
 use super::{ApiError, App};
 use crate::store::{Owner, Record, RecordKind, StoreError, TokenInfo, Write, WriteOptions};
 
@@ -146,15 +149,6 @@ fn party(token: &TokenInfo) -> (Party, String) {
     }
 }
 
-pub(crate) fn parse<T: serde::de::DeserializeOwned>(r: &Record) -> Result<T, StoreError> {
-    serde_json::from_value(r.body.clone())
-        .map_err(|e| StoreError::Refused(format!("stored record {:?} does not decode: {e}", r.id)))
-}
-
-pub(crate) fn to_value<T: Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).expect("records serialize")
-}
-
 async fn sites(app: &App) -> Result<Vec<Site>, StoreError> {
     app.store
         .records(RecordKind::Site, Owner::Operator)
@@ -177,22 +171,6 @@ async fn site(app: &App, code: &str) -> Result<Site, ApiError> {
         )])
         .into()),
     }
-}
-
-/// Record `id` of `kind` that `owner` sees, else a 404 naming it as `what`.
-pub(crate) async fn found(
-    app: &App,
-    kind: RecordKind,
-    id: &str,
-    owner: Owner<'_>,
-    what: &str,
-) -> Result<Record, ApiError> {
-    app.store.record(kind, id, owner).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{what} {id:?} does not exist"),
-        )
-    })
 }
 
 /// The operator's settings: the name on LOAs and the point-to-point pools.
@@ -355,11 +333,6 @@ fn claims_of(ic: &Interconnect) -> Vec<String> {
         .collect()
 }
 
-/// A random id: 32 hex digits.
-pub(crate) fn new_id() -> String {
-    super::random_hex(16)
-}
-
 /// The routes, for [`super::routes`].
 pub fn routes(
     r: utoipa_axum::router::OpenApiRouter<Arc<App>>,
@@ -411,37 +384,6 @@ pub fn routes(
         .routes(routes!(notify::list_deliveries))
 }
 
-/// `?validate_only=` and list filters of the CNI routes.
-#[derive(Debug, Deserialize, Default)]
-pub struct CniParams {
-    #[serde(default)]
-    pub(crate) validate_only: bool,
-    cursor: Option<String>,
-    limit: Option<i64>,
-    site: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<InterconnectType>,
-    speed: Option<Speed>,
-    occupied: Option<bool>,
-    /// The PoP whose view of the routing table is asked (`/magic/routes`).
-    pub(crate) pop: Option<String>,
-}
-
-impl CniParams {
-    fn limit(&self) -> usize {
-        self.limit.unwrap_or(100).clamp(1, 1000) as usize
-    }
-
-    /// A write at `now_ms`, a dry run under `validate_only`.
-    pub(crate) fn write(&self, write: Write, now_ms: i64) -> WriteOptions {
-        WriteOptions {
-            write,
-            now_ms,
-            dry_run: self.validate_only,
-        }
-    }
-}
-
 /// Stores `value` as record `id`, which claims nothing.
 async fn put_plain(
     app: &App,
@@ -456,61 +398,6 @@ async fn put_plain(
             Ok((value.clone(), vec![]))
         })
         .await
-}
-
-/// The answer to a write of `r`: under `validate_only`, `{valid, result}` (nothing was
-/// stored); else the view with its ETag, 201 when the write made the record.
-pub(crate) fn written(p: &CniParams, r: &Record, view: Value) -> axum::response::Response {
-    if p.validate_only {
-        return validated(view);
-    }
-    let status = if r.version == 1 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    record_response(status, r, view)
-}
-
-/// A page of records after the cursor (ids are ordered), as `{items, next}`.
-pub(crate) fn page(records: Vec<Record>, p: &CniParams, view: impl Fn(&Record) -> Value) -> Value {
-    page_of(records.iter().map(|r| (r.id.clone(), view(r))), p)
-}
-
-/// A page of `(id, item)` in id order after the cursor, as `{items, next}`.
-fn page_of(items: impl Iterator<Item = (String, Value)>, p: &CniParams) -> Value {
-    let limit = p.limit();
-    let after: Vec<(String, Value)> = items
-        .filter(|(id, _)| p.cursor.as_deref().is_none_or(|c| id.as_str() > c))
-        .take(limit)
-        .collect();
-    let next = (after.len() == limit)
-        .then(|| after.last().map(|(id, _)| id.clone()))
-        .flatten();
-    let items: Vec<Value> = after.into_iter().map(|(_, v)| v).collect();
-    serde_json::json!({"items": items, "next": next})
-}
-
-/// The request's `If-Match` version.
-pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    super::if_match(headers)
-}
-
-/// A 200 (or `status`) with the record's version as its ETag.
-pub(crate) fn record_response(
-    status: StatusCode,
-    r: &Record,
-    view: Value,
-) -> axum::response::Response {
-    super::with_etag(super::ok(status, view), r.version)
-}
-
-/// `validate_only`: what would be stored, unstored.
-pub(crate) fn validated(view: Value) -> axum::response::Response {
-    super::ok(
-        StatusCode::OK,
-        serde_json::json!({"valid": true, "result": view}),
-    )
 }
 
 #[cfg(test)]

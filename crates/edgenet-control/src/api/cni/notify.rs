@@ -87,7 +87,7 @@ async fn events(app: &App) -> Result<Vec<Event>, StoreError> {
 async fn write_event(
     app: &App,
     headers: &HeaderMap,
-    p: &CniParams,
+    p: &RecordParams,
     body: &Value,
     id: Option<&str>,
 ) -> ApiResult {
@@ -175,7 +175,7 @@ async fn write_event(
 pub(super) async fn list_events(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize(&headers, &["read"]).await?;
     let records = app
@@ -191,7 +191,7 @@ pub(super) async fn list_events(
 pub(super) async fn create_event(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     write_event(&app, &headers, &p, &body, None).await
@@ -204,7 +204,7 @@ pub(super) async fn put_event(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     write_event(&app, &headers, &p, &body, Some(&id)).await
@@ -244,7 +244,7 @@ pub(super) async fn list_account_events(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let mine = app
@@ -309,7 +309,7 @@ pub(super) async fn list_subscriptions(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let records = app
@@ -326,7 +326,7 @@ pub(super) async fn create_subscription(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -445,7 +445,7 @@ pub(super) async fn list_deliveries(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let owner = Owner::Account(&account);

@@ -74,7 +74,7 @@ fn held_ports_gone(site: &Site, taken: &BTreeSet<String>) -> Vec<String> {
 async fn write_site(
     app: &App,
     headers: &HeaderMap,
-    p: &CniParams,
+    p: &RecordParams,
     body: &Value,
     code: Option<&str>,
 ) -> ApiResult {
@@ -119,7 +119,7 @@ async fn write_site(
 pub(super) async fn list_sites(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize(&headers, &["read"]).await?;
     let claims = app.store.claims().await?;
@@ -137,7 +137,7 @@ pub(super) async fn list_sites(
 pub(super) async fn create_site(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     write_site(&app, &headers, &p, &body, None).await
@@ -167,7 +167,7 @@ pub(super) async fn put_site(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(code): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     write_site(&app, &headers, &p, &body, Some(&code)).await
@@ -227,7 +227,7 @@ pub(super) async fn get_operator_settings(
 pub(super) async fn put_operator_settings(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
@@ -313,7 +313,7 @@ pub(super) async fn list_partners(State(app): State<Arc<App>>, headers: HeaderMa
 pub(super) async fn add_partner(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["admin"]).await?;
@@ -396,7 +396,7 @@ fn request_view(r: &Record) -> Value {
 pub(super) async fn list_partner_requests(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     let partner = partner_or_operator(&app, &headers, &["read"]).await?;
     let records: Vec<Record> = app
@@ -420,7 +420,7 @@ pub(super) async fn list_partner_requests(
 pub(super) async fn submit_partner_request(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let token = app.token(&headers).await?;
@@ -558,7 +558,13 @@ pub struct Rejection {
     pub reason: String,
 }
 
-async fn decide(app: &App, headers: &HeaderMap, p: &CniParams, id: &str, step: Step) -> ApiResult {
+async fn decide(
+    app: &App,
+    headers: &HeaderMap,
+    p: &RecordParams,
+    id: &str,
+    step: Step,
+) -> ApiResult {
     let token = app.authorize(headers, &["write"]).await?;
     let r = partner_request(app, id, None).await?;
     let account = r.account.clone().unwrap_or_default();
@@ -582,7 +588,7 @@ pub(super) async fn accept_partner_request(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     decide(&app, &headers, &p, &id, Step::Accept).await
 }
@@ -593,7 +599,7 @@ pub(super) async fn reject_partner_request(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize(&headers, &["write"]).await?;

@@ -22,7 +22,8 @@ use edgenet_dataplane::tunnel::GreTunnelSpec;
 use edgenet_protocol::{Kind, MagicProvision, TunnelProvision, TunnelState};
 use serde::{Deserialize, Serialize};
 
-use super::cni::{customer_side, parse, to_value};
+use super::cni::customer_side;
+use super::records::{parse, to_value};
 use super::App;
 use crate::store::{Owner, Record, RecordKind, StoreError, Write, WriteOptions};
 

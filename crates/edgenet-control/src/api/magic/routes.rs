@@ -12,8 +12,9 @@ use edgenet_dataplane::table::{self, Source, BGP_PRIORITY};
 use edgenet_interconnect::Problem;
 use serde_json::{json, Value};
 
-use super::super::cni::{
-    found, if_match, new_id, page, record_response, written, CniParams, Interconnect,
+use super::super::cni::Interconnect;
+use super::super::records::{
+    found, if_match, new_id, page, record_response, written, RecordParams,
 };
 use super::super::{decode, ok, ApiError, ApiResult, JsonBody};
 use super::*;
@@ -46,7 +47,7 @@ async fn write(
     headers: &HeaderMap,
     account: &str,
     id: Option<&str>,
-    p: &CniParams,
+    p: &RecordParams,
     body: &Value,
 ) -> ApiResult {
     let spec: StaticRouteSpec = decode(body)?;
@@ -190,7 +191,7 @@ pub(super) async fn list_routes(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     if let Some(pop) = &p.pop {
@@ -214,7 +215,7 @@ pub(super) async fn create_route(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -257,7 +258,7 @@ pub(super) async fn put_route(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])

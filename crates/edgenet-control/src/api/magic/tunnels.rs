@@ -12,8 +12,9 @@ use edgenet_dataplane::tunnel::GreTunnelSpec;
 use edgenet_interconnect::Problem;
 use serde_json::{json, Value};
 
-use super::super::cni::{
-    found, if_match, new_id, operator_settings, page, record_response, written, CniParams,
+use super::super::cni::operator_settings;
+use super::super::records::{
+    found, if_match, new_id, page, record_response, written, RecordParams,
 };
 use super::super::{decode, ok, ApiError, ApiResult, JsonBody};
 use super::*;
@@ -79,7 +80,7 @@ async fn write(
     headers: &HeaderMap,
     account: &str,
     id: Option<&str>,
-    p: &CniParams,
+    p: &RecordParams,
     body: &Value,
 ) -> ApiResult {
     let (spec, clear_md5) = spec_of(body)?;
@@ -160,7 +161,7 @@ pub(super) async fn list_tunnels(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let owner = Owner::Account(&account);
@@ -187,7 +188,7 @@ pub(super) async fn create_tunnel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(account): Path<String>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
@@ -226,7 +227,7 @@ pub(super) async fn put_tunnel(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path((account, id)): Path<(String, String)>,
-    Query(p): Query<CniParams>,
+    Query(p): Query<RecordParams>,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["write"])
