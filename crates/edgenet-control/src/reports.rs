@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use edgenet_protocol::{Counters, ObjectReport, ObjectState, Report, ReportedKind};
+use edgenet_protocol::{
+    Counters, ObjectReport, ObjectState, PrefixState, Report, ReportedKind, RuleState,
+};
 use serde::Serialize;
 
 use crate::api::{lock, unix_ms, ApiError, App};
@@ -24,6 +26,8 @@ pub struct PopReports {
     pub objects: BTreeMap<(ReportedKind, String), (ObjectReport, i64)>,
     /// The last counters and when.
     pub counters: Option<(Counters, i64)>,
+    /// The last Magic Transit report: prefixes, firewall rules, and its Unix milliseconds.
+    pub magic: Option<(Vec<PrefixState>, Vec<RuleState>, i64)>,
 }
 
 /// Every PoP's reports.
@@ -114,6 +118,16 @@ pub async fn record(app: &App, pop: &str, report: Report) -> Result<(), StoreErr
         }
         Report::Links { at_ms, links } => {
             crate::api::cni::observe_links(app, pop, at_ms, &links).await?;
+            touch(app, pop, now);
+            Ok(())
+        }
+        Report::Magic {
+            at_ms,
+            prefixes,
+            rules,
+        } => {
+            lock(&app.reports).entry(pop.to_string()).or_default().magic =
+                Some((prefixes, rules, at_ms));
             touch(app, pop, now);
             Ok(())
         }

@@ -16,11 +16,11 @@ pub mod validate;
 
 pub use objects::{
     token_hash, CniProvision, Decoded, Kind, MagicProvision, ObjectSet, Objects, PopRecord,
-    PopToken, TunnelProvision,
+    PopToken, PrefixProvision, TunnelProvision,
 };
 pub use report::{
-    CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, RefusedPrefix,
-    Report, ReportedKind, TunnelState, ZoneCounters,
+    CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, PrefixState,
+    RefusedPrefix, Report, ReportedKind, RuleState, TunnelState, ZoneCounters,
 };
 pub use stream::{Ack, Change, ObjectChange, StreamMessage, PING_EVERY};
 

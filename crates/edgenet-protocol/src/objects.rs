@@ -145,6 +145,25 @@ pub struct MagicProvision {
     /// Its static routes.
     #[serde(default)]
     pub routes: Vec<edgenet_dataplane::table::Route>,
+    /// Its own prefixes (Magic Transit), which every PoP announces while it has a path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<PrefixProvision>,
+    /// Its firewall rules and flood protections.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub firewall: edgenet_dataplane::firewall::Ruleset,
+}
+
+/// A customer prefix as PoPs run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixProvision {
+    /// Its id.
+    pub id: String,
+    /// The prefix.
+    pub spec: edgenet_dataplane::prefix::PrefixSpec,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// The SHA-256 of a token secret, in lower-case hex: what the control plane stores and PoPs

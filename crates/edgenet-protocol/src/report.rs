@@ -60,6 +60,18 @@ pub enum Report {
         /// One per tunnel.
         tunnels: Vec<TunnelState>,
     },
+    /// Magic Transit at this PoP: each customer prefix (announced here or not, and why) and
+    /// the counters of its traffic, and each firewall rule's. Always every prefix and rule the
+    /// PoP runs.
+    Magic {
+        /// Unix milliseconds.
+        at_ms: i64,
+        /// One per prefix.
+        prefixes: Vec<PrefixState>,
+        /// One per firewall rule.
+        #[serde(default)]
+        rules: Vec<RuleState>,
+    },
     /// Counters since the PoP started.
     Counters {
         /// Unix milliseconds.
@@ -167,6 +179,54 @@ pub struct TunnelState {
     /// The prefixes this PoP learnt over the session and accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub learnt: Vec<String>,
+}
+
+/// What one PoP does with one customer prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PrefixState {
+    /// The account.
+    pub account: String,
+    /// The prefix's id.
+    pub prefix: String,
+    /// The CIDR.
+    pub cidr: String,
+    /// Whether this PoP announces it now.
+    pub announced: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Packets to it that the PoP received since it started.
+    #[serde(default)]
+    pub packets: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Packets delivered to the customer.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Packets dropped, by reason (`rule`, `syn_challenge`, `udp_destination_rate`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// One firewall rule's counters at one PoP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RuleState {
+    /// The account.
+    pub account: String,
+    /// The rule's id.
+    pub rule: String,
+    /// Packets it matched.
+    #[serde(default)]
+    pub packets: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Of those, packets it dropped.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// A prefix the filter refused.

@@ -309,6 +309,61 @@ const ROUTES: &[(&str, &str, Expect)] = &[
         Expect::NotFound,
     ),
     (
+        "GET",
+        "/v1/accounts/{account}/addressing/loa_documents",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/addressing/loa_documents",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/addressing/loa_documents/{id}/download",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/addressing/prefixes",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/addressing/prefixes",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/addressing/prefixes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/addressing/prefixes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/addressing/prefixes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PATCH",
+        "/v1/accounts/{account}/addressing/prefixes/{id}/bgp/status",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/magic/firewall",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/magic/firewall",
+        Expect::NotFound,
+    ),
+    (
         "PUT",
         "/v1/accounts/{account}/cni/settings",
         Expect::NotFound,
@@ -385,7 +440,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
         } else {
             path
         };
-        let body = matches!(*method, "POST" | "PUT").then(|| {
+        let body = matches!(*method, "POST" | "PUT" | "PATCH").then(|| {
             if path.ends_with("/tokens") {
                 json!({"name": "sneaky", "scopes": ["admin"]})
             } else {
@@ -456,7 +511,7 @@ async fn a_partners_token_reaches_its_requests_and_nothing_else() {
         } else {
             path
         };
-        let body = matches!(*method, "POST" | "PUT").then(|| zone("zb"));
+        let body = matches!(*method, "POST" | "PUT" | "PATCH").then(|| zone("zb"));
         let (status, value) = call(&w.app, method, &path, &partner, body).await;
         let text = value.to_string();
         match expect {

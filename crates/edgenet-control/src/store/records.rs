@@ -45,6 +45,12 @@ pub enum RecordKind {
     MagicRoute,
     /// What each PoP last reported of a tunnel (by the tunnel's id).
     TunnelStatus,
+    /// A Letter of Agency for announcing an account's prefixes.
+    LoaDocument,
+    /// A customer prefix (Magic Transit).
+    Prefix,
+    /// An account's firewall rules and protections (id `ruleset`).
+    Firewall,
 }
 
 impl RecordKind {
@@ -62,6 +68,9 @@ impl RecordKind {
             RecordKind::GreTunnel => "gre_tunnel",
             RecordKind::MagicRoute => "magic_route",
             RecordKind::TunnelStatus => "tunnel_status",
+            RecordKind::LoaDocument => "loa_document",
+            RecordKind::Prefix => "prefix",
+            RecordKind::Firewall => "firewall",
         }
     }
 }

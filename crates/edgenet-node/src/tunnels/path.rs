@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use edgenet_dataplane::health::{Checker, Direction, Health, PROBE_TIMEOUT};
+use edgenet_dataplane::packet::{decrement_ttl, destination, flow};
 use edgenet_dataplane::table::{self, NextHop, Seen};
 use edgenet_dataplane::tunnel::GreTunnelSpec;
 use edgenet_dataplane::{gre, probe};
@@ -482,102 +483,5 @@ pub fn health_of(t: &Running) -> Health {
         lock(&t.probes).checker.health()
     } else {
         Health::Healthy
-    }
-}
-
-/// An IP packet's destination.
-fn destination(p: &[u8]) -> Option<IpAddr> {
-    match p.first()? >> 4 {
-        4 if p.len() >= 20 => Some(IpAddr::V4(Ipv4Addr::new(p[16], p[17], p[18], p[19]))),
-        6 if p.len() >= 40 => {
-            let b: [u8; 16] = p[24..40].try_into().ok()?;
-            Some(IpAddr::V6(b.into()))
-        }
-        _ => None,
-    }
-}
-
-/// A packet's flow hash (5-tuple; addresses and protocol only where the ports are not there).
-fn flow(p: &[u8]) -> u64 {
-    let (src, dst, protocol, l4): (IpAddr, IpAddr, u8, &[u8]) = match p.first().map(|b| b >> 4) {
-        Some(4) if p.len() >= 20 => {
-            let ihl = usize::from(p[0] & 0xf) * 4;
-            (
-                Ipv4Addr::new(p[12], p[13], p[14], p[15]).into(),
-                Ipv4Addr::new(p[16], p[17], p[18], p[19]).into(),
-                p[9],
-                p.get(ihl..).unwrap_or(&[]),
-            )
-        }
-        Some(6) if p.len() >= 40 => {
-            let s: [u8; 16] = p[8..24].try_into().unwrap_or([0; 16]);
-            let d: [u8; 16] = p[24..40].try_into().unwrap_or([0; 16]);
-            (s.into(), d.into(), p[6], &p[40..])
-        }
-        _ => return 0,
-    };
-    let (sport, dport) = match (protocol, l4) {
-        (6 | 17 | 132, [a, b, c, d, ..]) => {
-            (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
-        }
-        _ => (0, 0),
-    };
-    table::flow_hash(src, dst, protocol, sport, dport)
-}
-
-/// Takes one off an IPv4 packet's TTL (or an IPv6 packet's hop limit), fixing the IPv4
-/// checksum (RFC 1624); false when it ran out.
-fn decrement_ttl(p: &mut [u8]) -> bool {
-    match p.first().map(|b| b >> 4) {
-        Some(4) if p.len() >= 20 => {
-            if p[8] <= 1 {
-                return false;
-            }
-            p[8] -= 1;
-            let sum = u32::from(u16::from_be_bytes([p[10], p[11]])) + 0x0100;
-            let sum = (sum & 0xffff) + (sum >> 16);
-            p[10..12].copy_from_slice(&(sum as u16).to_be_bytes());
-            true
-        }
-        Some(6) if p.len() >= 40 => {
-            if p[7] <= 1 {
-                return false;
-            }
-            p[7] -= 1;
-            true
-        }
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use edgenet_dataplane::gre::internet_checksum;
-
-    #[test]
-    fn a_routed_packet_loses_one_ttl_and_keeps_a_valid_checksum() {
-        let mut p = probe::build(
-            edgenet_dataplane::health::ProbeType::Request,
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            probe::Probe {
-                origin: "192.0.2.1".parse().unwrap(),
-                tunnel: 1,
-                seq: 1,
-            },
-        );
-        assert_eq!(p[8], 64);
-        assert!(decrement_ttl(&mut p));
-        assert_eq!(p[8], 63);
-        assert_eq!(internet_checksum(&p[..20]), 0);
-        p[8] = 1;
-        assert!(!decrement_ttl(&mut p));
-        assert_eq!(destination(&p), Some("10.0.0.2".parse().unwrap()));
-        let mut udp = p.clone();
-        udp[9] = 17;
-        let a = flow(&udp);
-        udp[20] = 9;
-        assert_ne!(a, flow(&udp), "the source port is in the hash");
     }
 }

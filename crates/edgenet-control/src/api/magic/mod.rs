@@ -8,8 +8,13 @@
 //! ([`publish`]), which every PoP runs: the tunnels' endpoint is anycast. PoPs report each
 //! tunnel's health as they probe it ([`observe_tunnels`]); a tunnel's view shows it by PoP.
 //!
-//! `tunnels.rs`: the tunnels. `routes.rs`: static routes and the table view.
+//! `tunnels.rs`: the tunnels. `routes.rs`: static routes and the table view. `prefixes.rs`:
+//! Letters of Agency and the account's own prefixes (Magic Transit), announced by every PoP
+//! that has a path to the customer. `firewall.rs`: the ordered L3/L4 rules and the flood
+//! protections their traffic passes.
 
+mod firewall;
+mod prefixes;
 mod routes;
 mod tunnels;
 
@@ -19,12 +24,13 @@ use std::sync::Arc;
 
 use edgenet_dataplane::table::{NextHop, Route, StaticRouteSpec};
 use edgenet_dataplane::tunnel::GreTunnelSpec;
-use edgenet_protocol::{Kind, MagicProvision, TunnelProvision, TunnelState};
+use edgenet_protocol::{Kind, MagicProvision, PrefixProvision, TunnelProvision, TunnelState};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::cni::customer_side;
 use super::records::{parse, to_value};
-use super::App;
+use super::{lock, App};
 use crate::store::{Owner, Record, RecordKind, StoreError, Write, WriteOptions};
 
 /// A tunnel as stored: the spec, and its BGP MD5 key beside it (the spec never serializes it).
@@ -89,8 +95,14 @@ pub(crate) async fn publish(app: &App, account: &str) -> Result<(), StoreError> 
     let tunnels = app.store.records(RecordKind::GreTunnel, owner).await?;
     let routes = app.store.records(RecordKind::MagicRoute, owner).await?;
     let cnis = app.store.records(RecordKind::Cni, owner).await?;
+    let prefixes = app.store.records(RecordKind::Prefix, owner).await?;
+    let (firewall, _) = firewall::ruleset_of(app, account).await?;
     let before = app.store.get(Kind::Magic, account, owner).await?;
-    let body = (!tunnels.is_empty() || !routes.is_empty()).then(|| {
+    let used = !tunnels.is_empty()
+        || !routes.is_empty()
+        || !prefixes.is_empty()
+        || firewall != Default::default();
+    let body = used.then(|| {
         let provision = MagicProvision {
             account: account.to_string(),
             tunnels: tunnels
@@ -105,6 +117,16 @@ pub(crate) async fn publish(app: &App, account: &str) -> Result<(), StoreError> 
                 })
                 .collect(),
             routes: resolved(&routes, &tunnels, &cnis),
+            prefixes: prefixes
+                .iter()
+                .filter_map(|p| {
+                    Some(PrefixProvision {
+                        id: p.id.clone(),
+                        spec: parse(p).ok()?,
+                    })
+                })
+                .collect(),
+            firewall: firewall.clone(),
         };
         to_value(&provision)
     });
@@ -121,7 +143,7 @@ pub(crate) async fn publish(app: &App, account: &str) -> Result<(), StoreError> 
             owner,
         )
         .await?;
-    tracing::info!(%account, tunnels = tunnels.len(), routes = routes.len(), version, "tunnels and routes streamed");
+    tracing::info!(%account, tunnels = tunnels.len(), routes = routes.len(), prefixes = prefixes.len(), rules = firewall.rules.len(), version, "magic streamed");
     Ok(())
 }
 
@@ -204,6 +226,38 @@ async fn status_of(app: &App, account: &str, tunnel: &str) -> Result<TunnelStatu
         .map(Option::unwrap_or_default)
 }
 
+/// Each PoP's last report of a prefix: announced or not (and why), counters.
+fn prefix_states(app: &App, id: &str) -> Value {
+    lock(&app.reports)
+        .iter()
+        .filter_map(|(pop, r)| {
+            let (states, _, at_ms) = r.magic.as_ref()?;
+            let s = states.iter().find(|s| s.prefix == id)?;
+            let mut v = to_value(s);
+            v["reported_ms"] = serde_json::json!(at_ms);
+            Some((pop.clone(), v))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Each firewall rule's counters by PoP, by rule id.
+fn rule_counters(app: &App, account: &str) -> BTreeMap<String, Value> {
+    let mut out: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    for (pop, r) in lock(&app.reports).iter() {
+        let Some((_, rules, _)) = r.magic.as_ref() else {
+            continue;
+        };
+        for s in rules.iter().filter(|s| s.account == account) {
+            out.entry(s.rule.clone()).or_default().insert(
+                pop.clone(),
+                serde_json::json!({"packets": s.packets, "bytes": s.bytes, "dropped": s.dropped}),
+            );
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, v.into())).collect()
+}
+
 /// The routes, for [`super::routes`].
 pub fn routes(
     r: utoipa_axum::router::OpenApiRouter<Arc<App>>,
@@ -216,6 +270,16 @@ pub fn routes(
             tunnels::delete_tunnel
         ))
         .routes(routes!(routes::list_routes, routes::create_route))
+        .routes(routes!(prefixes::upload_loa, prefixes::list_loas))
+        .routes(routes!(prefixes::download_loa))
+        .routes(routes!(prefixes::list_prefixes, prefixes::create_prefix))
+        .routes(routes!(
+            prefixes::get_prefix,
+            prefixes::put_prefix,
+            prefixes::delete_prefix
+        ))
+        .routes(routes!(prefixes::set_advertised))
+        .routes(routes!(firewall::get_firewall, firewall::put_firewall))
         .routes(routes!(
             routes::get_route,
             routes::put_route,

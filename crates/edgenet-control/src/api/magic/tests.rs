@@ -302,3 +302,138 @@ async fn routes_resolve_to_tunnels_and_the_table_moves_with_a_pops_health() {
     assert_eq!(streamed.tunnels.len(), 1);
     assert_eq!(streamed.routes.len(), 1);
 }
+
+/// Uploads `pdf` as an LOA of the account; its id.
+async fn upload_loa(w: &World, pdf: &[u8]) -> (StatusCode, Value) {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/v1/accounts/{}/addressing/loa_documents?filename=acme-loa.pdf",
+            w.a
+        ))
+        .header("authorization", format!("Bearer {}", w.admin))
+        .header("content-type", "application/pdf")
+        .body(Body::from(pdf.to_vec()))
+        .unwrap();
+    let res = crate::api::router(w.app.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+impl World {
+    async fn addressing(
+        &self,
+        method: &str,
+        rest: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let path = format!("/v1/accounts/{}/addressing/{rest}", self.a);
+        let (s, v) = call(&self.app, method, &path, &self.admin, body).await;
+        match v["success"] == true {
+            true => (s, v["result"].clone()),
+            false => (s, v),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_needs_its_loa_is_no_longer_than_24_and_overlaps_nothing() {
+    let w = world().await;
+    let (s, v) = upload_loa(&w, b"not a pdf").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(fields(&v), ["body"]);
+    let pdf = b"%PDF-1.4\n% the customer's signed letter\n%%EOF\n";
+    let (s, v) = upload_loa(&w, pdf).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let loa = v["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["result"]["size_bytes"], pdf.len());
+    let (s, v) = w
+        .addressing(
+            "POST",
+            "prefixes",
+            Some(json!({"cidr": "203.0.113.0/25", "asn": 0, "loa_document_id": "nope"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(fields(&v), ["cidr", "asn", "loa_document_id"]);
+    let body = json!({"cidr": "203.0.113.0/24", "asn": 64512, "loa_document_id": loa});
+    let (s, v) = w.addressing("POST", "prefixes", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["advertised"], false, "off until the customer turns it on");
+    assert_eq!(v["egress"], "direct");
+    // Overlapping prefixes are refused, whoever asks.
+    let wide = json!({"cidr": "203.0.112.0/22", "asn": 64512, "loa_document_id": loa});
+    let (s, v) = w.addressing("POST", "prefixes", Some(wide)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v.to_string().contains("overlaps 203.0.113.0/24"), "{v}");
+    // The switch, and the stream.
+    let (s, v) = w
+        .addressing(
+            "PATCH",
+            &format!("prefixes/{id}/bgp/status"),
+            Some(json!({"advertised": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let streamed = w.streamed().await.expect("streamed");
+    assert_eq!(streamed.prefixes.len(), 1);
+    assert!(streamed.prefixes[0].spec.advertised);
+    assert_eq!(streamed.prefixes[0].spec.cidr.to_string(), "203.0.113.0/24");
+    // The LOA comes back as uploaded.
+    let path = format!(
+        "/v1/accounts/{}/addressing/loa_documents/{loa}/download",
+        w.a
+    );
+    let (s, _) = call(&w.app, "GET", &path, &w.admin, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = w
+        .addressing("DELETE", &format!("prefixes/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(w.streamed().await.is_none_or(|m| m.prefixes.is_empty()));
+}
+
+#[tokio::test]
+async fn the_firewall_is_written_whole_rules_keep_their_ids_and_bad_fields_are_named() {
+    let w = world().await;
+    let bad = json!({"rules": [
+        {"action": "rate_limit", "match": {"protocol": "icmp", "destination_ports": ["80"]}},
+    ], "protection": {"udp": {"per_destination_pps": 10, "per_source_pps": 20}}});
+    let (s, v) = w.call("PUT", "firewall", Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        fields(&v),
+        [
+            "rules[0].rate_limit",
+            "rules[0].match.protocol",
+            "protection.udp.per_source_pps"
+        ]
+    );
+    let good = json!({"rules": [
+        {"action": "drop", "description": "no telnet", "match": {"protocol": "tcp", "destination_ports": ["23"]}},
+        {"id": "dns-limit", "action": "rate_limit", "rate_limit": {"packets_per_second": 1000, "by": "source"}, "match": {"protocol": "udp", "destination_ports": [53]}},
+    ]});
+    let (s, v) = w.call("PUT", "firewall", Some(good)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let first = v["rules"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(first.len(), 16, "an id was given: {v}");
+    assert_eq!(v["rules"][1]["id"], "dns-limit");
+    let streamed = w.streamed().await.expect("streamed");
+    assert_eq!(streamed.firewall.rules.len(), 2);
+    assert_eq!(streamed.firewall.rules[0].id, first);
+    let dup = json!({"rules": [{"id": "x", "action": "drop"}, {"id": "x", "action": "allow"}]});
+    let (s, v) = w.call("PUT", "firewall", Some(dup)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(fields(&v), ["rules[1].id"]);
+}

@@ -1,0 +1,463 @@
+//! The built-in flood protections of a customer's prefixes, after its rules, pure: per-source
+//! and per-destination packet rates of SYN, UDP and ICMP floods, each a sliding-window
+//! estimate over count-min sketches (`edgenet-shield`), so memory is fixed however many
+//! addresses a flood invents.
+//!
+//! A per-source limit alone does nothing against a flood from random spoofed sources, and a
+//! per-destination limit alone would drop the legitimate clients' SYNs with the flood's. So
+//! once a destination's SYN rate is over its limit, a SYN passes only from a source that has
+//! shown it is real: one that completed a handshake through this PoP (a SYN, then an ACK from
+//! the same address, within [`SEEN_MS`]), or one that retransmitted a SYN we dropped (SYN
+//! authentication by retransmission: a spoofed flood does not repeat its random sources,
+//! while every TCP stack retransmits its SYN after about a second). The first SYN of an
+//! unknown source is dropped and the source remembered for [`CHALLENGE_MS`]; its retransmit
+//! passes. Verified sources are remembered for [`VERIFIED_MS`] and are themselves bounded by
+//! the destination's limit, so a flood that repeats its sources is bounded too. The sets
+//! of sources are rotating Bloom filters (no false negatives; a false positive lets one flood
+//! packet through, at a rate of about 1 in 10,000 at 100,000 sources a second).
+
+use std::net::IpAddr;
+
+use edgenet_interconnect::Problem;
+use edgenet_shield::window::SlidingWindow;
+use serde::{Deserialize, Serialize};
+
+use crate::firewall::Dropped;
+use crate::packet::{protocol, tcp_flag, Header};
+
+/// How long a SYN's source stays remembered for the handshake's ACK.
+pub const SEEN_MS: u64 = 3_000;
+/// How long a challenged source may retransmit (Linux retransmits after 1 s, then 3 s).
+pub const CHALLENGE_MS: u64 = 4_000;
+/// How long a source stays verified.
+pub const VERIFIED_MS: u64 = 150_000;
+/// Counters per row of each rate's sketch.
+const WIDTH: usize = 8192;
+/// Bits of each Bloom filter (2^21: 256 KiB).
+const BLOOM_BITS: u32 = 21;
+
+/// A kind of flood with limits of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flood {
+    /// TCP SYN without ACK.
+    Syn,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
+}
+
+impl Flood {
+    /// The flood kind of a packet, if any.
+    pub fn of(h: &Header) -> Option<Flood> {
+        match h.protocol {
+            protocol::TCP if h.is_syn() => Some(Flood::Syn),
+            protocol::UDP => Some(Flood::Udp),
+            protocol::ICMP | protocol::ICMPV6 => Some(Flood::Icmp),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The limits of one flood kind, in packets per second (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// To one destination address.
+    pub per_destination_pps: u32,
+    /// From one source address.
+    pub per_source_pps: u32,
+}
+
+/// The settings of the protections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Protection {
+    /// SYN floods (default 1,000 per destination and 100 per source a second).
+    pub syn: Limits,
+    /// UDP floods (default 200,000 and 100,000).
+    pub udp: Limits,
+    /// ICMP floods (default 1,000 and 100).
+    pub icmp: Limits,
+    /// Over a destination's SYN limit, let SYNs through from sources that completed a
+    /// handshake or retransmitted (true by default); false: drop what is over the limit.
+    pub syn_authentication: bool,
+}
+
+impl Default for Protection {
+    fn default() -> Protection {
+        Protection {
+            syn: Limits {
+                per_destination_pps: 1_000,
+                per_source_pps: 100,
+            },
+            udp: Limits {
+                per_destination_pps: 200_000,
+                per_source_pps: 100_000,
+            },
+            icmp: Limits {
+                per_destination_pps: 1_000,
+                per_source_pps: 100,
+            },
+            syn_authentication: true,
+        }
+    }
+}
+
+impl Protection {
+    /// Everything wrong with the settings.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for (name, l) in [("syn", self.syn), ("udp", self.udp), ("icmp", self.icmp)] {
+            if l.per_source_pps > 0
+                && l.per_destination_pps > 0
+                && l.per_source_pps > l.per_destination_pps
+            {
+                out.push(Problem::new(
+                    format!("protection.{name}.per_source_pps"),
+                    format!(
+                        "{} is above per_destination_pps {}: a source could never reach it",
+                        l.per_source_pps, l.per_destination_pps
+                    ),
+                ));
+            }
+        }
+        out
+    }
+
+    fn limits(&self, f: Flood) -> Limits {
+        match f {
+            Flood::Syn => self.syn,
+            Flood::Udp => self.udp,
+            Flood::Icmp => self.icmp,
+        }
+    }
+}
+
+/// A key for an address in the sketches and filters, keyed by `seed` (so an attacker cannot
+/// choose addresses that collide).
+pub fn address_key(a: IpAddr, seed: u64) -> u64 {
+    let x = match a {
+        IpAddr::V4(v) => u64::from(u32::from(v)),
+        IpAddr::V6(v) => {
+            let b = u128::from(v);
+            (b as u64) ^ ((b >> 64) as u64).rotate_left(17)
+        }
+    };
+    // splitmix64 of the address under the seed.
+    let mut z = x ^ seed;
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A Bloom filter of 2^BLOOM_BITS bits and three hashes (double hashing of one key).
+#[derive(Clone)]
+struct Bloom {
+    bits: Vec<u64>,
+}
+
+impl Bloom {
+    fn new() -> Bloom {
+        Bloom {
+            bits: vec![0; 1 << (BLOOM_BITS - 6)],
+        }
+    }
+
+    fn positions(key: u64) -> [usize; 3] {
+        let mask = (1u64 << BLOOM_BITS) - 1;
+        let (a, b) = (key, key.rotate_left(32) | 1);
+        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
+    }
+
+    fn insert(&mut self, key: u64) {
+        for p in Bloom::positions(key) {
+            self.bits[p >> 6] |= 1 << (p & 63);
+        }
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        Bloom::positions(key)
+            .into_iter()
+            .all(|p| self.bits[p >> 6] & (1 << (p & 63)) != 0)
+    }
+
+    fn clear(&mut self) {
+        self.bits.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+/// A set that forgets: a key stays between `period` and twice that.
+#[derive(Clone)]
+struct Recent {
+    period_ms: u64,
+    start_ms: u64,
+    current: Bloom,
+    previous: Bloom,
+}
+
+impl Recent {
+    fn new(period_ms: u64, now_ms: u64) -> Recent {
+        Recent {
+            period_ms,
+            start_ms: now_ms,
+            current: Bloom::new(),
+            previous: Bloom::new(),
+        }
+    }
+
+    fn roll(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.start_ms);
+        if elapsed < self.period_ms {
+            return;
+        }
+        if elapsed < 2 * self.period_ms {
+            std::mem::swap(&mut self.current, &mut self.previous);
+            self.start_ms += self.period_ms;
+        } else {
+            self.previous.clear();
+            self.start_ms = now_ms;
+        }
+        self.current.clear();
+    }
+
+    fn insert(&mut self, key: u64, now_ms: u64) {
+        self.roll(now_ms);
+        self.current.insert(key);
+    }
+
+    fn contains(&mut self, key: u64, now_ms: u64) -> bool {
+        self.roll(now_ms);
+        self.current.contains(key) || self.previous.contains(key)
+    }
+}
+
+/// The protections of one account's prefixes, owned by one packet thread.
+pub struct Shield {
+    settings: Protection,
+    seed: u64,
+    by_source: [SlidingWindow; 3],
+    by_destination: [SlidingWindow; 3],
+    /// SYNs that passed under a flood, by destination (bounded by the same limit).
+    verified_by_destination: SlidingWindow,
+    syn_seen: Recent,
+    challenged: Recent,
+    verified: Recent,
+}
+
+impl Shield {
+    /// Protections with `settings` from `now_ms`; `seed` keys the address hashes.
+    pub fn new(settings: Protection, seed: u64, now_ms: u64) -> Shield {
+        let window = || SlidingWindow::new(1000, WIDTH, now_ms);
+        Shield {
+            settings,
+            seed,
+            by_source: [window(), window(), window()],
+            by_destination: [window(), window(), window()],
+            verified_by_destination: window(),
+            syn_seen: Recent::new(SEEN_MS, now_ms),
+            challenged: Recent::new(CHALLENGE_MS, now_ms),
+            verified: Recent::new(VERIFIED_MS, now_ms),
+        }
+    }
+
+    /// The settings it runs.
+    pub fn settings(&self) -> &Protection {
+        &self.settings
+    }
+
+    /// Takes a packet that passed the rules at `now_ms`: `Err` when a protection drops it.
+    pub fn check(&mut self, h: &Header, now_ms: u64) -> Result<(), Dropped> {
+        let src = address_key(h.src, self.seed);
+        let Some(flood) = Flood::of(h) else {
+            if h.tcp(tcp_flag::ACK)
+                && !h.tcp(tcp_flag::SYN)
+                && self.syn_seen.contains(src, now_ms)
+                && !self.verified.contains(src, now_ms)
+            {
+                // The handshake's ACK from a source whose SYN passed: it is real.
+                self.verified.insert(src, now_ms);
+            }
+            return Ok(());
+        };
+        let limits = self.settings.limits(flood);
+        let dst = address_key(h.dst, self.seed);
+        let i = flood.index();
+        let from_source = self.by_source[i].observe(src, now_ms);
+        let to_destination = self.by_destination[i].observe(dst, now_ms);
+        if limits.per_source_pps > 0 && from_source > f64::from(limits.per_source_pps) {
+            return Err(Dropped::SourceRate(flood));
+        }
+        let flooded = limits.per_destination_pps > 0
+            && to_destination > f64::from(limits.per_destination_pps);
+        if !flooded {
+            if flood == Flood::Syn {
+                self.syn_seen.insert(src, now_ms);
+            }
+            return Ok(());
+        }
+        if flood != Flood::Syn || !self.settings.syn_authentication {
+            return Err(Dropped::DestinationRate(flood));
+        }
+        let known = self.verified.contains(src, now_ms);
+        if !known && !self.challenged.contains(src, now_ms) {
+            self.challenged.insert(src, now_ms);
+            return Err(Dropped::SynChallenge);
+        }
+        if self.verified_by_destination.observe(dst, now_ms) > f64::from(limits.per_destination_pps)
+        {
+            return Err(Dropped::DestinationRate(flood));
+        }
+        if !known {
+            // It retransmitted: real. Its ACK would verify it too.
+            self.verified.insert(src, now_ms);
+        }
+        self.syn_seen.insert(src, now_ms);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tests::ipv4;
+    use std::net::Ipv4Addr;
+
+    fn syn(src: &str) -> Header {
+        Header::parse(&ipv4(src, "203.0.113.10", 6, (40000, 80), tcp_flag::SYN, 0)).unwrap()
+    }
+
+    fn random_source(i: u32) -> String {
+        // Spread over the whole space like a spoofing flood.
+        Ipv4Addr::from(i.wrapping_mul(2_654_435_761) | 1).to_string()
+    }
+
+    fn settings() -> Protection {
+        Protection {
+            syn: Limits {
+                per_destination_pps: 100,
+                per_source_pps: 10,
+            },
+            ..Protection::default()
+        }
+    }
+
+    /// A flood of `n` SYNs from random sources in one second from `at_ms`; how many passed.
+    fn flood(s: &mut Shield, n: u32, at_ms: u64) -> usize {
+        (0..n)
+            .filter(|i| {
+                s.check(
+                    &syn(&random_source(*i + at_ms as u32 * 100)),
+                    at_ms + u64::from(*i) * 1000 / u64::from(n),
+                )
+                .is_ok()
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_spoofed_flood_is_bounded_and_a_new_client_passes_by_retransmitting() {
+        let mut s = Shield::new(settings(), 7, 0);
+        let passed = flood(&mut s, 20_000, 0);
+        // Up to the limit before the flood is seen, then nothing unknown.
+        assert!(passed <= 110, "{passed} of a spoofed flood passed");
+        // A new client during the flood: its first SYN is challenged, its retransmit a
+        // second later passes.
+        let client = syn("198.51.100.20");
+        assert_eq!(s.check(&client, 1_000), Err(Dropped::SynChallenge));
+        assert!(flood(&mut s, 20_000, 1_000) <= 2, "the flood goes on");
+        assert_eq!(s.check(&client, 2_000), Ok(()));
+        // Verified now: its next connection passes at once.
+        assert_eq!(s.check(&client, 2_500), Ok(()));
+    }
+
+    #[test]
+    fn a_client_that_completed_a_handshake_before_the_flood_is_not_challenged() {
+        let mut s = Shield::new(settings(), 7, 0);
+        let client = syn("198.51.100.20");
+        assert_eq!(s.check(&client, 0), Ok(()));
+        let ack = Header::parse(&ipv4(
+            "198.51.100.20",
+            "203.0.113.10",
+            6,
+            (40000, 80),
+            tcp_flag::ACK,
+            0,
+        ))
+        .unwrap();
+        assert_eq!(s.check(&ack, 10), Ok(()));
+        flood(&mut s, 20_000, 1_000);
+        assert_eq!(s.check(&client, 1_500), Ok(()));
+        // A source that never completed one is challenged.
+        assert_eq!(
+            s.check(&syn("198.51.100.21"), 1_500),
+            Err(Dropped::SynChallenge)
+        );
+    }
+
+    #[test]
+    fn a_flood_that_retransmits_is_still_bounded_by_the_destination_limit() {
+        let mut s = Shield::new(settings(), 7, 0);
+        let mut passed = 0;
+        for round in 0..2u64 {
+            for i in 0..5_000u32 {
+                if s.check(&syn(&random_source(i)), round * 1000 + u64::from(i) / 5)
+                    .is_ok()
+                {
+                    passed += 1;
+                }
+            }
+        }
+        assert!(passed <= 2 * 110, "{passed}");
+    }
+
+    #[test]
+    fn one_loud_source_is_held_to_its_own_rate() {
+        let mut s = Shield::new(settings(), 7, 0);
+        let udp = Header::parse(&ipv4("192.0.2.1", "203.0.113.10", 17, (1, 53), 0, 0)).unwrap();
+        let mut settings = settings();
+        settings.udp = Limits {
+            per_destination_pps: 1000,
+            per_source_pps: 50,
+        };
+        let mut u = Shield::new(settings, 7, 0);
+        let passed = (0..200).filter(|i| u.check(&udp, *i).is_ok()).count();
+        assert_eq!(passed, 50);
+        let syns = (0..50)
+            .filter(|i| s.check(&syn("192.0.2.9"), *i).is_ok())
+            .count();
+        assert_eq!(syns, 10);
+        assert_eq!(
+            s.check(&syn("192.0.2.9"), 60),
+            Err(Dropped::SourceRate(Flood::Syn))
+        );
+    }
+
+    #[test]
+    fn without_authentication_a_flooded_destination_drops_what_is_over() {
+        let mut p = settings();
+        p.syn_authentication = false;
+        let mut s = Shield::new(p, 7, 0);
+        let passed = flood(&mut s, 1_000, 0);
+        assert_eq!(passed, 100);
+        assert_eq!(
+            s.check(&syn("198.51.100.1"), 999),
+            Err(Dropped::DestinationRate(Flood::Syn))
+        );
+    }
+
+    #[test]
+    fn memories_fade() {
+        let mut r = Recent::new(1000, 0);
+        r.insert(5, 100);
+        assert!(r.contains(5, 1500));
+        assert!(!r.contains(5, 2100));
+        r.insert(6, 2100);
+        assert!(!r.contains(6, 10_000), "a long silence forgets everything");
+    }
+}
