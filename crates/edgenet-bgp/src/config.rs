@@ -86,12 +86,18 @@ pub struct Export {
 pub struct Route {
     /// Tagged with GRACEFUL_SHUTDOWN (RFC 8326) ahead of its withdrawal.
     pub graceful_shutdown: bool,
+    /// The AS that originates the prefix behind ours (a customer's own prefix, announced
+    /// as `our-as customer-as`); `None`: we originate it.
+    pub origin_as: Option<u32>,
 }
 
 impl Export {
     /// `prefixes`, all announced the same way.
     pub fn of(prefixes: impl IntoIterator<Item = Prefix>, graceful_shutdown: bool) -> Export {
-        let route = Route { graceful_shutdown };
+        let route = Route {
+            graceful_shutdown,
+            origin_as: None,
+        };
         Export {
             routes: prefixes.into_iter().map(|p| (p, route)).collect(),
         }
@@ -101,9 +107,17 @@ impl Export {
     /// for it: a normal announcement wins).
     pub fn add(&mut self, prefixes: &[Prefix], graceful_shutdown: bool) {
         for p in prefixes {
-            let r = self.routes.entry(*p).or_insert(Route { graceful_shutdown });
-            r.graceful_shutdown &= graceful_shutdown;
+            self.add_one(*p, graceful_shutdown, None);
         }
+    }
+
+    /// Adds one prefix, originated by `origin_as` behind us when given (as [`Export::add`]).
+    pub fn add_one(&mut self, prefix: Prefix, graceful_shutdown: bool, origin_as: Option<u32>) {
+        let r = self.routes.entry(prefix).or_insert(Route {
+            graceful_shutdown,
+            origin_as,
+        });
+        r.graceful_shutdown &= graceful_shutdown;
     }
 }
 

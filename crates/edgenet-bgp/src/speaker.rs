@@ -1050,16 +1050,20 @@ impl PeerTask {
                 ..Update::default()
             }));
         }
-        // One UPDATE carries one set of attributes: routes with and without GRACEFUL_SHUTDOWN
-        // go in separate ones.
-        for gshut in [false, true] {
+        // One UPDATE carries one set of attributes: routes with and without GRACEFUL_SHUTDOWN,
+        // and of each origin, go in separate ones.
+        let kinds: std::collections::BTreeSet<(bool, Option<u32>)> = announce
+            .iter()
+            .map(|(_, r)| (r.graceful_shutdown, r.origin_as))
+            .collect();
+        for (gshut, origin) in kinds {
             let (a4, a6): (Vec<Prefix>, Vec<Prefix>) = announce
                 .iter()
-                .filter(|(_, r)| r.graceful_shutdown == gshut)
+                .filter(|(_, r)| (r.graceful_shutdown, r.origin_as) == (gshut, origin))
                 .map(|(p, _)| *p)
                 .partition(|p| matches!(p, Prefix::V4(..)));
             for chunk in a4.chunks(400) {
-                let mut attributes = self.attributes(conn.codec, gshut);
+                let mut attributes = self.attributes(conn.codec, gshut, origin);
                 attributes.insert(2, Attribute::NextHop(nh4.expect("filtered above")));
                 msgs.push(Message::Update(Update {
                     attributes,
@@ -1068,7 +1072,7 @@ impl PeerTask {
                 }));
             }
             for chunk in a6.chunks(200) {
-                let mut attributes = self.attributes(conn.codec, gshut);
+                let mut attributes = self.attributes(conn.codec, gshut, origin);
                 attributes.push(Attribute::MpReach {
                     family: Family::Ipv6Unicast,
                     next_hop: nh6.expect("filtered above").octets().to_vec(),
@@ -1092,16 +1096,21 @@ impl PeerTask {
         }
     }
 
-    /// The path attributes of our announcements, without the next hop.
-    fn attributes(&self, codec: Codec, gshut: bool) -> Vec<Attribute> {
+    /// The path attributes of our announcements, without the next hop; `origin`: the AS
+    /// that originates the prefix behind us.
+    fn attributes(&self, codec: Codec, gshut: bool, origin: Option<u32>) -> Vec<Attribute> {
         let ebgp = self.config.peer_as != self.local_as;
-        let path = if ebgp {
-            vec![Segment::Sequence(vec![
-                self.local_as;
-                1 + usize::from(self.config.prepend)
-            ])]
+        let mut asns = if ebgp {
+            vec![self.local_as; 1 + usize::from(self.config.prepend)]
         } else {
             Vec::new()
+        };
+        asns.extend(origin);
+        let wide = asns.iter().any(|a| *a > u32::from(u16::MAX));
+        let path = if asns.is_empty() {
+            Vec::new()
+        } else {
+            vec![Segment::Sequence(asns)]
         };
         let mut a = vec![
             Attribute::Origin(Origin::Igp),
@@ -1120,7 +1129,7 @@ impl PeerTask {
         if !communities.is_empty() {
             a.push(Attribute::Communities(communities));
         }
-        if !codec.four_octet_as && self.local_as > u32::from(u16::MAX) && !path.is_empty() {
+        if !codec.four_octet_as && wide {
             a.push(Attribute::As4Path(path));
         }
         if !self.config.large_communities.is_empty() {

@@ -3,9 +3,13 @@
 //! from us (and what to log, count and wake for) comes out as [`Action`]s. No clock, no IO:
 //! the driver (`super`) reads the time and applies the actions to the speaker.
 //!
-//! Prefixes are announced in groups, each with its own peers: today one group, the PoP's
-//! anycast prefixes to every configured peer. Each group is announced while every check
-//! passes and the PoP is neither drained nor shutting down. A failed check withdraws at once;
+//! Prefixes are announced in groups, each with its own peers: the PoP's anycast prefixes to
+//! every configured peer, and the customers' prefixes (Magic Transit) to the same peers. The
+//! anycast group is announced while every check passes and the PoP is neither drained nor
+//! shutting down; a group that does not follow the checks (the customers': the checks are of
+//! the HTTP listeners, and the tunnels driver decides which customer prefixes have a path)
+//! only while the PoP is neither drained nor shutting down. A group's prefixes may change
+//! ([`Event::Prefixes`]), each with the AS that originates it behind ours. A failed check withdraws at once;
 //! a planned withdrawal (drain, SIGTERM) first re-announces with GRACEFUL_SHUTDOWN (RFC 8326)
 //! and withdraws `graceful_wait` later, so routers move traffic away before it stops.
 //!
@@ -34,6 +38,10 @@ pub struct Group {
     pub prefixes: Vec<Prefix>,
     /// The peers it is announced to.
     pub peers: Vec<IpAddr>,
+    /// Withdrawn while a check fails.
+    pub follows_checks: bool,
+    /// The AS originating a prefix behind ours, where it is not us.
+    pub origins: BTreeMap<Prefix, u32>,
 }
 
 /// A health check the announcement depends on.
@@ -81,6 +89,13 @@ pub enum Event {
     Terminate,
     /// Time passed: a GRACEFUL_SHUTDOWN wait may be over.
     Tick,
+    /// A group's prefixes are now these, each with its origin AS when not ours.
+    Prefixes {
+        /// The group.
+        group: usize,
+        /// Its prefixes.
+        prefixes: Vec<(Prefix, Option<u32>)>,
+    },
     /// A BGP session reached Established.
     SessionUp(IpAddr),
     /// A BGP session left Established.
@@ -235,6 +250,16 @@ impl Controller {
             Event::Undrain => self.drained = false,
             Event::Terminate => self.terminating = true,
             Event::Tick => {}
+            Event::Prefixes { group, prefixes } => {
+                let Some(g) = self.groups.get_mut(group) else {
+                    return actions;
+                };
+                g.group.prefixes = prefixes.iter().map(|(p, _)| *p).collect();
+                g.group.origins = prefixes
+                    .iter()
+                    .filter_map(|(p, o)| Some((*p, (*o)?)))
+                    .collect();
+            }
             Event::SessionUp(peer) => {
                 self.established.insert(peer, true);
                 // Whatever the session had from us is gone with its last incarnation: tell
@@ -264,6 +289,7 @@ impl Controller {
         let healthy = failed.is_empty();
         let mut wake = None;
         for (idx, g) in self.groups.iter_mut().enumerate() {
+            let healthy = healthy || !g.group.follows_checks;
             let (next, reason) = if healthy && !self.drained && !self.terminating {
                 (Announcement::Announced, String::new())
             } else if !healthy {
@@ -321,10 +347,10 @@ impl Controller {
                 Announcement::Withdrawn => continue,
             };
             for peer in &g.group.peers {
-                wanted
-                    .entry(*peer)
-                    .or_default()
-                    .add(&g.group.prefixes, gshut);
+                let export = wanted.entry(*peer).or_default();
+                for p in &g.group.prefixes {
+                    export.add_one(*p, gshut, g.group.origins.get(p).copied());
+                }
             }
         }
         for (peer, export) in wanted {
@@ -342,6 +368,13 @@ impl Controller {
     pub fn announcement(&self, group: usize) -> (Announcement, &str) {
         let g = &self.groups[group];
         (g.announcement, &g.reason)
+    }
+
+    /// A group's prefixes now.
+    pub fn prefixes(&self, group: usize) -> &[Prefix] {
+        self.groups
+            .get(group)
+            .map_or(&[], |g| g.group.prefixes.as_slice())
     }
 
     /// Whether every group is withdrawn.
@@ -398,6 +431,8 @@ mod tests {
                 name: "anycast".into(),
                 prefixes: prefixes(),
                 peers: peers().to_vec(),
+                follows_checks: true,
+                origins: BTreeMap::new(),
             }],
             vec![
                 CheckSpec {
@@ -635,11 +670,15 @@ mod tests {
                     name: "anycast".into(),
                     prefixes: prefixes(),
                     peers: vec![v4, v6],
+                    follows_checks: true,
+                    origins: BTreeMap::new(),
                 },
                 Group {
                     name: "customer".into(),
                     prefixes: vec![customer],
                     peers: vec![v4],
+                    follows_checks: true,
+                    origins: BTreeMap::new(),
                 },
             ],
             vec![],
@@ -650,5 +689,71 @@ mod tests {
         assert_eq!(e[&v4].routes.len(), 3);
         assert_eq!(e[&v6].routes.len(), 2);
         assert!(!e[&v6].routes.contains_key(&customer));
+    }
+
+    #[test]
+    fn customer_prefixes_follow_their_paths_not_the_checks_and_carry_their_origin() {
+        let [v4, _] = peers();
+        let customer: Prefix = "203.0.113.0/24".parse().unwrap();
+        let mut c = Controller::new(
+            vec![
+                Group {
+                    name: "anycast".into(),
+                    prefixes: prefixes(),
+                    peers: vec![v4],
+                    follows_checks: true,
+                    origins: BTreeMap::new(),
+                },
+                Group {
+                    name: "customer".into(),
+                    prefixes: vec![],
+                    peers: vec![v4],
+                    follows_checks: false,
+                    origins: BTreeMap::new(),
+                },
+            ],
+            vec![CheckSpec {
+                name: "listeners".into(),
+                rise: 1,
+                fall: 1,
+            }],
+            Duration::ZERO,
+        );
+        let t = Instant::now();
+        c.handle(Event::SessionUp(v4), t);
+        let a = c.handle(
+            Event::Prefixes {
+                group: 1,
+                prefixes: vec![(customer, Some(64_512))],
+            },
+            t,
+        );
+        // The listeners' check has not passed: the anycast prefixes wait, the customer's go.
+        let e = exports(&a);
+        assert_eq!(e[&v4].routes.len(), 1);
+        assert_eq!(e[&v4].routes[&customer].origin_as, Some(64_512));
+        let a = c.handle(check(0, true), t);
+        assert_eq!(exports(&a)[&v4].routes.len(), 3);
+        // The last path went: the driver hands an empty list and the prefix is withdrawn.
+        let a = c.handle(
+            Event::Prefixes {
+                group: 1,
+                prefixes: vec![],
+            },
+            t,
+        );
+        let e = exports(&a);
+        assert_eq!(e[&v4].routes.len(), 2);
+        assert!(!e[&v4].routes.contains_key(&customer));
+        // Drained, it goes with the rest.
+        c.handle(
+            Event::Prefixes {
+                group: 1,
+                prefixes: vec![(customer, None)],
+            },
+            t,
+        );
+        let a = c.handle(Event::Drain, t);
+        assert!(exports(&a)[&v4].routes.is_empty());
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgenet_bgp::fsm::State as SessionState;
+use edgenet_bgp::message::Prefix;
 use edgenet_bgp::speaker::Speaker;
 use edgenet_config::{Anycast as AnycastConfig, AnycastCheck};
 use edgenet_proxy::lock;
@@ -23,6 +24,9 @@ use tokio::sync::Notify;
 
 use controller::{Action, Announcement, CheckSpec, Controller, Event, Group};
 use metrics::AnycastMetrics;
+
+/// The controller's group of customer prefixes.
+const CUSTOMERS: usize = 1;
 
 /// The node's anycast, shared by the driver's thread, the admin API and the signal handler.
 pub struct Anycast {
@@ -75,13 +79,25 @@ impl Anycast {
                     return;
                 }
             };
+            let peers: Vec<IpAddr> = config.speaker.peers.iter().map(|p| p.address).collect();
             let group = Group {
                 name: "anycast".into(),
                 prefixes: config.prefixes.clone(),
-                peers: config.speaker.peers.iter().map(|p| p.address).collect(),
+                peers: peers.clone(),
+                follows_checks: true,
+                origins: Default::default(),
+            };
+            // Customers' prefixes (Magic Transit), set by the tunnels driver while it has a
+            // path to the customer.
+            let customers = Group {
+                name: "customers".into(),
+                prefixes: Vec::new(),
+                peers,
+                follows_checks: false,
+                origins: Default::default(),
             };
             let controller = Controller::new(
-                vec![group],
+                vec![group, customers],
                 check_specs(&config),
                 config.graceful_shutdown_wait,
             );
@@ -123,19 +139,22 @@ impl Anycast {
                     }
                 }
                 Action::Announcement {
+                    group,
                     state,
                     reason,
                     cause,
-                    ..
                 } => {
+                    let name = if group == CUSTOMERS { "customers" } else { "anycast" };
                     match state {
                         Announcement::Announced => {
-                            tracing::info!(prefixes = ?self.config.prefixes, "anycast: announcing")
+                            tracing::info!(group = name, prefixes = ?c.prefixes(group), "anycast: announcing")
                         }
                         Announcement::GracefulShutdown { .. } => {
-                            tracing::info!(%reason, "anycast: GRACEFUL_SHUTDOWN before withdrawing")
+                            tracing::info!(group = name, %reason, "anycast: GRACEFUL_SHUTDOWN before withdrawing")
                         }
-                        Announcement::Withdrawn => tracing::warn!(%reason, "anycast: withdrawn"),
+                        Announcement::Withdrawn => {
+                            tracing::warn!(group = name, %reason, "anycast: withdrawn")
+                        }
                     }
                     if let Some(cause) = cause {
                         self.metrics
@@ -217,6 +236,15 @@ impl Anycast {
                 return;
             }
         }
+    }
+
+    /// The customer prefixes this PoP announces now (each with its origin AS), from the
+    /// tunnels driver: those with a path from here.
+    pub fn set_customer_prefixes(&self, prefixes: Vec<(Prefix, Option<u32>)>) {
+        self.feed(Event::Prefixes {
+            group: CUSTOMERS,
+            prefixes,
+        });
     }
 
     /// The PoP's speaker, which the interconnects' sessions share.
