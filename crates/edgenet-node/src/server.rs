@@ -107,7 +107,12 @@ pub fn run_with(
             .interconnect
             .get()
             .map_or_else(Default::default, |i| i.changed());
-        let t = crate::tunnels::Tunnels::start(t, speaker, changed)?;
+        // Customer prefixes are announced by the anycast speaker, to its peers.
+        let announce = node.anycast.get().map(|a| {
+            let a = a.clone();
+            Arc::new(move |p| a.set_customer_prefixes(p)) as crate::tunnels::driver::Announce
+        });
+        let t = crate::tunnels::Tunnels::start(t, speaker, changed, announce, &core.metrics)?;
         let _ = node.tunnels.set(t);
     }
 

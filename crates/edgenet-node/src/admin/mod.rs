@@ -65,6 +65,9 @@ impl ServeHttp for Admin {
                 if let Some(a) = self.node.anycast.get() {
                     a.update_metrics();
                 }
+                if let Some(t) = self.node.tunnels.get() {
+                    t.update_metrics();
+                }
                 text(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -144,7 +144,11 @@ impl Anycast {
                     reason,
                     cause,
                 } => {
-                    let name = if group == CUSTOMERS { "customers" } else { "anycast" };
+                    let name = if group == CUSTOMERS {
+                        "customers"
+                    } else {
+                        "anycast"
+                    };
                     match state {
                         Announcement::Announced => {
                             tracing::info!(group = name, prefixes = ?c.prefixes(group), "anycast: announcing")

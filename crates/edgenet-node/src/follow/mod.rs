@@ -85,14 +85,26 @@ pub trait Applier: Send + Sync + 'static {
         None
     }
 
+    /// Every customer prefix's state and every firewall rule's counters, when the node runs
+    /// tunnels.
+    fn magic(
+        &self,
+    ) -> Option<(
+        Vec<edgenet_protocol::PrefixState>,
+        Vec<edgenet_protocol::RuleState>,
+    )> {
+        None
+    }
+
     /// Woken when a link, a tunnel or a session changed: its report goes at once.
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
         None
     }
 }
 
-/// The links and tunnels reports, when there is something to say (tunnels always, when the
-/// node runs them: the list is complete, so an empty one says they are gone).
+/// The links, tunnels and Magic Transit reports, when there is something to say (tunnels and
+/// prefixes always, when the node runs them: the lists are complete, so an empty one says
+/// they are gone).
 pub fn links_report(applier: &dyn Applier) -> Vec<Report> {
     let links = applier.links();
     let mut out: Vec<Report> = (!links.is_empty())
@@ -105,6 +117,11 @@ pub fn links_report(applier: &dyn Applier) -> Vec<Report> {
     out.extend(applier.tunnels().map(|tunnels| Report::Tunnels {
         at_ms: crate::unix_ms(std::time::SystemTime::now()),
         tunnels,
+    }));
+    out.extend(applier.magic().map(|(prefixes, rules)| Report::Magic {
+        at_ms: crate::unix_ms(std::time::SystemTime::now()),
+        prefixes,
+        rules,
     }));
     out
 }

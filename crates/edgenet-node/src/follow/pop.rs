@@ -109,6 +109,15 @@ impl Applier for NodeApplier {
         self.node.tunnels.get().map(|t| t.states())
     }
 
+    fn magic(
+        &self,
+    ) -> Option<(
+        Vec<edgenet_protocol::PrefixState>,
+        Vec<edgenet_protocol::RuleState>,
+    )> {
+        self.node.tunnels.get().map(|t| t.magic_states())
+    }
+
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
         match (self.node.interconnect.get(), self.node.tunnels.get()) {
             (Some(i), _) => Some(i.changed()),

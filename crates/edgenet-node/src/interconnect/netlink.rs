@@ -270,6 +270,38 @@ impl Netlink {
         Ok(b.table_id(table).protocol(RouteProtocol::Bgp))
     }
 
+    /// Puts (`add`) or takes out the main table's route of `dst` onto device `dev` (`ip route
+    /// replace DST dev DEV proto static`); a route already gone is no error.
+    pub async fn device_route(
+        &self,
+        dst: (IpAddr, u8),
+        dev: &str,
+        add: bool,
+    ) -> Result<(), NetlinkError> {
+        let index = self.link(dev).await?.index;
+        let m = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.0, dst.1)
+            .map_err(|e| NetlinkError::Route(e.to_string()))?
+            .output_interface(index)
+            .protocol(RouteProtocol::Static)
+            .build();
+        let what = format!("{}/{} dev {dev}", dst.0, dst.1);
+        let done = if add {
+            self.handle.route().add(m).replace().execute().await
+        } else {
+            self.handle.route().del(m).execute().await
+        };
+        match done {
+            Ok(()) => Ok(()),
+            // ESRCH: not there.
+            Err(rtnetlink::Error::NetlinkError(e)) if !add && e.raw_code() == -3 => Ok(()),
+            Err(e) => Err(NetlinkError::Route(format!(
+                "{} {what}: {e}",
+                if add { "add" } else { "delete" }
+            ))),
+        }
+    }
+
     /// Makes sure the policy rule `priority: lookup table` exists for IPv4 and IPv6, so the
     /// PoP's own traffic consults the peering table before the main one (a prefix it does not
     /// hold falls through to the next rule).

@@ -7,8 +7,15 @@
 //! accounts' tables in the packet path's snapshot (static routes and the routes learnt here,
 //! with the health this PoP measures), and the report of every tunnel for the report channel,
 //! waking the follower when a health or a session changed.
+//!
+//! For Magic Transit it also keeps every account's prefixes routed into the ingress device
+//! (`ip route replace PREFIX dev edgenet-mt`), their firewalls in the snapshot, and hands the
+//! anycast speaker the prefixes to announce: those `advertised` whose account has a path from
+//! this PoP that is not down ([`edgenet_dataplane::prefix::has_path`]), each originated by
+//! the customer's ASN behind ours. A tunnel going down wakes the driver at once, so the
+//! withdrawal follows the down rule by milliseconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,14 +24,19 @@ use edgenet_bgp::message::{Family, Prefix};
 use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
 use edgenet_bgp::speaker::{PeerConfig, Speaker};
 use edgenet_config::Tunnels as Config;
+use edgenet_dataplane::firewall::Ruleset;
+use edgenet_dataplane::prefix::{has_path, PrefixMap};
 use edgenet_dataplane::table::{self, NextHop, Route, Source, BGP_PRIORITY};
-use edgenet_protocol::{CniSession, MagicProvision, TunnelProvision, TunnelState};
+use edgenet_protocol::{
+    CniSession, MagicProvision, PrefixState, RuleState, TunnelProvision, TunnelState,
+};
 use edgenet_proxy::lock;
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
 use super::device::Tun;
 use super::kernel::{self, Dataplane};
+use super::magic::{Filters, PrefixCounters, Protected, RuleCounters, INGRESS};
 use super::path::{health_of, Counters, Device, Path, Probes, Running, Snapshot, Table};
 use crate::interconnect::netlink::{Netlink, RouteWriter};
 use crate::interconnect::sessions::prefix;
@@ -35,32 +47,44 @@ const POLL: Duration = Duration::from_millis(500);
 /// What the follower hands the driver: the PoP's name and every account's tunnels and routes.
 type Desired = (String, Vec<MagicProvision>);
 
+/// Hands the anycast speaker the customer prefixes to announce now, each with its origin AS.
+pub type Announce = Arc<dyn Fn(Vec<(Prefix, Option<u32>)>) + Send + Sync>;
+
 /// The node's tunnels, shared with the follower.
 pub struct Tunnels {
     desired: watch::Sender<Desired>,
     states: Mutex<Vec<TunnelState>>,
+    /// The Magic Transit report: prefixes and firewall rules.
+    magic: Mutex<(Vec<PrefixState>, Vec<RuleState>)>,
     changed: Arc<Notify>,
+    metrics: super::metrics::MagicMetrics,
 }
 
 impl Tunnels {
     /// Starts the packet path and the driver thread. `speaker` runs BGP over tunnels (none:
     /// tunnels that ask for BGP get none, said in the log); `changed` is woken when a report
     /// should go at once.
+    /// `announce` gives the anycast speaker the customer prefixes to announce (none: they
+    /// are carried but not announced, said in the log).
     pub fn start(
         config: &Config,
         speaker: Option<Arc<Speaker>>,
         changed: Arc<Notify>,
+        announce: Option<Announce>,
+        metrics: &edgenet_proxy::metrics::Metrics,
     ) -> anyhow::Result<Arc<Tunnels>> {
         let (desired, desired_rx) = watch::channel((String::new(), Vec::new()));
         let shared = Arc::new(Tunnels {
             desired,
             states: Mutex::new(Vec::new()),
+            magic: Mutex::new((Vec::new(), Vec::new())),
             changed,
+            metrics: super::metrics::MagicMetrics::new(metrics),
         });
         let config = config.clone();
         let me = shared.clone();
         crate::own_thread::start("tunnels", move |ready| async move {
-            match Driver::new(config, speaker, me) {
+            match Driver::new(config, speaker, me, announce) {
                 Ok(driver) => {
                     let _ = ready.send(Ok(()));
                     driver.run(desired_rx).await;
@@ -91,6 +115,17 @@ impl Tunnels {
     /// Woken when a tunnel's health or session changed.
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
+    }
+
+    /// Every customer prefix's state and every firewall rule's counters now.
+    pub fn magic_states(&self) -> (Vec<PrefixState>, Vec<RuleState>) {
+        lock(&self.magic).clone()
+    }
+
+    /// Brings the Magic Transit metrics up to the counters (at scrape time).
+    pub fn update_metrics(&self) {
+        let (prefixes, rules) = self.magic_states();
+        self.metrics.update(&prefixes, &rules, &self.states());
     }
 }
 
@@ -130,19 +165,35 @@ struct Driver {
     speaker: Option<Arc<Speaker>>,
     shared: Arc<Tunnels>,
     held: BTreeMap<(String, String), Held>,
-    /// The accounts' static routes.
-    routes: HashMap<String, Vec<Route>>,
+    /// Every account's tunnels, routes, prefixes and firewall, by account.
+    magic: BTreeMap<String, MagicProvision>,
     pop: String,
+    /// Each account's firewall as the snapshot holds it (a new one only when it changed).
+    filters: HashMap<String, Arc<Filters>>,
+    /// Counters by account and prefix id, and by account and rule id, kept across versions.
+    prefix_counters: HashMap<(String, String), Arc<PrefixCounters>>,
+    rule_counters: HashMap<(String, String), Arc<RuleCounters>>,
+    /// The prefixes routed into the ingress device.
+    routed: BTreeSet<IpNet>,
+    announce: Option<Announce>,
+    /// What the speaker was last told to announce.
+    announced: Option<Vec<(Prefix, Option<u32>)>>,
 }
 
-/// The session a tunnel asks for.
-fn session_of(t: &TunnelProvision, local_as_hold: Duration) -> Option<Session> {
+/// The session a tunnel asks for: routes accepted for the account's own prefixes and the
+/// tunnel's extra prefixes (and longer ones, up to /24 and /48).
+fn session_of(
+    t: &TunnelProvision,
+    account_prefixes: &[IpNet],
+    local_as_hold: Duration,
+) -> Option<Session> {
     let bgp = t.spec.bgp.as_ref()?;
     let ours = t.spec.our_address();
     let theirs = t.spec.customer_address();
     let entries = bgp
         .extra_prefixes
         .iter()
+        .chain(account_prefixes)
         .map(|n| FilterEntry {
             prefix: prefix(&n.trunc()),
             ge: n.prefix_len(),
@@ -191,6 +242,7 @@ impl Driver {
         config: Config,
         speaker: Option<Arc<Speaker>>,
         shared: Arc<Tunnels>,
+        announce: Option<Announce>,
     ) -> anyhow::Result<Driver> {
         let dataplane = kernel::choose(config.mode)?;
         tracing::info!(?dataplane, source = %config.source, endpoints = ?config.endpoints, "tunnels: dataplane chosen");
@@ -203,8 +255,14 @@ impl Driver {
             speaker,
             shared,
             held: BTreeMap::new(),
-            routes: HashMap::new(),
+            magic: BTreeMap::new(),
             pop: String::new(),
+            filters: HashMap::new(),
+            prefix_counters: HashMap::new(),
+            rule_counters: HashMap::new(),
+            routed: BTreeSet::new(),
+            announce,
+            announced: None,
         })
     }
 
@@ -228,14 +286,22 @@ impl Driver {
             self.report();
         }
         self.path.stop();
+        for net in std::mem::take(&mut self.routed) {
+            let _ = self
+                .netlink
+                .device_route((net.addr(), net.prefix_len()), INGRESS, false)
+                .await;
+        }
     }
 
     async fn reconcile(&mut self, (pop, magic): Desired) {
         self.pop = pop;
-        self.routes = magic
+        self.magic = magic
             .iter()
-            .map(|m| (m.account.clone(), m.routes.clone()))
+            .map(|m| (m.account.clone(), m.clone()))
             .collect();
+        self.update_filters();
+        self.route_prefixes().await;
         let wanted: BTreeMap<(String, String), TunnelProvision> = magic
             .iter()
             .flat_map(|m| {
@@ -302,7 +368,12 @@ impl Driver {
         self.netlink
             .configure(&name, &addresses, u32::from(t.spec.mtu))
             .await?;
-        let session = match (session_of(&t, Duration::from_secs(90)), &self.speaker) {
+        let own: Vec<IpNet> = self
+            .magic
+            .get(account)
+            .map(|m| m.prefixes.iter().map(|p| p.spec.cidr).collect())
+            .unwrap_or_default();
+        let session = match (session_of(&t, &own, Duration::from_secs(90)), &self.speaker) {
             (Some(s), Some(speaker)) => match speaker.add_peer(s.config.clone(), false) {
                 Ok(()) => Some(s),
                 Err(e) => {
@@ -363,10 +434,104 @@ impl Driver {
         }
     }
 
-    /// Puts the tunnels and every account's table (static and learnt routes, with health now)
-    /// into the packet path.
-    fn publish(&self) {
+    /// Keeps each account's firewall in the snapshot's form: a new [`Filters`] only when its
+    /// ruleset changed (the packet path recompiles on a new one), each rule's counters kept
+    /// by its id.
+    fn update_filters(&mut self) {
+        let mut filters = HashMap::new();
+        for (account, m) in &self.magic {
+            if m.firewall == Ruleset::default() && m.prefixes.is_empty() {
+                continue;
+            }
+            let same = self
+                .filters
+                .get(account)
+                .filter(|f| f.ruleset == m.firewall)
+                .cloned();
+            let f = same.unwrap_or_else(|| {
+                let rules = m
+                    .firewall
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        self.rule_counters
+                            .entry((account.clone(), r.id.clone()))
+                            .or_default()
+                            .clone()
+                    })
+                    .collect();
+                tracing::info!(%account, rules = m.firewall.rules.len(), "firewall applied");
+                Arc::new(Filters {
+                    ruleset: m.firewall.clone(),
+                    rules,
+                })
+            });
+            filters.insert(account.clone(), f);
+        }
+        self.filters = filters;
+        let live: BTreeSet<(String, String)> = self
+            .magic
+            .iter()
+            .flat_map(|(a, m)| m.firewall.rules.iter().map(|r| (a.clone(), r.id.clone())))
+            .collect();
+        self.rule_counters.retain(|k, _| live.contains(k));
+    }
+
+    /// Routes every account's prefixes into the ingress device, and takes out the routes of
+    /// prefixes that are gone.
+    async fn route_prefixes(&mut self) {
+        if self.path.ingress.is_none() {
+            return;
+        }
+        let wanted: BTreeSet<IpNet> = self
+            .magic
+            .values()
+            .flat_map(|m| m.prefixes.iter().map(|p| p.spec.cidr))
+            .collect();
+        if !wanted.is_empty() && self.routed.is_empty() {
+            if let Err(e) = self.netlink.configure(INGRESS, &[], 1500).await {
+                tracing::warn!(device = INGRESS, error = %e, "Magic Transit ingress device not brought up");
+                return;
+            }
+            if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                .is_ok_and(|v| v.trim() == "0")
+            {
+                tracing::warn!("net.ipv4.ip_forward is 0: the kernel will not forward customer prefixes' traffic into {INGRESS}");
+            }
+        }
+        for net in wanted.difference(&self.routed.clone()) {
+            match self
+                .netlink
+                .device_route((net.addr(), net.prefix_len()), INGRESS, true)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(prefix = %net, device = INGRESS, "customer prefix routed into the dataplane");
+                    self.routed.insert(*net);
+                }
+                Err(e) => tracing::warn!(prefix = %net, error = %e, "customer prefix not routed"),
+            }
+        }
+        for net in self.routed.difference(&wanted).copied().collect::<Vec<_>>() {
+            if let Err(e) = self
+                .netlink
+                .device_route((net.addr(), net.prefix_len()), INGRESS, false)
+                .await
+            {
+                tracing::warn!(prefix = %net, error = %e, "customer prefix route not removed");
+            }
+            self.routed.remove(&net);
+        }
+    }
+
+    /// Puts the tunnels, every account's table (static and learnt routes, with health now),
+    /// prefixes and firewalls into the packet path, and announces the prefixes that have a
+    /// path.
+    fn publish(&mut self) {
         let mut snap = Snapshot::default();
+        for account in self.magic.keys() {
+            snap.tables.insert(account.clone(), Table::default());
+        }
         for h in self.held.values() {
             let t = &h.run;
             snap.by_endpoint
@@ -383,7 +548,11 @@ impl Driver {
         }
         let accounts: Vec<String> = snap.tables.keys().cloned().collect();
         for account in accounts {
-            let mut routes = self.routes.get(&account).cloned().unwrap_or_default();
+            let mut routes = self
+                .magic
+                .get(&account)
+                .map(|m| m.routes.clone())
+                .unwrap_or_default();
             for h in self.held.values().filter(|h| h.run.account == account) {
                 routes.extend(h.learnt.iter().map(|p| Route {
                     prefix: *p,
@@ -401,11 +570,55 @@ impl Driver {
                 NextHop::Tunnel(name) => by_name
                     .get(name)
                     .map_or(edgenet_dataplane::health::Health::Down, |t| health_of(t)),
-                // A CNI counts as healthy here; its link state moves it with Magic Transit.
-                NextHop::Cni(_) => edgenet_dataplane::health::Health::Healthy,
+                // This packet path does not deliver onto CNIs yet: no path from here.
+                NextHop::Cni(_) => edgenet_dataplane::health::Health::Down,
             });
         }
+        let mut prefixes = PrefixMap::default();
+        let mut announce = Vec::new();
+        let mut live = BTreeSet::new();
+        for (account, m) in &self.magic {
+            for p in &m.prefixes {
+                let key = (account.clone(), p.id.clone());
+                live.insert(key.clone());
+                let counters = self.prefix_counters.entry(key).or_default().clone();
+                prefixes.insert(
+                    p.spec.cidr,
+                    Arc::new(Protected {
+                        account: account.clone(),
+                        id: p.id.clone(),
+                        spec: p.spec.clone(),
+                        counters,
+                    }),
+                );
+                let path = snap
+                    .tables
+                    .get(account)
+                    .is_some_and(|t| has_path(&t.view, &p.spec.cidr));
+                if p.spec.advertised && path {
+                    announce.push((prefix(&p.spec.cidr), Some(p.spec.asn)));
+                }
+            }
+        }
+        self.prefix_counters.retain(|k, _| live.contains(k));
+        snap.prefixes = prefixes;
+        snap.filters = self.filters.clone();
         self.path.snapshot.store(Arc::new(snap));
+        announce.sort();
+        if self.announced.as_ref() != Some(&announce) {
+            match &self.announce {
+                Some(a) => {
+                    tracing::info!(prefixes = ?announce.iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>(), "customer prefixes announced from this PoP");
+                    a(announce.clone());
+                }
+                None if !announce.is_empty() => {
+                    tracing::warn!("customer prefixes have a path but this PoP has no [anycast] speaker: not announced")
+                }
+                None => {}
+            }
+            self.announced = Some(announce);
+            self.shared.changed.notify_one();
+        }
     }
 
     fn report(&self) {
@@ -438,6 +651,7 @@ impl Driver {
                 }
             })
             .collect();
+        *lock(&self.shared.magic) = self.magic_report();
         let mut held = lock(&self.shared.states);
         let changed = held.len() != states.len()
             || held.iter().zip(&states).any(|(a, b)| {
@@ -450,6 +664,68 @@ impl Driver {
         if changed {
             self.shared.changed.notify_one();
         }
+    }
+}
+
+impl Driver {
+    /// Each prefix (announced here or why not, counters) and each rule's counters.
+    fn magic_report(&self) -> (Vec<PrefixState>, Vec<RuleState>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snap = self.path.snapshot.load();
+        let announced: BTreeSet<Prefix> =
+            self.announced.iter().flatten().map(|(p, _)| *p).collect();
+        let mut prefixes = Vec::new();
+        let mut rules = Vec::new();
+        for (account, m) in &self.magic {
+            for p in &m.prefixes {
+                let c = self.prefix_counters.get(&(account.clone(), p.id.clone()));
+                let on = announced.contains(&prefix(&p.spec.cidr));
+                let reason = (!on).then(|| {
+                    if !p.spec.advertised {
+                        "not advertised (PATCH .../bgp/status to turn it on)".to_string()
+                    } else if self.announce.is_none() {
+                        "this PoP has no [anycast] speaker".to_string()
+                    } else if !snap
+                        .tables
+                        .get(account)
+                        .is_some_and(|t| has_path(&t.view, &p.spec.cidr))
+                    {
+                        "no path to the customer from this PoP that is not down".to_string()
+                    } else {
+                        "not announced yet".to_string()
+                    }
+                });
+                prefixes.push(PrefixState {
+                    account: account.clone(),
+                    prefix: p.id.clone(),
+                    cidr: p.spec.cidr.to_string(),
+                    announced: on,
+                    reason,
+                    packets: c.map_or(0, |c| c.packets.load(Relaxed)),
+                    bytes: c.map_or(0, |c| c.bytes.load(Relaxed)),
+                    delivered: c.map_or(0, |c| c.delivered.load(Relaxed)),
+                    dropped: c
+                        .map(|c| {
+                            c.by_reason()
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+            for r in &m.firewall.rules {
+                let c = self.rule_counters.get(&(account.clone(), r.id.clone()));
+                rules.push(RuleState {
+                    account: account.clone(),
+                    rule: r.id.clone(),
+                    packets: c.map_or(0, |c| c.packets.load(Relaxed)),
+                    bytes: c.map_or(0, |c| c.bytes.load(Relaxed)),
+                    dropped: c.map_or(0, |c| c.dropped.load(Relaxed)),
+                });
+            }
+        }
+        (prefixes, rules)
     }
 }
 

@@ -6,11 +6,14 @@
 //! [`device`]: TUN devices and raw sockets. [`path`]: the packet path (GRE in and out, probes,
 //! routing by the account's table) on threads of its own. [`kernel`]: the choice between the
 //! kernel's devices and the userspace path. [`driver`]: keeps devices, BGP sessions and
-//! tables in step with the streamed tunnels and reports their state.
+//! tables in step with the streamed tunnels and reports their state. [`magic`]: customer
+//! prefixes (Magic Transit): the ingress device, filters and counters.
 
 pub mod device;
 pub mod driver;
 pub mod kernel;
+pub mod magic;
+mod metrics;
 pub mod path;
 
 pub use driver::Tunnels;

@@ -13,6 +13,12 @@
 //! - `icmp-rx` reads probes that come back outside the tunnel (unidirectional checks).
 //! - `prober` sends each tunnel's probes at its rate and counts the ones that do not return
 //!   within the timeout ([`edgenet_dataplane::health::PROBE_TIMEOUT`]).
+//! - `magic-rx` reads what the kernel routes to customer prefixes (Magic Transit, in
+//!   [`super::magic`]): filtered, then routed by the account's table into a tunnel.
+//!
+//! A packet out of a tunnel that no route of the account takes is the customer's reply to the
+//! internet: handed to the kernel when its source is the account's prefix with egress through
+//! us ([`Path::egress`]), else dropped.
 //!
 //! They share a [`Snapshot`] (swapped whole when tunnels, routes or health change).
 //!
@@ -28,8 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use edgenet_dataplane::firewall::Dropped;
 use edgenet_dataplane::health::{Checker, Direction, Health, PROBE_TIMEOUT};
-use edgenet_dataplane::packet::{decrement_ttl, destination, flow};
+use edgenet_dataplane::packet::{decrement_ttl, destination, flow, Header};
+use edgenet_dataplane::prefix::{Egress, PrefixMap};
 use edgenet_dataplane::table::{self, NextHop, Seen};
 use edgenet_dataplane::tunnel::GreTunnelSpec;
 use edgenet_dataplane::{gre, probe};
@@ -37,6 +45,7 @@ use edgenet_proxy::lock;
 use tokio::sync::Notify;
 
 use super::device::{readable, timed_out, Raw, Tun};
+use super::magic::{Filters, Protected};
 
 /// The largest packet read.
 const BUF: usize = 65_536;
@@ -175,6 +184,10 @@ pub struct Snapshot {
     pub all: Vec<Arc<Running>>,
     /// Each account's table.
     pub tables: HashMap<String, Table>,
+    /// Every account's customer prefixes.
+    pub prefixes: PrefixMap<Arc<Protected>>,
+    /// Each account's firewall rules and protections.
+    pub filters: HashMap<String, Arc<Filters>>,
 }
 
 /// One of the packet path's threads.
@@ -190,6 +203,8 @@ pub struct Path {
     pub snapshot: ArcSwap<Snapshot>,
     gre: Raw,
     icmp: Raw,
+    /// Where the kernel routes customer prefixes (none where it could not be made).
+    pub ingress: Option<Tun>,
     stop: AtomicBool,
     /// Woken when a tunnel's health changed (its routes move; its report goes).
     pub health_changed: Arc<Notify>,
@@ -204,14 +219,16 @@ impl Path {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             gre: Raw::open(i32::from(gre::IP_PROTOCOL), true)?,
             icmp: Raw::open(libc::IPPROTO_ICMP, false)?,
+            ingress: super::magic::open_ingress(),
             stop: AtomicBool::new(false),
             health_changed: Arc::new(Notify::new()),
         });
-        let threads: [(&str, Thread); 4] = [
+        let threads: [(&str, Thread); 5] = [
             ("gre-rx", Path::gre_rx),
             ("tun-rx", Path::tun_rx),
             ("icmp-rx", Path::icmp_rx),
             ("prober", Path::prober),
+            ("magic-rx", Path::magic_rx),
         ];
         for (name, run) in threads {
             let p = path.clone();
@@ -227,12 +244,12 @@ impl Path {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    fn stopped(&self) -> bool {
+    pub(super) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
     /// Sends `inner` into tunnel `t`: GRE from our address to the customer's endpoint.
-    fn send(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) {
+    pub(super) fn send(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) {
         let Some(protocol) = gre::protocol_of(inner) else {
             return;
         };
@@ -336,6 +353,10 @@ impl Path {
             return;
         };
         let routes = table::lookup(&table.view, dst);
+        if routes.is_empty() {
+            self.egress(snap, from, inner);
+            return;
+        }
         let hop = table::pick(&routes, flow(inner)).map(|s| &s.route.next_hop);
         let next = match hop {
             Some(NextHop::Tunnel(name)) => table.tunnels.get(name),
@@ -352,6 +373,29 @@ impl Path {
             return;
         }
         self.send(next, &packet, out);
+    }
+
+    /// A packet out of tunnel `from` to a destination outside the account's table: the
+    /// customer's reply to the internet. Handed to the kernel through the tunnel's device (it
+    /// forwards it, TTL less one) when its source is in one of the account's prefixes whose
+    /// egress is through us; a source outside the account's prefixes is dropped (no spoofing
+    /// through us).
+    fn egress(&self, snap: &Snapshot, from: &Running, inner: &[u8]) {
+        let (Some(h), Device::Tun(tun)) = (Header::parse(inner), &from.device) else {
+            return;
+        };
+        match snap.prefixes.get(h.src) {
+            Some((_, p)) if p.account == from.account => {
+                if p.spec.egress == Egress::Edge {
+                    let _ = tun.write(inner);
+                } else {
+                    p.counters.dropped(Dropped::EgressNotEnabled);
+                }
+            }
+            _ => {
+                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn returned(&self, snap: &Snapshot, p: probe::Probe) {
