@@ -22,9 +22,16 @@ appears, holds "DST COUNT": the endpoint sends COUNT UDP packets into that tunne
 10.60.0.1, one flow each (source ports 20000 up), and deletes the file. DIR/stream-ENDPOINT
 holds "DST MS": from then on the endpoint sends one UDP packet into that tunnel to DST every MS
 milliseconds (one flow, source port 30000).
+
+With --deliver PREFIX (Magic Transit: the customer's own prefix, whose servers sit behind this
+router), a packet to an address in PREFIX goes into the first tunnel's TUN device, so this
+namespace's kernel delivers it to the server; what the server answers leaves by this
+namespace's routes: its own ISP (Direct Server Return), or back into the TUN device and the
+tunnel where a route says so.
 """
 import argparse
 import fcntl
+import ipaddress
 import os
 import select
 import socket
@@ -62,7 +69,9 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--remote", required=True)
     ap.add_argument("--tunnel", action="append", default=[])
+    ap.add_argument("--deliver", action="append", default=[])
     args = ap.parse_args()
+    deliver = [ipaddress.ip_network(p) for p in args.deliver]
     tunnels = [Tunnel(s, i) for i, s in enumerate(args.tunnel)]
     by_endpoint = {t.endpoint: t for t in tunnels}
     rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
@@ -137,6 +146,9 @@ def main():
                     continue
                 if inner.dst == t.address and t.tun is not None:
                     os.write(t.tun, raw(inner))
+                    continue
+                if any(ipaddress.ip_address(inner.dst) in n for n in deliver):
+                    os.write(next(x.tun for x in tunnels if x.tun is not None), raw(inner))
                     continue
                 sport = inner[UDP].sport if UDP in inner else 0
                 log.write(f"{t.endpoint} {inner.src} {inner.dst} {sport} {time.time():.4f}\n")
