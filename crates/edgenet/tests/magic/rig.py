@@ -22,6 +22,7 @@ Used by crates/edgenet/tests/magic.rs (scenario `magic`) and bench/magic.sh (sce
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -142,7 +143,7 @@ table inet rig {{
         _, p = self.acct("POST", "/addressing/prefixes",
                          {"cidr": PREFIX, "asn": CUSTOMER_AS, "loa_document_id": loa,
                           "description": "Acme's servers"}, expect=201)
-        self.prefix = p["result"]["id"]
+        self.prefix_id = p["result"]["id"]
 
     # ---------- the internet's router ----------
     def start_router(self):
@@ -170,7 +171,7 @@ protocol bgp b from pops {{ neighbor {POP['b']} as {POP_AS}; }}
     def via(self, prefix=PREFIX):
         """The PoP addresses BIRD has routes to `prefix` from, best first."""
         out = self.birdc("show", "route", prefix, "all")
-        return [line.split("via ")[1].split()[0] for line in out.splitlines() if " via " in line]
+        return re.findall(r"\bvia (\d+\.\d+\.\d+\.\d+)", out)
 
     # ---------- the PoPs ----------
     def start_pop(self, role):
@@ -257,7 +258,7 @@ endpoints = ["{ANYCAST}"]
         return seen.get("health") if seen.get("probes_sent") else None
 
     def prefix_at(self, pop):
-        _, p = self.acct("GET", f"/addressing/prefixes/{self.prefix}")
+        _, p = self.acct("GET", f"/addressing/prefixes/{self.prefix_id}")
         return p["result"]["pops"].get(pop, {})
 
     def metric(self, role, name, **labels):
@@ -274,7 +275,7 @@ endpoints = ["{ANYCAST}"]
 
 
 def scenario_magic(rig):
-    rig.start_control()
+    rig.start_control(listen="0.0.0.0")
     rig.setup(protection={"syn": {"per_destination_pps": 100, "per_source_pps": 20}})
     rig.start_router()
     rig.start_customer()
@@ -292,7 +293,7 @@ def scenario_magic(rig):
     check("not announced while not advertised", rig.via() == [], rig.via())
     check("the PoP says why", "not advertised" in (rig.prefix_at("pop-a").get("reason") or ""),
           rig.prefix_at("pop-a"))
-    rig.acct("PATCH", f"/addressing/prefixes/{rig.prefix}/bgp/status", {"advertised": True},
+    rig.acct("PATCH", f"/addressing/prefixes/{rig.prefix_id}/bgp/status", {"advertised": True},
              expect=200)
     until("the prefix heard from both PoPs", 20, lambda: sorted(rig.via()) == sorted(POP.values()))
     route = rig.birdc("show", "route", PREFIX, "all")
@@ -353,7 +354,7 @@ def scenario_magic(rig):
           all(r[0] == ENDPOINTS[0] and r[1] == "10.60.0.1" for r in got), got[:3])
 
     # Egress through us: the server's replies go back into gre1; the PoP sends them on.
-    _, p = rig.acct("GET", f"/addressing/prefixes/{rig.prefix}")
+    _, p = rig.acct("GET", f"/addressing/prefixes/{rig.prefix_id}")
     spec = {k: p["result"][k] for k in ("cidr", "asn", "loa_document_id", "description",
                                         "advertised")}
     sh("ip", "route", "add", f"{CLIENT}/32", "dev", "cgre0", ns=rig.ns("c"))
@@ -361,7 +362,7 @@ def scenario_magic(rig):
     until("counted as egress_not_enabled", 15,
           lambda: rig.prefix_at("pop-a").get("dropped", {}).get("egress_not_enabled", 0) > 0,
           step=0.2)
-    rig.acct("PUT", f"/addressing/prefixes/{rig.prefix}", dict(spec, egress="edge"), expect=200)
+    rig.acct("PUT", f"/addressing/prefixes/{rig.prefix_id}", dict(spec, egress="edge"), expect=200)
     dsr0 = rig.dsr_packets()
     body = until("the client served with egress through pop-a", 20, lambda: rig.request(timeout=2))
     check("the server answers", body == "hello from acme\n", body)
