@@ -136,3 +136,19 @@ pub(crate) fn validated(view: Value) -> axum::response::Response {
         serde_json::json!({"valid": true, "result": view}),
     )
 }
+
+/// Stores `value` as record `id`, which claims nothing.
+pub(crate) async fn put_plain(
+    app: &App,
+    kind: RecordKind,
+    id: &str,
+    owner: Owner<'_>,
+    options: WriteOptions,
+    value: Value,
+) -> Result<Record, StoreError> {
+    app.store
+        .write_record(kind, id, owner, options, &|_, _| {
+            Ok((value.clone(), vec![]))
+        })
+        .await
+}

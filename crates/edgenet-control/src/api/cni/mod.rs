@@ -30,11 +30,10 @@ use edgenet_interconnect::status::{LinkReport, StatusHistory};
 use edgenet_interconnect::workflow::{Party, Workflow};
 use edgenet_interconnect::Problem;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::records::{
-    found, if_match, new_id, page, page_of, parse, record_response, to_value, validated, written,
-    RecordParams,
+    found, if_match, new_id, page, page_of, parse, put_plain, record_response, to_value, validated,
+    written, RecordParams,
 };
 use super::{ApiError, App};
 use crate::store::{Owner, Record, RecordKind, StoreError, TokenInfo, Write, WriteOptions};
@@ -382,22 +381,6 @@ pub fn routes(
         ))
         .routes(routes!(notify::delete_subscription))
         .routes(routes!(notify::list_deliveries))
-}
-
-/// Stores `value` as record `id`, which claims nothing.
-async fn put_plain(
-    app: &App,
-    kind: RecordKind,
-    id: &str,
-    owner: Owner<'_>,
-    options: WriteOptions,
-    value: Value,
-) -> Result<Record, StoreError> {
-    app.store
-        .write_record(kind, id, owner, options, &|_, _| {
-            Ok((value.clone(), vec![]))
-        })
-        .await
 }
 
 #[cfg(test)]

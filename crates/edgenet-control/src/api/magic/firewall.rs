@@ -12,7 +12,7 @@ use edgenet_dataplane::firewall::Ruleset;
 use edgenet_interconnect::Problem;
 use serde_json::{json, Value};
 
-use super::super::records::{if_match, record_response, written, RecordParams};
+use super::super::records::{if_match, put_plain, record_response, written, RecordParams};
 use super::super::{decode, ok, ApiResult, JsonBody};
 use super::*;
 use crate::api::unix_ms;
@@ -97,21 +97,19 @@ pub(super) async fn put_firewall(
     if !problems.is_empty() {
         return Err(StoreError::Invalid(problems).into());
     }
-    let value = to_value(&rules);
     let write = match if_match(&headers)? {
         Some(v) => Write::Replace(Some(v)),
         None => Write::Upsert,
     };
-    let r = app
-        .store
-        .write_record(
-            RecordKind::Firewall,
-            RULESET,
-            Owner::Account(&account),
-            p.write(write, unix_ms()),
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let r = put_plain(
+        &app,
+        RecordKind::Firewall,
+        RULESET,
+        Owner::Account(&account),
+        p.write(write, unix_ms()),
+        to_value(&rules),
+    )
+    .await?;
     if !p.validate_only {
         tracing::info!(%account, rules = rules.rules.len(), "firewall stored");
         publish(&app, &account).await?;

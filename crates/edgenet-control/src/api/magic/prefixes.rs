@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 
 use super::super::records::{
-    found, if_match, new_id, page, record_response, written, RecordParams,
+    found, if_match, new_id, page, put_plain, record_response, written, RecordParams,
 };
 use super::super::{decode, ok, ApiError, ApiResult, JsonBody};
 use super::*;
@@ -95,17 +95,15 @@ pub(super) async fn upload_loa(
         pdf: base64::engine::general_purpose::STANDARD.encode(&body),
     };
     let id = new_id();
-    let value = to_value(&stored);
-    let r = app
-        .store
-        .write_record(
-            RecordKind::LoaDocument,
-            &id,
-            Owner::Account(&account),
-            WriteOptions::new(Write::Create, unix_ms()),
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let r = put_plain(
+        &app,
+        RecordKind::LoaDocument,
+        &id,
+        Owner::Account(&account),
+        WriteOptions::new(Write::Create, unix_ms()),
+        to_value(&stored),
+    )
+    .await?;
     tracing::info!(%id, %account, size = stored.size, sha256 = %stored.sha256, "LOA uploaded");
     Ok(record_response(StatusCode::CREATED, &r, loa_view(&r)))
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::super::cni::Interconnect;
 use super::super::records::{
-    found, if_match, new_id, page, record_response, written, RecordParams,
+    found, if_match, new_id, page, put_plain, record_response, written, RecordParams,
 };
 use super::super::{decode, ok, ApiError, ApiResult, JsonBody};
 use super::*;
@@ -79,17 +79,15 @@ async fn write(
         Some(_) => Write::Replace(if_match(headers)?),
     };
     let id = id.map_or_else(new_id, String::from);
-    let value = to_value(&spec);
-    let r = app
-        .store
-        .write_record(
-            RecordKind::MagicRoute,
-            &id,
-            Owner::Account(account),
-            p.write(write, unix_ms()),
-            &|_, _| Ok((value.clone(), vec![])),
-        )
-        .await?;
+    let r = put_plain(
+        app,
+        RecordKind::MagicRoute,
+        &id,
+        Owner::Account(account),
+        p.write(write, unix_ms()),
+        to_value(&spec),
+    )
+    .await?;
     if !p.validate_only {
         tracing::info!(%id, %account, prefix = %spec.prefix, nexthop = %spec.nexthop, priority = spec.priority, "static route stored");
         publish(app, account).await?;
