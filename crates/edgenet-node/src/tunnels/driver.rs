@@ -178,6 +178,8 @@ struct Driver {
     announce: Option<Announce>,
     /// What the speaker was last told to announce.
     announced: Option<Vec<(Prefix, Option<u32>)>>,
+    /// The prefixes with a path from this PoP that is not down, as the last publish found.
+    with_path: BTreeSet<IpNet>,
 }
 
 /// The session a tunnel asks for: routes accepted for the account's own prefixes and the
@@ -263,6 +265,7 @@ impl Driver {
             routed: BTreeSet::new(),
             announce,
             announced: None,
+            with_path: BTreeSet::new(),
         })
     }
 
@@ -577,6 +580,7 @@ impl Driver {
         let mut prefixes = PrefixMap::default();
         let mut announce = Vec::new();
         let mut live = BTreeSet::new();
+        let mut with_path = BTreeSet::new();
         for (account, m) in &self.magic {
             for p in &m.prefixes {
                 let key = (account.clone(), p.id.clone());
@@ -595,12 +599,16 @@ impl Driver {
                     .tables
                     .get(account)
                     .is_some_and(|t| has_path(&t.view, &p.spec.cidr));
-                if p.spec.advertised && path {
-                    announce.push((prefix(&p.spec.cidr), Some(p.spec.asn)));
+                if path {
+                    with_path.insert(p.spec.cidr);
+                    if p.spec.advertised {
+                        announce.push((prefix(&p.spec.cidr), Some(p.spec.asn)));
+                    }
                 }
             }
         }
         self.prefix_counters.retain(|k, _| live.contains(k));
+        self.with_path = with_path;
         snap.prefixes = prefixes;
         snap.filters = self.filters.clone();
         self.path.snapshot.store(Arc::new(snap));
@@ -671,7 +679,6 @@ impl Driver {
     /// Each prefix (announced here or why not, counters) and each rule's counters.
     fn magic_report(&self) -> (Vec<PrefixState>, Vec<RuleState>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let snap = self.path.snapshot.load();
         let announced: BTreeSet<Prefix> =
             self.announced.iter().flatten().map(|(p, _)| *p).collect();
         let mut prefixes = Vec::new();
@@ -685,11 +692,7 @@ impl Driver {
                         "not advertised (PATCH .../bgp/status to turn it on)".to_string()
                     } else if self.announce.is_none() {
                         "this PoP has no [anycast] speaker".to_string()
-                    } else if !snap
-                        .tables
-                        .get(account)
-                        .is_some_and(|t| has_path(&t.view, &p.spec.cidr))
-                    {
+                    } else if !self.with_path.contains(&p.spec.cidr) {
                         "no path to the customer from this PoP that is not down".to_string()
                     } else {
                         "not announced yet".to_string()
