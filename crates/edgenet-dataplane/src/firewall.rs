@@ -368,6 +368,8 @@ pub enum Dropped {
     TtlExceeded,
     /// A packet from the customer to the internet, where the prefix's egress is direct.
     EgressNotEnabled,
+    /// The kernel refused to send it on (a CNI's port without its route, a full queue).
+    SendFailed,
 }
 
 impl Dropped {
@@ -387,11 +389,32 @@ impl Dropped {
             Dropped::NoRoute => "no_route",
             Dropped::TtlExceeded => "ttl_exceeded",
             Dropped::EgressNotEnabled => "egress_not_enabled",
+            Dropped::SendFailed => "send_failed",
+        }
+    }
+
+    /// Its place in [`Dropped::ALL`].
+    pub const fn index(self) -> usize {
+        use shield::Flood::*;
+        match self {
+            Dropped::Rule => 0,
+            Dropped::RuleRateLimit => 1,
+            Dropped::SourceRate(Syn) => 2,
+            Dropped::SourceRate(Udp) => 3,
+            Dropped::SourceRate(Icmp) => 4,
+            Dropped::DestinationRate(Syn) => 5,
+            Dropped::DestinationRate(Udp) => 6,
+            Dropped::DestinationRate(Icmp) => 7,
+            Dropped::SynChallenge => 8,
+            Dropped::NoRoute => 9,
+            Dropped::TtlExceeded => 10,
+            Dropped::EgressNotEnabled => 11,
+            Dropped::SendFailed => 12,
         }
     }
 
     /// Every reason.
-    pub const ALL: [Dropped; 12] = {
+    pub const ALL: [Dropped; 13] = {
         use shield::Flood::*;
         [
             Dropped::Rule,
@@ -406,6 +429,7 @@ impl Dropped {
             Dropped::NoRoute,
             Dropped::TtlExceeded,
             Dropped::EgressNotEnabled,
+            Dropped::SendFailed,
         ]
     };
 }
@@ -684,5 +708,15 @@ mod tests {
                 "rules[4].match.length",
             ]
         );
+    }
+
+    #[test]
+    fn every_reason_sits_at_its_index_with_its_own_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            Dropped::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(labels.len(), Dropped::ALL.len());
+        for (i, d) in Dropped::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i, "{d:?}");
+        }
     }
 }

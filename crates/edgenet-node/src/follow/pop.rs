@@ -59,8 +59,13 @@ impl NodeApplier {
     /// Hands the node's tunnels every account's tunnels and routes.
     fn set_magic(&self, o: &Objects) {
         let magic: Vec<edgenet_protocol::MagicProvision> = o.objects.magic().cloned().collect();
+        let cnis: Vec<crate::tunnels::cni::Port> = o
+            .objects
+            .cnis_of(&self.pop)
+            .filter_map(|(id, c)| crate::tunnels::cni::Port::of(id, c))
+            .collect();
         match self.node.tunnels.get() {
-            Some(t) => t.set_magic(&self.pop, magic),
+            Some(t) => t.set_magic(&self.pop, magic, cnis),
             None if !magic.is_empty() => {
                 tracing::warn!(accounts = magic.len(), "the control plane streams tunnels, but this PoP's config has no [tunnels]: they are not run")
             }

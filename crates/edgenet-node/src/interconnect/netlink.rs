@@ -302,6 +302,89 @@ impl Netlink {
         }
     }
 
+    /// Puts (`add`) or takes out the default route of routing table `table` through
+    /// `gateway` on device `dev` (`ip route replace default via GATEWAY dev DEV onlink table
+    /// TABLE proto static`): where the packets a CNI delivers go. A route already gone is no error.
+    pub async fn gateway_table(
+        &self,
+        table: u32,
+        gateway: std::net::Ipv4Addr,
+        dev: &str,
+        add: bool,
+    ) -> Result<(), NetlinkError> {
+        let index = self.link(dev).await?.index;
+        let m = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(std::net::Ipv4Addr::UNSPECIFIED, 0)
+            .gateway(gateway)
+            .output_interface(index)
+            .onlink()
+            .table_id(table)
+            .protocol(RouteProtocol::Static)
+            .build();
+        let what = format!("default via {gateway} dev {dev} table {table}");
+        let done = if add {
+            self.handle.route().add(m).replace().execute().await
+        } else {
+            self.handle.route().del(m).execute().await
+        };
+        match done {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if !add && e.raw_code() == -3 => Ok(()),
+            Err(e) => Err(NetlinkError::Route(format!(
+                "{} {what}: {e}",
+                if add { "add" } else { "delete" }
+            ))),
+        }
+    }
+
+    /// Puts (`add`) or takes out the two IPv4 policy rules of firewall mark `mark`:
+    /// `priority: fwmark MARK lookup TABLE` and, one after it, `fwmark MARK unreachable`, so a
+    /// marked packet never falls through to the main table (which routes customer prefixes
+    /// back into the dataplane). A rule already there (adding) or gone (removing) is no error.
+    pub async fn mark_rules(
+        &self,
+        mark: u32,
+        table: u32,
+        priority: u32,
+        add: bool,
+    ) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+        use rtnetlink::packet_route::AddressFamily;
+        for (at, action) in [
+            (priority, RuleAction::ToTable),
+            (priority + 1, RuleAction::Unreachable),
+        ] {
+            let mut m = RuleMessage::default();
+            m.header.family = AddressFamily::Inet;
+            m.header.action = action;
+            m.attributes.push(RuleAttribute::Priority(at));
+            m.attributes.push(RuleAttribute::FwMark(mark));
+            if action == RuleAction::ToTable {
+                m.attributes.push(RuleAttribute::Table(table));
+            }
+            let done = if add {
+                let mut request = self.handle.rule().add();
+                *request.message_mut() = m;
+                request.execute().await
+            } else {
+                self.handle.rule().del(m).execute().await
+            };
+            match done {
+                Ok(()) => {}
+                // EEXIST adding, ENOENT removing.
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if (add && e.raw_code() == -17) || (!add && e.raw_code() == -2) => {}
+                Err(e) => {
+                    return Err(NetlinkError::Route(format!(
+                        "{} rule {at}: fwmark {mark:#x} {action:?}: {e}",
+                        if add { "add" } else { "delete" }
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes sure the policy rule `priority: lookup table` exists for IPv4 and IPv6, so the
     /// PoP's own traffic consults the peering table before the main one (a prefix it does not
     /// hold falls through to the next rule).

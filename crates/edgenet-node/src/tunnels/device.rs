@@ -135,6 +135,12 @@ impl Raw {
         (&self.socket).read(buf)
     }
 
+    /// Marks what it sends with firewall mark `mark` (`SO_MARK`: policy rules route it).
+    pub fn set_mark(&self, mark: u32) -> io::Result<()> {
+        nix::sys::socket::setsockopt(&self.socket, nix::sys::socket::sockopt::Mark, &mark)
+            .map_err(io::Error::from)
+    }
+
     /// Sends `packet` to `dst`.
     pub fn send_to(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
         self.socket

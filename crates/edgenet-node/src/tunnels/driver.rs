@@ -25,6 +25,7 @@ use edgenet_bgp::rib::{FilterEntry, PrefixFilter};
 use edgenet_bgp::speaker::{PeerConfig, Speaker};
 use edgenet_config::Tunnels as Config;
 use edgenet_dataplane::firewall::Ruleset;
+use edgenet_dataplane::health::Health;
 use edgenet_dataplane::prefix::{has_path, PrefixMap};
 use edgenet_dataplane::table::{self, NextHop, Route, Source, BGP_PRIORITY};
 use edgenet_protocol::{
@@ -34,6 +35,7 @@ use edgenet_proxy::lock;
 use ipnet::IpNet;
 use tokio::sync::{watch, Notify};
 
+use super::cni::{Delivery, Port, RULE_PRIORITY};
 use super::device::Tun;
 use super::kernel::{self, Dataplane};
 use super::magic::{Filters, PrefixCounters, Protected, RuleCounters, INGRESS};
@@ -44,8 +46,9 @@ use crate::interconnect::sessions::prefix;
 /// How often sessions and learnt routes are read.
 const POLL: Duration = Duration::from_millis(500);
 
-/// What the follower hands the driver: the PoP's name and every account's tunnels and routes.
-type Desired = (String, Vec<MagicProvision>);
+/// What the follower hands the driver: the PoP's name, every account's tunnels and routes,
+/// and the v2 CNIs of this PoP that carry delivered traffic.
+type Desired = (String, Vec<MagicProvision>, Vec<Port>);
 
 /// Hands the anycast speaker the customer prefixes to announce now, each with its origin AS.
 pub type Announce = Arc<dyn Fn(Vec<(Prefix, Option<u32>)>) + Send + Sync>;
@@ -73,7 +76,7 @@ impl Tunnels {
         announce: Option<Announce>,
         metrics: &edgenet_proxy::metrics::Metrics,
     ) -> anyhow::Result<Arc<Tunnels>> {
-        let (desired, desired_rx) = watch::channel((String::new(), Vec::new()));
+        let (desired, desired_rx) = watch::channel((String::new(), Vec::new(), Vec::new()));
         let shared = Arc::new(Tunnels {
             desired,
             states: Mutex::new(Vec::new()),
@@ -98,11 +101,11 @@ impl Tunnels {
     }
 
     /// Every account's tunnels and routes, from the control plane's latest version, as PoP
-    /// `pop` runs them.
-    pub fn set_magic(&self, pop: &str, magic: Vec<MagicProvision>) {
+    /// `pop` runs them, and the ports of its CNIs that carry delivered traffic.
+    pub fn set_magic(&self, pop: &str, magic: Vec<MagicProvision>, cnis: Vec<Port>) {
         self.desired.send_if_modified(|d| {
-            let changed = d.0 != pop || d.1 != magic;
-            *d = (pop.to_string(), magic);
+            let changed = d.0 != pop || d.1 != magic || d.2 != cnis;
+            *d = (pop.to_string(), magic, cnis);
             changed
         });
     }
@@ -180,6 +183,8 @@ struct Driver {
     announced: Option<Vec<(Prefix, Option<u32>)>>,
     /// The prefixes with a path from this PoP that is not down, as the last publish found.
     with_path: BTreeSet<IpNet>,
+    /// The v2 CNIs delivered onto, by id, and whether their kernel route and rules are in.
+    cnis: BTreeMap<String, (Arc<Delivery>, bool)>,
 }
 
 /// The session a tunnel asks for: routes accepted for the account's own prefixes and the
@@ -266,12 +271,23 @@ impl Driver {
             announce,
             announced: None,
             with_path: BTreeSet::new(),
+            cnis: BTreeMap::new(),
         })
     }
 
     async fn run(mut self, mut desired: watch::Receiver<Desired>) {
+        use futures_util::StreamExt;
         let mut poll = tokio::time::interval(POLL);
         let health = self.path.health_changed.clone();
+        // A CNI's carrier going down is seen at once, not at the next poll.
+        let mut links: futures_util::stream::BoxStream<'static, String> = match Netlink::link_events(
+        ) {
+            Ok(s) => s.boxed(),
+            Err(e) => {
+                tracing::warn!(error = %e, "link notifications not followed: CNI carriers are read every {POLL:?}");
+                futures_util::stream::pending().boxed()
+            }
+        };
         loop {
             tokio::select! {
                 r = desired.changed() => {
@@ -283,12 +299,17 @@ impl Driver {
                 }
                 _ = health.notified() => {}
                 _ = poll.tick() => {}
+                Some(_) = links.next() => {}
             }
+            self.follow_cnis().await;
             self.learn();
             self.publish();
             self.report();
         }
         self.path.stop();
+        for (_, (d, _)) in std::mem::take(&mut self.cnis) {
+            self.uninstall(&d.port).await;
+        }
         for net in std::mem::take(&mut self.routed) {
             let _ = self
                 .netlink
@@ -297,8 +318,9 @@ impl Driver {
         }
     }
 
-    async fn reconcile(&mut self, (pop, magic): Desired) {
+    async fn reconcile(&mut self, (pop, magic, cnis): Desired) {
         self.pop = pop;
+        self.reconcile_cnis(cnis).await;
         self.magic = magic
             .iter()
             .map(|m| (m.account.clone(), m.clone()))
@@ -419,6 +441,97 @@ impl Driver {
         }
         tracing::info!(account = %h.run.account, tunnel = %h.run.spec.name, "tunnel removed");
         // A TUN device goes with the last reference to it (the packet path's snapshot).
+    }
+
+    /// Keeps a [`Delivery`] per CNI wanted: the gone or changed ones' kernel routes and rules
+    /// taken out, the new ones opened (installed by [`Driver::follow_cnis`]).
+    async fn reconcile_cnis(&mut self, wanted: Vec<Port>) {
+        let wanted: BTreeMap<String, Port> =
+            wanted.into_iter().map(|p| (p.id.clone(), p)).collect();
+        let gone: Vec<String> = self
+            .cnis
+            .iter()
+            .filter(|(id, (d, _))| wanted.get(*id) != Some(&d.port))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            if let Some((d, _)) = self.cnis.remove(&id) {
+                self.uninstall(&d.port).await;
+                tracing::info!(cni = %id, interface = %d.port.interface, "CNI no longer delivered onto");
+            }
+        }
+        for (id, port) in wanted {
+            if self.cnis.contains_key(&id) {
+                continue;
+            }
+            match Delivery::open(port) {
+                Ok(d) => {
+                    self.cnis.insert(id, (Arc::new(d), false));
+                }
+                Err(e) => tracing::warn!(cni = %id, error = %e, "CNI delivery socket not opened"),
+            }
+        }
+    }
+
+    /// Reads each CNI's port: up when its carrier is, with its route and rules in (put in,
+    /// again, whenever the port comes up: the kernel takes a down device's routes out).
+    async fn follow_cnis(&mut self) {
+        let ids: Vec<String> = self.cnis.keys().cloned().collect();
+        let mut changed = false;
+        for id in ids {
+            let (d, installed) = self.cnis[&id].clone();
+            let link = self.netlink.link(&d.port.interface).await;
+            let carrier = link.as_ref().is_ok_and(|l| l.admin_up && l.carrier);
+            let mut now_installed = installed && carrier;
+            if carrier && (!installed || !d.is_up()) {
+                now_installed = self.install(&d.port).await;
+            }
+            let up = carrier && now_installed;
+            if d.up.swap(up, std::sync::atomic::Ordering::Relaxed) != up {
+                tracing::info!(cni = %id, interface = %d.port.interface, up, "CNI port");
+                changed = true;
+            }
+            self.cnis.insert(id, (d, now_installed));
+        }
+        if changed {
+            self.shared.changed.notify_one();
+        }
+    }
+
+    /// Puts a CNI's table and rules in; false (logged) when the kernel refused.
+    async fn install(&self, port: &Port) -> bool {
+        let mark = port.mark();
+        let done = async {
+            self.netlink
+                .gateway_table(mark, port.customer, &port.interface, true)
+                .await?;
+            self.netlink
+                .mark_rules(mark, mark, RULE_PRIORITY, true)
+                .await
+        };
+        match done.await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(cni = %port.id, interface = %port.interface, error = %e, "CNI delivery route not installed");
+                false
+            }
+        }
+    }
+
+    async fn uninstall(&self, port: &Port) {
+        let mark = port.mark();
+        if let Err(e) = self
+            .netlink
+            .mark_rules(mark, mark, RULE_PRIORITY, false)
+            .await
+        {
+            tracing::warn!(cni = %port.id, error = %e, "CNI delivery rules not removed");
+        }
+        // The interface may be gone, and its routes with it.
+        let _ = self
+            .netlink
+            .gateway_table(mark, port.customer, &port.interface, false)
+            .await;
     }
 
     /// Reads each session's accepted routes.
@@ -549,6 +662,13 @@ impl Driver {
                 .tunnels
                 .insert(t.spec.name.clone(), t.clone());
         }
+        for (id, (d, _)) in &self.cnis {
+            snap.tables
+                .entry(d.port.account.clone())
+                .or_insert_with(Table::default)
+                .cnis
+                .insert(id.clone(), d.clone());
+        }
         let accounts: Vec<String> = snap.tables.keys().cloned().collect();
         for account in accounts {
             let mut routes = self
@@ -568,13 +688,14 @@ impl Driver {
                 }));
             }
             let table = snap.tables.get_mut(&account).expect("listed above");
-            let by_name = &table.tunnels;
+            let (tunnels, cnis) = (&table.tunnels, &table.cnis);
             table.view = table::view(&routes, &self.pop, None, |hop| match hop {
-                NextHop::Tunnel(name) => by_name
-                    .get(name)
-                    .map_or(edgenet_dataplane::health::Health::Down, |t| health_of(t)),
-                // This packet path does not deliver onto CNIs yet: no path from here.
-                NextHop::Cni(_) => edgenet_dataplane::health::Health::Down,
+                NextHop::Tunnel(name) => tunnels.get(name).map_or(Health::Down, |t| health_of(t)),
+                // A CNI of another PoP is no path from here.
+                NextHop::Cni(id) => match cnis.get(id) {
+                    Some(d) if d.is_up() => Health::Healthy,
+                    _ => Health::Down,
+                },
             });
         }
         let mut prefixes = PrefixMap::default();

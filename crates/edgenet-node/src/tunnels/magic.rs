@@ -27,7 +27,6 @@ use edgenet_dataplane::firewall::{Dropped, Firewall, Hit, Ruleset};
 use edgenet_dataplane::packet::{decrement_ttl, Header};
 use edgenet_dataplane::prefix::PrefixSpec;
 use edgenet_dataplane::shield::Shield;
-use edgenet_dataplane::table::{self, NextHop};
 
 use super::device::{readable, Tun};
 use super::path::{Path, Snapshot};
@@ -66,9 +65,7 @@ pub struct PrefixCounters {
 impl PrefixCounters {
     /// Counts a drop.
     pub fn dropped(&self, why: Dropped) {
-        if let Some(i) = Dropped::ALL.iter().position(|d| *d == why) {
-            self.drops[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.drops[why.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The drops so far, by reason label (reasons with none left out).
@@ -196,13 +193,7 @@ impl Path {
             c.dropped(Dropped::NoRoute);
             return;
         };
-        let routes = table::lookup(&table.view, h.dst);
-        let next = match table::pick(&routes, h.flow()).map(|s| &s.route.next_hop) {
-            Some(NextHop::Tunnel(name)) => table.tunnels.get(name),
-            // A CNI next hop is not reachable from this packet path yet.
-            Some(NextHop::Cni(_)) | None => None,
-        };
-        let Some(next) = next else {
+        let Some(next) = table.next(h.dst, h.flow()) else {
             c.dropped(Dropped::NoRoute);
             return;
         };
@@ -210,7 +201,10 @@ impl Path {
             c.dropped(Dropped::TtlExceeded);
             return;
         }
-        self.send(next, packet, out);
+        if !self.forward(next, packet, out) {
+            c.dropped(Dropped::SendFailed);
+            return;
+        }
         c.delivered.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -7,8 +7,10 @@
 //! routing by the account's table) on threads of its own. [`kernel`]: the choice between the
 //! kernel's devices and the userspace path. [`driver`]: keeps devices, BGP sessions and
 //! tables in step with the streamed tunnels and reports their state. [`magic`]: customer
-//! prefixes (Magic Transit): the ingress device, filters and counters.
+//! prefixes (Magic Transit): the ingress device, filters and counters. [`cni`]: delivery
+//! onto v2 CNIs.
 
+pub mod cni;
 pub mod device;
 pub mod driver;
 pub mod kernel;

@@ -44,6 +44,7 @@ use edgenet_dataplane::{gre, probe};
 use edgenet_proxy::lock;
 use tokio::sync::Notify;
 
+use super::cni::Delivery;
 use super::device::{readable, timed_out, Raw, Tun};
 use super::magic::{Filters, Protected};
 
@@ -171,6 +172,34 @@ pub struct Table {
     pub view: Vec<Seen>,
     /// Its tunnels by name.
     pub tunnels: HashMap<String, Arc<Running>>,
+    /// Its v2 CNIs at this PoP, by id.
+    pub cnis: HashMap<String, Arc<Delivery>>,
+}
+
+/// Where a route's packets leave this PoP.
+#[derive(Clone, Copy)]
+pub enum Next<'a> {
+    /// Into a tunnel.
+    Tunnel(&'a Running),
+    /// Onto a CNI.
+    Cni(&'a Delivery),
+}
+
+impl Table {
+    /// The route `dst` takes for `flow` and where it leaves (none: no route, or a next hop
+    /// this PoP cannot reach, such as a CNI of another PoP).
+    pub fn next(&self, dst: IpAddr, flow: u64) -> Option<Next<'_>> {
+        let routes = table::lookup(&self.view, dst);
+        match &table::pick(&routes, flow)?.route.next_hop {
+            NextHop::Tunnel(name) => self.tunnels.get(name).map(|t| Next::Tunnel(t)),
+            NextHop::Cni(id) => self.cnis.get(id).map(|d| Next::Cni(d)),
+        }
+    }
+
+    /// Whether any route of the table holds `dst`.
+    pub fn holds(&self, dst: IpAddr) -> bool {
+        !table::lookup(&self.view, dst).is_empty()
+    }
 }
 
 /// What the packet path runs now.
@@ -352,27 +381,33 @@ impl Path {
         let Some(dst) = destination(inner) else {
             return;
         };
-        let routes = table::lookup(&table.view, dst);
-        if routes.is_empty() {
+        if !table.holds(dst) {
             self.egress(snap, from, inner);
             return;
         }
-        let hop = table::pick(&routes, flow(inner)).map(|s| &s.route.next_hop);
-        let next = match hop {
-            Some(NextHop::Tunnel(name)) => table.tunnels.get(name),
-            // CNIs carry routed traffic with Magic Transit (the next issue).
-            Some(NextHop::Cni(_)) | None => None,
-        };
-        let Some(next) = next else {
+        let Some(next) = table.next(dst, flow(inner)) else {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let mut packet = inner.to_vec();
-        if !decrement_ttl(&mut packet) {
+        if !decrement_ttl(&mut packet) || !self.forward(next, &packet, out) {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        self.send(next, &packet, out);
+    }
+
+    /// Sends `packet` (TTL already less one) where a route picked; false when it could not
+    /// leave (an IPv6 packet for a CNI, or the kernel refused it).
+    pub(super) fn forward(&self, next: Next, packet: &[u8], out: &mut Vec<u8>) -> bool {
+        match next {
+            Next::Tunnel(t) => {
+                self.send(t, packet, out);
+                true
+            }
+            Next::Cni(d) => match destination(packet) {
+                Some(IpAddr::V4(dst)) => d.send(packet, dst),
+                _ => false,
+            },
+        }
     }
 
     /// A packet out of tunnel `from` to a destination outside the account's table: the

@@ -40,6 +40,7 @@ POP = {"a": "10.1.0.2", "b": "10.2.0.2"}
 ROUTER = {"a": "10.1.0.1", "b": "10.2.0.1"}
 ENDPOINTS = ["198.18.0.1", "198.18.0.2"]
 PAIRS = ["10.212.0.8/31", "10.212.0.10/31"]
+CNI_PAIR, CNI_CUSTOMER = "10.213.0.0/31", "10.213.0.1"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% Acme authorises edgenet to announce 203.0.113.0/24\n%%EOF\n"
 
 
@@ -70,6 +71,16 @@ class Rig(netns.Rig):
         self.veth("i", "to-a", f"{ROUTER['a']}/30", "a", "to-i", f"{POP['a']}/30")
         self.veth("i", "to-b", f"{ROUTER['b']}/30", "b", "to-i", f"{POP['b']}/30")
         self.veth("i", "to-c", "100.65.0.1/30", "c", "to-i", "100.65.0.2/30")
+        # A v2 CNI between pop-a and the customer: a port the PoP's interconnect configures
+        # (cni0) and the customer's side with its half of the /31.
+        a, b = f"v{self.tag}ac", f"v{self.tag}ca"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", self.ns("a"))
+        sh("ip", "link", "set", a, "name", "cni0", ns=self.ns("a"))
+        sh("ip", "link", "set", b, "netns", self.ns("c"))
+        sh("ip", "link", "set", b, "name", "to-cni", ns=self.ns("c"))
+        sh("ip", "addr", "add", f"{CNI_CUSTOMER}/31", "dev", "to-cni", ns=self.ns("c"))
+        sh("ip", "link", "set", "to-cni", "up", ns=self.ns("c"))
         sh("ip", "route", "add", "default", "via", "100.64.0.1", ns=self.ns("u"))
         for role in "ab":
             sh("ip", "route", "add", "default", "via", ROUTER[role], ns=self.ns(role))
@@ -89,13 +100,42 @@ table inet rig {{
     type filter hook postrouting priority 0;
     oifname "to-i" ip saddr {SERVER} ip daddr {CLIENT} counter name dsr
   }}
+  chain in {{
+    type filter hook prerouting priority 0;
+    iifname "to-cni" ip daddr {SERVER} counter name cni
+    iifname "to-cni" ip saddr 10.60.0.1 counter name cni_wan
+  }}
   counter dsr {{}}
+  counter cni {{}}
+  counter cni_wan {{}}
 }}
 """), ns=self.ns("c"))
 
-    def dsr_packets(self):
-        out = sh("nft", "-j", "list", "counter", "inet", "rig", "dsr", ns=self.ns("c"))
+    def dsr_packets(self, counter="dsr"):
+        """Packets the customer's counter `counter` saw: `dsr` the server's replies by its own
+        ISP, `cni` the client's packets in over the CNI, `cni_wan` site 2's over the CNI."""
+        out = sh("nft", "-j", "list", "counter", "inet", "rig", counter, ns=self.ns("c"))
         return next(o["counter"]["packets"] for o in json.loads(out)["nftables"] if "counter" in o)
+
+    def add_cni(self):
+        """A v2 Magic Transit CNI on pop-a's port cni0, and a route of the prefix onto it that
+        wins over gre1's; the route's id."""
+        self.api("POST", "/cni/sites", {
+            "code": "ams-a", "pop": "pop-a", "timezone": "Europe/Amsterdam", "holidays": [],
+            "facility": {"name": "Rig DC", "address": "1 Rig Street"},
+            "dataplanes": ["v2"],
+            "devices": [{"name": "edge01", "dataplane": "v2", "ports": [
+                {"slot": "et-0/0/1", "speed": "10G", "optic": "10GBASE-LR",
+                 "interface": "cni0"}]}]}, expect=201)
+        _, ic = self.acct("POST", "/cni/interconnects",
+                          {"type": "direct", "site": "ams-a", "speed": "10G", "name": "mt"},
+                          expect=201)
+        self.acct("POST", "/cni/cnis", {
+            "interconnect": ic["result"]["id"], "customer_asn": CUSTOMER_AS,
+            "use_case": "magic_transit", "p2p_v4": CNI_PAIR, "prefixes": [PREFIX]}, expect=201)
+        _, r = self.acct("POST", "/magic/routes", {"prefix": PREFIX, "nexthop": CNI_CUSTOMER,
+                                                  "priority": 50}, expect=201)
+        return r["result"]["id"]
 
     def acct(self, method, path, body=None, expect=None):
         return self.api(method, f"/accounts/{self.account}{path}", body, self.customer, expect)
@@ -210,7 +250,10 @@ connect_retry = "1s"
 [tunnels]
 source = "{POP[role]}"
 endpoints = ["{ANYCAST}"]
-""")
+""" + ("""
+[interconnect]
+table = 150
+""" if role == "a" else ""))
         return self.spawn(f"pop-{role}", role, self.edgenet, "pop", "--config", conf,
                           "--control", f"http://{POP['a']}:7070", "--name", f"pop-{role}",
                           "--token", self.pop_tokens[role],
@@ -386,6 +429,36 @@ def scenario_magic(rig):
     rig.mute(ENDPOINTS[0], False)
     until("pop-a announces it again", 30, lambda: sorted(rig.via()) == sorted(POP.values()),
           step=0.2)
+
+    # A v2 CNI at pop-a whose route wins over gre1's: the client's packets are routed onto it,
+    # as they are (no GRE), and site 2's too (from a tunnel to a CNI).
+    rig.add_cni()
+    cni0 = rig.dsr_packets("cni")
+    body = until("the client served over the CNI", 20,
+                 lambda: rig.dsr_packets("cni") > cni0 and rig.request(timeout=2))
+    check("the server answers", body == "hello from acme\n", body)
+    check("its packets came in over the CNI", rig.dsr_packets("cni") > cni0)
+    rig.write(f"send-{ENDPOINTS[1]}.tmp", f"{SERVER} 10\n")
+    os.rename(os.path.join(rig.dir, f"send-{ENDPOINTS[1]}.tmp"),
+              os.path.join(rig.dir, f"send-{ENDPOINTS[1]}"))
+    until("site 2's packets reach the customer over the CNI", 20,
+          lambda: rig.dsr_packets("cni_wan") >= 10)
+    # gre1 down at pop-a: the CNI is still a path, so pop-a keeps the prefix announced.
+    rig.mute(ENDPOINTS[0], True, only=POP["a"])
+    until("gre1 down at pop-a", 15, lambda: rig.health("gre1", "pop-a") == "down", step=0.1)
+    check("pop-a still announces the prefix (its CNI)", sorted(rig.via()) == sorted(POP.values()),
+          rig.via())
+    check("the client is still served", rig.request(timeout=2) is not None)
+    # The CNI's port down too: that was pop-a's last path, and the prefix is withdrawn.
+    sh("ip", "link", "set", "to-cni", "down", ns=rig.ns("c"))
+    t0 = time.time()
+    until("pop-a withdraws the prefix", 10, lambda: rig.via() == [POP["b"]], step=0.02)
+    log(f"withdrawn {time.time() - t0:.2f}s after the CNI's port went down")
+    body = until("the client served through pop-b", 20, lambda: rig.request(timeout=2))
+    check("the server answers", body == "hello from acme\n", body)
+    sh("ip", "link", "set", "to-cni", "up", ns=rig.ns("c"))
+    until("pop-a announces it again over its CNI", 15,
+          lambda: sorted(rig.via()) == sorted(POP.values()), step=0.1)
 
 
 def main():
