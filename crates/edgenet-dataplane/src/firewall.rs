@@ -364,8 +364,6 @@ pub enum Dropped {
     SynChallenge,
     /// No route in the account's table, or a next hop this PoP cannot reach.
     NoRoute,
-    /// The TTL ran out.
-    TtlExceeded,
     /// A packet from the customer to the internet, where the prefix's egress is direct.
     EgressNotEnabled,
     /// The kernel refused to send it on (a CNI's port without its route, a full queue).
@@ -387,7 +385,6 @@ impl Dropped {
             Dropped::DestinationRate(Icmp) => "icmp_destination_rate",
             Dropped::SynChallenge => "syn_challenge",
             Dropped::NoRoute => "no_route",
-            Dropped::TtlExceeded => "ttl_exceeded",
             Dropped::EgressNotEnabled => "egress_not_enabled",
             Dropped::SendFailed => "send_failed",
         }
@@ -407,14 +404,13 @@ impl Dropped {
             Dropped::DestinationRate(Icmp) => 7,
             Dropped::SynChallenge => 8,
             Dropped::NoRoute => 9,
-            Dropped::TtlExceeded => 10,
-            Dropped::EgressNotEnabled => 11,
-            Dropped::SendFailed => 12,
+            Dropped::EgressNotEnabled => 10,
+            Dropped::SendFailed => 11,
         }
     }
 
     /// Every reason.
-    pub const ALL: [Dropped; 13] = {
+    pub const ALL: [Dropped; 12] = {
         use shield::Flood::*;
         [
             Dropped::Rule,
@@ -427,7 +423,6 @@ impl Dropped {
             Dropped::DestinationRate(Icmp),
             Dropped::SynChallenge,
             Dropped::NoRoute,
-            Dropped::TtlExceeded,
             Dropped::EgressNotEnabled,
             Dropped::SendFailed,
         ]

@@ -11,8 +11,11 @@
 //! flood from random spoofed sources dropped and bounded while the client is served; traffic
 //! between two sites through the PoP; replies back through the tunnel once the prefix's
 //! egress is through us (dropped and counted before); and, with every path of PoP a down, PoP
-//! a withdrawing the prefix and the client served through PoP b. It needs root, BIRD, hping3,
-//! tcpdump-free scapy and skips with a printed reason without them (under CI=true it fails).
+//! a withdrawing the prefix and the client served through PoP b. Then a v2 CNI at PoP a whose
+//! route wins: the client's packets reach the customer over it as they are, traffic crosses
+//! between the CNI's site and site 2's tunnel both ways, PoP a keeps announcing with gre1 down
+//! (the CNI is a path) and withdraws when the CNI's port goes down too. It needs root, BIRD,
+//! hping3 and scapy, and skips with a printed reason without them (under CI=true it fails).
 
 mod support;
 

@@ -270,12 +270,14 @@ impl Netlink {
         Ok(b.table_id(table).protocol(RouteProtocol::Bgp))
     }
 
-    /// Puts (`add`) or takes out the main table's route of `dst` onto device `dev` (`ip route
-    /// replace DST dev DEV proto static`); a route already gone is no error.
+    /// Puts (`add`) or takes out the route of `dst` onto device `dev` in routing table
+    /// `table` (`ip route replace DST dev DEV table TABLE proto static`; 254 is the main
+    /// table); a route already gone is no error.
     pub async fn device_route(
         &self,
         dst: (IpAddr, u8),
         dev: &str,
+        table: u32,
         add: bool,
     ) -> Result<(), NetlinkError> {
         let index = self.link(dev).await?.index;
@@ -283,9 +285,10 @@ impl Netlink {
             .destination_prefix(dst.0, dst.1)
             .map_err(|e| NetlinkError::Route(e.to_string()))?
             .output_interface(index)
+            .table_id(table)
             .protocol(RouteProtocol::Static)
             .build();
-        let what = format!("{}/{} dev {dev}", dst.0, dst.1);
+        let what = format!("{}/{} dev {dev} table {table}", dst.0, dst.1);
         let done = if add {
             self.handle.route().add(m).replace().execute().await
         } else {
@@ -337,14 +340,17 @@ impl Netlink {
         }
     }
 
-    /// Puts (`add`) or takes out the two IPv4 policy rules of firewall mark `mark`:
-    /// `priority: fwmark MARK lookup TABLE` and, one after it, `fwmark MARK unreachable`, so a
-    /// marked packet never falls through to the main table (which routes customer prefixes
-    /// back into the dataplane). A rule already there (adding) or gone (removing) is no error.
-    pub async fn mark_rules(
+    /// Puts (`add`) or takes out the IPv4 policy rules of a delivery port: `priority: fwmark
+    /// MARK lookup MARK` and, one after it, `fwmark MARK unreachable`, so a marked packet never
+    /// falls through to the main table (which routes customer prefixes back into the
+    /// dataplane); then `iif PORT lookup IN` two after it, where what comes in on the port
+    /// finds the account's routes (a destination not there falls through to the main table).
+    /// A rule already there (adding) or gone (removing) is no error.
+    pub async fn port_rules(
         &self,
         mark: u32,
-        table: u32,
+        port: &str,
+        table_in: u32,
         priority: u32,
         add: bool,
     ) -> Result<(), NetlinkError> {
@@ -353,14 +359,20 @@ impl Netlink {
         for (at, action) in [
             (priority, RuleAction::ToTable),
             (priority + 1, RuleAction::Unreachable),
+            (priority + 2, RuleAction::ToTable),
         ] {
             let mut m = RuleMessage::default();
             m.header.family = AddressFamily::Inet;
             m.header.action = action;
             m.attributes.push(RuleAttribute::Priority(at));
-            m.attributes.push(RuleAttribute::FwMark(mark));
-            if action == RuleAction::ToTable {
-                m.attributes.push(RuleAttribute::Table(table));
+            if at == priority + 2 {
+                m.attributes.push(RuleAttribute::Iifname(port.to_string()));
+                m.attributes.push(RuleAttribute::Table(table_in));
+            } else {
+                m.attributes.push(RuleAttribute::FwMark(mark));
+                if action == RuleAction::ToTable {
+                    m.attributes.push(RuleAttribute::Table(mark));
+                }
             }
             let done = if add {
                 let mut request = self.handle.rule().add();
@@ -376,7 +388,7 @@ impl Netlink {
                     if (add && e.raw_code() == -17) || (!add && e.raw_code() == -2) => {}
                 Err(e) => {
                     return Err(NetlinkError::Route(format!(
-                        "{} rule {at}: fwmark {mark:#x} {action:?}: {e}",
+                        "{} rule {at} of port {port} ({action:?}): {e}",
                         if add { "add" } else { "delete" }
                     )))
                 }
@@ -747,6 +759,77 @@ mod tests {
             "{ip}"
         );
         assert_eq!(after.addresses, [("192.0.2.9".parse().unwrap(), 24)]);
+    }
+
+    #[test]
+    fn a_delivery_ports_table_and_rules_go_in_and_come_out() {
+        if !root() {
+            return;
+        }
+        let ns = Namespace::new();
+        ns.ip(&["link", "set", "cnib", "up"]);
+        let (mark, table_in) = (0xed00_0042_u32, 0xec00_0042_u32);
+        let gateway: std::net::Ipv4Addr = "192.0.2.10".parse().unwrap();
+        ns.run(move |nl| {
+            Box::pin(async move {
+                nl.configure("cnia", &[], 1500).await.unwrap();
+                nl.gateway_table(mark, gateway, "cnia", true).await.unwrap();
+                nl.port_rules(mark, "cnia", table_in, 900, true)
+                    .await
+                    .unwrap();
+                // Twice is no error.
+                nl.port_rules(mark, "cnia", table_in, 900, true)
+                    .await
+                    .unwrap();
+                let net: IpAddr = "10.60.0.0".parse().unwrap();
+                nl.device_route((net, 24), "cnia", table_in, true)
+                    .await
+                    .unwrap();
+            })
+        });
+        let rules = ns.ip(&["-4", "rule", "show"]);
+        assert!(
+            rules.contains("900:\tfrom all fwmark 0xed000042 lookup 3976200258"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("901:\tfrom all fwmark 0xed000042 unreachable"),
+            "{rules}"
+        );
+        assert!(
+            rules.contains("902:\tfrom all iif cnia lookup 3959423042"),
+            "{rules}"
+        );
+        let routes = ns.ip(&["-4", "route", "show", "table", &mark.to_string()]);
+        assert!(
+            routes.contains("default via 192.0.2.10 dev cnia proto static onlink"),
+            "{routes}"
+        );
+        let routes_in = ns.ip(&["-4", "route", "show", "table", &table_in.to_string()]);
+        assert!(
+            routes_in.contains("10.60.0.0/24 dev cnia proto static"),
+            "{routes_in}"
+        );
+        ns.run(move |nl| {
+            Box::pin(async move {
+                nl.port_rules(mark, "cnia", table_in, 900, false)
+                    .await
+                    .unwrap();
+                nl.port_rules(mark, "cnia", table_in, 900, false)
+                    .await
+                    .unwrap();
+                nl.gateway_table(mark, gateway, "cnia", false)
+                    .await
+                    .unwrap();
+            })
+        });
+        let rules = ns.ip(&["-4", "rule", "show"]);
+        assert!(
+            !rules.contains("0xed000042") && !rules.contains("iif cnia"),
+            "{rules}"
+        );
+        let routes = ns.ip(&["-4", "route", "show", "table", &mark.to_string()]);
+        assert!(routes.trim().is_empty(), "{routes}");
     }
 
     #[test]

@@ -12,9 +12,13 @@
 //! carrier: a carrier that goes down makes its routes' next hop down, at once (link
 //! notifications), and a customer prefix whose last path it was is withdrawn.
 //!
-//! Traffic the customer sends back over the CNI reaches the PoP's kernel on the port and is
-//! forwarded by the main table (egress through us); v1 CNIs carry Magic Transit inside GRE
-//! tunnels, which [`super::path`] runs.
+//! What the customer sends in over the CNI reaches the PoP's kernel on the port. To the
+//! account's own networks (WAN: another site, behind a tunnel or another CNI) it finds the
+//! rule `iif PORT lookup IN` and the account's route prefixes in table IN ([`Port::table_in`]),
+//! each onto the CNI's TUN device ([`Port::device`]), from which the packet path routes it by
+//! the account's table, as it routes what comes out of a tunnel; anything else falls through
+//! to the main table and is forwarded to the internet (egress through us). v1 CNIs carry Magic
+//! Transit inside GRE tunnels, which [`super::path`] runs.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +28,7 @@ use edgenet_interconnect::cni::UseCase;
 use edgenet_interconnect::dataplane::Dataplane;
 use edgenet_protocol::CniProvision;
 
-use super::device::Raw;
+use super::device::{Raw, Tun};
 use super::path::Counters;
 
 /// The priority of the first rule of a CNI's mark (its `unreachable` rule is one after).
@@ -64,6 +68,18 @@ impl Port {
     pub fn mark(&self) -> u32 {
         mark_of(&self.id)
     }
+
+    /// The routing table of what comes in on its port for the account's networks: `0xec` in
+    /// the top byte, the mark's 24 bits below.
+    pub fn table_in(&self) -> u32 {
+        self.mark() ^ 0x0100_0000
+    }
+
+    /// The TUN device what comes in on its port for the account's networks is routed into:
+    /// `cn` and the mark's 24 bits in hex.
+    pub fn device(&self) -> String {
+        format!("cn{:06x}", self.mark() & 0x00ff_ffff)
+    }
 }
 
 /// The firewall mark and routing table number of CNI `id`: `0xed` in the top byte, 24 bits of
@@ -77,25 +93,30 @@ pub fn mark_of(id: &str) -> u32 {
     0xed00_0000 | (h & 0x00ff_ffff)
 }
 
-/// One CNI as the packet path delivers onto it.
+/// One CNI as the packet path delivers onto it and reads from it.
 pub struct Delivery {
     /// Where it goes.
     pub port: Port,
     socket: Raw,
+    /// What comes in on the port for the account's networks.
+    pub ingress: Tun,
     /// Its port's carrier is up.
     pub up: AtomicBool,
-    /// What was sent onto it (the `_out` counters; `dropped`: refused by the kernel).
+    /// What was sent onto it (`_out`), what came in for the account's networks (`_in`), and
+    /// what could not go on (`dropped`: no route, refused by the kernel).
     pub counters: Counters,
 }
 
 impl Delivery {
-    /// The raw socket that carries the port's mark.
+    /// The raw socket that carries the port's mark, and the TUN device of what comes in.
     pub fn open(port: Port) -> std::io::Result<Delivery> {
         let socket = Raw::open(libc::IPPROTO_RAW, true)?;
         socket.set_mark(port.mark())?;
+        let ingress = Tun::open(&port.device())?;
         Ok(Delivery {
             port,
             socket,
+            ingress,
             up: AtomicBool::new(false),
             counters: Counters::default(),
         })
@@ -136,5 +157,13 @@ mod tests {
         assert_eq!(a >> 24, 0xed);
         assert_ne!(a, mark_of("cni-2"));
         assert_eq!(a, mark_of("cni-1"));
+        let port = Port {
+            id: "cni-1".into(),
+            account: "acct".into(),
+            interface: "eth1".into(),
+            customer: Ipv4Addr::new(10, 0, 0, 1),
+        };
+        assert_eq!(port.table_in() >> 24, 0xec);
+        assert_eq!(port.device().len(), 8);
     }
 }

@@ -43,6 +43,9 @@ use super::path::{health_of, Counters, Device, Path, Probes, Running, Snapshot, 
 use crate::interconnect::netlink::{Netlink, RouteWriter};
 use crate::interconnect::sessions::prefix;
 
+/// The kernel's main routing table.
+const MAIN: u32 = 254;
+
 /// How often sessions and learnt routes are read.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -183,8 +186,17 @@ struct Driver {
     announced: Option<Vec<(Prefix, Option<u32>)>>,
     /// The prefixes with a path from this PoP that is not down, as the last publish found.
     with_path: BTreeSet<IpNet>,
-    /// The v2 CNIs delivered onto, by id, and whether their kernel route and rules are in.
-    cnis: BTreeMap<String, (Arc<Delivery>, bool)>,
+    /// The v2 CNIs delivered onto, by id.
+    cnis: BTreeMap<String, HeldCni>,
+}
+
+/// One v2 CNI as the driver holds it.
+struct HeldCni {
+    delivery: Arc<Delivery>,
+    /// Its device, table and rules are in the kernel.
+    installed: bool,
+    /// The account's route prefixes in its table of what comes in ([`Port::table_in`]).
+    routed_in: BTreeSet<IpNet>,
 }
 
 /// The session a tunnel asks for: routes accepted for the account's own prefixes and the
@@ -307,13 +319,13 @@ impl Driver {
             self.report();
         }
         self.path.stop();
-        for (_, (d, _)) in std::mem::take(&mut self.cnis) {
-            self.uninstall(&d.port).await;
+        for (_, c) in std::mem::take(&mut self.cnis) {
+            self.uninstall(&c).await;
         }
         for net in std::mem::take(&mut self.routed) {
             let _ = self
                 .netlink
-                .device_route((net.addr(), net.prefix_len()), INGRESS, false)
+                .device_route((net.addr(), net.prefix_len()), INGRESS, MAIN, false)
                 .await;
         }
     }
@@ -451,13 +463,13 @@ impl Driver {
         let gone: Vec<String> = self
             .cnis
             .iter()
-            .filter(|(id, (d, _))| wanted.get(*id) != Some(&d.port))
+            .filter(|(id, c)| wanted.get(*id) != Some(&c.delivery.port))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            if let Some((d, _)) = self.cnis.remove(&id) {
-                self.uninstall(&d.port).await;
-                tracing::info!(cni = %id, interface = %d.port.interface, "CNI no longer delivered onto");
+            if let Some(c) = self.cnis.remove(&id) {
+                self.uninstall(&c).await;
+                tracing::info!(cni = %id, interface = %c.delivery.port.interface, "CNI no longer delivered onto");
             }
         }
         for (id, port) in wanted {
@@ -466,68 +478,121 @@ impl Driver {
             }
             match Delivery::open(port) {
                 Ok(d) => {
-                    self.cnis.insert(id, (Arc::new(d), false));
+                    let c = HeldCni {
+                        delivery: Arc::new(d),
+                        installed: false,
+                        routed_in: BTreeSet::new(),
+                    };
+                    self.cnis.insert(id, c);
                 }
-                Err(e) => tracing::warn!(cni = %id, error = %e, "CNI delivery socket not opened"),
+                Err(e) => tracing::warn!(cni = %id, error = %e, "CNI delivery not opened"),
             }
         }
     }
 
-    /// Reads each CNI's port: up when its carrier is, with its route and rules in (put in,
-    /// again, whenever the port comes up: the kernel takes a down device's routes out).
+    /// Reads each CNI's port: up when its carrier is, with its routes and rules in (put in,
+    /// again, whenever the port comes up: the kernel takes a down device's routes out); and
+    /// keeps its table of what comes in holding the account's route prefixes.
     async fn follow_cnis(&mut self) {
         let ids: Vec<String> = self.cnis.keys().cloned().collect();
         let mut changed = false;
         for id in ids {
-            let (d, installed) = self.cnis[&id].clone();
+            let Some(mut c) = self.cnis.remove(&id) else {
+                continue;
+            };
+            let d = c.delivery.clone();
             let link = self.netlink.link(&d.port.interface).await;
             let carrier = link.as_ref().is_ok_and(|l| l.admin_up && l.carrier);
-            let mut now_installed = installed && carrier;
-            if carrier && (!installed || !d.is_up()) {
-                now_installed = self.install(&d.port).await;
+            c.installed &= carrier;
+            if carrier && !c.installed {
+                c.installed = self.install(&d.port).await;
+                c.routed_in.clear();
             }
-            let up = carrier && now_installed;
+            let up = carrier && c.installed;
             if d.up.swap(up, std::sync::atomic::Ordering::Relaxed) != up {
                 tracing::info!(cni = %id, interface = %d.port.interface, up, "CNI port");
                 changed = true;
             }
-            self.cnis.insert(id, (d, now_installed));
+            if c.installed {
+                self.route_in(&mut c).await;
+            }
+            self.cnis.insert(id, c);
         }
         if changed {
             self.shared.changed.notify_one();
         }
     }
 
-    /// Puts a CNI's table and rules in; false (logged) when the kernel refused.
+    /// Puts a CNI's TUN device, tables and rules in; false (logged) when the kernel refused.
     async fn install(&self, port: &Port) -> bool {
         let mark = port.mark();
         let done = async {
+            self.netlink.configure(&port.device(), &[], 1500).await?;
             self.netlink
                 .gateway_table(mark, port.customer, &port.interface, true)
                 .await?;
             self.netlink
-                .mark_rules(mark, mark, RULE_PRIORITY, true)
+                .port_rules(mark, &port.interface, port.table_in(), RULE_PRIORITY, true)
                 .await
         };
         match done.await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(cni = %port.id, interface = %port.interface, error = %e, "CNI delivery route not installed");
+                tracing::warn!(cni = %port.id, interface = %port.interface, error = %e, "CNI delivery routes not installed");
                 false
             }
         }
     }
 
-    async fn uninstall(&self, port: &Port) {
+    /// Keeps the account's IPv4 route prefixes (static, and learnt on its tunnels) in the
+    /// CNI's table of what comes in, each onto its TUN device.
+    async fn route_in(&self, c: &mut HeldCni) {
+        let port = &c.delivery.port;
+        let mut wanted: BTreeSet<IpNet> = self
+            .magic
+            .get(&port.account)
+            .map(|m| m.routes.iter().map(|r| r.prefix).collect())
+            .unwrap_or_default();
+        for h in self.held.values().filter(|h| h.run.account == port.account) {
+            wanted.extend(h.learnt.iter().copied());
+        }
+        wanted.retain(|n| matches!(n, IpNet::V4(_)));
+        let dev = port.device();
+        for net in wanted.difference(&c.routed_in.clone()) {
+            match self
+                .netlink
+                .device_route((net.addr(), net.prefix_len()), &dev, port.table_in(), true)
+                .await
+            {
+                Ok(()) => {
+                    c.routed_in.insert(*net);
+                }
+                Err(e) => {
+                    tracing::warn!(cni = %port.id, prefix = %net, error = %e, "route of what comes in over the CNI not added")
+                }
+            }
+        }
+        for net in c.routed_in.difference(&wanted).copied().collect::<Vec<_>>() {
+            let _ = self
+                .netlink
+                .device_route((net.addr(), net.prefix_len()), &dev, port.table_in(), false)
+                .await;
+            c.routed_in.remove(&net);
+        }
+    }
+
+    async fn uninstall(&self, c: &HeldCni) {
+        let port = &c.delivery.port;
         let mark = port.mark();
         if let Err(e) = self
             .netlink
-            .mark_rules(mark, mark, RULE_PRIORITY, false)
+            .port_rules(mark, &port.interface, port.table_in(), RULE_PRIORITY, false)
             .await
         {
             tracing::warn!(cni = %port.id, error = %e, "CNI delivery rules not removed");
         }
-        // The interface may be gone, and its routes with it.
+        // The interface may be gone, and its routes with it; the TUN device goes with the last
+        // reference to the delivery, and its routes with it.
         let _ = self
             .netlink
             .gateway_table(mark, port.customer, &port.interface, false)
@@ -618,7 +683,7 @@ impl Driver {
         for net in wanted.difference(&self.routed.clone()) {
             match self
                 .netlink
-                .device_route((net.addr(), net.prefix_len()), INGRESS, true)
+                .device_route((net.addr(), net.prefix_len()), INGRESS, MAIN, true)
                 .await
             {
                 Ok(()) => {
@@ -631,7 +696,7 @@ impl Driver {
         for net in self.routed.difference(&wanted).copied().collect::<Vec<_>>() {
             if let Err(e) = self
                 .netlink
-                .device_route((net.addr(), net.prefix_len()), INGRESS, false)
+                .device_route((net.addr(), net.prefix_len()), INGRESS, MAIN, false)
                 .await
             {
                 tracing::warn!(prefix = %net, error = %e, "customer prefix route not removed");
@@ -662,7 +727,9 @@ impl Driver {
                 .tunnels
                 .insert(t.spec.name.clone(), t.clone());
         }
-        for (id, (d, _)) in &self.cnis {
+        for (id, c) in &self.cnis {
+            let d = &c.delivery;
+            snap.cnis.push(d.clone());
             snap.tables
                 .entry(d.port.account.clone())
                 .or_insert_with(Table::default)

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use edgenet_dataplane::firewall::{Dropped, Firewall, Hit, Ruleset};
-use edgenet_dataplane::packet::{decrement_ttl, Header};
+use edgenet_dataplane::packet::Header;
 use edgenet_dataplane::prefix::PrefixSpec;
 use edgenet_dataplane::shield::Shield;
 
@@ -197,10 +197,8 @@ impl Path {
             c.dropped(Dropped::NoRoute);
             return;
         };
-        if !decrement_ttl(packet) {
-            c.dropped(Dropped::TtlExceeded);
-            return;
-        }
+        // The kernel took one off the TTL forwarding it into the ingress device (and answered
+        // a TTL that ran out itself).
         if !self.forward(next, packet, out) {
             c.dropped(Dropped::SendFailed);
             return;

@@ -211,6 +211,8 @@ pub struct Snapshot {
     pub by_key: HashMap<u32, Arc<Running>>,
     /// Every tunnel, in one order (the TUN devices polled).
     pub all: Vec<Arc<Running>>,
+    /// Every v2 CNI of this PoP (their TUN devices polled too).
+    pub cnis: Vec<Arc<Delivery>>,
     /// Each account's table.
     pub tables: HashMap<String, Table>,
     /// Every account's customer prefixes.
@@ -454,19 +456,20 @@ impl Path {
         let mut out = Vec::with_capacity(BUF);
         while !self.stopped() {
             let snap = self.snapshot.load_full();
-            let tuns: Vec<(&Running, &Tun)> = snap
+            let mut from: Vec<(Next, &Tun)> = snap
                 .all
                 .iter()
                 .filter_map(|t| match &t.device {
-                    Device::Tun(tun) => Some((&**t, tun)),
+                    Device::Tun(tun) => Some((Next::Tunnel(t), tun)),
                     Device::Kernel(_) => None,
                 })
                 .collect();
-            if tuns.is_empty() {
+            from.extend(snap.cnis.iter().map(|d| (Next::Cni(d), &d.ingress)));
+            if from.is_empty() {
                 std::thread::sleep(super::device::WAIT);
                 continue;
             }
-            let fds: Vec<_> = tuns.iter().map(|(_, tun)| tun.fd()).collect();
+            let fds: Vec<_> = from.iter().map(|(_, tun)| tun.fd()).collect();
             let ready = match readable(&fds) {
                 Ok(r) => r,
                 Err(e) => {
@@ -476,16 +479,35 @@ impl Path {
                 }
             };
             for i in ready {
-                let (t, tun) = tuns[i];
-                // What is queued, up to a few packets per wake, so one busy tunnel does not
+                let (source, tun) = from[i];
+                // What is queued, up to a few packets per wake, so one busy device does not
                 // starve the others (the device is non-blocking: an empty queue ends it).
                 for _ in 0..64 {
                     match tun.read(&mut buf) {
-                        Ok(n) if n > 0 => self.send(t, &buf[..n], &mut out),
+                        Ok(n) if n > 0 => match source {
+                            // The kernel's packets for the tunnel: into it.
+                            Next::Tunnel(t) => self.send(t, &buf[..n], &mut out),
+                            Next::Cni(d) => self.route_from_cni(&snap, d, &buf[..n], &mut out),
+                        },
                         _ => break,
                     }
                 }
             }
+        }
+    }
+
+    /// Routes a packet that came in over CNI `d` for one of the account's networks by the
+    /// account's table (the kernel, forwarding it into the CNI's device, took one off its TTL).
+    fn route_from_cni(&self, snap: &Snapshot, d: &Delivery, packet: &[u8], out: &mut Vec<u8>) {
+        let c = &d.counters;
+        c.packets_in.fetch_add(1, Ordering::Relaxed);
+        c.bytes_in.fetch_add(packet.len() as u64, Ordering::Relaxed);
+        let next = snap.tables.get(&d.port.account).and_then(|table| {
+            let dst = destination(packet)?;
+            table.next(dst, flow(packet))
+        });
+        if !next.is_some_and(|next| self.forward(next, packet, out)) {
+            c.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -443,6 +443,19 @@ def scenario_magic(rig):
               os.path.join(rig.dir, f"send-{ENDPOINTS[1]}"))
     until("site 2's packets reach the customer over the CNI", 20,
           lambda: rig.dsr_packets("cni_wan") >= 10)
+    # And back: from the site behind the CNI to site 2, routed by the table into gre2.
+    open(os.path.join(rig.dir, "received.log"), "w").close()
+    sh("ip", "route", "add", "10.60.0.0/24", "via", CNI_PAIR.split("/")[0], "dev", "to-cni",
+       ns=rig.ns("c"))
+    sh("python3", "-c", "import socket\n"
+       "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+       f"s.bind(('{SERVER}', 0))\n"
+       "for _ in range(10): s.sendto(b'edgenet-wan', ('10.60.0.7', 9))", ns=rig.ns("c"))
+    got = until("the CNI site's packets at site 2", 20,
+                lambda: (lambda r: r if len(r) >= 10 else None)(received()))
+    check("they arrive through gre2, from the CNI site's address",
+          all(r[0] == ENDPOINTS[1] and r[1] == SERVER and r[2] == "10.60.0.7" for r in got),
+          got[:3])
     # gre1 down at pop-a: the CNI is still a path, so pop-a keeps the prefix announced.
     rig.mute(ENDPOINTS[0], True, only=POP["a"])
     until("gre1 down at pop-a", 15, lambda: rig.health("gre1", "pop-a") == "down", step=0.1)
