@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The Magic Transit rig: a customer's prefix announced by two PoPs, filtered there, and
-delivered to the customer over GRE.
+delivered to the customer over GRE and a CNI.
 
         client u (100.64.0.2; flooder) ── internet router i (BIRD, AS 64999) ── customer c
                                           /                 \\        (its own ISP link:
@@ -14,7 +14,9 @@ customer's router c is tests/tunnels/endpoint.py (scapy, independent of edgenet)
 tunnel endpoints: 198.18.0.1 (gre1, site 1, where the server 203.0.113.10 sits; its packets go
 into a TUN device for c's kernel) and 198.18.0.2 (gre2, site 2: 10.60.0.0/24). The server's
 replies leave by c's own ISP (Direct Server Return) or, with the prefix's egress through us,
-back into gre1. Everything is created through the control plane's API in PoP a.
+back into gre1. A v2 CNI joins PoP a and the customer directly (pop-a's cni0, the customer's
+to-cni, 10.213.0.0/31); the scenario adds it, with a route that wins over gre1's, near the end.
+Everything is created through the control plane's API in PoP a.
 
 Used by crates/edgenet/tests/magic.rs (scenario `magic`) and bench/magic.sh (scenario
 `bench`). Run as root: rig.py SCENARIO --edgenet PATH
