@@ -368,6 +368,9 @@ pub enum Dropped {
     EgressNotEnabled,
     /// The kernel refused to send it on (a CNI's port without its route, a full queue).
     SendFailed,
+    /// Larger than the tunnel's MTU and not to be fragmented (Don't Fragment, IPv6): the
+    /// sender is told the MTU (ICMP "fragmentation needed", for IPv4).
+    TooBig,
 }
 
 impl Dropped {
@@ -387,6 +390,7 @@ impl Dropped {
             Dropped::NoRoute => "no_route",
             Dropped::EgressNotEnabled => "egress_not_enabled",
             Dropped::SendFailed => "send_failed",
+            Dropped::TooBig => "too_big",
         }
     }
 
@@ -406,11 +410,12 @@ impl Dropped {
             Dropped::NoRoute => 9,
             Dropped::EgressNotEnabled => 10,
             Dropped::SendFailed => 11,
+            Dropped::TooBig => 12,
         }
     }
 
     /// Every reason.
-    pub const ALL: [Dropped; 12] = {
+    pub const ALL: [Dropped; 13] = {
         use shield::Flood::*;
         [
             Dropped::Rule,
@@ -425,6 +430,7 @@ impl Dropped {
             Dropped::NoRoute,
             Dropped::EgressNotEnabled,
             Dropped::SendFailed,
+            Dropped::TooBig,
         ]
     };
 }

@@ -9,12 +9,14 @@
 //! object and its checks. For Magic Transit: `packet` reads the header fields the filters
 //! match; `prefix` is a customer's prefix as an account object and the longest-prefix map of
 //! whose traffic a packet is; `firewall` the customer's ordered L3/L4 rules; `shield` the
-//! built-in SYN, UDP and ICMP flood limits after them. The userspace devices (TUN, raw sockets, TAP and AF_PACKET) and the
+//! built-in SYN, UDP and ICMP flood limits after them; `mtu` fragments what is larger than a
+//! tunnel's MTU, or answers ICMP "fragmentation needed". The userspace devices (TUN, raw sockets, TAP and AF_PACKET) and the
 //! kernel path through netlink are the node's (`edgenet-node/src/tunnels`).
 
 pub mod firewall;
 pub mod gre;
 pub mod health;
+pub mod mtu;
 pub mod packet;
 pub mod prefix;
 pub mod probe;

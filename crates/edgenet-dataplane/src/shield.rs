@@ -12,9 +12,13 @@
 //! while every TCP stack retransmits its SYN after about a second). The first SYN of an
 //! unknown source is dropped and the source remembered for [`CHALLENGE_MS`]; its retransmit
 //! passes. Verified sources are remembered for [`VERIFIED_MS`] and are themselves bounded by
-//! the destination's limit, so a flood that repeats its sources is bounded too. The sets
-//! of sources are rotating Bloom filters (no false negatives; a false positive lets one flood
-//! packet through, at a rate of about 1 in 10,000 at 100,000 sources a second).
+//! the destination's limit, so a flood that repeats its sources is bounded too. A retransmit
+//! counts only [`RETRANSMIT_MIN_MS`] or more after its challenge. The sets of sources are
+//! direct-mapped tables of 32-bit tags with the time each source was seen (`Recent`): a flood
+//! can push a source out of one (it is challenged again), never make one look seen, so a
+//! flood's sources do not become verified however many it invents (a Bloom filter, which this
+//! replaced, filled up at a few hundred thousand sources a second and then let most through
+//! as verified, crowding out the real clients under the destination's limit).
 
 use std::net::IpAddr;
 
@@ -31,10 +35,19 @@ pub const SEEN_MS: u64 = 3_000;
 pub const CHALLENGE_MS: u64 = 4_000;
 /// How long a source stays verified.
 pub const VERIFIED_MS: u64 = 150_000;
+/// The least time between a challenged SYN and its retransmission (every TCP stack waits
+/// about a second; a flood that repeats a source at once is not retransmitting).
+pub const RETRANSMIT_MIN_MS: u64 = 200;
 /// Counters per row of each rate's sketch.
 const WIDTH: usize = 8192;
-/// Bits of each Bloom filter (2^21: 256 KiB).
-const BLOOM_BITS: u32 = 21;
+/// Slots of the challenged sources (2^20, 8 MiB, allocated at the first challenge: at 250,000
+/// spoofed SYNs a second a challenged source survives the second until its retransmission
+/// with a chance of about 4 in 5, and is challenged again if not).
+const CHALLENGED_BITS: u32 = 20;
+/// Slots of the verified sources (2^18, 2 MiB), and of the SYNs awaiting their ACK (2^16,
+/// 512 KiB): only real handshakes and retransmissions go in, at the clients' rate.
+const VERIFIED_BITS: u32 = 18;
+const SEEN_BITS: u32 = 16;
 
 /// A kind of flood with limits of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,84 +169,54 @@ pub fn address_key(a: IpAddr, seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A Bloom filter of 2^BLOOM_BITS bits and three hashes (double hashing of one key).
-#[derive(Clone)]
-struct Bloom {
-    bits: Vec<u64>,
-}
-
-impl Bloom {
-    fn new() -> Bloom {
-        Bloom {
-            bits: vec![0; 1 << (BLOOM_BITS - 6)],
-        }
-    }
-
-    fn positions(key: u64) -> [usize; 3] {
-        let mask = (1u64 << BLOOM_BITS) - 1;
-        let (a, b) = (key, key.rotate_left(32) | 1);
-        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
-    }
-
-    fn insert(&mut self, key: u64) {
-        for p in Bloom::positions(key) {
-            self.bits[p >> 6] |= 1 << (p & 63);
-        }
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        Bloom::positions(key)
-            .into_iter()
-            .all(|p| self.bits[p >> 6] & (1 << (p & 63)) != 0)
-    }
-
-    fn clear(&mut self) {
-        self.bits.iter_mut().for_each(|b| *b = 0);
-    }
-}
-
-/// A set that forgets: a key stays between `period` and twice that.
+/// Sources seen recently, each with when: a direct-mapped table of `2^bits` slots (allocated
+/// at the first insert), each holding a 32-bit tag of the key and the time it was put in. A
+/// key is found while its slot still holds its tag and it is at most `keep_ms` old; another
+/// key landing in the slot takes it (that source is forgotten, not confused with another: a
+/// wrong match needs the 32-bit tag to collide, about 1 in 4 billion).
 #[derive(Clone)]
 struct Recent {
-    period_ms: u64,
-    start_ms: u64,
-    current: Bloom,
-    previous: Bloom,
+    keep_ms: u64,
+    bits: u32,
+    slots: Vec<u64>,
 }
 
 impl Recent {
-    fn new(period_ms: u64, now_ms: u64) -> Recent {
+    fn new(keep_ms: u64, bits: u32) -> Recent {
         Recent {
-            period_ms,
-            start_ms: now_ms,
-            current: Bloom::new(),
-            previous: Bloom::new(),
+            keep_ms,
+            bits,
+            slots: Vec::new(),
         }
     }
 
-    fn roll(&mut self, now_ms: u64) {
-        let elapsed = now_ms.saturating_sub(self.start_ms);
-        if elapsed < self.period_ms {
-            return;
-        }
-        if elapsed < 2 * self.period_ms {
-            std::mem::swap(&mut self.current, &mut self.previous);
-            self.start_ms += self.period_ms;
-        } else {
-            self.previous.clear();
-            self.start_ms = now_ms;
-        }
-        self.current.clear();
+    fn slot(&self, key: u64) -> (usize, u64) {
+        // The tag is never 0, so an empty slot matches nothing.
+        let tag = (key >> 32) | 1;
+        ((key as usize) & ((1 << self.bits) - 1), tag)
     }
 
     fn insert(&mut self, key: u64, now_ms: u64) {
-        self.roll(now_ms);
-        self.current.insert(key);
+        if self.slots.is_empty() {
+            self.slots = vec![0; 1 << self.bits];
+        }
+        let (i, tag) = self.slot(key);
+        self.slots[i] = (tag << 32) | (now_ms & 0xffff_ffff);
     }
 
-    fn contains(&mut self, key: u64, now_ms: u64) -> bool {
-        self.roll(now_ms);
-        self.current.contains(key) || self.previous.contains(key)
+    /// How long ago `key` was put in, if it is still held and at most `keep_ms` old.
+    fn age(&self, key: u64, now_ms: u64) -> Option<u64> {
+        let (i, tag) = self.slot(key);
+        let v = *self.slots.get(i)?;
+        if v >> 32 != tag {
+            return None;
+        }
+        let age = u64::from((now_ms as u32).wrapping_sub(v as u32));
+        (age <= self.keep_ms).then_some(age)
+    }
+
+    fn contains(&self, key: u64, now_ms: u64) -> bool {
+        self.age(key, now_ms).is_some()
     }
 }
 
@@ -260,9 +243,9 @@ impl Shield {
             by_source: [window(), window(), window()],
             by_destination: [window(), window(), window()],
             verified_by_destination: window(),
-            syn_seen: Recent::new(SEEN_MS, now_ms),
-            challenged: Recent::new(CHALLENGE_MS, now_ms),
-            verified: Recent::new(VERIFIED_MS, now_ms),
+            syn_seen: Recent::new(SEEN_MS, SEEN_BITS),
+            challenged: Recent::new(CHALLENGE_MS, CHALLENGED_BITS),
+            verified: Recent::new(VERIFIED_MS, VERIFIED_BITS),
         }
     }
 
@@ -305,7 +288,11 @@ impl Shield {
             return Err(Dropped::DestinationRate(flood));
         }
         let known = self.verified.contains(src, now_ms);
-        if !known && !self.challenged.contains(src, now_ms) {
+        let retransmitted = self
+            .challenged
+            .age(src, now_ms)
+            .is_some_and(|age| age >= RETRANSMIT_MIN_MS);
+        if !known && !retransmitted {
             self.challenged.insert(src, now_ms);
             return Err(Dropped::SynChallenge);
         }
@@ -453,11 +440,66 @@ mod tests {
 
     #[test]
     fn memories_fade() {
-        let mut r = Recent::new(1000, 0);
+        let mut r = Recent::new(1000, 4);
+        assert!(!r.contains(5, 0), "nothing before the first insert");
         r.insert(5, 100);
-        assert!(r.contains(5, 1500));
-        assert!(!r.contains(5, 2100));
-        r.insert(6, 2100);
-        assert!(!r.contains(6, 10_000), "a long silence forgets everything");
+        assert_eq!(r.age(5, 1500), None, "older than it keeps");
+        assert_eq!(r.age(5, 1100), Some(1000));
+        // Another key in the same slot takes it; neither is confused with the other.
+        let other = 5 + (1 << 40);
+        r.insert(other, 1200);
+        assert!(!r.contains(5, 1200));
+        assert!(r.contains(other, 1200));
+    }
+
+    #[test]
+    fn a_retransmit_counts_only_after_a_while() {
+        let mut s = Shield::new(settings(), 7, 0);
+        flood(&mut s, 20_000, 0);
+        let client = syn("198.51.100.20");
+        assert_eq!(s.check(&client, 1_000), Err(Dropped::SynChallenge));
+        assert_eq!(
+            s.check(&client, 1_010),
+            Err(Dropped::SynChallenge),
+            "10 ms later is a repeat, not a retransmission"
+        );
+        assert_eq!(s.check(&client, 1_300), Ok(()));
+    }
+
+    #[test]
+    fn a_flood_of_hundreds_of_thousands_of_sources_does_not_crowd_out_a_verified_client() {
+        // The default limits: 1,000 SYNs a second to a destination, 100 from a source (which
+        // the flood's many sources must not seem to reach, sharing the sketch's counters).
+        let mut s = Shield::new(Protection::default(), 7, 0);
+        let client = syn("198.51.100.20");
+        assert_eq!(s.check(&client, 0), Ok(()));
+        let ack = Header::parse(&ipv4(
+            "198.51.100.20",
+            "203.0.113.10",
+            6,
+            (40000, 80),
+            tcp_flag::ACK,
+            0,
+        ))
+        .unwrap();
+        assert_eq!(s.check(&ack, 10), Ok(()));
+        let mut passed = 0;
+        let mut served = 0;
+        for second in 1..4u64 {
+            // Fresh sources every second: a flood that repeated them a second later would
+            // retransmit, as far as anyone can tell, and share the destination's limit.
+            passed += (0..300_000u32)
+                .filter(|i| {
+                    let src = random_source(*i + second as u32 * 1_000_000);
+                    s.check(&syn(&src), second * 1000 + u64::from(*i) / 300)
+                        .is_ok()
+                })
+                .count();
+            served += (0..10)
+                .filter(|i| s.check(&client, second * 1000 + i * 100).is_ok())
+                .count();
+        }
+        assert!(passed <= 1_100, "{passed} of 900,000 spoofed SYNs passed");
+        assert_eq!(served, 30, "the verified client is served throughout");
     }
 }

@@ -1,7 +1,8 @@
 //! The sliding-window rate estimate Cloudflare published ("Counting things, a lot of different
 //! things"): counts of the previous and the current fixed window, the previous one weighted by
 //! the part of it still inside the sliding window. Counts live in count-min sketches, so memory
-//! is fixed however many keys an attacker invents; a sketch can only over-count, never under.
+//! is fixed however many keys an attacker invents; a sketch can only over-count, never under
+//! (conservative update keeps the over-count small).
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -36,13 +37,20 @@ impl Sketch {
         out
     }
 
+    /// Counts one for `key` with the conservative update: only the counters below the new
+    /// estimate rise to it, so the estimate is still never below the true count, while keys
+    /// that share counters inflate each other far less (under a flood of random keys, about a
+    /// quarter as much as a plain update).
     fn add(&mut self, key: u64) -> u32 {
-        let mut min = u32::MAX;
-        for s in self.slots(key) {
-            self.counts[s] = self.counts[s].saturating_add(1);
-            min = min.min(self.counts[s]);
+        let slots = self.slots(key);
+        let min = slots.iter().map(|&s| self.counts[s]).min().unwrap_or(0);
+        let new = min.saturating_add(1);
+        for s in slots {
+            if self.counts[s] < new {
+                self.counts[s] = new;
+            }
         }
-        min
+        new
     }
 
     fn get(&self, key: u64) -> u32 {
@@ -133,6 +141,20 @@ pub fn key_hash<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_random_keys_barely_inflates_a_quiet_one() {
+        // 300,000 keys once each in a sketch 8,192 wide: a plain count-min update would put
+        // about 37 in every counter; the conservative one keeps a new key's estimate far lower.
+        let mut w = SlidingWindow::new(1000, 8192, 0);
+        for i in 0..300_000u64 {
+            w.observe(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), 500);
+        }
+        let quiet = w.observe(u64::MAX - 1, 500);
+        assert!(quiet < 20.0, "{quiet}");
+        let loud = (0..50).map(|_| w.observe(42, 600)).last().unwrap();
+        assert!(loud >= 50.0, "never under the true count: {loud}");
+    }
 
     #[test]
     fn counts_within_one_window() {

@@ -288,7 +288,20 @@ impl Netlink {
             .table_id(table)
             .protocol(RouteProtocol::Static)
             .build();
-        let what = format!("{}/{} dev {dev} table {table}", dst.0, dst.1);
+        self.put_route(m, add, || {
+            format!("{}/{} dev {dev} table {table}", dst.0, dst.1)
+        })
+        .await
+    }
+
+    /// Replaces (`add`) or deletes route `m`; a route already gone is no error, and `what`
+    /// names it in any other.
+    async fn put_route(
+        &self,
+        m: rtnetlink::packet_route::route::RouteMessage,
+        add: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), NetlinkError> {
         let done = if add {
             self.handle.route().add(m).replace().execute().await
         } else {
@@ -299,8 +312,9 @@ impl Netlink {
             // ESRCH: not there.
             Err(rtnetlink::Error::NetlinkError(e)) if !add && e.raw_code() == -3 => Ok(()),
             Err(e) => Err(NetlinkError::Route(format!(
-                "{} {what}: {e}",
-                if add { "add" } else { "delete" }
+                "{} {}: {e}",
+                if add { "add" } else { "delete" },
+                what()
             ))),
         }
     }
@@ -324,20 +338,10 @@ impl Netlink {
             .table_id(table)
             .protocol(RouteProtocol::Static)
             .build();
-        let what = format!("default via {gateway} dev {dev} table {table}");
-        let done = if add {
-            self.handle.route().add(m).replace().execute().await
-        } else {
-            self.handle.route().del(m).execute().await
-        };
-        match done {
-            Ok(()) => Ok(()),
-            Err(rtnetlink::Error::NetlinkError(e)) if !add && e.raw_code() == -3 => Ok(()),
-            Err(e) => Err(NetlinkError::Route(format!(
-                "{} {what}: {e}",
-                if add { "add" } else { "delete" }
-            ))),
-        }
+        self.put_route(m, add, || {
+            format!("default via {gateway} dev {dev} onlink table {table}")
+        })
+        .await
     }
 
     /// Puts (`add`) or takes out the IPv4 policy rules of a delivery port: `priority: fwmark

@@ -64,6 +64,8 @@ pub struct Tunnels {
     magic: Mutex<(Vec<PrefixState>, Vec<RuleState>)>,
     changed: Arc<Notify>,
     metrics: super::metrics::MagicMetrics,
+    /// The v2 CNIs delivered onto (for their metrics).
+    cnis: Mutex<Vec<Arc<Delivery>>>,
 }
 
 impl Tunnels {
@@ -86,6 +88,7 @@ impl Tunnels {
             magic: Mutex::new((Vec::new(), Vec::new())),
             changed,
             metrics: super::metrics::MagicMetrics::new(metrics),
+            cnis: Mutex::new(Vec::new()),
         });
         let config = config.clone();
         let me = shared.clone();
@@ -131,7 +134,9 @@ impl Tunnels {
     /// Brings the Magic Transit metrics up to the counters (at scrape time).
     pub fn update_metrics(&self) {
         let (prefixes, rules) = self.magic_states();
-        self.metrics.update(&prefixes, &rules, &self.states());
+        let cnis = lock(&self.cnis).clone();
+        self.metrics
+            .update(&prefixes, &rules, &self.states(), &cnis);
     }
 }
 
@@ -535,6 +540,15 @@ impl Driver {
                 .port_rules(mark, &port.interface, port.table_in(), RULE_PRIORITY, true)
                 .await
         };
+        // What the customer sends from its own prefix comes in on the port while the main
+        // table routes that prefix into the ingress device: a strict reverse-path check would
+        // drop it, a loose one (2) passes it.
+        let rp = format!("/proc/sys/net/ipv4/conf/{}/rp_filter", port.interface);
+        if std::fs::read_to_string(&rp).is_ok_and(|v| v.trim() == "1") {
+            if let Err(e) = std::fs::write(&rp, "2") {
+                tracing::warn!(interface = %port.interface, error = %e, "strict rp_filter on a CNI port not loosened: the customer's packets from its prefix are dropped");
+            }
+        }
         match done.await {
             Ok(()) => true,
             Err(e) => {
@@ -797,6 +811,7 @@ impl Driver {
         }
         self.prefix_counters.retain(|k, _| live.contains(k));
         self.with_path = with_path;
+        *lock(&self.shared.cnis) = snap.cnis.clone();
         snap.prefixes = prefixes;
         snap.filters = self.filters.clone();
         self.path.snapshot.store(Arc::new(snap));

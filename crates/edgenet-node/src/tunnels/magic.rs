@@ -29,7 +29,7 @@ use edgenet_dataplane::prefix::PrefixSpec;
 use edgenet_dataplane::shield::Shield;
 
 use super::device::{readable, Tun};
-use super::path::{Path, Snapshot};
+use super::path::{Path, Snapshot, Unsent};
 
 /// The TUN device customer prefixes are routed into.
 pub const INGRESS: &str = "edgenet-mt";
@@ -199,9 +199,17 @@ impl Path {
         };
         // The kernel took one off the TTL forwarding it into the ingress device (and answered
         // a TTL that ran out itself).
-        if !self.forward(next, packet, out) {
-            c.dropped(Dropped::SendFailed);
-            return;
+        match self.forward(next, packet, out) {
+            Ok(()) => {}
+            Err(Unsent::TooBig(mtu)) => {
+                self.too_big(packet, mtu);
+                c.dropped(Dropped::TooBig);
+                return;
+            }
+            Err(Unsent::Failed) => {
+                c.dropped(Dropped::SendFailed);
+                return;
+            }
         }
         c.delivered.fetch_add(1, Ordering::Relaxed);
     }

@@ -1,12 +1,17 @@
 //! Prometheus metrics of tunnels and Magic Transit, brought up to the packet path's counters
 //! at scrape time: per prefix (packets, bytes, delivered, drops by reason, announced), per
-//! firewall rule (packets, bytes, drops) and per tunnel (packets and bytes each way, health).
+//! firewall rule (packets, bytes, drops), per tunnel (packets and bytes each way, health) and
+//! per v2 CNI delivered onto (packets and bytes each way, drops, port up).
 
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use edgenet_dataplane::health::Health;
 use edgenet_protocol::{PrefixState, RuleState, TunnelState};
 use edgenet_proxy::metrics::Metrics;
+
+use super::cni::Delivery;
 
 /// The metrics.
 pub struct MagicMetrics {
@@ -21,6 +26,10 @@ pub struct MagicMetrics {
     tunnel_packets: IntCounterVec,
     tunnel_bytes: IntCounterVec,
     tunnel_healthy: IntGaugeVec,
+    cni_packets: IntCounterVec,
+    cni_bytes: IntCounterVec,
+    cni_dropped: IntCounterVec,
+    cni_up: IntGaugeVec,
 }
 
 /// Moves `counter` up to `value` (a counter that went backwards, its object made again, starts
@@ -52,6 +61,7 @@ impl MagicMetrics {
         let prefix = &["account", "prefix"];
         let rule = &["account", "rule"];
         let tunnel = &["account", "tunnel", "direction"];
+        let cni = &["account", "cni", "direction"];
         MagicMetrics {
             prefix_packets: counter(
                 "edgenet_magic_prefix_packets_total",
@@ -108,11 +118,37 @@ impl MagicMetrics {
                 "A tunnel's health here: 2 healthy, 1 degraded, 0 down",
                 &["account", "tunnel"],
             ),
+            cni_packets: counter(
+                "edgenet_cni_delivery_packets_total",
+                "Packets delivered onto a v2 CNI (out) or routed from it to the account's networks (in)",
+                cni,
+            ),
+            cni_bytes: counter(
+                "edgenet_cni_delivery_bytes_total",
+                "Bytes delivered onto a v2 CNI (out) or routed from it to the account's networks (in)",
+                cni,
+            ),
+            cni_dropped: counter(
+                "edgenet_cni_delivery_dropped_total",
+                "Packets for or from a v2 CNI that could not go on (no route, refused by the kernel)",
+                &["account", "cni"],
+            ),
+            cni_up: gauge(
+                "edgenet_cni_delivery_up",
+                "1 while a v2 CNI's port is up and delivered onto",
+                &["account", "cni"],
+            ),
         }
     }
 
     /// Brings them up to the states.
-    pub fn update(&self, prefixes: &[PrefixState], rules: &[RuleState], tunnels: &[TunnelState]) {
+    pub fn update(
+        &self,
+        prefixes: &[PrefixState],
+        rules: &[RuleState],
+        tunnels: &[TunnelState],
+        cnis: &[std::sync::Arc<Delivery>],
+    ) {
         for p in prefixes {
             let l = [p.account.as_str(), p.cidr.as_str()];
             catch_up(&self.prefix_packets, &l, p.packets);
@@ -143,6 +179,25 @@ impl MagicMetrics {
                 Health::Down => 0,
             };
             self.tunnel_healthy.with_label_values(&[a, id]).set(health);
+        }
+        for d in cnis {
+            let (a, id, c) = (d.port.account.as_str(), d.port.id.as_str(), &d.counters);
+            catch_up(
+                &self.cni_packets,
+                &[a, id, "in"],
+                c.packets_in.load(Relaxed),
+            );
+            catch_up(
+                &self.cni_packets,
+                &[a, id, "out"],
+                c.packets_out.load(Relaxed),
+            );
+            catch_up(&self.cni_bytes, &[a, id, "in"], c.bytes_in.load(Relaxed));
+            catch_up(&self.cni_bytes, &[a, id, "out"], c.bytes_out.load(Relaxed));
+            catch_up(&self.cni_dropped, &[a, id], c.dropped.load(Relaxed));
+            self.cni_up
+                .with_label_values(&[a, id])
+                .set(i64::from(d.is_up()));
         }
     }
 }

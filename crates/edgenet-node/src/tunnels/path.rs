@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use edgenet_dataplane::firewall::Dropped;
 use edgenet_dataplane::health::{Checker, Direction, Health, PROBE_TIMEOUT};
+use edgenet_dataplane::mtu::{self, Fit};
 use edgenet_dataplane::packet::{decrement_ttl, destination, flow, Header};
 use edgenet_dataplane::prefix::{Egress, PrefixMap};
 use edgenet_dataplane::table::{self, NextHop, Seen};
@@ -176,6 +177,15 @@ pub struct Table {
     pub cnis: HashMap<String, Arc<Delivery>>,
 }
 
+/// Why a packet did not leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// Larger than the tunnel's MTU (of this many bytes) and not to be fragmented.
+    TooBig(u16),
+    /// The kernel refused it, or it is not an IP packet the next hop carries.
+    Failed,
+}
+
 /// Where a route's packets leave this PoP.
 #[derive(Clone, Copy)]
 pub enum Next<'a> {
@@ -279,10 +289,24 @@ impl Path {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Sends `inner` into tunnel `t`: GRE from our address to the customer's endpoint.
-    pub(super) fn send(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) {
+    /// Sends `inner` into tunnel `t`: GRE from our address to the customer's endpoint, in
+    /// fragments of the tunnel's MTU where it is larger and may be cut ([`mtu::fit`]).
+    pub(super) fn send(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) -> Result<(), Unsent> {
+        match mtu::fit(inner, t.spec.mtu) {
+            Fit::Fits => self.encapsulate(t, inner, out),
+            Fit::Fragments(fragments) => fragments
+                .iter()
+                .try_for_each(|f| self.encapsulate(t, f, out)),
+            Fit::TooBig => {
+                t.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(Unsent::TooBig(t.spec.mtu))
+            }
+        }
+    }
+
+    fn encapsulate(&self, t: &Running, inner: &[u8], out: &mut Vec<u8>) -> Result<(), Unsent> {
         let Some(protocol) = gre::protocol_of(inner) else {
-            return;
+            return Err(Unsent::Failed);
         };
         out.clear();
         gre::push_outer_ipv4(
@@ -299,12 +323,26 @@ impl Path {
                 t.counters
                     .bytes_out
                     .fetch_add(inner.len() as u64, Ordering::Relaxed);
+                Ok(())
             }
             Err(e) => {
                 t.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(tunnel = %t.spec.name, error = %e, "GRE send failed");
+                Err(Unsent::Failed)
             }
         }
+    }
+
+    /// Tells the sender of IPv4 packet `p`, refused as larger than `mtu`, the MTU (ICMP
+    /// "fragmentation needed" from our address), so its path MTU discovery finds it.
+    pub(super) fn too_big(&self, p: &[u8], mtu: u16) {
+        let (Some(icmp), Some(IpAddr::V4(src))) = (
+            mtu::fragmentation_needed(p, mtu, self.source),
+            Header::parse(p).map(|h| h.src),
+        ) else {
+            return;
+        };
+        let _ = self.gre.send_to(&icmp, src);
     }
 
     fn gre_rx(&self) {
@@ -392,22 +430,32 @@ impl Path {
             return;
         };
         let mut packet = inner.to_vec();
-        if !decrement_ttl(&mut packet) || !self.forward(next, &packet, out) {
+        if !decrement_ttl(&mut packet) {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.forward(next, &packet, out) {
+            Ok(()) => {}
+            // Between sites the sender is behind a tunnel: this PoP does not answer for it.
+            Err(_) => {
+                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Sends `packet` (TTL already less one) where a route picked; false when it could not
-    /// leave (an IPv6 packet for a CNI, or the kernel refused it).
-    pub(super) fn forward(&self, next: Next, packet: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Sends `packet` (TTL already less one) where a route picked.
+    pub(super) fn forward(
+        &self,
+        next: Next,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Unsent> {
         match next {
-            Next::Tunnel(t) => {
-                self.send(t, packet, out);
-                true
-            }
+            Next::Tunnel(t) => self.send(t, packet, out),
             Next::Cni(d) => match destination(packet) {
-                Some(IpAddr::V4(dst)) => d.send(packet, dst),
-                _ => false,
+                Some(IpAddr::V4(dst)) if d.send(packet, dst) => Ok(()),
+                // An IPv6 packet for a CNI (its delivery is IPv4), or the kernel refused it.
+                _ => Err(Unsent::Failed),
             },
         }
     }
@@ -486,7 +534,10 @@ impl Path {
                     match tun.read(&mut buf) {
                         Ok(n) if n > 0 => match source {
                             // The kernel's packets for the tunnel: into it.
-                            Next::Tunnel(t) => self.send(t, &buf[..n], &mut out),
+                            // The device's MTU is the tunnel's: what the kernel sends fits.
+                            Next::Tunnel(t) => {
+                                let _ = self.send(t, &buf[..n], &mut out);
+                            }
                             Next::Cni(d) => self.route_from_cni(&snap, d, &buf[..n], &mut out),
                         },
                         _ => break,
@@ -506,7 +557,7 @@ impl Path {
             let dst = destination(packet)?;
             table.next(dst, flow(packet))
         });
-        if !next.is_some_and(|next| self.forward(next, packet, out)) {
+        if next.is_none_or(|next| self.forward(next, packet, out).is_err()) {
             c.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -568,7 +619,7 @@ impl Path {
                     seq,
                 };
                 let inner = probe::build(check.kind, ours, t.spec.probe_target(), p);
-                self.send(t, &inner, &mut out);
+                let _ = self.send(t, &inner, &mut out);
             }
             if changed {
                 self.health_changed.notify_one();

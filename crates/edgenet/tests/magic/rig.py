@@ -440,6 +440,8 @@ def scenario_magic(rig):
                  lambda: rig.dsr_packets("cni") > cni0 and rig.request(timeout=2))
     check("the server answers", body == "hello from acme\n", body)
     check("its packets came in over the CNI", rig.dsr_packets("cni") > cni0)
+    check("counted as delivered onto the CNI",
+          rig.metric("a", "edgenet_cni_delivery_packets_total", direction="out") > 0)
     rig.write(f"send-{ENDPOINTS[1]}.tmp", f"{SERVER} 10\n")
     os.rename(os.path.join(rig.dir, f"send-{ENDPOINTS[1]}.tmp"),
               os.path.join(rig.dir, f"send-{ENDPOINTS[1]}"))
@@ -458,6 +460,8 @@ def scenario_magic(rig):
     check("they arrive through gre2, from the CNI site's address",
           all(r[0] == ENDPOINTS[1] and r[1] == SERVER and r[2] == "10.60.0.7" for r in got),
           got[:3])
+    check("counted as routed in from the CNI",
+          rig.metric("a", "edgenet_cni_delivery_packets_total", direction="in") >= 10)
     # gre1 down at pop-a: the CNI is still a path, so pop-a keeps the prefix announced.
     rig.mute(ENDPOINTS[0], True, only=POP["a"])
     until("gre1 down at pop-a", 15, lambda: rig.health("gre1", "pop-a") == "down", step=0.1)
@@ -476,13 +480,143 @@ def scenario_magic(rig):
           lambda: sorted(rig.via()) == sorted(POP.values()), step=0.1)
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds of process `pid` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def hping(rig, seconds, *args):
+    """hping3 from the client's namespace on core 0, for `seconds`."""
+    return subprocess.Popen(("ip", "netns", "exec", rig.ns("u"), "taskset", "-c", "0", "timeout",
+                             str(seconds), "hping3", "-q", *args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def scenario_bench(rig, runs, seconds):
+    """bench/magic.sh's figures, with pop-a's process pinned to core 1 and the traffic sent from
+    core 0. Prints one JSON object."""
+    rig.start_control(listen="0.0.0.0")
+    # A customer that expects a lot of clean UDP from one client raises the UDP limits; the SYN
+    # protections are the defaults.
+    rig.setup(protection={"udp": {"per_destination_pps": 10_000_000,
+                                  "per_source_pps": 10_000_000}})
+    rig.start_router()
+    rig.start_customer()
+    pop = rig.start_pop("a")
+    rig.start_pop("b")
+    sh("taskset", "-a", "-p", "-c", "1", str(pop.pid))
+    for role in "ab":
+        until(f"gre1 healthy at pop-{role}", 30,
+              lambda: rig.health("gre1", f"pop-{role}") == "healthy", step=0.1)
+    rig.acct("PATCH", f"/addressing/prefixes/{rig.prefix_id}/bgp/status", {"advertised": True},
+             expect=200)
+    until("the prefix heard from both PoPs", 20, lambda: sorted(rig.via()) == sorted(POP.values()))
+    # The clean UDP (port 9) is counted and dropped at the customer's router before its scapy
+    # endpoint, which could not decapsulate 1 Gbit/s: outer IPv4 + GRE is 24 bytes, the inner
+    # protocol at byte 33, the inner destination port at bytes 46-47.
+    sh("nft", "-f", rig.write("clean.nft", """
+table inet bench {
+  chain in {
+    type filter hook input priority -10;
+    ip protocol gre @nh,264,8 17 @nh,368,16 9 counter name clean drop
+  }
+  counter clean {}
+}
+"""), ns=rig.ns("c"))
+
+    def clean():
+        out = sh("nft", "-j", "list", "counter", "inet", "bench", "clean", ns=rig.ns("c"))
+        c = next(o["counter"] for o in json.loads(out)["nftables"] if "counter" in o)
+        return c["packets"], c["bytes"]
+
+    def seen():
+        return rig.metric("a", "edgenet_magic_prefix_packets_total", prefix=PREFIX)
+
+    for _ in range(3):
+        check("the client before the flood", rig.request() is not None)
+
+    # 1. Clean 1500-byte UDP through the filter while it drops a SYN flood from random sources.
+    clean_runs = []
+    for run in range(runs):
+        (p0, b0), cpu0, seen0, t0 = clean(), cpu_seconds(pop.pid), seen(), time.time()
+        flood = hping(rig, seconds, "-S", "-p", "80", "--rand-source", "--flood", SERVER)
+        udp = hping(rig, seconds, "--udp", "-p", "9", "-d", "1472", "--flood", SERVER)
+        flood.wait(timeout=seconds + 10)
+        udp.wait(timeout=seconds + 10)
+        (p1, b1), cpu1, seen1, t1 = clean(), cpu_seconds(pop.pid), seen(), time.time()
+        wall = t1 - t0
+        inner = (b1 - b0) - 24 * (p1 - p0)
+        gbps = inner * 8 / wall / 1e9
+        cores = (cpu1 - cpu0) / wall
+        clean_runs.append({"clean_gbps": round(gbps, 3), "pop_cores": round(cores, 3),
+                           "clean_gbps_per_core": round(gbps / cores, 3) if cores else 0,
+                           "packets_per_s": round((seen1 - seen0) / wall),
+                           "clean_packets_per_s": round((p1 - p0) / wall)})
+        log(f"clean run {run + 1}: {clean_runs[-1]}")
+        time.sleep(1)
+
+    # 2. The client's requests during a SYN flood at full speed.
+    legit = []
+    for run in range(runs):
+        flood = hping(rig, 60, "-S", "-p", "80", "--rand-source", "--flood", SERVER)
+        time.sleep(1)
+        asked, served, t0 = 0, 0, time.time()
+        while asked < 100 and time.time() - t0 < 45:
+            asked += 1
+            served += rig.request(timeout=5) is not None
+        flood.terminate()  # timeout passes it on to hping3
+        flood.wait(timeout=10)
+        legit.append({"asked": asked, "served": served, "fraction": round(served / asked, 4)})
+        log(f"legit run {run + 1}: {legit[-1]}")
+        time.sleep(1)
+
+    # 3. pop-a's last path (gre1) breaks: the customer's router stops answering its probes.
+    withdrawn = []
+    for run in range(runs):
+        rig.mute(ENDPOINTS[0], True, only=POP["a"])
+        t0 = time.time()
+        until("pop-a withdraws the prefix", 10, lambda: rig.via() == [POP["b"]], step=0.01)
+        t1 = time.time()
+        down = until("gre1 down at pop-a", 10, lambda: (lambda t: t["result"]["health"]["pop-a"]
+                     if t["result"]["health"]["pop-a"]["health"] == "down" else None)(
+            rig.acct("GET", f"/magic/gre_tunnels/{rig.tunnels['gre1']}")[1]))
+        withdrawn.append({"after_break_ms": round((t1 - t0) * 1000, 1),
+                          "after_down_ms": round(t1 * 1000 - down["since_ms"], 1)})
+        log(f"withdrawal run {run + 1}: {withdrawn[-1]}")
+        rig.mute(ENDPOINTS[0], False)
+        until("pop-a announces it again", 30, lambda: sorted(rig.via()) == sorted(POP.values()),
+              step=0.1)
+
+    mid = sorted(clean_runs, key=lambda r: r["clean_gbps_per_core"])[len(clean_runs) // 2]
+    print(json.dumps({
+        "clean_gbps_per_core": mid["clean_gbps_per_core"],
+        "prefix_withdrawn_after_last_path_ms": median([w["after_break_ms"] for w in withdrawn]),
+        "legit_served_under_syn_flood": median([r["fraction"] for r in legit]),
+        "prefix_withdrawn_after_declared_down_ms":
+            median([w["after_down_ms"] for w in withdrawn]),
+        "clean_runs": clean_runs, "legit_runs": legit, "withdrawal_runs": withdrawn,
+    }), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["magic"])
+    ap.add_argument("scenario", choices=["magic", "bench"])
     ap.add_argument("--edgenet", required=True)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
     args = ap.parse_args()
     with Rig(args.edgenet) as rig:
-        scenario_magic(rig)
+        if args.scenario == "magic":
+            scenario_magic(rig)
+        else:
+            scenario_bench(rig, args.runs, args.seconds)
     print(f"scenario {args.scenario}: passed", flush=True)
 
 
