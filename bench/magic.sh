@@ -6,11 +6,14 @@
 #                          parsed header): a SYN flood from random sources with a clean
 #                          1500-byte packet in sixteen (crates/edgenet-dataplane/examples/
 #                          filter_rate.rs). Median of RUNS.
-#   clean_gbps_per_core    1500-byte UDP from the client to the customer's server while a SYN
-#                          flood from random spoofed sources runs beside it (both hping3
-#                          --flood): the clean inner bytes the customer's router receives out
-#                          of GRE (an nftables counter) in Gbit/s, divided by pop-a's CPU in
-#                          cores (/proc/PID/stat). Median of RUNS of SECONDS_PER_RUN.
+#   clean_gbps_per_core    UDP from the client to the customer's server in 1500-byte packets
+#                          on the wire to the customer (1476 inside GRE, the tunnel's MTU: the
+#                          size MSS-clamped Magic Transit traffic has; bench/tunnels.sh counts
+#                          the same way) while a SYN flood from random spoofed sources runs
+#                          beside it (both hping3 --flood): the inner bytes the customer's
+#                          router receives out of GRE (an nftables counter) in Gbit/s, divided
+#                          by pop-a's CPU in cores (/proc/PID/stat). Median of RUNS of
+#                          SECONDS_PER_RUN.
 #   prefix_withdrawn_after_last_path_ms
 #                          gre1, pop-a's only path to the prefix, breaks (the customer's router
 #                          stops answering its probes; mid rate, 5/s) until the internet

@@ -547,7 +547,7 @@ table inet bench {
     for run in range(runs):
         (p0, b0), cpu0, seen0, t0 = clean(), cpu_seconds(pop.pid), seen(), time.time()
         flood = hping(rig, seconds, "-S", "-p", "80", "--rand-source", "--flood", SERVER)
-        udp = hping(rig, seconds, "--udp", "-p", "9", "-d", "1472", "--flood", SERVER)
+        udp = hping(rig, seconds, "--udp", "-p", "9", "-d", "1448", "--flood", SERVER)
         flood.wait(timeout=seconds + 10)
         udp.wait(timeout=seconds + 10)
         (p1, b1), cpu1, seen1, t1 = clean(), cpu_seconds(pop.pid), seen(), time.time()
