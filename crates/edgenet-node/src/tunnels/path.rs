@@ -9,12 +9,18 @@
 //!   routed by the account's table and leaves, encapsulated, by the tunnel it picks (traffic
 //!   between a customer's sites).
 //! - `tun-rx` reads what the kernel sends into the TUN devices and encapsulates it to the
-//!   customer's endpoint, from our own address, with the tunnel's TTL.
+//!   customer's endpoint, from our own address, with the tunnel's TTL; and what comes in over
+//!   a v2 CNI for the account's networks (the CNI's own device, [`super::cni`]), routed by the
+//!   account's table.
 //! - `icmp-rx` reads probes that come back outside the tunnel (unidirectional checks).
 //! - `prober` sends each tunnel's probes at its rate and counts the ones that do not return
 //!   within the timeout ([`edgenet_dataplane::health::PROBE_TIMEOUT`]).
 //! - `magic-rx` reads what the kernel routes to customer prefixes (Magic Transit, in
-//!   [`super::magic`]): filtered, then routed by the account's table into a tunnel.
+//!   [`super::magic`]): filtered, then routed by the account's table into a tunnel or onto a
+//!   CNI.
+//!
+//! A packet larger than its tunnel's MTU is fragmented, or refused with ICMP "fragmentation
+//! needed" where it may not be ([`edgenet_dataplane::mtu`]).
 //!
 //! A packet out of a tunnel that no route of the account takes is the customer's reply to the
 //! internet: handed to the kernel when its source is the account's prefix with egress through
