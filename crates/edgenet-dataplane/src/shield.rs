@@ -319,6 +319,10 @@ mod tests {
         Header::parse(&ipv4(src, "203.0.113.10", 6, (40000, 80), tcp_flag::SYN, 0)).unwrap()
     }
 
+    fn ack(src: &str) -> Header {
+        Header::parse(&ipv4(src, "203.0.113.10", 6, (40000, 80), tcp_flag::ACK, 0)).unwrap()
+    }
+
     fn random_source(i: u32) -> String {
         // Spread over the whole space like a spoofing flood.
         Ipv4Addr::from(i.wrapping_mul(2_654_435_761) | 1).to_string()
@@ -368,16 +372,7 @@ mod tests {
         let mut s = Shield::new(settings(), 7, 0);
         let client = syn("198.51.100.20");
         assert_eq!(s.check(&client, 0), Ok(()));
-        let ack = Header::parse(&ipv4(
-            "198.51.100.20",
-            "203.0.113.10",
-            6,
-            (40000, 80),
-            tcp_flag::ACK,
-            0,
-        ))
-        .unwrap();
-        assert_eq!(s.check(&ack, 10), Ok(()));
+        assert_eq!(s.check(&ack("198.51.100.20"), 10), Ok(()));
         flood(&mut s, 20_000, 1_000);
         assert_eq!(s.check(&client, 1_500), Ok(()));
         // A source that never completed one is challenged.
@@ -473,16 +468,7 @@ mod tests {
         let mut s = Shield::new(Protection::default(), 7, 0);
         let client = syn("198.51.100.20");
         assert_eq!(s.check(&client, 0), Ok(()));
-        let ack = Header::parse(&ipv4(
-            "198.51.100.20",
-            "203.0.113.10",
-            6,
-            (40000, 80),
-            tcp_flag::ACK,
-            0,
-        ))
-        .unwrap();
-        assert_eq!(s.check(&ack, 10), Ok(()));
+        assert_eq!(s.check(&ack("198.51.100.20"), 10), Ok(()));
         let mut passed = 0;
         let mut served = 0;
         for second in 1..4u64 {

@@ -17,8 +17,10 @@
 //! rule `iif PORT lookup IN` and the account's route prefixes in table IN ([`Port::table_in`]),
 //! each onto the CNI's TUN device ([`Port::device`]), from which the packet path routes it by
 //! the account's table, as it routes what comes out of a tunnel; anything else falls through
-//! to the main table and is forwarded to the internet (egress through us). v1 CNIs carry Magic
-//! Transit inside GRE tunnels, which [`super::path`] runs.
+//! to the main table and is forwarded to the internet (egress through us; a strict
+//! reverse-path check on the port is loosened, since the main table routes the customer's own
+//! prefix into the ingress device). v1 CNIs carry Magic Transit inside GRE tunnels, which
+//! [`super::path`] runs.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +33,8 @@ use edgenet_protocol::CniProvision;
 use super::device::{Raw, Tun};
 use super::path::Counters;
 
-/// The priority of the first rule of a CNI's mark (its `unreachable` rule is one after).
+/// The priority of the first rule of a CNI's mark (its `unreachable` rule is one after, the
+/// rule of what comes in on its port two after).
 pub const RULE_PRIORITY: u32 = 900;
 
 /// Where a CNI's deliveries go, as the control plane provisions it for this PoP.
