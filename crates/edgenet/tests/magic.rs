@@ -7,6 +7,8 @@
 //! and asserts what a user sees: the prefix in the router's table from both PoPs with the
 //! customer's origin AS, only once it is advertised; an HTTP request from the client served
 //! with Direct Server Return (the replies counted leaving by the customer's own ISP); a
+//! 1500-byte ping fragmented into the 1476-byte tunnel, or, with Don't Fragment, refused with
+//! the MTU told to the client (ICMP "fragmentation needed", counted as too_big); a
 //! source the firewall drops, counted by its rule (Prometheus and the report channel); a SYN
 //! flood from random spoofed sources dropped and bounded while the client is served; traffic
 //! between two sites through the PoP; replies back through the tunnel once the prefix's

@@ -357,6 +357,20 @@ def scenario_magic(rig):
     check("delivered counted in Prometheus",
           rig.metric("a", "edgenet_magic_prefix_delivered_total", prefix=PREFIX) > 0)
 
+    # Larger than the tunnel's 1476 bytes: fragmented without Don't Fragment (the server's
+    # echo reply comes back whole, by its ISP); refused with it, the client told the MTU.
+    ping = lambda *a: subprocess.run(("ip", "netns", "exec", rig.ns("u"), "ping", "-c", "1",
+                                      "-W", "2", "-s", "1472", *a, SERVER),
+                                     capture_output=True, text=True)
+    r = ping("-M", "dont")
+    check("a 1500-byte ping without DF is fragmented into the tunnel and answered",
+          r.returncode == 0, r.stdout + r.stderr)
+    r = ping("-M", "do")
+    check("with DF the client is told the tunnel's MTU", "mtu = 1476" in r.stdout + r.stderr,
+          r.stdout + r.stderr)
+    until("counted as too_big", 15,
+          lambda: rig.prefix_at("pop-a").get("dropped", {}).get("too_big", 0) > 0, step=0.2)
+
     # A filtered source: dropped by the rule, counted by it.
     check("the bad network gets nothing", rig.request(source=BAD, timeout=2) is None)
     until("the rule's drops in Prometheus", 10,
