@@ -14,6 +14,10 @@
 //! reason; a private key is never put in one. What passes is described by [`Checked`]: the
 //! names, issuer, serial, validity, key type and the leaf's SHA-256 fingerprint, as the API
 //! shows a certificate.
+//!
+//! [`seal`]: private keys sealed at rest under the control plane's own key.
+
+pub mod seal;
 
 use edgenet_interconnect::Problem;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
