@@ -15,8 +15,10 @@
 //! names, issuer, serial, validity, key type and the leaf's SHA-256 fingerprint, as the API
 //! shows a certificate.
 //!
-//! [`seal`]: private keys sealed at rest under the control plane's own key.
+//! [`seal`]: private keys sealed at rest under the control plane's own key. [`acme`]: what a
+//! PoP answers for an HTTP-01 or TLS-ALPN-01 challenge.
 
+pub mod acme;
 pub mod seal;
 
 use edgenet_interconnect::Problem;
