@@ -15,11 +15,13 @@
 //! names, issuer, serial, validity, key type and the leaf's SHA-256 fingerprint, as the API
 //! shows a certificate.
 //!
-//! [`seal`]: private keys sealed at rest under the control plane's own key. [`acme`]: what a
-//! PoP answers for an HTTP-01 or TLS-ALPN-01 challenge.
+//! [`seal`]: private keys sealed at rest under the control plane's own key. [`to_pop`]: sealed
+//! to one PoP's X25519 key for the configuration stream. [`acme`]: what a PoP answers for an
+//! HTTP-01 or TLS-ALPN-01 challenge.
 
 pub mod acme;
 pub mod seal;
+pub mod to_pop;
 
 use edgenet_interconnect::Problem;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
