@@ -301,6 +301,47 @@ pub fn backbone_files(state_file: &Path, pop: &str) -> edgenet_proxy::backbone::
     }
 }
 
+/// The PoP's key pair for the certificates' private keys sealed to it
+/// ([`edgenet_certs::to_pop`]): read from `NAME.certs.key` beside its last-known-good file
+/// (the secret in hex, mode 0600), or made and written there the first time, so the keys it
+/// was sent still open after a restart.
+pub fn certificates_key(
+    state_file: &Path,
+    pop: &str,
+) -> anyhow::Result<edgenet_certs::to_pop::PopKey> {
+    let dir = state_file.parent().unwrap_or(Path::new("."));
+    let path = dir.join(format!("{pop}.certs.key"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            let bytes: Option<[u8; 32]> = (text.len() == 64)
+                .then(|| {
+                    (0..32)
+                        .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .flatten()
+                .and_then(|v| v.try_into().ok());
+            let secret = bytes.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: not 64 hex digits (the PoP's certificates key)",
+                    path.display()
+                )
+            })?;
+            Ok(edgenet_certs::to_pop::PopKey::from_secret(secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = edgenet_certs::to_pop::PopKey::generate()
+                .map_err(|e| anyhow::anyhow!("the PoP's certificates key: {e}"))?;
+            let hex: String = key.secret().iter().map(|b| format!("{b:02x}")).collect();
+            crate::tls::write_file(&path, hex.as_bytes(), 0o600)?;
+            tracing::info!(path = %path.display(), "made the PoP's certificates key");
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
 /// Makes sure the PoP has a backbone certificate signed by the control plane's CA: a new key
 /// (kept on the PoP, mode 0600) and a CSR sent to `POST /v1/pops/NAME/certificate`.
 pub async fn ensure_backbone_certificate(
@@ -358,6 +399,23 @@ pub fn http_client() -> reqwest::Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_certificates_key_is_made_once_private_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("edgenet-certs-key-{}", std::process::id()));
+        let state = dir.join("state.json");
+        let made = certificates_key(&state, "pop-a").unwrap();
+        let path = dir.join("pop-a.certs.key");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = certificates_key(&state, "pop-a").unwrap();
+        assert_eq!(again.public(), made.public());
+        std::fs::write(&path, "not hex").unwrap();
+        let err = certificates_key(&state, "pop-a").unwrap_err().to_string();
+        assert!(err.contains("not 64 hex digits"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use std::sync::Mutex;
 
     struct Recording {
