@@ -450,8 +450,11 @@ def scenario_magic(rig):
     # as they are (no GRE), and site 2's too (from a tunnel to a CNI).
     rig.add_cni()
     cni0 = rig.dsr_packets("cni")
-    body = until("the client served over the CNI", 20,
-                 lambda: rig.dsr_packets("cni") > cni0 and rig.request(timeout=2))
+
+    def over_cni():
+        body = rig.request(timeout=2)
+        return body if body and rig.dsr_packets("cni") > cni0 else None
+    body = until("the client served over the CNI", 20, over_cni, step=0.2)
     check("the server answers", body == "hello from acme\n", body)
     check("its packets came in over the CNI", rig.dsr_packets("cni") > cni0)
     check("counted as delivered onto the CNI",
