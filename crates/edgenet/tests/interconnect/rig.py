@@ -340,17 +340,19 @@ def scenario_vlan(rig):
     until("status active", 10, lambda: rig.status()["status"] == "active")
     until("BFD up over the VLAN", 10, lambda: rig.diagnostics()["bgp"]["bfd"] == "up")
 
-    time.sleep(0.5)
+    # What the wire carried: every frame of the session tagged 100; none untagged. The
+    # capture is read as it is written (-U) until both directions are in it: tcpdump may lag
+    # behind the kernel on a loaded machine.
+    def tagged_bgp():
+        out = sh("tcpdump", "-r", capture, "-nn", "-e", "vlan", check=False)
+        frames = [f for f in out.split("\n") if " > " in f and not f.startswith("\t")]
+        tagged = [f for f in frames if "802.1Q (0x8100)" in f and "vlan 100" in f]
+        bgp = [f for f in tagged if f"{OURS}.179" in f or f"{THEIRS}.179" in f]
+        both = any(f", {OURS}." in f for f in bgp) and any(f", {THEIRS}." in f for f in bgp)
+        return out if both else None
+    until("tagged BGP frames on the wire, both ways", 15, tagged_bgp, step=0.2)
     tcpdump.terminate()
     tcpdump.wait(timeout=5)
-    # What the wire carried: every frame of the session tagged 100; none untagged.
-    out = sh("tcpdump", "-r", capture, "-nn", "-e", "vlan", check=False)
-    frames = [f for f in out.split("\n") if " > " in f and not f.startswith("\t")]
-    tagged = [f for f in frames if "802.1Q (0x8100)" in f and "vlan 100" in f]
-    bgp = [f for f in tagged if f"{OURS}.179" in f or f"{THEIRS}.179" in f]
-    check("tagged BGP frames on the wire, both ways",
-          any(f", {OURS}." in f for f in bgp) and any(f", {THEIRS}." in f for f in bgp),
-          out[:3000])
     untagged = sh("tcpdump", "-r", capture, "-nn", "tcp port 179", check=False)
     check("no BGP frame untagged", untagged.strip() == "", untagged)
     # Bytes 12-15 of a tagged frame: TPID 0x8100 and TCI 0x0064 (priority 0, VLAN 100).
