@@ -668,7 +668,8 @@ def scenario_bird(args):
         assert code == 200
         rig.expect_client(2, within=5)
         until("p1 withdrawn", 5, lambda: rig.anycast_status(1)["state"] == "withdrawn")
-        assert rig.router_best() == 2
+        # The router's kernel follows BIRD's new best path a moment after the withdrawal.
+        until("the router forwards to p2", 5, lambda: rig.router_best() == 2)
         assert rig.pop_get(1) == 1, "a drained PoP keeps serving traffic that reaches it"
         code, _ = rig.admin(1, "/anycast/undrain", "POST")
         assert code == 200
