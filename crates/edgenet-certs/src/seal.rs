@@ -47,6 +47,15 @@ impl std::fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
+/// 32 bytes from the system's random source.
+pub(crate) fn random32() -> Result<[u8; 32], SealError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| SealError::Random)?;
+    Ok(bytes)
+}
+
 /// The key private keys are sealed with.
 pub struct SealingKey {
     key: LessSafeKey,
@@ -77,11 +86,7 @@ impl SealingKey {
 
     /// 32 fresh random bytes, for a new key file.
     pub fn generate() -> Result<[u8; 32], SealError> {
-        let mut bytes = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| SealError::Random)?;
-        Ok(bytes)
+        random32()
     }
 
     /// Its id, as sealed values carry it.

@@ -12,10 +12,9 @@
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::hkdf::{Salt, HKDF_SHA256};
-use ring::rand::{SecureRandom, SystemRandom};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::seal::SealError;
+use crate::seal::{random32, SealError};
 
 const VERSION: u8 = 2;
 const SALT: &[u8] = b"edgenet sealed to a PoP v1";
@@ -29,14 +28,6 @@ impl std::fmt::Debug for PopKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PopKey(public {:02x?})", &self.public()[..4])
     }
-}
-
-fn random32() -> Result<[u8; 32], SealError> {
-    let mut b = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| SealError::Random)?;
-    Ok(b)
 }
 
 impl PopKey {

@@ -7,8 +7,8 @@
 //! `fwmark T unreachable` after it, so a marked packet can only leave by that port (the main
 //! table routes customer prefixes back into the dataplane's ingress device). The packet path
 //! sends the packet, TTL already less one, on a raw socket (`IPPROTO_RAW`, our own header)
-//! that carries the mark: the kernel resolves the customer's router (ARP), fragments nothing
-//! (the header's DF stands) and counts it on the port. The CNI's health here is its port's
+//! that carries the mark: the kernel resolves the customer's router (ARP) and counts it on the
+//! port; a packet over the port's MTU is refused by the kernel (counted, `send_failed`). The CNI's health here is its port's
 //! carrier: a carrier that goes down makes its routes' next hop down, at once (link
 //! notifications), and a customer prefix whose last path it was is withdrawn.
 //!

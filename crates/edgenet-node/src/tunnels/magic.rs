@@ -193,7 +193,7 @@ impl Path {
             c.dropped(Dropped::NoRoute);
             return;
         };
-        let Some(next) = table.next(h.dst, h.flow()) else {
+        let Ok(next) = table.next(h.dst, h.flow()) else {
             c.dropped(Dropped::NoRoute);
             return;
         };

@@ -201,20 +201,28 @@ pub enum Next<'a> {
     Cni(&'a Delivery),
 }
 
+/// Why a table gives a destination no way out of this PoP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoNext {
+    /// No route holds it.
+    NoRoute,
+    /// The route picked has a next hop this PoP cannot reach (a CNI of another PoP).
+    Unreachable,
+}
+
 impl Table {
-    /// The route `dst` takes for `flow` and where it leaves (none: no route, or a next hop
-    /// this PoP cannot reach, such as a CNI of another PoP).
-    pub fn next(&self, dst: IpAddr, flow: u64) -> Option<Next<'_>> {
+    /// The route `dst` takes for `flow` and where it leaves, from one lookup.
+    pub fn next(&self, dst: IpAddr, flow: u64) -> Result<Next<'_>, NoNext> {
         let routes = table::lookup(&self.view, dst);
-        match &table::pick(&routes, flow)?.route.next_hop {
+        let hop = &table::pick(&routes, flow)
+            .ok_or(NoNext::NoRoute)?
+            .route
+            .next_hop;
+        match hop {
             NextHop::Tunnel(name) => self.tunnels.get(name).map(|t| Next::Tunnel(t)),
             NextHop::Cni(id) => self.cnis.get(id).map(|d| Next::Cni(d)),
         }
-    }
-
-    /// Whether any route of the table holds `dst`.
-    pub fn holds(&self, dst: IpAddr) -> bool {
-        !table::lookup(&self.view, dst).is_empty()
+        .ok_or(NoNext::Unreachable)
     }
 }
 
@@ -427,25 +435,21 @@ impl Path {
         let Some(dst) = destination(inner) else {
             return;
         };
-        if !table.holds(dst) {
-            self.egress(snap, from, inner);
-            return;
-        }
-        let Some(next) = table.next(dst, flow(inner)) else {
-            from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let next = match table.next(dst, flow(inner)) {
+            Ok(next) => next,
+            Err(NoNext::NoRoute) => {
+                self.egress(snap, from, inner);
+                return;
+            }
+            Err(NoNext::Unreachable) => {
+                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         };
         let mut packet = inner.to_vec();
-        if !decrement_ttl(&mut packet) {
+        // Too big between sites is dropped, not answered: the sender is behind a tunnel.
+        if !decrement_ttl(&mut packet) || self.forward(next, &packet, out).is_err() {
             from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        match self.forward(next, &packet, out) {
-            Ok(()) => {}
-            // Between sites the sender is behind a tunnel: this PoP does not answer for it.
-            Err(_) => {
-                from.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 
@@ -561,7 +565,7 @@ impl Path {
         c.bytes_in.fetch_add(packet.len() as u64, Ordering::Relaxed);
         let next = snap.tables.get(&d.port.account).and_then(|table| {
             let dst = destination(packet)?;
-            table.next(dst, flow(packet))
+            table.next(dst, flow(packet)).ok()
         });
         if next.is_none_or(|next| self.forward(next, packet, out).is_err()) {
             c.dropped.fetch_add(1, Ordering::Relaxed);

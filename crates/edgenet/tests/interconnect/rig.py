@@ -26,7 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 import netns  # noqa: E402
-from netns import check, log, sh, until  # noqa: E402
+from netns import check, log, median, sh, until  # noqa: E402
 
 POP_AS, CUSTOMER_AS = 13335, 64700
 OURS, THEIRS = "100.64.0.0", "100.64.0.1"
@@ -372,12 +372,6 @@ def table_size(rig):
     out = subprocess.run(("ip", "netns", "exec", rig.ns("p"), "ip", "-4", "route", "show",
                           "table", str(TABLE)), capture_output=True, text=True).stdout
     return out.count("\n")
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def bulk_rate(rig, routes, who):

@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 import netns  # noqa: E402
-from netns import check, log, sh, until  # noqa: E402
+from netns import check, cpu_seconds, log, median, sh, until  # noqa: E402
 
 POP_AS, ROUTER_AS, CUSTOMER_AS = 13335, 64999, 64512
 ANYCAST = "192.0.2.100"
@@ -495,18 +495,6 @@ def scenario_magic(rig):
     sh("ip", "link", "set", "to-cni", "up", ns=rig.ns("c"))
     until("pop-a announces it again over its CNI", 15,
           lambda: sorted(rig.via()) == sorted(POP.values()), step=0.1)
-
-
-def cpu_seconds(pid):
-    """User and system CPU seconds of process `pid` (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
 
 def hping(rig, seconds, *args):

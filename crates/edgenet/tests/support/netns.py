@@ -1,7 +1,8 @@
 """Helpers shared by the network-namespace rigs (tests/anycast/rig.py, tests/network/smart.py,
-tests/interconnect/rig.py, tests/tunnels/rig.py): commands inside a namespace, waiting for a
-condition, removing a namespace with whatever still runs in it, and `Rig`, the base of the rigs
-that run a control plane."""
+tests/interconnect/rig.py, tests/tunnels/rig.py, tests/magic/rig.py): commands inside a
+namespace, waiting for a condition, removing a namespace with whatever still runs in it, a
+process's CPU time and a median for the bench scenarios, and `Rig`, the base of the rigs that
+run a control plane."""
 import json
 import os
 import shutil
@@ -23,6 +24,19 @@ def sh(*cmd, check=True, ns=None, capture=True, timeout=30):
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip()}")
     return r.stdout if capture else ""
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds of process `pid` (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def until(what, within, f, step=0.02):

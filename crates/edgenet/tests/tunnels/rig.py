@@ -24,7 +24,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "support"))
 import netns  # noqa: E402
-from netns import check, log, sh, until  # noqa: E402
+from netns import check, cpu_seconds, log, sh, until  # noqa: E402
 
 POP_AS, CUSTOMER_AS = 13335, 64700
 ANYCAST = "192.0.2.100"
@@ -415,11 +415,6 @@ table inet bench {
         ("ip", "netns", "exec", rig.ns(x), "ping", "-c1", "-W1", "10.0.0.1"),
         capture_output=True).returncode == 0)
 
-    def cpu(pid):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def received():
         out = sh("nft", "-j", "list", "counter", "inet", "bench", "received", ns=rig.ns(y))
         return next(o["counter"]["bytes"] for o in json.loads(out)["nftables"] if "counter" in o)
@@ -430,10 +425,10 @@ table inet bench {
                                    "iperf3", "-s", "-1", "-B", "10.0.0.1"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        bytes0, cpu0, t0 = received(), {m: cpu(pids[m]) for m in (x, y)}, time.time()
+        bytes0, cpu0, t0 = received(), {m: cpu_seconds(pids[m]) for m in (x, y)}, time.time()
         sh("ip", "netns", "exec", rig.ns(x), "taskset", "-c", "0", "iperf3", "-c", "10.0.0.1",
            "-u", "-b", "0", "-l", "1448", "-t", str(seconds), timeout=seconds + 30)
-        bytes1, cpu1, t1 = received(), {m: cpu(pids[m]) for m in (x, y)}, time.time()
+        bytes1, cpu1, t1 = received(), {m: cpu_seconds(pids[m]) for m in (x, y)}, time.time()
         server.wait(timeout=10)
         wall = t1 - t0
         gbps = (bytes1 - bytes0) * 8 / wall / 1e9
