@@ -54,6 +54,10 @@ pub struct RawConfig {
     /// The worker runtime (zones' workers are in `[[zones.workers]]`).
     #[serde(default)]
     pub workers: WorkersSection,
+    /// Set by a PoP that follows a control plane (never read from a file): its zones'
+    /// certificates come from there, so an https listener needs no `[zones.tls]`.
+    #[serde(skip)]
+    pub certificates_from_control: bool,
 }
 
 /// The node's worker runtime: fixed for the process's life (changing it needs a restart).

@@ -305,7 +305,8 @@ impl Validator<'_> {
             .iter()
             .any(|l| l.protocol == ListenerProtocol::Https);
         // Judged on what was written: a zone whose certificate failed to load is already an error.
-        if has_https && !raw.zones.iter().any(|z| z.tls.is_some()) {
+        if has_https && !raw.certificates_from_control && !raw.zones.iter().any(|z| z.tls.is_some())
+        {
             self.err(
                 "listeners",
                 "",

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod certificates;
 pub mod nats;
 pub mod reports;
 pub mod store;
@@ -31,6 +32,21 @@ pub struct ServeOptions {
     /// `nats://...`: also mirror every change into a JetStream bucket for PoPs that follow
     /// through NATS.
     pub distribution: Option<String>,
+    /// The file of the key sealing certificates' private keys (made when missing).
+    pub certificates_key: PathBuf,
+    /// Who issues the zones' edge certificates.
+    pub issuer: IssuerOptions,
+}
+
+/// Who issues the zones' edge certificates.
+#[derive(Debug, Clone)]
+pub enum IssuerOptions {
+    /// Nobody: custom certificates only.
+    None,
+    /// The control plane's local CA (`DATA/zones-ca.pem`).
+    Local,
+    /// An ACME CA.
+    Acme(certificates::acme::AcmeOptions),
 }
 
 /// The database URL for the options: PostgreSQL when given, else SQLite in the data directory.
@@ -84,6 +100,24 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     };
     let app = App::new(store, nats).await?;
     let _ = app.ca.set(ca::Ca::load_or_create(&o.data)?);
+    let sealing = certificates::load_or_create_sealing_key(&o.certificates_key)?;
+    let issuer =
+        match &o.issuer {
+            IssuerOptions::None => None,
+            IssuerOptions::Local => Some(certificates::Issuer::Local(
+                ca::Ca::load_or_create_named(&o.data, "zones-ca", "edgenet local CA for zones")?,
+            )),
+            IssuerOptions::Acme(a) => Some(certificates::Issuer::Acme(
+                certificates::acme::Acme::new(a.clone()),
+            )),
+        };
+    if let Some(i) = &issuer {
+        tracing::info!(issuer = %i.describe(), "zones get edge certificates");
+    }
+    let _ = app
+        .certs
+        .set(certificates::Certificates::new(sealing, issuer));
+    certificates::run(app.clone());
     if let Some(n) = &app.nats {
         let written = n.sync(&app).await?;
         tracing::info!(written, "configuration bucket in step with the store");

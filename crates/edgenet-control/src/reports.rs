@@ -136,6 +136,11 @@ pub async fn record(app: &App, pop: &str, report: Report) -> Result<(), StoreErr
             touch(app, pop, now);
             Ok(())
         }
+        Report::Keys { certificates } => {
+            crate::certificates::observe_keys(app, pop, &certificates).await?;
+            touch(app, pop, now);
+            Ok(())
+        }
         Report::Other => Ok(()),
     }
 }

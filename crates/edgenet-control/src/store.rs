@@ -77,7 +77,8 @@ pub enum Owner<'a> {
 }
 
 impl Owner<'_> {
-    fn account(self) -> Option<String> {
+    /// The account, as a new object's owner column.
+    pub fn account(self) -> Option<String> {
         match self {
             Owner::Operator => None,
             Owner::Account(a) => Some(a.to_string()),

@@ -43,6 +43,7 @@ pub fn load(path: &Path, zones: Option<&[ZoneSection]>) -> Result<Config, Config
     let mut raw = edgenet_config::read_raw(path)?;
     if let Some(z) = zones {
         raw.zones = z.to_vec();
+        raw.certificates_from_control = true;
     }
     let mut config = edgenet_config::validate_file(&raw, path, &System)?;
     generate_missing(&mut config).map_err(|e| ConfigError::Invalid {

@@ -15,8 +15,9 @@ mod stream;
 pub mod validate;
 
 pub use objects::{
-    token_hash, CniProvision, Decoded, Kind, MagicProvision, ObjectSet, Objects, PopRecord,
-    PopToken, PrefixProvision, TunnelProvision,
+    pop_key_id, token_hash, CertificateProvision, CertificateSource, ChallengeProvision,
+    ChallengeType, CniProvision, Decoded, Kind, MagicProvision, ObjectSet, Objects, PopRecord,
+    PopToken, PrefixProvision, SealedKey, TunnelProvision,
 };
 pub use report::{
     CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, PrefixState,

@@ -1,6 +1,7 @@
 //! The objects a PoP follows: zones (the same schema as a PoP's `[[zones]]` table), PoP
-//! records, PoP admin token hashes and the CNIs PoPs provision, kept by kind and name at a
-//! version.
+//! records, PoP admin token hashes, the CNIs PoPs provision, accounts' tunnels and routes,
+//! certificates (their private keys sealed to each PoP) and the ACME challenges PoPs answer,
+//! kept by kind and name at a version.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,16 +27,22 @@ pub enum Kind {
     Cni,
     /// An account's GRE tunnels and static routes, which every PoP runs (named by account).
     Magic,
+    /// A certificate PoPs serve by SNI, its key sealed to each PoP (named by its id).
+    Certificate,
+    /// An ACME challenge every PoP answers (named by its token).
+    Challenge,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Zone,
         Kind::Pop,
         Kind::PopToken,
         Kind::Cni,
         Kind::Magic,
+        Kind::Certificate,
+        Kind::Challenge,
     ];
 
     /// The kind's name in the store, the stream and the bucket keys.
@@ -46,6 +53,8 @@ impl Kind {
             Kind::PopToken => "pop_token",
             Kind::Cni => "cni",
             Kind::Magic => "magic",
+            Kind::Certificate => "certificate",
+            Kind::Challenge => "challenge",
         }
     }
 
@@ -162,6 +171,97 @@ pub struct PrefixProvision {
     pub spec: edgenet_dataplane::prefix::PrefixSpec,
 }
 
+/// Where a certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CertificateSource {
+    /// Uploaded by the account (Cloudflare's custom certificates): served before an edge
+    /// certificate for the same name.
+    Custom,
+    /// Issued by the control plane for the zone's hostnames (ACME, or its local CA).
+    Edge,
+}
+
+/// A certificate as PoPs serve it: the chain, the names it is served for, and its private key
+/// sealed to each PoP's X25519 key (base64 of `edgenet-certs`' `to_pop` value), so the stream
+/// and a NATS bucket never carry a plaintext key. A PoP is sent only its own sealed key (see
+/// `StreamMessage::for_pop`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateProvision {
+    /// The zone it is for.
+    pub zone: String,
+    /// Custom (uploaded) or edge (issued).
+    pub source: CertificateSource,
+    /// The hostnames it is served for (names of the zone it covers; `*.x` for a wildcard).
+    pub hosts: Vec<String>,
+    /// The chain, PEM, leaf first.
+    pub chain: String,
+    /// The leaf's serial number, hex.
+    pub serial: String,
+    /// The leaf's validity end, Unix seconds.
+    pub not_after: i64,
+    /// Its private key sealed to each PoP, by PoP name.
+    #[serde(default)]
+    pub keys: BTreeMap<String, SealedKey>,
+    /// A DER OCSP response to staple (base64), while it is fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp: Option<String>,
+}
+
+impl CertificateProvision {
+    /// What a sealed key's context is (the associated data): the PoP and the certificate, so
+    /// a value sealed for one opens for no other.
+    pub fn seal_context(pop: &str, id: &str) -> String {
+        format!("certificate {id} for {pop}")
+    }
+}
+
+/// A private key sealed to one PoP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedKey {
+    /// The id of the PoP's public key it is sealed to ([`pop_key_id`]): a PoP whose key
+    /// changed sees that this one is not for its present key.
+    pub to: String,
+    /// The sealed value, base64.
+    pub sealed: String,
+}
+
+/// A PoP public key's id: its first 8 bytes in hex.
+pub fn pop_key_id(public: &[u8; 32]) -> String {
+    public[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An ACME challenge type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ChallengeType {
+    /// `GET http://DOMAIN/.well-known/acme-challenge/TOKEN` (RFC 8555 section 8.3).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A TLS handshake offering only `acme-tls/1` for DOMAIN (RFC 8737).
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// An ACME challenge every PoP answers while the CA validates (named by its token). Nothing
+/// in it is secret: the key authorization is what the CA reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeProvision {
+    /// The type.
+    #[serde(rename = "type")]
+    pub kind: ChallengeType,
+    /// The domain being validated.
+    pub domain: String,
+    /// The token (the HTTP-01 path's last segment).
+    pub token: String,
+    /// `token.thumbprint`: the HTTP-01 body, whose SHA-256 the TLS-ALPN-01 certificate carries.
+    pub key_authorization: String,
+}
+
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
 }
@@ -252,6 +352,12 @@ pub struct ObjectSet {
     /// Accounts' tunnels and routes, by account id.
     #[serde(default)]
     pub magic: BTreeMap<String, Decoded<MagicProvision>>,
+    /// Certificates, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificate: BTreeMap<String, Decoded<CertificateProvision>>,
+    /// ACME challenges, by token.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub challenge: BTreeMap<String, Decoded<ChallengeProvision>>,
 }
 
 impl ObjectSet {
@@ -298,6 +404,18 @@ impl ObjectSet {
         self.magic.values().filter_map(|m| m.get().ok())
     }
 
+    /// The certificates that decoded, by id.
+    pub fn certificates(&self) -> impl Iterator<Item = (&str, &CertificateProvision)> {
+        self.certificate
+            .iter()
+            .filter_map(|(id, c)| c.get().ok().map(|c| (id.as_str(), c)))
+    }
+
+    /// The ACME challenges that decoded.
+    pub fn challenges(&self) -> impl Iterator<Item = &ChallengeProvision> {
+        self.challenge.values().filter_map(|c| c.get().ok())
+    }
+
     /// Sets (`Some`) or removes (`None`) one object from its JSON body.
     pub fn set_json(&mut self, kind: Kind, name: &str, body: Option<serde_json::Value>) {
         match kind {
@@ -306,6 +424,8 @@ impl ObjectSet {
             Kind::PopToken => set(&mut self.pop_token, name, body.map(Decoded::from_json)),
             Kind::Cni => set(&mut self.cni, name, body.map(Decoded::from_json)),
             Kind::Magic => set(&mut self.magic, name, body.map(Decoded::from_json)),
+            Kind::Certificate => set(&mut self.certificate, name, body.map(Decoded::from_json)),
+            Kind::Challenge => set(&mut self.challenge, name, body.map(Decoded::from_json)),
         }
     }
 }
@@ -361,6 +481,12 @@ impl Objects {
                         ObjectChange::Cni { name, body } => set(&mut self.objects.cni, &name, body),
                         ObjectChange::Magic { name, body } => {
                             set(&mut self.objects.magic, &name, body)
+                        }
+                        ObjectChange::Certificate { name, body } => {
+                            set(&mut self.objects.certificate, &name, body)
+                        }
+                        ObjectChange::Challenge { name, body } => {
+                            set(&mut self.objects.challenge, &name, body)
                         }
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}

@@ -72,6 +72,13 @@ pub enum Report {
         #[serde(default)]
         rules: Vec<RuleState>,
     },
+    /// The PoP's public keys: its X25519 key that certificates' private keys are sealed to
+    /// (base64 of 32 bytes). Sent when it connects and with the periodic reports; the control
+    /// plane seals every certificate to it again when it changes.
+    Keys {
+        /// The X25519 public key.
+        certificates: String,
+    },
     /// Counters since the PoP started.
     Counters {
         /// Unix milliseconds.
@@ -279,6 +286,9 @@ pub struct ObjectReport {
 pub enum ReportedKind {
     /// A zone.
     Zone,
+    /// A certificate (by id): applied with the serial it serves as its detail, or refused
+    /// with why (its key is not sealed to this PoP's key yet, say).
+    Certificate,
     /// A kind this version does not know.
     #[serde(other)]
     Other,

@@ -8,7 +8,10 @@ use std::time::Duration;
 use edgenet_config::ZoneSection;
 use serde::{Deserialize, Serialize};
 
-use crate::objects::{CniProvision, Decoded, Kind, MagicProvision, ObjectSet, PopRecord, PopToken};
+use crate::objects::{
+    CertificateProvision, ChallengeProvision, CniProvision, Decoded, Kind, MagicProvision,
+    ObjectSet, PopRecord, PopToken,
+};
 
 /// How often an idle stream sends a ping; a follower that hears nothing for three of these
 /// takes the stream for dead.
@@ -44,7 +47,8 @@ pub enum StreamMessage {
 impl StreamMessage {
     /// The message as PoP `pop` gets it: the MD5 key of a CNI another PoP runs is left out
     /// (every PoP learns which CNIs are not its own, so one that moves away is dropped, but a
-    /// session's secret reaches only the PoP that runs it).
+    /// session's secret reaches only the PoP that runs it), and so are the certificate keys
+    /// sealed to other PoPs.
     pub fn for_pop(mut self, pop: &str) -> StreamMessage {
         let redact = |c: &mut Decoded<CniProvision>| {
             if let Decoded::Ok(c) = c {
@@ -53,12 +57,22 @@ impl StreamMessage {
                 }
             }
         };
+        let own_key = |c: &mut Decoded<CertificateProvision>| {
+            if let Decoded::Ok(c) = c {
+                c.keys.retain(|p, _| p == pop);
+            }
+        };
         match &mut self {
-            StreamMessage::Snapshot { objects, .. } => objects.cni.values_mut().for_each(redact),
+            StreamMessage::Snapshot { objects, .. } => {
+                objects.cni.values_mut().for_each(redact);
+                objects.certificate.values_mut().for_each(own_key);
+            }
             StreamMessage::Delta { changes, .. } => {
                 for c in changes {
-                    if let ObjectChange::Cni { body: Some(b), .. } = &mut c.object {
-                        redact(b);
+                    match &mut c.object {
+                        ObjectChange::Cni { body: Some(b), .. } => redact(b),
+                        ObjectChange::Certificate { body: Some(b), .. } => own_key(b),
+                        _ => {}
                     }
                 }
             }
@@ -128,6 +142,20 @@ pub enum ObjectChange {
         /// Its tunnels and routes, or none when it has none left.
         body: Option<Decoded<MagicProvision>>,
     },
+    /// A certificate.
+    Certificate {
+        /// Its id.
+        name: String,
+        /// The certificate, or none when it was deleted.
+        body: Option<Decoded<CertificateProvision>>,
+    },
+    /// An ACME challenge.
+    Challenge {
+        /// Its token.
+        name: String,
+        /// The challenge, or none when the CA is done with it.
+        body: Option<Decoded<ChallengeProvision>>,
+    },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
     Other,
@@ -159,6 +187,14 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::Magic => ObjectChange::Magic {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Certificate => ObjectChange::Certificate {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Challenge => ObjectChange::Challenge {
                 name,
                 body: body.map(Decoded::from_json),
             },

@@ -72,6 +72,33 @@ enum Command {
         /// (`nats://host:port`), for PoPs started with `--control nats://...`.
         #[arg(long)]
         distribution: Option<String>,
+        /// The key that seals certificates' private keys at rest: 64 hex digits (default
+        /// DATA/certificates.key, made on first start, mode 0600). Keep it outside the
+        /// database and its backups.
+        #[arg(long)]
+        certificates_key: Option<PathBuf>,
+        /// Issue every zone's edge certificate from the control plane's own local CA
+        /// (DATA/zones-ca.pem: give it to clients to trust), as `edgenet up` does.
+        #[arg(long, conflicts_with = "acme_directory")]
+        local_ca: bool,
+        /// Issue every zone's edge certificate over ACME from this directory
+        /// (`https://acme-v02.api.letsencrypt.org/directory`).
+        #[arg(long)]
+        acme_directory: Option<String>,
+        /// A PEM file of the CA behind the ACME directory's own TLS certificate (a test CA
+        /// such as pebble's); default: the system's trust store.
+        #[arg(long, requires = "acme_directory")]
+        acme_ca: Option<PathBuf>,
+        /// The ACME account's credentials file (default DATA/acme-account.json, made on
+        /// first use, mode 0600).
+        #[arg(long, requires = "acme_directory")]
+        acme_account: Option<PathBuf>,
+        /// A contact URI for a new ACME account (`mailto:ops@example.com`); repeatable.
+        #[arg(long, requires = "acme_directory")]
+        acme_contact: Vec<String>,
+        /// The challenge PoPs answer: `http-01` (port 80) or `tls-alpn-01` (port 443).
+        #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
+        acme_challenge: String,
     },
     /// Validate a configuration file and compile its worker components (into the node's
     /// artifact cache); lists every error and exits non-zero if there is one.
@@ -175,14 +202,41 @@ fn main() -> ExitCode {
             database,
             listen,
             distribution,
+            certificates_key,
+            local_ca,
+            acme_directory,
+            acme_ca,
+            acme_account,
+            acme_contact,
+            acme_challenge,
         } => {
             init_tracing();
+            let issuer = match (local_ca, acme_directory) {
+                (true, _) => edgenet_control::IssuerOptions::Local,
+                (false, Some(directory)) => edgenet_control::IssuerOptions::Acme(
+                    edgenet_control::certificates::acme::AcmeOptions {
+                        directory,
+                        directory_ca: acme_ca,
+                        account: acme_account.unwrap_or_else(|| data.join("acme-account.json")),
+                        contact: acme_contact,
+                        challenge: if acme_challenge == "tls-alpn-01" {
+                            edgenet_protocol::ChallengeType::TlsAlpn01
+                        } else {
+                            edgenet_protocol::ChallengeType::Http01
+                        },
+                    },
+                ),
+                (false, None) => edgenet_control::IssuerOptions::None,
+            };
             report(runtime().and_then(|rt| {
                 rt.block_on(edgenet_control::serve(edgenet_control::ServeOptions {
+                    certificates_key: certificates_key
+                        .unwrap_or_else(|| data.join("certificates.key")),
                     data,
                     database,
                     listen,
                     distribution,
+                    issuer,
                 }))
             }))
         }

@@ -11,6 +11,7 @@
 //! listeners). `accounts.rs`, `zones.rs`, `pops.rs` and `tokens.rs` hold the handlers.
 
 mod accounts;
+mod certificates;
 pub mod cni;
 pub mod magic;
 mod pops;
@@ -68,6 +69,8 @@ pub struct App {
     write_lock: tokio::sync::Mutex<()>,
     /// The certificate authority of the backbone (set when serving).
     pub ca: std::sync::OnceLock<crate::ca::Ca>,
+    /// The certificates' sealing key and issuer (set when serving).
+    pub certs: std::sync::OnceLock<crate::certificates::Certificates>,
 }
 
 /// An API error: status, and the errors of the envelope.
@@ -233,6 +236,7 @@ impl App {
             nats,
             write_lock: tokio::sync::Mutex::new(()),
             ca: std::sync::OnceLock::new(),
+            certs: std::sync::OnceLock::new(),
         }))
     }
 
@@ -528,7 +532,27 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             tokens::list_account_tokens,
             tokens::create_account_token
         ))
-        .routes(routes!(tokens::delete_account_token));
+        .routes(routes!(tokens::delete_account_token))
+        .routes(routes!(
+            certificates::list_account,
+            certificates::upload_account
+        ))
+        .routes(routes!(
+            certificates::get_account,
+            certificates::replace_account,
+            certificates::delete_account
+        ))
+        .routes(routes!(certificates::packs_account))
+        .routes(routes!(
+            certificates::list_operator,
+            certificates::upload_operator
+        ))
+        .routes(routes!(
+            certificates::get_operator,
+            certificates::replace_operator,
+            certificates::delete_operator
+        ))
+        .routes(routes!(certificates::packs_operator));
     magic::routes(cni::routes(router)).split_for_parts()
 }
 
@@ -699,6 +723,12 @@ async fn write(
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "tunnels and routes are made at /v1/accounts/ACCOUNT/magic/gre_tunnels and /magic/routes",
+            ))
+        }
+        Kind::Certificate | Kind::Challenge => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "certificates are uploaded at /v1/accounts/ACCOUNT/zones/ZONE/custom_certificates and issued by the control plane",
             ))
         }
     };

@@ -1,5 +1,6 @@
-//! Interconnect records: sites, partners, interconnects, CNIs, account settings, maintenance
-//! events, notification subscriptions and webhook deliveries, each a JSON body with its own
+//! Records: sites, partners, interconnects, CNIs, account settings, maintenance events,
+//! notification subscriptions and webhook deliveries, tunnels, routes, prefixes, firewall
+//! rules, certificates and PoP keys, each a JSON body with its own
 //! version (the ETag), owned by an account or the operator. They are not part of the
 //! configuration stream (the next layer provisions PoPs from them).
 //!
@@ -51,6 +52,10 @@ pub enum RecordKind {
     Prefix,
     /// An account's firewall rules and protections (id `ruleset`).
     Firewall,
+    /// A certificate, custom or edge (its zone's account's; the operator's for its zones).
+    Certificate,
+    /// A PoP's registered public keys (by PoP name, the operator's).
+    PopKey,
 }
 
 impl RecordKind {
@@ -71,6 +76,8 @@ impl RecordKind {
             RecordKind::LoaDocument => "loa_document",
             RecordKind::Prefix => "prefix",
             RecordKind::Firewall => "firewall",
+            RecordKind::Certificate => "certificate",
+            RecordKind::PopKey => "pop_key",
         }
     }
 }
