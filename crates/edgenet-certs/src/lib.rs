@@ -60,7 +60,7 @@ pub const MIN_RSA_BITS: u32 = 2048;
 /// An uploaded certificate that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
-    /// The leaf's DNS names.
+    /// The leaf's DNS names (and IP addresses).
     pub names: Vec<String>,
     /// The leaf's subject and issuer, as distinguished names.
     pub subject: String,
@@ -218,6 +218,7 @@ fn field(i: usize) -> String {
     }
 }
 
+/// The leaf's DNS names, and its IP address names written as addresses.
 fn dns_names(c: &X509Certificate<'_>) -> Vec<String> {
     let Ok(Some(san)) = c.subject_alternative_name() else {
         return Vec::new();
@@ -227,9 +228,20 @@ fn dns_names(c: &X509Certificate<'_>) -> Vec<String> {
         .iter()
         .filter_map(|n| match n {
             GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
             _ => None,
         })
         .collect()
+}
+
+/// When the certificate in `der` expires, Unix seconds.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, c) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(c.validity().not_after.timestamp())
 }
 
 /// The leaf's key type, or why the PoPs do not serve it.

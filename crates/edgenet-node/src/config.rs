@@ -13,20 +13,27 @@ use edgenet_config::{Config, ConfigError, System, ZoneSection};
 use edgenet_proxy::lock;
 
 use crate::node::Node;
-use crate::tls::{generate_missing, CertTable};
+use crate::tls::{generate_missing, CertTable, ControlCert};
 
-/// The file and, when the node follows a control plane, the zones it last applied from there.
+/// The file and, when the node follows a control plane, the zones and certificates it last
+/// applied from there.
 pub struct ConfigSource {
     path: PathBuf,
     control_zones: Mutex<Option<Vec<ZoneSection>>>,
+    control_certs: Mutex<Arc<Vec<ControlCert>>>,
 }
 
 impl ConfigSource {
     /// The source of a node started from `path`, with the control plane's zones when given.
-    pub fn new(path: PathBuf, control_zones: Option<Vec<ZoneSection>>) -> ConfigSource {
+    pub fn new(
+        path: PathBuf,
+        control_zones: Option<Vec<ZoneSection>>,
+        control_certs: Vec<ControlCert>,
+    ) -> ConfigSource {
         ConfigSource {
             path,
             control_zones: Mutex::new(control_zones),
+            control_certs: Mutex::new(Arc::new(control_certs)),
         }
     }
 
@@ -62,19 +69,29 @@ impl Node {
     /// node follows one). Returns the new version, or every error.
     pub fn reload(&self) -> Result<u64, Vec<String>> {
         let zones = lock(&self.source.control_zones).clone();
-        self.reload_with(zones.as_deref())
+        let certs = lock(&self.source.control_certs).clone();
+        self.reload_with(zones.as_deref(), &certs)
     }
 
-    /// Applies zones from the control plane with the rest of the file; on success they are
-    /// kept for later reloads. Nothing changes on error.
-    pub fn apply_control_zones(&self, zones: Vec<ZoneSection>) -> Result<u64, Vec<String>> {
-        let version = self.reload_with(Some(&zones))?;
+    /// Applies zones and certificates from the control plane with the rest of the file; on
+    /// success they are kept for later reloads. Nothing changes on error.
+    pub fn apply_control(
+        &self,
+        zones: Vec<ZoneSection>,
+        certs: Vec<ControlCert>,
+    ) -> Result<u64, Vec<String>> {
+        let version = self.reload_with(Some(&zones), &certs)?;
         *lock(&self.source.control_zones) = Some(zones);
+        *lock(&self.source.control_certs) = Arc::new(certs);
         self.core.metrics.reload(true);
         Ok(version)
     }
 
-    fn reload_with(&self, zones: Option<&[ZoneSection]>) -> Result<u64, Vec<String>> {
+    fn reload_with(
+        &self,
+        zones: Option<&[ZoneSection]>,
+        control_certs: &[ControlCert],
+    ) -> Result<u64, Vec<String>> {
         let path = self.source.path();
         let config = load(path, zones).map_err(|e| e.lines())?;
         let current = self.core.snapshot.load_full();
@@ -123,13 +140,15 @@ impl Node {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let certs = CertTable::new(&config).map_err(|e| vec![format!("{origin}: {e}")])?;
+        let certs =
+            CertTable::new(&config, control_certs).map_err(|e| vec![format!("{origin}: {e}")])?;
         let version = current.version + 1;
         let snapshot = self
             .core
             .build(Arc::new(config), version)
             .map_err(|e| vec![format!("{origin}: {e}")])?;
-        self.certs.swap(certs);
+        self.certs
+            .swap(certs, &self.core.metrics.tls_certificate_expiry);
         self.core.snapshot.store(Arc::new(snapshot));
         self.core.metrics.config_version.set(version as i64);
         Ok(version)

@@ -38,6 +38,8 @@ use crate::tls::{CertTable, HandshakeCallbacks, PreTls, SniResolver};
 pub struct RunOptions {
     /// The zones that came from the control plane (kept across SIGHUP reloads of the file).
     pub control_zones: Option<Vec<ZoneSection>>,
+    /// The control plane's certificates it last applied, opened.
+    pub control_certs: Vec<crate::tls::ControlCert>,
     /// The backbone identity, for the `[backbone]` listener and tiered cache.
     pub backbone: Option<BackboneFiles>,
 }
@@ -59,11 +61,14 @@ pub fn run_with(
 ) -> anyhow::Result<()> {
     let RunOptions {
         control_zones,
+        control_certs,
         backbone,
     } = options;
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
-    let certs = Arc::new(SniResolver::new(CertTable::new(&config)?));
+    let table = CertTable::new(&config, &control_certs)?;
+    table.publish_expiry(&metrics.tls_certificate_expiry);
+    let certs = Arc::new(SniResolver::new(table));
     let admin_keys = match &config.admin {
         Some(admin) => AdminKeys::prepare(admin)?,
         None => AdminKeys::none_configured(),
@@ -76,7 +81,7 @@ pub fn run_with(
         anycast: OnceLock::new(),
         interconnect: OnceLock::new(),
         tunnels: OnceLock::new(),
-        source: ConfigSource::new(path, control_zones),
+        source: ConfigSource::new(path, control_zones, control_certs),
         admin_keys,
     });
     let core = &node.core;
@@ -196,6 +201,10 @@ pub fn run_with(
                 timeout: {
                     let core = core.clone();
                     Arc::new(move || core.snapshot.load().config.limits.header_timeout)
+                },
+                challenges: {
+                    let core = core.clone();
+                    Arc::new(move || core.challenges.load_full())
                 },
             }));
         }

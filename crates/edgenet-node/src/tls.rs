@@ -1,8 +1,11 @@
-//! TLS termination (stage 2): the certificate is chosen by SNI from the zones' certificates, and
-//! the table is swapped atomically on reload so new handshakes see new certificates at once.
-//! Before the handshake, [`PreTls`] reads the ClientHello off the socket (then puts it back for
-//! rustls) to take the client's JA4 fingerprint, kept in [`ClientHellos`] for the connection's
-//! requests.
+//! TLS termination (stage 2): the certificate is chosen by SNI from the zones' certificates
+//! (their files, and those the control plane streams: [`ControlCert`]), and the table is
+//! swapped atomically on reload or renewal, so new handshakes see new certificates at once
+//! while open connections keep theirs. Before the handshake, [`PreTls`] reads the ClientHello
+//! off the socket (then puts it back for rustls) to take the client's JA4 fingerprint, kept in
+//! [`ClientHellos`] for the connection's requests; a hello that offers only `acme-tls/1` for a
+//! name under ACME validation is answered there (RFC 8737), since the listeners' ALPN offers
+//! h2 and http/1.1 only.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use edgenet_config::{CertMaterial, Config, HostPattern, ZoneTls};
+use edgenet_protocol::CertificateSource;
 use edgenet_proxy::adapter::peers::hello_key;
 use edgenet_proxy::adapter::Sni;
 use edgenet_proxy::core::ClientHellos;
@@ -19,25 +23,79 @@ use pingora_core::listeners::{PreTlsProcess, TlsAccept};
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::GetSocketDigest;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGaugeVec};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// A certificate the control plane streamed, its key opened for this PoP.
+#[derive(Debug, Clone)]
+pub struct ControlCert {
+    /// Its id.
+    pub id: String,
+    /// The zone it is for.
+    pub zone: String,
+    /// Custom or edge.
+    pub source: CertificateSource,
+    /// The names it is served for (`*.x` for a wildcard).
+    pub hosts: Vec<String>,
+    /// Its serial, hex.
+    pub serial: String,
+    /// Its end, Unix seconds.
+    pub not_after: i64,
+    /// The chain and signing key (and OCSP staple).
+    pub key: Arc<CertifiedKey>,
+}
+
+/// Which certificate a name is served: a zone's own file first, then an uploaded one, then
+/// the edge certificate; between two of a kind, the one that lasts longer (a renewal).
+type Rank = (u8, i64);
+
 /// Certificates by hostname.
 #[derive(Debug, Default)]
 pub struct CertTable {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, (Rank, Arc<CertifiedKey>)>,
+    wildcard: HashMap<String, (Rank, Arc<CertifiedKey>)>,
     /// For clients that send no SNI (e.g. by IP address): the first zone's certificate.
     default: Option<Arc<CertifiedKey>>,
+    /// Each zone's earliest certificate end, Unix seconds.
+    ends: HashMap<String, i64>,
+}
+
+fn better(
+    map: &mut HashMap<String, (Rank, Arc<CertifiedKey>)>,
+    name: String,
+    rank: Rank,
+    ck: &Arc<CertifiedKey>,
+) {
+    match map.get(&name) {
+        Some((had, _)) if *had >= rank => {}
+        _ => {
+            map.insert(name, (rank, ck.clone()));
+        }
+    }
+}
+
+/// Whether zone `z` serves `host` (a name, or `*.x`).
+fn zone_serves(z: &edgenet_config::Zone, host: &str) -> bool {
+    z.hostnames
+        .iter()
+        .any(|p| match (p, host.strip_prefix('*')) {
+            (HostPattern::Wildcard(s), Some(rest)) => s == rest,
+            (_, Some(_)) => false,
+            (HostPattern::Exact(n), None) => n == host,
+            (HostPattern::Wildcard(s), None) => host.len() > s.len() && host.ends_with(s.as_str()),
+        })
 }
 
 impl CertTable {
-    /// Builds the table from a validated config whose generated certificates already exist.
-    pub fn new(config: &Config) -> anyhow::Result<CertTable> {
+    /// Builds the table from a validated config whose generated certificates already exist,
+    /// and the control plane's certificates (each served for the names of its zone it
+    /// lists).
+    pub fn new(config: &Config, control: &[ControlCert]) -> anyhow::Result<CertTable> {
         let provider = rustls::crypto::ring::default_provider();
         let mut table = CertTable::default();
+        let mut ends: HashMap<&str, i64> = HashMap::new();
         for zone in &config.zones {
             let Some(tls) = &zone.tls else { continue };
             let CertMaterial::Loaded { chain, key } = &tls.material else {
@@ -52,15 +110,56 @@ impl CertTable {
                 .load_private_key(key.clone_key())
                 .map_err(|e| anyhow::anyhow!("{}: {e}", tls.key_path.display()))?;
             let ck = Arc::new(CertifiedKey::new(chain.clone(), signing));
+            let end = chain
+                .first()
+                .and_then(|c| edgenet_certs::not_after(c))
+                .unwrap_or(i64::MAX);
+            let rank = (3, end);
             for h in &zone.hostnames {
                 match h {
-                    HostPattern::Exact(n) => table.exact.insert(n.clone(), ck.clone()),
-                    HostPattern::Wildcard(s) => table.wildcard.insert(s.clone(), ck.clone()),
+                    HostPattern::Exact(n) => better(&mut table.exact, n.clone(), rank, &ck),
+                    HostPattern::Wildcard(s) => better(&mut table.wildcard, s.clone(), rank, &ck),
                 };
             }
+            let e = ends.entry(&zone.name).or_insert(end);
+            *e = (*e).min(end);
             table.default.get_or_insert(ck);
         }
+        for c in control {
+            let Some(zone) = config.zones.iter().find(|z| z.name == c.zone) else {
+                continue;
+            };
+            let rank = (
+                match c.source {
+                    CertificateSource::Custom => 2,
+                    CertificateSource::Edge => 1,
+                },
+                c.not_after,
+            );
+            let mut served = false;
+            for h in c.hosts.iter().filter(|h| zone_serves(zone, h)) {
+                served = true;
+                match h.strip_prefix('*') {
+                    Some(suffix) => better(&mut table.wildcard, suffix.to_string(), rank, &c.key),
+                    None => better(&mut table.exact, h.clone(), rank, &c.key),
+                }
+            }
+            if served {
+                let e = ends.entry(&zone.name).or_insert(c.not_after);
+                *e = (*e).min(c.not_after);
+                table.default.get_or_insert(c.key.clone());
+            }
+        }
+        table.ends = ends.into_iter().map(|(z, e)| (z.to_string(), e)).collect();
         Ok(table)
+    }
+
+    /// Sets `edgenet_tls_certificate_expiry_seconds` to this table's zones (once it serves).
+    pub fn publish_expiry(&self, expiry: &IntGaugeVec) {
+        expiry.reset();
+        for (zone, end) in &self.ends {
+            expiry.with_label_values(&[zone]).set(*end);
+        }
     }
 
     fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
@@ -68,12 +167,66 @@ impl CertTable {
             return self.default.clone();
         };
         // rustls hands over SNI lower-cased and without a trailing dot.
-        if let Some(c) = self.exact.get(name) {
+        if let Some((_, c)) = self.exact.get(name) {
             return Some(c.clone());
         }
         edgenet_http::host::wildcard_suffixes(name)
-            .find_map(|suffix| self.wildcard.get(suffix).cloned())
+            .find_map(|suffix| self.wildcard.get(suffix).map(|(_, c)| c.clone()))
     }
+}
+
+/// Opens a streamed certificate for PoP `pop` with its key `key`: the chain, the key sealed to
+/// this PoP, and the staple, as rustls serves them; or why not.
+pub fn open_control(
+    id: &str,
+    c: &edgenet_protocol::CertificateProvision,
+    pop: &str,
+    key: &edgenet_certs::to_pop::PopKey,
+) -> Result<ControlCert, String> {
+    use base64::Engine;
+    use rustls::pki_types::pem::PemObject;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sealed = c
+        .keys
+        .get(pop)
+        .ok_or("its key is not sealed to this PoP yet (the control plane seals it once the PoP's key is registered)")?;
+    if sealed.to != edgenet_protocol::pop_key_id(&key.public()) {
+        return Err(format!(
+            "its key is sealed to another key of this PoP ({}): waiting for the control plane to seal it to this one",
+            sealed.to
+        ));
+    }
+    let bytes = b64
+        .decode(&sealed.sealed)
+        .map_err(|_| "the sealed key is not base64".to_string())?;
+    let context = edgenet_protocol::CertificateProvision::seal_context(pop, id);
+    let pem = key
+        .open(&bytes, &context)
+        .map_err(|e| format!("the sealed key does not open: {e}"))?;
+    let private =
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|_| "the key is not PEM".to_string())?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| "the chain is not PEM".to_string())?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(private)
+        .map_err(|e| format!("the key: {e}"))?;
+    let mut ck = CertifiedKey::new(chain, signing);
+    ck.keys_match()
+        .map_err(|e| format!("the key is not the certificate's: {e}"))?;
+    if let Some(ocsp) = &c.ocsp {
+        ck.ocsp = b64.decode(ocsp).ok();
+    }
+    Ok(ControlCert {
+        id: id.to_string(),
+        zone: c.zone.clone(),
+        source: c.source,
+        hosts: c.hosts.clone(),
+        serial: c.serial.clone(),
+        not_after: c.not_after,
+        key: Arc::new(ck),
+    })
 }
 
 /// The SNI certificate resolver handed to rustls.
@@ -90,8 +243,10 @@ impl SniResolver {
         }
     }
 
-    /// Replaces the table (on reload).
-    pub fn swap(&self, table: CertTable) {
+    /// Replaces the table (on reload or renewal): handshakes from now on see it; open
+    /// connections keep the certificate they were given.
+    pub fn swap(&self, table: CertTable, expiry: &IntGaugeVec) {
+        table.publish_expiry(expiry);
         self.table.store(Arc::new(table));
     }
 }
@@ -128,6 +283,36 @@ pub struct PreTls {
     pub hellos: Arc<ClientHellos>,
     /// How long the ClientHello may take (`limits.header_timeout`).
     pub timeout: Arc<dyn Fn() -> std::time::Duration + Send + Sync>,
+    /// The ACME challenges the control plane streamed.
+    pub challenges:
+        Arc<dyn Fn() -> Arc<edgenet_proxy::stages::challenge::Challenges> + Send + Sync>,
+}
+
+/// Answers a TLS-ALPN-01 validation of `domain` (RFC 8737): a handshake with the certificate
+/// carrying the key authorization's digest and `acme-tls/1`, then the connection ends.
+async fn answer_tls_alpn01(
+    stream: &mut L4Stream,
+    domain: &str,
+    key_authorization: &str,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let (cert, key) = edgenet_certs::acme::tls_alpn01_certificate(domain, key_authorization)
+        .map_err(|e| format!("the validation certificate: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert)],
+            PrivateKeyDer::try_from(key).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![edgenet_certs::acme::ACME_TLS_ALPN.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let mut tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;
+    let _ = tls.shutdown().await;
+    Ok(())
 }
 
 #[async_trait]
@@ -139,9 +324,9 @@ impl PreTlsProcess for PreTls {
         let until = tokio::time::Instant::now() + (self.timeout)();
         let mut buf = Vec::with_capacity(2048);
         let mut chunk = [0u8; 4096];
-        let ja4 = loop {
+        let hello = loop {
             match fingerprint(&buf) {
-                Hello::Ja4(j) => break Some(j),
+                Hello::Complete(h) => break Some(h),
                 Hello::Incomplete if buf.len() < MAX_HELLO => {}
                 _ => break None,
             }
@@ -157,8 +342,34 @@ impl PreTlsProcess for PreTls {
             }
         };
         stream.rewind(&buf);
-        if let (Some(ja4), Some(key)) = (ja4, hello_key(stream.get_socket_digest())) {
-            self.hellos.insert(key, ja4);
+        let Some(hello) = hello else {
+            return Ok(());
+        };
+        let alpn: Vec<&[u8]> = hello.alpn.iter().map(Vec::as_slice).collect();
+        if edgenet_certs::acme::offers_only_acme(&alpn) {
+            let challenges = (self.challenges)();
+            let domain = hello.server_name.as_deref().unwrap_or_default();
+            let answer = challenges.tls_alpn01(domain).map(str::to_owned);
+            let outcome = match answer {
+                Some(key_authorization) => answer_tls_alpn01(stream, domain, &key_authorization)
+                    .await
+                    .map(|()| "answered an ACME TLS-ALPN-01 validation"),
+                None => Err(format!("no TLS-ALPN-01 challenge runs for {domain:?}")),
+            };
+            match &outcome {
+                Ok(_) => tracing::info!(%domain, "answered an ACME TLS-ALPN-01 validation"),
+                Err(e) => {
+                    tracing::warn!(%domain, error = %e, "an acme-tls/1 handshake not answered")
+                }
+            }
+            // Either way the connection ends here: it carries no requests.
+            return pingora_error::Error::e_explain(
+                pingora_error::ErrorType::HandshakeError,
+                "an acme-tls/1 connection (ACME validation) ends after its handshake",
+            );
+        }
+        if let Some(key) = hello_key(stream.get_socket_digest()) {
+            self.hellos.insert(key, hello.ja4);
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct Core {
     pub cache: edgenet_cache::Cache,
     /// The worker runtime and the subrequest listener's socket.
     pub workers: WorkerHost,
+    /// The ACME challenges the control plane streamed.
+    pub challenges: ArcSwap<crate::stages::challenge::Challenges>,
     request_seq: AtomicU64,
     request_prefix: u32,
 }
@@ -93,6 +95,7 @@ impl Core {
             log,
             pops: ArcSwap::from_pointee(PopDirectory::new()),
             backbone: BackboneState::default(),
+            challenges: ArcSwap::from_pointee(Default::default()),
             request_seq: AtomicU64::new(0),
             request_prefix: seed,
         })

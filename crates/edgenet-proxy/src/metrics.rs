@@ -48,6 +48,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     /// Origin servers up (1) or down (0), by zone and server.
     pub origin_up: IntGaugeVec,
+    /// When the certificate served for a zone expires (Unix seconds; the earliest when
+    /// several are), by zone.
+    pub tls_certificate_expiry: IntGaugeVec,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: IntCounter,
     cache_requests: IntCounterVec,
@@ -183,6 +186,14 @@ impl Metrics {
                 "Configuration reloads by result",
             ),
             &["result"],
+        )
+        .expect("valid");
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "edgenet_tls_certificate_expiry_seconds",
+                "When the certificate served for the zone expires, Unix seconds (the earliest of its certificates)",
+            ),
+            &["zone"],
         )
         .expect("valid");
         let origin_up = IntGaugeVec::new(
@@ -349,6 +360,7 @@ impl Metrics {
             Box::new(config_version.clone()),
             Box::new(reloads.clone()),
             Box::new(origin_up.clone()),
+            Box::new(tls_certificate_expiry.clone()),
             Box::new(access_log_dropped.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -366,6 +378,7 @@ impl Metrics {
             config_version,
             reloads,
             origin_up,
+            tls_certificate_expiry,
             access_log_dropped,
             cache_requests,
             cache_collapsed,

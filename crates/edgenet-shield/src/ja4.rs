@@ -6,6 +6,9 @@
 //! values left out), the first and last characters of the first ALPN protocol; then the first
 //! 12 hex digits of SHA-256 over the sorted cipher suites; then over the sorted extensions
 //! (without SNI and ALPN) followed by the signature algorithms in their order.
+//!
+//! The same read gives the server name and the ALPN list ([`ClientHello`]): the node answers an
+//! ACME TLS-ALPN-01 validation (a hello offering only `acme-tls/1`) from them before TLS.
 
 use sha2::{Digest, Sha256};
 
@@ -19,8 +22,19 @@ pub enum Hello {
     Incomplete,
     /// Not a TLS ClientHello (or a malformed one).
     NotHello,
+    /// A whole ClientHello.
+    Complete(ClientHello),
+}
+
+/// What is read of a whole ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHello {
     /// The JA4 fingerprint.
-    Ja4(String),
+    pub ja4: String,
+    /// The SNI host name, lower-cased, when the client sent one.
+    pub server_name: Option<String>,
+    /// The ALPN protocols offered, in order.
+    pub alpn: Vec<Vec<u8>>,
 }
 
 fn is_grease(v: u16) -> bool {
@@ -98,7 +112,7 @@ pub fn fingerprint(buf: &[u8]) -> Hello {
             }
             if handshake.len() >= need {
                 return match client_hello(&handshake[4..need]) {
-                    Some(ja4) => Hello::Ja4(ja4),
+                    Some(h) => Hello::Complete(h),
                     None => Hello::NotHello,
                 };
             }
@@ -121,8 +135,22 @@ fn hex_list(v: &[u16]) -> String {
         .join(",")
 }
 
-/// JA4 of a ClientHello body (after the handshake header).
-fn client_hello(body: &[u8]) -> Option<String> {
+/// The server name of an SNI extension's body (RFC 6066 section 3: the first `host_name`).
+fn server_name(data: &[u8]) -> Option<String> {
+    let mut list = Reader(Reader(data).vec16()?);
+    while !list.0.is_empty() {
+        let kind = list.u8()?;
+        let name = list.vec16()?;
+        if kind == 0 {
+            let name = std::str::from_utf8(name).ok()?;
+            return Some(name.trim_end_matches('.').to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+/// A ClientHello body (after the handshake header): its JA4, server name and ALPN list.
+fn client_hello(body: &[u8]) -> Option<ClientHello> {
     let mut r = Reader(body);
     let legacy_version = r.u16()?;
     r.take(32)?;
@@ -130,7 +158,8 @@ fn client_hello(body: &[u8]) -> Option<String> {
     let mut ciphers: Vec<u16> = u16s(r.vec16()?).filter(|c| !is_grease(*c)).collect();
     r.vec8()?;
     let mut extensions = Vec::new();
-    let (mut sni, mut alpn, mut versions, mut sig_algs) = (false, None, Vec::new(), Vec::new());
+    let (mut sni, mut versions, mut sig_algs) = (false, Vec::new(), Vec::new());
+    let (mut server, mut protocols) = (None, Vec::new());
     if !r.0.is_empty() {
         let mut ext = Reader(r.vec16()?);
         while !ext.0.is_empty() {
@@ -142,10 +171,15 @@ fn client_hello(body: &[u8]) -> Option<String> {
             extensions.push(kind);
             let mut d = Reader(data);
             match kind {
-                0x0000 => sni = true,
+                0x0000 => {
+                    sni = true;
+                    server = server_name(data);
+                }
                 0x0010 => {
                     let mut list = Reader(d.vec16()?);
-                    alpn = list.vec8().map(<[u8]>::to_vec);
+                    while !list.0.is_empty() {
+                        protocols.push(list.vec8()?.to_vec());
+                    }
                 }
                 0x002b => versions = u16s(d.vec8()?).filter(|v| !is_grease(*v)).collect(),
                 0x000d => sig_algs = u16s(d.vec16()?).filter(|v| !is_grease(*v)).collect(),
@@ -162,7 +196,7 @@ fn client_hello(body: &[u8]) -> Option<String> {
         0x0300 => "s3",
         _ => "00",
     };
-    let alpn = match alpn.as_deref() {
+    let alpn = match protocols.first().map(Vec::as_slice) {
         Some([first, .., last]) | Some([first @ last]) => {
             if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() {
                 format!("{}{}", *first as char, *last as char)
@@ -191,11 +225,11 @@ fn client_hello(body: &[u8]) -> Option<String> {
         c.push('_');
         c.push_str(&hex_list(&sig_algs));
     }
-    Some(format!(
-        "{a}_{}_{}",
-        hash12(&hex_list(&ciphers)),
-        hash12(&c)
-    ))
+    Some(ClientHello {
+        ja4: format!("{a}_{}_{}", hash12(&hex_list(&ciphers)), hash12(&c)),
+        server_name: server,
+        alpn: protocols,
+    })
 }
 
 #[cfg(test)]
@@ -274,10 +308,14 @@ mod tests {
     }
 
     #[test]
-    fn chrome_has_its_published_fingerprint() {
+    fn chrome_has_its_published_fingerprint_and_its_name_and_protocols_are_read() {
         assert_eq!(
             fingerprint(&chrome()),
-            Hello::Ja4("t13d1516h2_8daaf6152771_d8a2da3f94cd".into())
+            Hello::Complete(ClientHello {
+                ja4: "t13d1516h2_8daaf6152771_d8a2da3f94cd".into(),
+                server_name: Some("example.com".into()),
+                alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            })
         );
     }
 
@@ -297,10 +335,11 @@ mod tests {
     #[test]
     fn a_hello_split_across_records_and_without_sni_alpn_or_signatures() {
         let one = hello(&[0x1301, 0x002f], &[(0x002b, vec![2, 3, 3])]);
-        let Hello::Ja4(j) = fingerprint(&one) else {
+        let Hello::Complete(h) = fingerprint(&one) else {
             panic!("not parsed")
         };
-        assert!(j.starts_with("t12i020100_"), "{j}");
+        assert!(h.ja4.starts_with("t12i020100_"), "{}", h.ja4);
+        assert_eq!((h.server_name.as_deref(), h.alpn.len()), (None, 0));
         // The same handshake in two records.
         let hs = &one[5..];
         let (a, b) = hs.split_at(20);
@@ -308,6 +347,6 @@ mod tests {
         two.extend(a);
         two.extend([0x16, 3, 1, (b.len() >> 8) as u8, b.len() as u8]);
         two.extend(b);
-        assert_eq!(fingerprint(&two), Hello::Ja4(j));
+        assert_eq!(fingerprint(&two), Hello::Complete(h));
     }
 }

@@ -1,7 +1,8 @@
 //! `edgenet up`: a whole network on this machine in one command. It starts the control plane
-//! (SQLite in a directory it names), a demo origin and N PoPs on loopback ports, each a real
-//! `edgenet` process following the control plane; registers the PoPs and a demo zone through
-//! the API; prints the URLs and an API token.
+//! (SQLite in a directory it names, its local CA signing every zone's certificate), a demo
+//! origin and N PoPs on loopback ports, each a real `edgenet` process following the control
+//! plane with an HTTP and an HTTPS listener; registers the PoPs and a demo zone through the
+//! API; prints the URLs, the CA file to trust, and an API token.
 //!
 //! The first SIGINT or SIGTERM stops everything, at any moment: the handlers are installed
 //! before the first child starts, and the start-up races them. Children run in process groups
@@ -46,8 +47,9 @@ pub struct UpOptions {
     pub data: PathBuf,
     /// How many PoPs.
     pub pops: usize,
-    /// The control plane's port; the origin uses port - 70, PoP i HTTP port + 10 + i, backbone
-    /// port + 1000 + i, admin port + 2020 + i (7070, 7000, 7081.., 8071.., 9091.. by default).
+    /// The control plane's port; the origin uses port - 70, PoP i HTTP port + 10 + i, HTTPS
+    /// port + 373 + i, backbone port + 1000 + i, admin port + 2020 + i (7070, 7000, 7081..,
+    /// 7444.., 8071.., 9091.. by default).
     pub port: u16,
 }
 
@@ -176,6 +178,7 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
             &control_dir.to_string_lossy(),
             "--listen",
             &format!("127.0.0.1:{}", o.port),
+            "--local-ca",
         ],
         &logs.join("control.log"),
         &[],
@@ -186,6 +189,13 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     })
     .await?;
     let admin = std::fs::read_to_string(&token_file)?.trim().to_string();
+    let ca_file = control_dir.join("zones-ca.pem");
+    wait_for(
+        "the control plane's local CA",
+        Duration::from_secs(20),
+        || async { ca_file.exists() },
+    )
+    .await?;
     children.spawn(
         "the demo origin",
         &o.exe,
@@ -263,12 +273,14 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     for i in 1..=o.pops {
         let name = format!("pop{i}");
         let http = o.port + 10 + i as u16;
+        let https = o.port + 373 + i as u16;
         let admin_port = o.port + 2020 + i as u16;
         let backbone = o.port + 1000 + i as u16;
         let cfg = data.join(format!("{name}.toml"));
         std::fs::write(&cfg, format!(
             "# Written by `edgenet up`. Zones come from the control plane.\n[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
-             [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{https}\"\nprotocol = \"https\"\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
              [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n\n\
              [backbone]\nlisten = \"127.0.0.1:{backbone}\"\n"))?;
         children.spawn(
@@ -290,9 +302,14 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
             name,
             format!("http://127.0.0.1:{http}/"),
             format!("http://127.0.0.1:{admin_port}/metrics"),
+            https,
         ));
     }
-    for (name, url, _) in &urls {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&ca_file)?)?;
+    let tls_client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()?;
+    for (name, url, _, https) in &urls {
         // A PoP is up in about a second; a loaded 2-core machine (a test suite beside it) has
         // taken over 30 s, so a minute before giving up.
         wait_for(
@@ -301,6 +318,20 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
             || async {
                 client
                     .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            },
+        )
+        .await?;
+        // HTTPS once the demo zone's certificate, signed by the local CA, reached the PoP.
+        wait_for(
+            &format!("{name} serving the demo zone over HTTPS"),
+            Duration::from_secs(60),
+            || async {
+                tls_client
+                    .get(format!("https://127.0.0.1:{https}/"))
                     .send()
                     .await
                     .map(|r| r.status().is_success())
@@ -322,13 +353,22 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     );
     println!("  PoP admin      {pop_admin}   (pop-admin: purges and drains on the PoPs' admin listeners)");
     println!("  demo origin    http://{origin_addr}/");
-    for (name, url, metrics) in &urls {
-        println!("  {name:<14} {url}   (metrics {metrics})");
+    println!(
+        "  local CA       {}   (signs every zone's certificate: trust it with curl --cacert)",
+        ca_file.display()
+    );
+    for (name, url, metrics, https) in &urls {
+        println!("  {name:<14} {url}   https://127.0.0.1:{https}/   (metrics {metrics})");
     }
     let first = &urls[0].1;
+    let first_https = urls[0].3;
     println!("\nTry:\n  curl -i {first}\n  curl -s -H 'Authorization: Bearer {admin}' {control_url}/v1/pops | python3 -m json.tool");
     println!("  curl -s -X POST -H 'Authorization: Bearer {admin}' {control_url}/v1/zones \\\n    -d '{{\"name\": \"shop\", \"hostnames\": [\"shop.test\"], \"origins\": {{\"servers\": [{{\"address\": \"{origin_addr}\"}}]}}}}'");
     println!("  curl -i -H 'Host: shop.test' {first}        # served by every PoP within a second");
+    println!(
+        "  curl -i --cacert {} --resolve shop.test:{first_https}:127.0.0.1 https://shop.test:{first_https}/   # and over HTTPS",
+        ca_file.display()
+    );
     let purge = urls[0].2.replace("/metrics", "/cache/purge");
     println!("  curl -s -X POST -H 'Authorization: Bearer {pop_admin}' {purge} -d '{{\"zone\": \"demo\", \"everything\": true}}'");
     println!("\nCtrl-C stops everything.");

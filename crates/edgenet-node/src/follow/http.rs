@@ -114,7 +114,7 @@ async fn run_once(
                 continue;
             }
             let ack = apply_and_save(applier, desired, &opts.state_file);
-            send(reports.outcome(desired, &ack)).await;
+            send(reports.outcome(desired, &ack, applier)).await;
         }
     }
 }

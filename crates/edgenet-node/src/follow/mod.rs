@@ -70,6 +70,16 @@ pub trait Applier: Send + Sync + 'static {
     /// Applies the objects.
     fn apply(&self, objects: &Objects) -> Result<(), ApplyError>;
 
+    /// The PoP's X25519 public key for sealed certificate keys (base64), to register.
+    fn keys(&self) -> Option<String> {
+        None
+    }
+
+    /// The states of objects other than zones after the last version (the certificates).
+    fn object_states(&self) -> Vec<ObjectReport> {
+        Vec::new()
+    }
+
     /// The node's counters, for the report channel.
     fn counters(&self) -> Counters {
         Counters::default()
@@ -155,34 +165,44 @@ impl Reports {
         r
     }
 
-    /// Takes a version's outcome: the acknowledgement and every zone's state, to send.
-    pub fn outcome(&mut self, desired: &Objects, ack: &Ack) -> Vec<Report> {
+    /// Takes a version's outcome: the acknowledgement and every zone's and certificate's
+    /// state, to send.
+    pub fn outcome(&mut self, desired: &Objects, ack: &Ack, applier: &dyn Applier) -> Vec<Report> {
         if ack.ok {
             self.applied = desired.clone();
         }
         let refused = (!ack.ok).then(|| ack.error.clone().unwrap_or_default());
         self.zones = zone_states(desired, &self.applied, refused);
-        vec![Report::Ack(ack.clone()), self.objects()]
+        vec![Report::Ack(ack.clone()), self.objects(applier)]
     }
 
-    /// The zones' states as a report (every zone the PoP runs).
-    pub fn objects(&self) -> Report {
+    /// The zones' and the applier's other objects' states as a report (every one the PoP
+    /// runs).
+    pub fn objects(&self, applier: &dyn Applier) -> Report {
+        let mut objects = self.zones.clone();
+        objects.extend(applier.object_states());
         Report::Objects {
             at_ms: crate::unix_ms(std::time::SystemTime::now()),
-            objects: self.zones.clone(),
+            objects,
             complete: true,
         }
     }
 
-    /// The periodic report: the zones' states again, the counters and the links.
+    /// The periodic report: the PoP's keys, the objects' states again, the counters and the
+    /// links.
     pub fn periodic(&self, applier: &dyn Applier) -> Vec<Report> {
-        let mut r = vec![
-            self.objects(),
+        let mut r: Vec<Report> = applier
+            .keys()
+            .map(|certificates| Report::Keys { certificates })
+            .into_iter()
+            .collect();
+        r.extend([
+            self.objects(applier),
             Report::Counters {
                 at_ms: crate::unix_ms(std::time::SystemTime::now()),
                 counters: applier.counters(),
             },
-        ];
+        ]);
         r.extend(links_report(applier));
         r
     }
@@ -254,14 +274,11 @@ pub fn load_state(path: &Path) -> Option<Objects> {
     }
 }
 
-/// Writes the applied objects (temporary file, then rename: never half a file).
-pub fn save_state(path: &Path, objects: &Objects) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(objects).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, path)
+/// Writes the applied objects (temporary file, then rename: never half a file), readable by
+/// the PoP's user only: it holds the certificates' keys (sealed to the PoP) and CNIs' MD5 keys.
+pub fn save_state(path: &Path, objects: &Objects) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec(objects)?;
+    crate::tls::write_file(path, &bytes, 0o600)
 }
 
 /// Applies the desired objects; on success saves them as the last-known-good. Returns the
@@ -507,7 +524,11 @@ mod tests {
             ok: true,
             error: None,
         };
-        let sent = r.outcome(&v4, &ok);
+        let none = Recording {
+            refuse: false,
+            seen: Mutex::new(Vec::new()),
+        };
+        let sent = r.outcome(&v4, &ok, &none);
         assert_eq!(sent[0], Report::Ack(ok));
         let states: Vec<(&str, ObjectState, i64)> = r
             .zones
@@ -528,7 +549,7 @@ mod tests {
             ok: false,
             error: Some("zones[0].origins: bad".into()),
         };
-        r.outcome(&v5, &refused);
+        r.outcome(&v5, &refused, &none);
         let states: Vec<(&str, ObjectState, i64, Option<&str>)> = r
             .zones
             .iter()

@@ -127,7 +127,7 @@ async fn watch_once(
         if pending && entry.delta == 0 {
             pending = false;
             let ack = apply_and_save(applier, desired, state_file);
-            send(reports.outcome(desired, &ack)).await;
+            send(reports.outcome(desired, &ack, applier)).await;
         }
     }
 }

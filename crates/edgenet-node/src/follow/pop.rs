@@ -7,13 +7,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
 use edgenet_config::ZoneSection;
-use edgenet_protocol::Objects;
+use edgenet_protocol::{CertificateProvision, ObjectReport, ObjectState, Objects, ReportedKind};
 use edgenet_proxy::backbone::PopDirectory;
+use edgenet_proxy::lock;
+use edgenet_proxy::stages::challenge::Challenges;
 
 use super::{Applier, ApplyError, FollowOptions};
 use crate::node::Node;
 use crate::server::{run_with, RunOptions};
+use crate::tls::ControlCert;
 
 /// How to follow.
 #[derive(Debug, Clone)]
@@ -30,13 +37,66 @@ pub struct Following {
     pub state: Option<PathBuf>,
 }
 
-/// Applies each version of the control plane's objects to the node: the PoP directory, then
-/// the zones with the rest of the file.
+/// Applies each version of the control plane's objects to the node: the PoP directory, the
+/// ACME challenges, then the zones with their certificates and the rest of the file.
 pub struct NodeApplier {
     /// The node.
     pub node: Arc<Node>,
     /// The PoP's registered name (whose CNIs it runs).
     pub pop: String,
+    /// The key certificates' private keys are sealed to.
+    pub key: Arc<edgenet_certs::to_pop::PopKey>,
+    /// The certificates opened so far (by id, with what they were opened from), and each
+    /// one's state after the last version.
+    pub certificates: Mutex<OpenedCertificates>,
+}
+
+/// The certificates a PoP opened, and each one's state.
+#[derive(Debug, Default)]
+pub struct OpenedCertificates {
+    by_id: HashMap<String, (CertificateProvision, ControlCert)>,
+    states: Vec<ObjectReport>,
+}
+
+impl OpenedCertificates {
+    /// Opens every certificate of `o` that is new or changed (the others are kept as they
+    /// were opened): those that open, to serve; each one's state, to report.
+    pub fn open(
+        &mut self,
+        o: &Objects,
+        pop: &str,
+        key: &edgenet_certs::to_pop::PopKey,
+    ) -> Vec<ControlCert> {
+        let mut by_id = HashMap::new();
+        let mut states = Vec::new();
+        for (id, c) in o.objects.certificates() {
+            let opened = match self.by_id.remove(id) {
+                Some((had, cert)) if had == *c => Ok(cert),
+                _ => crate::tls::open_control(id, c, pop, key),
+            };
+            let (state, detail) = match opened {
+                Ok(cert) => {
+                    let detail = format!("serial {}", cert.serial);
+                    by_id.insert(id.to_string(), (c.clone(), cert));
+                    (ObjectState::Applied, detail)
+                }
+                Err(why) => {
+                    tracing::warn!(certificate = %id, zone = %c.zone, error = %why, "cannot serve a certificate from the control plane");
+                    (ObjectState::Refused, why)
+                }
+            };
+            states.push(ObjectReport {
+                kind: ReportedKind::Certificate,
+                name: id.to_string(),
+                state,
+                version: o.version,
+                detail: Some(detail),
+            });
+        }
+        self.by_id = by_id;
+        self.states = states;
+        self.by_id.values().map(|(_, c)| c.clone()).collect()
+    }
 }
 
 impl NodeApplier {
@@ -123,6 +183,14 @@ impl Applier for NodeApplier {
         self.node.tunnels.get().map(|t| t.magic_states())
     }
 
+    fn keys(&self) -> Option<String> {
+        Some(base64::engine::general_purpose::STANDARD.encode(self.key.public()))
+    }
+
+    fn object_states(&self) -> Vec<ObjectReport> {
+        lock(&self.certificates).states.clone()
+    }
+
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
         match (self.node.interconnect.get(), self.node.tunnels.get()) {
             (Some(i), _) => Some(i.changed()),
@@ -139,10 +207,15 @@ impl Applier for NodeApplier {
             .set_control(o.objects.pop_token_hashes());
         self.set_cnis(o);
         self.set_magic(o);
+        self.node
+            .core
+            .challenges
+            .store(Arc::new(Challenges::new(o.objects.challenges())));
         let zones = o.objects.zones()?;
         self.node.core.pops.store(Arc::new(directory(o)));
+        let certs = lock(&self.certificates).open(o, &self.pop, &self.key);
         self.node
-            .apply_control_zones(zones)
+            .apply_control(zones, certs)
             .map(|_| ())
             .map_err(ApplyError::Refused)
     }
@@ -210,6 +283,12 @@ pub fn run(f: Following) -> anyhow::Result<()> {
     }
     let last = super::load_state(&state_file);
     let (zones, config) = start_from(&path, &state_file, last.as_ref())?;
+    let key = Arc::new(super::certificates_key(&state_file, &name)?);
+    let mut opened = OpenedCertificates::default();
+    let control_certs = match &last {
+        Some(o) => opened.open(o, &name, &key),
+        None => Vec::new(),
+    };
     let opts = FollowOptions {
         control,
         token,
@@ -239,12 +318,15 @@ pub fn run(f: Following) -> anyhow::Result<()> {
     let have = files.key.exists() && files.cert.exists() && files.ca.exists();
     let run = RunOptions {
         control_zones: Some(zones),
+        control_certs,
         backbone: have.then_some(files),
     };
     run_with(path, config, run, move |node| {
         let applier = Arc::new(NodeApplier {
             node,
             pop: opts.pop.clone(),
+            key,
+            certificates: Mutex::new(opened),
         });
         if let Some(last) = &last {
             applier
@@ -252,6 +334,11 @@ pub fn run(f: Following) -> anyhow::Result<()> {
                 .admin_keys
                 .set_control(last.objects.pop_token_hashes());
             applier.set_cnis(last);
+            applier
+                .node
+                .core
+                .challenges
+                .store(Arc::new(Challenges::new(last.objects.challenges())));
         }
         std::thread::Builder::new()
             .name("control".into())

@@ -46,7 +46,10 @@ impl Role for Client {
     async fn admit(&self, p: &Shared, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // Over TLS the certificate was chosen by SNI: the Host must belong to the same zone.
         let sni = sni(session.digest());
-        if p.check(session, ctx).await || p.route(session, ctx, sni.as_deref()).await {
+        if p.check(session, ctx).await
+            || p.challenge(session).await
+            || p.route(session, ctx, sni.as_deref()).await
+        {
             return Ok(true);
         }
         if p.screen(session, ctx).await {
@@ -155,6 +158,24 @@ impl Shared {
                 true
             }
         }
+    }
+
+    /// Stage 3b: an ACME HTTP-01 challenge the control plane streamed.
+    async fn challenge(&self, session: &mut Session) -> bool {
+        let challenges = self.core.challenges.load();
+        if challenges.is_empty() {
+            return false;
+        }
+        let req = session.req_header();
+        let host = zone::authority(req)
+            .0
+            .map(edgenet_http::host::host_without_port);
+        let Some(answer) = challenges.http01(host, req.uri.path()) else {
+            return false;
+        };
+        let body = answer.as_bytes().to_vec();
+        respond_body(session, 200, "text/plain", body, None).await;
+        true
     }
 
     /// Stage 4: the zone (421, or 400 for an absolute-form target not served here), then its

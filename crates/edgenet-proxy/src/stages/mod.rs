@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  3 request  request head checks: what gets a 400 before anything reads the head
+//! 3b challenge an ACME HTTP-01 challenge the control plane streamed, answered at once
 //!  4 zone     Host (and SNI) to zone: 421 / 400 when none serves it
 //!  4b url     the zone's URL normalisation: one spelling of the path for every later stage
 //!  5 shield   L7 DDoS mitigation and rate limits (429 with Retry-After)
@@ -19,6 +20,7 @@
 //! Stages 1 and 2 (accept, TLS) are the node's listeners.
 
 pub mod cache;
+pub mod challenge;
 pub mod origin;
 pub mod path;
 pub mod request;
