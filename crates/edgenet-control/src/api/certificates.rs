@@ -505,3 +505,231 @@ pub(super) async fn packs_operator(
     app.authorize(&headers, &["read"]).await?;
     packs(&app, Owner::Operator, &zone).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use base64::Engine;
+    use edgenet_protocol::{CertificateProvision, Kind, ObjectSet, StreamMessage};
+    use serde_json::json;
+
+    use crate::api::tests::{account, call};
+    use crate::api::App;
+    use crate::certificates::{Certificates, B64};
+
+    /// A self-signed certificate for `names` and its key, PEM.
+    fn self_signed(names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
+        (c.cert.pem(), c.key_pair.serialize_pem())
+    }
+
+    async fn app_with_zone() -> (Arc<App>, String, String) {
+        let store = crate::store::tests::memory().await;
+        let app = App::new(store, None).await.unwrap();
+        let sealing = edgenet_certs::seal::SealingKey::new(&[7; 32]).unwrap();
+        let _ = app.certs.set(Certificates::new(sealing, None));
+        let a = account(&app, "a").await;
+        let (_, token) = app.create_token("a", &["admin"], Some(&a)).await.unwrap();
+        let zone = json!({"name": "shop", "hostnames": ["shop.test", "www.shop.test"],
+            "origins": {"servers": [{"address": "127.0.0.1:8000"}]}});
+        let (s, v) = call(
+            &app,
+            "POST",
+            &format!("/v1/accounts/{a}/zones"),
+            &token,
+            Some(zone),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (app, a, token)
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_checked_by_field_sealed_at_rest_and_its_key_never_shown() {
+        let (app, a, token) = app_with_zone().await;
+        let path = format!("/v1/accounts/{a}/zones/shop/custom_certificates");
+        let (cert, key) = self_signed(&["shop.test"]);
+        let (_, other_key) = self_signed(&["shop.test"]);
+
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"certificate": cert, "private_key": other_key})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["errors"][0]["field"], "private_key", "{v}");
+        assert!(!v.to_string().contains("PRIVATE KEY"), "{v}");
+
+        let (elsewhere, elsewhere_key) = self_signed(&["other.test"]);
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"certificate": elsewhere, "private_key": elsewhere_key})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["errors"][0]["field"], "certificate", "{v}");
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"certificate": cert, "private_key": key, "hosts": ["www.shop.test"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["errors"][0]["field"], "hosts[0]", "{v}");
+        let (_, v) = call(&app, "GET", &path, &token, None).await;
+        assert_eq!(
+            v["result"]["items"],
+            json!([]),
+            "a refused upload stores nothing"
+        );
+
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"certificate": cert, "private_key": key})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["result"]["id"].as_str().unwrap().to_string();
+        assert_eq!(v["result"]["hosts"], json!(["shop.test"]));
+        assert_eq!(v["result"]["status"], "active");
+        assert_eq!(v["result"]["signature"], "ecdsa-p256");
+        let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for (s, v) in [
+            call(&app, "GET", &path, &token, None).await,
+            call(&app, "GET", &format!("{path}/{id}"), &token, None).await,
+        ] {
+            assert_eq!(s, StatusCode::OK, "{v}");
+            let text = v.to_string();
+            assert!(
+                !text.contains("PRIVATE KEY") && !text.contains(&key_body[..40]),
+                "{text}"
+            );
+        }
+        // At rest: the record holds the key sealed, and the stream (and so a NATS bucket)
+        // only what is sealed to PoPs.
+        let r = app
+            .store
+            .record(
+                crate::store::RecordKind::Certificate,
+                &id,
+                crate::store::Owner::Operator,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!r.body.to_string().contains("PRIVATE KEY"));
+        let streamed = app
+            .store
+            .get(Kind::Certificate, &id, crate::store::Owner::Operator)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!streamed.body.to_string().contains("PRIVATE KEY"));
+        assert_eq!(streamed.body["keys"], json!({}), "no PoP has a key yet");
+
+        // A PoP registers its key: the certificate is sealed to it, for it alone.
+        let pop = json!({"name": "p1", "latitude": 0.0, "longitude": 0.0});
+        app.put(
+            Kind::Pop,
+            "p1",
+            Some(&pop),
+            true,
+            None,
+            crate::store::Owner::Operator,
+        )
+        .await
+        .unwrap();
+        let pop_key = edgenet_certs::to_pop::PopKey::generate().unwrap();
+        crate::certificates::observe_keys(&app, "p1", &B64.encode(pop_key.public()))
+            .await
+            .unwrap();
+        let streamed = app
+            .store
+            .get(Kind::Certificate, &id, crate::store::Owner::Operator)
+            .await
+            .unwrap()
+            .unwrap();
+        let p: CertificateProvision = serde_json::from_value(streamed.body.clone()).unwrap();
+        let sealed = B64.decode(&p.keys["p1"].sealed).unwrap();
+        let opened = pop_key
+            .open(&sealed, &CertificateProvision::seal_context("p1", &id))
+            .unwrap();
+        assert_eq!(String::from_utf8(opened).unwrap(), key);
+        assert!(pop_key
+            .open(&sealed, &CertificateProvision::seal_context("p2", &id))
+            .is_err());
+        let mut objects = ObjectSet::default();
+        objects.set_json(Kind::Certificate, &id, Some(streamed.body));
+        let StreamMessage::Snapshot { objects, .. } = (StreamMessage::Snapshot {
+            version: 1,
+            objects,
+        })
+        .for_pop("p2") else {
+            panic!()
+        };
+        assert!(
+            objects.certificate[&id].get().unwrap().keys.is_empty(),
+            "p2 gets no one's key"
+        );
+        // The same key again changes nothing.
+        let before = app.store.version().await.unwrap();
+        crate::certificates::observe_keys(&app, "p1", &B64.encode(pop_key.public()))
+            .await
+            .unwrap();
+        assert_eq!(app.store.version().await.unwrap(), before);
+
+        let (s, _) = call(&app, "DELETE", &format!("{path}/{id}"), &token, None).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(app
+            .store
+            .get(Kind::Certificate, &id, crate::store::Owner::Operator)
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn without_an_issuer_the_packs_say_so_and_wildcards_are_upload_only() {
+        let (app, a, token) = app_with_zone().await;
+        let (_, v) = call(
+            &app,
+            "GET",
+            &format!("/v1/accounts/{a}/zones/shop/ssl/certificate_packs"),
+            &token,
+            None,
+        )
+        .await;
+        assert!(
+            v["result"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no issuer"),
+            "{v}"
+        );
+        let dir = std::env::temp_dir().join(format!("edgenet-packs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = crate::ca::Ca::load_or_create_named(&dir, "zones-ca", "test CA").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let issuer = crate::certificates::Issuer::Local(ca);
+        let zone: edgenet_config::ZoneSection = serde_json::from_value(json!({"name": "z",
+            "hostnames": ["a.test", "*.a.test"], "origins": {"servers": [{"address": "127.0.0.1:1"}]}})).unwrap();
+        let (ok, refused) = crate::certificates::issuable(&issuer, &zone);
+        assert_eq!(ok, ["a.test"]);
+        assert_eq!(refused[0].0, "*.a.test");
+        assert!(refused[0].1.contains("DNS-01"), "{}", refused[0].1);
+    }
+}

@@ -118,6 +118,66 @@ enum Expect {
 /// things (`{account}` = B, `{name}` = B's zone, `{id}` = B's token).
 const ROUTES: &[(&str, &str, Expect)] = &[
     ("GET", "/v1/status", Expect::Operator),
+    (
+        "GET",
+        "/v1/zones/{zone}/custom_certificates",
+        Expect::Operator,
+    ),
+    (
+        "POST",
+        "/v1/zones/{zone}/custom_certificates",
+        Expect::Operator,
+    ),
+    (
+        "GET",
+        "/v1/zones/{zone}/custom_certificates/{id}",
+        Expect::Operator,
+    ),
+    (
+        "PATCH",
+        "/v1/zones/{zone}/custom_certificates/{id}",
+        Expect::Operator,
+    ),
+    (
+        "DELETE",
+        "/v1/zones/{zone}/custom_certificates/{id}",
+        Expect::Operator,
+    ),
+    (
+        "GET",
+        "/v1/zones/{zone}/ssl/certificate_packs",
+        Expect::Operator,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/zones/{zone}/custom_certificates",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/zones/{zone}/custom_certificates",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/zones/{zone}/custom_certificates/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PATCH",
+        "/v1/accounts/{account}/zones/{zone}/custom_certificates/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/zones/{zone}/custom_certificates/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/zones/{zone}/ssl/certificate_packs",
+        Expect::NotFound,
+    ),
     ("GET", "/v1/zones", Expect::Operator),
     ("POST", "/v1/zones", Expect::Operator),
     ("GET", "/v1/zones/{name}", Expect::Operator),
@@ -433,6 +493,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
         let path = template
             .replace("{account}", &w.b)
             .replace("{name}", "zb")
+            .replace("{zone}", "zb")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {
@@ -504,6 +565,7 @@ async fn a_partners_token_reaches_its_requests_and_nothing_else() {
         let path = template
             .replace("{account}", &w.b)
             .replace("{name}", "zb")
+            .replace("{zone}", "zb")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {
