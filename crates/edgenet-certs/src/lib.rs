@@ -17,9 +17,11 @@
 //!
 //! [`seal`]: private keys sealed at rest under the control plane's own key. [`to_pop`]: sealed
 //! to one PoP's X25519 key for the configuration stream. [`acme`]: what a PoP answers for an
-//! HTTP-01 or TLS-ALPN-01 challenge.
+//! HTTP-01 or TLS-ALPN-01 challenge. [`ocsp`]: the OCSP request for a certificate and whether
+//! a response may be stapled.
 
 pub mod acme;
+pub mod ocsp;
 pub mod seal;
 pub mod to_pop;
 
