@@ -213,6 +213,8 @@ async fn upload(app: &App, owner: Owner<'_>, zone: &str, body: Value) -> ApiResu
         renew_from: None,
         ocsp: None,
         ocsp_failure: None,
+        ocsp_attempts: 0,
+        ocsp_next_attempt_ms: 0,
         modified_ms: unix_ms(),
     };
     let record_owner = account.as_deref().map_or(Owner::Operator, Owner::Account);
@@ -292,6 +294,8 @@ async fn replace_custom(
     c.state = CertState::Active;
     c.ocsp = None;
     c.ocsp_failure = None;
+    c.ocsp_attempts = 0;
+    c.ocsp_next_attempt_ms = 0;
     c.modified_ms = unix_ms();
     let r = certificates::save(app, id, r.owner(), &c).await?;
     tracing::info!(%id, %zone, "custom certificate replaced");

@@ -10,9 +10,11 @@
 //! (a wildcard needs DNS-01, which needs a DNS provider: those are upload only), issued when
 //! missing or when the zone's names change, renewed after two thirds of their life (or when the
 //! CA's renewal information says), retried with backoff after a failure that the certificate
-//! shows; a zone's certificates go with it.
+//! shows; a zone's certificates go with it. It also keeps each certificate's OCSP staple fresh
+//! where its issuer runs a responder ([`ocsp`]).
 
 pub mod acme;
+pub mod ocsp;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -82,7 +84,7 @@ pub struct Certificates {
     pub sealing: SealingKey,
     /// Who issues edge certificates; none: custom certificates only.
     pub issuer: Option<Issuer>,
-    /// Record ids being issued now.
+    /// Record ids being issued now (`ocsp:ID`: a staple being fetched).
     in_flight: Mutex<HashSet<String>>,
     /// Wakes [`run`] (a zone or a PoP key changed, an issuance ended).
     pub wake: tokio::sync::Notify,
@@ -270,6 +272,12 @@ pub struct StoredCertificate {
     /// Why the last OCSP fetch failed.
     #[serde(default)]
     pub ocsp_failure: Option<String>,
+    /// Failed OCSP fetches in a row.
+    #[serde(default)]
+    pub ocsp_attempts: u32,
+    /// Unix milliseconds: no OCSP fetch before then (after a failure).
+    #[serde(default)]
+    pub ocsp_next_attempt_ms: i64,
     /// Unix milliseconds of the last change of `current`.
     pub modified_ms: i64,
 }
@@ -548,6 +556,13 @@ async fn reconcile(app: &Arc<App>) -> Result<i64, StoreError> {
             delete(app, &r).await?;
             continue;
         }
+        if let Some(at) = ocsp::due(&c) {
+            if at <= now_ms {
+                ocsp::refresh(app.clone(), r.clone());
+            } else {
+                next = next.min(at);
+            }
+        }
         if c.source == CertificateSource::Edge {
             edge_of.insert(c.zone.clone(), r);
         }
@@ -595,6 +610,8 @@ async fn reconcile(app: &Arc<App>) -> Result<i64, StoreError> {
                     renew_from: None,
                     ocsp: None,
                     ocsp_failure: None,
+                    ocsp_attempts: 0,
+                    ocsp_next_attempt_ms: 0,
                     modified_ms: now_ms,
                 });
                 issue(app.clone(), issuer, id, owner.account(), body, wanted).await;
@@ -678,6 +695,10 @@ async fn finish(
             body.next_attempt_ms = 0;
             body.renew_from = renew_from;
             body.modified_ms = now;
+            body.ocsp = None;
+            body.ocsp_failure = None;
+            body.ocsp_attempts = 0;
+            body.ocsp_next_attempt_ms = 0;
         }
         Err(why) => {
             body.attempts += 1;

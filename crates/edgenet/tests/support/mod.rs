@@ -108,6 +108,8 @@ impl Drop for Origin {
 pub struct Pop {
     pub child: Child,
     pub dir: TempDir,
+    /// The address its listeners are on.
+    pub ip: String,
     pub http: u16,
     pub https: u16,
     pub admin: u16,
@@ -187,6 +189,7 @@ impl Pop {
         let pop = Pop {
             child,
             dir,
+            ip: "127.0.0.1".into(),
             http,
             https,
             admin,
@@ -227,14 +230,34 @@ impl Pop {
         token: &str,
         backbone: Option<u16>,
     ) -> Pop {
+        let listen = Listen {
+            ip: "127.0.0.1".into(),
+            http: free_port(),
+            https: None,
+        };
+        Pop::start_following_on(control, name, token, backbone, listen)
+    }
+
+    /// [`Pop::start_following_with`] with its client listeners at `listen`.
+    pub fn start_following_on(
+        control: &str,
+        name: &str,
+        token: &str,
+        backbone: Option<u16>,
+        listen: Listen,
+    ) -> Pop {
         let token = if token.is_empty() { None } else { Some(token) };
         let dir = TempDir::new("pop");
-        let (http, admin) = (free_port(), free_port());
+        let Listen { ip, http, https } = listen;
+        let admin = free_port();
         let log = dir.0.join("access.log");
         let config = dir.0.join("edgenet.toml");
+        let https_listener = https.map_or(String::new(), |p| {
+            format!("[[listeners]]\naddress = \"{ip}:{p}\"\nprotocol = \"https\"\n\n")
+        });
         let text = format!(
             "[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
-             [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
+             [[listeners]]\naddress = \"{ip}:{http}\"\nprotocol = \"http\"\n\n{https_listener}\
              [admin]\naddress = \"127.0.0.1:{admin}\"\ntoken_file = \"admin-token\"\n\n\
              [access_log]\noutput = \"file\"\npath = \"{}\"\n{}",
             log.display(),
@@ -256,8 +279,9 @@ impl Pop {
         let pop = Pop {
             child,
             dir,
+            ip,
             http,
-            https: 0,
+            https: https.unwrap_or(0),
             admin,
             config,
             log,
@@ -280,7 +304,7 @@ impl Pop {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let ready = get_status(self.admin, "/ready") == Some(200);
-            let http_up = TcpStream::connect(("127.0.0.1", self.http)).is_ok();
+            let http_up = TcpStream::connect((self.ip.as_str(), self.http)).is_ok();
             if ready && http_up {
                 return;
             }
@@ -311,7 +335,7 @@ impl Pop {
     }
 
     pub fn url(&self, host_path: &str) -> String {
-        format!("http://127.0.0.1:{}{host_path}", self.http)
+        format!("http://{}:{}{host_path}", self.ip, self.http)
     }
 
     pub fn metrics(&self) -> String {
@@ -359,6 +383,16 @@ impl Drop for Pop {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where a PoP's client listeners are.
+pub struct Listen {
+    /// The address (127.0.0.x).
+    pub ip: String,
+    /// The HTTP port.
+    pub http: u16,
+    /// The HTTPS port, if it has one.
+    pub https: Option<u16>,
 }
 
 /// A curl result.
@@ -639,11 +673,18 @@ pub struct Control {
     pub database: Option<String>,
     pub admin_token: String,
     pub distribution: Option<String>,
+    /// More arguments of `edgenet control` (an issuer, say).
+    pub args: Vec<String>,
 }
 
 impl Control {
     /// Starts a control plane (SQLite unless `database` is given) and reads its admin token.
     pub fn start(database: Option<&str>) -> Control {
+        Control::start_with(database, &[])
+    }
+
+    /// [`Control::start`] with more arguments.
+    pub fn start_with(database: Option<&str>, args: &[&str]) -> Control {
         let dir = TempDir::new("control");
         let mut c = Control {
             child: None,
@@ -652,6 +693,7 @@ impl Control {
             database: database.map(String::from),
             admin_token: String::new(),
             distribution: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         c.spawn();
         c.admin_token = std::fs::read_to_string(c.dir.0.join("data/admin-token"))
@@ -671,6 +713,7 @@ impl Control {
             database: None,
             admin_token: String::new(),
             distribution: Some(nats.to_string()),
+            args: Vec::new(),
         };
         c.spawn();
         c.admin_token = std::fs::read_to_string(c.dir.0.join("data/admin-token"))
@@ -700,6 +743,7 @@ impl Control {
         if let Some(n) = &self.distribution {
             cmd.args(["--distribution", n]);
         }
+        cmd.args(&self.args);
         self.child = Some(cmd.spawn().unwrap());
         let ok = eventually(Duration::from_secs(20), || {
             self.dir.0.join("data/admin-token").exists()
