@@ -288,6 +288,16 @@ pub struct PreTls {
         Arc<dyn Fn() -> Arc<edgenet_proxy::stages::challenge::Challenges> + Send + Sync>,
 }
 
+/// The one certificate of a TLS-ALPN-01 validation handshake.
+#[derive(Debug)]
+struct Validation(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Validation {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// Answers a TLS-ALPN-01 validation of `domain` (RFC 8737): a handshake with the certificate
 /// carrying the key authorization's digest and `acme-tls/1`, then the connection ends.
 async fn answer_tls_alpn01(
@@ -299,15 +309,18 @@ async fn answer_tls_alpn01(
     let (cert, key) = edgenet_certs::acme::tls_alpn01_certificate(domain, key_authorization)
         .map_err(|e| format!("the validation certificate: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::try_from(key).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    // Not `with_single_cert`: it parses the certificate as a web PKI end entity, which refuses
+    // the critical acmeIdentifier extension this certificate exists to carry.
+    let certified = Arc::new(CertifiedKey::new(vec![CertificateDer::from(cert)], signing));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert)],
-            PrivateKeyDer::try_from(key).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        .with_cert_resolver(Arc::new(Validation(certified)));
     config.alpn_protocols = vec![edgenet_certs::acme::ACME_TLS_ALPN.to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let mut tls = acceptor.accept(stream).await.map_err(|e| e.to_string())?;

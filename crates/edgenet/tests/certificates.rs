@@ -286,7 +286,7 @@ fn a_zone_made_with_one_call_is_served_over_https_at_every_pop_and_uploads_swap_
         );
     }
     let swap = Swap::start(&dir.0, "127.0.0.2", https, "shop.test", &trust);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1));
     let (chain2, key2) = ca.leaf(&["shop.test"]);
     let body = json!({"certificate": chain2, "private_key": key2}).to_string();
     let r = control.api("PATCH", &format!("{certs}/{id}"), Some(&body), &[]);
@@ -301,7 +301,7 @@ fn a_zone_made_with_one_call_is_served_over_https_at_every_pop_and_uploads_swap_
         });
         assert!(ok, "{} did not swap to {second}", p.ip);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1));
     let seen = swap.stop();
     assert_eq!(seen["failures"], json!([]), "{seen}");
     let serials: Vec<String> = seen["serials"]
@@ -394,4 +394,387 @@ fn jiff_free_unix(t: &str) -> i64 {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A process of the test's, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    Proc(cmd.stdout(out).stderr(err).spawn().unwrap())
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// pebble with pebble-challtestsrv as its DNS (names answer 127.0.0.1 unless [`Pebble::point`]
+/// says otherwise), certificates valid for `validity` seconds, `ocsp` as the responder it
+/// names in them, validating on `http` and `tls` ports.
+struct Pebble {
+    _dns: Proc,
+    _pebble: Proc,
+    dns_management: u16,
+    directory: String,
+    management: u16,
+    /// The CA of pebble's own TLS certificate (for its directory and management).
+    tls_ca: PathBuf,
+}
+
+impl Pebble {
+    fn start(dir: &Path, http: u16, tls: u16, ocsp: u16, validity: u64) -> Pebble {
+        let (dns, dns_management) = (free_port(), free_port());
+        let dns_proc = spawn(
+            Command::new("pebble-challtestsrv").args([
+                "-management",
+                &format!("127.0.0.1:{dns_management}"),
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ]),
+            &dir.join("challtestsrv.log"),
+        );
+        // pebble serves its directory over HTTPS only: a certificate for 127.0.0.1 from a CA
+        // of the test's.
+        let ca = TestCa::new();
+        let (cert, key) = ca.leaf(&["localhost", "127.0.0.1"]);
+        std::fs::write(dir.join("pebble.pem"), cert).unwrap();
+        std::fs::write(dir.join("pebble.key"), key).unwrap();
+        let tls_ca = dir.join("pebble-tls-ca.pem");
+        std::fs::write(&tls_ca, ca.cert.pem()).unwrap();
+        let (acme, management) = (free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{acme}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.join("pebble.pem"),
+            "privateKey": dir.join("pebble.key"),
+            "httpPort": http,
+            "tlsPort": tls,
+            "ocspResponderURL": format!("http://127.0.0.1:{ocsp}/"),
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity,
+        }});
+        std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
+        let pebble = spawn(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(dir.join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .env("PEBBLE_AUTHZREUSE", "0"),
+            &dir.join("pebble.log"),
+        );
+        let up = eventually(Duration::from_secs(20), || {
+            listening(acme) && listening(management) && listening(dns_management)
+        });
+        assert!(
+            up,
+            "pebble: {}",
+            std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
+        );
+        Pebble {
+            _dns: dns_proc,
+            _pebble: pebble,
+            dns_management,
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            management,
+            tls_ca,
+        }
+    }
+
+    /// Makes the mock DNS answer `host` with `ip`.
+    fn point(&self, host: &str, ip: &str) {
+        let body = json!({"host": format!("{host}."), "addresses": [ip]}).to_string();
+        let r = curl(&[
+            "-X",
+            "POST",
+            "-d",
+            &body,
+            &format!("http://127.0.0.1:{}/add-a", self.dns_management),
+        ]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
+    /// A PEM from pebble's management interface (`roots/0`, `intermediates/0`, ...).
+    fn get(&self, what: &str) -> String {
+        let ca = self.tls_ca.display().to_string();
+        let r = curl(&[
+            "--cacert",
+            &ca,
+            &format!("https://127.0.0.1:{}/{what}", self.management),
+        ]);
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+        r.body
+    }
+}
+
+/// Starts `openssl ocsp` answering for `serials` (all good), signing with `signer`.
+fn ocsp_responder(dir: &Path, port: u16, serials: &[&str], signer: (&Path, &Path)) -> Proc {
+    let index: String = serials
+        .iter()
+        .map(|s| {
+            format!(
+                "V\t991231235959Z\t\t{}\tunknown\t/CN=test\n",
+                s.to_ascii_uppercase()
+            )
+        })
+        .collect();
+    let index_file = dir.join(format!("index-{port}-{}.txt", serials.len()));
+    std::fs::write(&index_file, index).unwrap();
+    let log = dir.join(format!("ocsp-{}.log", serials.len()));
+    let p = spawn(
+        Command::new("openssl")
+            .args(["ocsp", "-port", &port.to_string(), "-index"])
+            .arg(&index_file)
+            .arg("-rsigner")
+            .arg(signer.0)
+            .arg("-rkey")
+            .arg(signer.1)
+            .arg("-CA")
+            .arg(signer.0)
+            .args(["-ndays", "1"]),
+        &log,
+    );
+    // Not a probe connection: OpenSSL's responder serves one connection at a time and waits
+    // for ever on one that closes without a request.
+    let up = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("waiting for OCSP client connections"))
+    });
+    assert!(
+        up,
+        "openssl ocsp did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    p
+}
+
+#[test]
+fn pebble_issues_over_http01_and_tls_alpn01_renews_with_no_failed_request_and_staples() {
+    for (tool, args, package) in [
+        ("pebble", &["-h"][..], "pebble"),
+        ("pebble-challtestsrv", &["-h"][..], "pebble"),
+        ("openssl", &["version"][..], "openssl"),
+    ] {
+        // `-h` exits 2 with its usage: look for the program rather than a zero status.
+        let found = Command::new(tool).args(args).output().is_ok();
+        if !found && !support::needs_tool("pebble test", tool, args, package) {
+            return;
+        }
+    }
+    let dir = TempDir::new("pebble");
+    let origin = Origin::start("o1");
+    let (http, https, ocsp) = (free_port(), free_port(), free_port());
+    // Certificates live 60 s: renewed after 40.
+    let pebble = Pebble::start(&dir.0, http, https, ocsp, 60);
+    let acme_args = |challenge: &str| {
+        vec![
+            "--acme-directory".to_string(),
+            pebble.directory.clone(),
+            "--acme-ca".into(),
+            pebble.tls_ca.display().to_string(),
+            "--acme-challenge".into(),
+            challenge.into(),
+        ]
+    };
+    let args = acme_args("http-01");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut control = Control::start_with(None, &refs);
+    let token = control.token(&["pop"]);
+    let pops: Vec<Pop> = (1..=3)
+        .map(|i| {
+            let name = format!("pop{i}");
+            control.register_pop(&name);
+            let listen = Listen {
+                ip: format!("127.0.0.{i}"),
+                http,
+                https: Some(https),
+            };
+            Pop::start_following_on(&control.url(), &name, &token, None, listen)
+        })
+        .collect();
+    let root = bundle(&dir.0, "root.pem", &[&pebble.get("roots/0")]);
+    let a = account(&control);
+    let zones = format!("/v1/accounts/{a}/zones");
+    let active = |control: &Control, zone: &str| {
+        let path = format!("{zones}/{zone}");
+        let ok = eventually(Duration::from_secs(60), || {
+            edge(control, &path)["status"] == "active"
+        });
+        let pack = edge(control, &path);
+        let acme: String = pops
+            .iter()
+            .flat_map(|p| {
+                p.stderr()
+                    .lines()
+                    .filter(|l| l.contains("ACME") || l.contains("acme"))
+                    .map(|l| format!("{}: {l}\n", p.ip))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(ok, "{zone}: {pack}\n{acme}");
+        pack
+    };
+    let served_everywhere = |host: &str, serial: &str| {
+        for p in &pops {
+            let ok = eventually(Duration::from_secs(15), || {
+                norm(&s_client(&root, host, &p.ip, https, false).1) == norm(serial)
+            });
+            let (text, got) = s_client(&root, host, &p.ip, https, false);
+            assert!(ok, "{} serves {got} for {host}, not {serial}: {text}", p.ip);
+            assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+            let r = https_get(&root, host, &p.ip, https);
+            assert_eq!(r.status, 200, "{}: {}", p.ip, r.stderr);
+        }
+    };
+
+    // HTTP-01: the CA's validation reaches PoP 2 (the name points there); every PoP serves
+    // the certificate.
+    pebble.point("web.test", "127.0.0.2");
+    pebble.point("bad.test", "127.0.0.9");
+    let started = Instant::now();
+    let r = control.api(
+        "POST",
+        &zones,
+        Some(&zone("web", &["web.test"], &origin)),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pack = active(&control, "web");
+    let issued_in = started.elapsed();
+    assert_eq!(pack["validation_method"], "http", "{pack}");
+    assert!(
+        pack["issuer"].as_str().unwrap().contains("Pebble"),
+        "{pack}"
+    );
+    let web1 = pack["serial_number"].as_str().unwrap().to_string();
+    served_everywhere("web.test", &web1);
+    println!("http-01: issued through pebble in {issued_in:?}");
+
+    // A name the CA cannot reach: the failure is shown, and the next attempt is later.
+    let r = control.api(
+        "POST",
+        &zones,
+        Some(&zone("bad", &["bad.test"], &origin)),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let path = format!("{zones}/bad");
+    let failed = eventually(Duration::from_secs(60), || {
+        edge(&control, &path)["status"] == "failed"
+    });
+    let pack = edge(&control, &path);
+    assert!(failed, "{pack}");
+    assert!(
+        pack["failure"].as_str().unwrap().contains("bad.test"),
+        "{pack}"
+    );
+    assert!(pack["next_attempt_on"].is_string(), "{pack}");
+
+    // The staple: no responder yet (the failure is shown), then `openssl ocsp` signing with
+    // pebble's intermediate; every PoP staples its good answer.
+    let web_path = format!("{zones}/web");
+    let ocsp_failed = eventually(Duration::from_secs(15), || {
+        edge(&control, &web_path)["ocsp"]["failure"].is_string()
+    });
+    assert!(ocsp_failed, "{}", edge(&control, &web_path));
+    let int = bundle(&dir.0, "int.pem", &[&pebble.get("intermediates/0")]);
+    let int_key = bundle(&dir.0, "int.key", &[&pebble.get("intermediate-keys/0")]);
+    let responder = ocsp_responder(&dir.0, ocsp, &[&web1], (&int, &int_key));
+    let stapled = eventually(Duration::from_secs(30), || {
+        edge(&control, &web_path)["ocsp"]["stapled"] == true
+    });
+    let ocsp_lines: String = control
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("OCSP"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let responder_log = std::fs::read_to_string(dir.0.join("ocsp-1.log")).unwrap_or_default();
+    assert!(
+        stapled,
+        "{}\n{ocsp_lines}\n{responder_log}",
+        edge(&control, &web_path)
+    );
+    for p in &pops {
+        let ok = eventually(Duration::from_secs(15), || {
+            s_client(&root, "web.test", &p.ip, https, true)
+                .0
+                .contains("Cert Status: good")
+        });
+        let (text, _) = s_client(&root, "web.test", &p.ip, https, true);
+        assert!(
+            ok && text.contains("OCSP Response Status: successful"),
+            "{}: {text}",
+            p.ip
+        );
+    }
+    drop(responder);
+
+    // TLS-ALPN-01 (the control plane restarted to answer it): the validation reaches PoP 3's
+    // HTTPS port with only acme-tls/1 offered.
+    control.stop();
+    control.args = acme_args("tls-alpn-01");
+    control.spawn();
+    pebble.point("api.test", "127.0.0.3");
+    let started = Instant::now();
+    let r = control.api(
+        "POST",
+        &zones,
+        Some(&zone("api", &["api.test"], &origin)),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pack = active(&control, "api");
+    assert_eq!(pack["validation_method"], "tls-alpn", "{pack}");
+    served_everywhere("api.test", pack["serial_number"].as_str().unwrap());
+    println!(
+        "tls-alpn-01: issued through pebble in {:?}",
+        started.elapsed()
+    );
+
+    // Renewal of web (due 40 s into its 60): requests on kept and new connections at PoP 1
+    // all the way through, and every PoP serves the new serial.
+    let swap = Swap::start(&dir.0, "127.0.0.1", https, "web.test", &root);
+    let renewed = eventually(Duration::from_secs(70), || {
+        let s = edge(&control, &web_path)["serial_number"].clone();
+        s.is_string() && s != json!(web1)
+    });
+    let pack = edge(&control, &web_path);
+    assert!(renewed, "{pack}");
+    let web2 = pack["serial_number"].as_str().unwrap().to_string();
+    served_everywhere("web.test", &web2);
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = swap.stop();
+    assert_eq!(seen["failures"], json!([]), "{seen}");
+    let serials: Vec<String> = seen["serials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| norm(s.as_str().unwrap()))
+        .collect();
+    assert_eq!(serials.first(), Some(&norm(&web1)), "{seen}");
+    assert_eq!(serials.last(), Some(&norm(&web2)), "{seen}");
+    println!(
+        "renewal: {} requests across it, none failed",
+        seen["requests"]
+    );
 }

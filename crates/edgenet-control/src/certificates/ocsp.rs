@@ -71,12 +71,15 @@ async fn fetch(r: &Record) -> Result<Staple, String> {
         .body(request)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("{url}: {status}"));
     }
-    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("{url}: {}", chain(&e)))?;
     let fresh = edgenet_certs::ocsp::check(&body, &m.chain, unix_ms() / 1000)
         .map_err(|e| format!("{url}: {e}"))?;
     Ok(Staple {
@@ -85,6 +88,18 @@ async fn fetch(r: &Record) -> Result<Staple, String> {
         next_update: fresh.next_update,
         serial: m.serial,
     })
+}
+
+/// An error with its causes (reqwest's own says only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Stores a fetch's outcome on the certificate (if it still serves the same serial) and
