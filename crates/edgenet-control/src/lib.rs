@@ -101,16 +101,17 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
     let app = App::new(store, nats).await?;
     let _ = app.ca.set(ca::Ca::load_or_create(&o.data)?);
     let sealing = certificates::load_or_create_sealing_key(&o.certificates_key)?;
-    let issuer =
-        match &o.issuer {
-            IssuerOptions::None => None,
-            IssuerOptions::Local => Some(certificates::Issuer::Local(
-                ca::Ca::load_or_create_named(&o.data, "zones-ca", "edgenet local CA for zones")?,
-            )),
-            IssuerOptions::Acme(a) => Some(certificates::Issuer::Acme(
-                certificates::acme::Acme::new(a.clone()),
-            )),
-        };
+    let issuer = match &o.issuer {
+        IssuerOptions::None => None,
+        IssuerOptions::Local => {
+            let ca =
+                ca::Ca::load_or_create_named(&o.data, "zones-ca", "edgenet local CA for zones")?;
+            Some(certificates::Issuer::Local(Box::new(ca)))
+        }
+        IssuerOptions::Acme(a) => Some(certificates::Issuer::Acme(certificates::acme::Acme::new(
+            a.clone(),
+        ))),
+    };
     if let Some(i) = &issuer {
         tracing::info!(issuer = %i.describe(), "zones get edge certificates");
     }

@@ -445,3 +445,130 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(zones: &str) -> Config {
+        let text =
+            format!("[[listeners]]\naddress = \"127.0.0.1:1\"\nprotocol = \"http\"\n{zones}");
+        let raw = edgenet_config::parse_toml(&text, "test").unwrap();
+        edgenet_config::validate(&raw, Path::new("."), &edgenet_config::env::Offline).unwrap()
+    }
+
+    fn zone(name: &str, hosts: &[&str]) -> String {
+        let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+        format!(
+            "[[zones]]\nname = \"{name}\"\nhostnames = [{}]\n[[zones.origins.servers]]\naddress = \"127.0.0.1:2\"\n",
+            hosts.join(", ")
+        )
+    }
+
+    fn cert(zone: &str, source: CertificateSource, hosts: &[&str], not_after: i64) -> ControlCert {
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
+        let key = PrivateKeyDer::try_from(c.key_pair.serialize_der()).unwrap();
+        let signing = rustls::crypto::ring::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .unwrap();
+        ControlCert {
+            id: format!("{zone}-{not_after}"),
+            zone: zone.into(),
+            source,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            serial: String::new(),
+            not_after,
+            key: Arc::new(CertifiedKey::new(vec![c.cert.der().clone()], signing)),
+        }
+    }
+
+    fn same(a: Option<Arc<CertifiedKey>>, b: &ControlCert) -> bool {
+        a.is_some_and(|a| Arc::ptr_eq(&a, &b.key))
+    }
+
+    #[test]
+    fn uploads_beat_edge_certificates_renewals_beat_old_ones_and_only_the_zones_names_are_served() {
+        let config =
+            config(&(zone("shop", &["shop.test", "*.shop.test"]) + &zone("blog", &["blog.test"])));
+        let edge = cert("shop", CertificateSource::Edge, &["shop.test"], 100);
+        let renewed = cert("shop", CertificateSource::Edge, &["shop.test"], 200);
+        let custom = cert("shop", CertificateSource::Custom, &["*.shop.test"], 50);
+        // A certificate of shop's for blog's name, or for a zone that is gone: never served.
+        let stray = cert("shop", CertificateSource::Custom, &["blog.test"], 900);
+        let orphan = cert("gone", CertificateSource::Custom, &["gone.test"], 900);
+        let all = [edge.clone(), custom.clone(), renewed.clone(), stray, orphan];
+        let t = CertTable::new(&config, &all).unwrap();
+        assert!(
+            same(t.lookup(Some("shop.test")), &renewed),
+            "the later end wins"
+        );
+        assert!(same(t.lookup(Some("a.shop.test")), &custom));
+        assert!(t.lookup(Some("blog.test")).is_none());
+        assert!(t.lookup(Some("gone.test")).is_none());
+        let expiry = IntGaugeVec::new(prometheus::Opts::new("e", "e"), &["zone"]).unwrap();
+        t.publish_expiry(&expiry);
+        assert_eq!(
+            expiry.with_label_values(&["shop"]).get(),
+            50,
+            "the earliest served"
+        );
+        assert!(expiry.get_metric_with_label_values(&["blog"]).is_ok());
+
+        let upload = cert("shop", CertificateSource::Custom, &["shop.test"], 10);
+        let t = CertTable::new(&config, &[renewed.clone(), upload.clone()]).unwrap();
+        assert!(
+            same(t.lookup(Some("shop.test")), &upload),
+            "an upload before an edge certificate"
+        );
+        assert!(
+            same(t.lookup(None), &renewed) || same(t.lookup(None), &upload),
+            "a default without SNI"
+        );
+    }
+
+    #[test]
+    fn a_streamed_certificate_opens_only_with_its_own_pops_key() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let c = rcgen::generate_simple_self_signed(vec!["shop.test".to_string()]).unwrap();
+        let key = edgenet_certs::to_pop::PopKey::generate().unwrap();
+        let other = edgenet_certs::to_pop::PopKey::generate().unwrap();
+        let context = edgenet_protocol::CertificateProvision::seal_context("p1", "c1");
+        let sealed = edgenet_certs::to_pop::seal_to(
+            &key.public(),
+            c.key_pair.serialize_pem().as_bytes(),
+            &context,
+        )
+        .unwrap();
+        let mut p = edgenet_protocol::CertificateProvision {
+            zone: "shop".into(),
+            source: CertificateSource::Custom,
+            hosts: vec!["shop.test".into()],
+            chain: c.cert.pem(),
+            serial: "01".into(),
+            not_after: 1,
+            keys: Default::default(),
+            ocsp: Some(b64.encode(b"staple")),
+        };
+        let e = open_control("c1", &p, "p1", &key).unwrap_err();
+        assert!(e.contains("not sealed to this PoP yet"), "{e}");
+        p.keys.insert(
+            "p1".into(),
+            edgenet_protocol::SealedKey {
+                to: edgenet_protocol::pop_key_id(&key.public()),
+                sealed: b64.encode(&sealed),
+            },
+        );
+        let opened = open_control("c1", &p, "p1", &key).unwrap();
+        assert_eq!(opened.key.ocsp.as_deref(), Some(&b"staple"[..]));
+        let e = open_control("c1", &p, "p1", &other).unwrap_err();
+        assert!(e.contains("another key of this PoP"), "{e}");
+        let e = open_control("c2", &p, "p1", &key).unwrap_err();
+        assert!(
+            e.contains("does not open"),
+            "sealed for another certificate: {e}"
+        );
+    }
+}

@@ -23,10 +23,12 @@ struct Up {
 impl Up {
     fn start(tag: &str) -> Up {
         let dir = TempDir::new(tag);
-        // A base port whose offsets (-70, +11..13, +1001..1003, +2021..2023) are free.
+        // A base port whose offsets (-70, +11..13, +374..376, +1001..1003, +2021..2023) are free.
         let port = loop {
             let p = 20_000 + (support::free_port() % 20_000);
-            let offsets = [0i32, -70, 11, 12, 13, 1001, 1002, 1003, 2021, 2022, 2023];
+            let offsets = [
+                0i32, -70, 11, 12, 13, 374, 375, 376, 1001, 1002, 1003, 2021, 2022, 2023,
+            ];
             if offsets
                 .iter()
                 .all(|o| std::net::TcpListener::bind(("127.0.0.1", (p as i32 + o) as u16)).is_ok())
@@ -171,6 +173,24 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
         .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
         .collect();
     assert_eq!(pop_urls.len(), 3, "{printed}");
+    let https_ports: Vec<u16> = printed
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pop"))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter_map(|u| {
+            u.strip_prefix("https://127.0.0.1:")?
+                .trim_end_matches('/')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(https_ports.len(), 3, "{printed}");
+    let ca = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("local CA"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
     for u in &pop_urls {
         let r = curl(&[u.as_str()]);
         assert_eq!(r.status, 200, "{u}");
@@ -197,6 +217,18 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
             .iter()
             .all(|u| curl(&["-H", "Host: shop.test", u.as_str()]).status == 200)
     }));
+    // And over HTTPS, with the certificate the control plane's local CA signed for it, as
+    // the README's curl line has it.
+    for port in &https_ports {
+        let resolve = format!("shop.test:{port}:127.0.0.1");
+        let url = format!("https://shop.test:{port}/");
+        let ok = eventually(Duration::from_secs(5), || {
+            curl(&["--cacert", &ca, "--resolve", &resolve, &url]).status == 200
+        });
+        let r = curl(&["--cacert", &ca, "--resolve", &resolve, &url]);
+        assert!(ok, "{url}: {} {}", r.status, r.stderr);
+        assert!(r.body.contains("edgenet demo origin"), "{}", r.body);
+    }
     assert_eq!(up.children().len(), 5, "control plane, origin, 3 PoPs");
     up.stops_on("INT", Duration::from_secs(15));
 }

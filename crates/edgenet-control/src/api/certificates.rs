@@ -728,7 +728,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let ca = crate::ca::Ca::load_or_create_named(&dir, "zones-ca", "test CA").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let issuer = crate::certificates::Issuer::Local(ca);
+        let issuer = crate::certificates::Issuer::Local(Box::new(ca));
         let zone: edgenet_config::ZoneSection = serde_json::from_value(json!({"name": "z",
             "hostnames": ["a.test", "*.a.test"], "origins": {"servers": [{"address": "127.0.0.1:1"}]}})).unwrap();
         let (ok, refused) = crate::certificates::issuable(&issuer, &zone);

@@ -205,7 +205,6 @@ impl Acme {
             tokens.push(provision.token.clone());
             ready.push((url, domain));
         }
-        drop(authorizations);
         if !ready.is_empty() {
             wait_for_pops(app, version).await?;
         }
@@ -223,7 +222,6 @@ impl Acme {
                 .await
                 .map_err(|e| format!("telling the CA the challenge is ready: {e}"))?;
         }
-        drop(authorizations);
         let status = order
             .poll_ready(&retries())
             .await

@@ -42,7 +42,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
 /// Who issues edge certificates.
 pub enum Issuer {
     /// The control plane's local CA (`edgenet up`): at once, for any name, IP addresses too.
-    Local(crate::ca::Ca),
+    Local(Box<crate::ca::Ca>),
     /// An ACME CA.
     Acme(acme::Acme),
 }
@@ -129,7 +129,7 @@ pub fn load_or_create_sealing_key(path: &Path) -> anyhow::Result<SealingKey> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len() / 2)
