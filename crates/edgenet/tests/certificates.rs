@@ -176,6 +176,27 @@ impl Swap {
     }
 }
 
+/// What `tls_swap.py` saw across a swap from serial `from` to `to`: no failed request, new
+/// connections first given `from` and last `to`, kept connections `from` all along.
+fn assert_swapped(seen: &Value, from: &str, to: &str) {
+    let serials = |key: &str| -> Vec<String> {
+        seen[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| norm(s.as_str().unwrap()))
+            .collect()
+    };
+    assert_eq!(seen["failures"], json!([]), "{seen}");
+    let new = serials("serials");
+    assert_eq!(new.first(), Some(&norm(from)), "{seen}");
+    assert_eq!(new.last(), Some(&norm(to)), "{seen}");
+    assert!(
+        serials("kept_serials").iter().all(|s| *s == norm(from)),
+        "kept connections keep theirs: {seen}"
+    );
+}
+
 /// A file of PEM certificates made of `parts`.
 fn bundle(dir: &Path, name: &str, parts: &[&str]) -> PathBuf {
     let path = dir.join(name);
@@ -303,25 +324,7 @@ fn a_zone_made_with_one_call_is_served_over_https_at_every_pop_and_uploads_swap_
     }
     std::thread::sleep(Duration::from_secs(1));
     let seen = swap.stop();
-    assert_eq!(seen["failures"], json!([]), "{seen}");
-    let serials: Vec<String> = seen["serials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| norm(s.as_str().unwrap()))
-        .collect();
-    assert_eq!(serials.first(), Some(&norm(&first)), "{seen}");
-    assert_eq!(serials.last(), Some(&norm(&second)), "{seen}");
-    let kept: Vec<String> = seen["kept_serials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| norm(s.as_str().unwrap()))
-        .collect();
-    assert!(
-        kept.iter().all(|s| *s == norm(&first)),
-        "kept connections keep theirs: {seen}"
-    );
+    assert_swapped(&seen, &first, &second);
     println!("swap: {} requests, none failed", seen["requests"]);
 
     // No key in the clear: not in an answer, the stream, the control plane's database, or a
@@ -764,15 +767,7 @@ fn pebble_issues_over_http01_and_tls_alpn01_renews_with_no_failed_request_and_st
     served_everywhere("web.test", &web2);
     std::thread::sleep(Duration::from_secs(1));
     let seen = swap.stop();
-    assert_eq!(seen["failures"], json!([]), "{seen}");
-    let serials: Vec<String> = seen["serials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| norm(s.as_str().unwrap()))
-        .collect();
-    assert_eq!(serials.first(), Some(&norm(&web1)), "{seen}");
-    assert_eq!(serials.last(), Some(&norm(&web2)), "{seen}");
+    assert_swapped(&seen, &web1, &web2);
     println!(
         "renewal: {} requests across it, none failed",
         seen["requests"]

@@ -202,21 +202,7 @@ async fn upload(app: &App, owner: Owner<'_>, zone: &str, body: Value) -> ApiResu
     let u: Upload = decode(&body)?;
     let id = new_id();
     let material = checked(certs, &id, &z, &u)?;
-    let stored = StoredCertificate {
-        zone: zone.to_string(),
-        source: CertificateSource::Custom,
-        current: Some(material),
-        state: CertState::Active,
-        failure: None,
-        attempts: 0,
-        next_attempt_ms: 0,
-        renew_from: None,
-        ocsp: None,
-        ocsp_failure: None,
-        ocsp_attempts: 0,
-        ocsp_next_attempt_ms: 0,
-        modified_ms: unix_ms(),
-    };
+    let stored = StoredCertificate::new(zone, CertificateSource::Custom, Some(material), unix_ms());
     let record_owner = account.as_deref().map_or(Owner::Operator, Owner::Account);
     let r = certificates::save(app, &id, record_owner, &stored).await?;
     tracing::info!(%id, %zone, "custom certificate uploaded");
@@ -728,12 +714,31 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let ca = crate::ca::Ca::load_or_create_named(&dir, "zones-ca", "test CA").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let issuer = crate::certificates::Issuer::Local(Box::new(ca));
+        let local = crate::certificates::Issuer::Local(Box::new(ca));
+        let acme = crate::certificates::Issuer::Acme(crate::certificates::acme::Acme::new(
+            crate::certificates::acme::AcmeOptions {
+                directory: "https://acme.test/dir".into(),
+                directory_ca: None,
+                account: dir.join("account.json"),
+                contact: vec![],
+                challenge: edgenet_protocol::ChallengeType::Http01,
+            },
+        ));
         let zone: edgenet_config::ZoneSection = serde_json::from_value(json!({"name": "z",
-            "hostnames": ["a.test", "*.a.test"], "origins": {"servers": [{"address": "127.0.0.1:1"}]}})).unwrap();
-        let (ok, refused) = crate::certificates::issuable(&issuer, &zone);
+            "hostnames": ["a.test", "*.a.test", "localhost", "127.0.0.1"],
+            "origins": {"servers": [{"address": "127.0.0.1:1"}]}}))
+        .unwrap();
+        let (ok, refused) = crate::certificates::issuable(&acme, &zone);
         assert_eq!(ok, ["a.test"]);
-        assert_eq!(refused[0].0, "*.a.test");
-        assert!(refused[0].1.contains("DNS-01"), "{}", refused[0].1);
+        let refused: Vec<&str> = refused.iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(refused, ["*.a.test", "localhost", "127.0.0.1"]);
+        let (_, why) = &crate::certificates::issuable(&acme, &zone).1[0];
+        assert!(why.contains("DNS-01"), "{why}");
+        let (ok, refused) = crate::certificates::issuable(&local, &zone);
+        assert_eq!(
+            (ok.len(), refused.len()),
+            (4, 0),
+            "the local CA issues for any name"
+        );
     }
 }

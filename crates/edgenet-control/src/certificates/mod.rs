@@ -48,16 +48,15 @@ pub enum Issuer {
 }
 
 impl Issuer {
-    /// Why this issuer cannot issue for `host`, if it cannot.
+    /// Why this issuer cannot issue for `host`, if it cannot (the local CA validates nothing,
+    /// so it issues for any name).
     pub fn refuses(&self, host: &str) -> Option<&'static str> {
-        if host.starts_with("*.") {
-            return Some(
-                "a wildcard needs DNS-01 validation, which needs a DNS provider: upload a \
-                 certificate for it (custom_certificates)",
-            );
-        }
         match self {
             Issuer::Local(_) => None,
+            Issuer::Acme(_) if host.starts_with("*.") => Some(
+                "a wildcard needs DNS-01 validation, which needs a DNS provider: upload a \
+                 certificate for it (custom_certificates)",
+            ),
             Issuer::Acme(_) if host.parse::<std::net::IpAddr>().is_ok() => {
                 Some("an IP address: ACME CAs here issue for DNS names only")
             }
@@ -283,6 +282,34 @@ pub struct StoredCertificate {
 }
 
 impl StoredCertificate {
+    /// A certificate of `zone` from `source` serving `current` (none yet: pending).
+    pub fn new(
+        zone: &str,
+        source: CertificateSource,
+        current: Option<Material>,
+        now_ms: i64,
+    ) -> StoredCertificate {
+        StoredCertificate {
+            zone: zone.to_string(),
+            source,
+            state: if current.is_some() {
+                State::Active
+            } else {
+                State::Pending
+            },
+            current,
+            failure: None,
+            attempts: 0,
+            next_attempt_ms: 0,
+            renew_from: None,
+            ocsp: None,
+            ocsp_failure: None,
+            ocsp_attempts: 0,
+            ocsp_next_attempt_ms: 0,
+            modified_ms: now_ms,
+        }
+    }
+
     /// When it should be renewed, Unix seconds (none before it has anything).
     pub fn renew_at(&self) -> Option<i64> {
         let m = self.current.as_ref()?;
@@ -516,6 +543,20 @@ pub fn run(app: Arc<App>) {
         let Some(certs) = app.certs.get() else {
             return;
         };
+        // Challenges of orders a previous run left unfinished: no order is in flight yet.
+        match app.store.all(Kind::Challenge).await {
+            Ok(left) => {
+                for token in left.keys() {
+                    let gone = app
+                        .put(Kind::Challenge, token, None, false, None, Owner::Operator)
+                        .await;
+                    if let Err(e) = gone {
+                        tracing::warn!(%token, error = %e, "cannot withdraw a stale ACME challenge");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the ACME challenges"),
+        }
         let mut versions = app.version.subscribe();
         loop {
             let next = match reconcile(&app).await {
@@ -599,20 +640,8 @@ async fn reconcile(app: &Arc<App>) -> Result<i64, StoreError> {
                 if !lock(&certs.in_flight).insert(id.clone()) {
                     continue;
                 }
-                let body = stored.unwrap_or(StoredCertificate {
-                    zone: name.clone(),
-                    source: CertificateSource::Edge,
-                    current: None,
-                    state: State::Pending,
-                    failure: None,
-                    attempts: 0,
-                    next_attempt_ms: 0,
-                    renew_from: None,
-                    ocsp: None,
-                    ocsp_failure: None,
-                    ocsp_attempts: 0,
-                    ocsp_next_attempt_ms: 0,
-                    modified_ms: now_ms,
+                let body = stored.unwrap_or_else(|| {
+                    StoredCertificate::new(name, CertificateSource::Edge, None, now_ms)
                 });
                 issue(app.clone(), issuer, id, owner.account(), body, wanted).await;
             }
