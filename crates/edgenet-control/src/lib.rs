@@ -13,6 +13,7 @@ pub mod nats;
 pub mod reports;
 pub mod store;
 pub mod stream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,10 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         .certs
         .set(certificates::Certificates::new(sealing, issuer));
     certificates::run(app.clone());
+    let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("the edgenet binary: {e}"))?;
+    let _ = app
+        .workers
+        .set(workers::Workers::compiling(exe, o.data.join("workers")));
     if let Some(n) = &app.nats {
         let written = n.sync(&app).await?;
         tracing::info!(written, "configuration bucket in step with the store");

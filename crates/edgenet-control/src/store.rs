@@ -159,6 +159,10 @@ const SCHEMA: &[&str] = &[
      created BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS object_reports (pop TEXT NOT NULL, kind TEXT NOT NULL, \
      name TEXT NOT NULL, body TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (pop, kind, name))",
+    // Worker components by content: `BYTEA` is PostgreSQL's binary type; SQLite keeps a blob
+    // as a blob whatever the column's declared type.
+    "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, \
+     created_ms BIGINT NOT NULL, body BYTEA NOT NULL)",
 ];
 
 /// Columns added after a table's first release: `(table, column, type)`, added to a database
@@ -461,6 +465,70 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
+    /// Stores `body` under its SHA-256 (hex), once: storing the same bytes again is a no-op.
+    /// Returns the hash.
+    pub async fn put_blob(&self, body: &[u8], now_ms: i64) -> Result<String, StoreError> {
+        let sha256: String = ring::digest::digest(&ring::digest::SHA256, body)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let have = sqlx::query("SELECT size FROM blobs WHERE sha256 = $1")
+            .bind(&sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        if have.is_none() {
+            let inserted = sqlx::query(
+                "INSERT INTO blobs (sha256, size, created_ms, body) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&sha256)
+            .bind(body.len() as i64)
+            .bind(now_ms)
+            .bind(body.to_vec())
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                // Two uploads of the same bytes at once: the other one stored them.
+                Err(sqlx::Error::Database(d))
+                    if d.kind() == sqlx::error::ErrorKind::UniqueViolation => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sha256)
+    }
+
+    /// The bytes stored under `sha256`, if any.
+    pub async fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT body FROM blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Deletes the blobs no name in `used` refers to; returns how many went.
+    pub async fn prune_blobs(
+        &self,
+        used: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, StoreError> {
+        let rows = sqlx::query("SELECT sha256 FROM blobs")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut gone = 0;
+        for r in rows {
+            let sha: String = r.try_get(0)?;
+            if !used.contains(&sha) {
+                sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+                    .bind(&sha)
+                    .execute(&self.pool)
+                    .await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     /// Records a PoP's latest state of an object (replacing the one before).
     pub async fn set_object_report(
         &self,
@@ -693,6 +761,25 @@ pub(crate) mod tests {
     pub(crate) fn zone(name: &str) -> serde_json::Value {
         json!({"name": name, "hostnames": [format!("{name}.test")],
             "origins": {"servers": [{"address": "127.0.0.1:8000"}]}})
+    }
+
+    #[tokio::test]
+    async fn blobs_are_kept_once_by_content_and_pruned_when_unused() {
+        let s = memory().await;
+        let body = b"\0asm\x0d\0\x01\0 component bytes".to_vec();
+        let a = s.put_blob(&body, 1).await.unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(
+            s.put_blob(&body, 2).await.unwrap(),
+            a,
+            "the same bytes, the same name"
+        );
+        assert_eq!(s.blob(&a).await.unwrap().as_deref(), Some(&body[..]));
+        let b = s.put_blob(b"other", 3).await.unwrap();
+        let used: std::collections::BTreeSet<String> = [a.clone()].into();
+        assert_eq!(s.prune_blobs(&used).await.unwrap(), 1);
+        assert!(s.blob(&b).await.unwrap().is_none());
+        assert!(s.blob(&a).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -16,8 +16,9 @@ pub mod validate;
 
 pub use objects::{
     pop_key_id, token_hash, CertificateProvision, CertificateSource, ChallengeProvision,
-    ChallengeType, CniProvision, Decoded, Kind, MagicProvision, ObjectSet, Objects, PopRecord,
-    PopToken, PrefixProvision, SealedKey, TunnelProvision,
+    ChallengeType, CniProvision, ComponentRef, Decoded, Kind, MagicProvision, ObjectSet, Objects,
+    PopRecord, PopToken, PrefixProvision, SealedKey, SealedSecret, TunnelProvision,
+    WorkerProvision, WorkerRouteProvision,
 };
 pub use report::{
     CniSession, Counters, LinkState, NotificationReport, ObjectReport, ObjectState, PrefixState,

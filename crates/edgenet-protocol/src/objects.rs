@@ -31,11 +31,14 @@ pub enum Kind {
     Certificate,
     /// An ACME challenge every PoP answers (named by its token).
     Challenge,
+    /// An account's worker script: its versions in use, routes, settings and secrets sealed
+    /// to each PoP (named `ACCOUNT/SCRIPT`).
+    Worker,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Zone,
         Kind::Pop,
         Kind::PopToken,
@@ -43,6 +46,7 @@ impl Kind {
         Kind::Magic,
         Kind::Certificate,
         Kind::Challenge,
+        Kind::Worker,
     ];
 
     /// The kind's name in the store, the stream and the bucket keys.
@@ -55,6 +59,7 @@ impl Kind {
             Kind::Magic => "magic",
             Kind::Certificate => "certificate",
             Kind::Challenge => "challenge",
+            Kind::Worker => "worker",
         }
     }
 
@@ -262,6 +267,74 @@ pub struct ChallengeProvision {
     pub key_authorization: String,
 }
 
+/// A worker script as PoPs run it: the versions its routes use (fetched by hash from the
+/// control plane), its routes, settings, and secrets sealed to each PoP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerProvision {
+    /// The account.
+    pub account: String,
+    /// The script's name.
+    pub name: String,
+    /// The components its routes run, by version number.
+    pub versions: BTreeMap<u32, ComponentRef>,
+    /// Its routes, each with the version it runs.
+    #[serde(default)]
+    pub routes: Vec<WorkerRouteProvision>,
+    /// Environment variables (`wasi:cli/environment`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Secrets (environment variables too), each sealed to each PoP, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SealedSecret>,
+    /// Hosts it may send requests to (served by zones of the PoP).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Limits per request.
+    #[serde(default)]
+    pub limits: edgenet_config::WorkerLimitsSection,
+}
+
+impl WorkerProvision {
+    /// What a sealed secret's context is: the PoP, the script and the secret's name.
+    pub fn seal_context(pop: &str, script: &str, secret: &str) -> String {
+        format!("secret {secret} of worker {script} for {pop}")
+    }
+}
+
+/// One secret of a worker, sealed to each PoP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedSecret {
+    /// Changes whenever the secret is written (so a seal of an older value is never kept).
+    pub revision: String,
+    /// The value sealed to each PoP, by PoP name.
+    #[serde(default)]
+    pub pops: BTreeMap<String, SealedKey>,
+}
+
+/// A component by content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentRef {
+    /// SHA-256 of the `.wasm`, hex (`GET /v1/workers/components/SHA256`).
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// One route of a worker: the pattern, the zone whose hostname it is, the version it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerRouteProvision {
+    /// `host/path` with a trailing `*` for any rest (a zone's `[[zones.workers]]` routes).
+    pub pattern: String,
+    /// The zone it belongs to.
+    pub zone: String,
+    /// The version it runs.
+    pub version: u32,
+}
+
 fn is_default<T: Default + PartialEq>(t: &T) -> bool {
     *t == T::default()
 }
@@ -358,6 +431,9 @@ pub struct ObjectSet {
     /// ACME challenges, by token.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub challenge: BTreeMap<String, Decoded<ChallengeProvision>>,
+    /// Worker scripts, by `ACCOUNT/SCRIPT`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub worker: BTreeMap<String, Decoded<WorkerProvision>>,
 }
 
 impl ObjectSet {
@@ -411,6 +487,11 @@ impl ObjectSet {
             .filter_map(|(id, c)| c.get().ok().map(|c| (id.as_str(), c)))
     }
 
+    /// The worker scripts that decoded.
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerProvision> {
+        self.worker.values().filter_map(|w| w.get().ok())
+    }
+
     /// The ACME challenges that decoded.
     pub fn challenges(&self) -> impl Iterator<Item = &ChallengeProvision> {
         self.challenge.values().filter_map(|c| c.get().ok())
@@ -426,6 +507,7 @@ impl ObjectSet {
             Kind::Magic => set(&mut self.magic, name, body.map(Decoded::from_json)),
             Kind::Certificate => set(&mut self.certificate, name, body.map(Decoded::from_json)),
             Kind::Challenge => set(&mut self.challenge, name, body.map(Decoded::from_json)),
+            Kind::Worker => set(&mut self.worker, name, body.map(Decoded::from_json)),
         }
     }
 }
@@ -487,6 +569,9 @@ impl Objects {
                         }
                         ObjectChange::Challenge { name, body } => {
                             set(&mut self.objects.challenge, &name, body)
+                        }
+                        ObjectChange::Worker { name, body } => {
+                            set(&mut self.objects.worker, &name, body)
                         }
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}

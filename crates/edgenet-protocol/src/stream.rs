@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::objects::{
     CertificateProvision, ChallengeProvision, CniProvision, Decoded, Kind, MagicProvision,
-    ObjectSet, PopRecord, PopToken,
+    ObjectSet, PopRecord, PopToken, WorkerProvision,
 };
 
 /// How often an idle stream sends a ping; a follower that hears nothing for three of these
@@ -48,7 +48,7 @@ impl StreamMessage {
     /// The message as PoP `pop` gets it: the MD5 key of a CNI another PoP runs is left out
     /// (every PoP learns which CNIs are not its own, so one that moves away is dropped, but a
     /// session's secret reaches only the PoP that runs it), and so are the certificate keys
-    /// sealed to other PoPs.
+    /// sealed to other PoPs, and workers' secrets sealed to other PoPs.
     pub fn for_pop(mut self, pop: &str) -> StreamMessage {
         let redact = |c: &mut Decoded<CniProvision>| {
             if let Decoded::Ok(c) = c {
@@ -62,16 +62,25 @@ impl StreamMessage {
                 c.keys.retain(|p, _| p == pop);
             }
         };
+        let own_secrets = |w: &mut Decoded<WorkerProvision>| {
+            if let Decoded::Ok(w) = w {
+                for sealed in w.secrets.values_mut() {
+                    sealed.pops.retain(|p, _| p == pop);
+                }
+            }
+        };
         match &mut self {
             StreamMessage::Snapshot { objects, .. } => {
                 objects.cni.values_mut().for_each(redact);
                 objects.certificate.values_mut().for_each(own_key);
+                objects.worker.values_mut().for_each(own_secrets);
             }
             StreamMessage::Delta { changes, .. } => {
                 for c in changes {
                     match &mut c.object {
                         ObjectChange::Cni { body: Some(b), .. } => redact(b),
                         ObjectChange::Certificate { body: Some(b), .. } => own_key(b),
+                        ObjectChange::Worker { body: Some(b), .. } => own_secrets(b),
                         _ => {}
                     }
                 }
@@ -156,6 +165,13 @@ pub enum ObjectChange {
         /// The challenge, or none when the CA is done with it.
         body: Option<Decoded<ChallengeProvision>>,
     },
+    /// A worker script.
+    Worker {
+        /// `ACCOUNT/SCRIPT`.
+        name: String,
+        /// The script, or none when it was deleted.
+        body: Option<Decoded<WorkerProvision>>,
+    },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
     Other,
@@ -195,6 +211,10 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::Challenge => ObjectChange::Challenge {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Worker => ObjectChange::Worker {
                 name,
                 body: body.map(Decoded::from_json),
             },

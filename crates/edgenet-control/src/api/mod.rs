@@ -17,6 +17,7 @@ pub mod magic;
 mod pops;
 pub(crate) mod records;
 mod tokens;
+mod workers;
 mod zones;
 
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub struct App {
     pub ca: std::sync::OnceLock<crate::ca::Ca>,
     /// The certificates' sealing key and issuer (set when serving).
     pub certs: std::sync::OnceLock<crate::certificates::Certificates>,
+    /// How worker uploads are checked (set when serving).
+    pub workers: std::sync::OnceLock<crate::workers::Workers>,
 }
 
 /// An API error: status, and the errors of the envelope.
@@ -237,6 +240,7 @@ impl App {
             write_lock: tokio::sync::Mutex::new(()),
             ca: std::sync::OnceLock::new(),
             certs: std::sync::OnceLock::new(),
+            workers: std::sync::OnceLock::new(),
         }))
     }
 
@@ -552,7 +556,25 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             certificates::replace_operator,
             certificates::delete_operator
         ))
-        .routes(routes!(certificates::packs_operator));
+        .routes(routes!(certificates::packs_operator))
+        .routes(routes!(workers::list))
+        .routes(routes!(workers::get, workers::delete))
+        .routes(routes!(workers::settings))
+        .routes(routes!(workers::put_secret, workers::list_secrets))
+        .routes(routes!(workers::delete_secret))
+        .routes(routes!(workers::list_routes, workers::create_route))
+        .routes(routes!(
+            workers::get_route,
+            workers::put_route,
+            workers::delete_route
+        ))
+        .routes(routes!(workers::component))
+        .merge(
+            // The one route whose body is a component: up to 32 MiB (axum's default is 2).
+            OpenApiRouter::new().routes(routes!(workers::upload)).layer(
+                axum::extract::DefaultBodyLimit::max(crate::workers::MAX_COMPONENT + 1),
+            ),
+        );
     magic::routes(cni::routes(router)).split_for_parts()
 }
 
@@ -723,6 +745,12 @@ async fn write(
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "tunnels and routes are made at /v1/accounts/ACCOUNT/magic/gre_tunnels and /magic/routes",
+            ))
+        }
+        Kind::Worker => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "workers are uploaded at /v1/accounts/ACCOUNT/workers/scripts/NAME",
             ))
         }
         Kind::Certificate | Kind::Challenge => {

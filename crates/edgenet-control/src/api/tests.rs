@@ -118,6 +118,72 @@ enum Expect {
 /// things (`{account}` = B, `{name}` = B's zone, `{id}` = B's token).
 const ROUTES: &[(&str, &str, Expect)] = &[
     ("GET", "/v1/status", Expect::Operator),
+    ("GET", "/v1/workers/components/{sha256}", Expect::Operator),
+    (
+        "GET",
+        "/v1/accounts/{account}/workers/scripts",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/workers/scripts/{name}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/workers/scripts/{name}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/workers/scripts/{name}",
+        Expect::NotFound,
+    ),
+    (
+        "PATCH",
+        "/v1/accounts/{account}/workers/scripts/{name}/settings",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/workers/scripts/{name}/secrets",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/workers/scripts/{name}/secrets",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/workers/scripts/{name}/secrets/{secret}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/workers/routes",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/workers/routes",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/workers/routes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/workers/routes/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/workers/routes/{id}",
+        Expect::NotFound,
+    ),
     (
         "GET",
         "/v1/zones/{zone}/custom_certificates",
@@ -494,6 +560,8 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
             .replace("{account}", &w.b)
             .replace("{name}", "zb")
             .replace("{zone}", "zb")
+            .replace("{sha256}", &"0".repeat(64))
+            .replace("{secret}", "s")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {
@@ -566,6 +634,8 @@ async fn a_partners_token_reaches_its_requests_and_nothing_else() {
             .replace("{account}", &w.b)
             .replace("{name}", "zb")
             .replace("{zone}", "zb")
+            .replace("{sha256}", &"0".repeat(64))
+            .replace("{secret}", "s")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {

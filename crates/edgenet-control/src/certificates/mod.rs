@@ -363,7 +363,7 @@ pub async fn delete(app: &App, r: &Record) -> Result<(), StoreError> {
 }
 
 /// Every PoP's registered certificates key, by PoP (registered PoPs only).
-async fn pop_keys(app: &App) -> Result<BTreeMap<String, [u8; 32]>, StoreError> {
+pub(crate) async fn pop_keys(app: &App) -> Result<BTreeMap<String, [u8; 32]>, StoreError> {
     let pops = app.store.all(Kind::Pop).await?;
     let keys = app
         .store
@@ -498,7 +498,7 @@ pub async fn observe_keys(app: &App, pop: &str, certificates: &str) -> Result<()
         to_value(&record),
     )
     .await?;
-    tracing::info!(%pop, "PoP registered its certificates key: sealing every certificate to it");
+    tracing::info!(%pop, "PoP registered its key: sealing every certificate and secret to it");
     for r in app
         .store
         .records(RecordKind::Certificate, Owner::Operator)
@@ -506,6 +506,21 @@ pub async fn observe_keys(app: &App, pop: &str, certificates: &str) -> Result<()
     {
         if let Err(e) = publish(app, &r).await {
             tracing::error!(id = %r.id, error = %e, "cannot stream a certificate");
+        }
+    }
+    for r in app
+        .store
+        .records(RecordKind::WorkerScript, Owner::Operator)
+        .await?
+    {
+        let (Some(account), Ok(s)) = (&r.account, parse::<crate::workers::StoredScript>(&r)) else {
+            continue;
+        };
+        if s.secrets.is_empty() {
+            continue;
+        }
+        if let Err(e) = crate::workers::publish(app, account, &s.name).await {
+            tracing::error!(id = %r.id, error = %e, "cannot stream a worker");
         }
     }
     Ok(())

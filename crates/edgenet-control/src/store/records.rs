@@ -56,6 +56,10 @@ pub enum RecordKind {
     Certificate,
     /// A PoP's registered public keys (by PoP name, the operator's).
     PopKey,
+    /// A worker script of an account (id `ACCOUNT/NAME`): its versions, settings, secrets.
+    WorkerScript,
+    /// A route binding a pattern to a worker script (an account's).
+    WorkerRoute,
 }
 
 impl RecordKind {
@@ -78,6 +82,8 @@ impl RecordKind {
             RecordKind::Firewall => "firewall",
             RecordKind::Certificate => "certificate",
             RecordKind::PopKey => "pop_key",
+            RecordKind::WorkerScript => "worker_script",
+            RecordKind::WorkerRoute => "worker_route",
         }
     }
 }
