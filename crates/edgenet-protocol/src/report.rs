@@ -289,6 +289,9 @@ pub enum ReportedKind {
     /// A certificate (by id): applied with the serial it serves as its detail, or refused
     /// with why (its key is not sealed to this PoP's key yet, say).
     Certificate,
+    /// A worker script (`ACCOUNT/SCRIPT`): applied with the versions ready here as its detail,
+    /// or refused with what is missing (a component not fetched yet, a secret not sealed here).
+    Worker,
     /// A kind this version does not know.
     #[serde(other)]
     Other,

@@ -113,6 +113,7 @@ async fn run_once(
             if !desired.apply(msg) {
                 continue;
             }
+            super::fetch_components(client, opts, desired).await;
             let ack = apply_and_save(applier, desired, &opts.state_file);
             send(reports.outcome(desired, &ack, applier)).await;
         }

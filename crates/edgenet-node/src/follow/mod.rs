@@ -359,6 +359,73 @@ pub fn certificates_key(
     }
 }
 
+/// Where a PoP keeps the worker components it fetched (`NAME.components/SHA256.wasm`, beside
+/// its last-known-good file, so a restart with the control plane down still has them).
+pub fn components_dir(state_file: &Path, pop: &str) -> PathBuf {
+    state_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{pop}.components"))
+}
+
+/// The file of component `sha256` in `dir`.
+pub fn component_file(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(format!("{sha256}.wasm"))
+}
+
+/// Fetches every component the workers of `objects` run that is not on disk yet, from
+/// `GET /v1/workers/components/SHA256`, and keeps it once its SHA-256 is the one asked for.
+/// What cannot be fetched now is said in the log and tried again at the next version.
+pub async fn fetch_components(client: &reqwest::Client, opts: &FollowOptions, objects: &Objects) {
+    use sha2::Digest;
+    let dir = components_dir(&opts.state_file, &opts.pop);
+    let wanted: std::collections::BTreeSet<&str> = objects
+        .objects
+        .workers()
+        .flat_map(|w| w.versions.values().map(|c| c.sha256.as_str()))
+        .collect();
+    for sha256 in wanted {
+        let file = component_file(&dir, sha256);
+        if file.exists() {
+            continue;
+        }
+        let url = format!(
+            "{}/v1/workers/components/{sha256}",
+            opts.control.trim_end_matches('/')
+        );
+        let started = std::time::Instant::now();
+        let got = async {
+            let resp = client
+                .get(&url)
+                .bearer_auth(&opts.token)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{}", resp.status()));
+            }
+            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            let digest: String = sha2::Sha256::digest(&body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if digest != sha256 {
+                return Err(format!("the body's SHA-256 is {digest}"));
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            crate::tls::write_file(&file, &body, 0o644).map_err(|e| e.to_string())?;
+            Ok(body.len())
+        };
+        match got.await {
+            Ok(size) => {
+                tracing::info!(%sha256, size, took = ?started.elapsed(), "worker component fetched")
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "cannot fetch a worker component"),
+        }
+    }
+}
+
 /// Makes sure the PoP has a backbone certificate signed by the control plane's CA: a new key
 /// (kept on the PoP, mode 0600) and a CSR sent to `POST /v1/pops/NAME/certificate`.
 pub async fn ensure_backbone_certificate(

@@ -49,6 +49,10 @@ pub struct NodeApplier {
     /// The certificates opened so far (by id, with what they were opened from), and each
     /// one's state after the last version.
     pub certificates: Mutex<OpenedCertificates>,
+    /// Where worker components fetched by hash are kept.
+    pub components: PathBuf,
+    /// Each worker's state after the last version.
+    pub workers: Mutex<Vec<ObjectReport>>,
 }
 
 /// The certificates a PoP opened, and each one's state.
@@ -97,6 +101,102 @@ impl OpenedCertificates {
         self.states = states;
         self.by_id.values().map(|(_, c)| c.clone()).collect()
     }
+}
+
+/// Adds the control plane's workers to the zones they route in: each (script, version) a
+/// `[[zones.workers]]` entry of its zone, its component the file fetched by hash, its secrets
+/// opened with the PoP's key (given to the worker as environment variables, as secrets from
+/// files are). A route whose component is not here yet, or whose secret does not open, is left
+/// out (the zone serves as it did) and its state says why. Returns each script's state.
+pub fn add_workers(
+    zones: &mut [ZoneSection],
+    o: &Objects,
+    components: &Path,
+    pop: &str,
+    key: &edgenet_certs::to_pop::PopKey,
+) -> Vec<ObjectReport> {
+    let mut states = Vec::new();
+    for w in o.objects.workers() {
+        let id = format!("{}/{}", w.account, w.name);
+        let mut problems = Vec::new();
+        let mut env = w.vars.clone();
+        for (name, sealed) in &w.secrets {
+            match open_secret(&id, name, sealed, pop, key) {
+                Ok(v) => {
+                    env.insert(name.clone(), v);
+                }
+                Err(e) => problems.push(format!("secret {name}: {e}")),
+            }
+        }
+        let mut ready = Vec::new();
+        for (number, c) in &w.versions {
+            let file = super::component_file(components, &c.sha256);
+            if !file.exists() {
+                problems.push(format!(
+                    "version {number}: component {} not fetched yet",
+                    c.sha256
+                ));
+                continue;
+            }
+            let routes: Vec<&edgenet_protocol::WorkerRouteProvision> =
+                w.routes.iter().filter(|r| r.version == *number).collect();
+            let Some(zone_name) = routes.first().map(|r| r.zone.clone()) else {
+                continue;
+            };
+            let Some(zone) = zones.iter_mut().find(|z| z.name == zone_name) else {
+                problems.push(format!("zone {zone_name} is not served here"));
+                continue;
+            };
+            zone.workers.push(edgenet_config::WorkerSection {
+                name: format!("{}-v{number}", w.name),
+                component: file,
+                routes: routes.iter().map(|r| r.pattern.clone()).collect(),
+                env: env.clone(),
+                secrets: Default::default(),
+                allowed_hosts: w.allowed_hosts.clone(),
+                limits: w.limits.clone(),
+            });
+            ready.push(*number);
+        }
+        states.push(ObjectReport {
+            kind: ReportedKind::Worker,
+            name: id,
+            state: if problems.is_empty() {
+                ObjectState::Applied
+            } else {
+                ObjectState::Refused
+            },
+            version: o.version,
+            detail: Some(if problems.is_empty() {
+                format!("ready versions {ready:?}")
+            } else {
+                format!("ready versions {ready:?}; {}", problems.join("; "))
+            }),
+        });
+    }
+    states
+}
+
+/// A worker's secret opened with the PoP's key.
+fn open_secret(
+    script: &str,
+    name: &str,
+    sealed: &edgenet_protocol::SealedSecret,
+    pop: &str,
+    key: &edgenet_certs::to_pop::PopKey,
+) -> Result<String, String> {
+    let mine = sealed.pops.get(pop).ok_or(
+        "not sealed to this PoP yet (the control plane seals it once the PoP's key is registered)",
+    )?;
+    if mine.to != edgenet_protocol::pop_key_id(&key.public()) {
+        return Err("sealed to another key of this PoP".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&mine.sealed)
+        .map_err(|_| "not base64".to_string())?;
+    let context = edgenet_protocol::WorkerProvision::seal_context(pop, script, name);
+    let plain = key.open(&bytes, &context).map_err(|e| e.to_string())?;
+    String::from_utf8(plain).map_err(|_| "not UTF-8".into())
 }
 
 impl NodeApplier {
@@ -188,7 +288,9 @@ impl Applier for NodeApplier {
     }
 
     fn object_states(&self) -> Vec<ObjectReport> {
-        lock(&self.certificates).states.clone()
+        let mut states = lock(&self.certificates).states.clone();
+        states.extend(lock(&self.workers).iter().cloned());
+        states
     }
 
     fn links_changed(&self) -> Option<Arc<tokio::sync::Notify>> {
@@ -211,7 +313,8 @@ impl Applier for NodeApplier {
             .core
             .challenges
             .store(Arc::new(Challenges::new(o.objects.challenges())));
-        let zones = o.objects.zones()?;
+        let mut zones = o.objects.zones()?;
+        *lock(&self.workers) = add_workers(&mut zones, o, &self.components, &self.pop, &self.key);
         self.node.core.pops.store(Arc::new(directory(o)));
         let certs = lock(&self.certificates).open(o, &self.pop, &self.key);
         self.node
@@ -233,13 +336,19 @@ fn start_from(
     path: &Path,
     state_file: &Path,
     last: Option<&Objects>,
+    workers: impl Fn(&mut Vec<ZoneSection>, &Objects),
 ) -> anyhow::Result<(Vec<ZoneSection>, edgenet_config::Config)> {
     if let Some(o) = last {
-        let loaded = o.objects.zones().map_err(|e| e.to_string()).and_then(|z| {
-            crate::config::load(path, Some(&z))
-                .map(|c| (z, c))
-                .map_err(|e| e.lines().join("; "))
-        });
+        let loaded = o
+            .objects
+            .zones()
+            .map_err(|e| e.to_string())
+            .and_then(|mut z| {
+                workers(&mut z, o);
+                crate::config::load(path, Some(&z))
+                    .map(|c| (z, c))
+                    .map_err(|e| e.lines().join("; "))
+            });
         match loaded {
             Ok((z, c)) => {
                 tracing::info!(version = o.version, zones = z.len(), state = %state_file.display(), "serving the last-known-good configuration until the control plane answers");
@@ -282,8 +391,12 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         tracing::warn!(config = %path.display(), "the file's zones are ignored: zones come from the control plane");
     }
     let last = super::load_state(&state_file);
-    let (zones, config) = start_from(&path, &state_file, last.as_ref())?;
     let key = Arc::new(super::certificates_key(&state_file, &name)?);
+    let components = super::components_dir(&state_file, &name);
+    let worker_states = Mutex::new(Vec::new());
+    let (zones, config) = start_from(&path, &state_file, last.as_ref(), |z, o| {
+        *lock(&worker_states) = add_workers(z, o, &components, &name, &key);
+    })?;
     let mut opened = OpenedCertificates::default();
     let control_certs = match &last {
         Some(o) => opened.open(o, &name, &key),
@@ -327,6 +440,8 @@ pub fn run(f: Following) -> anyhow::Result<()> {
             pop: opts.pop.clone(),
             key,
             certificates: Mutex::new(opened),
+            components,
+            workers: worker_states,
         });
         if let Some(last) = &last {
             applier

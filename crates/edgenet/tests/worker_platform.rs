@@ -1,0 +1,200 @@
+//! Workers deployed through the control plane's API, with real processes: `edgenet control`
+//! (which checks each upload by compiling it with `edgenet worker-compile`), two
+//! `edgenet pop --control` that fetch components by hash and run them, the test origin and
+//! curl. A component is served by every PoP once uploaded and routed; a new version swaps in
+//! under load with no failed request; a rollback is a route pinned to an earlier version; a
+//! secret reaches the worker and no API answer; a PoP restarted with the control plane down
+//! still runs it.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{curl, eventually, hello_rust, rust_component, Control, Origin, Pop};
+
+fn misbehave() -> std::path::PathBuf {
+    rust_component(
+        "crates/edgenet-workers/tests/components/misbehave",
+        "misbehave",
+    )
+}
+
+/// `PUT` of a component file as script `name`.
+fn upload(control: &Control, account: &str, name: &str, wasm: &std::path::Path) -> support::Resp {
+    let url = format!(
+        "{}/v1/accounts/{account}/workers/scripts/{name}",
+        control.url()
+    );
+    let auth = format!("Authorization: Bearer {}", control.admin_token);
+    let body = format!("@{}", wasm.display());
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/wasm",
+        "--data-binary",
+        &body,
+        &url,
+    ])
+}
+
+fn get_env(pop: &Pop) -> support::Resp {
+    curl(&["-H", "Host: shop.test", &pop.url("/env")])
+}
+
+#[test]
+fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keeps_its_secret() {
+    let origin = Origin::start("o1");
+    let hello = hello_rust();
+    let second = misbehave();
+    let mut control = Control::start(None);
+    let token = control.token(&["pop"]);
+    let mut pops: Vec<Pop> = (1..=2)
+        .map(|i| {
+            let name = format!("w{i}");
+            control.register_pop(&name);
+            Pop::start_following(&control.url(), &name, &token)
+        })
+        .collect();
+    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "shop inc"}"#), &[]);
+    let a = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let zone = json!({"name": "shop", "hostnames": ["shop.test"],
+        "origins": {"servers": [{"address": origin.addr()}]}})
+    .to_string();
+    let r = control.api("POST", &format!("/v1/accounts/{a}/zones"), Some(&zone), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Not a component: refused at upload with wasmtime's reason.
+    let junk = std::env::temp_dir().join(format!("edgenet-junk-{}.wasm", std::process::id()));
+    std::fs::write(&junk, b"just some bytes").unwrap();
+    let r = upload(&control, &a, "api", &junk);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["errors"][0]["field"], "body", "{}", r.body);
+    let why = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(why.contains("wasi:http/proxy"), "{why}");
+    let _ = std::fs::remove_file(&junk);
+
+    // Version 1 and a route: every PoP runs it.
+    let r = upload(&control, &a, "api", &hello);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["version"], 1);
+    let routes = format!("/v1/accounts/{a}/workers/routes");
+    let started = Instant::now();
+    let r = control.api(
+        "POST",
+        &routes,
+        Some(r#"{"pattern": "shop.test/env", "script": "api"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let route = r.json()["result"]["id"].as_str().unwrap().to_string();
+    for p in &pops {
+        let ok = eventually(Duration::from_secs(30), || {
+            get_env(p).body == "hello from wasm: /env\n"
+        });
+        assert!(ok, "{:?}\n{}", get_env(p), p.stderr());
+    }
+    println!(
+        "version 1 at both PoPs {:?} after its route",
+        started.elapsed()
+    );
+
+    // A secret, then version 2 under load: every answer is version 1's or version 2's whole,
+    // never an error; then every PoP runs version 2, which reads the secret.
+    let secrets = format!("/v1/accounts/{a}/workers/scripts/api/secrets");
+    let r = control.api(
+        "PUT",
+        &secrets,
+        Some(r#"{"name": "GREETING", "text": "hunter2", "type": "secret_text"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let url = pops[0].url("/env");
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let r = curl(&["-H", "Host: shop.test", &url]);
+                seen.push((r.status, r.body));
+            }
+            seen
+        })
+    };
+    let started = Instant::now();
+    let r = upload(&control, &a, "api", &second);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["version"], 2);
+    let uploaded = started.elapsed();
+    for p in &pops {
+        let ok = eventually(Duration::from_secs(30), || get_env(p).body == "hunter2\n");
+        assert!(ok, "{:?}", get_env(p));
+    }
+    println!(
+        "version 2 at both PoPs {:?} after the upload began ({uploaded:?} to check it)",
+        started.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = load.join().unwrap();
+    let bad: Vec<&(u16, String)> = seen
+        .iter()
+        .filter(|(s, b)| *s != 200 || (b != "hello from wasm: /env\n" && b != "hunter2\n"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "{} of {} answers: {bad:?}",
+        bad.len(),
+        seen.len()
+    );
+    assert!(
+        seen.iter().any(|(_, b)| b == "hunter2\n"),
+        "the swap was seen"
+    );
+    println!("{} requests across the swap, none failed", seen.len());
+
+    // The secret is in no answer of the API.
+    for path in [
+        format!("/v1/accounts/{a}/workers/scripts/api"),
+        secrets.clone(),
+        format!("/v1/accounts/{a}/workers/scripts"),
+    ] {
+        let r = control.api("GET", &path, None, &[]);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(!r.body.contains("hunter2"), "{path}: {}", r.body);
+    }
+
+    // Rollback: the route pinned to version 1.
+    let r = control.api(
+        "PUT",
+        &format!("{routes}/{route}"),
+        Some(r#"{"pattern": "shop.test/env", "script": "api", "version": 1}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for p in &pops {
+        let ok = eventually(Duration::from_secs(30), || {
+            get_env(p).body == "hello from wasm: /env\n"
+        });
+        assert!(ok, "{:?}", get_env(p));
+    }
+
+    // With the control plane down, a restarted PoP runs the version it last had.
+    control.stop();
+    pops[1].restart();
+    assert_eq!(get_env(&pops[1]).body, "hello from wasm: /env\n");
+    assert_eq!(
+        curl(&["-H", "Host: shop.test", &pops[1].url("/other")]).status,
+        200,
+        "the rest of the zone still goes to the origin"
+    );
+}
