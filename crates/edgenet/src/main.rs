@@ -2,6 +2,7 @@
 //! (`edgenet-node` runs a PoP, `edgenet-control` the control plane). `up` (a whole network on
 //! this machine) and its demo origin live here, beside the commands they start.
 
+mod cli;
 mod demo;
 mod up;
 
@@ -22,6 +23,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum WorkerCommand {
+    /// Upload a component as a new version of a script and route patterns to it.
+    Deploy {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The script's name.
+        #[arg(long)]
+        name: String,
+        /// A `host/path` pattern of one of the account's zones to run it on; repeatable.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// The account's id.
+        #[arg(long, env = "EDGENET_ACCOUNT")]
+        account: String,
+        /// The control plane's URL.
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        control: String,
+        /// A token with the `write` scope.
+        #[arg(long, env = "EDGENET_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -99,6 +124,11 @@ enum Command {
         /// The challenge PoPs answer: `http-01` (port 80) or `tls-alpn-01` (port 443).
         #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
         acme_challenge: String,
+    },
+    /// Workers through the control plane's API.
+    Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
     },
     /// Validate a configuration file and compile its worker components (into the node's
     /// artifact cache); lists every error and exits non-zero if there is one.
@@ -239,6 +269,30 @@ fn main() -> ExitCode {
                     issuer,
                 }))
             }))
+        }
+        Command::Worker {
+            command:
+                WorkerCommand::Deploy {
+                    file,
+                    name,
+                    routes,
+                    account,
+                    control,
+                    token,
+                },
+        } => {
+            let api = cli::Api {
+                control,
+                token,
+                account,
+            };
+            match runtime().and_then(|rt| rt.block_on(cli::deploy(&api, file, &name, &routes))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edgenet worker deploy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Up { data, pops, port } => {
             init_tracing();

@@ -82,20 +82,30 @@ fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keep
     assert!(why.contains("wasi:http/proxy"), "{why}");
     let _ = std::fs::remove_file(&junk);
 
-    // Version 1 and a route: every PoP runs it.
-    let r = upload(&control, &a, "api", &hello);
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["result"]["version"], 1);
-    let routes = format!("/v1/accounts/{a}/workers/routes");
+    // Version 1 and its route with one command: every PoP runs it.
     let started = Instant::now();
-    let r = control.api(
-        "POST",
-        &routes,
-        Some(r#"{"pattern": "shop.test/env", "script": "api"}"#),
-        &[],
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["worker", "deploy"])
+        .arg(&hello)
+        .args(["--name", "api", "--route", "shop.test/env", "--account", &a])
+        .args(["--control", &control.url()])
+        .env("EDGENET_TOKEN", &control.admin_token)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let route = r.json()["result"]["id"].as_str().unwrap().to_string();
+    assert!(printed.contains("as api version 1"), "{printed}");
+    assert!(printed.contains("route shop.test/env -> api"), "{printed}");
+    let routes = format!("/v1/accounts/{a}/workers/routes");
+    let r = control.api("GET", &routes, None, &[]);
+    let route = r.json()["result"]["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for p in &pops {
         let ok = eventually(Duration::from_secs(30), || {
             get_env(p).body == "hello from wasm: /env\n"
