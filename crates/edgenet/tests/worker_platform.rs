@@ -153,7 +153,19 @@ fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keep
         "version 2 at both PoPs {:?} after the upload began ({uploaded:?} to check it)",
         started.elapsed()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Each PoP says what it runs.
+    let script = format!("/v1/accounts/{a}/workers/scripts/api");
+    let reported = eventually(Duration::from_secs(15), || {
+        let v = control.api("GET", &script, None, &[]).json();
+        let pops = v["result"]["pops"].as_array().cloned().unwrap_or_default();
+        pops.len() == 2
+            && pops.iter().all(|p| {
+                p["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("running versions [2]"))
+            })
+    });
+    assert!(reported, "{}", control.api("GET", &script, None, &[]).body);
     stop.store(true, Ordering::Relaxed);
     let seen = load.join().unwrap();
     let bad: Vec<&(u16, String)> = seen

@@ -36,12 +36,21 @@ fn rfc3339(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn script_view(r: &Record) -> Value {
+/// A script as the API shows it: versions, settings, its secrets' names, and what each PoP
+/// reports it runs (`running versions [..]`, or what it waits for).
+fn script_view(app: &App, r: &Record) -> Value {
     let Ok(s) = parse::<StoredScript>(r) else {
         return json!({"id": r.id, "error": "the stored record does not decode"});
     };
     let latest = s.latest();
+    let pops = {
+        let reports = super::lock(&app.reports);
+        let status =
+            crate::reports::status(&reports, edgenet_protocol::ReportedKind::Worker, &r.id, 0);
+        json!(status.pops)
+    };
     json!({
+        "pops": pops,
         "id": s.name,
         "etag": latest.map(|v| v.sha256.clone()),
         "version": latest.map(|v| v.number),
@@ -178,7 +187,7 @@ pub(super) async fn upload(
     publish(&app, &account, &name).await?;
     let v = parse::<StoredScript>(&r)?;
     tracing::info!(%account, script = %name, version = v.latest().map(|l| l.number), %sha256, size, "worker uploaded");
-    Ok(record_response(StatusCode::OK, &r, script_view(&r)))
+    Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
 
 /// The versions routes of the account pin for script `name`.
@@ -211,7 +220,7 @@ pub(super) async fn list(
         .records(RecordKind::WorkerScript, Owner::Account(&account))
         .await?
         .iter()
-        .map(script_view)
+        .map(|r| script_view(&app, r))
         .collect();
     Ok(ok(StatusCode::OK, json!({"items": items, "next": null})))
 }
@@ -225,7 +234,7 @@ pub(super) async fn get(
 ) -> ApiResult {
     app.authorize_account(&headers, &account, &["read"]).await?;
     let r = script(&app, &account, &name).await?;
-    Ok(record_response(StatusCode::OK, &r, script_view(&r)))
+    Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
 
 /// Deletes a script (refused while a route binds it) and the components no other script uses.
@@ -304,7 +313,7 @@ pub(super) async fn settings(
     )
     .await?;
     publish(&app, &account, &name).await?;
-    Ok(record_response(StatusCode::OK, &r, script_view(&r)))
+    Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
 
 /// A secret: `{name, text, type: "secret_text"}`.

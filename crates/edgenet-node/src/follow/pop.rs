@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, Weak};
 
 use base64::Engine;
 use edgenet_config::ZoneSection;
@@ -53,6 +53,19 @@ pub struct NodeApplier {
     pub components: PathBuf,
     /// Each worker's state after the last version.
     pub workers: Mutex<Vec<ObjectReport>>,
+    /// What each route of the control plane's workers runs now, by zone and pattern: kept
+    /// while a newer version of it is being built.
+    pub serving: Mutex<HashMap<(String, String), ZoneWorker>>,
+    /// Components being built in the background.
+    pub building: Mutex<HashSet<PathBuf>>,
+    /// Components whose build failed here, with why (not tried again until a restart).
+    pub failed: Mutex<HashMap<PathBuf, String>>,
+    /// The last version applied: applied again when a build ends.
+    pub last: Mutex<Option<Objects>>,
+    /// Versions are applied one at a time (the follower's and a finished build's).
+    pub applying: Mutex<()>,
+    /// This applier, for the build threads.
+    pub me: OnceLock<Weak<NodeApplier>>,
 }
 
 /// The certificates a PoP opened, and each one's state.
@@ -103,19 +116,33 @@ impl OpenedCertificates {
     }
 }
 
-/// Adds the control plane's workers to the zones they route in: each (script, version) a
-/// `[[zones.workers]]` entry of its zone, its component the file fetched by hash, its secrets
-/// opened with the PoP's key (given to the worker as environment variables, as secrets from
-/// files are). A route whose component is not here yet, or whose secret does not open, is left
-/// out (the zone serves as it did) and its state says why. Returns each script's state.
-pub fn add_workers(
-    zones: &mut [ZoneSection],
+/// A worker of the control plane's as a zone runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneWorker {
+    /// The zone.
+    pub zone: String,
+    /// The script (`ACCOUNT/NAME`).
+    pub script: String,
+    /// The version.
+    pub version: u32,
+    /// Its `[[zones.workers]]` entry.
+    pub section: edgenet_config::WorkerSection,
+}
+
+/// The control plane's workers as zones run them: each (script, version) a `[[zones.workers]]`
+/// entry of its zone, its component the file fetched by hash, its secrets opened with the
+/// PoP's key (given to the worker as environment variables, as secrets from files are). A
+/// version whose component is not here yet, or a secret that does not open, is left out and
+/// the script's state says why. Returns the workers and each script's state.
+pub fn control_workers(
+    zones: &[ZoneSection],
     o: &Objects,
     components: &Path,
     pop: &str,
     key: &edgenet_certs::to_pop::PopKey,
-) -> Vec<ObjectReport> {
+) -> (Vec<ZoneWorker>, Vec<ObjectReport>) {
     let mut states = Vec::new();
+    let mut out = Vec::new();
     for w in o.objects.workers() {
         let id = format!("{}/{}", w.account, w.name);
         let mut problems = Vec::new();
@@ -143,18 +170,23 @@ pub fn add_workers(
             let Some(zone_name) = routes.first().map(|r| r.zone.clone()) else {
                 continue;
             };
-            let Some(zone) = zones.iter_mut().find(|z| z.name == zone_name) else {
+            if !zones.iter().any(|z| z.name == zone_name) {
                 problems.push(format!("zone {zone_name} is not served here"));
                 continue;
-            };
-            zone.workers.push(edgenet_config::WorkerSection {
-                name: format!("{}-v{number}", w.name),
-                component: file,
-                routes: routes.iter().map(|r| r.pattern.clone()).collect(),
-                env: env.clone(),
-                secrets: Default::default(),
-                allowed_hosts: w.allowed_hosts.clone(),
-                limits: w.limits.clone(),
+            }
+            out.push(ZoneWorker {
+                zone: zone_name,
+                script: id.clone(),
+                version: *number,
+                section: edgenet_config::WorkerSection {
+                    name: format!("{}-v{number}", w.name),
+                    component: file,
+                    routes: routes.iter().map(|r| r.pattern.clone()).collect(),
+                    env: env.clone(),
+                    secrets: Default::default(),
+                    allowed_hosts: w.allowed_hosts.clone(),
+                    limits: w.limits.clone(),
+                },
             });
             ready.push(*number);
         }
@@ -168,13 +200,22 @@ pub fn add_workers(
             },
             version: o.version,
             detail: Some(if problems.is_empty() {
-                format!("ready versions {ready:?}")
+                format!("fetched versions {ready:?}")
             } else {
-                format!("ready versions {ready:?}; {}", problems.join("; "))
+                format!("fetched versions {ready:?}; {}", problems.join("; "))
             }),
         });
     }
-    states
+    (out, states)
+}
+
+/// Adds each worker to its zone.
+pub fn add_to_zones(zones: &mut [ZoneSection], workers: &[ZoneWorker]) {
+    for w in workers {
+        if let Some(z) = zones.iter_mut().find(|z| z.name == w.zone) {
+            z.workers.push(w.section.clone());
+        }
+    }
 }
 
 /// A worker's secret opened with the PoP's key.
@@ -200,6 +241,120 @@ fn open_secret(
 }
 
 impl NodeApplier {
+    /// Of the workers a version wants, those whose components are built here, and for each
+    /// route whose new version is still being built (or does not build), what it ran before:
+    /// a route switches only to a ready version. Starts the builds; notes them in `states`.
+    fn ready_workers(
+        &self,
+        wanted: Vec<ZoneWorker>,
+        states: &mut [ObjectReport],
+    ) -> Vec<ZoneWorker> {
+        let host = &self.node.core.workers;
+        let serving = lock(&self.serving).clone();
+        let mut chosen: Vec<ZoneWorker> = Vec::new();
+        let mut fallback: Vec<ZoneWorker> = Vec::new();
+        let mut notes: HashMap<String, Vec<String>> = HashMap::new();
+        for w in wanted {
+            let component = w.section.component.clone();
+            if host.is_built(&component).unwrap_or(false) {
+                chosen.push(w);
+                continue;
+            }
+            let note = match lock(&self.failed).get(&component) {
+                Some(why) => format!("version {} does not run here: {why}", w.version),
+                None => {
+                    self.start_build(&component);
+                    format!("version {} is being built", w.version)
+                }
+            };
+            notes.entry(w.script.clone()).or_default().push(note);
+            for pattern in &w.section.routes {
+                let Some(old) = serving.get(&(w.zone.clone(), pattern.clone())) else {
+                    continue;
+                };
+                match fallback
+                    .iter_mut()
+                    .find(|f| f.zone == old.zone && f.section.name == old.section.name)
+                {
+                    Some(f) => f.section.routes.push(pattern.clone()),
+                    None => {
+                        let mut kept = old.clone();
+                        kept.section.routes = vec![pattern.clone()];
+                        fallback.push(kept);
+                    }
+                }
+            }
+        }
+        for f in fallback {
+            match chosen
+                .iter_mut()
+                .find(|c| c.zone == f.zone && c.section.name == f.section.name)
+            {
+                Some(c) => c.section.routes.extend(f.section.routes),
+                None => chosen.push(f),
+            }
+        }
+        for state in states.iter_mut() {
+            let mut ready: Vec<u32> = chosen
+                .iter()
+                .filter(|c| c.script == state.name)
+                .map(|c| c.version)
+                .collect();
+            ready.sort_unstable();
+            ready.dedup();
+            let fetched = state.detail.clone().unwrap_or_default();
+            let rest = fetched.split_once("; ").map(|(_, r)| r.to_string());
+            let mut detail = vec![format!("running versions {ready:?}")];
+            detail.extend(rest);
+            if let Some(n) = notes.get(&state.name) {
+                if n.iter().any(|n| n.contains("does not run")) {
+                    state.state = ObjectState::Refused;
+                }
+                detail.extend(n.iter().cloned());
+            }
+            state.detail = Some(detail.join("; "));
+        }
+        chosen
+    }
+
+    /// Builds `component` on a thread of its own (once at a time), then applies the last
+    /// version again, which now switches its routes to it.
+    fn start_build(&self, component: &Path) {
+        if !lock(&self.building).insert(component.to_path_buf()) {
+            return;
+        }
+        let me = self.me.get().cloned();
+        let node = self.node.clone();
+        let file = component.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("worker build".into())
+            .spawn(move || {
+                let started = std::time::Instant::now();
+                let built = node.core.workers.build(&file);
+                let Some(me) = me.and_then(|w| w.upgrade()) else {
+                    return;
+                };
+                lock(&me.building).remove(&file);
+                match built {
+                    Ok(_) => tracing::info!(component = %file.display(), took = ?started.elapsed(), "worker built: its routes switch to it"),
+                    Err(e) => {
+                        tracing::warn!(component = %file.display(), error = %e, "a worker does not build: its routes keep what they ran");
+                        lock(&me.failed).insert(file, format!("{e:#}"));
+                    }
+                }
+                let last = lock(&me.last).clone();
+                if let Some(o) = last {
+                    if let Err(e) = me.apply(&o) {
+                        tracing::warn!(version = o.version, error = %e, "applying again after a worker build");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a worker build");
+            lock(&self.building).remove(component);
+        }
+    }
+
     /// Hands the node's interconnects the CNIs of this PoP's sites.
     fn set_cnis(&self, o: &Objects) {
         let cnis: std::collections::BTreeMap<String, edgenet_protocol::CniProvision> = o
@@ -313,14 +468,30 @@ impl Applier for NodeApplier {
             .core
             .challenges
             .store(Arc::new(Challenges::new(o.objects.challenges())));
+        let _one_at_a_time = lock(&self.applying);
         let mut zones = o.objects.zones()?;
-        *lock(&self.workers) = add_workers(&mut zones, o, &self.components, &self.pop, &self.key);
+        let (wanted, mut states) =
+            control_workers(&zones, o, &self.components, &self.pop, &self.key);
+        let running = self.ready_workers(wanted, &mut states);
+        add_to_zones(&mut zones, &running);
+        *lock(&self.workers) = states;
+        *lock(&self.last) = Some(o.clone());
         self.node.core.pops.store(Arc::new(directory(o)));
         let certs = lock(&self.certificates).open(o, &self.pop, &self.key);
         self.node
             .apply_control(zones, certs)
-            .map(|_| ())
-            .map_err(ApplyError::Refused)
+            .map_err(ApplyError::Refused)?;
+        *lock(&self.serving) = running
+            .into_iter()
+            .flat_map(|w| {
+                w.section
+                    .routes
+                    .clone()
+                    .into_iter()
+                    .map(move |p| ((w.zone.clone(), p), w.clone()))
+            })
+            .collect();
+        Ok(())
     }
 }
 
@@ -394,8 +565,11 @@ pub fn run(f: Following) -> anyhow::Result<()> {
     let key = Arc::new(super::certificates_key(&state_file, &name)?);
     let components = super::components_dir(&state_file, &name);
     let worker_states = Mutex::new(Vec::new());
+    // At start nothing serves yet: what is not built yet is built before the node serves.
     let (zones, config) = start_from(&path, &state_file, last.as_ref(), |z, o| {
-        *lock(&worker_states) = add_workers(z, o, &components, &name, &key);
+        let (workers, states) = control_workers(z, o, &components, &name, &key);
+        add_to_zones(z, &workers);
+        *lock(&worker_states) = states;
     })?;
     let mut opened = OpenedCertificates::default();
     let control_certs = match &last {
@@ -442,7 +616,14 @@ pub fn run(f: Following) -> anyhow::Result<()> {
             certificates: Mutex::new(opened),
             components,
             workers: worker_states,
+            serving: Mutex::new(HashMap::new()),
+            building: Mutex::new(HashSet::new()),
+            failed: Mutex::new(HashMap::new()),
+            last: Mutex::new(None),
+            applying: Mutex::new(()),
+            me: OnceLock::new(),
         });
+        let _ = applier.me.set(Arc::downgrade(&applier));
         if let Some(last) = &last {
             applier
                 .node

@@ -62,6 +62,20 @@ impl WorkerHost {
         Ok(self.runtime.get_or_init(|| Arc::new(rt)))
     }
 
+    /// Whether `component`'s artifact for this node's engine is built (so deploying it only
+    /// loads it).
+    pub fn is_built(&self, component: &std::path::Path) -> anyhow::Result<bool> {
+        let wasm = std::fs::read(component)?;
+        Ok(self.runtime()?.artifact_path(&wasm).exists())
+    }
+
+    /// Builds `component`'s artifact in a separate process (blocking: seconds for a large
+    /// component), or says why it cannot run.
+    pub fn build(&self, component: &std::path::Path) -> anyhow::Result<PathBuf> {
+        let exe = std::env::current_exe()?;
+        Ok(self.runtime()?.compile_elsewhere(&exe, component)?)
+    }
+
     /// Deploys a zone's workers: each component compiled in a separate process unless its
     /// artifact is cached, then loaded. A component that is not a usable `wasi:http/proxy`
     /// component refuses the whole configuration, naming the worker and the reason.
