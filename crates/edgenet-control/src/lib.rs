@@ -120,6 +120,21 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         .certs
         .set(certificates::Certificates::new(sealing, issuer));
     certificates::run(app.clone());
+    {
+        // Expired KV values and day-old tombstones go every ten minutes.
+        let app = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+                let now = api::unix_ms();
+                match app.store.kv_prune(now, now - 86_400_000).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "KV pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "KV prune"),
+                }
+            }
+        });
+    }
     let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("the edgenet binary: {e}"))?;
     let _ = app
         .workers

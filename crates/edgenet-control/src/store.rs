@@ -7,6 +7,7 @@
 //! writes the object and appends to the change log, so a PoP that follows the log from any
 //! version sees every change exactly once, in order.
 
+mod kv;
 mod records;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
+pub use kv::KvEntry;
 pub use records::{Compute, Record, RecordKind, Write, WriteOptions};
 
 /// A storage failure.
@@ -196,7 +198,7 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        for stmt in SCHEMA.iter().chain(records::SCHEMA) {
+        for stmt in SCHEMA.iter().chain(records::SCHEMA).chain(kv::SCHEMA) {
             sqlx::query(stmt).execute(&pool).await?;
         }
         for (table, column, ty) in ADDED_COLUMNS {
@@ -211,13 +213,17 @@ impl Store {
                     .await?;
             }
         }
-        let exists = sqlx::query("SELECT value FROM counters WHERE name = 'version'")
-            .fetch_optional(&pool)
-            .await?;
-        if exists.is_none() {
-            sqlx::query("INSERT INTO counters (name, value) VALUES ('version', 0)")
-                .execute(&pool)
+        for counter in ["version", "kv"] {
+            let exists = sqlx::query("SELECT value FROM counters WHERE name = $1")
+                .bind(counter)
+                .fetch_optional(&pool)
                 .await?;
+            if exists.is_none() {
+                sqlx::query("INSERT INTO counters (name, value) VALUES ($1, 0)")
+                    .bind(counter)
+                    .execute(&pool)
+                    .await?;
+            }
         }
         Ok(Store { pool })
     }

@@ -13,6 +13,7 @@
 mod accounts;
 mod certificates;
 pub mod cni;
+pub mod kv;
 pub mod magic;
 mod pops;
 pub(crate) mod records;
@@ -74,6 +75,10 @@ pub struct App {
     pub certs: std::sync::OnceLock<crate::certificates::Certificates>,
     /// How worker uploads are checked (set when serving).
     pub workers: std::sync::OnceLock<crate::workers::Workers>,
+    /// When each KV key was last written, for the per-key write limit.
+    pub kv_writes: Mutex<HashMap<(String, String), std::time::Instant>>,
+    /// Moves at each KV write: the KV streams wake on it.
+    pub kv_seq: watch::Sender<i64>,
 }
 
 /// An API error: status, and the errors of the envelope.
@@ -241,6 +246,8 @@ impl App {
             ca: std::sync::OnceLock::new(),
             certs: std::sync::OnceLock::new(),
             workers: std::sync::OnceLock::new(),
+            kv_writes: Mutex::new(HashMap::new()),
+            kv_seq: watch::channel(0).0,
         }))
     }
 
@@ -424,6 +431,11 @@ impl App {
         Ok(version)
     }
 
+    /// Wakes the KV streams after a write.
+    pub fn kv_written(&self) {
+        self.kv_seq.send_modify(|n| *n += 1);
+    }
+
     /// Publishes a new version to the streams.
     pub fn published(&self, version: i64) {
         self.version.send_if_modified(|v| {
@@ -569,6 +581,11 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             workers::delete_route
         ))
         .routes(routes!(workers::component))
+        .routes(routes!(kv::list_namespaces, kv::create_namespace))
+        .routes(routes!(kv::delete_namespace))
+        .routes(routes!(kv::put_value, kv::get_value, kv::delete_value))
+        .routes(routes!(kv::list_keys))
+        .routes(routes!(kv::stream))
         .merge(
             // The one route whose body is a component: up to 32 MiB (axum's default is 2).
             OpenApiRouter::new().routes(routes!(workers::upload)).layer(

@@ -119,6 +119,42 @@ enum Expect {
 const ROUTES: &[(&str, &str, Expect)] = &[
     ("GET", "/v1/status", Expect::Operator),
     ("GET", "/v1/workers/components/{sha256}", Expect::Operator),
+    ("GET", "/v1/kv/stream", Expect::Operator),
+    (
+        "GET",
+        "/v1/accounts/{account}/storage/kv/namespaces",
+        Expect::NotFound,
+    ),
+    (
+        "POST",
+        "/v1/accounts/{account}/storage/kv/namespaces",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/storage/kv/namespaces/{id}",
+        Expect::NotFound,
+    ),
+    (
+        "PUT",
+        "/v1/accounts/{account}/storage/kv/namespaces/{id}/values/{key}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/storage/kv/namespaces/{id}/values/{key}",
+        Expect::NotFound,
+    ),
+    (
+        "DELETE",
+        "/v1/accounts/{account}/storage/kv/namespaces/{id}/values/{key}",
+        Expect::NotFound,
+    ),
+    (
+        "GET",
+        "/v1/accounts/{account}/storage/kv/namespaces/{id}/keys",
+        Expect::NotFound,
+    ),
     (
         "GET",
         "/v1/accounts/{account}/workers/scripts",
@@ -562,6 +598,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
             .replace("{zone}", "zb")
             .replace("{sha256}", &"0".repeat(64))
             .replace("{secret}", "s")
+            .replace("{key}", "k")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {
@@ -636,6 +673,7 @@ async fn a_partners_token_reaches_its_requests_and_nothing_else() {
             .replace("{zone}", "zb")
             .replace("{sha256}", &"0".repeat(64))
             .replace("{secret}", "s")
+            .replace("{key}", "k")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {

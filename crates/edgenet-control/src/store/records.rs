@@ -60,6 +60,8 @@ pub enum RecordKind {
     WorkerScript,
     /// A route binding a pattern to a worker script (an account's).
     WorkerRoute,
+    /// A KV namespace (an account's).
+    KvNamespace,
 }
 
 impl RecordKind {
@@ -84,6 +86,7 @@ impl RecordKind {
             RecordKind::PopKey => "pop_key",
             RecordKind::WorkerScript => "worker_script",
             RecordKind::WorkerRoute => "worker_route",
+            RecordKind::KvNamespace => "kv_namespace",
         }
     }
 }
