@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::records::{found, if_match, new_id, parse, record_response};
-use super::{decode, lock, ok, unix_ms, ApiError, ApiResult, App, JsonBody};
+use super::{decode, lock, ok, rfc3339, unix_ms, ApiError, ApiResult, App, JsonBody};
 use crate::certificates::{self, edge_id, Issuer, Material, State as CertState, StoredCertificate};
 use crate::store::{Owner, Record, RecordKind, StoreError};
 
@@ -37,12 +37,6 @@ struct Upload {
     /// Cloudflare's bundle method: only `force` (the chain is served as uploaded).
     #[serde(default)]
     bundle_method: Option<String>,
-}
-
-fn rfc3339(ms: i64) -> Value {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| json!(t.to_string()))
-        .unwrap_or(Value::Null)
 }
 
 /// The zone `zone` as `owner` sees it, and whose it is.

@@ -474,6 +474,13 @@ fn check_scopes(token: TokenInfo, needs: &[&str]) -> Result<TokenInfo, ApiError>
     }
 }
 
+/// Unix milliseconds as an RFC 3339 time (`2027-03-03T18:21:33Z`), as the API shows times.
+pub(crate) fn rfc3339(ms: i64) -> Value {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| json!(t.to_string()))
+        .unwrap_or(Value::Null)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> i64 {
     std::time::SystemTime::now()

@@ -22,19 +22,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::records::{found, new_id, parse, record_response, to_value};
-use super::{decode, ok, unix_ms, ApiError, ApiResult, App, JsonBody};
+use super::{decode, ok, rfc3339, unix_ms, ApiError, ApiResult, App, JsonBody};
 use crate::certificates::B64;
 use crate::store::{Owner, Record, RecordKind, StoreError, Write, WriteOptions};
 use crate::workers::{
     publish, script_id, secret_context, valid_name, ScriptVersion, Settings, StoredRoute,
     StoredScript, StoredSecret, MAX_COMPONENT, MAX_VERSIONS,
 };
-
-fn rfc3339(ms: i64) -> Value {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| json!(t.to_string()))
-        .unwrap_or(Value::Null)
-}
 
 /// A script as the API shows it: versions, settings, its secrets' names, and what each PoP
 /// reports it runs (`running versions [..]`, or what it waits for).
@@ -190,6 +184,29 @@ pub(super) async fn upload(
     Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
 
+/// Rewrites script record `r` (at the version read) with `change`, then streams the script.
+async fn rewrite(
+    app: &App,
+    account: &str,
+    r: &Record,
+    change: impl FnOnce(&mut StoredScript),
+) -> Result<Record, ApiError> {
+    let mut s: StoredScript = parse(r)?;
+    change(&mut s);
+    let name = s.name.clone();
+    let r = crate::api::records::put_plain(
+        app,
+        RecordKind::WorkerScript,
+        &r.id,
+        Owner::Account(account),
+        WriteOptions::new(Write::Replace(Some(r.version)), unix_ms()),
+        to_value(&s),
+    )
+    .await?;
+    publish(app, account, &name).await?;
+    Ok(r)
+}
+
 /// The versions routes of the account pin for script `name`.
 async fn pinned_versions(
     app: &App,
@@ -299,20 +316,7 @@ pub(super) async fn settings(
         .await?;
     let r = script(&app, &account, &name).await?;
     let settings: Settings = decode(&body)?;
-    let r = crate::api::records::put_plain(
-        &app,
-        RecordKind::WorkerScript,
-        &r.id,
-        Owner::Account(&account),
-        WriteOptions::new(Write::Replace(Some(r.version)), unix_ms()),
-        {
-            let mut s: StoredScript = parse(&r)?;
-            s.settings = settings;
-            to_value(&s)
-        },
-    )
-    .await?;
-    publish(&app, &account, &name).await?;
+    let r = rewrite(&app, &account, &r, |s| s.settings = settings).await?;
     Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
 
@@ -362,24 +366,14 @@ pub(super) async fn put_secret(
         .sealing
         .seal(secret.text.as_bytes(), &secret_context(&r.id, &secret.name))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut s: StoredScript = parse(&r)?;
-    s.secrets.insert(
-        secret.name.clone(),
-        StoredSecret {
-            sealed: B64.encode(sealed),
-            revision: new_id(),
-        },
-    );
-    crate::api::records::put_plain(
-        &app,
-        RecordKind::WorkerScript,
-        &r.id,
-        Owner::Account(&account),
-        WriteOptions::new(Write::Replace(Some(r.version)), unix_ms()),
-        to_value(&s),
-    )
+    let stored = StoredSecret {
+        sealed: B64.encode(sealed),
+        revision: new_id(),
+    };
+    rewrite(&app, &account, &r, |s| {
+        s.secrets.insert(secret.name.clone(), stored);
+    })
     .await?;
-    publish(&app, &account, &name).await?;
     tracing::info!(%account, script = %name, secret = %secret.name, "worker secret written");
     Ok(ok(
         StatusCode::OK,
@@ -414,23 +408,16 @@ pub(super) async fn delete_secret(
     app.authorize_account(&headers, &account, &["write"])
         .await?;
     let r = script(&app, &account, &name).await?;
-    let mut s: StoredScript = parse(&r)?;
-    if s.secrets.remove(&secret).is_none() {
+    if !parse::<StoredScript>(&r)?.secrets.contains_key(&secret) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("secret {secret:?} does not exist"),
         ));
     }
-    crate::api::records::put_plain(
-        &app,
-        RecordKind::WorkerScript,
-        &r.id,
-        Owner::Account(&account),
-        WriteOptions::new(Write::Replace(Some(r.version)), unix_ms()),
-        to_value(&s),
-    )
+    rewrite(&app, &account, &r, |s| {
+        s.secrets.remove(&secret);
+    })
     .await?;
-    publish(&app, &account, &name).await?;
     Ok(ok(StatusCode::OK, json!({"name": secret})))
 }
 
