@@ -1,6 +1,7 @@
 //! The API's small command line: `edgenet worker deploy FILE --name N --route PATTERN`
 //! uploads a component as a new version of a script and binds each route to the script's
-//! latest version (making the route, or moving it from another script or a pinned version).
+//! latest version (making the route, or moving it from another script or a pinned version);
+//! `edgenet kv --namespace NS put|get|list|delete` reads and writes the edge key-value store.
 //! It talks to the control plane's API as any client does, with a token from `--token` or
 //! `EDGENET_TOKEN`.
 
@@ -122,6 +123,141 @@ pub async fn deploy(api: &Api, file: PathBuf, name: &str, routes: &[String]) -> 
             "route {pattern} -> {name} (latest version, zone {})",
             r["zone"].as_str().unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// What `edgenet kv` does.
+#[derive(Debug, Clone)]
+pub enum Kv {
+    /// Writes `value` under `key`, expiring after `ttl` seconds when given.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Seconds until it expires.
+        ttl: Option<u64>,
+    },
+    /// Prints the value of `key`.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Prints the keys starting with `prefix`, one per line.
+    List {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Deletes `key`.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+/// `edgenet kv`: one call on namespace `namespace` (its id, or its title).
+pub async fn kv(api: &Api, namespace: &str, what: Kv) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let listed = api
+        .call(
+            &client,
+            reqwest::Method::GET,
+            "/storage/kv/namespaces",
+            None,
+            "application/json",
+        )
+        .await?;
+    let id = listed["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["id"] == namespace || n["title"] == namespace)
+        .and_then(|n| n["id"].as_str())
+        .ok_or_else(|| anyhow::anyhow!("no namespace {namespace:?} in account {}", api.account))?
+        .to_string();
+    let values = format!("/storage/kv/namespaces/{id}/values");
+    let escape = |k: &str| -> String {
+        k.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    match what {
+        Kv::Put { key, value, ttl } => {
+            let query = ttl.map_or(String::new(), |t| format!("?expiration_ttl={t}"));
+            let path = format!("{values}/{}{query}", escape(&key));
+            api.call(
+                &client,
+                reqwest::Method::PUT,
+                &path,
+                Some(value.into_bytes().into()),
+                "application/octet-stream",
+            )
+            .await?;
+            println!("{key} written");
+        }
+        Kv::Get { key } => {
+            let url = api.url(&format!("{values}/{}", escape(&key)));
+            let resp = client
+                .get(&url)
+                .bearer_auth(&api.token)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            if !status.is_success() {
+                anyhow::bail!("{key}: {status}");
+            }
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+            println!();
+        }
+        Kv::List { prefix } => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!(
+                    "/storage/kv/namespaces/{id}/keys?prefix={}",
+                    escape(&prefix)
+                );
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={}", escape(c)));
+                }
+                let url = api.url(&path);
+                let v: Value = client
+                    .get(&url)
+                    .bearer_auth(&api.token)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{url}: {e}"))?
+                    .json()
+                    .await?;
+                for k in v["result"].as_array().into_iter().flatten() {
+                    println!("{}", k["name"].as_str().unwrap_or_default());
+                }
+                cursor = v["result_info"]["cursor"].as_str().map(String::from);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        Kv::Delete { key } => {
+            let path = format!("{values}/{}", escape(&key));
+            api.call(
+                &client,
+                reqwest::Method::DELETE,
+                &path,
+                None,
+                "application/json",
+            )
+            .await?;
+            println!("{key} deleted");
+        }
     }
     Ok(())
 }

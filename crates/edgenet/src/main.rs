@@ -50,6 +50,36 @@ enum WorkerCommand {
 }
 
 #[derive(Subcommand)]
+enum KvCommand {
+    /// Write a value.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Seconds until it expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Print a value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Print the keys that start with a prefix.
+    List {
+        /// The prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Delete a value.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Start a control plane, PoPs and a demo origin on this machine (Ctrl-C stops them).
     Up {
@@ -129,6 +159,23 @@ enum Command {
     Worker {
         #[command(subcommand)]
         command: WorkerCommand,
+    },
+    /// The edge key-value store through the control plane's API.
+    Kv {
+        /// The namespace (its id or its title).
+        #[arg(long)]
+        namespace: String,
+        /// The account's id.
+        #[arg(long, env = "EDGENET_ACCOUNT")]
+        account: String,
+        /// The control plane's URL.
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        control: String,
+        /// A token with the `write` scope (`read` for get and list).
+        #[arg(long, env = "EDGENET_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(subcommand)]
+        command: KvCommand,
     },
     /// Validate a configuration file and compile its worker components (into the node's
     /// artifact cache); lists every error and exits non-zero if there is one.
@@ -290,6 +337,32 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("edgenet worker deploy: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Kv {
+            namespace,
+            account,
+            control,
+            token,
+            command,
+        } => {
+            let api = cli::Api {
+                control,
+                token,
+                account,
+            };
+            let what = match command {
+                KvCommand::Put { key, value, ttl } => cli::Kv::Put { key, value, ttl },
+                KvCommand::Get { key } => cli::Kv::Get { key },
+                KvCommand::List { prefix } => cli::Kv::List { prefix },
+                KvCommand::Delete { key } => cli::Kv::Delete { key },
+            };
+            match runtime().and_then(|rt| rt.block_on(cli::kv(&api, &namespace, what))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("edgenet kv: {e:#}");
                     ExitCode::FAILURE
                 }
             }

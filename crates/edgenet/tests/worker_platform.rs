@@ -220,3 +220,63 @@ fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keep
         "the rest of the zone still goes to the origin"
     );
 }
+
+/// `edgenet kv ...` against `control` for account `a`; its output, or the failure's.
+fn kv(control: &Control, a: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args([
+            "kv",
+            "--namespace",
+            "cache",
+            "--account",
+            a,
+            "--control",
+            &control.url(),
+        ])
+        .args(args)
+        .env("EDGENET_TOKEN", &control.admin_token)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_kv_command_writes_reads_lists_expires_and_is_limited_per_key() {
+    let control = Control::start(None);
+    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "shop inc"}"#), &[]);
+    let a = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let r = control.api(
+        "POST",
+        &format!("/v1/accounts/{a}/storage/kv/namespaces"),
+        Some(r#"{"title": "cache"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        kv(&control, &a, &["put", "user:1", "ann"]),
+        (true, "user:1 written\n".into())
+    );
+    let (ok, text) = kv(&control, &a, &["put", "user:1", "again"]);
+    assert!(
+        !ok && text.contains("429"),
+        "one write per key per second: {text}"
+    );
+    assert!(kv(&control, &a, &["put", "user:2", "bob", "--ttl", "1"]).0);
+    assert!(kv(&control, &a, &["put", "users/all", "x"]).0);
+    assert_eq!(kv(&control, &a, &["get", "user:1"]), (true, "ann\n".into()));
+    assert_eq!(
+        kv(&control, &a, &["list", "--prefix", "user:"]),
+        (true, "user:1\nuser:2\n".into())
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, text) = kv(&control, &a, &["get", "user:2"]);
+    assert!(!ok && text.contains("404"), "expired: {text}");
+    assert_eq!(
+        kv(&control, &a, &["list"]),
+        (true, "user:1\nusers/all\n".into())
+    );
+    assert!(kv(&control, &a, &["delete", "users/all"]).0);
+    assert_eq!(kv(&control, &a, &["list"]), (true, "user:1\n".into()));
+}
