@@ -107,6 +107,9 @@ pub struct Settings {
     /// Limits per request.
     #[serde(default)]
     pub limits: WorkerLimitsSection,
+    /// KV namespaces it opens (`wasi:keyvalue/store.open(BINDING)`): binding to namespace id.
+    #[serde(default)]
+    pub kv_namespaces: BTreeMap<String, String>,
 }
 
 /// A script record's body.
@@ -240,6 +243,7 @@ pub async fn publish(app: &App, account: &str, name: &str) -> Result<(), StoreEr
         secrets,
         allowed_hosts: script.settings.allowed_hosts.clone(),
         limits: script.settings.limits.clone(),
+        kv_namespaces: script.settings.kv_namespaces.clone(),
     };
     if old.as_ref() == Some(&provision) {
         return Ok(());

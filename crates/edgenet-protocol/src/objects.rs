@@ -293,6 +293,9 @@ pub struct WorkerProvision {
     /// Limits per request.
     #[serde(default)]
     pub limits: edgenet_config::WorkerLimitsSection,
+    /// KV namespaces it opens, by binding (`wasi:keyvalue/store.open(BINDING)`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kv_namespaces: BTreeMap<String, String>,
 }
 
 impl WorkerProvision {

@@ -302,9 +302,10 @@ pub(super) async fn delete(
 }
 
 /// Replaces a script's settings: `{vars, allowed_hosts, limits}` (each as a zone's
-/// `[[zones.workers]]` has them).
+/// `[[zones.workers]]` has them) and `kv_namespaces` (binding to one of the account's KV
+/// namespaces).
 #[utoipa::path(patch, path = "/v1/accounts/{account}/workers/scripts/{name}/settings",
-    request_body(content = Value, description = "`{vars?, allowed_hosts?, limits?}`"),
+    request_body(content = Value, description = "`{vars?, allowed_hosts?, limits?, kv_namespaces?}`"),
     responses((status = 200, description = "the script"), (status = 400, description = "the field and why")))]
 pub(super) async fn settings(
     State(app): State<Arc<App>>,
@@ -316,6 +317,28 @@ pub(super) async fn settings(
         .await?;
     let r = script(&app, &account, &name).await?;
     let settings: Settings = decode(&body)?;
+    let namespaces = app
+        .store
+        .records(RecordKind::KvNamespace, Owner::Account(&account))
+        .await?;
+    let mut problems = Vec::new();
+    for (binding, id) in &settings.kv_namespaces {
+        if !valid_name(binding) {
+            problems.push(Problem::new(
+                format!("kv_namespaces.{binding}"),
+                "a binding is letters, digits, - and _, at most 63",
+            ));
+        }
+        if !namespaces.iter().any(|n| &n.id == id) {
+            problems.push(Problem::new(
+                format!("kv_namespaces.{binding}"),
+                format!("{id:?} is not a KV namespace of the account"),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(StoreError::Invalid(problems).into());
+    }
     let r = rewrite(&app, &account, &r, |s| s.settings = settings).await?;
     Ok(record_response(StatusCode::OK, &r, script_view(&app, &r)))
 }
@@ -831,6 +854,36 @@ mod tests {
         assert_eq!(w.routes[0].version, 1);
         assert_eq!(w.versions.keys().copied().collect::<Vec<_>>(), [1]);
         assert_eq!(w.versions[&1].sha256, sha1);
+
+        // Settings: a KV binding must name one of the account's namespaces.
+        let settings = format!("/v1/accounts/{a}/workers/scripts/api/settings");
+        let (s, v) = call(
+            &app,
+            "PATCH",
+            &settings,
+            &token,
+            Some(json!({"kv_namespaces": {"CACHE": "nope"}})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["errors"][0]["field"], "kv_namespaces.CACHE");
+        let (_, v) = call(
+            &app,
+            "POST",
+            &format!("/v1/accounts/{a}/storage/kv/namespaces"),
+            &token,
+            Some(json!({"title": "cache"})),
+        )
+        .await;
+        let ns = v["result"]["id"].as_str().unwrap().to_string();
+        let body = json!({"vars": {"MODE": "prod"}, "kv_namespaces": {"CACHE": ns}});
+        let (s, v) = call(&app, "PATCH", &settings, &token, Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let w = streamed(&app, &a, "api").await.unwrap();
+        assert_eq!(
+            (w.vars["MODE"].as_str(), w.kv_namespaces["CACHE"].as_str()),
+            ("prod", ns.as_str())
+        );
 
         // A PoP fetches a component by its hash.
         let (_, pop) = app.create_token("pop", &["pop"], None).await.unwrap();
