@@ -504,7 +504,15 @@ impl Runtime {
                 },
             );
         }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        let artifact = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if !artifact.is_file() {
+            return Err(WorkerError::BadComponent(format!(
+                "{} worker-compile ended without an artifact (it printed {:?})",
+                exe.display(),
+                artifact.display().to_string()
+            )));
+        }
+        Ok(artifact)
     }
 
     fn pre(&self, component: &Component) -> Result<ProxyPre<State>, WorkerError> {

@@ -22,7 +22,8 @@ use serde_json::json;
 const PARENT_ENV: &str = "EDGENET_UP_PARENT";
 
 /// In a child of `up`: ask for SIGTERM when `up` dies, and leave at once if it already did
-/// (between the fork and this call). Does nothing in a process `up` did not start.
+/// (between the fork and this call). Does nothing in a process `up` did not start, nor in
+/// one its children started (they inherit the variable).
 pub fn die_with_parent() {
     let Some(parent) = std::env::var(PARENT_ENV)
         .ok()
@@ -31,9 +32,17 @@ pub fn die_with_parent() {
         return;
     };
     use nix::sys::signal::Signal;
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_ok()
-        && nix::unistd::getppid().as_raw() != parent
-    {
+    let up = nix::unistd::Pid::from_raw(parent);
+    if nix::unistd::getppid() != up {
+        // Either `up` died before this call (this process was handed to another parent), or
+        // this is not `up`'s child but a grandchild that inherited the variable (a PoP's
+        // worker-compile process): leave only in the first case.
+        if nix::sys::signal::kill(up, None).is_err() {
+            std::process::exit(0);
+        }
+        return;
+    }
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_ok() && nix::unistd::getppid() != up {
         std::process::exit(0);
     }
 }

@@ -229,6 +229,67 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
         assert!(ok, "{url}: {} {}", r.status, r.stderr);
         assert!(r.body.contains("edgenet demo origin"), "{}", r.body);
     }
+    // A JavaScript worker deployed through the API with one command runs at every PoP.
+    let js = support::js_component();
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"name": "js inc"}"#,
+        &format!("{control}/v1/accounts"),
+    ]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let account = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let zone = serde_json::json!({"name": "js", "hostnames": ["js.test"],
+        "origins": {"servers": [{"address": origin}]}})
+    .to_string();
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-d",
+        &zone,
+        &format!("{control}/v1/accounts/{account}/zones"),
+    ]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let out = Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["worker", "deploy"])
+        .arg(&js)
+        .args([
+            "--name",
+            "hello",
+            "--route",
+            "js.test/*",
+            "--account",
+            &account,
+        ])
+        .args(["--control", &control])
+        .env("EDGENET_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed = Instant::now();
+    let served = eventually(Duration::from_secs(120), || {
+        pop_urls
+            .iter()
+            .all(|u| curl(&["-H", "Host: js.test", &format!("{u}x")]).body == "hello from js: /x\n")
+    });
+    assert!(
+        served,
+        "{:?}",
+        curl(&["-H", "Host: js.test", &format!("{}x", pop_urls[0])])
+    );
+    println!(
+        "the JavaScript worker at all 3 PoPs {:?} after the deploy returned",
+        deployed.elapsed()
+    );
     assert_eq!(up.children().len(), 5, "control plane, origin, 3 PoPs");
     up.stops_on("INT", Duration::from_secs(15));
 }

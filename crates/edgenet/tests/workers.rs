@@ -11,34 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgenet_workers::{Limits, Runtime};
-use support::{curl, eventually, hello_rust, repo, rust_component, zone, Origin, Pop, TempDir};
-
-/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed) unless
-/// its component is newer than its source.
-fn js_component() -> PathBuf {
-    let dir = repo().join("examples/workers/hello-js");
-    let npm = |args: &[&str]| {
-        let out = Command::new("npm")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "npm {args:?} in examples/workers/hello-js: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    if !dir
-        .join("node_modules/@bytecodealliance/componentize-js")
-        .exists()
-    {
-        npm(&["ci", "--no-audit", "--no-fund"]);
-    }
-    npm(&["run", "build"]);
-    dir.join("dist/hello.wasm")
-}
+use support::{
+    curl, eventually, hello_rust, js_component, rust_component, zone, Origin, Pop, TempDir,
+};
 
 fn misbehave() -> PathBuf {
     rust_component(

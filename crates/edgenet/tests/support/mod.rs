@@ -1114,6 +1114,34 @@ pub fn rust_component(dir: &str, name: &str) -> PathBuf {
     dir.join(format!("target/wasm32-wasip2/release/{name}.wasm"))
 }
 
+/// Builds examples/workers/hello-js with ComponentizeJS (npm ci first when needed) unless
+/// its component is newer than its source.
+#[allow(dead_code)]
+pub fn js_component() -> PathBuf {
+    let dir = repo().join("examples/workers/hello-js");
+    let npm = |args: &[&str]| {
+        let out = Command::new("npm")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "npm {args:?} in examples/workers/hello-js: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if !dir
+        .join("node_modules/@bytecodealliance/componentize-js")
+        .exists()
+    {
+        npm(&["ci", "--no-audit", "--no-fund"]);
+    }
+    npm(&["run", "build"]);
+    dir.join("dist/hello.wasm")
+}
+
 /// examples/workers/hello-rust, built.
 pub fn hello_rust() -> PathBuf {
     rust_component("examples/workers/hello-rust", "hello_rust")
