@@ -175,6 +175,30 @@ impl CertTable {
     }
 }
 
+/// What the control plane sealed to this PoP (`sealed`, its entry for the PoP if any), opened
+/// with the PoP's `key` for `context`; or why not.
+pub fn open_sealed(
+    sealed: Option<&edgenet_protocol::SealedKey>,
+    key: &edgenet_certs::to_pop::PopKey,
+    context: &str,
+) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let sealed = sealed.ok_or(
+        "not sealed to this PoP yet (the control plane seals it once the PoP's key is registered)",
+    )?;
+    if sealed.to != edgenet_protocol::pop_key_id(&key.public()) {
+        return Err(format!(
+            "sealed to another key of this PoP ({}): waiting for the control plane to seal it to this one",
+            sealed.to
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&sealed.sealed)
+        .map_err(|_| "not base64".to_string())?;
+    key.open(&bytes, context)
+        .map_err(|e| format!("does not open: {e}"))
+}
+
 /// Opens a streamed certificate for PoP `pop` with its key `key`: the chain, the key sealed to
 /// this PoP, and the staple, as rustls serves them; or why not.
 pub fn open_control(
@@ -185,24 +209,8 @@ pub fn open_control(
 ) -> Result<ControlCert, String> {
     use base64::Engine;
     use rustls::pki_types::pem::PemObject;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let sealed = c
-        .keys
-        .get(pop)
-        .ok_or("its key is not sealed to this PoP yet (the control plane seals it once the PoP's key is registered)")?;
-    if sealed.to != edgenet_protocol::pop_key_id(&key.public()) {
-        return Err(format!(
-            "its key is sealed to another key of this PoP ({}): waiting for the control plane to seal it to this one",
-            sealed.to
-        ));
-    }
-    let bytes = b64
-        .decode(&sealed.sealed)
-        .map_err(|_| "the sealed key is not base64".to_string())?;
     let context = edgenet_protocol::CertificateProvision::seal_context(pop, id);
-    let pem = key
-        .open(&bytes, &context)
-        .map_err(|e| format!("the sealed key does not open: {e}"))?;
+    let pem = open_sealed(c.keys.get(pop), key, &context).map_err(|e| format!("its key: {e}"))?;
     let private =
         PrivateKeyDer::from_pem_slice(&pem).map_err(|_| "the key is not PEM".to_string())?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(c.chain.as_bytes())
@@ -216,7 +224,7 @@ pub fn open_control(
     ck.keys_match()
         .map_err(|e| format!("the key is not the certificate's: {e}"))?;
     if let Some(ocsp) = &c.ocsp {
-        ck.ocsp = b64.decode(ocsp).ok();
+        ck.ocsp = base64::engine::general_purpose::STANDARD.decode(ocsp).ok();
     }
     Ok(ControlCert {
         id: id.to_string(),

@@ -226,17 +226,8 @@ fn open_secret(
     pop: &str,
     key: &edgenet_certs::to_pop::PopKey,
 ) -> Result<String, String> {
-    let mine = sealed.pops.get(pop).ok_or(
-        "not sealed to this PoP yet (the control plane seals it once the PoP's key is registered)",
-    )?;
-    if mine.to != edgenet_protocol::pop_key_id(&key.public()) {
-        return Err("sealed to another key of this PoP".into());
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&mine.sealed)
-        .map_err(|_| "not base64".to_string())?;
     let context = edgenet_protocol::WorkerProvision::seal_context(pop, script, name);
-    let plain = key.open(&bytes, &context).map_err(|e| e.to_string())?;
+    let plain = crate::tls::open_sealed(sealed.pops.get(pop), key, &context)?;
     String::from_utf8(plain).map_err(|_| "not UTF-8".into())
 }
 
