@@ -15,9 +15,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use edgenet_config::WorkerLimitsSection;
-use edgenet_protocol::{
-    ComponentRef, Kind, SealedKey, SealedSecret, WorkerProvision, WorkerRouteProvision,
-};
+use edgenet_protocol::{ComponentRef, Kind, SealedSecret, WorkerProvision, WorkerRouteProvision};
 use serde::{Deserialize, Serialize};
 
 use crate::api::records::{parse, to_value};
@@ -284,39 +282,20 @@ async fn seal_secrets(
         let kept = old
             .and_then(|o| o.secrets.get(secret))
             .filter(|s| s.revision == stored.revision);
-        let mut plain: Option<Vec<u8>> = None;
-        let mut pops = BTreeMap::new();
-        for (pop, public) in &keys {
-            let to = edgenet_protocol::pop_key_id(public);
-            if let Some(k) = kept.and_then(|s| s.pops.get(pop)).filter(|k| k.to == to) {
-                pops.insert(pop.clone(), k.clone());
-                continue;
-            }
-            if plain.is_none() {
+        let pops = crate::certificates::seal_to_pops(
+            &keys,
+            |pop| kept.and_then(|s| s.pops.get(pop)),
+            || {
                 let bytes = B64
                     .decode(&stored.sealed)
                     .map_err(|_| StoreError::Refused(format!("secret {secret}: not base64")))?;
-                let opened = certs
+                certs
                     .sealing
                     .open(&bytes, &secret_context(&r.id, secret))
-                    .map_err(|e| StoreError::Refused(format!("secret {secret}: {e}")))?;
-                plain = Some(opened);
-            }
-            let context = WorkerProvision::seal_context(pop, &r.id, secret);
-            let sealed = edgenet_certs::to_pop::seal_to(
-                public,
-                plain.as_deref().unwrap_or_default(),
-                &context,
-            )
-            .map_err(|e| StoreError::Refused(format!("sealing to PoP {pop}: {e}")))?;
-            pops.insert(
-                pop.clone(),
-                SealedKey {
-                    to,
-                    sealed: B64.encode(sealed),
-                },
-            );
-        }
+                    .map_err(|e| StoreError::Refused(format!("secret {secret}: {e}")))
+            },
+            |pop| WorkerProvision::seal_context(pop, &r.id, secret),
+        )?;
         out.insert(
             secret.clone(),
             SealedSecret {

@@ -411,36 +411,15 @@ pub async fn publish(app: &App, r: &Record) -> Result<(), StoreError> {
     let old: Option<CertificateProvision> = before
         .as_ref()
         .and_then(|b| serde_json::from_value(b.body.clone()).ok());
-    let mut keys = BTreeMap::new();
-    let mut plain: Option<Vec<u8>> = None;
-    for (pop, public) in pop_keys(app).await? {
-        let to = pop_key_id(&public);
-        let kept = old
-            .as_ref()
-            .filter(|o| o.serial == m.serial && o.chain == m.chain)
-            .and_then(|o| o.keys.get(&pop))
-            .filter(|k| k.to == to);
-        if let Some(k) = kept {
-            keys.insert(pop, k.clone());
-            continue;
-        }
-        if plain.is_none() {
-            plain = Some(m.open_key(certs, &r.id).map_err(StoreError::Refused)?);
-        }
-        let sealed = edgenet_certs::to_pop::seal_to(
-            &public,
-            plain.as_deref().unwrap_or_default(),
-            &CertificateProvision::seal_context(&pop, &r.id),
-        )
-        .map_err(|e| StoreError::Refused(format!("sealing to PoP {pop}: {e}")))?;
-        keys.insert(
-            pop,
-            SealedKey {
-                to,
-                sealed: B64.encode(sealed),
-            },
-        );
-    }
+    let same = old
+        .as_ref()
+        .filter(|o| o.serial == m.serial && o.chain == m.chain);
+    let keys = seal_to_pops(
+        &pop_keys(app).await?,
+        |pop| same.and_then(|o| o.keys.get(pop)),
+        || m.open_key(certs, &r.id).map_err(StoreError::Refused),
+        |pop| CertificateProvision::seal_context(pop, &r.id),
+    )?;
     let provision = CertificateProvision {
         zone: c.zone.clone(),
         source: c.source,
@@ -471,6 +450,45 @@ pub async fn publish(app: &App, r: &Record) -> Result<(), StoreError> {
         .await?;
     tracing::info!(id = %r.id, zone = %c.zone, serial = %m.serial, pops = provision.keys.len(), version, "certificate streamed");
     Ok(())
+}
+
+/// `plaintext` sealed to each PoP of `keys`, for each PoP's `context`: the seal `kept` gives for
+/// a PoP is kept while it is to the PoP's present key (so an unchanged object makes no
+/// version); `plaintext` is opened only when some PoP needs a new seal.
+pub(crate) fn seal_to_pops<'a>(
+    keys: &BTreeMap<String, [u8; 32]>,
+    kept: impl Fn(&str) -> Option<&'a SealedKey>,
+    plaintext: impl FnOnce() -> Result<Vec<u8>, StoreError>,
+    context: impl Fn(&str) -> String,
+) -> Result<BTreeMap<String, SealedKey>, StoreError> {
+    let mut out = BTreeMap::new();
+    let mut plaintext = Some(plaintext);
+    let mut plain: Option<Vec<u8>> = None;
+    for (pop, public) in keys {
+        let to = pop_key_id(public);
+        if let Some(k) = kept(pop).filter(|k| k.to == to) {
+            out.insert(pop.clone(), k.clone());
+            continue;
+        }
+        if plain.is_none() {
+            let open = plaintext.take().expect("opened once");
+            plain = Some(open()?);
+        }
+        let sealed = edgenet_certs::to_pop::seal_to(
+            public,
+            plain.as_deref().unwrap_or_default(),
+            &context(pop),
+        )
+        .map_err(|e| StoreError::Refused(format!("sealing to PoP {pop}: {e}")))?;
+        out.insert(
+            pop.clone(),
+            SealedKey {
+                to,
+                sealed: B64.encode(sealed),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// Records a PoP's registered key; a new or changed one gets every certificate sealed to it.
