@@ -50,6 +50,8 @@ pub struct WorkerRuntime {
     pub instances: u32,
     /// The largest linear memory of any worker.
     pub max_memory: usize,
+    /// Memory for the edge key-value store's values.
+    pub kv_memory: usize,
 }
 
 /// A zone's worker.
@@ -65,6 +67,8 @@ pub struct Worker {
     pub allowed_hosts: Vec<String>,
     /// Limits per request.
     pub limits: WorkerLimits,
+    /// Key-value namespaces by the name the worker opens them with, to their ids.
+    pub kv_namespaces: std::collections::BTreeMap<String, String>,
 }
 
 /// A worker's limits per request.

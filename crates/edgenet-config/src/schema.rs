@@ -77,6 +77,10 @@ pub struct WorkersSection {
     /// at most this).
     #[serde(default = "default_worker_memory")]
     pub max_memory: ByteSize,
+    /// Memory for the PoP's copy of the edge key-value store's values (the whole copy is on
+    /// disk beside the state file; the values read most recently are kept in memory).
+    #[serde(default = "default_kv_memory")]
+    pub kv_memory: ByteSize,
 }
 
 impl Default for WorkersSection {
@@ -85,6 +89,7 @@ impl Default for WorkersSection {
             artifact_dir: None,
             instances: default_worker_instances(),
             max_memory: default_worker_memory(),
+            kv_memory: default_kv_memory(),
         }
     }
 }
@@ -95,6 +100,10 @@ fn default_worker_instances() -> u32 {
 
 fn default_worker_memory() -> ByteSize {
     ByteSize::Text("128MiB".into())
+}
+
+fn default_kv_memory() -> ByteSize {
+    ByteSize::Text("64MiB".into())
 }
 
 /// A worker: a `wasi:http/proxy` WebAssembly component that handles the requests its routes
@@ -127,6 +136,11 @@ pub struct WorkerSection {
     /// Limits per request.
     #[serde(default)]
     pub limits: WorkerLimitsSection,
+    /// Edge key-value namespaces the worker opens, by the name it opens them with
+    /// (`wasi:keyvalue/store.open(NAME)`) to the namespace's id. Set by the control plane
+    /// from a script's settings: a node that follows none has no key-value store.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub kv_namespaces: std::collections::BTreeMap<String, String>,
 }
 
 /// A worker's limits per request.

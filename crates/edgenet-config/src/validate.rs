@@ -381,6 +381,7 @@ impl Validator<'_> {
             artifact_dir,
             instances: raw.instances.clamp(1, 100_000),
             max_memory: self.byte_size("workers.max_memory", &raw.max_memory, 1 << 20),
+            kv_memory: self.byte_size("workers.kv_memory", &raw.kv_memory, 1 << 20),
         }
     }
 
@@ -499,10 +500,22 @@ impl Validator<'_> {
                     "must be between 1 and 1000",
                 );
             }
+            for (name, id) in &w.kv_namespaces {
+                let ok =
+                    |s: &str| !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control);
+                if !ok(name) {
+                    let reason = "must be 1 to 64 characters without control characters";
+                    self.err(format!("{p}.kv_namespaces"), name, reason);
+                } else if !ok(id) {
+                    let reason = "must be a namespace id (1 to 64 characters)";
+                    self.err(format!("{p}.kv_namespaces.{name}"), id, reason);
+                }
+            }
             workers.push(Worker {
                 name: w.name.clone(),
                 component,
                 env,
+                kv_namespaces: w.kv_namespaces.clone(),
                 allowed_hosts: w
                     .allowed_hosts
                     .iter()

@@ -213,7 +213,7 @@ impl Store {
                     .await?;
             }
         }
-        for counter in ["version", "kv"] {
+        for counter in ["version", "kv", "kv_pruned"] {
             let exists = sqlx::query("SELECT value FROM counters WHERE name = $1")
                 .bind(counter)
                 .fetch_optional(&pool)

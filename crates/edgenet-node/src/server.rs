@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub control_certs: Vec<crate::tls::ControlCert>,
     /// The backbone identity, for the `[backbone]` listener and tiered cache.
     pub backbone: Option<BackboneFiles>,
+    /// The edge key-value store workers' namespaces are in.
+    pub kv: Option<Arc<dyn edgenet_workers::KvBackend>>,
 }
 
 /// Runs a PoP from the file at `path` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
@@ -63,6 +65,7 @@ pub fn run_with(
         control_zones,
         control_certs,
         backbone,
+        kv,
     } = options;
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
@@ -74,7 +77,7 @@ pub fn run_with(
         None => AdminKeys::none_configured(),
     };
     let node = Arc::new(Node {
-        core: Arc::new(Core::new(config.clone(), log, metrics)?),
+        core: Arc::new(Core::new(config.clone(), log, metrics, kv)?),
         peers: Arc::new(Peers::default()),
         certs: certs.clone(),
         draining: AtomicBool::new(false),

@@ -1,13 +1,15 @@
 //! What the control plane and its PoPs say to each other, as types both sides depend on: the
 //! objects (zones, PoP records, PoP admin tokens), the lines of the configuration stream, the
-//! PoPs' reports (acknowledgements, object states, counters: [`report`]), and the layout of
-//! the NATS key-value bucket that carries the same objects at scale.
+//! PoPs' reports (acknowledgements, object states, counters: [`report`]), the edge key-value
+//! store's stream ([`kv`]), and the layout of the NATS key-value bucket that carries the same
+//! objects at scale.
 //!
 //! The server (`edgenet-control`) writes these and the followers (`edgenet-node`) read them;
 //! neither indexes JSON by string. An object whose body this side cannot decode (a newer
 //! control plane's field, say) is kept as [`Decoded::Invalid`] with the reason, so the PoP
 //! refuses that version with a clear error instead of losing the stream.
 
+pub mod kv;
 pub mod nats;
 mod objects;
 pub mod report;

@@ -54,11 +54,17 @@ pub struct Core {
 }
 
 impl Core {
-    /// The core around the first configuration (version 1). Deploys its workers: blocking.
-    pub fn new(config: Config, log: AccessLogger, metrics: Metrics) -> anyhow::Result<Core> {
+    /// The core around the first configuration (version 1), its workers' namespaces in `kv`
+    /// (a PoP following a control plane has one). Deploys its workers: blocking.
+    pub fn new(
+        config: Config,
+        log: AccessLogger,
+        metrics: Metrics,
+        kv: Option<Arc<dyn edgenet_workers::KvBackend>>,
+    ) -> anyhow::Result<Core> {
         let health = HealthRegistry::default();
         let shield = ShieldRegistry::default();
-        let workers = WorkerHost::new(&config.workers);
+        let workers = WorkerHost::new(&config.workers, kv);
         let snapshot = build_snapshot(
             Arc::new(config),
             1,

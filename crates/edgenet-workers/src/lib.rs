@@ -23,6 +23,8 @@
 //!   subrequest) is time between polls. When the epoch deadline comes the guest gets what it
 //!   has not used yet, yielding to the executor meanwhile so a busy guest does not hold a proxy
 //!   thread for its whole budget.
+//! - State at the edge through the standard `wasi:keyvalue` interfaces ([`kv`]): namespaces a
+//!   script's settings bind by name, over the node's [`KvBackend`] ([`Worker::with_kv`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +42,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::Error as HttpError;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub mod kv;
+pub use kv::{KvAccess, KvBackend, KvError};
 
 /// A request body for [`Worker::handle`].
 pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, ErrorCode>;
@@ -145,6 +150,7 @@ struct State {
     memory: MemoryLimit,
     meter: Arc<Meter>,
     outgoing: Outgoing,
+    kv: KvAccess,
 }
 
 /// Where a worker's allowed outgoing requests go: in a node, its own request path.
@@ -520,6 +526,11 @@ impl Runtime {
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| bad(&e))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| bad(&e))?;
+        kv::add_to_linker(&mut linker, |s: &mut State| kv::KvView {
+            access: &s.kv,
+            table: &mut s.table,
+        })
+        .map_err(|e| bad(&e))?;
         let pre = linker.instantiate_pre(component).map_err(|e| bad(&e))?;
         ProxyPre::new(pre).map_err(|e| bad(&e))
     }
@@ -535,6 +546,7 @@ impl Runtime {
             env: Arc::new([]),
             allowed_hosts: Arc::new([]),
             pipeline: Arc::new(Pipeline::None),
+            kv: KvAccess::default(),
         })
     }
 }
@@ -557,6 +569,8 @@ pub struct Worker {
     allowed_hosts: Arc<[String]>,
     /// Where allowed requests go.
     pipeline: Arc<Pipeline>,
+    /// Its key-value namespaces.
+    kv: KvAccess,
 }
 
 impl Worker {
@@ -570,6 +584,12 @@ impl Worker {
     /// The worker with these environment variables (a zone's settings and secrets).
     pub fn with_env(mut self, env: Vec<(String, String)>) -> Worker {
         self.env = env.into();
+        self
+    }
+
+    /// The worker with these key-value namespaces (`wasi:keyvalue/store.open(NAME)`).
+    pub fn with_kv(mut self, kv: KvAccess) -> Worker {
+        self.kv = kv;
         self
     }
 
@@ -617,6 +637,7 @@ impl Worker {
                     in_flight: Arc::new(tokio::sync::Semaphore::new(limits.subrequests_in_flight)),
                     over_limit: false,
                 },
+                kv: self.kv.clone(),
             },
         );
         store.limiter(|s| &mut s.memory);

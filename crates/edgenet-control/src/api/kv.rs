@@ -23,11 +23,9 @@ use serde_json::{json, Value};
 use super::records::{found, new_id, parse, record_response, to_value};
 use super::{decode, lock, ok, unix_ms, ApiError, ApiResult, App, JsonBody};
 use crate::store::{KvEntry, Owner, RecordKind, StoreError, Write, WriteOptions};
+use edgenet_protocol::kv::{KvLine, KvStreamLine};
 
-/// The largest key, in bytes (as Workers KV).
-pub const MAX_KEY: usize = 512;
-/// The largest value: every PoP keeps a copy (Workers KV allows 25 MiB).
-pub const MAX_VALUE: usize = 1 << 20;
+pub use edgenet_protocol::kv::{MAX_KEY, MAX_VALUE};
 /// Writes to one key at most this often (as Workers KV).
 pub const WRITE_EVERY: Duration = Duration::from_secs(1);
 
@@ -142,6 +140,29 @@ pub(super) struct PutParams {
     expiration: Option<i64>,
 }
 
+/// Refuses a second write to `key` within [`WRITE_EVERY`] (429, saying when to try again).
+fn once_a_second(app: &App, namespace: &str, key: &str) -> Result<(), ApiError> {
+    let mut last = lock(&app.kv_writes);
+    let now = std::time::Instant::now();
+    let slot = (namespace.to_string(), key.to_string());
+    if let Some(at) = last
+        .get(&slot)
+        .filter(|at| now.duration_since(**at) < WRITE_EVERY)
+    {
+        let wait = WRITE_EVERY - now.duration_since(*at);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("key {key:?} was written {:?} ago: one write per key per {WRITE_EVERY:?} (again in {wait:?})", now.duration_since(*at)),
+        ));
+    }
+    last.insert(slot, now);
+    // Forget writes older than the limit, so the map stays the size of one second's keys.
+    if last.len() > 100_000 {
+        last.retain(|_, at| now.duration_since(*at) < WRITE_EVERY);
+    }
+    Ok(())
+}
+
 /// Checks a key; writes `value` (none: deletes) as the account's, refusing a second write to
 /// the key within [`WRITE_EVERY`].
 pub async fn write(
@@ -160,26 +181,7 @@ pub async fn write(
             format!("a value is at most {MAX_VALUE} bytes"),
         ));
     }
-    {
-        let mut last = lock(&app.kv_writes);
-        let now = std::time::Instant::now();
-        let slot = (namespace.to_string(), key.to_string());
-        if let Some(at) = last
-            .get(&slot)
-            .filter(|at| now.duration_since(**at) < WRITE_EVERY)
-        {
-            let wait = WRITE_EVERY - now.duration_since(*at);
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("key {key:?} was written {:?} ago: one write per key per {WRITE_EVERY:?} (again in {wait:?})", now.duration_since(*at)),
-            ));
-        }
-        last.insert(slot, now);
-        // Forget writes older than the limit, so the map stays the size of one second's keys.
-        if last.len() > 100_000 {
-            last.retain(|_, at| now.duration_since(*at) < WRITE_EVERY);
-        }
-    }
+    once_a_second(app, namespace, key)?;
     let e = app
         .store
         .kv_write(namespace, key, value, expires_ms, unix_ms())
@@ -301,23 +303,6 @@ pub(super) async fn list_keys(
     .into_response())
 }
 
-/// One line of the KV stream: a write (a value in base64, or none for a delete).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct KvLine {
-    /// Its place in the order of writes.
-    pub seq: i64,
-    /// The namespace's id.
-    pub namespace: String,
-    /// The key.
-    pub key: String,
-    /// The value, base64; none: deleted.
-    pub value: Option<String>,
-    /// Unix milliseconds when it expires.
-    pub expires_ms: Option<i64>,
-    /// Unix milliseconds of the write.
-    pub written_ms: i64,
-}
-
 impl From<KvEntry> for KvLine {
     fn from(e: KvEntry) -> KvLine {
         use base64::Engine;
@@ -339,8 +324,10 @@ pub(super) struct StreamParams {
     since: i64,
 }
 
-/// The KV writes after `since`, then each new one as it is made (NDJSON of [`KvLine`]s), for
-/// PoPs (`pop` scope); a ping line (`{"seq": N}`) every few seconds when idle.
+/// The KV writes after `since`, then each new one as it is made (NDJSON of
+/// [`KvStreamLine`]s), for PoPs (`pop` scope): a head line (`{"seq": N}`) once the writes
+/// asked for are sent, then every few seconds when idle. A PoP that asks for writes after one
+/// whose tombstone was pruned first gets `{"seq": 0, "reset": true}`, then every write kept.
 #[utoipa::path(get, path = "/v1/kv/stream", params(("since" = Option<i64>, Query)),
     responses((status = 200, description = "`application/x-ndjson`: one write per line")))]
 pub(super) async fn stream(
@@ -349,10 +336,26 @@ pub(super) async fn stream(
     Query(q): Query<StreamParams>,
 ) -> Result<axum::response::Response, ApiError> {
     app.authorize(&headers, &["pop"]).await?;
+    let pruned = app.store.kv_pruned().await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
     let mut woken = app.kv_seq.subscribe();
+    let line = |l: &KvStreamLine| {
+        let mut v = serde_json::to_vec(l).unwrap_or_default();
+        v.push(b'\n');
+        Ok(Bytes::from(v))
+    };
     tokio::spawn(async move {
-        let mut since = q.since;
+        let reset = q.since > 0 && q.since < pruned;
+        let mut since = if reset { 0 } else { q.since };
+        if reset
+            && tx
+                .send(line(&KvStreamLine::Head { seq: 0, reset }))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let mut at_head = false;
         loop {
             let changes = match app.store.kv_changes_since(since, 1000).await {
                 Ok(c) => c,
@@ -361,20 +364,28 @@ pub(super) async fn stream(
             let full = changes.len() == 1000;
             for e in changes {
                 since = since.max(e.seq);
-                let mut line = serde_json::to_vec(&KvLine::from(e)).unwrap_or_default();
-                line.push(b'\n');
-                if tx.send(Ok(Bytes::from(line))).await.is_err() {
+                if tx.send(line(&KvStreamLine::Write(e.into()))).await.is_err() {
                     return;
                 }
             }
             if full {
                 continue;
             }
+            let head = line(&KvStreamLine::Head {
+                seq: since,
+                reset: false,
+            });
+            if !at_head {
+                at_head = true;
+                if tx.send(head).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             tokio::select! {
                 r = woken.changed() => if r.is_err() { break },
                 _ = tokio::time::sleep(edgenet_protocol::PING_EVERY) => {
-                    let ping = format!("{{\"seq\":{since}}}\n");
-                    if tx.send(Ok(Bytes::from(ping))).await.is_err() {
+                    if tx.send(head).await.is_err() {
                         break;
                     }
                 }
@@ -384,6 +395,101 @@ pub(super) async fn stream(
     });
     let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// A namespace by id, whatever its account (for PoPs).
+async fn any_namespace(app: &App, id: &str) -> Result<(), ApiError> {
+    found(
+        app,
+        RecordKind::KvNamespace,
+        id,
+        Owner::Operator,
+        "namespace",
+    )
+    .await?;
+    Ok(())
+}
+
+fn written(e: KvEntry) -> ApiResult {
+    Ok(ok(StatusCode::OK, to_value(&KvLine::from(e))))
+}
+
+/// A value as a PoP reads it when its copy does not have it yet (`pop` scope): the write, with
+/// its number, or 404.
+#[utoipa::path(get, path = "/v1/kv/values/{namespace}/{key}",
+    responses((status = 200, description = "the write (`KvLine`)"), (status = 404, description = "no such key")))]
+pub(super) async fn pop_get(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((ns, key)): Path<(String, String)>,
+) -> ApiResult {
+    app.authorize(&headers, &["pop"]).await?;
+    any_namespace(&app, &ns).await?;
+    match app.store.kv_get(&ns, &key, unix_ms()).await? {
+        Some(e) => written(e),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("key {key:?} does not exist"),
+        )),
+    }
+}
+
+/// A worker's write, forwarded by its PoP (`pop` scope): the body, raw, with the limits of
+/// the account's own writes. Answers the write, with its number.
+#[utoipa::path(put, path = "/v1/kv/values/{namespace}/{key}",
+    request_body(content = String, description = "the value", content_type = "application/octet-stream"),
+    responses((status = 200, description = "the write (`KvLine`)"), (status = 413, description = "over 1 MiB"), (status = 429, description = "the key was written less than a second ago")))]
+pub(super) async fn pop_put(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((ns, key)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult {
+    app.authorize(&headers, &["pop"]).await?;
+    any_namespace(&app, &ns).await?;
+    written(write(&app, &ns, &key, Some(&body), None).await?)
+}
+
+/// A worker's delete, forwarded by its PoP (`pop` scope).
+#[utoipa::path(delete, path = "/v1/kv/values/{namespace}/{key}",
+    responses((status = 200, description = "the write (`KvLine`)"), (status = 429, description = "the key was written less than a second ago")))]
+pub(super) async fn pop_delete(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((ns, key)): Path<(String, String)>,
+) -> ApiResult {
+    app.authorize(&headers, &["pop"]).await?;
+    any_namespace(&app, &ns).await?;
+    written(write(&app, &ns, &key, None, None).await?)
+}
+
+/// `?delta=N`.
+#[derive(Debug, Deserialize)]
+pub(super) struct IncrementParams {
+    /// Optional here so that a token without the scope hears 403 first.
+    delta: Option<u64>,
+}
+
+/// A worker's `increment`, forwarded by its PoP (`pop` scope): atomic here, where every PoP's
+/// increments meet; a write like any other for the per-key limit.
+#[utoipa::path(post, path = "/v1/kv/increment/{namespace}/{key}", params(("delta" = u64, Query)),
+    responses((status = 200, description = "the write (`KvLine`), the new count its value"), (status = 400, description = "the value is not a counter")))]
+pub(super) async fn pop_increment(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((ns, key)): Path<(String, String)>,
+    Query(p): Query<IncrementParams>,
+) -> ApiResult {
+    app.authorize(&headers, &["pop"]).await?;
+    any_namespace(&app, &ns).await?;
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(problem("key", format!("1 to {MAX_KEY} bytes")));
+    }
+    let delta = p.delta.ok_or_else(|| problem("delta", "is required"))?;
+    once_a_second(&app, &ns, &key)?;
+    let e = app.store.kv_increment(&ns, &key, delta, unix_ms()).await?;
+    app.kv_written();
+    written(e)
 }
 
 #[cfg(test)]
@@ -509,10 +615,13 @@ mod tests {
         let res = router(app.clone()).oneshot(req).await.unwrap();
         let mut body = res.into_body();
         let mut text = String::new();
-        while text.lines().count() < 2 {
+        // The two writes, then the head: the PoP is caught up.
+        while text.lines().count() < 3 {
             let frame = body.frame().await.unwrap().unwrap();
             text.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
         }
+        let head: Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+        assert_eq!(head.as_object().unwrap().len(), 1, "{head}");
         let (s, _) = raw(&app, "PUT", &format!("{values}/user:3"), &token, b"cy").await;
         assert_eq!(s, StatusCode::OK);
         let (s, _) = raw(&app, "DELETE", &format!("{values}/user:3"), &token, b"").await;
@@ -520,13 +629,14 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
         let (s, _) = raw(&app, "DELETE", &format!("{values}/user:3"), &token, b"").await;
         assert_eq!(s, StatusCode::OK);
-        while text.lines().count() < 4 {
+        while text.lines().count() < 5 {
             let frame = body.frame().await.unwrap().unwrap();
             text.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
         }
         let lines: Vec<Value> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l.get("key").is_some())
             .collect();
         assert_eq!(lines[0]["key"], "user:1");
         assert_eq!(lines[1]["key"], "user:2");
@@ -541,5 +651,166 @@ mod tests {
             (json!("user:3"), Value::Null)
         );
         assert!(lines[0]["seq"].as_i64() < lines[1]["seq"].as_i64());
+    }
+
+    /// The first lines of a PoP's stream from `since` (up to and with the first head).
+    async fn stream_head(app: &Arc<App>, pop: &str, since: i64) -> Vec<Value> {
+        let req = Request::builder()
+            .uri(format!("/v1/kv/stream?since={since}"))
+            .header("authorization", format!("Bearer {pop}"))
+            .body(Body::empty())
+            .unwrap();
+        let mut body = router(app.clone()).oneshot(req).await.unwrap().into_body();
+        let mut text = String::new();
+        loop {
+            let frame = body.frame().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(frame.data_ref().unwrap()));
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if text.ends_with('\n')
+                && lines
+                    .last()
+                    .is_some_and(|l| l.get("key").is_none() && l.get("reset").is_none())
+            {
+                return lines;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pops_forward_writes_and_increments_read_cold_and_start_over_after_a_prune() {
+        let store = crate::store::tests::memory().await;
+        let app = App::new(store, None).await.unwrap();
+        let a = account(&app, "a").await;
+        let (_, token) = app.create_token("a", &["admin"], Some(&a)).await.unwrap();
+        let (_, pop) = app.create_token("pop", &["pop"], None).await.unwrap();
+        let nss = format!("/v1/accounts/{a}/storage/kv/namespaces");
+        let (_, v) = call(&app, "POST", &nss, &token, Some(json!({"title": "t"}))).await;
+        let ns = v["result"]["id"].as_str().unwrap().to_string();
+
+        // An account's token cannot use the PoPs' routes.
+        let (s, _) = raw(&app, "PUT", &format!("/v1/kv/values/{ns}/k"), &token, b"x").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, body) = raw(
+            &app,
+            "PUT",
+            &format!("/v1/kv/values/{ns}/a%2Fb"),
+            &pop,
+            b"v1",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let line: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            line["result"]["key"], "a/b",
+            "the key is decoded from the path"
+        );
+        let (s, _) = raw(
+            &app,
+            "PUT",
+            &format!("/v1/kv/values/{ns}/a%2Fb"),
+            &pop,
+            b"v2",
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the per-key limit holds for PoPs too"
+        );
+        let (s, body) = raw(&app, "GET", &format!("/v1/kv/values/{ns}/a%2Fb"), &pop, b"").await;
+        let line: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (s, line["result"]["value"].clone()),
+            (StatusCode::OK, json!("djE="))
+        );
+        let (s, _) = raw(&app, "GET", &format!("/v1/kv/values/{ns}/none"), &pop, b"").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = raw(&app, "GET", "/v1/kv/values/nope/k", &pop, b"").await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "no such namespace");
+        let (_, body) = raw(
+            &app,
+            "POST",
+            &format!("/v1/kv/increment/{ns}/hits?delta=3"),
+            &pop,
+            b"",
+        )
+        .await;
+        let line: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            line["result"]["value"], "Mw==",
+            "3, in decimal, in base64: {line}"
+        );
+        let (s, body) = raw(
+            &app,
+            "POST",
+            &format!("/v1/kv/increment/{ns}/a%2Fb?delta=1"),
+            &pop,
+            b"",
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let (s, body) = raw(
+            &app,
+            "POST",
+            &format!("/v1/kv/increment/{ns}/a%2Fb?delta=1"),
+            &pop,
+            b"",
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "v1 is no counter: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let (s, _) = raw(
+            &app,
+            "DELETE",
+            &format!("/v1/kv/values/{ns}/hits"),
+            &pop,
+            b"",
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+
+        // Caught up at the head; a PoP that followed to before a pruned delete starts over.
+        let lines = stream_head(&app, &pop, 0).await;
+        let head = lines.last().unwrap()["seq"].as_i64().unwrap();
+        assert_eq!(
+            lines.len(),
+            3,
+            "a/b, then hits' tombstone, then the head: {lines:?}"
+        );
+        let first = lines[0]["seq"].as_i64().unwrap();
+        assert_eq!(
+            stream_head(&app, &pop, head).await.len(),
+            1,
+            "nothing new: the head"
+        );
+        app.store
+            .kv_prune(crate::api::unix_ms(), i64::MAX)
+            .await
+            .unwrap();
+        let lines = stream_head(&app, &pop, first).await;
+        assert_eq!(lines[0], json!({"seq": 0, "reset": true}), "{lines:?}");
+        assert_eq!(
+            lines[1]["key"], "a/b",
+            "every live value follows: {lines:?}"
+        );
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            stream_head(&app, &pop, head).await.len(),
+            1,
+            "not behind: no reset"
+        );
     }
 }

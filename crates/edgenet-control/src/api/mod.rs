@@ -593,6 +593,8 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(kv::put_value, kv::get_value, kv::delete_value))
         .routes(routes!(kv::list_keys))
         .routes(routes!(kv::stream))
+        .routes(routes!(kv::pop_get, kv::pop_put, kv::pop_delete))
+        .routes(routes!(kv::pop_increment))
         .merge(
             // The one route whose body is a component: up to 32 MiB (axum's default is 2).
             OpenApiRouter::new().routes(routes!(workers::upload)).layer(

@@ -120,6 +120,18 @@ const ROUTES: &[(&str, &str, Expect)] = &[
     ("GET", "/v1/status", Expect::Operator),
     ("GET", "/v1/workers/components/{sha256}", Expect::Operator),
     ("GET", "/v1/kv/stream", Expect::Operator),
+    ("GET", "/v1/kv/values/{namespace}/{key}", Expect::Operator),
+    ("PUT", "/v1/kv/values/{namespace}/{key}", Expect::Operator),
+    (
+        "DELETE",
+        "/v1/kv/values/{namespace}/{key}",
+        Expect::Operator,
+    ),
+    (
+        "POST",
+        "/v1/kv/increment/{namespace}/{key}",
+        Expect::Operator,
+    ),
     (
         "GET",
         "/v1/accounts/{account}/storage/kv/namespaces",
@@ -599,6 +611,7 @@ async fn an_accounts_token_sees_nothing_of_another_account_on_any_route() {
             .replace("{sha256}", &"0".repeat(64))
             .replace("{secret}", "s")
             .replace("{key}", "k")
+            .replace("{namespace}", "ns")
             .replace("{code}", "gru-b")
             .replace("{id}", &w.b_token_id);
         let path = if path == "/v1/stream" {

@@ -7,6 +7,8 @@
 
 use sqlx::Row;
 
+use edgenet_interconnect::Problem;
+
 use super::{Store, StoreError};
 
 pub(super) const SCHEMA: &[&str] = &[
@@ -46,6 +48,62 @@ fn entry(r: &sqlx::any::AnyRow) -> Result<KvEntry, StoreError> {
 
 const COLUMNS: &str = "namespace, key, value, expires_ms, written_ms, seq";
 
+impl KvEntry {
+    /// Whether it holds a value at `now_ms` (not deleted, not expired).
+    pub fn live(&self, now_ms: i64) -> bool {
+        self.value.is_some() && self.expires_ms.is_none_or(|x| x > now_ms)
+    }
+}
+
+/// Writes `value` (none: a tombstone) as the next write, in `tx`.
+async fn put(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    namespace: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    expires_ms: Option<i64>,
+    now_ms: i64,
+) -> Result<KvEntry, StoreError> {
+    let seq: i64 =
+        sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'kv' RETURNING value")
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+    let updated = sqlx::query(
+        "UPDATE kv_values SET value = $1, expires_ms = $2, written_ms = $3, seq = $4 \
+         WHERE namespace = $5 AND key = $6",
+    )
+    .bind(value.map(<[u8]>::to_vec))
+    .bind(expires_ms)
+    .bind(now_ms)
+    .bind(seq)
+    .bind(namespace)
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        sqlx::query(&format!(
+            "INSERT INTO kv_values ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(namespace)
+        .bind(key)
+        .bind(value.map(<[u8]>::to_vec))
+        .bind(expires_ms)
+        .bind(now_ms)
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(KvEntry {
+        namespace: namespace.to_string(),
+        key: key.to_string(),
+        value: value.map(<[u8]>::to_vec),
+        expires_ms,
+        written_ms: now_ms,
+        seq,
+    })
+}
+
 impl Store {
     /// Writes `value` (none: deletes) under `namespace`/`key` as the next write; returns it.
     pub async fn kv_write(
@@ -57,45 +115,68 @@ impl Store {
         now_ms: i64,
     ) -> Result<KvEntry, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let seq: i64 =
-            sqlx::query("UPDATE counters SET value = value + 1 WHERE name = 'kv' RETURNING value")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?;
-        let updated = sqlx::query(
-            "UPDATE kv_values SET value = $1, expires_ms = $2, written_ms = $3, seq = $4 \
-             WHERE namespace = $5 AND key = $6",
-        )
-        .bind(value.map(<[u8]>::to_vec))
-        .bind(expires_ms)
-        .bind(now_ms)
-        .bind(seq)
-        .bind(namespace)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            sqlx::query(&format!(
-                "INSERT INTO kv_values ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-            ))
+        let e = put(&mut tx, namespace, key, value, expires_ms, now_ms).await?;
+        tx.commit().await?;
+        Ok(e)
+    }
+
+    /// Adds `delta` to the decimal counter at `namespace`/`key` (absent, deleted or expired: 0)
+    /// as the next write, in one transaction (so concurrent increments from every PoP all
+    /// count); returns it. A value that is not a decimal `u64`, or an overflow, is refused.
+    pub async fn kv_increment(
+        &self,
+        namespace: &str,
+        key: &str,
+        delta: u64,
+        now_ms: i64,
+    ) -> Result<KvEntry, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the row's lock first (PostgreSQL: a second increment waits for this one).
+        sqlx::query("UPDATE kv_values SET seq = seq WHERE namespace = $1 AND key = $2")
             .bind(namespace)
             .bind(key)
-            .bind(value.map(<[u8]>::to_vec))
-            .bind(expires_ms)
-            .bind(now_ms)
-            .bind(seq)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(KvEntry {
-            namespace: namespace.to_string(),
-            key: key.to_string(),
-            value: value.map(<[u8]>::to_vec),
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM kv_values WHERE namespace = $1 AND key = $2"
+        ))
+        .bind(namespace)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = row
+            .as_ref()
+            .map(entry)
+            .transpose()?
+            .filter(|e| e.live(now_ms));
+        let invalid = |reason: String| StoreError::Invalid(vec![Problem::new("key", reason)]);
+        let (n, expires_ms) = match current {
+            None => (0, None),
+            Some(e) => {
+                let text = String::from_utf8(e.value.unwrap_or_default()).ok();
+                let n = text.and_then(|t| t.parse::<u64>().ok()).ok_or_else(|| {
+                    invalid(format!(
+                        "{key:?} holds a value that is not a decimal counter"
+                    ))
+                })?;
+                (n, e.expires_ms)
+            }
+        };
+        let n = n
+            .checked_add(delta)
+            .ok_or_else(|| invalid(format!("{key:?} would overflow a 64-bit counter")))?;
+        let text = n.to_string();
+        let e = put(
+            &mut tx,
+            namespace,
+            key,
+            Some(text.as_bytes()),
             expires_ms,
-            written_ms: now_ms,
-            seq,
-        })
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(e)
     }
 
     /// The live value of `namespace`/`key` at `now_ms` (not deleted, not expired).
@@ -113,7 +194,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let e = row.as_ref().map(entry).transpose()?;
-        Ok(e.filter(|e| e.value.is_some() && e.expires_ms.is_none_or(|x| x > now_ms)))
+        Ok(e.filter(|e| e.live(now_ms)))
     }
 
     /// Live keys of `namespace` starting with `prefix`, in order, after `cursor`, at most
@@ -192,18 +273,42 @@ impl Store {
         Ok(keys.len())
     }
 
-    /// Deletes expired values and tombstones older than `before_ms` (a PoP further behind
-    /// than that starts over from a snapshot of the live values).
+    /// Deletes expired values and tombstones older than `before_ms`, and remembers the newest
+    /// tombstone deleted ([`Store::kv_pruned`]): a PoP further behind than that has missed a
+    /// delete and starts over from the live values.
     pub async fn kv_prune(&self, now_ms: i64, before_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let newest: Option<i64> =
+            sqlx::query("SELECT MAX(seq) FROM kv_values WHERE value IS NULL AND written_ms < $1")
+                .bind(before_ms)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+        if let Some(seq) = newest {
+            sqlx::query("UPDATE counters SET value = $1 WHERE name = 'kv_pruned' AND value < $1")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+        }
         let r = sqlx::query(
             "DELETE FROM kv_values WHERE (value IS NULL AND written_ms < $1) \
              OR (expires_ms IS NOT NULL AND expires_ms <= $2 AND written_ms < $1)",
         )
         .bind(before_ms)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(r.rows_affected())
+    }
+
+    /// The newest deleted write whose tombstone was pruned: a PoP that has followed only to
+    /// before it must start over.
+    pub async fn kv_pruned(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM counters WHERE name = 'kv_pruned'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
     }
 }
 
@@ -291,7 +396,44 @@ mod tests {
         assert_eq!(s.kv_drop_namespace("other", 40).await.unwrap(), 1);
         assert!(s.kv_get("other", "user:9", 41).await.unwrap().is_none());
         // Pruned: expired user:2 and the tombstones older than 35; the newer one stays.
+        assert_eq!(s.kv_pruned().await.unwrap(), 0);
         assert_eq!(s.kv_prune(100, 35).await.unwrap(), 2);
         assert_eq!(s.kv_changes_since(0, 100).await.unwrap().len(), 2);
+        assert_eq!(
+            s.kv_pruned().await.unwrap(),
+            d.seq,
+            "a PoP behind the pruned tombstone must start over"
+        );
+    }
+
+    #[tokio::test]
+    async fn increments_count_from_zero_keep_the_expiry_and_refuse_what_is_not_a_counter() {
+        let s = crate::store::tests::memory().await;
+        let value = |e: KvEntry| String::from_utf8(e.value.unwrap()).unwrap();
+        assert_eq!(value(s.kv_increment("ns", "n", 5, 10).await.unwrap()), "5");
+        let e = s.kv_increment("ns", "n", 2, 11).await.unwrap();
+        assert_eq!(value(e.clone()), "7");
+        assert!(e.seq > 1, "each increment is a write of its own");
+        s.kv_write("ns", "t", Some(b"40"), Some(100), 12)
+            .await
+            .unwrap();
+        let e = s.kv_increment("ns", "t", 2, 13).await.unwrap();
+        assert_eq!((e.expires_ms, value(e)), (Some(100), "42".to_string()));
+        assert_eq!(
+            value(s.kv_increment("ns", "t", 1, 100).await.unwrap()),
+            "1",
+            "an expired counter starts again"
+        );
+        s.kv_write("ns", "word", Some(b"abc"), None, 14)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.kv_increment("ns", "word", 1, 15).await,
+            Err(StoreError::Invalid(_))
+        ));
+        s.kv_write("ns", "max", Some(u64::MAX.to_string().as_bytes()), None, 16)
+            .await
+            .unwrap();
+        assert!(s.kv_increment("ns", "max", 1, 17).await.is_err());
     }
 }

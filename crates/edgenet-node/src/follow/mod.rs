@@ -3,13 +3,15 @@
 //! ([`Applier`]), report it on the report channel (the acknowledgement, each zone's state,
 //! periodic counters, and the interconnects' links at once when they change: [`Reports`]), keep the last applied version on disk (the
 //! last-known-good file a restart serves from, [`pop`]), and get the PoP's backbone
-//! certificate from the control plane's CA.
+//! certificate from the control plane's CA. Beside it, the PoP's copy of the edge key-value
+//! store follows a stream of its own ([`kv`]).
 //!
 //! A follower keeps the *desired* objects (every change received, applied or not) apart from
 //! what was applied: a refused version stays refused until a later change fixes it, and the
 //! node keeps serving the last good one meanwhile.
 
 pub mod http;
+pub mod kv;
 pub mod nats;
 pub mod pop;
 
@@ -366,6 +368,14 @@ pub fn components_dir(state_file: &Path, pop: &str) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("."))
         .join(format!("{pop}.components"))
+}
+
+/// The PoP's copy of the edge key-value store, beside its state file.
+pub fn kv_file(state_file: &Path, pop: &str) -> PathBuf {
+    state_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{pop}.kv.redb"))
 }
 
 /// The file of component `sha256` in `dir`.

@@ -186,6 +186,7 @@ pub fn control_workers(
                     secrets: Default::default(),
                     allowed_hosts: w.allowed_hosts.clone(),
                     limits: w.limits.clone(),
+                    kv_namespaces: w.kv_namespaces.clone(),
                 },
             });
             ready.push(*number);
@@ -594,10 +595,19 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         }
     }
     let have = files.key.exists() && files.cert.exists() && files.ca.exists();
+    // The edge key-value store's copy: its stream and workers' writes go over HTTP.
+    let kv_file = super::kv_file(&opts.state_file, &opts.pop);
+    let kv_control = (!nats).then(|| (opts.control.clone(), opts.token.clone()));
+    let kv = Arc::new(super::kv::KvReplica::open(
+        &kv_file,
+        config.workers.kv_memory,
+        kv_control,
+    )?);
     let run = RunOptions {
         control_zones: Some(zones),
         control_certs,
         backbone: have.then_some(files),
+        kv: Some(kv.clone()),
     };
     run_with(path, config, run, move |node| {
         let applier = Arc::new(NodeApplier {
@@ -637,7 +647,10 @@ pub fn run(f: Following) -> anyhow::Result<()> {
                     applier,
                     last,
                 )),
-                Ok(rt) => rt.block_on(super::http::follow(opts, applier, last)),
+                Ok(rt) => rt.block_on(async move {
+                    tokio::spawn(kv.follow());
+                    super::http::follow(opts, applier, last).await
+                }),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the control-plane follower")
                 }

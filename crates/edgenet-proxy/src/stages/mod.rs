@@ -82,7 +82,7 @@ pub(crate) mod test_support {
             metrics.access_log_dropped.clone(),
         )
         .unwrap();
-        crate::core::Core::new(config, log, metrics).unwrap()
+        crate::core::Core::new(config, log, metrics, None).unwrap()
     }
 
     /// A GET of `path` for `z.test`.

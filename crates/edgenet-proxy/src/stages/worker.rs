@@ -14,7 +14,9 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use edgenet_config::{Config, HeaderRule, WorkerRuntime, Zone};
-use edgenet_workers::{Limits, Pipeline, ResponseBody, Runtime, Worker, WorkerError};
+use edgenet_workers::{
+    KvAccess, KvBackend, Limits, Pipeline, ResponseBody, Runtime, Worker, WorkerError,
+};
 use http_body_util::BodyExt;
 
 use crate::header_rules::apply_header_rules;
@@ -29,6 +31,9 @@ pub struct WorkerHost {
     /// The subrequest listener's socket.
     pub socket: PathBuf,
     settings: WorkerRuntime,
+    /// The edge key-value store workers' namespaces are in (a PoP following a control plane
+    /// has one).
+    kv: Option<Arc<dyn KvBackend>>,
 }
 
 /// A deployed worker of a zone.
@@ -44,13 +49,15 @@ pub struct ZoneWorker {
 }
 
 impl WorkerHost {
-    /// The host for a node whose configuration has `settings` (fixed for the process).
-    pub fn new(settings: &WorkerRuntime) -> WorkerHost {
+    /// The host for a node whose configuration has `settings` (fixed for the process), its
+    /// workers' key-value namespaces in `kv`.
+    pub fn new(settings: &WorkerRuntime, kv: Option<Arc<dyn KvBackend>>) -> WorkerHost {
         WorkerHost {
             runtime: OnceLock::new(),
             socket: std::env::temp_dir()
                 .join(format!("edgenet-subrequests-{}.sock", std::process::id())),
             settings: settings.clone(),
+            kv,
         }
     }
 
@@ -121,7 +128,8 @@ impl WorkerHost {
                 .load(&artifact, limits)
                 .map_err(|e| fail(&e))?
                 .with_env(w.env.clone())
-                .with_allowed_hosts(w.allowed_hosts.clone(), Pipeline::Unix(self.socket.clone()));
+                .with_allowed_hosts(w.allowed_hosts.clone(), Pipeline::Unix(self.socket.clone()))
+                .with_kv(KvAccess::new(self.kv.clone(), w.kv_namespaces.clone()));
             out.push(ZoneWorker {
                 name: w.name.clone(),
                 worker,
