@@ -1,6 +1,7 @@
-//! The API's small command line: `edgenet worker deploy FILE --name N --route PATTERN`
-//! uploads a component as a new version of a script and binds each route to the script's
-//! latest version (making the route, or moving it from another script or a pinned version);
+//! The API's small command line: `edgenet worker deploy FILE --name N --route PATTERN
+//! [--kv BINDING=NAMESPACE]` uploads a component as a new version of a script, binds the KV
+//! namespaces it opens, and binds each route to the script's latest version (making the
+//! route, or moving it from another script or a pinned version);
 //! `edgenet kv --namespace NS put|get|list|delete` reads and writes the edge key-value store.
 //! It talks to the control plane's API as any client does, with a token from `--token` or
 //! `EDGENET_TOKEN`.
@@ -67,8 +68,15 @@ impl Api {
     }
 }
 
-/// `edgenet worker deploy`: uploads `file` as script `name`, then binds each of `routes`.
-pub async fn deploy(api: &Api, file: PathBuf, name: &str, routes: &[String]) -> anyhow::Result<()> {
+/// `edgenet worker deploy`: uploads `file` as script `name`, binds the KV namespaces of `kv`
+/// (`BINDING=NAMESPACE`, the namespace by id or title) in its settings, then each of `routes`.
+pub async fn deploy(
+    api: &Api,
+    file: PathBuf,
+    name: &str,
+    routes: &[String],
+    kv: &[String],
+) -> anyhow::Result<()> {
     let wasm = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let client = reqwest::Client::new();
     let size = wasm.len();
@@ -87,6 +95,35 @@ pub async fn deploy(api: &Api, file: PathBuf, name: &str, routes: &[String]) -> 
         script["version"],
         script["etag"].as_str().unwrap_or_default()
     );
+    if !kv.is_empty() {
+        let script_path = format!("/workers/scripts/{name}");
+        let shown = api
+            .call(
+                &client,
+                reqwest::Method::GET,
+                &script_path,
+                None,
+                "application/json",
+            )
+            .await?;
+        let mut settings = shown["settings"].clone();
+        for binding in kv {
+            let (b, ns) = binding
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--kv {binding:?}: give BINDING=NAMESPACE"))?;
+            let id = namespace_id(api, &client, ns).await?;
+            settings["kv_namespaces"][b] = json!(id);
+            println!("KV namespace {ns} ({id}) bound as {b}");
+        }
+        api.call(
+            &client,
+            reqwest::Method::PATCH,
+            &format!("{script_path}/settings"),
+            Some(settings.to_string().into()),
+            "application/json",
+        )
+        .await?;
+    }
     if routes.is_empty() {
         return Ok(());
     }
@@ -156,12 +193,15 @@ pub enum Kv {
     },
 }
 
-/// `edgenet kv`: one call on namespace `namespace` (its id, or its title).
-pub async fn kv(api: &Api, namespace: &str, what: Kv) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+/// The id of the account's namespace whose id or title is `namespace`.
+async fn namespace_id(
+    api: &Api,
+    client: &reqwest::Client,
+    namespace: &str,
+) -> anyhow::Result<String> {
     let listed = api
         .call(
-            &client,
+            client,
             reqwest::Method::GET,
             "/storage/kv/namespaces",
             None,
@@ -174,8 +214,14 @@ pub async fn kv(api: &Api, namespace: &str, what: Kv) -> anyhow::Result<()> {
         .flatten()
         .find(|n| n["id"] == namespace || n["title"] == namespace)
         .and_then(|n| n["id"].as_str())
-        .ok_or_else(|| anyhow::anyhow!("no namespace {namespace:?} in account {}", api.account))?
-        .to_string();
+        .ok_or_else(|| anyhow::anyhow!("no namespace {namespace:?} in account {}", api.account))?;
+    Ok(id.to_string())
+}
+
+/// `edgenet kv`: one call on namespace `namespace` (its id, or its title).
+pub async fn kv(api: &Api, namespace: &str, what: Kv) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let id = namespace_id(api, &client, namespace).await?;
     let values = format!("/storage/kv/namespaces/{id}/values");
     let escape = |k: &str| -> String {
         k.bytes()

@@ -37,6 +37,10 @@ enum WorkerCommand {
         /// A `host/path` pattern of one of the account's zones to run it on; repeatable.
         #[arg(long = "route")]
         routes: Vec<String>,
+        /// A KV namespace of the account (id or title) the worker opens as BINDING
+        /// (`wasi:keyvalue/store.open("BINDING")`): `BINDING=NAMESPACE`; repeatable.
+        #[arg(long = "kv")]
+        kv: Vec<String>,
         /// The account's id.
         #[arg(long, env = "EDGENET_ACCOUNT")]
         account: String,
@@ -323,6 +327,7 @@ fn main() -> ExitCode {
                     file,
                     name,
                     routes,
+                    kv,
                     account,
                     control,
                     token,
@@ -333,7 +338,8 @@ fn main() -> ExitCode {
                 token,
                 account,
             };
-            match runtime().and_then(|rt| rt.block_on(cli::deploy(&api, file, &name, &routes))) {
+            match runtime().and_then(|rt| rt.block_on(cli::deploy(&api, file, &name, &routes, &kv)))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("edgenet worker deploy: {e:#}");

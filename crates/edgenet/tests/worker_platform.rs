@@ -280,3 +280,138 @@ fn the_kv_command_writes_reads_lists_expires_and_is_limited_per_key() {
     assert!(kv(&control, &a, &["delete", "users/all"]).0);
     assert_eq!(kv(&control, &a, &["list"]), (true, "user:1\n".into()));
 }
+
+/// examples/workers/kv-rust, built.
+fn kv_rust() -> std::path::PathBuf {
+    rust_component("examples/workers/kv-rust", "kv_rust")
+}
+
+/// A request to the worker at `pop`: `method path` with `body`.
+fn at(pop: &Pop, method: &str, path: &str, body: &str) -> support::Resp {
+    let url = pop.url(path);
+    let mut args = vec!["-X", method, "-H", "Host: shop.test", &url];
+    if !body.is_empty() {
+        args.extend(["--data-binary", body]);
+    }
+    curl(&args)
+}
+
+#[test]
+fn a_worker_writes_kv_at_one_pop_and_reads_it_at_another_with_ttls_limits_and_the_control_plane_down(
+) {
+    let origin = Origin::start("o1");
+    let wasm = kv_rust();
+    let mut control = Control::start(None);
+    let token = control.token(&["pop"]);
+    let mut pops: Vec<Pop> = (1..=2)
+        .map(|i| {
+            let name = format!("k{i}");
+            control.register_pop(&name);
+            Pop::start_following(&control.url(), &name, &token)
+        })
+        .collect();
+    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "shop inc"}"#), &[]);
+    let a = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let zone = json!({"name": "shop", "hostnames": ["shop.test"],
+        "origins": {"servers": [{"address": origin.addr()}]}})
+    .to_string();
+    let r = control.api("POST", &format!("/v1/accounts/{a}/zones"), Some(&zone), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = control.api(
+        "POST",
+        &format!("/v1/accounts/{a}/storage/kv/namespaces"),
+        Some(r#"{"title": "cache"}"#),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["worker", "deploy"])
+        .arg(&wasm)
+        .args(["--name", "state", "--kv", "KV=cache", "--account", &a])
+        .args(["--route", "shop.test/kv/*", "--route", "shop.test/keys"])
+        .args(["--control", &control.url()])
+        .env("EDGENET_TOKEN", &control.admin_token)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("bound as KV"), "{printed}");
+    for p in &pops {
+        let ok = eventually(Duration::from_secs(30), || {
+            at(p, "GET", "/kv/greeting", "").body == "no key \"greeting\"\n"
+        });
+        assert!(ok, "{:?}\n{}", at(p, "GET", "/kv/greeting", ""), p.stderr());
+    }
+
+    // Written by the worker at one PoP: read there at once, at the other once propagated,
+    // and through the API.
+    let r = at(&pops[0], "PUT", "/kv/greeting", "hello");
+    assert_eq!(r.status, 204, "{r:?}");
+    let written = Instant::now();
+    assert_eq!(
+        at(&pops[0], "GET", "/kv/greeting", "").body,
+        "hello",
+        "read your writes"
+    );
+    let seen = eventually(Duration::from_secs(5), || {
+        at(&pops[1], "GET", "/kv/greeting", "").body == "hello"
+    });
+    assert!(seen, "{:?}", at(&pops[1], "GET", "/kv/greeting", ""));
+    println!(
+        "a worker's write read at the other PoP {:?} after it returned",
+        written.elapsed()
+    );
+    assert_eq!(
+        kv(&control, &a, &["get", "greeting"]),
+        (true, "hello\n".into())
+    );
+
+    // One write per key per second, wherever it comes from.
+    let r = at(&pops[1], "PUT", "/kv/greeting", "again");
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.body.contains("per key"), "{r:?}");
+
+    // Increments from both PoPs count once each, at the control plane.
+    assert_eq!(at(&pops[0], "POST", "/kv/hits/incr?by=2", "").body, "2\n");
+    std::thread::sleep(Duration::from_millis(1050));
+    assert_eq!(at(&pops[1], "POST", "/kv/hits/incr?by=1", "").body, "3\n");
+    let counted = eventually(Duration::from_secs(5), || {
+        at(&pops[0], "GET", "/kv/hits", "").body == "3"
+    });
+    assert!(counted, "{:?}", at(&pops[0], "GET", "/kv/hits", ""));
+
+    // A TTL set through the API: served at the PoPs until it expires there.
+    assert!(kv(&control, &a, &["put", "flash", "sale", "--ttl", "2"]).0);
+    let served = eventually(Duration::from_secs(2), || {
+        at(&pops[1], "GET", "/kv/flash", "").body == "sale"
+    });
+    assert!(served, "{:?}", at(&pops[1], "GET", "/kv/flash", ""));
+    let expired = eventually(Duration::from_secs(5), || {
+        at(&pops[1], "GET", "/kv/flash", "").status == 404
+    });
+    assert!(expired, "{:?}", at(&pops[1], "GET", "/kv/flash", ""));
+    assert_eq!(at(&pops[1], "GET", "/keys", "").body, "greeting\nhits\n");
+
+    // A delete by the worker reaches the other PoP too.
+    let r = at(&pops[1], "DELETE", "/kv/hits", "");
+    assert_eq!(r.status, 204, "{r:?}");
+    let gone = eventually(Duration::from_secs(5), || {
+        at(&pops[0], "GET", "/kv/hits", "").status == 404
+    });
+    assert!(gone);
+
+    // With the control plane down, a restarted PoP still serves the worker's reads; a write
+    // says why it cannot be made.
+    control.stop();
+    pops[1].restart();
+    assert_eq!(at(&pops[1], "GET", "/kv/greeting", "").body, "hello");
+    assert_eq!(at(&pops[1], "GET", "/kv/hits", "").status, 404);
+    let r = at(&pops[1], "PUT", "/kv/later", "x");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("control plane"), "{r:?}");
+}
