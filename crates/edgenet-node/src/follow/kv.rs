@@ -767,4 +767,96 @@ mod tests {
         assert!(r.memory.len() < 500, "not every value stayed in memory");
         let _ = std::fs::remove_dir_all(&d);
     }
+
+    /// A control plane that answers cold reads: `k` has a value, anything else is 404.
+    async fn cold_control() -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&req);
+                let authorized = head
+                    .to_ascii_lowercase()
+                    .contains("authorization: bearer t0k");
+                let (status, body) = if !authorized {
+                    (
+                        "403 Forbidden",
+                        r#"{"errors":[{"message":"no"}]}"#.to_string(),
+                    )
+                } else if head.starts_with("GET /v1/kv/values/ns/k ") {
+                    let line = line(7, "k", Some("cold"), None);
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"success":true,"result":{}}}"#,
+                            serde_json::to_string(&line).unwrap()
+                        ),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"success":false,"errors":[{"message":"no such key"}]}"#.to_string(),
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (base, task)
+    }
+
+    #[tokio::test]
+    async fn until_caught_up_a_missing_key_is_read_from_the_control_plane_unless_it_is_down() {
+        let d = dir("cold");
+        let (base, server) = cold_control().await;
+        let r =
+            KvReplica::open(&d.join("pop.kv.redb"), 1 << 20, Some((base, "t0k".into()))).unwrap();
+        let text = |v: Option<Bytes>| v.map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(
+            text(r.get("ns", "k").await.unwrap()).as_deref(),
+            Some("cold")
+        );
+        assert_eq!(
+            text(r.get("ns", "k").await.unwrap()).as_deref(),
+            Some("cold")
+        );
+        assert_eq!(
+            r.stats.cold.load(Relaxed),
+            1,
+            "the second read was from memory"
+        );
+        assert_eq!(r.get("ns", "none").await.unwrap(), None);
+        // A newer write from the stream replaces what the cold read brought.
+        r.apply(&[line(8, "k", Some("streamed"), None)], true)
+            .unwrap();
+        assert_eq!(
+            text(r.get("ns", "k").await.unwrap()).as_deref(),
+            Some("streamed")
+        );
+        // The control plane gone: the read answers from here, and reads stop asking for a while.
+        server.abort();
+        let _ = server.await;
+        assert_eq!(r.get("ns", "x").await.unwrap(), None);
+        let asked = r.stats.cold.load(Relaxed);
+        assert_eq!(r.get("ns", "y").await.unwrap(), None);
+        assert_eq!(r.stats.cold.load(Relaxed), asked, "paused after a failure");
+        // Caught up: what is not here does not exist, without asking.
+        *r.paused_until.lock().unwrap() = None;
+        r.at_head.store(true, Relaxed);
+        assert_eq!(r.get("ns", "z").await.unwrap(), None);
+        assert_eq!(r.stats.cold.load(Relaxed), asked);
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
