@@ -12,9 +12,13 @@
 #   throughput   one edgenet node (core 0, one thread): wrk (core 1, 64 connections) on a
 #                route to examples/workers/hello-rust vs the same node proxying to an nginx
 #                origin (core 1, 1 KiB) without a worker; medians of REPEATS alternating runs.
+#   platform     on `edgenet up` (bench/worker_platform.py): the time from a worker upload's
+#                answer until all three PoPs serve the new version (Rust, then JavaScript);
+#                KV propagation from a worker's write at one PoP to the workers of the two
+#                others (p99 of KV_WRITES); a KV read inside a worker (the guest's own clock).
 #
 # The last line printed is one JSON object.
-# Usage: bench/workers.sh   (DURATION=10 REPEATS=3 by default; about 4 minutes after builds)
+# Usage: bench/workers.sh   (DURATION=10 REPEATS=3 by default; about 6 minutes after builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,11 +38,18 @@ rustup target add wasm32-wasip2 >&2
 cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
 cargo build --release --locked -p edgenet-workers --example cold_start >&2
-for c in examples/workers/hello-rust crates/edgenet-workers/tests/components/misbehave; do
+for c in examples/workers/hello-rust examples/workers/kv-rust crates/edgenet-workers/tests/components/misbehave; do
   cargo build --release --locked --target wasm32-wasip2 --manifest-path "$c/Cargo.toml" >&2
 done
 HELLO=$PWD/examples/workers/hello-rust/target/wasm32-wasip2/release/hello_rust.wasm
 WAITER=$PWD/crates/edgenet-workers/tests/components/misbehave/target/wasm32-wasip2/release/misbehave.wasm
+KV=$PWD/examples/workers/kv-rust/target/wasm32-wasip2/release/kv_rust.wasm
+(
+  cd examples/workers/hello-js
+  [ -d node_modules/@bytecodealliance/componentize-js ] || npm ci --no-audit --no-fund >&2
+  npm run build >&2
+)
+JS=$PWD/examples/workers/hello-js/dist/hello.wasm
 
 # isolated-vm is a native addon: npm builds it from source with node-gyp against the
 # machine's node headers (no prebuilt download here). npm may skip install scripts; then
@@ -51,6 +62,11 @@ WAITER=$PWD/crates/edgenet-workers/tests/components/misbehave/target/wasm32-wasi
       echo "isolated-vm did not build: the isolate side falls back to worker_threads" >&2
   fi
 )
+
+echo "platform: deploys and KV on edgenet up" >&2
+mkdir -p "$WORK/platform"
+PLATFORM=$(python3 bench/worker_platform.py "$EDGENET" "$HELLO" "$KV" "$JS" "$WORK/platform" | tail -1)
+echo "  $PLATFORM" >&2
 
 echo "cold start and memory: wasm ($REQUESTS requests, $LIVE live), V8 ($REQUESTS_V8, $LIVE_V8 live)" >&2
 WASM=$(taskset -c 0 target/release/examples/cold_start "$HELLO" "$WAITER" "$REQUESTS" "$LIVE")
@@ -101,10 +117,11 @@ P=$(tr ' ' '\n' <<<"$P_RPS" | grep . | median)
 errors=$(curl -s "http://127.0.0.1:$E_ADMIN/metrics" | awk '/^edgenet_worker_errors_total/ {s += $2} END {print s + 0}')
 [ "$errors" = 0 ] || { echo "the worker failed $errors requests" >&2; exit 1; }
 
-python3 - "$WASM" "$V8" "$W" "$P" <<'PY'
+python3 - "$WASM" "$V8" "$W" "$P" "$PLATFORM" <<'PY'
 import json, sys
 wasm, v8 = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 w, p = float(sys.argv[3]), float(sys.argv[4])
+platform = json.loads(sys.argv[5])
 print(f"""cold start: wasm median {wasm['median_us']} us p99 {wasm['p99_us']} us; \
 {v8['kind']} median {v8['median_us']} us p99 {v8['p99_us']} us
 private memory per live instance: wasm {wasm['private_kib_per_instance']} KiB, \
@@ -117,5 +134,6 @@ print(json.dumps({
     "memory_ratio_vs_isolate": round(wasm["private_kib_per_instance"] / v8["private_kib_per_instance"], 3),
     "throughput_vs_plain_proxy": round(w / p, 3),
     "isolate_kind": v8["kind"],
+    **platform,
 }))
 PY

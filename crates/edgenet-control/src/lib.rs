@@ -37,6 +37,9 @@ pub struct ServeOptions {
     pub certificates_key: PathBuf,
     /// Who issues the zones' edge certificates.
     pub issuer: IssuerOptions,
+    /// Where uploads' compiled artifacts are kept for PoPs on this machine (none: thrown
+    /// away once the upload is checked).
+    pub worker_artifacts: Option<PathBuf>,
 }
 
 /// Who issues the zones' edge certificates.
@@ -136,9 +139,11 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         });
     }
     let exe = std::env::current_exe().map_err(|e| anyhow::anyhow!("the edgenet binary: {e}"))?;
-    let _ = app
-        .workers
-        .set(workers::Workers::compiling(exe, o.data.join("workers")));
+    let _ = app.workers.set(workers::Workers::compiling(
+        exe,
+        o.data.join("workers"),
+        o.worker_artifacts.clone(),
+    ));
     if let Some(n) = &app.nats {
         let written = n.sync(&app).await?;
         tracing::info!(written, "configuration bucket in step with the store");

@@ -42,9 +42,12 @@ pub struct Workers {
 
 impl Workers {
     /// Uploads checked by `exe worker-compile` (the `edgenet` binary), as a PoP compiles them,
-    /// with artifacts (thrown away) under `dir`.
-    pub fn compiling(exe: PathBuf, dir: PathBuf) -> Workers {
-        let cache = dir.join("artifacts");
+    /// with artifacts under `dir` (thrown away), or in `keep` (kept: an artifact's name says
+    /// which engine settings load it, and the settings that change it are the same at every
+    /// PoP of this build, so PoPs that share the directory load it as it is).
+    pub fn compiling(exe: PathBuf, dir: PathBuf, keep: Option<PathBuf>) -> Workers {
+        let thrown_away = keep.is_none();
+        let cache = keep.unwrap_or_else(|| dir.join("artifacts"));
         Workers {
             validate: Box::new(move |wasm| {
                 std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
@@ -62,9 +65,11 @@ impl Workers {
                     .output()
                     .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
                 if out.status.success() {
-                    // Only the check was wanted: the PoPs compile for their own engines.
-                    let artifact = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    let _ = std::fs::remove_file(artifact);
+                    if thrown_away {
+                        // Only the check was wanted: the PoPs compile for their own engines.
+                        let artifact = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                        let _ = std::fs::remove_file(artifact);
+                    }
                     Ok(())
                 } else {
                     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();

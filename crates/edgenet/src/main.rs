@@ -158,6 +158,11 @@ enum Command {
         /// The challenge PoPs answer: `http-01` (port 80) or `tls-alpn-01` (port 443).
         #[arg(long, default_value = "http-01", value_parser = ["http-01", "tls-alpn-01"])]
         acme_challenge: String,
+        /// Keep each uploaded worker's compiled artifact (made to check the upload) in this
+        /// directory: PoPs on this machine whose `workers.artifact_dir` is the same load it
+        /// without compiling it again, as under `edgenet up`.
+        #[arg(long)]
+        worker_artifacts: Option<PathBuf>,
     },
     /// Workers through the control plane's API.
     Worker {
@@ -290,6 +295,7 @@ fn main() -> ExitCode {
             acme_account,
             acme_contact,
             acme_challenge,
+            worker_artifacts,
         } => {
             init_tracing();
             let issuer = match (local_ca, acme_directory) {
@@ -318,6 +324,7 @@ fn main() -> ExitCode {
                     listen,
                     distribution,
                     issuer,
+                    worker_artifacts,
                 }))
             }))
         }

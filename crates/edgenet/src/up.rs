@@ -175,6 +175,9 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs)?;
     let control_dir = data.join("control");
+    // One artifact directory for the control plane's upload checks and every PoP: a worker
+    // is compiled once, when it is uploaded, and the PoPs load it.
+    let artifacts = data.join("artifacts");
     let control_url = format!("http://127.0.0.1:{}", o.port);
     let origin_addr = format!("127.0.0.1:{}", o.port - 70);
 
@@ -188,6 +191,8 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
             "--listen",
             &format!("127.0.0.1:{}", o.port),
             "--local-ca",
+            "--worker-artifacts",
+            &artifacts.to_string_lossy(),
         ],
         &logs.join("control.log"),
         &[],
@@ -290,7 +295,7 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
             "# Written by `edgenet up`. Zones come from the control plane.\n[node]\nname = \"{name}\"\nthreads = 1\ndrain_timeout = \"2s\"\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{http}\"\nprotocol = \"http\"\n\n\
              [[listeners]]\naddress = \"127.0.0.1:{https}\"\nprotocol = \"https\"\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
-             [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n\n\
+             [access_log]\noutput = \"file\"\npath = \"logs/{name}-access.log\"\n\n[cache]\nmemory = \"64MiB\"\n\n[workers]\nartifact_dir = \"artifacts\"\n\n\
              [backbone]\nlisten = \"127.0.0.1:{backbone}\"\n"))?;
         children.spawn(
             &name,

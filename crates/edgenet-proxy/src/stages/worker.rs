@@ -34,6 +34,10 @@ pub struct WorkerHost {
     /// The edge key-value store workers' namespaces are in (a PoP following a control plane
     /// has one).
     kv: Option<Arc<dyn KvBackend>>,
+    /// Each component file's artifact, by the file's length and modification time: a
+    /// component is hashed once, not at every configuration version.
+    artifacts:
+        std::sync::Mutex<std::collections::HashMap<PathBuf, (u64, std::time::SystemTime, PathBuf)>>,
 }
 
 /// A deployed worker of a zone.
@@ -58,7 +62,25 @@ impl WorkerHost {
                 .join(format!("edgenet-subrequests-{}.sock", std::process::id())),
             settings: settings.clone(),
             kv,
+            artifacts: Default::default(),
         }
+    }
+
+    /// Where `component`'s artifact for this node's engine is (built or not).
+    fn artifact_of(&self, rt: &Runtime, component: &std::path::Path) -> std::io::Result<PathBuf> {
+        let meta = std::fs::metadata(component)?;
+        let stamp = (meta.len(), meta.modified()?);
+        if let Some((len, at, artifact)) = crate::lock(&self.artifacts).get(component) {
+            if (*len, *at) == stamp {
+                return Ok(artifact.clone());
+            }
+        }
+        let artifact = rt.artifact_path(&std::fs::read(component)?);
+        crate::lock(&self.artifacts).insert(
+            component.to_path_buf(),
+            (stamp.0, stamp.1, artifact.clone()),
+        );
+        Ok(artifact)
     }
 
     fn runtime(&self) -> anyhow::Result<&Arc<Runtime>> {
@@ -72,8 +94,7 @@ impl WorkerHost {
     /// Whether `component`'s artifact for this node's engine is built (so deploying it only
     /// loads it).
     pub fn is_built(&self, component: &std::path::Path) -> anyhow::Result<bool> {
-        let wasm = std::fs::read(component)?;
-        Ok(self.runtime()?.artifact_path(&wasm).exists())
+        Ok(self.artifact_of(self.runtime()?, component)?.exists())
     }
 
     /// Builds `component`'s artifact in a separate process (blocking: seconds for a large
@@ -100,8 +121,7 @@ impl WorkerHost {
         let mut out = Vec::with_capacity(zone.workers.len());
         for (i, w) in zone.workers.iter().enumerate() {
             let fail = |e: &dyn Display| anyhow::anyhow!(refusal(zone_index, i, w, e));
-            let wasm = std::fs::read(&w.component).map_err(|e| fail(&e))?;
-            let mut artifact = rt.artifact_path(&wasm);
+            let mut artifact = self.artifact_of(rt, &w.component).map_err(|e| fail(&e))?;
             if !artifact.exists() {
                 let started = std::time::Instant::now();
                 artifact = rt

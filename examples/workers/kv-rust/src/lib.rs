@@ -96,6 +96,9 @@ fn handle(request: IncomingRequest) -> Result<(u16, Vec<u8>), store::Error> {
     let target = request.path_with_query().unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let method = request.method();
+    if !(path == "/keys" || path == "/bench" || path.starts_with("/kv/")) {
+        return Ok((404, b"try /kv/KEY, /keys or /bench\n".to_vec()));
+    }
     let bucket = store::open("KV")?;
     if path == "/keys" {
         let cursor = param(query, "cursor").and_then(|c| c.parse().ok());
@@ -126,9 +129,7 @@ fn handle(request: IncomingRequest) -> Result<(u16, Vec<u8>), store::Error> {
             format!("ns_per_read={ns} found={found}\n").into_bytes(),
         ));
     }
-    let Some(rest) = path.strip_prefix("/kv/") else {
-        return Ok((404, b"try /kv/KEY, /keys or /bench\n".to_vec()));
-    };
+    let rest = path.strip_prefix("/kv/").unwrap_or_default();
     if let Some(key) = rest.strip_suffix("/incr") {
         let by = param(query, "by").and_then(|n| n.parse().ok()).unwrap_or(1);
         let n = atomics::increment(&bucket, &decode(key), by)?;
