@@ -3,7 +3,8 @@
 //! deletion; `edgenet_protocol::nats`), which PoPs watch through NATS leaf nodes where there
 //! are many (`edgenet-node`'s follower), and their reports on `edgenet.reports.POP` (and the
 //! acknowledgements of older PoPs on `edgenet.acks.POP`) are recorded like those sent over
-//! HTTP.
+//! HTTP. Workers' components go into an object store by SHA-256 before the worker object that
+//! runs them, so a PoP following the bucket fetches them from NATS too.
 //!
 //! The bucket keeps one revision per key, so "the changes since revision r" are exactly the
 //! keys whose latest value is newer than r: resuming never replays history that no longer
@@ -12,17 +13,20 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
-use edgenet_protocol::nats::{key, parse_key, KvValue, ACKS, BUCKET};
+use edgenet_protocol::nats::{key, parse_key, KvValue, ACKS, BUCKET, COMPONENTS};
 use edgenet_protocol::report::REPORTS;
-use edgenet_protocol::{Ack, Kind, Report};
+use edgenet_protocol::{Ack, Kind, Report, WorkerProvision};
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::api::App;
+use crate::store::Store;
 
-/// The control plane's side: writes changes into the bucket.
+/// The control plane's side: writes changes into the bucket, and workers' components into
+/// the object store.
 pub struct Publisher {
     kv: kv::Store,
+    components: jetstream::object_store::ObjectStore,
     client: async_nats::Client,
 }
 
@@ -45,7 +49,45 @@ impl Publisher {
                 .await
                 .map_err(|e| anyhow::anyhow!("JetStream bucket {BUCKET}: {e}"))?,
         };
-        Ok(Publisher { kv, client })
+        let components = match js.get_object_store(COMPONENTS).await {
+            Ok(o) => o,
+            Err(_) => js
+                .create_object_store(jetstream::object_store::Config {
+                    bucket: COMPONENTS.into(),
+                    description: Some("edgenet workers' components by SHA-256".into()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("JetStream object store {COMPONENTS}: {e}"))?,
+        };
+        Ok(Publisher {
+            kv,
+            components,
+            client,
+        })
+    }
+
+    /// Writes the components a worker object runs into the object store, unless there: a PoP
+    /// that sees the object fetches them from there. Returns how many were written.
+    pub async fn put_components(&self, store: &Store, body: &Value) -> anyhow::Result<usize> {
+        let w: WorkerProvision = serde_json::from_value(body.clone())
+            .map_err(|e| anyhow::anyhow!("a worker object: {e}"))?;
+        let mut written = 0;
+        for c in w.versions.values() {
+            if self.components.info(&c.sha256).await.is_ok() {
+                continue;
+            }
+            let blob = store
+                .blob(&c.sha256)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("component {} is not in the store", c.sha256))?;
+            self.components
+                .put(c.sha256.as_str(), &mut blob.as_slice())
+                .await
+                .map_err(|e| anyhow::anyhow!("JetStream object {}: {e}", c.sha256))?;
+            written += 1;
+        }
+        Ok(written)
     }
 
     /// Writes one change: the object's new body at `version`, or `None` for its deletion.
@@ -83,6 +125,9 @@ impl Publisher {
                     .ok()
                     .flatten()
                     .and_then(|b| serde_json::from_slice::<KvValue>(&b).ok());
+                if kind == Kind::Worker {
+                    written += self.put_components(&app.store, &s.body).await?;
+                }
                 if current.is_none_or(|c| c.version < s.version) {
                     self.publish(kind, &name, s.version, Some(&s.body)).await?;
                     written += 1;

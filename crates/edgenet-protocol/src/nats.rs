@@ -1,6 +1,7 @@
 //! The NATS JetStream layout of the configuration at scale: one key-value bucket where each
 //! object is the key `kind.name` with a [`KvValue`] (its version and body, a `null` body for a
-//! deletion), and acknowledgements published on `edgenet.acks.POP`.
+//! deletion), an object store of the workers' components by SHA-256 ([`COMPONENTS`]), and
+//! acknowledgements published on `edgenet.acks.POP`.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,6 +9,9 @@ use crate::objects::Kind;
 
 /// The key-value bucket.
 pub const BUCKET: &str = "edgenet_config";
+/// The object store of workers' components: each named by its SHA-256 (hex), written before
+/// the worker object that runs it.
+pub const COMPONENTS: &str = "edgenet_components";
 /// Acknowledgements: `edgenet.acks.POP`, an [`crate::Ack`] as JSON.
 pub const ACKS: &str = "edgenet.acks";
 

@@ -589,7 +589,8 @@ fn concurrent_cnis_on_postgresql_never_share_a_pair() {
 
 /// Distribution over NATS JetStream: the control plane mirrors changes into a bucket on a hub
 /// `nats-server`; the PoP follows through its own leaf node; acknowledgements come back over
-/// NATS; a restarted PoP resumes from the bucket revision it had.
+/// NATS; a restarted PoP resumes from the bucket revision it had; a worker's component comes
+/// from the object store beside the bucket.
 #[test]
 fn nats_distribution_through_a_leaf_node() {
     let hub = support::Nats::hub();
@@ -647,6 +648,50 @@ fn nats_distribution_through_a_leaf_node() {
         == 421));
     assert_eq!(get(&pop, "b.test").header("x-rule"), Some("n2"));
     assert!(pop.stderr().contains("following the configuration bucket"));
+
+    // A worker deployed through the API: its component reaches the PoP through NATS.
+    let hello = support::hello_rust();
+    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "c inc"}"#), &[]);
+    let account = r.json()["result"]["id"].as_str().unwrap().to_string();
+    let zone = zone_json("c", "c.test", &origin.addr(), "n3");
+    let r = control.api(
+        "POST",
+        &format!("/v1/accounts/{account}/zones"),
+        Some(&zone),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = support::curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Authorization: Bearer {}", control.admin_token),
+        "-H",
+        "content-type: application/wasm",
+        "--data-binary",
+        &format!("@{}", hello.display()),
+        &format!(
+            "{}/v1/accounts/{account}/workers/scripts/hello",
+            control.url()
+        ),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let route = r#"{"pattern": "c.test/hello", "script": "hello"}"#;
+    let r = control.api(
+        "POST",
+        &format!("/v1/accounts/{account}/workers/routes"),
+        Some(route),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hello_at_pop = || support::curl(&["-H", "Host: c.test", &pop.url("/hello")]).body;
+    assert!(
+        eventually(Duration::from_secs(30), || hello_at_pop()
+            == "hello from wasm: /hello\n"),
+        "{:?}\n{}",
+        hello_at_pop(),
+        pop.stderr()
+    );
 }
 
 /// Tiered cache over the backbone (mutual TLS with certificates from the control plane's CA):

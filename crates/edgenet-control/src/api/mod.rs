@@ -423,6 +423,11 @@ impl App {
             .await?;
         self.published(version);
         if let Some(nats) = &self.nats {
+            if let (Kind::Worker, Some(body)) = (kind, body) {
+                if let Err(e) = nats.put_components(&self.store, body).await {
+                    tracing::warn!(error = %e, worker = %name, "could not put a worker's components in NATS");
+                }
+            }
             if let Err(e) = nats.publish(kind, name, version, body).await {
                 // The periodic sync repairs the bucket once NATS is back.
                 tracing::warn!(error = %e, version, "could not mirror a change to NATS");

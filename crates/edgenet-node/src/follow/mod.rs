@@ -387,35 +387,46 @@ pub fn component_file(dir: &Path, sha256: &str) -> PathBuf {
 /// `GET /v1/workers/components/SHA256`, and keeps it once its SHA-256 is the one asked for.
 /// What cannot be fetched now is said in the log and tried again at the next version.
 pub async fn fetch_components(client: &reqwest::Client, opts: &FollowOptions, objects: &Objects) {
-    use sha2::Digest;
     let dir = components_dir(&opts.state_file, &opts.pop);
+    let base = opts.control.trim_end_matches('/');
+    fetch_components_with(&dir, objects, |sha256| async move {
+        let resp = client
+            .get(format!("{base}/v1/workers/components/{sha256}"))
+            .bearer_auth(&opts.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{}", resp.status()));
+        }
+        Ok(resp.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    })
+    .await
+}
+
+/// Fetches each component the workers of `objects` run that is not in `dir` yet with `fetch`
+/// (its bytes, by SHA-256), and keeps it once its SHA-256 is the one asked for. What cannot be
+/// fetched now is said in the log and tried again at the next version.
+pub async fn fetch_components_with<F, Fut>(dir: &Path, objects: &Objects, fetch: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
+    use sha2::Digest;
     let wanted: std::collections::BTreeSet<&str> = objects
         .objects
         .workers()
         .flat_map(|w| w.versions.values().map(|c| c.sha256.as_str()))
         .collect();
     for sha256 in wanted {
-        let file = component_file(&dir, sha256);
+        let file = component_file(dir, sha256);
         if file.exists() {
             continue;
         }
-        let url = format!(
-            "{}/v1/workers/components/{sha256}",
-            opts.control.trim_end_matches('/')
-        );
         let started = std::time::Instant::now();
         let got = async {
-            let resp = client
-                .get(&url)
-                .bearer_auth(&opts.token)
-                .timeout(Duration::from_secs(60))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if !resp.status().is_success() {
-                return Err(format!("{}", resp.status()));
-            }
-            let body = resp.bytes().await.map_err(|e| e.to_string())?;
+            let body = fetch(sha256.to_string()).await?;
             let digest: String = sha2::Sha256::digest(&body)
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -423,7 +434,7 @@ pub async fn fetch_components(client: &reqwest::Client, opts: &FollowOptions, ob
             if digest != sha256 {
                 return Err(format!("the body's SHA-256 is {digest}"));
             }
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             crate::tls::write_file(&file, &body, 0o644).map_err(|e| e.to_string())?;
             Ok(body.len())
         };
@@ -431,7 +442,7 @@ pub async fn fetch_components(client: &reqwest::Client, opts: &FollowOptions, ob
             Ok(size) => {
                 tracing::info!(%sha256, size, took = ?started.elapsed(), "worker component fetched")
             }
-            Err(e) => tracing::warn!(%url, error = %e, "cannot fetch a worker component"),
+            Err(e) => tracing::warn!(%sha256, error = %e, "cannot fetch a worker component"),
         }
     }
 }

@@ -3,13 +3,14 @@
 //! every key (a snapshot) when it has applied nothing, else the keys changed since the bucket
 //! revision it applied. It applies once a backlog is drained, not once per key, and reports on
 //! `edgenet.reports.POP` (the acknowledgement and the zones' states, and every
-//! `REPORT_EVERY` the states again with the counters).
+//! `REPORT_EVERY` the states again with the counters). Workers' components come from the
+//! object store beside the bucket, by SHA-256.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use edgenet_protocol::nats::{parse_key, split_domain, KvValue, BUCKET};
+use edgenet_protocol::nats::{parse_key, split_domain, KvValue, BUCKET, COMPONENTS};
 use edgenet_protocol::report::{report_subject, REPORT_EVERY};
 use edgenet_protocol::{Objects, Report};
 use futures_util::StreamExt;
@@ -62,6 +63,9 @@ async fn watch_once(
         None => jetstream::new(client.clone()),
     };
     let kv = js.get_key_value(BUCKET).await.map_err(|e| nats(&e))?;
+    // Workers' components: fetched by hash before a version that runs them is applied.
+    let components = js.get_object_store(COMPONENTS).await.ok();
+    let components_dir = super::components_dir(state_file, pop);
     // From the next revision (the changes since), or the last value of every key (a snapshot).
     let mut watch = if desired.revision > 0 {
         kv.watch_all_from_revision(desired.revision + 1).await
@@ -126,6 +130,19 @@ async fn watch_once(
         // Apply once the backlog is drained, not once per key of a snapshot.
         if pending && entry.delta == 0 {
             pending = false;
+            if let Some(store) = &components {
+                super::fetch_components_with(&components_dir, desired, |sha256| async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut object = store.get(&sha256).await.map_err(|e| e.to_string())?;
+                    let mut body = Vec::new();
+                    object
+                        .read_to_end(&mut body)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(body)
+                })
+                .await;
+            }
             let ack = apply_and_save(applier, desired, state_file);
             send(reports.outcome(desired, &ack, applier)).await;
         }
