@@ -43,20 +43,15 @@ fn upload(control: &Control, account: &str, name: &str, wasm: &std::path::Path) 
     ])
 }
 
-fn get_env(pop: &Pop) -> support::Resp {
-    curl(&["-H", "Host: shop.test", &pop.url("/env")])
-}
-
-#[test]
-fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keeps_its_secret() {
+/// The test origin, a control plane, two PoPs following it (`PREFIX1`, `PREFIX2`) and an
+/// account whose zone serves shop.test from the origin.
+fn shop(prefix: &str) -> (Origin, Control, Vec<Pop>, String) {
     let origin = Origin::start("o1");
-    let hello = hello_rust();
-    let second = misbehave();
-    let mut control = Control::start(None);
+    let control = Control::start(None);
     let token = control.token(&["pop"]);
-    let mut pops: Vec<Pop> = (1..=2)
+    let pops: Vec<Pop> = (1..=2)
         .map(|i| {
-            let name = format!("w{i}");
+            let name = format!("{prefix}{i}");
             control.register_pop(&name);
             Pop::start_following(&control.url(), &name, &token)
         })
@@ -68,6 +63,37 @@ fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keep
     .to_string();
     let r = control.api("POST", &format!("/v1/accounts/{a}/zones"), Some(&zone), &[]);
     assert_eq!(r.status, 201, "{}", r.body);
+    (origin, control, pops, a)
+}
+
+/// `edgenet worker deploy WASM ARGS` for account `a`; what it printed.
+fn deploy(control: &Control, a: &str, wasm: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
+        .args(["worker", "deploy"])
+        .arg(wasm)
+        .args(args)
+        .args(["--account", a, "--control", &control.url()])
+        .env("EDGENET_TOKEN", &control.admin_token)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed
+}
+
+fn get_env(pop: &Pop) -> support::Resp {
+    curl(&["-H", "Host: shop.test", &pop.url("/env")])
+}
+
+#[test]
+fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keeps_its_secret() {
+    let hello = hello_rust();
+    let second = misbehave();
+    let (_origin, mut control, mut pops, a) = shop("w");
 
     // Not a component: refused at upload with wasmtime's reason.
     let junk = std::env::temp_dir().join(format!("edgenet-junk-{}.wasm", std::process::id()));
@@ -84,19 +110,11 @@ fn a_worker_deployed_through_the_api_runs_at_every_pop_swaps_rolls_back_and_keep
 
     // Version 1 and its route with one command: every PoP runs it.
     let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
-        .args(["worker", "deploy"])
-        .arg(&hello)
-        .args(["--name", "api", "--route", "shop.test/env", "--account", &a])
-        .args(["--control", &control.url()])
-        .env("EDGENET_TOKEN", &control.admin_token)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = deploy(
+        &control,
+        &a,
+        &hello,
+        &["--name", "api", "--route", "shop.test/env"],
     );
     assert!(printed.contains("as api version 1"), "{printed}");
     assert!(printed.contains("route shop.test/env -> api"), "{printed}");
@@ -299,24 +317,8 @@ fn at(pop: &Pop, method: &str, path: &str, body: &str) -> support::Resp {
 #[test]
 fn a_worker_writes_kv_at_one_pop_and_reads_it_at_another_with_ttls_limits_and_the_control_plane_down(
 ) {
-    let origin = Origin::start("o1");
     let wasm = kv_rust();
-    let mut control = Control::start(None);
-    let token = control.token(&["pop"]);
-    let mut pops: Vec<Pop> = (1..=2)
-        .map(|i| {
-            let name = format!("k{i}");
-            control.register_pop(&name);
-            Pop::start_following(&control.url(), &name, &token)
-        })
-        .collect();
-    let r = control.api("POST", "/v1/accounts", Some(r#"{"name": "shop inc"}"#), &[]);
-    let a = r.json()["result"]["id"].as_str().unwrap().to_string();
-    let zone = json!({"name": "shop", "hostnames": ["shop.test"],
-        "origins": {"servers": [{"address": origin.addr()}]}})
-    .to_string();
-    let r = control.api("POST", &format!("/v1/accounts/{a}/zones"), Some(&zone), &[]);
-    assert_eq!(r.status, 201, "{}", r.body);
+    let (_origin, mut control, mut pops, a) = shop("k");
     let r = control.api(
         "POST",
         &format!("/v1/accounts/{a}/storage/kv/namespaces"),
@@ -325,20 +327,20 @@ fn a_worker_writes_kv_at_one_pop_and_reads_it_at_another_with_ttls_limits_and_th
     );
     assert_eq!(r.status, 201, "{}", r.body);
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgenet"))
-        .args(["worker", "deploy"])
-        .arg(&wasm)
-        .args(["--name", "state", "--kv", "KV=cache", "--account", &a])
-        .args(["--route", "shop.test/kv/*", "--route", "shop.test/keys"])
-        .args(["--control", &control.url()])
-        .env("EDGENET_TOKEN", &control.admin_token)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{printed}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = deploy(
+        &control,
+        &a,
+        &wasm,
+        &[
+            "--name",
+            "state",
+            "--kv",
+            "KV=cache",
+            "--route",
+            "shop.test/kv/*",
+            "--route",
+            "shop.test/keys",
+        ],
     );
     assert!(printed.contains("bound as KV"), "{printed}");
     for p in &pops {
