@@ -255,41 +255,36 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
         &format!("{control}/v1/accounts/{account}/zones"),
     ]);
     assert_eq!(r.status, 201, "{}", r.body);
-    let out = Command::new(env!("CARGO_BIN_EXE_edgenet"))
-        .args(["worker", "deploy"])
-        .arg(&js)
-        .args([
-            "--name",
-            "hello",
-            "--route",
-            "js.test/*",
-            "--account",
-            &account,
-        ])
-        .args(["--control", &control])
-        .env("EDGENET_TOKEN", &token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deployed = Instant::now();
-    let served = eventually(Duration::from_secs(120), || {
-        pop_urls
-            .iter()
-            .all(|u| curl(&["-H", "Host: js.test", &format!("{u}x")]).body == "hello from js: /x\n")
-    });
-    assert!(
-        served,
-        "{:?}",
-        curl(&["-H", "Host: js.test", &format!("{}x", pop_urls[0])])
-    );
-    println!(
-        "the JavaScript worker at all 3 PoPs {:?} after the deploy returned",
-        deployed.elapsed()
-    );
+    // Then a Rust component as its next version: every PoP switches to it.
+    let rust = support::hello_rust();
+    for (component, kind, answer) in [
+        (&js, "JavaScript", "hello from js: /x\n"),
+        (&rust, "Rust", "hello from wasm: /x\n"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_edgenet"))
+            .args(["worker", "deploy"])
+            .arg(component)
+            .args(["--name", "hello", "--route", "js.test/*"])
+            .args(["--account", &account, "--control", &control])
+            .env("EDGENET_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deployed = Instant::now();
+        let at = |u: &String| curl(&["-H", "Host: js.test", &format!("{u}x")]).body;
+        let served = eventually(Duration::from_secs(120), || {
+            pop_urls.iter().all(|u| at(u) == answer)
+        });
+        assert!(served, "{:?}", pop_urls.iter().map(at).collect::<Vec<_>>());
+        println!(
+            "the {kind} worker at all 3 PoPs {:?} after the deploy returned",
+            deployed.elapsed()
+        );
+    }
     assert_eq!(up.children().len(), 5, "control plane, origin, 3 PoPs");
     up.stops_on("INT", Duration::from_secs(15));
 }
