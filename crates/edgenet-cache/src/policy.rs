@@ -1,5 +1,13 @@
 //! Whether a response may be stored, and for how long it stays fresh (RFC 9111 sections 3 and
 //! 4.2, RFC 5861). Pure: headers and a clock reading in, a decision out.
+//!
+//! The cache directives come from the first of these fields the response carries
+//! ([`Directives::of`]): `Edgenet-CDN-Cache-Control` (this cache's own target) and then
+//! `CDN-Cache-Control` (RFC 9213; each an RFC 8941 dictionary, ignored when it does not parse
+//! as one), `Surrogate-Control` (the Edge Architecture specification: directives without a
+//! target or targeted `;edgenet`), then `Cache-Control`. `s-maxage` implies `proxy-revalidate`
+//! (RFC 9111 section 5.2.2.10): a response carrying it, `must-revalidate`, `proxy-revalidate`
+//! or `no-cache` is never served stale.
 
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +77,192 @@ pub fn age_on_arrival(resp: &HeaderMap, now: SystemTime) -> Duration {
     apparent.max(age_value)
 }
 
+/// Fields only this cache reads, removed before a response leaves for a client (a lower tier,
+/// another edgenet cache, is given them).
+pub const OWN_FIELDS: [&str; 2] = ["edgenet-cdn-cache-control", "surrogate-control"];
+
+/// The name a `Surrogate-Control` directive targets this cache with (`max-age=60;edgenet`).
+pub const SURROGATE_TARGET: &str = "edgenet";
+
+/// The cache directives that apply to this cache, from the first field that carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// The field they came from; none: the response has none of them.
+    pub source: Option<&'static str>,
+    /// `no-store` (or, from `Surrogate-Control`, `no-store-remote`: an edge is remote).
+    pub no_store: bool,
+    /// `private`.
+    pub private: bool,
+    /// `no-cache`.
+    pub no_cache: bool,
+    /// `public`.
+    pub public: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale.
+    pub revalidate: bool,
+    /// `must-revalidate` alone (section 3.5 lets it store an answer to `Authorization`).
+    pub must_revalidate: bool,
+    /// `s-maxage` (an invalid value: zero).
+    pub s_maxage: Option<Duration>,
+    /// `max-age` (an invalid value: zero).
+    pub max_age: Option<Duration>,
+    /// `stale-while-revalidate` seconds.
+    pub stale_while_revalidate: u32,
+    /// `stale-if-error` seconds.
+    pub stale_if_error: u32,
+}
+
+impl Directives {
+    /// The directives of `headers` for this cache.
+    pub fn of(headers: &HeaderMap) -> Directives {
+        for field in ["edgenet-cdn-cache-control", "cdn-cache-control"] {
+            if let Some(d) = targeted(headers, field) {
+                return d;
+            }
+        }
+        if let Some(d) = surrogate(headers) {
+            return d;
+        }
+        let Some(c) = CacheControl::from_headers_named("cache-control", headers) else {
+            return Directives::default();
+        };
+        let seconds = |r: pingora_error::Result<Option<u32>>| match r {
+            Ok(Some(s)) => Some(Duration::from_secs(s.into())),
+            Ok(None) => None,
+            Err(_) => Some(Duration::ZERO),
+        };
+        let window = |r: pingora_error::Result<Option<u32>>| r.ok().flatten().unwrap_or(0);
+        let s_maxage = seconds(c.s_maxage());
+        Directives {
+            source: Some("cache-control"),
+            no_store: c.no_store(),
+            private: c.private(),
+            no_cache: c.no_cache(),
+            public: c.public(),
+            revalidate: c.must_revalidate() || c.proxy_revalidate() || s_maxage.is_some(),
+            must_revalidate: c.must_revalidate(),
+            s_maxage,
+            max_age: seconds(c.max_age()),
+            stale_while_revalidate: window(c.stale_while_revalidate()),
+            stale_if_error: window(c.stale_if_error()),
+        }
+    }
+
+    /// Applies one directive of a targeted or surrogate field: `value` its integer, `flag`
+    /// whether it was given as a flag (a directive of the wrong kind is ignored).
+    fn set(&mut self, name: &str, value: Option<i64>, flag: bool) {
+        let secs =
+            |v: Option<i64>| v.map(|n| Duration::from_secs(n.clamp(0, i64::from(u32::MAX)) as u64));
+        let window = |v: Option<i64>| v.map_or(0, |n| n.clamp(0, i64::from(u32::MAX)) as u32);
+        match name {
+            "no-store" if flag => self.no_store = true,
+            "private" if flag => self.private = true,
+            "no-cache" if flag => self.no_cache = true,
+            "public" if flag => self.public = true,
+            "must-revalidate" if flag => {
+                self.must_revalidate = true;
+                self.revalidate = true;
+            }
+            "proxy-revalidate" if flag => self.revalidate = true,
+            "s-maxage" if value.is_some() => {
+                self.s_maxage = secs(value);
+                self.revalidate = true;
+            }
+            "max-age" if value.is_some() => self.max_age = secs(value),
+            "stale-while-revalidate" if value.is_some() => {
+                self.stale_while_revalidate = window(value)
+            }
+            "stale-if-error" if value.is_some() => self.stale_if_error = window(value),
+            _ => {}
+        }
+    }
+}
+
+/// An RFC 9213 targeted field: its directives, or none when absent or not a dictionary.
+/// A directive with a value of the wrong type is ignored (section 2.1).
+fn targeted(headers: &HeaderMap, field: &'static str) -> Option<Directives> {
+    let mut joined = Vec::new();
+    for (i, v) in headers.get_all(field).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if joined.is_empty() {
+        return None;
+    }
+    let dict = sfv::Parser::parse_dictionary(&joined).ok()?;
+    let mut d = Directives {
+        source: Some(field),
+        ..Directives::default()
+    };
+    for (name, entry) in &dict {
+        let (value, flag) = match entry {
+            sfv::ListEntry::Item(item) => match &item.bare_item {
+                sfv::BareItem::Integer(n) => (Some(*n), false),
+                sfv::BareItem::Boolean(b) => (None, *b),
+                // `private="set-cookie"` and the like: the whole response, to be safe.
+                sfv::BareItem::String(_) | sfv::BareItem::Token(_) => (None, true),
+                _ => (None, false),
+            },
+            sfv::ListEntry::InnerList(_) => (None, true),
+        };
+        d.set(name, value, flag);
+    }
+    Some(d)
+}
+
+/// `Surrogate-Control`: comma-separated directives, each `name[=value][;target]`; only those
+/// without a target or targeted at [`SURROGATE_TARGET`] count. `max-age=N+M` is N seconds
+/// fresh, then M more served stale when the origin fails.
+fn surrogate(headers: &HeaderMap) -> Option<Directives> {
+    let mut d = Directives {
+        source: Some("surrogate-control"),
+        ..Directives::default()
+    };
+    let mut any = false;
+    for v in headers.get_all("surrogate-control") {
+        let Ok(text) = v.to_str() else {
+            continue;
+        };
+        for part in text.split(',') {
+            let (directive, target) = match part.split_once(';') {
+                Some((d, t)) => (d.trim(), Some(t.trim())),
+                None => (part.trim(), None),
+            };
+            if directive.is_empty()
+                || target.is_some_and(|t| !t.eq_ignore_ascii_case(SURROGATE_TARGET))
+            {
+                continue;
+            }
+            any = true;
+            let (name, value) = match directive.split_once('=') {
+                Some((n, v)) => (
+                    n.trim().to_ascii_lowercase(),
+                    Some(v.trim().trim_matches('"')),
+                ),
+                None => (directive.to_ascii_lowercase(), None),
+            };
+            match (name.as_str(), value) {
+                ("no-store-remote", None) => d.no_store = true,
+                ("max-age", Some(v)) => {
+                    let (fresh, stale) = match v.split_once('+') {
+                        Some((f, s)) => (f, Some(s)),
+                        None => (v, None),
+                    };
+                    let n = fresh.parse::<i64>().unwrap_or(0);
+                    d.set("max-age", Some(n), false);
+                    if let Some(s) = stale.and_then(|s| s.parse::<i64>().ok()) {
+                        d.set("stale-if-error", Some(s), false);
+                    }
+                }
+                (name, None) => d.set(name, None, true),
+                (name, Some(v)) => d.set(name, Some(v.parse::<i64>().unwrap_or(0)), false),
+            }
+        }
+    }
+    any.then_some(d)
+}
+
 /// Decides whether `resp`, the answer to a `method` request, may be stored by a shared cache.
 /// `authorization` says whether the request carried `Authorization`.
 pub fn decide(
@@ -86,11 +280,11 @@ pub fn decide(
         return DoNotStore("status");
     }
     let headers = &resp.headers;
-    let cc = CacheControl::from_headers_named("cache-control", &resp.headers);
-    if cc.as_ref().is_some_and(|c| c.no_store()) {
+    let d = Directives::of(headers);
+    if d.no_store {
         return DoNotStore("no-store");
     }
-    if cc.as_ref().is_some_and(|c| c.private()) {
+    if d.private {
         return DoNotStore("private");
     }
     let vary_any = headers.get_all(header::VARY).iter().any(|v| {
@@ -105,26 +299,15 @@ pub fn decide(
         return DoNotStore("set-cookie");
     }
     // RFC 9111 section 3.5: only with must-revalidate, public or s-maxage.
-    if authorization {
-        let allowed = cc.as_ref().is_some_and(|c| {
-            c.must_revalidate() || c.public() || matches!(c.s_maxage(), Ok(Some(_)))
-        });
-        if !allowed {
-            return DoNotStore("authorization");
-        }
+    if authorization && !(d.must_revalidate || d.public || d.s_maxage.is_some()) {
+        return DoNotStore("authorization");
     }
 
     // Freshness lifetime (section 4.2.1): s-maxage, then max-age, then Expires, then heuristic.
     // An invalid value makes the response stale, not uncacheable.
-    let explicit = cc.as_ref().and_then(|c| {
-        let directive = |r: pingora_error::Result<Option<u32>>| match r {
-            Ok(Some(s)) => Some(Duration::from_secs(s.into())),
-            Ok(None) => None,
-            Err(_) => Some(Duration::ZERO),
-        };
-        directive(c.s_maxage()).or_else(|| directive(c.max_age()))
-    });
-    let lifetime = explicit
+    let lifetime = d
+        .s_maxage
+        .or(d.max_age)
         .or_else(|| {
             if !headers.contains_key(header::EXPIRES) {
                 return None;
@@ -158,27 +341,19 @@ pub fn decide(
             stale_if_error: 0,
         };
     };
-    let no_cache = cc.as_ref().is_some_and(|c| c.no_cache());
-    let fresh_for = if no_cache {
+    let fresh_for = if d.no_cache {
         Duration::ZERO
     } else {
         lifetime.saturating_sub(age_on_arrival(headers, now))
     };
-    // must-revalidate / proxy-revalidate forbid serving stale (section 5.2.2.2 and 5.2.2.8).
-    let revalidate = cc
-        .as_ref()
-        .is_some_and(|c| c.must_revalidate() || c.proxy_revalidate());
-    let stale = |r: Option<pingora_error::Result<Option<u32>>>| {
-        if revalidate || no_cache {
-            0
-        } else {
-            r.and_then(|r| r.ok().flatten()).unwrap_or(0)
-        }
-    };
+    // must-revalidate, proxy-revalidate (and s-maxage, which implies it) and no-cache forbid
+    // serving stale (sections 5.2.2.2, 5.2.2.8, 5.2.2.10, 5.2.2.4).
+    let never_stale = d.revalidate || d.no_cache;
+    let window = |w: u32| if never_stale { 0 } else { w };
     Decision::Store {
         fresh_for,
-        stale_while_revalidate: stale(cc.as_ref().map(|c| c.stale_while_revalidate())),
-        stale_if_error: stale(cc.as_ref().map(|c| c.stale_if_error())),
+        stale_while_revalidate: window(d.stale_while_revalidate),
+        stale_if_error: window(d.stale_if_error),
     }
 }
 
@@ -457,5 +632,176 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn s_maxage_implies_proxy_revalidate_so_nothing_is_served_stale() {
+        let r = resp(
+            200,
+            &[(
+                "cache-control",
+                "s-maxage=60, stale-while-revalidate=30, stale-if-error=90",
+            )],
+        );
+        assert_eq!(
+            decide_get(&r),
+            Decision::Store {
+                fresh_for: Duration::from_secs(60),
+                stale_while_revalidate: 0,
+                stale_if_error: 0
+            }
+        );
+        for cc in ["proxy-revalidate", "must-revalidate", "no-cache"] {
+            let r = resp(
+                200,
+                &[(
+                    "cache-control",
+                    &format!("max-age=60, {cc}, stale-if-error=90"),
+                )],
+            );
+            assert!(
+                matches!(
+                    decide_get(&r),
+                    Decision::Store {
+                        stale_if_error: 0,
+                        stale_while_revalidate: 0,
+                        ..
+                    }
+                ),
+                "{cc}"
+            );
+        }
+    }
+
+    /// Each row: the response's fields, then this cache's decision (seconds fresh, the two
+    /// stale windows) or the reason it is not stored.
+    #[test]
+    fn targeted_fields_take_precedence_in_their_order() {
+        type Row<'a> = (
+            &'a [(&'a str, &'a str)],
+            Result<(u64, u32, u32), &'static str>,
+        );
+        let rows: &[Row] = &[
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("cdn-cache-control", "max-age=600"),
+                ],
+                Ok((600, 0, 0)),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("cdn-cache-control", "max-age=600"),
+                    (
+                        "edgenet-cdn-cache-control",
+                        "max-age=3600, stale-if-error=60",
+                    ),
+                ],
+                Ok((3600, 0, 60)),
+            ),
+            // The targeted field replaces Cache-Control whole: its no-store does not count.
+            (
+                &[
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=60"),
+                ],
+                Ok((60, 0, 0)),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "no-store"),
+                ],
+                Err("no-store"),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=60"),
+                    ("cdn-cache-control", "private"),
+                ],
+                Err("private"),
+            ),
+            // Not a dictionary: ignored, Cache-Control applies.
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("cdn-cache-control", "max-age=("),
+                ],
+                Ok((10, 0, 0)),
+            ),
+            // A value of the wrong type: that directive is ignored.
+            (
+                &[("cdn-cache-control", "max-age=\"60\""), ("etag", "\"e\"")],
+                Ok((0, 0, 0)),
+            ),
+            (
+                &[(
+                    "cdn-cache-control",
+                    "max-age=60, must-revalidate, stale-while-revalidate=9",
+                )],
+                Ok((60, 0, 0)),
+            ),
+            (
+                &[("cdn-cache-control", "max-age=60, stale-while-revalidate=9")],
+                Ok((60, 9, 0)),
+            ),
+            // Surrogate-Control: untargeted or ours, after the targeted fields.
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("surrogate-control", "max-age=300+60"),
+                ],
+                Ok((300, 0, 60)),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("surrogate-control", "max-age=300;other"),
+                ],
+                Ok((10, 0, 0)),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("surrogate-control", "max-age=300;edgenet, no-store;other"),
+                ],
+                Ok((300, 0, 0)),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("surrogate-control", "no-store-remote"),
+                ],
+                Err("no-store"),
+            ),
+            (
+                &[
+                    ("cache-control", "max-age=10"),
+                    ("surrogate-control", "no-store"),
+                ],
+                Err("no-store"),
+            ),
+            (
+                &[
+                    ("surrogate-control", "max-age=5"),
+                    ("cdn-cache-control", "max-age=50"),
+                ],
+                Ok((50, 0, 0)),
+            ),
+        ];
+        for (headers, want) in rows {
+            let got = match decide_get(&resp(200, headers)) {
+                Decision::Store {
+                    fresh_for,
+                    stale_while_revalidate,
+                    stale_if_error,
+                } => Ok((fresh_for.as_secs(), stale_while_revalidate, stale_if_error)),
+                Decision::DoNotStore(why) => Err(why),
+            };
+            assert_eq!(&got, want, "{headers:?}");
+        }
+        let d = Directives::of(&resp(200, &[("cdn-cache-control", "max-age=5")]).headers);
+        assert_eq!(d.source, Some("cdn-cache-control"));
     }
 }

@@ -432,6 +432,119 @@ fn stale_if_error_serves_stale_when_the_origin_fails() {
     assert_eq!(get(&pop2, &path, &[]).status, 502);
 }
 
+/// Stale is served on an origin error or a closed connection only where the directives allow
+/// it: stale-if-error, without must-revalidate, proxy-revalidate, no-cache or s-maxage.
+#[test]
+fn stale_on_error_only_where_the_directives_allow_it() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let cases = [
+        ("allowed", "max-age=1, stale-if-error=60", true),
+        (
+            "must",
+            "max-age=1, must-revalidate, stale-if-error=60",
+            false,
+        ),
+        (
+            "proxy",
+            "max-age=1, proxy-revalidate, stale-if-error=60",
+            false,
+        ),
+        ("smax", "s-maxage=1, stale-if-error=60", false),
+        ("targeted", "max-age=60", true),
+    ];
+    let path = |name: &str, cc: &str| {
+        let mut h = vec![format!("Cache-Control: {cc}")];
+        if name == "targeted" {
+            // The targeted field decides for this cache: stale-if-error there counts.
+            h.push("CDN-Cache-Control: max-age=1, stale-if-error=60".into());
+        }
+        let h: Vec<&str> = h.iter().map(String::as_str).collect();
+        obj(name, &h, "body=kept")
+    };
+    for (name, cc, _) in cases {
+        let r = get(&pop, &path(name, cc), &[]);
+        assert_eq!(r.status, 200, "{name}: {r:?}");
+    }
+    std::thread::sleep(Duration::from_millis(2100));
+    for mode in ["500", "close"] {
+        o.fail(mode);
+        for (name, cc, stale_ok) in cases {
+            let r = get(&pop, &path(name, cc), &[]);
+            if stale_ok {
+                assert_eq!(
+                    (r.status, r.body.as_str()),
+                    (200, "kept"),
+                    "{mode} {name}: {r:?}"
+                );
+            } else {
+                assert_ne!(r.status, 200, "{mode} {name}: served stale: {r:?}");
+                assert_ne!(r.body, "kept", "{mode} {name}");
+            }
+        }
+    }
+}
+
+/// RFC 9213: Edgenet-CDN-Cache-Control, then CDN-Cache-Control, then Surrogate-Control decide
+/// for this cache over Cache-Control; ours and Surrogate-Control never reach the client,
+/// CDN-Cache-Control and Cache-Control go on.
+#[test]
+fn targeted_cache_control_decides_for_this_cache_and_ours_is_stripped() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let cases: [(&str, &[&str]); 4] = [
+        (
+            "cdn",
+            &["Cache-Control: no-store", "CDN-Cache-Control: max-age=60"],
+        ),
+        (
+            "ours",
+            &[
+                "Cache-Control: max-age=0",
+                "CDN-Cache-Control: no-store",
+                "Edgenet-CDN-Cache-Control: max-age=60",
+            ],
+        ),
+        (
+            "surrogate",
+            &["Cache-Control: no-cache", "Surrogate-Control: max-age=60"],
+        ),
+        (
+            "surrogate-other",
+            &[
+                "Cache-Control: max-age=60",
+                "Surrogate-Control: no-store;elsewhere",
+            ],
+        ),
+    ];
+    for (name, headers) in cases {
+        let path = obj(name, headers, "body=x");
+        let first = get(&pop, &path, &[]);
+        let second = get(&pop, &path, &[]);
+        assert!(cache_status(&second).contains("hit"), "{name}: {second:?}");
+        assert_eq!(o.hits_for(&format!("/obj/{name}")), 1, "{name}");
+        for r in [&first, &second] {
+            assert_eq!(r.header("edgenet-cdn-cache-control"), None, "{name}: {r:?}");
+            assert_eq!(r.header("surrogate-control"), None, "{name}: {r:?}");
+            assert!(r.header("cache-control").is_some(), "{name}: passed on");
+        }
+    }
+    let cdn = get(&pop, &obj("cdn", cases[0].1, "body=x"), &[]);
+    assert_eq!(cdn.header("cdn-cache-control"), Some("max-age=60"));
+    // Ours says no-store: not stored, whatever Cache-Control says.
+    let path = obj(
+        "ours-no",
+        &[
+            "Cache-Control: max-age=60",
+            "Edgenet-CDN-Cache-Control: no-store",
+        ],
+        "body=x",
+    );
+    get(&pop, &path, &[]);
+    get(&pop, &path, &[]);
+    assert_eq!(o.hits_for("/obj/ours-no"), 2);
+}
+
 #[test]
 fn metrics_count_hits_misses_bypasses_bytes_and_evictions() {
     let o = Origin::start("o");

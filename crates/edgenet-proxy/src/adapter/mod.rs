@@ -499,9 +499,16 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             resp.set_version(Version::HTTP_11);
         }
         prepare_downstream_response(resp, &client_info(self.core(), session), upgrade);
-        // A lower tier applies the zone's response rules itself.
-        if let (Some(zone), false) = (ctx.zone(), ctx.from_lower_tier()) {
-            apply_header_rules(&zone.config.response_headers, resp);
+        // A lower tier applies the zone's response rules itself, and reads the fields only
+        // this cache reads (Edgenet-CDN-Cache-Control, Surrogate-Control); a client never
+        // sees them. CDN-Cache-Control goes on, for CDNs further down (as Cloudflare does).
+        if !ctx.from_lower_tier() {
+            for field in edgenet_cache::policy::OWN_FIELDS {
+                resp.remove_header(field);
+            }
+            if let Some(zone) = ctx.zone() {
+                apply_header_rules(&zone.config.response_headers, resp);
+            }
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.req.id) {
             resp.insert_header(REQUEST_ID, v)?;

@@ -92,6 +92,18 @@ impl Origin {
         r.body.trim().parse().unwrap()
     }
 
+    /// From now on `/obj/...` fails: `"500"`, `"close"` (the connection closed before an
+    /// answer), or `"none"` to answer again.
+    #[allow(dead_code)]
+    pub fn fail(&self, mode: &str) {
+        let r = curl(&[
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{}/control/fail?mode={mode}", self.port),
+        ]);
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -12,6 +12,8 @@ Prints its port on the first line of stdout, then serves until killed:
   ANY  /obj/...       a scripted response: ?status=N, ?body=TEXT, ?delay=MS and any number of
                       ?h=Name:Value response headers; answers 304 to a matching If-None-Match
                       (with ?h=ETag:...) or If-Modified-Since (with ?h=Last-Modified:...)
+  POST /control/fail?mode=M   from then on /obj/... fails: 500 (M=500) or the connection
+                      closed before an answer (M=close); M=none answers again
 """
 import json
 import os
@@ -23,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "origin"
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-STATE = {"hits": 0, "health": 200, "paths": {}}
+STATE = {"hits": 0, "health": 200, "paths": {}, "fail": "none"}
 LOCK = threading.Lock()
 CHUNK = b"x" * 65536
 
@@ -84,7 +86,15 @@ class Handler(BaseHTTPRequestHandler):
             n = STATE["paths"].get(q["path"], 0) if "path" in q else STATE["hits"]
             return self.send_body(200, str(n).encode(), "text/plain")
         if url.path.startswith("/obj/"):
+            if STATE["fail"] == "close":
+                self.close_connection = True
+                return
+            if STATE["fail"] == "500":
+                return self.send_body(500, b"origin failure\n", "text/plain")
             return self.scripted(parse_qs(url.query))
+        if url.path == "/control/fail":
+            STATE["fail"] = q.get("mode", "none")
+            return self.send_body(200, b"ok\n", "text/plain")
         if url.path == "/health":
             return self.send_body(STATE["health"], b"health\n", "text/plain")
         if url.path == "/control/health":
