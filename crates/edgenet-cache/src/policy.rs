@@ -359,19 +359,23 @@ pub fn decide(
 
 /// The stored response head freshened by a 304 (RFC 9111 section 4.3.4): every field the 304
 /// carries replaces the stored one, except those that describe the stored body's framing or
-/// encoding (section 3.2), which a 304 cannot change.
+/// encoding or identify it (section 3.2: `ETag`, `Content-MD5`), which a 304 cannot change,
+/// and `Set-Cookie`, which is for the client that made this request only (the caller gives it
+/// that client) and never stored for others.
 pub fn merge_not_modified(stored: &ResponseHeader, not_modified: &HeaderMap) -> ResponseHeader {
-    const KEEP: [header::HeaderName; 5] = [
+    const KEEP: [header::HeaderName; 7] = [
         header::CONTENT_LENGTH,
         header::TRANSFER_ENCODING,
         header::CONTENT_ENCODING,
         header::CONTENT_RANGE,
         header::CONNECTION,
+        header::ETAG,
+        header::SET_COOKIE,
     ];
     let mut merged = stored.clone();
     let names: Vec<&header::HeaderName> = not_modified.keys().collect();
     for name in names {
-        if KEEP.contains(name) {
+        if KEEP.contains(name) || name == "content-md5" {
             continue;
         }
         let _ = merged.remove_header(name);
@@ -435,6 +439,33 @@ mod tests {
         assert_eq!(merged.headers["content-length"], "5");
         assert_eq!(merged.headers["x-kept"], "1");
         assert_eq!(fresh(&decide_get(&merged)), Some(120));
+    }
+
+    #[test]
+    fn a_304_keeps_the_stored_validators_and_stores_no_cookie() {
+        let stored = resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("etag", "\"v1\""),
+                ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
+            ],
+        );
+        let not_modified = resp(
+            304,
+            &[
+                ("etag", "\"other\""),
+                ("content-md5", "b3RoZXI="),
+                ("set-cookie", "session=for-this-client"),
+                ("x-new", "2"),
+            ],
+        );
+        let merged = merge_not_modified(&stored, &not_modified.headers);
+        assert_eq!(merged.headers["etag"], "\"v1\"");
+        assert_eq!(merged.headers["content-md5"], "Q2hlY2sgSW50ZWdyaXR5IQ==");
+        assert!(merged.headers.get("set-cookie").is_none(), "never stored");
+        assert_eq!(merged.headers["x-new"], "2");
+        assert_eq!(fresh(&decide_get(&merged)), Some(60), "still storable");
     }
 
     #[test]

@@ -131,6 +131,53 @@ fn etag_revalidation_304_refreshes_the_stored_response() {
     assert_eq!(o.hits_for("/obj/reval"), 2, "one fetch, one revalidation");
 }
 
+/// Sections 3.2 and 4.3.4: a 304 refreshes the stored response but not its ETag or
+/// Content-MD5; its Set-Cookie goes to the client whose request revalidated, never to others.
+#[test]
+fn a_304_keeps_the_validators_and_its_cookie_goes_only_to_its_client() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = format!(
+        "{}&h304={}&h304={}&h304={}",
+        obj(
+            "reval",
+            &[
+                "Cache-Control: max-age=1",
+                "ETag: \"v1\"",
+                "Content-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==",
+            ],
+            "body=stored",
+        ),
+        enc("ETag: \"v2\""),
+        enc("Content-MD5: b3RoZXI="),
+        enc("Set-Cookie: s=for-you"),
+    );
+    let first = get(&pop, &path, &[]);
+    assert_eq!(first.header("etag"), Some("\"v1\""));
+    std::thread::sleep(Duration::from_millis(1100));
+    let revalidated = get(&pop, &path, &[]);
+    assert_eq!(
+        (revalidated.status, revalidated.body.as_str()),
+        (200, "stored"),
+        "{revalidated:?}"
+    );
+    assert_eq!(
+        revalidated.header("set-cookie"),
+        Some("s=for-you"),
+        "{revalidated:?}"
+    );
+    assert_eq!(revalidated.header("etag"), Some("\"v1\""));
+    assert_eq!(
+        revalidated.header("content-md5"),
+        Some("Q2hlY2sgSW50ZWdyaXR5IQ==")
+    );
+    let hit = get(&pop, &path, &[]);
+    assert!(cache_status(&hit).contains("hit"), "still stored: {hit:?}");
+    assert_eq!(hit.header("set-cookie"), None, "{hit:?}");
+    assert_eq!(hit.header("etag"), Some("\"v1\""));
+    assert_eq!(o.hits_for("/obj/reval"), 2);
+}
+
 #[test]
 fn vary_keeps_separate_variants() {
     let o = Origin::start("o");

@@ -93,6 +93,8 @@ pub struct CacheState {
     pub not_stored: Option<&'static str>,
     /// The fields of an origin's 304 to a revalidation, to merge into the stored response.
     pub not_modified: Option<http::HeaderMap>,
+    /// The `Set-Cookie` fields of that 304: for this client, never stored.
+    pub not_modified_cookies: Vec<http::HeaderValue>,
     /// The request's own `no-cache` forced a revalidation (the zone honours it).
     pub revalidate_by_request: bool,
     /// The stored object was purged: this request refetches it.

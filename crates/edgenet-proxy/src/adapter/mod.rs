@@ -211,13 +211,16 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<RespCacheable> {
-        // pingora-cache merges only a few fields of a 304; RFC 9111 section 4.3.4 wants them
-        // all (Date and Age above all, or the refreshed response would still look old).
-        let merged = ctx
-            .cache
-            .not_modified
-            .take()
-            .map(|fields| edgenet_cache::merge_not_modified(resp, &fields));
+        // pingora-cache merges only a few fields of a 304, and takes its ETag; RFC 9111
+        // section 4.3.4 wants them all (Date and Age above all, or the refreshed response would
+        // still look old), and section 3.2 keeps the stored ETag: merge into what was stored.
+        let merged = ctx.cache.not_modified.take().map(|fields| {
+            let stored = session
+                .cache
+                .maybe_cache_meta()
+                .map_or(resp, |m| m.response_header());
+            edgenet_cache::merge_not_modified(stored, &fields)
+        });
         let Some(zone) = ctx.zone() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
@@ -474,6 +477,12 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             && session.cache.phase() == CachePhase::Stale
         {
             ctx.cache.not_modified = Some(upstream_response.headers.clone());
+            ctx.cache.not_modified_cookies = upstream_response
+                .headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
         }
         if let (Some(start), None) = (ctx.upstream.start, ctx.upstream.ms) {
             let elapsed = start.elapsed();
@@ -512,6 +521,10 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         }
         if let Ok(v) = HeaderValue::from_str(&ctx.req.id) {
             resp.insert_header(REQUEST_ID, v)?;
+        }
+        // A 304 that refreshed the stored response set cookies for this client alone.
+        for cookie in std::mem::take(&mut ctx.cache.not_modified_cookies) {
+            resp.append_header(http::header::SET_COOKIE, cookie)?;
         }
         let Some(zone) = ctx.zone() else {
             return Ok(());

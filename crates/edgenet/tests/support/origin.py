@@ -11,7 +11,8 @@ Prints its port on the first line of stdout, then serves until killed:
   GET  /hits?path=P   how many requests for path P (query ignored) were served
   ANY  /obj/...       a scripted response: ?status=N, ?body=TEXT, ?delay=MS and any number of
                       ?h=Name:Value response headers; answers 304 to a matching If-None-Match
-                      (with ?h=ETag:...) or If-Modified-Since (with ?h=Last-Modified:...)
+                      (with ?h=ETag:...) or If-Modified-Since (with ?h=Last-Modified:...),
+                      with the ?h304=Name:Value headers instead of those ?h names where given
   POST /control/fail?mode=M   from then on /obj/... fails: 500 (M=500) or the connection
                       closed before an answer (M=close); M=none answers again
 """
@@ -141,6 +142,10 @@ class Handler(BaseHTTPRequestHandler):
         ):
             status = 304
         body = b"" if status == 304 else q.get("body", ["scripted body"])[0].encode()
+        if status == 304 and "h304" in q:
+            only = [h.split(":", 1) for h in q["h304"]]
+            replaced = {k.strip().lower() for k, _ in only}
+            headers = [(k, v) for k, v in headers if k.strip().lower() not in replaced] + only
         self.send_response(status)
         for k, v in headers:
             self.send_header(k.strip(), v.strip())
