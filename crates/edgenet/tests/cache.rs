@@ -345,6 +345,56 @@ fn a_successful_unsafe_request_invalidates_the_stored_response() {
     assert_eq!(o.hits_for("/obj/item"), 3);
 }
 
+/// Section 4.4: the same-host URLs of a successful unsafe response's Location and
+/// Content-Location are invalidated too, for extension methods as well.
+#[test]
+fn location_and_content_location_of_an_unsafe_response_are_invalidated() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let fresh = ["Cache-Control: max-age=600"];
+    let (a, b, c) = (
+        obj("a", &fresh, ""),
+        obj("b", &fresh, ""),
+        obj("c", &fresh, ""),
+    );
+    for p in [&a, &b, &c] {
+        get(&pop, p, &[]);
+        assert!(cache_status(&get(&pop, p, &[])).contains("hit"), "{p}");
+    }
+    let location = format!("Location: {a}");
+    let content_location = format!("Content-Location: http://C.test{b}");
+    let elsewhere = format!("Link: <http://other.test{c}>");
+    let writer = obj("writer", &[&location, &content_location, &elsewhere], "");
+    for method in ["POST", "REPORTIT"] {
+        let r = get(&pop, &writer, &["-X", method, "--data-binary", "x"]);
+        assert_eq!(r.status, 200, "{method}: {r:?}");
+        assert!(
+            cache_status(&get(&pop, &a, &[])).contains("fwd=uri-miss"),
+            "{method}: Location"
+        );
+        assert!(
+            cache_status(&get(&pop, &b, &[])).contains("fwd=uri-miss"),
+            "{method}: Content-Location"
+        );
+        assert!(
+            cache_status(&get(&pop, &c, &[])).contains("hit"),
+            "{method}: not named"
+        );
+    }
+    // Another host's URL is not this zone's.
+    let other = format!("Location: http://other.test{c}");
+    let writer = obj("writer2", &[&other], "");
+    assert_eq!(
+        get(&pop, &writer, &["-X", "PUT", "--data-binary", "x"]).status,
+        200
+    );
+    assert!(cache_status(&get(&pop, &c, &[])).contains("hit"));
+    // A failed unsafe request invalidates nothing.
+    let failing = obj("failing", &[&location], "status=500");
+    get(&pop, &failing, &["-X", "DELETE"]);
+    assert!(cache_status(&get(&pop, &a, &[])).contains("hit"));
+}
+
 #[test]
 fn head_is_answered_from_a_cached_get() {
     let o = Origin::start("o");

@@ -537,6 +537,7 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
             zone,
             ctx.cache_rule(),
             req,
+            &resp.headers,
             status,
             SystemTime::now(),
         );

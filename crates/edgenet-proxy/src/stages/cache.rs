@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use edgenet_cache::{Cache, Decision, ZonePolicy};
 use edgenet_config::CacheRule;
+use edgenet_http::normalize::{normalize_path, Normalization};
 use http::request::Parts;
 
 use crate::snapshot::ZoneRuntime;
@@ -82,20 +83,102 @@ pub fn storage(
     edgenet_cache::rules::apply_edge_ttl(decision, rule)
 }
 
-/// RFC 9111 section 4.4: a successful unsafe request invalidates what is stored for its URL.
+/// RFC 9111 section 4.4: a successful unsafe request (any method but the safe ones, extension
+/// methods included) invalidates what is stored for its URL, and for the URLs of its
+/// response's `Location` and `Content-Location` that have the same host.
 pub fn invalidate_after(
     cache: &Cache,
     zone: &ZoneRuntime,
     rule: Option<&CacheRule>,
     request: &Parts,
+    response: &http::HeaderMap,
     status: u16,
     now: SystemTime,
 ) {
     if request.method.is_safe() || status >= 400 {
         return;
     }
-    let url = url(rule, request);
-    cache.invalidate(&zone.config.name, &url, rule, &request.headers, now);
+    let name = &zone.config.name;
+    cache.invalidate(name, &url(rule, request), rule, &request.headers, now);
+    let host = super::zone::authority(request)
+        .0
+        .map(edgenet_http::host::host_without_port)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let named = [http::header::LOCATION, http::header::CONTENT_LOCATION];
+    for value in named.iter().flat_map(|f| response.get_all(f)) {
+        let Some(target) = value
+            .to_str()
+            .ok()
+            .and_then(|v| same_host_target(&host, request.uri.path(), v))
+        else {
+            continue;
+        };
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q)),
+            None => (target.clone(), None),
+        };
+        // The request's path was normalised (stage 4b) before it was keyed: so is this one.
+        let kind = match zone.config.url_normalization.incoming {
+            Some(edgenet_config::NormalizationType::Cloudflare) => Normalization::Cloudflare,
+            _ => Normalization::Rfc3986,
+        };
+        let path = match normalize_path(path.as_bytes(), kind) {
+            Ok(Some(p)) => String::from_utf8_lossy(&p).into_owned(),
+            Ok(None) => path,
+            Err(_) => continue,
+        };
+        let rules = &zone.config.cache.rules;
+        let rule = edgenet_cache::rules::find_rule(rules, &path).map(|i| &rules[i]);
+        let keyed = edgenet_cache::rules::keyed_url(rule, &host, &path, query);
+        cache.invalidate(name, &keyed, rule, &request.headers, now);
+    }
+}
+
+/// The target (path and query) `reference` names when it is on `host`: an absolute `http` or
+/// `https` URL, a network-path reference (`//host/...`), an absolute path, or a path relative
+/// to the request's `base` (RFC 3986 section 5.2, dot segments left to normalisation).
+fn same_host_target(host: &str, base: &str, reference: &str) -> Option<String> {
+    let reference = reference.split('#').next()?.trim();
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|s| {
+            reference
+                .get(..s.len())
+                .filter(|p| p.eq_ignore_ascii_case(s))
+                .map(|_| &reference[s.len()..])
+        })
+        .or_else(|| reference.strip_prefix("//"));
+    let target = match rest {
+        Some(rest) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let (authority, target) = rest.split_at(end);
+            let named = edgenet_http::host::host_without_port(authority);
+            if !named.eq_ignore_ascii_case(host) {
+                return None;
+            }
+            match target.strip_prefix('?') {
+                Some(q) => format!("/?{q}"),
+                None if target.is_empty() => "/".to_string(),
+                None => target.to_string(),
+            }
+        }
+        None if reference.starts_with('/') => reference.to_string(),
+        // Another scheme (`mailto:`, ...) is not a URL of this zone.
+        None if reference
+            .split(['/', '?'])
+            .next()
+            .is_some_and(|first| first.contains(':')) =>
+        {
+            return None
+        }
+        None if reference.is_empty() => return None,
+        None => {
+            let dir = &base[..=base.rfind('/').unwrap_or(0)];
+            format!("{dir}{reference}")
+        }
+    };
+    Some(target)
 }
 
 #[cfg(test)]
@@ -130,5 +213,21 @@ mod tests {
             .into_parts()
             .0;
         assert_eq!(url(None, &parts), "a.test/p?q=1");
+    }
+
+    #[test]
+    fn location_targets_on_the_same_host_are_found() {
+        let t = |r: &str| same_host_target("c.test", "/a/b/c", r);
+        assert_eq!(t("http://c.test/x?y=1").as_deref(), Some("/x?y=1"));
+        assert_eq!(t("HTTPS://C.TEST:8443/x").as_deref(), Some("/x"));
+        assert_eq!(t("https://c.test").as_deref(), Some("/"));
+        assert_eq!(t("//c.test/n").as_deref(), Some("/n"));
+        assert_eq!(t("/abs#frag").as_deref(), Some("/abs"));
+        assert_eq!(t("rel").as_deref(), Some("/a/b/rel"));
+        assert_eq!(t("../up").as_deref(), Some("/a/b/../up"));
+        assert_eq!(t("http://other.test/x"), None);
+        assert_eq!(t("//other.test/x"), None);
+        assert_eq!(t("mailto:a@c.test"), None);
+        assert_eq!(t(""), None);
     }
 }

@@ -159,6 +159,12 @@ class Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = handle_any
 
+    def __getattr__(self, name):
+        # Extension methods (REPORT, PURGE, ...) are served like the others.
+        if name.startswith("do_"):
+            return self.handle_any
+        raise AttributeError(name)
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
