@@ -206,6 +206,55 @@ fn vary_keeps_separate_variants() {
     let r = get(&pop, &path, &[]);
     assert!(cache_status(&r).contains("detail=vary-star"), "{r:?}");
     assert_eq!(o.hits_for("/obj/varystar"), 2);
+
+    // Equivalent values share a variant: whitespace, case, the order of the members.
+    let path = obj(
+        "varyeq",
+        &[
+            "Cache-Control: max-age=60",
+            "Vary: Accept-Encoding, Accept-Language",
+        ],
+        "",
+    );
+    let first = get(
+        &pop,
+        &path,
+        &[
+            "-H",
+            "Accept-Encoding: gzip, br",
+            "-H",
+            "Accept-Language: en-US, fr;q=0.5",
+        ],
+    );
+    assert!(cache_status(&first).contains("fwd=uri-miss"), "{first:?}");
+    for (ae, al) in [
+        ("br,gzip", "fr; q=0.5,en-us"),
+        ("  GZIP , BR ", "EN-us,FR;Q=0.5"),
+    ] {
+        let r = get(
+            &pop,
+            &path,
+            &[
+                "-H",
+                &format!("Accept-Encoding: {ae}"),
+                "-H",
+                &format!("Accept-Language: {al}"),
+            ],
+        );
+        assert!(cache_status(&r).contains("hit"), "{ae} / {al}: {r:?}");
+    }
+    let other = get(
+        &pop,
+        &path,
+        &[
+            "-H",
+            "Accept-Encoding: br",
+            "-H",
+            "Accept-Language: en-US, fr;q=0.5",
+        ],
+    );
+    assert!(cache_status(&other).contains("fwd=vary-miss"), "{other:?}");
+    assert_eq!(o.hits_for("/obj/varyeq"), 2);
 }
 
 /// POSTs a purge to the admin API with the PoP's admin token and checks it was accepted.
