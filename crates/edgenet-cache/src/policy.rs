@@ -357,6 +357,49 @@ pub fn decide(
     }
 }
 
+/// Whether a conditional `method` request with `request` headers is answered 304 from a stored
+/// response with `stored` headers (RFC 9111 section 4.3.2, RFC 9110 section 13.2.2):
+/// `If-None-Match` against its `ETag` (weak comparison) and, only without one,
+/// `If-Modified-Since` of a GET or HEAD against its `Last-Modified`, or its `Date` where it has
+/// no `Last-Modified`. `received` is when it was stored, for a response without either.
+pub fn not_modified(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &HeaderMap,
+    received: SystemTime,
+) -> bool {
+    if request.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = stored.get(header::ETAG) else {
+            return false;
+        };
+        return request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .any(|inm| etag_matches(inm.as_bytes(), etag.as_bytes()));
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return false;
+    }
+    let Some(since) = http_date(request, header::IF_MODIFIED_SINCE) else {
+        return false;
+    };
+    let modified = http_date(stored, header::LAST_MODIFIED)
+        .or_else(|| http_date(stored, header::DATE))
+        .unwrap_or(received);
+    since >= modified
+}
+
+/// Weak comparison of an `If-None-Match` list with an `ETag` (RFC 9110 section 8.8.3.2): `*`,
+/// or a member equal to it once any `W/` is dropped from both.
+fn etag_matches(list: &[u8], etag: &[u8]) -> bool {
+    let weakless = |t: &[u8]| -> Vec<u8> {
+        let t = t.trim_ascii();
+        t.strip_prefix(b"W/").unwrap_or(t).to_vec()
+    };
+    let etag = weakless(etag);
+    list.trim_ascii() == b"*" || list.split(|&b| b == b',').any(|m| weakless(m) == etag)
+}
+
 /// The stored response head freshened by a 304 (RFC 9111 section 4.3.4): every field the 304
 /// carries replaces the stored one, except those that describe the stored body's framing or
 /// encoding or identify it (section 3.2: `ETag`, `Content-MD5`), which a 304 cannot change,
@@ -834,5 +877,87 @@ mod tests {
         }
         let d = Directives::of(&resp(200, &[("cdn-cache-control", "max-age=5")]).headers);
         assert_eq!(d.source, Some("cdn-cache-control"));
+    }
+
+    #[test]
+    fn a_conditional_request_is_answered_304_by_etag_then_last_modified_then_date() {
+        let h = |fields: &[(&str, &str)]| resp(200, fields).headers.clone();
+        let at = |t: &str| httpdate::parse_http_date(t).unwrap();
+        let received = at("Mon, 23 Nov 2026 12:00:00 GMT");
+        let get = Method::GET;
+        let stored = h(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", "Mon, 23 Nov 2026 10:00:00 GMT"),
+        ]);
+        assert!(not_modified(
+            &get,
+            &h(&[("if-none-match", "\"v0\", \"v1\"")]),
+            &stored,
+            received
+        ));
+        assert!(!not_modified(
+            &get,
+            &h(&[("if-none-match", "\"v2\"")]),
+            &stored,
+            received
+        ));
+        assert!(
+            !not_modified(
+                &get,
+                &h(&[
+                    ("if-none-match", "\"v2\""),
+                    ("if-modified-since", "Mon, 23 Nov 2026 11:00:00 GMT")
+                ]),
+                &stored,
+                received
+            ),
+            "If-Modified-Since is ignored beside If-None-Match"
+        );
+        let ims = |t: &str| h(&[("if-modified-since", t)]);
+        assert!(not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 10:00:00 GMT"),
+            &stored,
+            received
+        ));
+        assert!(!not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 09:59:59 GMT"),
+            &stored,
+            received
+        ));
+        // No Last-Modified: its Date decides, then when it was received.
+        let dated = h(&[("date", "Mon, 23 Nov 2026 11:00:00 GMT")]);
+        assert!(not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 11:00:00 GMT"),
+            &dated,
+            received
+        ));
+        assert!(!not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 10:59:00 GMT"),
+            &dated,
+            received
+        ));
+        assert!(not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 12:00:00 GMT"),
+            &h(&[]),
+            received
+        ));
+        assert!(!not_modified(
+            &get,
+            &ims("Mon, 23 Nov 2026 11:00:00 GMT"),
+            &h(&[]),
+            received
+        ));
+        assert!(!not_modified(
+            &Method::POST,
+            &ims("Mon, 23 Nov 2026 12:00:00 GMT"),
+            &dated,
+            received
+        ));
+        assert!(!not_modified(&get, &ims("not a date"), &dated, received));
     }
 }

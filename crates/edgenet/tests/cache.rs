@@ -178,6 +178,34 @@ fn a_304_keeps_the_validators_and_its_cookie_goes_only_to_its_client() {
     assert_eq!(o.hits_for("/obj/reval"), 2);
 }
 
+/// Section 4.3.2: If-Modified-Since to a stored response without Last-Modified is answered by
+/// its Date.
+#[test]
+fn if_modified_since_without_last_modified_is_answered_by_the_date() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let path = obj("undated", &["Cache-Control: max-age=600"], "body=x");
+    let first = get(&pop, &path, &[]);
+    let date = first
+        .header("date")
+        .expect("the origin sends a Date")
+        .to_string();
+    let at = httpdate::parse_http_date(&date).unwrap();
+    let ims =
+        |t: std::time::SystemTime| format!("If-Modified-Since: {}", httpdate::fmt_http_date(t));
+    let r = get(&pop, &path, &["-H", &ims(at)]);
+    assert_eq!(r.status, 304, "not modified since its Date: {r:?}");
+    let r = get(&pop, &path, &["-H", &ims(at + Duration::from_secs(60))]);
+    assert_eq!(r.status, 304);
+    let r = get(&pop, &path, &["-H", &ims(at - Duration::from_secs(60))]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "x"),
+        "modified since then"
+    );
+    assert_eq!(o.hits_for("/obj/undated"), 1, "all from cache");
+}
+
 #[test]
 fn vary_keeps_separate_variants() {
     let o = Origin::start("o");

@@ -234,6 +234,26 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         Ok(cache::cacheable(decision, resp, now))
     }
 
+    fn cache_not_modified_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<bool> {
+        // pingora's own check ignores If-Modified-Since when there is no Last-Modified.
+        let received = session
+            .cache
+            .maybe_cache_meta()
+            .map_or_else(SystemTime::now, |m| m.created());
+        let req = session.req_header();
+        Ok(edgenet_cache::policy::not_modified(
+            &req.method,
+            &req.headers,
+            &resp.headers,
+            received,
+        ))
+    }
+
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
