@@ -48,11 +48,16 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
-/// Statuses we store at all: final, understood, and not partial (ranges are served from full
-/// objects) and not 304 (which only refreshes a stored response).
+/// Statuses we store at all (RFC 9111 section 3): final, and not partial (ranges are served
+/// from full objects) and not 304 (which only refreshes a stored response). A 5xx is left to a
+/// zone's `status_ttl` ([`SERVER_ERROR`]).
 fn storable_status(status: StatusCode) -> bool {
-    heuristically_cacheable(status) || matches!(status.as_u16(), 302 | 307)
+    let s = status.as_u16();
+    (200..500).contains(&s) && s != 206 && s != 304
 }
+
+/// Why a 5xx is not stored: unless a cache rule's `status_ttl` names it.
+pub const SERVER_ERROR: &str = "5xx";
 
 fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
     let mut values = headers.get_all(name).iter();
@@ -276,6 +281,9 @@ pub fn decide(
     if method != Method::GET && method != Method::HEAD {
         return DoNotStore("method");
     }
+    if resp.status.is_server_error() {
+        return DoNotStore(SERVER_ERROR);
+    }
     if !storable_status(resp.status) {
         return DoNotStore("status");
     }
@@ -329,6 +337,11 @@ pub fn decide(
             Some((since / 10).min(MAX_HEURISTIC))
         });
     let Some(lifetime) = lifetime else {
+        // Section 3: without explicit freshness only a heuristically cacheable status (or a
+        // public response) may be stored.
+        if !heuristically_cacheable(resp.status) && !d.public {
+            return DoNotStore("no-freshness");
+        }
         // Storable but with no freshness at all: without a validator it can never be reused.
         let has_validator =
             headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
@@ -557,9 +570,9 @@ mod tests {
             ],
         );
         assert_eq!(
-            fresh(&decide_get(&r)),
-            Some(0),
-            "302 is not heuristically cacheable"
+            decide_get(&r),
+            Decision::DoNotStore("no-freshness"),
+            "302 is not heuristically cacheable: not stored without explicit freshness"
         );
     }
 
@@ -613,7 +626,8 @@ mod tests {
                 ),
                 "set-cookie",
             ),
-            (resp(500, &[("cache-control", "max-age=60")]), "status"),
+            (resp(500, &[("cache-control", "max-age=60")]), "5xx"),
+            (resp(302, &[("etag", "\"e\"")]), "no-freshness"),
             (resp(206, &[("cache-control", "max-age=60")]), "status"),
             (resp(200, &[]), "no-freshness"),
         ];
@@ -706,6 +720,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn any_final_status_with_explicit_freshness_may_be_stored() {
+        for status in [201, 202, 302, 303, 307, 400, 403, 409, 451] {
+            let r = resp(status, &[("cache-control", "max-age=60")]);
+            assert_eq!(fresh(&decide_get(&r)), Some(60), "{status}");
+        }
+        for status in [206, 304] {
+            let r = resp(status, &[("cache-control", "max-age=60")]);
+            assert_eq!(decide_get(&r), Decision::DoNotStore("status"), "{status}");
+        }
+        let r = resp(503, &[("cache-control", "max-age=60")]);
+        assert_eq!(
+            decide_get(&r),
+            Decision::DoNotStore(SERVER_ERROR),
+            "5xx: off by default"
+        );
     }
 
     #[test]

@@ -114,9 +114,31 @@ pub fn key_extras(rule: Option<&CacheRule>, headers: &HeaderMap) -> Vec<u8> {
     out
 }
 
-/// A storage decision adjusted by the rule's edge TTL. Nothing the origin refuses to have
-/// stored (no-store, private, ...) becomes storable; only freshness changes.
-pub fn apply_edge_ttl(decision: Decision, rule: Option<&CacheRule>) -> Decision {
+/// A storage decision for a response of `status` adjusted by the rule: its `status_ttl` for
+/// that status first (zero: not stored; else that freshness, and stored even without explicit
+/// freshness, or as a 5xx), else its edge TTL. Nothing the origin refuses to have stored
+/// (no-store, private, ...) becomes storable; only freshness changes.
+pub fn apply_edge_ttl(decision: Decision, rule: Option<&CacheRule>, status: u16) -> Decision {
+    if let Some(ttl) = rule.and_then(|r| r.status_ttl(status)) {
+        return match decision {
+            _ if ttl.is_zero() => Decision::DoNotStore("status-ttl"),
+            Decision::Store {
+                stale_while_revalidate,
+                stale_if_error,
+                ..
+            } => Decision::Store {
+                fresh_for: ttl,
+                stale_while_revalidate,
+                stale_if_error,
+            },
+            Decision::DoNotStore(crate::policy::SERVER_ERROR | "no-freshness") => Decision::Store {
+                fresh_for: ttl,
+                stale_while_revalidate: 0,
+                stale_if_error: 0,
+            },
+            other => other,
+        };
+    }
     let Some((mode, ttl)) = rule.and_then(|r| r.ttl) else {
         return decision;
     };
@@ -174,6 +196,7 @@ mod tests {
             query_params: vec![],
             key_headers: vec![],
             key_cookies: vec![],
+            status_ttl: vec![],
         }
     }
 
@@ -245,18 +268,65 @@ mod tests {
         };
         let mut r = rule("/*");
         r.ttl = Some((TtlMode::Override, Duration::from_secs(100)));
-        assert_eq!(apply_edge_ttl(store(5), Some(&r)), store(100));
+        assert_eq!(apply_edge_ttl(store(5), Some(&r), 200), store(100));
         assert_eq!(
-            apply_edge_ttl(Decision::DoNotStore("no-freshness"), Some(&r)),
+            apply_edge_ttl(Decision::DoNotStore("no-freshness"), Some(&r), 200),
             store(100)
         );
         assert_eq!(
-            apply_edge_ttl(Decision::DoNotStore("no-store"), Some(&r)),
+            apply_edge_ttl(Decision::DoNotStore("no-store"), Some(&r), 200),
             Decision::DoNotStore("no-store")
         );
         r.ttl = Some((TtlMode::Minimum, Duration::from_secs(100)));
-        assert_eq!(apply_edge_ttl(store(500), Some(&r)), store(500));
-        assert_eq!(apply_edge_ttl(store(5), Some(&r)), store(100));
+        assert_eq!(apply_edge_ttl(store(500), Some(&r), 200), store(500));
+        assert_eq!(apply_edge_ttl(store(5), Some(&r), 200), store(100));
+    }
+
+    #[test]
+    fn status_ttls_by_the_most_specific_match() {
+        let store = |s| Decision::Store {
+            fresh_for: Duration::from_secs(s),
+            stale_while_revalidate: 0,
+            stale_if_error: 0,
+        };
+        let mut r = rule("/*");
+        // As validation leaves them: narrowest first.
+        r.status_ttl = vec![
+            (404, 404, Duration::from_secs(60)),
+            (200, 299, Duration::from_secs(3600)),
+            (400, 499, Duration::from_secs(5)),
+            (500, 599, Duration::ZERO),
+        ];
+        r.ttl = Some((TtlMode::Override, Duration::from_secs(7)));
+        assert_eq!(apply_edge_ttl(store(10), Some(&r), 200), store(3600));
+        assert_eq!(apply_edge_ttl(store(10), Some(&r), 404), store(60));
+        assert_eq!(
+            apply_edge_ttl(Decision::DoNotStore("no-freshness"), Some(&r), 403),
+            store(5)
+        );
+        assert_eq!(
+            apply_edge_ttl(store(10), Some(&r), 301),
+            store(7),
+            "the edge TTL for the rest"
+        );
+        assert_eq!(
+            apply_edge_ttl(Decision::DoNotStore("5xx"), Some(&r), 503),
+            Decision::DoNotStore("status-ttl")
+        );
+        assert_eq!(
+            apply_edge_ttl(Decision::DoNotStore("private"), Some(&r), 200),
+            Decision::DoNotStore("private"),
+            "never over the origin's refusal"
+        );
+        r.status_ttl = vec![(500, 599, Duration::from_secs(10))];
+        assert_eq!(
+            apply_edge_ttl(Decision::DoNotStore("5xx"), Some(&r), 502),
+            store(10)
+        );
+        assert_eq!(
+            apply_edge_ttl(Decision::DoNotStore("status"), Some(&r), 206),
+            Decision::DoNotStore("status")
+        );
     }
 
     #[test]

@@ -230,6 +230,19 @@ pub struct CacheRule {
     pub key_headers: Vec<http::HeaderName>,
     /// Cookies keyed.
     pub key_cookies: Vec<String>,
+    /// Edge TTLs by status: `(first, last, ttl)`, most specific (narrowest) first; a zero TTL
+    /// does not store.
+    pub status_ttl: Vec<(u16, u16, std::time::Duration)>,
+}
+
+impl CacheRule {
+    /// The rule's TTL for a response of `status`, if it names one.
+    pub fn status_ttl(&self, status: u16) -> Option<std::time::Duration> {
+        self.status_ttl
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&status))
+            .map(|(_, _, ttl)| *ttl)
+    }
 }
 
 /// A hostname pattern of a zone.

@@ -785,6 +785,14 @@ pub struct CacheRuleSection {
     /// Cookies whose values become part of the key.
     #[serde(default)]
     pub key_cookies: Vec<String>,
+    /// Edge TTLs by response status, as Cloudflare's cache rules have them: a status (`"404"`),
+    /// a range (`"200-299"`) or a class (`"5xx"`) to a duration; `"0s"` does not store. The
+    /// most specific match wins. A status named here is stored for its TTL even without
+    /// explicit freshness (and a 5xx, which is otherwise not stored); what the origin marks
+    /// no-store or private still is not.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, String>))]
+    pub status_ttl: std::collections::BTreeMap<String, String>,
 }
 
 /// One zone: a set of hostnames served from one origin pool.

@@ -191,10 +191,32 @@ impl Validator<'_> {
                     ),
                 }
             }
+            let mut status_ttl = Vec::new();
+            for (code, ttl) in &r.status_ttl {
+                let field = format!("{p}.status_ttl.{code}");
+                let Some((first, last)) = status_range(code) else {
+                    self.err(
+                        field,
+                        code,
+                        "must be a status (\"404\"), a range (\"200-299\") or a class (\"5xx\") between 200 and 599",
+                    );
+                    continue;
+                };
+                match humantime::parse_duration(ttl) {
+                    Ok(d) => status_ttl.push((first, last, d)),
+                    Err(e) => self.err(
+                        field,
+                        ttl,
+                        format!("is not a duration (\"1h\", \"0s\"): {e}"),
+                    ),
+                }
+            }
+            status_ttl.sort_by_key(|(first, last, _)| last - first);
             out.push(CacheRule {
                 path: r.path.clone(),
                 bypass: r.bypass,
                 ttl,
+                status_ttl,
                 query: r.query,
                 query_params: r.query_params.clone(),
                 key_headers,
@@ -1498,6 +1520,22 @@ fn check_pair(
         .map_err(|e| format!("does not match the certificate: {e}"))
 }
 
+/// A `status_ttl` key: `"404"`, `"200-299"` or `"5xx"`, as the statuses it covers (final
+/// statuses only: 200 to 599).
+fn status_range(code: &str) -> Option<(u16, u16)> {
+    let code = code.trim();
+    let (first, last) = if let Some(class) = code.strip_suffix("xx") {
+        let c: u16 = class.parse().ok().filter(|c| (1..=9).contains(c))?;
+        (c * 100, c * 100 + 99)
+    } else if let Some((a, b)) = code.split_once('-') {
+        (a.trim().parse().ok()?, b.trim().parse().ok()?)
+    } else {
+        let n = code.parse().ok()?;
+        (n, n)
+    };
+    (200 <= first && first <= last && last <= 599).then_some((first, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1515,6 +1553,46 @@ mod tests {
             "[[zones]]\nname = \"z\"\nhostnames = [\"z.test\"]\n\
              [[zones.origins.servers]]\naddress = \"{origin}\"\n{extra}"
         )
+    }
+
+    #[test]
+    fn status_ttls_are_statuses_ranges_or_classes_with_durations() {
+        let env = Fake::default();
+        let rule = |ttl: &str| {
+            zone(
+                "127.0.0.1:9000",
+                &format!("[[zones.cache.rules]]\npath = \"/*\"\nstatus_ttl = {{ {ttl} }}\n"),
+            )
+        };
+        let c = check(
+            &rule(r#""404" = "1m", "200-299" = "1h", "5xx" = "0s""#),
+            &env,
+        )
+        .unwrap();
+        let r = &c.zones[0].cache.rules[0];
+        assert_eq!(
+            r.status_ttl(404),
+            Some(Duration::from_secs(60)),
+            "the status beats the range"
+        );
+        assert_eq!(r.status_ttl(204), Some(Duration::from_secs(3600)));
+        assert_eq!(r.status_ttl(503), Some(Duration::ZERO));
+        assert_eq!(r.status_ttl(301), None);
+        for (bad, field) in [
+            (r#""1xx" = "1m""#, "zones[0].cache.rules[0].status_ttl.1xx"),
+            (
+                r#""299-200" = "1m""#,
+                "zones[0].cache.rules[0].status_ttl.299-200",
+            ),
+            (r#""abc" = "1m""#, "zones[0].cache.rules[0].status_ttl.abc"),
+            (
+                r#""404" = "soon""#,
+                "zones[0].cache.rules[0].status_ttl.404",
+            ),
+        ] {
+            let errors = check(&rule(bad), &env).unwrap_err();
+            assert_eq!(errors[0].path, field, "{bad}: {errors:?}");
+        }
     }
 
     #[test]

@@ -770,6 +770,79 @@ fn pop_with(origin: &Origin, cache: &str) -> Pop {
     Pop::start(&(zone("c", &["c.test"], &[origin.addr()], "") + cache))
 }
 
+/// Section 3: any final status with explicit freshness may be stored, 5xx only by a rule; a
+/// rule's status_ttl gives a status its TTL, stored even without explicit freshness, or not
+/// stored at "0s".
+#[test]
+fn status_ttls_and_which_statuses_are_stored() {
+    let o = Origin::start("o");
+    let plain = pop(&o);
+    let fresh = ["Cache-Control: max-age=60"];
+    let twice = |pop: &Pop, path: &str| {
+        get(pop, path, &[]);
+        get(pop, path, &[])
+    };
+    let r = twice(&plain, &obj("forbidden", &fresh, "status=403"));
+    assert!(
+        cache_status(&r).contains("hit"),
+        "a 403 with max-age: {r:?}"
+    );
+    let r = twice(&plain, &obj("unavailable", &fresh, "status=503"));
+    assert!(
+        cache_status(&r).contains("detail=5xx"),
+        "a 5xx by default: {r:?}"
+    );
+    assert_eq!(o.hits_for("/obj/unavailable"), 2);
+
+    let ruled = pop_with(
+        &o,
+        r#"
+[zones.cache]
+[[zones.cache.rules]]
+path = "/obj/*"
+status_ttl = { "404" = "1m", "400-499" = "0s", "5xx" = "10s", "200-299" = "1h" }
+"#,
+    );
+    let ttl = |r: &Resp| -> u64 {
+        cache_status(r)
+            .split("ttl=")
+            .nth(1)
+            .and_then(|t| t.split(';').next())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no ttl: {r:?}"))
+    };
+    let r = twice(&ruled, &obj("missing", &[], "status=404"));
+    assert!(cache_status(&r).contains("hit; ttl="), "404 for 1m: {r:?}");
+    assert!((50..=60).contains(&ttl(&r)), "{r:?}");
+    let r = twice(&ruled, &obj("teapot", &fresh, "status=418"));
+    assert!(
+        cache_status(&r).contains("detail=status-ttl"),
+        "400-499 = 0s: {r:?}"
+    );
+    let r = twice(&ruled, &obj("down", &[], "status=502"));
+    assert!(cache_status(&r).contains("hit"), "5xx for 10s: {r:?}");
+    let r = twice(&ruled, &obj("ok", &["Cache-Control: max-age=5"], ""));
+    let ttl = cache_status(&r)
+        .split("ttl=")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        ttl.starts_with("35") || ttl.starts_with("359"),
+        "200 for 1h: {r:?}"
+    );
+    let r = twice(
+        &ruled,
+        &obj("secret", &["Cache-Control: private"], "status=404"),
+    );
+    assert!(
+        cache_status(&r).contains("detail=private"),
+        "never over private: {r:?}"
+    );
+    assert_eq!(o.hits_for("/obj/missing"), 1);
+    assert_eq!(o.hits_for("/obj/down"), 1);
+}
+
 #[test]
 fn zone_rules_bypass_override_ttl_and_shape_the_key() {
     let o = Origin::start("o");

@@ -80,7 +80,7 @@ pub fn storage(
     };
     let authorization = request.headers.contains_key(http::header::AUTHORIZATION);
     let decision = edgenet_cache::decide(&request.method, authorization, resp, &policy, now);
-    edgenet_cache::rules::apply_edge_ttl(decision, rule)
+    edgenet_cache::rules::apply_edge_ttl(decision, rule, resp.status.as_u16())
 }
 
 /// RFC 9111 section 4.4: a successful unsafe request (any method but the safe ones, extension
