@@ -14,15 +14,18 @@
 //! object is a miss; a later block found corrupt aborts that response (the client sees a cut
 //! response, never wrong bytes) and the entry is deleted.
 //!
-//! Reads and writes use blocking file calls on the proxy's threads: with the page cache they
-//! cost microseconds; a cold, slow disk stalls the thread that reads it (a known limit).
+//! Every file call runs on tokio's blocking pool ([`off_thread`]), never on a proxy thread: a
+//! cold or slow disk delays the requests that read from it, not the others on the same thread
+//! (hits from memory included). Body blocks are read with positional reads of a shared file.
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -151,6 +154,51 @@ struct Opened {
     header: Header,
     meta: (Vec<u8>, Vec<u8>),
     crcs: Vec<u32>,
+}
+
+/// Runs blocking file work on tokio's blocking pool (inline outside a runtime), and waits for
+/// it without holding the calling thread.
+async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => match rt.spawn_blocking(work).await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        },
+        Err(_) => work(),
+    }
+}
+
+/// A test's slow disk: `EDGENET_TEST_DISK_READ_DELAY=ms` delays every body read of the disk
+/// tier (debug builds only; release builds have no such knob).
+fn injected_delay() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("EDGENET_TEST_DISK_READ_DELAY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// Block `index` of a body of `body_len` bytes starting at `body_start` in `file`, checked
+/// against its CRC in `crcs`.
+fn read_block(
+    file: &File,
+    body_start: u64,
+    body_len: u64,
+    block: usize,
+    crcs: &[u32],
+    index: usize,
+) -> io::Result<Bytes> {
+    injected_delay();
+    let start = index as u64 * block as u64;
+    let len = (body_len - start).min(block as u64) as usize;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, body_start + start)?;
+    if crcs.get(index) != Some(&crc32fast::hash(&buf)) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "block checksum"));
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn open_checked(path: &Path) -> io::Result<Option<Opened>> {
@@ -356,7 +404,28 @@ impl Storage for DiskStore {
         let Some(primary) = self.index.read().get(&hash).map(|e| e.primary) else {
             return Ok(None);
         };
-        let opened = match open_checked(&self.path(&hash, &primary)) {
+        let path = self.path(&hash, &primary);
+        // Open and check the file, and its first block (so that a corrupt small object is a
+        // miss), off the proxy's thread.
+        let opened = off_thread(move || {
+            let opened = open_checked(&path)?;
+            Ok::<_, io::Error>(opened.map(|o| {
+                let body_start = (HEADER_LEN + o.header.meta0 + o.header.meta1) as u64;
+                let first = (o.header.body > 0).then(|| {
+                    read_block(
+                        &o.file,
+                        body_start,
+                        o.header.body,
+                        o.header.block,
+                        &o.crcs,
+                        0,
+                    )
+                });
+                (o, body_start, first)
+            }))
+        })
+        .await;
+        let (opened, body_start, first) = match opened {
             Ok(Some(o)) => o,
             Ok(None) => {
                 self.corrupt_entry(&hash);
@@ -368,6 +437,14 @@ impl Storage for DiskStore {
                 return Ok(None);
             }
         };
+        let first = match first {
+            None => None,
+            Some(Ok(b)) => Some(b),
+            Some(Err(_)) => {
+                self.corrupt_entry(&hash);
+                return Ok(None);
+            }
+        };
         let meta = match CacheMeta::deserialize(&opened.meta.0, &opened.meta.1) {
             Ok(m) => m,
             Err(_) => {
@@ -376,30 +453,19 @@ impl Storage for DiskStore {
             }
         };
         self.lru.promote(lru_key(&hash));
-        let body_start = (HEADER_LEN + opened.header.meta0 + opened.header.meta1) as u64;
-        let mut hit = DiskHit {
+        let hit = DiskHit {
             store: self,
             key: hash,
-            file: opened.file,
+            file: Arc::new(opened.file),
             body_start,
             body_len: opened.header.body,
             block: opened.header.block,
-            crcs: opened.crcs,
+            crcs: opened.crcs.into(),
             pos: 0,
             end: opened.header.body,
             weight: opened.header.file_len() as usize,
-            first: None,
+            first,
         };
-        // Check the first block now, so that a corrupt small object is a miss.
-        if hit.body_len > 0 {
-            match hit.read_block(0) {
-                Ok(b) => hit.first = Some(b),
-                Err(_) => {
-                    self.corrupt_entry(&hash);
-                    return Ok(None);
-                }
-            }
-        }
         Ok(Some((meta, Box::new(hit))))
     }
 
@@ -414,23 +480,28 @@ impl Storage for DiskStore {
         }
         let meta = meta.serialize()?;
         let tmp = self.tmp_path();
-        let mut file = match File::create(&tmp) {
-            Ok(f) => BufWriter::with_capacity(BLOCK, f),
+        let (path, head) = (tmp.clone(), meta.clone());
+        let created = off_thread(move || {
+            let mut file = BufWriter::with_capacity(BLOCK, File::create(&path)?);
+            let prefix = [0u8; HEADER_LEN];
+            let written = file
+                .write_all(&prefix)
+                .and_then(|_| file.write_all(&head.0))
+                .and_then(|_| file.write_all(&head.1));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+            Ok(file)
+        })
+        .await;
+        let file = match created {
+            Ok(f) => f,
             Err(e) => {
                 self.write_failed("creating a file", &e);
                 return Err(disk_error("create", e));
             }
         };
-        let prefix = [0u8; HEADER_LEN];
-        if let Err(e) = file
-            .write_all(&prefix)
-            .and_then(|_| file.write_all(&meta.0))
-            .and_then(|_| file.write_all(&meta.1))
-        {
-            self.write_failed("writing", &e);
-            let _ = fs::remove_file(&tmp);
-            return Err(disk_error("write", e));
-        }
         Ok(Box::new(DiskMiss {
             store: self,
             key: key.combined_bin(),
@@ -474,14 +545,14 @@ impl Storage for DiskStore {
             return Ok(false);
         };
         let path = self.path(&hash, &primary);
-        let Ok(Some(mut opened)) = open_checked(&path) else {
-            self.corrupt_entry(&hash);
-            return Ok(false);
-        };
-        let body_start = (HEADER_LEN + opened.header.meta0 + opened.header.meta1) as u64;
         let meta = meta.serialize()?;
         let tmp = self.tmp_path();
-        let result = (|| -> io::Result<u64> {
+        let (path_, tmp_) = (path.clone(), tmp.clone());
+        let result = off_thread(move || -> io::Result<Option<u64>> {
+            let Some(mut opened) = open_checked(&path_)? else {
+                return Ok(None);
+            };
+            let body_start = (HEADER_LEN + opened.header.meta0 + opened.header.meta1) as u64;
             let header = Header {
                 meta0: meta.0.len(),
                 meta1: meta.1.len(),
@@ -491,7 +562,7 @@ impl Storage for DiskStore {
             };
             let table: Vec<u8> = opened.crcs.iter().flat_map(|c| c.to_le_bytes()).collect();
             let crc = header.checksum(&meta.0, &meta.1, &table);
-            let mut out = BufWriter::with_capacity(BLOCK, File::create(&tmp)?);
+            let mut out = BufWriter::with_capacity(BLOCK, File::create(&tmp_)?);
             out.write_all(&header.fields())?;
             out.write_all(&crc.to_le_bytes())?;
             out.write_all(&meta.0)?;
@@ -500,9 +571,23 @@ impl Storage for DiskStore {
             io::copy(&mut (&mut opened.file).take(opened.header.body), &mut out)?;
             out.write_all(&table)?;
             out.flush()?;
-            fs::rename(&tmp, &path)?;
-            Ok(header.file_len())
-        })();
+            fs::rename(&tmp_, &path_)?;
+            Ok(Some(header.file_len()))
+        })
+        .await;
+        // Not there, or failing its checks: that entry is gone; failing to write: the tier's.
+        let result = match result {
+            Ok(Some(size)) => Ok(size),
+            Ok(None) => {
+                self.corrupt_entry(&hash);
+                return Ok(false);
+            }
+            Err(_) if !path.exists() => {
+                self.corrupt_entry(&hash);
+                return Ok(false);
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok(size) => {
                 if let Some(e) = self.index.write().get_mut(&hash) {
@@ -528,11 +613,11 @@ impl Storage for DiskStore {
 struct DiskHit {
     store: &'static DiskStore,
     key: HashBinary,
-    file: File,
+    file: Arc<File>,
     body_start: u64,
     body_len: u64,
     block: usize,
-    crcs: Vec<u32>,
+    crcs: Arc<[u32]>,
     pos: u64,
     end: u64,
     weight: usize,
@@ -541,16 +626,11 @@ struct DiskHit {
 }
 
 impl DiskHit {
-    fn read_block(&mut self, index: usize) -> io::Result<Bytes> {
-        let start = index as u64 * self.block as u64;
-        let len = (self.body_len - start).min(self.block as u64) as usize;
-        let mut buf = vec![0u8; len];
-        self.file.seek(SeekFrom::Start(self.body_start + start))?;
-        self.file.read_exact(&mut buf)?;
-        if self.crcs.get(index) != Some(&crc32fast::hash(&buf)) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "block checksum"));
-        }
-        Ok(Bytes::from(buf))
+    /// Reads and checks block `index`, off the proxy's thread.
+    async fn read_block(&self, index: usize) -> io::Result<Bytes> {
+        let (file, crcs) = (self.file.clone(), self.crcs.clone());
+        let (start, len, block) = (self.body_start, self.body_len, self.block);
+        off_thread(move || read_block(&file, start, len, block, &crcs, index)).await
     }
 }
 
@@ -563,7 +643,7 @@ impl HandleHit for DiskHit {
         let index = (self.pos / self.block as u64) as usize;
         let block = match (index, self.first.take()) {
             (0, Some(b)) => b,
-            _ => match self.read_block(index) {
+            _ => match self.read_block(index).await {
                 Ok(b) => b,
                 Err(e) => {
                     self.store.corrupt_entry(&self.key);
@@ -635,10 +715,17 @@ impl DiskMiss {
 #[async_trait]
 impl HandleMiss for DiskMiss {
     async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        let Some(file) = self.file.as_mut() else {
+        let Some(mut file) = self.file.take() else {
             return Error::e_explain(ErrorType::InternalError, "cache disk write abandoned");
         };
-        if let Err(e) = file.write_all(&data) {
+        let chunk = data.clone();
+        let (file, written) = off_thread(move || {
+            let written = file.write_all(&chunk);
+            (file, written)
+        })
+        .await;
+        self.file = Some(file);
+        if let Err(e) = written {
             return Err(self.fail("writing a body", e));
         }
         let mut rest = &data[..];
@@ -675,17 +762,20 @@ impl HandleMiss for DiskMiss {
             return Error::e_explain(ErrorType::InternalError, "cache disk write abandoned");
         };
         let path = self.store.path(&self.key, &self.primary);
-        let written = (|| -> io::Result<()> {
+        let tmp = self.tmp.clone();
+        let fields = header.fields();
+        let written = off_thread(move || -> io::Result<()> {
             file.write_all(&table)?;
             let mut file = file.into_inner().map_err(|e| e.into_error())?;
             file.seek(SeekFrom::Start(0))?;
-            file.write_all(&header.fields())?;
+            file.write_all(&fields)?;
             file.write_all(&crc.to_le_bytes())?;
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            fs::rename(&self.tmp, &path)
-        })();
+            fs::rename(&tmp, &path)
+        })
+        .await;
         if let Err(e) = written {
             return Err(self.fail("finishing a file", e));
         }

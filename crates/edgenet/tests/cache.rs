@@ -945,6 +945,55 @@ fn pop_with_disk(origin: &Origin, memory: &str) -> Pop {
     Pop::start(&(cache + &zone("c", &["c.test"], &[origin.addr()], "")))
 }
 
+/// The disk tier reads off the proxy's threads: with one thread and a disk that takes 2 s per
+/// read (a debug build's injected delay), a hit from memory is served while a hit from disk
+/// is still being read.
+#[test]
+fn a_slow_disk_read_does_not_hold_up_hits_from_memory() {
+    let o = Origin::start("o");
+    let cache = "[cache]\nmemory = \"64MiB\"\nmax_object = \"1MiB\"\ndisk_path = \"cache\"\ndisk = \"1GiB\"\n\n";
+    let zones = cache.to_string() + &zone("c", &["c.test"], &[o.addr()], "");
+    let mut pop = Pop::start_with(&zones, 1, &[("EDGENET_TEST_DISK_READ_DELAY", "2000")]);
+    let on_disk = obj("on-disk", &["Cache-Control: max-age=600"], "body=from-disk");
+    let in_memory = obj(
+        "in-memory",
+        &["Cache-Control: max-age=600"],
+        "body=from-memory",
+    );
+    get(&pop, &on_disk, &[]);
+    // After a restart the first is only on disk; the second is fetched again into memory.
+    pop.restart();
+    get(&pop, &in_memory, &[]);
+    assert!(cache_status(&get(&pop, &in_memory, &[])).contains("hit"));
+    let slow = {
+        let url = pop.url(&on_disk);
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let r = curl(&["-H", "Host: c.test", &url]);
+            (r, started.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let fast = get(&pop, &in_memory, &[]);
+    let took = started.elapsed();
+    assert_eq!((fast.status, fast.body.as_str()), (200, "from-memory"));
+    assert!(cache_status(&fast).contains("hit"), "{fast:?}");
+    assert!(!slow.is_finished(), "the disk read was still going on");
+    assert!(
+        took < Duration::from_millis(1000),
+        "a memory hit took {took:?} beside a slow disk read"
+    );
+    let (r, slow_took) = slow.join().unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "from-disk"), "{r:?}");
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert!(
+        slow_took >= Duration::from_millis(2000),
+        "the injected delay applied: {slow_took:?}"
+    );
+    assert_eq!(o.hits_for("/obj/on-disk"), 1);
+}
+
 #[test]
 fn fresh_objects_on_disk_are_hits_after_a_restart() {
     let o = Origin::start("o");

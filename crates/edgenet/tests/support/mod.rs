@@ -129,6 +129,8 @@ pub struct Pop {
     pub log: PathBuf,
     /// Arguments after `--config FILE` (the control plane to follow).
     pub extra: Vec<String>,
+    /// Environment variables it is started with.
+    pub env: Vec<(String, String)>,
 }
 
 /// The listener, admin and access log sections for a PoP whose zones are `zones` (TOML text).
@@ -192,12 +194,26 @@ retries = 1
 impl Pop {
     /// Starts a PoP with `zones` and waits until `/ready` answers.
     pub fn start(zones: &str) -> Pop {
+        Pop::start_with(zones, 2, &[])
+    }
+
+    /// [`Pop::start`] with `threads` proxy threads and the environment variables `env`.
+    pub fn start_with(zones: &str, threads: usize, env: &[(&str, &str)]) -> Pop {
         let dir = TempDir::new("pop");
         let (http, https, admin) = (free_port(), free_port(), free_port());
         let log = dir.0.join("access.log");
         let config = dir.0.join("edgenet.toml");
-        std::fs::write(&config, config_text(http, https, admin, &log, zones)).unwrap();
-        let child = Pop::spawn(&dir.0, &config, &[]);
+        let text = config_text(http, https, admin, &log, zones).replacen(
+            "threads = 2",
+            &format!("threads = {threads}"),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = Pop::spawn(&dir.0, &config, &[], &env);
         let pop = Pop {
             child,
             dir,
@@ -208,12 +224,13 @@ impl Pop {
             config,
             log,
             extra: Vec::new(),
+            env,
         };
         pop.wait_ready();
         pop
     }
 
-    fn spawn(dir: &Path, config: &Path, extra: &[String]) -> Child {
+    fn spawn(dir: &Path, config: &Path, extra: &[String], env: &[(String, String)]) -> Child {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -223,6 +240,7 @@ impl Pop {
             .args(["pop", "--config"])
             .arg(config)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -287,7 +305,7 @@ impl Pop {
         if let Some(t) = token {
             extra.extend(["--token".to_string(), t.to_string()]);
         }
-        let child = Pop::spawn(&dir.0, &config, &extra);
+        let child = Pop::spawn(&dir.0, &config, &extra, &[]);
         let pop = Pop {
             child,
             dir,
@@ -298,6 +316,7 @@ impl Pop {
             config,
             log,
             extra,
+            env: Vec::new(),
         };
         pop.wait_ready();
         pop
@@ -307,7 +326,7 @@ impl Pop {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Pop::spawn(&self.dir.0, &self.config, &self.extra);
+        self.child = Pop::spawn(&self.dir.0, &self.config, &self.extra, &self.env);
         self.wait_ready();
     }
 
