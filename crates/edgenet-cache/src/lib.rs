@@ -94,12 +94,17 @@ impl Cache {
                     !d.is_failed() && d.stored_bytes() < (disk_budget / 10 * 9) as u64
                 })
         });
+        let admission: &'static FrequencyAdmission = Box::leak(Box::new(FrequencyAdmission::new(
+            expected_objects,
+            has_room,
+        )));
         Cache {
-            admission: Box::leak(Box::new(FrequencyAdmission::new(
-                expected_objects,
-                has_room,
-            ))),
-            storage: Box::leak(Box::new(TieredStore { memory, disk })),
+            admission,
+            storage: Box::leak(Box::new(TieredStore {
+                memory,
+                disk,
+                admission,
+            })),
             memory,
             disk,
             eviction: Box::leak(Box::new(Manager::with_capacity(

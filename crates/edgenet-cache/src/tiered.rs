@@ -2,6 +2,11 @@
 //! memory, then disk; a fill writes both (memory only if the object fits its per-object limit);
 //! an eviction from pingora's LRU (which budgets the memory tier) leaves the disk copy; an
 //! invalidation removes both. A disk that fails leaves the memory tier serving alone.
+//!
+//! A disk hit is promoted into memory by the same admission policy as a miss
+//! ([`FrequencyAdmission`]): when admitted, the body is copied into the memory tier as it is
+//! served ([`PromotingHit`]), and only then does pingora's LRU count it; a hit that is not
+//! promoted is not counted against the memory budget.
 
 use std::any::Any;
 
@@ -15,6 +20,10 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 
+use pingora_cache::admission::AdmissionPolicy;
+use pingora_cache::storage::HandleHit;
+
+use crate::admission::FrequencyAdmission;
 use crate::disk::DiskStore;
 use crate::memory::MemoryStore;
 
@@ -24,6 +33,8 @@ pub struct TieredStore {
     pub memory: &'static MemoryStore,
     /// The disk tier, when configured and opened.
     pub disk: Option<&'static DiskStore>,
+    /// Which disk hits are promoted into memory.
+    pub admission: &'static FrequencyAdmission,
 }
 
 impl TieredStore {
@@ -43,10 +54,26 @@ impl Storage for TieredStore {
         if let Some(hit) = self.memory.lookup(key, trace).await? {
             return Ok(Some(hit));
         }
-        match self.disk {
-            Some(disk) => disk.lookup(key, trace).await,
-            None => Ok(None),
-        }
+        let Some(disk) = self.disk else {
+            return Ok(None);
+        };
+        let Some((meta, hit)) = disk.lookup(key, trace).await? else {
+            return Ok(None);
+        };
+        let memory = if self.admission.observe(key).is_deferred() {
+            None
+        } else {
+            // The memory tier refuses what is over its per-object limit.
+            self.memory.get_miss_handler(key, &meta, trace).await.ok()
+        };
+        Ok(Some((
+            meta,
+            Box::new(PromotingHit {
+                weight: hit.get_eviction_weight(),
+                disk: hit,
+                memory,
+            }),
+        )))
     }
 
     async fn get_miss_handler(
@@ -102,6 +129,72 @@ impl Storage for TieredStore {
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// A disk hit, its body copied into the memory tier as it is read when it was admitted there.
+pub struct PromotingHit {
+    disk: HitHandler,
+    /// Where the copy goes; none: not admitted, or given up (a seek, a failed write).
+    memory: Option<MissHandler>,
+    weight: usize,
+}
+
+#[async_trait]
+impl HandleHit for PromotingHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        let chunk = self.disk.read_body().await?;
+        match (&chunk, self.memory.as_mut()) {
+            (Some(b), Some(m)) => {
+                if m.write_body(b.clone(), false).await.is_err() {
+                    self.memory = None;
+                }
+            }
+            (None, Some(_)) => {
+                if let Some(m) = self.memory.take() {
+                    let _ = m.finish().await;
+                }
+            }
+            (_, None) => {}
+        }
+        Ok(chunk)
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        storage: &'static (dyn Storage + Sync),
+        key: &CacheKey,
+        trace: &SpanHandle,
+    ) -> Result<()> {
+        // A copy not finished (the client left early) is dropped: nothing half-written stays.
+        self.disk.finish(storage, key, trace).await
+    }
+
+    fn can_seek(&self) -> bool {
+        self.disk.can_seek()
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        // A range is not the whole body: no copy.
+        self.memory = None;
+        self.disk.seek(start, end)
+    }
+
+    fn should_count_access(&self) -> bool {
+        // pingora's LRU budgets the memory tier: only what is going into it.
+        self.memory.is_some()
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        self.weight
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
         self
     }
 }

@@ -994,6 +994,48 @@ fn a_slow_disk_read_does_not_hold_up_hits_from_memory() {
     assert_eq!(o.hits_for("/obj/on-disk"), 1);
 }
 
+/// A disk hit is promoted into the memory tier (admitted: the cache has room): the next hit is
+/// from memory, without the disk's delay; a range request is not copied.
+#[test]
+fn a_disk_hit_is_promoted_into_memory() {
+    let o = Origin::start("o");
+    let cache = "[cache]\nmemory = \"64MiB\"\nmax_object = \"1MiB\"\ndisk_path = \"cache\"\ndisk = \"1GiB\"\n\n";
+    let zones = cache.to_string() + &zone("c", &["c.test"], &[o.addr()], "");
+    let mut pop = Pop::start_with(&zones, 1, &[("EDGENET_TEST_DISK_READ_DELAY", "700")]);
+    let whole = obj("whole", &["Cache-Control: max-age=600"], "body=promoted");
+    let ranged = obj("ranged", &["Cache-Control: max-age=600"], "body=0123456789");
+    get(&pop, &whole, &[]);
+    get(&pop, &ranged, &[]);
+    pop.restart();
+    let timed = |path: &str, extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let r = get(&pop, path, extra);
+        assert!(cache_status(&r).contains("hit"), "{r:?}");
+        (r, started.elapsed())
+    };
+    let (r, from_disk) = timed(&whole, &[]);
+    assert_eq!(r.body, "promoted");
+    assert!(
+        from_disk >= Duration::from_millis(700),
+        "from disk: {from_disk:?}"
+    );
+    let (r, from_memory) = timed(&whole, &[]);
+    assert_eq!(r.body, "promoted");
+    assert!(
+        from_memory < Duration::from_millis(500),
+        "promoted into memory: {from_memory:?}"
+    );
+    let (r, _) = timed(&ranged, &["-r", "2-4"]);
+    assert_eq!((r.status, r.body.as_str()), (206, "234"));
+    let (r, again) = timed(&ranged, &[]);
+    assert_eq!(r.body, "0123456789");
+    assert!(
+        again >= Duration::from_millis(700),
+        "a range is not promoted: {again:?}"
+    );
+    assert_eq!(o.hits(), 2);
+}
+
 #[test]
 fn fresh_objects_on_disk_are_hits_after_a_restart() {
     let o = Origin::start("o");
