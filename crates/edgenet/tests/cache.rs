@@ -178,6 +178,35 @@ fn a_304_keeps_the_validators_and_its_cookie_goes_only_to_its_client() {
     assert_eq!(o.hits_for("/obj/reval"), 2);
 }
 
+/// A response from cache keeps the stored Date (and one from the origin, the origin's); Age
+/// says how old it is. A response the PoP makes itself gets the current time.
+#[test]
+fn a_hit_keeps_the_stored_date() {
+    let o = Origin::start("o");
+    let pop = pop(&o);
+    let dated = obj("dated", &["Cache-Control: max-age=600"], "");
+    let miss = get(&pop, &dated, &[]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let hit = get(&pop, &dated, &[]);
+    assert!(cache_status(&hit).contains("hit"), "{hit:?}");
+    assert!(miss.header("date").is_some(), "{miss:?}");
+    assert_eq!(hit.header("date"), miss.header("date"), "{miss:?}\n{hit:?}");
+    assert_ne!(hit.header("age"), Some("0"), "{hit:?}");
+    // Over HTTP/2 too.
+    let url = pop.url(&dated);
+    let h2 = curl(&["--http2-prior-knowledge", "-H", "Host: c.test", &url]);
+    assert_eq!((h2.status, h2.http_version.as_str()), (200, "2"), "{h2:?}");
+    assert_eq!(h2.header("date"), miss.header("date"), "{h2:?}");
+    // The PoP's own answer (no zone for the host) is dated now, not in 1994.
+    let own = curl(&["-H", "Host: nowhere.test", &pop.url("/")]);
+    let date = own.header("date").expect("a Date");
+    let at = httpdate::parse_http_date(date).unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    assert!(age < Duration::from_secs(5), "{own:?}");
+}
+
 /// Section 4.3.2: If-Modified-Since to a stored response without Last-Modified is answered by
 /// its Date.
 #[test]
