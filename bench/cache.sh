@@ -3,7 +3,9 @@
 #
 # One origin (nginx) serves every proxy; each proxy is pinned to core 0 (one worker / one
 # thread / one Varnish thread pool), wrk and the origin share core 1.
-#   (a) 1 KiB hits, HTTP/1.1 keep-alive, 64 connections: req/s and p99 (medians of REPEATS)
+#   (a) 1 KiB hits, HTTP/1.1 keep-alive, 64 connections: req/s and p99 (medians of REPEATS);
+#       nginx twice: Debian's default (sendfile on) and at its best for small objects
+#       (sendfile off, a second server of the same process with a cache of its own)
 #   (b) 100 KiB hits, 64 connections: Gbit/s
 #   (c) Zipf(1.0) over 100,000 objects of 4 KiB, 200,000 requests, each cache given 10% of
 #       the working set (40 MB): hit ratio = 1 - origin fetches / requests
@@ -32,7 +34,7 @@ head -c 102400 /dev/urandom >"$WORK/www/100k"
 head -c 4096 /dev/urandom >"$WORK/www/4k"
 
 # Ports: the origin has one server per proxy so that each proxy's fetches are counted apart.
-for v in O_E O_N O_V O_EZ O_NZ O_VZ E E_ADMIN N V EZ EZ_ADMIN NZ VZ; do printf -v "$v" '%s' "$(free_port)"; done
+for v in O_E O_N O_N2 O_V O_EZ O_NZ O_VZ E E_ADMIN N N2 V EZ EZ_ADMIN NZ VZ; do printf -v "$v" '%s' "$(free_port)"; done
 
 origin_server() { # port log
   cat <<CONF
@@ -52,6 +54,7 @@ CONF
   nginx_temp origin
   origin_server "$O_E" fetch-edgenet
   origin_server "$O_N" fetch-nginx
+  origin_server "$O_N2" fetch-nginx_nosendfile
   origin_server "$O_V" fetch-varnish
   origin_server "$O_EZ" fetch-edgenet-zipf
   origin_server "$O_NZ" fetch-nginx-zipf
@@ -68,11 +71,12 @@ PIDS+=($!)
 taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet-zipf.toml" 2>"$WORK/edgenet-zipf.err" &
 PIDS+=($!)
 
-nginx_cache_server() { # port origin zone size
+nginx_cache_server() { # port origin zone size [directives]
   cat <<CONF
 proxy_cache_path $WORK/cache-$3 levels=1:2 keys_zone=$3:64m max_size=$4 inactive=1d use_temp_path=off;
 server {
   listen 127.0.0.1:$1 backlog=4096;
+  ${5:-}
   location / {
     proxy_pass http://127.0.0.1:$2;
     proxy_http_version 1.1;
@@ -88,6 +92,7 @@ CONF
   echo "http { access_log off; keepalive_requests 10000000; sendfile on;"
   nginx_temp proxy
   nginx_cache_server "$N" "$O_N" hot 512m
+  nginx_cache_server "$N2" "$O_N2" hotnosf 512m "sendfile off;"
   nginx_cache_server "$NZ" "$O_NZ" zipf "${ZIPF_BUDGET_MB}m"
   echo "}"
 } >"$WORK/proxy.conf"
@@ -102,11 +107,11 @@ varnish() { # port origin size name
 varnish "$V" "$O_V" 512m hot
 varnish "$VZ" "$O_VZ" "${ZIPF_BUDGET_MB}m" zipf
 
-for p in $O_E $E $EZ $N $NZ $V $VZ; do wait_port "$p"; done
+for p in $O_E $E $EZ $N $N2 $NZ $V $VZ; do wait_port "$p"; done
 sleep 1
 
 # Warm each cache with the objects of (a) and (b), and check all three serve them.
-for port in $E $N $V; do
+for port in $E $N $N2 $V; do
   for path in /1k /100k; do
     for _ in 1 2; do curl -s -o /dev/null "http://localhost:$port$path"; done
     got=$(curl -s "http://localhost:$port$path" | wc -c)
@@ -117,12 +122,12 @@ done
 fetched() { [ -f "$WORK/$1.log" ] && wc -l <"$WORK/$1.log" || echo 0; }
 
 declare -A R
-names=(edgenet nginx varnish)
-ports=("$E" "$N" "$V")
+names=(edgenet nginx nginx_nosendfile varnish)
+ports=("$E" "$N" "$N2" "$V")
 # SKIP_HITS=1 runs only the Zipf part (for tuning admission and eviction).
 [ -n "${SKIP_HITS:-}" ] && REPEATS=0
 for r in $(seq "$REPEATS"); do
-  for i in 0 1 2; do
+  for i in 0 1 2 3; do
     read -r rps p99 _ < <(run_wrk 64 "http://localhost:${ports[$i]}/1k")
     read -r _ _ bps < <(run_wrk 64 "http://localhost:${ports[$i]}/100k")
     R[${names[$i]}.rps]+="$rps "
@@ -132,7 +137,7 @@ for r in $(seq "$REPEATS"); do
       "${names[$i]}" "$r" "$rps" "$p99" "$(awk -v b="$bps" 'BEGIN {print b * 8 / 1e9}')" >&2
   done
 done
-for n in edgenet nginx varnish; do
+for n in "${names[@]}"; do
   f=$(fetched "fetch-$n")
   [ "$f" -le 8 ] || echo "warning: $n fetched $f times from the origin during the hit runs" >&2
 done
@@ -165,15 +170,16 @@ echo "zipf: held at the end: edgenet $((E_HELD / 1048576)) MiB, nginx $((N_HELD 
 [ -z "${SKIP_HITS:-}" ] || exit 0
 
 med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
-ER=$(med edgenet.rps) NR=$(med nginx.rps) VR=$(med varnish.rps)
+ER=$(med edgenet.rps) NR=$(med nginx.rps) VR=$(med varnish.rps) N2R=$(med nginx_nosendfile.rps)
 EP=$(med edgenet.p99) NP=$(med nginx.p99) VP=$(med varnish.p99)
 EG=$(med edgenet.gbps) NG=$(med nginx.gbps) VG=$(med varnish.gbps)
 cat <<REPORT
 medians of $REPEATS runs of ${DURATION}s (edgenet | nginx | varnish):
   1 KiB hits, 64 conns     $ER | $NR | $VR req/s   (vs nginx $(ratio "$ER" "$NR"), vs varnish $(ratio "$ER" "$VR"))
+  1 KiB hits, nginx with sendfile off: $N2R req/s  (vs it $(ratio "$ER" "$N2R"))
   1 KiB hits p99           $EP | $NP | $VP ms      (vs nginx $(ratio "$EP" "$NP"))
   100 KiB hits             $EG | $NG | $VG Gbit/s  (vs nginx $(ratio "$EG" "$NG"))
   Zipf hit ratio, ${ZIPF_BUDGET_MB} MB   $ZE | $ZN | $ZV
 REPORT
-printf '{"hits_vs_nginx": %s, "hits_p99_vs_nginx": %s, "hits_vs_varnish": %s, "large_gbps_vs_nginx": %s, "zipf_hit_ratio": %s, "zipf_hit_ratio_nginx": %s}\n' \
-  "$(ratio "$ER" "$NR")" "$(ratio "$EP" "$NP")" "$(ratio "$ER" "$VR")" "$(ratio "$EG" "$NG")" "$ZE" "$ZN"
+printf '{"hits_vs_nginx": %s, "hits_vs_nginx_sendfile_off": %s, "hits_p99_vs_nginx": %s, "hits_vs_varnish": %s, "large_gbps_vs_nginx": %s, "zipf_hit_ratio": %s, "zipf_hit_ratio_nginx": %s, "zipf_hit_ratio_varnish": %s}\n' \
+  "$(ratio "$ER" "$NR")" "$(ratio "$ER" "$N2R")" "$(ratio "$EP" "$NP")" "$(ratio "$ER" "$VR")" "$(ratio "$EG" "$NG")" "$ZE" "$ZN" "$ZV"
