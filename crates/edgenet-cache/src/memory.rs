@@ -1,5 +1,6 @@
 //! The memory tier: whole objects held in memory as the chunks they arrived in (no copy into one
-//! buffer), with their serialized `CacheMeta`. The byte budget is enforced by the eviction
+//! buffer), with their `CacheMeta` (kept decoded: a hit clones it, with the patched
+//! pingora-cache of `vendor/`). The byte budget is enforced by the eviction
 //! manager that pingora-cache drives (`Cache::new` pairs them); this store only refuses single
 //! objects larger than its per-object limit, so one huge download cannot flush the tier.
 
@@ -22,10 +23,13 @@ use pingora_error::{Error, ErrorType, Result};
 
 use crate::accounting::Accounting;
 
-/// A stored object: serialized meta and the body chunks with their start offsets.
+/// A stored object: its meta (decoded, handed out by a clone on each hit: deserializing means
+/// decompressing the header, a tenth of a 1 KiB hit), the serialized meta's size, and the body
+/// chunks with their start offsets.
 struct Object {
     primary: HashBinary,
     meta: (Vec<u8>, Vec<u8>),
+    decoded: CacheMeta,
     body: Arc<Body>,
 }
 
@@ -117,7 +121,7 @@ impl Storage for MemoryStore {
         let Some(object) = self.objects.read().get(&key.combined_bin()).cloned() else {
             return Ok(None);
         };
-        let meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
+        let meta = object.decoded.clone();
         let hit = MemoryHit {
             body: object.body.clone(),
             weight: object.body.weight(&object.meta),
@@ -133,6 +137,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
+        let decoded = meta.clone();
         let meta = meta.serialize()?;
         if meta.0.len() + meta.1.len() > self.max_object_bytes {
             return Error::e_explain(ErrorType::InternalError, "cache object headers too large");
@@ -142,6 +147,7 @@ impl Storage for MemoryStore {
             key: key.combined_bin(),
             primary: key.primary_bin(),
             meta: Some(meta),
+            decoded: Some(decoded),
             chunks: Vec::new(),
             len: 0,
         }))
@@ -173,18 +179,19 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<bool> {
-        let meta = meta.serialize()?;
+        let serialized = meta.serialize()?;
         let hash = key.combined_bin();
         let mut objects = self.objects.write();
         let Some(old) = objects.get(&hash).cloned() else {
             return Ok(false);
         };
-        let (old_w, new_w) = (old.body.weight(&old.meta), old.body.weight(&meta));
+        let (old_w, new_w) = (old.body.weight(&old.meta), old.body.weight(&serialized));
         objects.insert(
             hash,
             Arc::new(Object {
                 primary: old.primary,
-                meta,
+                meta: serialized,
+                decoded: meta.clone(),
                 body: old.body.clone(),
             }),
         );
@@ -261,6 +268,7 @@ struct MemoryMiss {
     key: HashBinary,
     primary: HashBinary,
     meta: Option<(Vec<u8>, Vec<u8>)>,
+    decoded: Option<CacheMeta>,
     chunks: Vec<Bytes>,
     len: usize,
 }
@@ -287,6 +295,9 @@ impl HandleMiss for MemoryMiss {
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
         let meta = self.meta.take().unwrap_or_default();
+        let Some(decoded) = self.decoded.take() else {
+            return Error::e_explain(ErrorType::InternalError, "memory fill finished twice");
+        };
         let (chunks, starts) = coalesce(std::mem::take(&mut self.chunks));
         let body = Body {
             chunks,
@@ -299,6 +310,7 @@ impl HandleMiss for MemoryMiss {
             Object {
                 primary: self.primary,
                 meta,
+                decoded,
                 body: Arc::new(body),
             },
         );
