@@ -385,10 +385,12 @@ pub fn not_modified(
         let Some(etag) = stored.get(header::ETAG) else {
             return false;
         };
-        return request
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .any(|inm| etag_matches(inm.as_bytes(), etag.as_bytes()));
+        return request.get_all(header::IF_NONE_MATCH).iter().any(|inm| {
+            pingora_core::protocols::http::conditional_filter::weak_validate_etag(
+                inm.as_bytes(),
+                etag.as_bytes(),
+            )
+        });
     }
     if method != Method::GET && method != Method::HEAD {
         return false;
@@ -400,17 +402,6 @@ pub fn not_modified(
         .or_else(|| http_date(stored, header::DATE))
         .unwrap_or(received);
     since >= modified
-}
-
-/// Weak comparison of an `If-None-Match` list with an `ETag` (RFC 9110 section 8.8.3.2): `*`,
-/// or a member equal to it once any `W/` is dropped from both.
-fn etag_matches(list: &[u8], etag: &[u8]) -> bool {
-    let weakless = |t: &[u8]| -> Vec<u8> {
-        let t = t.trim_ascii();
-        t.strip_prefix(b"W/").unwrap_or(t).to_vec()
-    };
-    let etag = weakless(etag);
-    list.trim_ascii() == b"*" || list.split(|&b| b == b',').any(|m| weakless(m) == etag)
 }
 
 /// The stored response head freshened by a 304 (RFC 9111 section 4.3.4): every field the 304

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use edgenet_protocol::kv::{KvLine, KvStreamLine, MAX_KEY, MAX_VALUE};
+use edgenet_proxy::lock;
 use edgenet_workers::{KvBackend, KvError};
 use futures_util::StreamExt;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -379,7 +380,7 @@ impl KvReplica {
         if self.at_head.load(Relaxed) {
             return None;
         }
-        if lock_paused(&self.paused_until).is_some_and(|until| Instant::now() < until) {
+        if lock(&self.paused_until).is_some_and(|until| Instant::now() < until) {
             return None;
         }
         self.stats.cold.fetch_add(1, Relaxed);
@@ -400,8 +401,7 @@ impl KvReplica {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(namespace = %ns, error = %e, pause = ?COLD_PAUSE, "a cold key-value read failed");
-                *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Instant::now() + COLD_PAUSE);
+                *lock(&self.paused_until) = Some(Instant::now() + COLD_PAUSE);
                 None
             }
         }
@@ -516,10 +516,6 @@ impl KvReplica {
             }
         }
     }
-}
-
-fn lock_paused(m: &Mutex<Option<Instant>>) -> Option<Instant> {
-    *m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Control {
@@ -853,7 +849,7 @@ mod tests {
         assert_eq!(r.get("ns", "y").await.unwrap(), None);
         assert_eq!(r.stats.cold.load(Relaxed), asked, "paused after a failure");
         // Caught up: what is not here does not exist, without asking.
-        *r.paused_until.lock().unwrap() = None;
+        *lock(&r.paused_until) = None;
         r.at_head.store(true, Relaxed);
         assert_eq!(r.get("ns", "z").await.unwrap(), None);
         assert_eq!(r.stats.cold.load(Relaxed), asked);
