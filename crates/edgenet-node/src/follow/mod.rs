@@ -364,18 +364,17 @@ pub fn certificates_key(
 /// Where a PoP keeps the worker components it fetched (`NAME.components/SHA256.wasm`, beside
 /// its last-known-good file, so a restart with the control plane down still has them).
 pub fn components_dir(state_file: &Path, pop: &str) -> PathBuf {
-    state_file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{pop}.components"))
+    beside(state_file, &format!("{pop}.components"))
 }
 
 /// The PoP's copy of the edge key-value store, beside its state file.
 pub fn kv_file(state_file: &Path, pop: &str) -> PathBuf {
-    state_file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{pop}.kv.redb"))
+    beside(state_file, &format!("{pop}.kv.redb"))
+}
+
+/// `name` in the state file's directory.
+fn beside(state_file: &Path, name: &str) -> PathBuf {
+    state_file.parent().unwrap_or(Path::new(".")).join(name)
 }
 
 /// The file of component `sha256` in `dir`.
