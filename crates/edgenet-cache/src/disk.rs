@@ -238,6 +238,11 @@ fn open_checked(path: &Path) -> io::Result<Option<Opened>> {
 }
 
 impl DiskStore {
+    /// The tier's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens (creating) the tier in `dir` with a budget of `budget_bytes`, indexing the objects
     /// already there. Entries that fail their header check and unfinished writes are deleted.
     pub fn open(dir: &Path, budget_bytes: usize) -> io::Result<DiskStore> {

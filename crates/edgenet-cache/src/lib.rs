@@ -62,8 +62,9 @@ pub struct Cache {
     /// Remembers URLs whose last response was not storable, so that the next request goes
     /// straight to the origin instead of queueing on the cache lock (Varnish's hit-for-pass).
     pub predictor: &'static Predictor<LRU_SHARDS>,
-    /// Purge rules, checked on every hit.
-    pub purges: Purges,
+    /// Purge rules, checked on every hit (kept beside the disk tier's objects, when there is
+    /// one, so that what was purged stays purged after a restart).
+    pub purges: &'static Purges,
 }
 
 impl Cache {
@@ -88,6 +89,10 @@ impl Cache {
             }
         });
         let (disk, disk_budget) = (disk.map(|(d, _)| d), disk.map_or(0, |(_, b)| b));
+        let purges: &'static Purges = Box::leak(Box::new(Purges::new(MAX_PURGE_RULES)));
+        if let Some(d) = disk {
+            keep_purges(purges, d.dir().join(PURGES_FILE));
+        }
         let has_room = Box::new(move || {
             memory.stored_bytes() < memory_bytes / 10 * 9
                 || disk.is_some_and(|d| {
@@ -113,8 +118,35 @@ impl Cache {
             ))),
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
             predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_KEYS_PER_SHARD, None))),
-            purges: Purges::new(MAX_PURGE_RULES),
+            purges,
         }
+    }
+}
+
+/// The disk tier's file of purge rules.
+const PURGES_FILE: &str = "purges.json";
+
+/// How often changed purge rules are written to disk.
+const SAVE_PURGES_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the rules saved at `path` and writes them back there whenever they change (at most
+/// every [`SAVE_PURGES_EVERY`], on a thread of its own: a purge never waits on the disk).
+fn keep_purges(purges: &'static Purges, path: std::path::PathBuf) {
+    match purges.load(&path) {
+        Ok(n) => tracing::info!(path = %path.display(), rules = n, "cache purge rules read"),
+        Err(e) => tracing::error!(path = %path.display(), error = %e,
+            "cache purge rules cannot be read; objects purged before the restart may be served"),
+    }
+    let spawned = std::thread::Builder::new()
+        .name("cache-purges".into())
+        .spawn(move || loop {
+            std::thread::sleep(SAVE_PURGES_EVERY);
+            if let Err(e) = purges.save(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the cache purge rules");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "no thread to save the cache purge rules");
     }
 }
 

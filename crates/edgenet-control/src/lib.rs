@@ -124,7 +124,7 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
         .set(certificates::Certificates::new(sealing, issuer));
     certificates::run(app.clone());
     {
-        // Expired KV values and day-old tombstones go every ten minutes.
+        // Expired KV values, day-old tombstones and day-old purges go every ten minutes.
         let app = app.clone();
         tokio::spawn(async move {
             loop {
@@ -134,6 +134,13 @@ pub async fn serve(o: ServeOptions) -> anyhow::Result<()> {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "KV pruned"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "KV prune"),
+                }
+                let before =
+                    (now as u64 * 1000).saturating_sub(api::purge::PURGE_KEPT.as_micros() as u64);
+                match api::purge::prune(&app, before).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "purges pruned"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "purge prune"),
                 }
             }
         });

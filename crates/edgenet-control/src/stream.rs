@@ -94,6 +94,7 @@ pub async fn stream(
     let app2 = app.clone();
     tokio::spawn(async move {
         let mut since = q.since;
+        let mut caught_up = false;
         'outer: loop {
             let current = *versions.borrow_and_update();
             while since != current {
@@ -106,6 +107,18 @@ pub async fn stream(
                     break 'outer;
                 }
                 if since >= current {
+                    break;
+                }
+            }
+            if !caught_up {
+                // A ping at once says the PoP has everything there was when it connected
+                // (one that was away serves its cache again only after this).
+                caught_up = true;
+                if tx
+                    .send(line(&StreamMessage::Ping { version: since }))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -175,7 +188,72 @@ pub async fn record_ack(app: &App, name: &str, ack: Ack) -> Result<(), crate::st
     }
     app.store.set_pop_status(&status).await?;
     lock(&app.statuses).insert(name, status);
+    app.acks.send_modify(|n| *n += 1);
     Ok(())
+}
+
+/// Which PoPs applied a version: of those connected, the ones that did and the ones still
+/// behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Connected PoPs that applied it (or a later version).
+    pub applied: Vec<String>,
+    /// Connected PoPs that have not yet.
+    pub pending: Vec<String>,
+}
+
+/// How recently a PoP following the NATS bucket (no stream here) must have been heard from to
+/// count as connected.
+const NATS_LIVE: std::time::Duration = edgenet_protocol::report::REPORT_EVERY.saturating_mul(3);
+
+/// Waits until every connected PoP has applied `version`, or `within` has passed. A PoP is
+/// connected while it holds a stream open, or, when distribution runs over NATS, while it
+/// reported within three report intervals; a registered PoP that is neither is not waited
+/// for (it applies the version when it comes back).
+pub async fn wait_applied(
+    app: &App,
+    version: i64,
+    within: std::time::Duration,
+) -> Result<Applied, crate::store::StoreError> {
+    let until = tokio::time::Instant::now() + within;
+    let pops: Vec<String> = app.store.all(Kind::Pop).await?.into_keys().collect();
+    loop {
+        let mut acks = app.acks.subscribe();
+        let now = unix_ms();
+        let mut outcome = Applied {
+            applied: Vec::new(),
+            pending: Vec::new(),
+        };
+        {
+            let statuses = lock(&app.statuses);
+            let streams = lock(&app.connected);
+            for p in &pops {
+                let status = statuses.get(p);
+                let connected = streams.get(p).is_some_and(|n| *n > 0)
+                    || (app.nats.is_some()
+                        && status
+                            .is_some_and(|s| now - s.last_seen_ms <= NATS_LIVE.as_millis() as i64));
+                if !connected {
+                    continue;
+                }
+                if status.is_some_and(|s| s.applied >= version) {
+                    outcome.applied.push(p.clone());
+                } else {
+                    outcome.pending.push(p.clone());
+                }
+            }
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if outcome.pending.is_empty() || left.is_zero() {
+            return Ok(outcome);
+        }
+        // An acknowledgement wakes it; a PoP that leaves meanwhile is seen within 100 ms.
+        let _ = tokio::time::timeout(
+            left.min(std::time::Duration::from_millis(100)),
+            acks.changed(),
+        )
+        .await;
+    }
 }
 
 #[cfg(test)]

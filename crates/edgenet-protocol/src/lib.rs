@@ -1,7 +1,7 @@
 //! What the control plane and its PoPs say to each other, as types both sides depend on: the
 //! objects (zones, PoP records, PoP admin tokens), the lines of the configuration stream, the
 //! PoPs' reports (acknowledgements, object states, counters: [`report`]), the edge key-value
-//! store's stream ([`kv`]), and the layout of the NATS key-value bucket that carries the same
+//! store's stream ([`kv`]), purges for the whole network ([`purge`]), and the layout of the NATS key-value bucket that carries the same
 //! objects at scale.
 //!
 //! The server (`edgenet-control`) writes these and the followers (`edgenet-node`) read them;
@@ -12,6 +12,7 @@
 pub mod kv;
 pub mod nats;
 mod objects;
+pub mod purge;
 pub mod report;
 mod stream;
 pub mod validate;

@@ -34,11 +34,13 @@ pub enum Kind {
     /// An account's worker script: its versions in use, routes, settings and secrets sealed
     /// to each PoP (named `ACCOUNT/SCRIPT`).
     Worker,
+    /// A purge of a zone's cached objects on every PoP (named by its id), kept for a day.
+    Purge,
 }
 
 impl Kind {
     /// Every kind, in the order a snapshot lists them.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Zone,
         Kind::Pop,
         Kind::PopToken,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::Certificate,
         Kind::Challenge,
         Kind::Worker,
+        Kind::Purge,
     ];
 
     /// The kind's name in the store, the stream and the bucket keys.
@@ -60,6 +63,7 @@ impl Kind {
             Kind::Certificate => "certificate",
             Kind::Challenge => "challenge",
             Kind::Worker => "worker",
+            Kind::Purge => "purge",
         }
     }
 
@@ -437,6 +441,9 @@ pub struct ObjectSet {
     /// Worker scripts, by `ACCOUNT/SCRIPT`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub worker: BTreeMap<String, Decoded<WorkerProvision>>,
+    /// Purges, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub purge: BTreeMap<String, Decoded<crate::purge::PurgeProvision>>,
 }
 
 impl ObjectSet {
@@ -511,7 +518,40 @@ impl ObjectSet {
             Kind::Certificate => set(&mut self.certificate, name, body.map(Decoded::from_json)),
             Kind::Challenge => set(&mut self.challenge, name, body.map(Decoded::from_json)),
             Kind::Worker => set(&mut self.worker, name, body.map(Decoded::from_json)),
+            Kind::Purge => set(&mut self.purge, name, body.map(Decoded::from_json)),
         }
+    }
+
+    /// The purges that decode, by id.
+    pub fn purges(&self) -> impl Iterator<Item = (&str, &crate::purge::PurgeProvision)> {
+        self.purge
+            .iter()
+            .filter_map(|(id, p)| p.get().ok().map(|p| (id.as_str(), p)))
+    }
+
+    /// Whether `other` holds the same objects as this, purges aside: a version that changed
+    /// only purges needs nothing else rebuilt.
+    pub fn same_but_purges(&self, other: &ObjectSet) -> bool {
+        // Destructured, so that a new kind cannot be forgotten here.
+        let ObjectSet {
+            zone,
+            pop,
+            pop_token,
+            cni,
+            magic,
+            certificate,
+            challenge,
+            worker,
+            purge: _,
+        } = self;
+        *zone == other.zone
+            && *pop == other.pop
+            && *pop_token == other.pop_token
+            && *cni == other.cni
+            && *magic == other.magic
+            && *certificate == other.certificate
+            && *challenge == other.challenge
+            && *worker == other.worker
     }
 }
 
@@ -575,6 +615,9 @@ impl Objects {
                         }
                         ObjectChange::Worker { name, body } => {
                             set(&mut self.objects.worker, &name, body)
+                        }
+                        ObjectChange::Purge { name, body } => {
+                            set(&mut self.objects.purge, &name, body)
                         }
                         // A kind this version does not know: nothing of ours changes.
                         ObjectChange::Other => {}

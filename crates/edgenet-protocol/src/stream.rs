@@ -172,6 +172,13 @@ pub enum ObjectChange {
         /// The script, or none when it was deleted.
         body: Option<Decoded<WorkerProvision>>,
     },
+    /// A purge.
+    Purge {
+        /// Its id.
+        name: String,
+        /// The purge, or none when it was pruned.
+        body: Option<Decoded<crate::purge::PurgeProvision>>,
+    },
     /// A kind this version does not know (from a newer control plane): skipped.
     #[serde(other)]
     Other,
@@ -215,6 +222,10 @@ impl Change {
                 body: body.map(Decoded::from_json),
             },
             Kind::Worker => ObjectChange::Worker {
+                name,
+                body: body.map(Decoded::from_json),
+            },
+            Kind::Purge => ObjectChange::Purge {
                 name,
                 body: body.map(Decoded::from_json),
             },

@@ -16,6 +16,7 @@ pub mod cni;
 pub mod kv;
 pub mod magic;
 mod pops;
+pub mod purge;
 pub(crate) mod records;
 mod tokens;
 mod workers;
@@ -61,6 +62,8 @@ pub struct App {
     pub connected: Mutex<HashMap<String, usize>>,
     /// PoP acknowledgements, kept in memory and written through to the store.
     pub statuses: Mutex<HashMap<String, PopStatus>>,
+    /// Moves at each acknowledgement: waits for PoPs to apply a version wake on it.
+    pub acks: watch::Sender<u64>,
     /// What each PoP reports it runs (written through to the store when it changes), and its
     /// counters.
     pub reports: Mutex<crate::reports::Reports>,
@@ -240,6 +243,7 @@ impl App {
             tokens: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             statuses: Mutex::new(statuses),
+            acks: watch::channel(0).0,
             reports: Mutex::new(reports),
             nats,
             write_lock: tokio::sync::Mutex::new(()),
@@ -556,6 +560,8 @@ pub fn routes() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
             zones::put_account_zone,
             zones::delete_account_zone
         ))
+        .routes(routes!(purge::purge_account))
+        .routes(routes!(purge::purge_operator))
         .routes(routes!(
             tokens::list_account_tokens,
             tokens::create_account_token
@@ -634,7 +640,9 @@ pub fn router(app: Arc<App>) -> Router {
         edgenet_protocol::PopRecord,
         edgenet_protocol::CertificateRequest,
         edgenet_protocol::Issued,
-        edgenet_config::ZoneSection
+        edgenet_config::ZoneSection,
+        edgenet_protocol::purge::PurgeSpec,
+        edgenet_protocol::purge::PurgeFile
     ))
 )]
 struct ApiDoc;
@@ -782,6 +790,12 @@ async fn write(
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "workers are uploaded at /v1/accounts/ACCOUNT/workers/scripts/NAME",
+            ))
+        }
+        Kind::Purge => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "purges are made at /v1/accounts/ACCOUNT/zones/ZONE/purge_cache",
             ))
         }
         Kind::Certificate | Kind::Challenge => {

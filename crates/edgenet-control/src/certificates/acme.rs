@@ -18,13 +18,11 @@ use instant_acme::{
     OrderStatus, RetryPolicy,
 };
 
-use crate::api::{lock, unix_ms, App};
+use crate::api::App;
 use crate::store::Owner;
 
-/// How long every live PoP has to apply a challenge before the order is given up.
+/// How long every connected PoP has to apply a challenge before the order is given up.
 pub const PROPAGATION: Duration = Duration::from_secs(60);
-/// A PoP heard from within this long is live: the CA may reach it.
-pub const LIVE: Duration = Duration::from_secs(30);
 /// How long the CA has to validate and to issue.
 const VALIDATION: Duration = Duration::from_secs(90);
 
@@ -316,34 +314,16 @@ fn certificate_identifier(chain: &str) -> Option<instant_acme::CertificateIdenti
     )
 }
 
-/// Waits until every live registered PoP has applied `version` (the challenges' version).
+/// Waits until every connected PoP has applied `version` (the challenges' version).
 async fn wait_for_pops(app: &App, version: i64) -> Result<(), String> {
-    let until = tokio::time::Instant::now() + PROPAGATION;
-    let mut versions = app.version.subscribe();
-    loop {
-        let pops = app.store.all(Kind::Pop).await.map_err(|e| e.to_string())?;
-        let now = unix_ms();
-        let behind: Vec<String> = {
-            let statuses = lock(&app.statuses);
-            pops.keys()
-                .filter(|p| {
-                    statuses.get(*p).is_some_and(|s| {
-                        now - s.last_seen_ms <= LIVE.as_millis() as i64 && s.applied < version
-                    })
-                })
-                .cloned()
-                .collect()
-        };
-        if behind.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > until {
-            return Err(format!(
-                "PoPs {} did not apply the challenge (version {version}) within {PROPAGATION:?}",
-                behind.join(", ")
-            ));
-        }
-        // Acknowledgements do not move the version: look again shortly.
-        let _ = tokio::time::timeout(Duration::from_millis(50), versions.changed()).await;
+    let outcome = crate::stream::wait_applied(app, version, PROPAGATION)
+        .await
+        .map_err(|e| e.to_string())?;
+    if outcome.pending.is_empty() {
+        return Ok(());
     }
+    Err(format!(
+        "PoPs {} did not apply the challenge (version {version}) within {PROPAGATION:?}",
+        outcome.pending.join(", ")
+    ))
 }

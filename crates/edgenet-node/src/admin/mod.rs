@@ -222,42 +222,36 @@ impl Admin {
                 format!("zone: {:?} is not served by this node", req.zone),
             );
         };
-        use edgenet_cache::PurgeRequest;
-        use edgenet_proxy::stages::url::normalize_purge;
-        // Paths are normalised as the zone normalises requests, and URLs keyed as requests
-        // are, so a rule that ignores the query string purges every query of the path.
-        let normalized = |list: Option<Vec<String>>| -> Result<Option<Vec<String>>, String> {
-            list.map(|l| {
-                l.iter()
-                    .map(|u| {
-                        normalize_purge(&zone.url_normalization, u)
-                            .map_err(|r| format!("{u:?}: {}", r.reason))
-                    })
-                    .collect()
-            })
-            .transpose()
+        let spec = edgenet_protocol::purge::PurgeSpec {
+            files: req
+                .urls
+                .unwrap_or_default()
+                .into_iter()
+                .map(edgenet_protocol::purge::PurgeFile::Url)
+                .collect(),
+            prefixes: req.prefixes.unwrap_or_default(),
+            tags: req.tags.unwrap_or_default(),
+            hosts: Vec::new(),
+            purge_everything: req.everything,
         };
-        let (urls, prefixes) = match (normalized(req.urls), normalized(req.prefixes)) {
-            (Ok(u), Ok(p)) => (u, p),
-            (Err(e), _) | (_, Err(e)) => return json_error(400, e),
-        };
-        let urls = urls.map(|urls| {
-            urls.iter()
-                .map(|u| edgenet_cache::rules::keyed_url_of(&zone.cache.rules, u))
-                .collect()
-        });
-        let kinds = [
-            urls.map(PurgeRequest::Urls),
-            prefixes.map(PurgeRequest::Prefixes),
-            req.tags.map(PurgeRequest::Tags),
-            req.everything.then_some(PurgeRequest::Everything),
+        let named = [
+            !spec.files.is_empty(),
+            !spec.prefixes.is_empty(),
+            !spec.tags.is_empty(),
+            spec.purge_everything,
         ];
-        let mut kinds = kinds.into_iter().flatten();
-        let (Some(purge), None) = (kinds.next(), kinds.next()) else {
-            return json_error(
-                400,
-                "give exactly one of urls, prefixes, tags or everything: true".into(),
-            );
+        let target = match spec.target() {
+            Some(t) if named.iter().filter(|n| **n).count() == 1 => t,
+            _ => {
+                return json_error(
+                    400,
+                    "give exactly one of urls, prefixes, tags or everything: true".into(),
+                )
+            }
+        };
+        let purge = match edgenet_proxy::stages::cache::purge_request(zone, target) {
+            Ok(p) => p,
+            Err(e) => return json_error(400, e),
         };
         let rules =
             self.node

@@ -36,6 +36,38 @@ pub fn url(rule: Option<&CacheRule>, parts: &Parts) -> String {
     edgenet_cache::rules::keyed_url(rule, host, parts.uri.path(), parts.uri.query())
 }
 
+/// The purge `target` names in `zone`: URLs and prefixes normalised as the zone normalises
+/// requests, and URLs keyed as requests are, so a rule that ignores the query string purges
+/// every query of the path. The admin listener's purges and the network's go through here.
+pub fn purge_request(
+    zone: &edgenet_config::Zone,
+    target: edgenet_protocol::purge::PurgeTarget<'_>,
+) -> Result<edgenet_cache::PurgeRequest, String> {
+    use edgenet_cache::PurgeRequest;
+    use edgenet_protocol::purge::PurgeTarget;
+    let normalized = |u: &str| {
+        super::url::normalize_purge(&zone.url_normalization, u)
+            .map_err(|r| format!("{u:?}: {}", r.reason))
+    };
+    Ok(match target {
+        PurgeTarget::Urls(urls) => PurgeRequest::Urls(
+            urls.into_iter()
+                .map(|u| {
+                    normalized(u).map(|u| edgenet_cache::rules::keyed_url_of(&zone.cache.rules, &u))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        PurgeTarget::Prefixes(prefixes) => PurgeRequest::Prefixes(
+            prefixes
+                .iter()
+                .map(|p| normalized(p))
+                .collect::<Result<_, _>>()?,
+        ),
+        PurgeTarget::Tags(tags) => PurgeRequest::Tags(tags.to_vec()),
+        PurgeTarget::Everything => PurgeRequest::Everything,
+    })
+}
+
 /// What a hit on a stored object means for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hit {
