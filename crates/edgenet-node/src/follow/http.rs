@@ -110,7 +110,12 @@ async fn run_once(
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=end).collect();
             let msg: StreamMessage = serde_json::from_slice(&line)?;
+            // The control plane pings once it has sent what it had when the stream opened.
+            let caught_up = matches!(msg, StreamMessage::Ping { .. });
             if !desired.apply(msg) {
+                if caught_up {
+                    applier.synced();
+                }
                 continue;
             }
             super::fetch_components(client, opts, desired).await;

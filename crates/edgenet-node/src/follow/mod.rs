@@ -72,6 +72,10 @@ pub trait Applier: Send + Sync + 'static {
     /// Applies the objects.
     fn apply(&self, objects: &Objects) -> Result<(), ApplyError>;
 
+    /// The follower has caught up: everything the control plane had when it connected is
+    /// applied.
+    fn synced(&self) {}
+
     /// The PoP's X25519 public key for sealed certificate keys (base64), to register.
     fn keys(&self) -> Option<String> {
         None

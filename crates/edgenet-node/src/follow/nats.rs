@@ -74,6 +74,12 @@ async fn watch_once(
     }
     .map_err(|e| nats(&e))?;
     tracing::info!(%url, revision = desired.revision, "following the configuration bucket");
+    // Caught up at once when the bucket has nothing past what was applied; else once the
+    // watch's backlog is drained.
+    let last = kv.status().await.map_or(u64::MAX, |s| s.info.state.last_sequence);
+    if last <= desired.revision {
+        applier.synced();
+    }
     let subject = report_subject(pop);
     let send = |batch: Vec<Report>| {
         let (client, subject) = (client.clone(), subject.clone());
@@ -145,6 +151,9 @@ async fn watch_once(
             }
             let ack = apply_and_save(applier, desired, state_file);
             send(reports.outcome(desired, &ack, applier)).await;
+        }
+        if entry.delta == 0 {
+            applier.synced();
         }
     }
 }

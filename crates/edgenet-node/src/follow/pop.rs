@@ -64,6 +64,8 @@ pub struct NodeApplier {
     pub last: Mutex<Option<Objects>>,
     /// Versions are applied one at a time (the follower's and a finished build's).
     pub applying: Mutex<()>,
+    /// The ids of the control plane's purges applied to the cache (those still listed).
+    pub purged: Mutex<HashSet<String>>,
     /// This applier, for the build threads.
     pub me: OnceLock<Weak<NodeApplier>>,
 }
@@ -336,7 +338,8 @@ impl NodeApplier {
                 }
                 let last = lock(&me.last).clone();
                 if let Some(o) = last {
-                    if let Err(e) = me.apply(&o) {
+                    // All of it again (not the purges-only path): the build changes workers.
+                    if let Err(e) = me.apply_all(&o) {
                         tracing::warn!(version = o.version, error = %e, "applying again after a worker build");
                     }
                 }
@@ -448,7 +451,64 @@ impl Applier for NodeApplier {
         }
     }
 
+    fn synced(&self) {
+        let purges = self.node.core.cache.purges;
+        if purges.fenced() {
+            purges.lift_fence();
+            tracing::info!("caught up with the control plane's purges: serving stored objects again");
+        }
+    }
+
     fn apply(&self, o: &Objects) -> Result<(), ApplyError> {
+        // A version that changed only purges purges, and rebuilds nothing.
+        let only_purges = lock(&self.last)
+            .as_ref()
+            .is_some_and(|last| last.objects.same_but_purges(&o.objects));
+        if only_purges {
+            self.apply_purges(o);
+            *lock(&self.last) = Some(o.clone());
+            return Ok(());
+        }
+        let applied = self.apply_all(o);
+        // After the zones, so that a purge for a zone new in this version normalises its URLs
+        // by that zone's rules; whether or not the zones applied.
+        self.apply_purges(o);
+        applied
+    }
+}
+
+impl NodeApplier {
+    /// Applies the purges of `o` not applied yet, each at the control plane's time of it (so
+    /// that a late one purges just what was stored before the call).
+    pub fn apply_purges(&self, o: &Objects) {
+        let mut purged = lock(&self.purged);
+        purged.retain(|id| o.objects.purge.contains_key(id));
+        let snapshot = self.node.core.snapshot.load();
+        for (id, p) in o.objects.purges() {
+            if purged.contains(id) {
+                continue;
+            }
+            purged.insert(id.to_string());
+            let Some(target) = p.spec.target() else {
+                continue;
+            };
+            let request = match snapshot.config.zones.iter().find(|z| z.name == p.zone) {
+                Some(zone) => edgenet_proxy::stages::cache::purge_request(zone, target),
+                // A zone not served here has nothing stored under its rules: raw URLs.
+                None => Ok(edgenet_proxy::stages::cache::raw_purge_request(target)),
+            };
+            match request {
+                Ok(request) => {
+                    let at = std::time::UNIX_EPOCH + Duration::from_micros(p.at_us);
+                    self.node.core.cache.purges.purge(&p.zone, &request, at);
+                    tracing::info!(%id, zone = %p.zone, ?request, "purge from the control plane");
+                }
+                Err(e) => tracing::warn!(%id, zone = %p.zone, error = %e, "purge refused"),
+            }
+        }
+    }
+
+    fn apply_all(&self, o: &Objects) -> Result<(), ApplyError> {
         // Revocations take effect even when the version's zones are refused, and interconnects
         // do not depend on the zones.
         self.node
@@ -536,6 +596,7 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         token,
         state,
     } = f;
+    let started = std::time::SystemTime::now();
     let nats = control.starts_with("nats://");
     let token = match (token, nats) {
         (Some(t), _) => t,
@@ -622,10 +683,15 @@ pub fn run(f: Following) -> anyhow::Result<()> {
             failed: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
             applying: Mutex::new(()),
+            purged: Mutex::new(HashSet::new()),
             me: OnceLock::new(),
         });
         let _ = applier.me.set(Arc::downgrade(&applier));
+        // What was stored before this start is not served until the purges made meanwhile
+        // are applied: the follower lifts the fence once it has caught up.
+        applier.node.core.cache.purges.fence(started);
         if let Some(last) = &last {
+            applier.apply_purges(last);
             applier
                 .node
                 .admin_keys

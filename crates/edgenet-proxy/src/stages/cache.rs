@@ -68,6 +68,20 @@ pub fn purge_request(
     })
 }
 
+/// The purge `target` names for a zone not served here: URLs and prefixes as given.
+pub fn raw_purge_request(
+    target: edgenet_protocol::purge::PurgeTarget<'_>,
+) -> edgenet_cache::PurgeRequest {
+    use edgenet_cache::PurgeRequest;
+    use edgenet_protocol::purge::PurgeTarget;
+    match target {
+        PurgeTarget::Urls(urls) => PurgeRequest::Urls(urls.into_iter().map(String::from).collect()),
+        PurgeTarget::Prefixes(prefixes) => PurgeRequest::Prefixes(prefixes),
+        PurgeTarget::Tags(tags) => PurgeRequest::Tags(tags.to_vec()),
+        PurgeTarget::Everything => PurgeRequest::Everything,
+    }
+}
+
 /// What a hit on a stored object means for this request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hit {
