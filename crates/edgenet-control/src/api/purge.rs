@@ -126,3 +126,183 @@ pub async fn prune(app: &App, before_us: u64) -> Result<usize, crate::store::Sto
     }
     Ok(pruned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tests::{account, call};
+    use crate::store::tests::zone;
+    use edgenet_protocol::Ack;
+
+    async fn app_with_zone() -> (Arc<App>, String, String) {
+        let store = crate::store::tests::memory().await;
+        let app = App::new(store, None).await.unwrap();
+        let a = account(&app, "a").await;
+        let (_, token) = app.create_token("a", &["admin"], Some(&a)).await.unwrap();
+        let (s, v) = call(
+            &app,
+            "POST",
+            &format!("/v1/accounts/{a}/zones"),
+            &token,
+            Some(zone("za")),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        (app, a, token)
+    }
+
+    fn connect(app: &App, pop: &str) {
+        lock(&app.connected).insert(pop.to_string(), 1);
+    }
+
+    async fn register(app: &App, pop: &str) {
+        let body = json!({"name": pop, "latitude": 0.0, "longitude": 0.0});
+        app.put(Kind::Pop, pop, Some(&body), true, None, Owner::Operator)
+            .await
+            .unwrap();
+    }
+
+    use crate::api::lock;
+
+    #[tokio::test]
+    async fn a_bad_purge_names_its_field_and_stores_nothing() {
+        let (app, a, token) = app_with_zone().await;
+        let path = format!("/v1/accounts/{a}/zones/za/purge_cache");
+        let cases = [
+            (
+                json!({"files": ["https://za.test/a", "https://other.test/b"]}),
+                "files[1]",
+            ),
+            (json!({"files": [""]}), "files[0]"),
+            (json!({"prefixes": ["elsewhere.test/x"]}), "prefixes[0]"),
+            (json!({"hosts": ["za.test", "evil.test"]}), "hosts[1]"),
+            (json!({"tags": ["a\nb"]}), "tags[0]"),
+            (json!({"files": 7}), "files"),
+            (json!({"tags": ["a"], "hosts": ["za.test"]}), "exactly one"),
+            (json!({}), "exactly one"),
+        ];
+        for (body, named) in cases {
+            let (s, v) = call(&app, "POST", &path, &token, Some(body.clone())).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+            assert!(v.to_string().contains(named), "{body} names {named}: {v}");
+        }
+        assert!(app.store.all(Kind::Purge).await.unwrap().is_empty());
+        let (s, v) = call(
+            &app,
+            "POST",
+            &format!("/v1/accounts/{a}/zones/nope/purge_cache"),
+            &token,
+            Some(json!({"purge_everything": true})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    }
+
+    #[tokio::test]
+    async fn a_purge_waits_for_connected_pops_and_names_those_that_lag() {
+        let (app, a, token) = app_with_zone().await;
+        let path = format!("/v1/accounts/{a}/zones/za/purge_cache");
+        // No PoP connected: applied everywhere there is to apply it, at once.
+        register(&app, "away").await;
+        let (s, v) = call(&app, "POST", &path, &token, Some(json!({"tags": ["t"]}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["result"]["applied"], json!([]));
+        assert_eq!(v["result"]["pending"], json!([]));
+        assert_eq!(v["result"]["zone"], "za");
+        let stored = app.store.all(Kind::Purge).await.unwrap();
+        let p: PurgeProvision =
+            serde_json::from_value(stored[v["result"]["id"].as_str().unwrap()].body.clone())
+                .unwrap();
+        assert_eq!(
+            (p.zone.as_str(), p.spec.tags.clone()),
+            ("za", vec!["t".to_string()])
+        );
+        assert!(p.at_us <= now_us_ceil());
+
+        // A connected PoP that acknowledges the version: 200 naming it.
+        register(&app, "p1").await;
+        connect(&app, "p1");
+        let acker = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let before = app.store.version().await.unwrap();
+                loop {
+                    let v = app.store.version().await.unwrap();
+                    if v > before {
+                        let ack = Ack {
+                            version: v,
+                            ok: true,
+                            error: None,
+                        };
+                        crate::stream::record_ack(&app, "p1", ack).await.unwrap();
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"purge_everything": true})),
+        )
+        .await;
+        acker.await.unwrap();
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["result"]["applied"], json!(["p1"]));
+        assert_eq!(v["result"]["pending"], json!([]));
+
+        // PoPs that never do: 202 after the wait, naming it pending; the purge is stored.
+        register(&app, "p2").await;
+        connect(&app, "p2");
+        let started = std::time::Instant::now();
+        let (s, v) = call(
+            &app,
+            "POST",
+            &path,
+            &token,
+            Some(json!({"hosts": ["za.test"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert!(started.elapsed() >= PURGE_WAIT);
+        // p1 acknowledged the last purge, not this one: it is pending as well.
+        let mut pending: Vec<String> =
+            serde_json::from_value(v["result"]["pending"].clone()).unwrap();
+        pending.sort();
+        assert_eq!(pending, ["p1", "p2"]);
+        assert_eq!(app.store.all(Kind::Purge).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_operator_purges_any_zone_and_old_purges_are_pruned() {
+        let (app, _, _) = app_with_zone().await;
+        let (_, op) = app.create_token("op", &["admin"], None).await.unwrap();
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/v1/zones/za/purge_cache",
+            &op,
+            Some(json!({"prefixes": ["za.test/img/"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let first = v["result"]["id"].as_str().unwrap().to_string();
+        let cut = now_us_ceil();
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/v1/zones/za/purge_cache",
+            &op,
+            Some(json!({"files": ["https://za.test/a.css"]})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(prune(&app, cut).await.unwrap(), 1);
+        let left = app.store.all(Kind::Purge).await.unwrap();
+        assert!(!left.contains_key(&first), "the older purge is gone");
+        assert!(left.contains_key(v["result"]["id"].as_str().unwrap()));
+    }
+}

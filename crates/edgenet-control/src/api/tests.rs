@@ -563,6 +563,12 @@ const ROUTES: &[(&str, &str, Expect)] = &[
         Expect::NotFound,
     ),
     (
+        "POST",
+        "/v1/accounts/{account}/zones/{zone}/purge_cache",
+        Expect::NotFound,
+    ),
+    ("POST", "/v1/zones/{zone}/purge_cache", Expect::Operator),
+    (
         "GET",
         "/v1/accounts/{account}/cni/subscriptions/{id}/deliveries",
         Expect::NotFound,

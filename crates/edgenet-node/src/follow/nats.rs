@@ -76,7 +76,10 @@ async fn watch_once(
     tracing::info!(%url, revision = desired.revision, "following the configuration bucket");
     // Caught up at once when the bucket has nothing past what was applied; else once the
     // watch's backlog is drained.
-    let last = kv.status().await.map_or(u64::MAX, |s| s.info.state.last_sequence);
+    let last = kv
+        .status()
+        .await
+        .map_or(u64::MAX, |s| s.info.state.last_sequence);
     if last <= desired.revision {
         applier.synced();
     }

@@ -455,7 +455,9 @@ impl Applier for NodeApplier {
         let purges = self.node.core.cache.purges;
         if purges.fenced() {
             purges.lift_fence();
-            tracing::info!("caught up with the control plane's purges: serving stored objects again");
+            tracing::info!(
+                "caught up with the control plane's purges: serving stored objects again"
+            );
         }
     }
 
