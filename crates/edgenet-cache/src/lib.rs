@@ -65,6 +65,8 @@ pub struct Cache {
     /// Purge rules, checked on every hit (kept beside the disk tier's objects, when there is
     /// one, so that what was purged stays purged after a restart).
     pub purges: &'static Purges,
+    /// Where the purge rules are kept (beside the disk tier), when there is a disk tier.
+    purges_file: Option<std::path::PathBuf>,
 }
 
 impl Cache {
@@ -90,8 +92,9 @@ impl Cache {
         });
         let (disk, disk_budget) = (disk.map(|(d, _)| d), disk.map_or(0, |(_, b)| b));
         let purges: &'static Purges = Box::leak(Box::new(Purges::new(MAX_PURGE_RULES)));
-        if let Some(d) = disk {
-            keep_purges(purges, d.dir().join(PURGES_FILE));
+        let purges_file = disk.map(|d| d.dir().join(PURGES_FILE));
+        if let Some(path) = &purges_file {
+            keep_purges(purges, path.clone());
         }
         let has_room = Box::new(move || {
             memory.stored_bytes() < memory_bytes / 10 * 9
@@ -119,6 +122,17 @@ impl Cache {
             lock: Box::leak(CacheLock::new_boxed(lock_timeout)),
             predictor: Box::leak(Box::new(Predictor::new(PREDICTOR_KEYS_PER_SHARD, None))),
             purges,
+            purges_file,
+        }
+    }
+
+    /// Writes the purge rules beside the disk tier now, if they changed (the saving thread
+    /// does it within [`SAVE_PURGES_EVERY`]; an operator's purge is answered once it is kept).
+    /// Nothing without a disk tier: the memory tier does not outlive the process.
+    pub fn save_purges(&self) -> std::io::Result<()> {
+        match &self.purges_file {
+            Some(path) => self.purges.save(path).map(drop),
+            None => Ok(()),
         }
     }
 }

@@ -1082,6 +1082,28 @@ fn fresh_objects_on_disk_are_hits_after_a_restart() {
     assert_eq!(o.hits_for("/obj/persist"), 1);
 }
 
+/// A purge answered by the admin API is kept beside the disk tier before the answer: a PoP
+/// killed right after it does not serve the purged object from disk, and serves the rest.
+#[test]
+fn a_purge_outlives_a_restart_that_follows_it_at_once() {
+    let o = Origin::start("o");
+    let mut pop = pop_with_disk(&o, "64MiB");
+    let purged = obj("gone", &["Cache-Control: max-age=600"], "body=old");
+    let kept = obj("kept", &["Cache-Control: max-age=600"], "body=kept");
+    get(&pop, &purged, &[]);
+    get(&pop, &kept, &[]);
+    purge(&pop, r#"{"zone": "c", "prefixes": ["c.test/obj/gone"]}"#);
+    assert!(pop.dir.0.join("cache/purges.json").exists());
+    pop.restart();
+    let r = get(&pop, &purged, &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "old"));
+    assert!(cache_status(&r).contains("fwd=uri-miss"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/gone"), 2, "refetched after the restart");
+    let r = get(&pop, &kept, &[]);
+    assert!(cache_status(&r).contains("hit"), "{r:?}");
+    assert_eq!(o.hits_for("/obj/kept"), 1);
+}
+
 #[test]
 fn a_corrupt_disk_entry_is_a_miss() {
     let o = Origin::start("o");

@@ -260,6 +260,19 @@ impl Admin {
                 .purges
                 .purge(&req.zone, &purge, std::time::SystemTime::now());
         tracing::info!(zone = %req.zone, ?purge, "cache purge");
+        // Kept beside the disk tier before it is answered: a restart right after does not
+        // bring the purged objects back.
+        let core = self.node.core.clone();
+        match tokio::task::spawn_blocking(move || core.cache.save_purges()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return json_error(
+                    500,
+                    format!("purge applied in memory, but the rules cannot be saved: {e}"),
+                )
+            }
+            Err(e) => return json_error(500, format!("saving the purge rules: {e}")),
+        }
         json(
             200,
             serde_json::json!({"success": true, "result": {"zone": req.zone, "rules": rules}}),
