@@ -269,6 +269,117 @@ fn pops_serve_through_control_plane_outages_restarts_and_refusals() {
     assert_eq!(get(&pops[0], "b.test").status, 200);
 }
 
+/// A purge through the control plane's API is answered once every connected PoP applied it;
+/// a PoP that does not acknowledge it is named pending (202); one with a disk tier restarted
+/// meanwhile, with the control plane down, serves nothing it stored before the restart until
+/// it has caught up, and then serves its disk again.
+#[test]
+fn a_network_purge_reaches_every_pop_and_one_that_was_away_catches_up_before_serving() {
+    let origin = Origin::start("o1");
+    let (mut control, mut pops, _) = network(3);
+    // pop3 keeps its cache on disk across restarts.
+    let mut text = std::fs::read_to_string(&pops[2].config).unwrap();
+    text.push_str("\n[cache]\nmemory = \"64MiB\"\ndisk_path = \"cache\"\ndisk = \"1GiB\"\n");
+    std::fs::write(&pops[2].config, text).unwrap();
+    pops[2].restart();
+    let r = control.api(
+        "POST",
+        "/v1/zones",
+        Some(&zone_json("pz", "pz.test", &origin.addr(), "p")),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let obj = |name: &str| format!("/obj/{name}?h=Cache-Control:max-age%3D600&body={name}");
+    let fetch = |p: &Pop, name: &str| {
+        let r = curl(&["-H", "Host: pz.test", &p.url(&obj(name))]);
+        assert_eq!((r.status, r.body.as_str()), (200, name), "{r:?}");
+        r.header("cache-status").unwrap_or_default().to_string()
+    };
+    assert!(eventually(Duration::from_secs(5), || {
+        pops.iter().all(|p| get(p, "pz.test").status == 200)
+    }));
+    for p in &pops {
+        fetch(p, "a");
+        assert!(fetch(p, "a").contains("hit"));
+    }
+    assert_eq!(origin.hits_for("/obj/a"), 3);
+
+    // By URL: answered once all three applied it; the next request is a miss at each.
+    let purge = |body: serde_json::Value| {
+        let started = Instant::now();
+        let r = control.api(
+            "POST",
+            "/v1/zones/pz/purge_cache",
+            Some(&body.to_string()),
+            &[],
+        );
+        (r, started.elapsed())
+    };
+    let url = format!("http://pz.test{}", obj("a"));
+    let (r, took) = purge(serde_json::json!({"files": [url]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let result = &r.json()["result"];
+    let mut applied: Vec<String> = serde_json::from_value(result["applied"].clone()).unwrap();
+    applied.sort();
+    assert_eq!(applied, ["pop1", "pop2", "pop3"], "{result}");
+    assert_eq!(result["pending"], serde_json::json!([]));
+    eprintln!("purge applied by 3 PoPs in {took:?}");
+    for p in &pops {
+        assert!(fetch(p, "a").contains("fwd=uri-miss"));
+    }
+    assert_eq!(origin.hits_for("/obj/a"), 6);
+
+    // pop3 stopped (connected, silent): the purge is answered 202 naming it.
+    for name in ["b", "c", "d"] {
+        fetch(&pops[2], name);
+    }
+    fetch(&pops[0], "b");
+    pops[2].signal("STOP");
+    let (r, took) = purge(serde_json::json!({"prefixes": ["pz.test/obj/b"]}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["result"]["pending"], serde_json::json!(["pop3"]));
+    assert!(took >= Duration::from_secs(5), "{took:?}");
+    assert!(fetch(&pops[0], "b").contains("fwd=uri-miss"));
+    assert_eq!(origin.hits_for("/obj/b"), 3);
+
+    // pop3 restarts with the control plane down: it has not seen that purge, so nothing
+    // stored before the restart is served (not b, not c) while it cannot catch up.
+    control.stop();
+    pops[2].restart();
+    assert!(!fetch(&pops[2], "b").contains("hit"));
+    assert!(!fetch(&pops[2], "c").contains("hit"));
+    assert_eq!(origin.hits_for("/obj/b"), 4);
+    assert_eq!(origin.hits_for("/obj/c"), 2);
+    // What it fetched since is served.
+    assert!(fetch(&pops[2], "c").contains("hit"));
+    // The control plane back: pop3 applies the purge, and its disk is served again.
+    control.spawn();
+    let version = control.version();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            pops_view(&control)
+                .iter()
+                .all(|p| p["applied_version"] == version)
+        }),
+        "{}",
+        pops[2].stderr()
+    );
+    assert!(eventually(Duration::from_secs(2), || pops[2]
+        .stderr()
+        .contains("caught up with the control plane's purges")));
+    let d = fetch(&pops[2], "d");
+    assert!(
+        d.contains("hit"),
+        "stored before the restart, never purged: {d}"
+    );
+    assert_eq!(origin.hits_for("/obj/d"), 1);
+    assert!(
+        fetch(&pops[2], "b").contains("hit"),
+        "refetched after the purge"
+    );
+    assert_eq!(origin.hits_for("/obj/b"), 4);
+}
+
 #[test]
 fn bad_input_and_bad_tokens_get_4xx_and_change_nothing() {
     let control = Control::start(None);
