@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The network (issue 5): configuration propagation from the control plane to 3 and 20 PoPs on
 # loopback (real processes; time from the API write to each PoP's acknowledgement, 50 changes
-# each), and the API's write and read throughput on SQLite (wrk, 16 connections, the control
+# each; then 50 network purges, each timed from the API call to its answer once every PoP
+# applied it), and the API's write and read throughput on SQLite (wrk, 16 connections, the control
 # plane on core 0 and wrk on core 1, medians of 3 runs of DURATION seconds).
 # Smart routing (root: network namespaces with userspace delay relays, see
 # crates/edgenet/tests/network/smart.py): a PoP with a 200 ms direct path and a 20 + 60 ms
@@ -44,6 +45,7 @@ import json, sys
 p3, p20, sm = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[5])
 print(json.dumps({"propagation_p99_ms_3_pops": p3["p99_ms"], "propagation_p99_ms_20_pops": p20["p99_ms"],
                   "propagation_p50_ms_3_pops": p3["p50_ms"], "propagation_p50_ms_20_pops": p20["p50_ms"],
+                  "purge_p99_ms_3_pops": p3["purge_p99_ms"], "purge_p99_ms_20_pops": p20["purge_p99_ms"],
                   "smart_routing_gain": sm["smart_routing_gain"],
                   "smart_routing_loss_when_direct_best": sm["smart_routing_loss_when_direct_best"],
                   "api_writes_per_s": round(float(sys.argv[3])), "api_reads_per_s": round(float(sys.argv[4]))}))

@@ -2,8 +2,10 @@
 """Config propagation: a control plane and N PoPs on loopback (real `edgenet` processes). Each
 round changes a zone's header rule through the API and waits until every PoP has acknowledged
 the new version; a PoP's propagation time is its acknowledgement time (as the control plane
-records it) minus the time the write was sent. Prints one JSON line: {"pops", "p50_ms",
-"p99_ms", "max_ms", "samples"}.
+records it) minus the time the write was sent. Then as many purges (`purge_everything`)
+through the network purge API, each timed from the call to its answer, which comes once every
+PoP has applied it (a 202, some PoP too slow, stops the bench). Prints one JSON line:
+{"pops", "p50_ms", "p99_ms", "max_ms", "samples", "purge_p50_ms", "purge_p99_ms", "purge_max_ms"}.
 
     propagation.py --edgenet PATH --pops N --rounds R
 """
@@ -82,10 +84,22 @@ def main():
             until(f"version {v} everywhere", 10, lambda: all_at(v))
             samples += [p["last_seen_ms"] - t0 * 1000 for p in pops()]
             time.sleep(0.05)
+        purges = []
+        for r in range(a.rounds):
+            t0 = time.time()
+            res = api(base, admin, "POST", "/v1/zones/bench/purge_cache", {"purge_everything": True})["result"]
+            purges.append((time.time() - t0) * 1000)
+            if res["pending"] or len(res["applied"]) != a.pops:
+                raise SystemExit(f"purge {r} not applied everywhere: {res}")
+            time.sleep(0.05)
         samples.sort()
-        pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
-        print(json.dumps({"pops": a.pops, "p50_ms": round(pick(0.5), 1), "p99_ms": round(pick(0.99), 1),
-                          "max_ms": round(samples[-1], 1), "samples": len(samples)}))
+        purges.sort()
+        pick = lambda s, q: s[min(len(s) - 1, int(q * len(s)))]
+        print(json.dumps({"pops": a.pops, "p50_ms": round(pick(samples, 0.5), 1),
+                          "p99_ms": round(pick(samples, 0.99), 1), "max_ms": round(samples[-1], 1),
+                          "samples": len(samples), "purge_p50_ms": round(pick(purges, 0.5), 1),
+                          "purge_p99_ms": round(pick(purges, 0.99), 1),
+                          "purge_max_ms": round(purges[-1], 1)}))
     finally:
         for p in procs:
             p.terminate()

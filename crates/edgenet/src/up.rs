@@ -383,8 +383,9 @@ async fn start(o: &UpOptions, children: &mut Children) -> anyhow::Result<()> {
         "  curl -i --cacert {} --resolve shop.test:{first_https}:127.0.0.1 https://shop.test:{first_https}/   # and over HTTPS",
         ca_file.display()
     );
+    println!("  curl -s -X POST -H 'Authorization: Bearer {admin}' {control_url}/v1/zones/demo/purge_cache \\\n    -d '{{\"purge_everything\": true}}'   # every PoP; answered once all applied it");
     let purge = urls[0].2.replace("/metrics", "/cache/purge");
-    println!("  curl -s -X POST -H 'Authorization: Bearer {pop_admin}' {purge} -d '{{\"zone\": \"demo\", \"everything\": true}}'");
+    println!("  curl -s -X POST -H 'Authorization: Bearer {pop_admin}' {purge} -d '{{\"zone\": \"demo\", \"everything\": true}}'   # one PoP");
     println!("\nCtrl-C stops everything.");
     std::future::pending::<()>().await;
     Ok(())

@@ -285,6 +285,20 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
             deployed.elapsed()
         );
     }
+    // The printed network purge: answered once all three PoPs applied it.
+    assert!(printed.contains("/v1/zones/demo/purge_cache"), "{printed}");
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &auth,
+        "-d",
+        r#"{"purge_everything": true}"#,
+        &format!("{control}/v1/zones/demo/purge_cache"),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let applied = r.json()["result"]["applied"].as_array().unwrap().len();
+    assert_eq!(applied, 3, "{}", r.body);
     assert_eq!(up.children().len(), 5, "control plane, origin, 3 PoPs");
     up.stops_on("INT", Duration::from_secs(15));
 }
