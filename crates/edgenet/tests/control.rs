@@ -759,6 +759,35 @@ fn nats_distribution_through_a_leaf_node() {
         == 421));
     assert_eq!(get(&pop, "b.test").header("x-rule"), Some("n2"));
     assert!(pop.stderr().contains("following the configuration bucket"));
+    // Caught up through the bucket, it serves its cache again; a purge over NATS is answered
+    // once the PoP acknowledged it there.
+    assert!(eventually(Duration::from_secs(5), || pop
+        .stderr()
+        .contains("caught up with the control plane's purges")));
+    let cached = "/obj/n?h=Cache-Control:max-age%3D600&body=n";
+    let fetch = || support::curl(&["-H", "Host: b.test", &pop.url(cached)]);
+    fetch();
+    assert!(fetch()
+        .header("cache-status")
+        .unwrap_or_default()
+        .contains("hit"));
+    let r = control.api(
+        "POST",
+        "/v1/zones/b/purge_cache",
+        Some(r#"{"hosts": ["b.test"]}"#),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"]["applied"], serde_json::json!(["n1"]));
+    let after = fetch();
+    assert!(
+        after
+            .header("cache-status")
+            .unwrap_or_default()
+            .contains("fwd=uri-miss"),
+        "{after:?}"
+    );
+    assert_eq!(origin.hits_for("/obj/n"), 2);
 
     // A worker deployed through the API: its component reaches the PoP through NATS.
     let hello = support::hello_rust();
