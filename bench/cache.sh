@@ -7,8 +7,12 @@
 #       nginx twice: Debian's default (sendfile on) and at its best for small objects
 #       (sendfile off, a second server of the same process with a cache of its own)
 #   (b) 100 KiB hits, 64 connections: Gbit/s
-#   (c) Zipf(1.0) over 100,000 objects of 4 KiB, 200,000 requests, each cache given 10% of
-#       the working set (40 MB): hit ratio = 1 - origin fetches / requests
+#   (c) Zipf(1.0) over 100,000 objects of 4 KiB, 200,000 requests, each cache given the same
+#       budget, 10% of the working set (40 MB; nginx's max_size, Varnish's malloc storage,
+#       edgenet's memory tier): hit ratio = 1 - origin fetches / requests. Each of three seeds
+#       runs on fresh caches, the three proxies side by side on core 0, paced (ZIPF_DELAY_MS
+#       per connection, 16 connections) so that nginx's cache manager keeps up; what each holds
+#       is sampled every 0.5 s and its peak shown against the budget. Medians of the seeds.
 # The last line printed is one JSON object with the figures.
 # Usage: bench/cache.sh   (DURATION=10 REPEATS=3; about 6 minutes)
 set -euo pipefail
@@ -22,8 +26,10 @@ REPEATS=${REPEATS:-3}
 ZIPF_KEYS=${ZIPF_KEYS:-100000}
 ZIPF_REQUESTS=${ZIPF_REQUESTS:-200000}
 ZIPF_BUDGET_MB=${ZIPF_BUDGET_MB:-40}
-ZIPF_SECONDS=${ZIPF_SECONDS:-40}
-export ZIPF_KEYS ZIPF_REQUESTS
+ZIPF_SECONDS=${ZIPF_SECONDS:-45}
+ZIPF_DELAY_MS=${ZIPF_DELAY_MS:-2}
+ZIPF_SEEDS=${ZIPF_SEEDS:-"1 2 3"}
+export ZIPF_KEYS ZIPF_REQUESTS ZIPF_DELAY_MS
 
 cargo build --release --locked --bin edgenet >&2
 EDGENET=$PWD/target/release/edgenet
@@ -34,7 +40,7 @@ head -c 102400 /dev/urandom >"$WORK/www/100k"
 head -c 4096 /dev/urandom >"$WORK/www/4k"
 
 # Ports: the origin has one server per proxy so that each proxy's fetches are counted apart.
-for v in O_E O_N O_N2 O_V O_EZ O_NZ O_VZ E E_ADMIN N N2 V EZ EZ_ADMIN NZ VZ; do printf -v "$v" '%s' "$(free_port)"; done
+for v in O_E O_N O_N2 O_V E E_ADMIN N N2 V; do printf -v "$v" '%s' "$(free_port)"; done
 
 origin_server() { # port log
   cat <<CONF
@@ -56,24 +62,18 @@ CONF
   origin_server "$O_N" fetch-nginx
   origin_server "$O_N2" fetch-nginx_nosendfile
   origin_server "$O_V" fetch-varnish
-  origin_server "$O_EZ" fetch-edgenet-zipf
-  origin_server "$O_NZ" fetch-nginx-zipf
-  origin_server "$O_VZ" fetch-varnish-zipf
   echo "}"
 } >"$WORK/origin.conf"
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)
 
 bench_cache_node_conf bench "$E" "$E_ADMIN" "$O_E" 512MiB >"$WORK/edgenet.toml"
-bench_cache_node_conf zipf "$EZ" "$EZ_ADMIN" "$O_EZ" "${ZIPF_BUDGET_MB}MB" >"$WORK/edgenet-zipf.toml"
 taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet.toml" 2>"$WORK/edgenet.err" &
 PIDS+=($!)
-taskset -c 0 "$EDGENET" pop --config "$WORK/edgenet-zipf.toml" 2>"$WORK/edgenet-zipf.err" &
-PIDS+=($!)
 
-nginx_cache_server() { # port origin zone size [directives]
+nginx_cache_server() { # port origin zone size [directives] [manager parameters]
   cat <<CONF
-proxy_cache_path $WORK/cache-$3 levels=1:2 keys_zone=$3:64m max_size=$4 inactive=1d use_temp_path=off;
+proxy_cache_path $WORK/cache-$3 levels=1:2 keys_zone=$3:64m max_size=$4 inactive=1d use_temp_path=off ${6:-};
 server {
   listen 127.0.0.1:$1 backlog=4096;
   ${5:-}
@@ -93,21 +93,19 @@ CONF
   nginx_temp proxy
   nginx_cache_server "$N" "$O_N" hot 512m
   nginx_cache_server "$N2" "$O_N2" hotnosf 512m "sendfile off;"
-  nginx_cache_server "$NZ" "$O_NZ" zipf "${ZIPF_BUDGET_MB}m"
   echo "}"
 } >"$WORK/proxy.conf"
 taskset -c 0 nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)
 
-varnish() { # port origin size name
+varnish() { # port origin size name (its PID appended to PIDS)
   taskset -c 0 varnishd -F -a "127.0.0.1:$1" -b "127.0.0.1:$2" -s "malloc,$3" -n "$WORK/varnish-$4" \
     -p thread_pools=1 >"$WORK/varnish-$4.log" 2>&1 &
   PIDS+=($!)
 }
 varnish "$V" "$O_V" 512m hot
-varnish "$VZ" "$O_VZ" "${ZIPF_BUDGET_MB}m" zipf
 
-for p in $O_E $E $EZ $N $N2 $NZ $V $VZ; do wait_port "$p"; done
+for p in $O_E $E $N $N2 $V; do wait_port "$p"; done
 sleep 1
 
 # Warm each cache with the objects of (a) and (b), and check all three serve them.
@@ -142,31 +140,89 @@ for n in "${names[@]}"; do
   [ "$f" -le 8 ] || echo "warning: $n fetched $f times from the origin during the hit runs" >&2
 done
 
-# (c) Zipf: the same request sequence against each; the origin's log counts the misses.
-zipf() { # port fetch-log
-  local out total
-  # wrk stops sending after ZIPF_REQUESTS responses but runs out its duration.
-  out=$(taskset -c 1 wrk -t1 -c16 -d"${ZIPF_SECONDS}s" -s bench/zipf.lua "http://localhost:$1/")
-  total=$(awk '/requests in/ {print $1}' <<<"$out")
-  if grep -qE "Non-2xx|Socket errors" <<<"$out"; then
-    echo "zipf on port $1: wrk reported errors (not hits): $(grep -E 'Non-2xx|Socket errors' <<<"$out")" >&2
-  fi
-  awk -v t="$total" -v f="$(fetched "$2")" 'BEGIN {printf "%.4f %d %d\n", 1 - f / t, t, f}'
+# (c) Zipf: per seed, fresh caches of one budget, the same request sequence against each, side
+# by side; the origin's logs count each one's misses.
+stop_round() { for pid in "$@"; do kill "$pid" 2>/dev/null || true; done; for pid in "$@"; do wait "$pid" 2>/dev/null || true; done; }
+zipf_round() { # seed: prints "edgenet nginx varnish" hit ratios, and the peaks held on stderr
+  local seed=$1 d="$WORK/zipf-$1" before=${#PIDS[@]}
+  mkdir -p "$d"
+  local oe on ov e ea n v
+  for x in oe on ov e ea n v; do printf -v "$x" '%s' "$(free_port)"; done
+  {
+    nginx_common "zipf-$seed/origin"
+    echo "http { default_type application/octet-stream; keepalive_requests 10000000; sendfile on;"
+    nginx_temp "zipf-$seed/origin"
+    origin_server "$oe" "zipf-$seed/fetch-edgenet"
+    origin_server "$on" "zipf-$seed/fetch-nginx"
+    origin_server "$ov" "zipf-$seed/fetch-varnish"
+    echo "}"
+  } >"$d/origin.conf"
+  taskset -c 1 nginx -c "$d/origin.conf" -p "$WORK" -g 'daemon off;' &
+  PIDS+=($!)
+  bench_cache_node_conf zipf "$e" "$ea" "$oe" "${ZIPF_BUDGET_MB}MB" >"$d/edgenet.toml"
+  taskset -c 0 "$EDGENET" pop --config "$d/edgenet.toml" 2>"$d/edgenet.err" &
+  PIDS+=($!)
+  {
+    nginx_common "zipf-$seed/proxy"
+    echo "http { access_log off; keepalive_requests 10000000; sendfile on;"
+    nginx_temp "zipf-$seed/proxy"
+    # Its cache manager at its best for a burst of small files: up to 1000 removals every 10 ms.
+    nginx_cache_server "$n" "$on" "zipf-$seed" "${ZIPF_BUDGET_MB}m" "" "manager_files=1000 manager_sleep=10ms manager_threshold=100ms"
+    echo "}"
+  } >"$d/proxy.conf"
+  taskset -c 0 nginx -c "$d/proxy.conf" -p "$WORK" -g 'daemon off;' &
+  PIDS+=($!)
+  varnish "$v" "$ov" "${ZIPF_BUDGET_MB}m" "zipf-$seed"
+  for p in $oe $on $ov $e $n $v; do wait_port "$p"; done
+  sleep 1
+  # What each holds against its budget: edgenet's memory tier, nginx's cache directory as it
+  # counts it (disk blocks), Varnish's malloc storage in use.
+  (while :; do
+    he=$(curl -s "http://127.0.0.1:$ea/metrics" | awk '$1 == "edgenet_cache_stored_bytes{tier=\"memory\"}" {print $2}')
+    hn=$(du -s -B1 "$WORK/cache-zipf-$seed" 2>/dev/null | cut -f1)
+    hv=$(varnishstat -n "$WORK/varnish-zipf-$seed" -1 -f SMA.s0.g_bytes 2>/dev/null | awk '{print $2}')
+    echo "${he:-0} ${hn:-0} ${hv:-0}"
+    sleep 0.5
+  done >"$d/held") &
+  local sampler=$!
+  local wrks=() pair
+  for pair in "edgenet $e" "nginx $n" "varnish $v"; do
+    set -- $pair
+    ZIPF_SEED=$seed taskset -c 1 wrk -t1 -c16 -d"${ZIPF_SECONDS}s" -s bench/zipf.lua "http://localhost:$2/" >"$d/wrk-$1" &
+    wrks+=($!)
+  done
+  wait "${wrks[@]}"
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  local out=""
+  for name in edgenet nginx varnish; do
+    local total fetches
+    total=$(awk '/requests in/ {print $1}' "$d/wrk-$name")
+    if grep -qE "Non-2xx|Socket errors" "$d/wrk-$name"; then
+      echo "zipf seed $seed: $name: wrk reported errors (not hits): $(grep -E 'Non-2xx|Socket errors' "$d/wrk-$name")" >&2
+    fi
+    [ "$total" -ge "$ZIPF_REQUESTS" ] || echo "zipf seed $seed: $name answered $total of $ZIPF_REQUESTS in ${ZIPF_SECONDS}s" >&2
+    fetches=$(wc -l <"$d/fetch-$name.log")
+    out+="$(awk -v t="$total" -v f="$fetches" 'BEGIN {printf "%.4f", 1 - f / t}') "
+  done
+  local peaks
+  peaks=$(awk '{for (i = 1; i <= 3; i++) if ($i > m[i]) m[i] = $i} END {printf "%d %d %d", m[1] / 1048576, m[2] / 1048576, m[3] / 1048576}' "$d/held")
+  echo "zipf seed $seed: hit ratio edgenet | nginx | varnish: $out; peak held (MiB, budget ${ZIPF_BUDGET_MB} MB): $peaks" >&2
+  echo "$peaks" >"$d/peaks"
+  stop_round "${PIDS[@]:$before}"
+  PIDS=("${PIDS[@]:0:$before}")
+  echo "$out"
 }
-read -r ZE te fe < <(zipf "$EZ" fetch-edgenet-zipf)
-# Sample nginx's cache size during its run: its budget is enforced lazily.
-(while :; do { du -sb "$WORK/cache-zipf" 2>/dev/null || true; } | cut -f1 >>"$WORK/nginx-zipf-size"; sleep 0.5; done) &
-SAMPLER=$!
-read -r ZN tn fn < <(zipf "$NZ" fetch-nginx-zipf)
-kill "$SAMPLER" 2>/dev/null || true
-N_PEAK=$(sort -n "$WORK/nginx-zipf-size" | tail -1)
-read -r ZV tv fv < <(zipf "$VZ" fetch-varnish-zipf)
-echo "zipf: edgenet $ZE ($fe fetches / $te requests), nginx $ZN ($fn / $tn), varnish $ZV ($fv / $tv)" >&2
-# What each actually held at the end against the budget: nginx enforces max_size lazily from
-# its cache manager (at most 100 files per 50 ms), so it can run over.
-E_HELD=$(curl -s "http://127.0.0.1:$EZ_ADMIN/metrics" | awk '$1 == "edgenet_cache_stored_bytes{tier=\"memory\"}" {print $2}')
-N_HELD=$(du -sb "$WORK/cache-zipf" | cut -f1)
-echo "zipf: held at the end: edgenet $((E_HELD / 1048576)) MiB, nginx $((N_HELD / 1048576)) MiB on disk, nginx's peak during the run $((N_PEAK / 1048576)) MiB (budget ${ZIPF_BUDGET_MB} MB)" >&2
+declare -a ZE_ALL ZN_ALL ZV_ALL
+for seed in $ZIPF_SEEDS; do
+  read -r a b c < <(zipf_round "$seed")
+  ZE_ALL+=("$a"); ZN_ALL+=("$b"); ZV_ALL+=("$c")
+done
+ZE=$(printf '%s\n' "${ZE_ALL[@]}" | median)
+ZN=$(printf '%s\n' "${ZN_ALL[@]}" | median)
+ZV=$(printf '%s\n' "${ZV_ALL[@]}" | median)
+PEAKS=$(cat "$WORK"/zipf-*/peaks | awk '{for (i = 1; i <= 3; i++) if ($i > m[i]) m[i] = $i} END {printf "edgenet %d, nginx %d, varnish %d", m[1], m[2], m[3]}')
+echo "zipf: medians of seeds $ZIPF_SEEDS: edgenet $ZE, nginx $ZN, varnish $ZV; highest held (MiB, budget ${ZIPF_BUDGET_MB} MB): $PEAKS" >&2
 [ -z "${SKIP_HITS:-}" ] || exit 0
 
 med() { tr ' ' '\n' <<<"${R[$1]}" | grep . | median; }
