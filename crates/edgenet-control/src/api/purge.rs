@@ -66,7 +66,7 @@ fn now_us_ceil() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    d.as_micros() as u64 + u64::from(d.subsec_nanos() % 1000 != 0)
+    d.as_micros() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1000))
 }
 
 async fn purge(app: &App, zone: &str, body: &serde_json::Value, owner: Owner<'_>) -> ApiResult {
