@@ -374,6 +374,12 @@ mod tests {
         let first = line(&mut body, &mut buf).await;
         assert_eq!(first.version(), 2, "{first:?}");
         assert!(matches!(first, StreamMessage::Delta { from: 0, .. }));
+        // Then a ping at once: the PoP has caught up (it lowers its purge fence on it).
+        let caught_up = line(&mut body, &mut buf).await;
+        assert!(
+            matches!(caught_up, StreamMessage::Ping { version: 2 }),
+            "{caught_up:?}"
+        );
         assert_eq!(*lock(&app.connected).get("p1").unwrap(), 1);
 
         // A write while the PoP is connected reaches it as the next line.
