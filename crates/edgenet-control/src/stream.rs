@@ -202,14 +202,16 @@ pub struct Applied {
     pub pending: Vec<String>,
 }
 
-/// How recently a PoP following the NATS bucket (no stream here) must have been heard from to
-/// count as connected.
-const NATS_LIVE: std::time::Duration = edgenet_protocol::report::REPORT_EVERY.saturating_mul(3);
+/// How recently a PoP must have been heard from to count as connected without a stream open
+/// here: one following the NATS bucket, or one whose stream is being re-established (this
+/// control plane just restarted, or the PoP reconnects).
+const LIVE: std::time::Duration = edgenet_protocol::report::REPORT_EVERY.saturating_mul(3);
 
 /// Waits until every connected PoP has applied `version`, or `within` has passed. A PoP is
-/// connected while it holds a stream open, or, when distribution runs over NATS, while it
-/// reported within three report intervals; a registered PoP that is neither is not waited
-/// for (it applies the version when it comes back).
+/// connected while it holds a stream open, or while it was heard from within three report
+/// intervals (so a control plane that just restarted waits for the PoPs that are
+/// reconnecting); a registered PoP that is neither is not waited for (it applies the version
+/// when it comes back).
 pub async fn wait_applied(
     app: &App,
     version: i64,
@@ -230,9 +232,7 @@ pub async fn wait_applied(
             for p in &pops {
                 let status = statuses.get(p);
                 let connected = streams.get(p).is_some_and(|n| *n > 0)
-                    || (app.nats.is_some()
-                        && status
-                            .is_some_and(|s| now - s.last_seen_ms <= NATS_LIVE.as_millis() as i64));
+                    || status.is_some_and(|s| now - s.last_seen_ms <= LIVE.as_millis() as i64);
                 if !connected {
                     continue;
                 }
