@@ -17,7 +17,7 @@ use edgenet_proxy::Core;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::TcpSocketOptions;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -186,7 +186,17 @@ pub fn run_with(
             let mut sock = TcpSocketOptions::default();
             sock.ipv6_only = addr.starts_with('[').then_some(true);
             match protocol {
-                ListenerProtocol::Http => service.add_tcp_with_settings(addr, sock),
+                // No L4 read buffer on plain listeners: the HTTP/1 session reads into its own
+                // header buffer, and Pingora's 64 KiB one was most of an idle connection's
+                // memory (bench/idle.sh).
+                ListenerProtocol::Http => service.add_listener(
+                    ListenerConfig::tcp(addr.as_str())
+                        .tcp_socket_options(sock)
+                        .l4_buffer(L4BufferSettings {
+                            read: Some(0),
+                            write: None,
+                        }),
+                ),
                 ListenerProtocol::Https => {
                     let mut tls = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
                         completed: core.metrics.tls_handshakes.clone(),
