@@ -202,15 +202,8 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
         "origins": {"servers": [{"address": origin}]}})
     .to_string();
     let auth = format!("Authorization: Bearer {token}");
-    let r = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-d",
-        &zone,
-        &format!("{control}/v1/zones"),
-    ]);
+    let post = |body: &str, url: &str| curl(&["-X", "POST", "-H", &auth, "-d", body, url]);
+    let r = post(&zone, &format!("{control}/v1/zones"));
     assert_eq!(r.status, 201, "{}", r.body);
     assert!(eventually(Duration::from_secs(1), || {
         pop_urls
@@ -231,29 +224,13 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
     }
     // A JavaScript worker deployed through the API with one command runs at every PoP.
     let js = support::js_component();
-    let r = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-d",
-        r#"{"name": "js inc"}"#,
-        &format!("{control}/v1/accounts"),
-    ]);
+    let r = post(r#"{"name": "js inc"}"#, &format!("{control}/v1/accounts"));
     assert_eq!(r.status, 201, "{}", r.body);
     let account = r.json()["result"]["id"].as_str().unwrap().to_string();
     let zone = serde_json::json!({"name": "js", "hostnames": ["js.test"],
         "origins": {"servers": [{"address": origin}]}})
     .to_string();
-    let r = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-d",
-        &zone,
-        &format!("{control}/v1/accounts/{account}/zones"),
-    ]);
+    let r = post(&zone, &format!("{control}/v1/accounts/{account}/zones"));
     assert_eq!(r.status, 201, "{}", r.body);
     // Then a Rust component as its next version: every PoP switches to it.
     let rust = support::hello_rust();
@@ -287,15 +264,10 @@ fn edgenet_up_runs_a_network_and_stops_on_sigint() {
     }
     // The printed network purge: answered once all three PoPs applied it.
     assert!(printed.contains("/v1/zones/demo/purge_cache"), "{printed}");
-    let r = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-d",
+    let r = post(
         r#"{"purge_everything": true}"#,
         &format!("{control}/v1/zones/demo/purge_cache"),
-    ]);
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let applied = r.json()["result"]["applied"].as_array().unwrap().len();
     assert_eq!(applied, 3, "{}", r.body);
