@@ -10,6 +10,8 @@
 //!   requests), then replays the bytes to Pingora. Pingora's own read timeout is per read, so
 //!   a slowloris client sending a byte every few seconds would otherwise hold a connection
 //!   for ever; this covers plain and TLS connections and every request of a kept-alive one.
+//!   While the node drains, an idle connection gets a moment for its next request (answered
+//!   with `Connection: close`) before it closes, so a client in a run of requests is not reset.
 //! - HTTP/2 control-frame floods: `edgenet_http::h2::H2Watch` follows the client's frame
 //!   headers and, past `limits.h2_max_control_frames` PING, SETTINGS and PRIORITY frames in a
 //!   10 s window, the guard sends GOAWAY (ENHANCE_YOUR_CALM) at a frame boundary and ends the
@@ -152,18 +154,29 @@ impl Guarded {
     ) -> Head {
         if self.pending().is_empty() {
             let mut shutdown = shutdown.clone();
-            if *shutdown.borrow() {
-                return Head::Closed;
+            let idle_until = tokio::time::Instant::now() + idle;
+            if !*shutdown.borrow() {
+                tokio::select! {
+                    r = tokio::time::timeout_at(idle_until, self.read_ahead()) => match r {
+                        Ok(true) => {}
+                        Ok(false) => return Head::Closed,
+                        // A first request that never starts is a slow client; an idle
+                        // kept-alive connection just ends.
+                        Err(_) => return Head::Idle,
+                    },
+                    _ = shutdown.changed() => {}
+                }
             }
-            tokio::select! {
-                r = tokio::time::timeout(idle, self.read_ahead()) => match r {
+            // Draining: a client in the middle of a run of requests sends its next one within
+            // moments, and closing under it would reset that request. Wait a little for it
+            // (it is answered with `Connection: close`); only a connection idle past that
+            // closes, as every HTTP/1.1 server's drain must.
+            if self.pending().is_empty() {
+                let until = idle_until.min(tokio::time::Instant::now() + DRAIN_GRACE);
+                match tokio::time::timeout_at(until, self.read_ahead()).await {
                     Ok(true) => {}
-                    Ok(false) => return Head::Closed,
-                    // A first request that never starts is a slow client; an idle
-                    // kept-alive connection just ends.
-                    Err(_) => return Head::Idle,
-                },
-                _ = shutdown.changed() => return Head::Closed,
+                    Ok(false) | Err(_) => return Head::Closed,
+                }
             }
         }
         let until = tokio::time::Instant::now() + deadline;
@@ -362,6 +375,10 @@ pub struct ClientConnections<A> {
     pub pressure: Option<Arc<Pressure>>,
 }
 
+/// How long a draining node waits on an idle HTTP/1 connection for its next request before
+/// closing it (`Guarded::read_head`).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
 /// Refusals of one address are logged at most this often.
 const LOG_REFUSALS_EVERY: Duration = Duration::from_secs(60);
 
@@ -514,6 +531,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ClientConnections<A> {
             let mut session = ServerSession::new_http1(guarded);
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
+            }
+            if *shutdown.borrow() {
+                // The last request of a draining connection: answered with `Connection: close`.
+                session.set_keepalive(None);
             }
             result = self.http1.process_new_http(session, shutdown).await;
         }

@@ -26,6 +26,7 @@ pub mod server;
 pub mod signals;
 pub mod tls;
 pub mod tunnels;
+pub mod upgrade;
 
 pub use follow::pop::Following;
 

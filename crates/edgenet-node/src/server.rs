@@ -32,6 +32,7 @@ use crate::health::HealthChecker;
 use crate::node::Node;
 use crate::signals::{Reloader, Signals};
 use crate::tls::{CertTable, HandshakeCallbacks, PreTls, SniResolver};
+use crate::upgrade::NodeFiles;
 
 /// How a PoP starts beside its file.
 #[derive(Default)]
@@ -44,13 +45,21 @@ pub struct RunOptions {
     pub backbone: Option<BackboneFiles>,
     /// The edge key-value store workers' namespaces are in.
     pub kv: Option<Arc<dyn edgenet_workers::KvBackend>>,
+    /// Take the listening sockets over from the node running with this file (`--upgrade`).
+    pub upgrade: bool,
 }
 
-/// Runs a PoP from the file at `path` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
-pub fn run(path: PathBuf) -> anyhow::Result<()> {
+/// Runs a PoP from the file at `path` until SIGTERM (drain, exit 0), SIGINT (exit at once) or
+/// an upgrade (SIGQUIT from `edgenet pop --upgrade`: hand over, drain, exit 0). With `upgrade`
+/// it takes over from the node running with the same file.
+pub fn run(path: PathBuf, upgrade: bool) -> anyhow::Result<()> {
     let config =
         crate::config::load(&path, None).map_err(|e| anyhow::anyhow!(e.lines().join("\n")))?;
-    run_with(path, config, RunOptions::default(), |_| {})
+    let options = RunOptions {
+        upgrade,
+        ..RunOptions::default()
+    };
+    run_with(path, config, options, |_| {})
 }
 
 /// Runs a PoP from `config` (loaded from `path`), with what came from a control plane, calling
@@ -66,7 +75,28 @@ pub fn run_with(
         control_certs,
         backbone,
         kv,
+        upgrade,
     } = options;
+    let files = NodeFiles::beside(&path)?;
+    // Who to take over from, before anything is built: a missing node is the first error.
+    let predecessor = if upgrade {
+        if config.interconnect.is_some() || config.tunnels.is_some() {
+            anyhow::bail!(
+                "--upgrade: this node has [interconnect] or [tunnels], whose kernel devices and \
+                 sessions do not pass to a new process yet: restart it instead"
+            );
+        }
+        Some(files.running()?)
+    } else {
+        if let Ok(pid) = files.running() {
+            anyhow::bail!(
+                "a node already runs with {} (process {pid}): stop it first, or replace it with \
+                 `edgenet pop --upgrade`",
+                path.display()
+            );
+        }
+        None
+    };
     let metrics = Metrics::new();
     let log = AccessLogger::start(&config.access_log, metrics.access_log_dropped.clone())?;
     let table = CertTable::new(&config, &control_certs)?;
@@ -88,9 +118,34 @@ pub fn run_with(
         admin_keys,
     });
     let core = &node.core;
+    let mut conf = ServerConf {
+        threads: config.node.threads,
+        grace_period_seconds: Some(config.node.drain_timeout.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: 1024,
+        // One current-thread runtime per thread: no task stealing between threads, whose
+        // bookkeeping costs more per request than the balance it buys for short proxy requests.
+        work_stealing: false,
+        ..ServerConf::default()
+    };
+    // Beside the configuration file, so `--upgrade` finds the running node's (`upgrade`).
+    conf.upgrade_sock = files.upgrade_sock.to_string_lossy().into_owned();
+    let opt = pingora_core::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if let Some(pid) = predecessor {
+        crate::upgrade::ask_to_hand_over(pid, &files)?;
+    }
+    // On an upgrade, this waits for the old node's listening sockets (and exits 1 if none come).
+    server.bootstrap();
+    // Held (locked) until the process exits.
+    let _pid_lock = files.write_pid()?;
+    // BGP and the devices start once the old node (on an upgrade) has let go of its sessions.
     if let Some(anycast) = &config.anycast {
         let listeners = config.listeners.iter().map(|l| l.address).collect();
-        let a = crate::anycast::Anycast::start(anycast, listeners, &core.metrics)?;
+        let a = crate::anycast::Anycast::start(anycast, listeners, &core.metrics, upgrade)?;
         let _ = node.anycast.set(a);
     }
     if let Some(ic) = &config.interconnect {
@@ -124,21 +179,6 @@ pub fn run_with(
         let _ = node.tunnels.set(t);
     }
 
-    let mut conf = ServerConf {
-        threads: config.node.threads,
-        grace_period_seconds: Some(config.node.drain_timeout.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: 1024,
-        // One current-thread runtime per thread: no task stealing between threads, whose
-        // bookkeeping costs more per request than the balance it buys for short proxy requests.
-        work_stealing: false,
-        ..ServerConf::default()
-    };
-    // Pingora only uses the upgrade socket on SIGQUIT; keep it per process so two nodes on one
-    // machine do not collide.
-    conf.upgrade_sock = format!("/tmp/edgenet-upgrade-{}.sock", std::process::id());
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
     let server_conf = server.configuration.clone();
     // A client listener's proxy: h2c where the listener has it, and the HTTP/2 abuse limits.
     let client_proxy = |h2c: bool| {
@@ -270,7 +310,10 @@ pub fn run_with(
         if let Some(socket) = &admin.socket {
             use std::os::unix::fs::PermissionsExt;
             let mut service = Service::new("edgenet admin socket".to_string(), app(true));
-            remove_stale_socket(socket)?;
+            // On an upgrade the socket bound there comes from the old node: keep its file.
+            if !upgrade {
+                remove_stale_socket(socket)?;
+            }
             let mode = std::fs::Permissions::from_mode(0o600);
             service.add_uds(&socket.to_string_lossy(), Some(mode));
             server.add_service(service);
@@ -293,8 +336,14 @@ pub fn run_with(
     );
     let drain = config.node.drain_timeout;
     on_start(node.clone());
+    let phases = server.watch_execution_phase();
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals { node, drain }),
+        shutdown_signal: Box::new(Signals {
+            node,
+            drain,
+            files,
+            phases: std::sync::Mutex::new(Some(phases)),
+        }),
     });
     Ok(())
 }

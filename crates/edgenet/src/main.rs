@@ -115,6 +115,11 @@ enum Command {
         /// The last-known-good file (default: NAME.control-state.json beside the config).
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Take over from the node running with this configuration file (a new binary, say):
+        /// its listening sockets pass to this process, which serves at once, while the old
+        /// one finishes its requests and exits.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Run the control plane: the API, the store and the configuration stream.
     Control {
@@ -270,16 +275,18 @@ fn main() -> ExitCode {
             name,
             token,
             state,
+            upgrade,
         } => {
             init_tracing();
             report(match control {
-                None => edgenet_node::run(config),
+                None => edgenet_node::run(config, upgrade),
                 Some(control) => edgenet_node::follow::pop::run(edgenet_node::Following {
                     config,
                     control,
                     name: name.unwrap_or_default(),
                     token,
                     state,
+                    upgrade,
                 }),
             })
         }

@@ -1,5 +1,5 @@
-//! The PoP's life under load: reloads (valid and invalid), graceful shutdown, and 1 GiB bodies
-//! streamed through with bounded memory.
+//! The PoP's life under load: reloads (valid and invalid), graceful shutdown, upgrading the
+//! binary (`edgenet pop --upgrade`), and 1 GiB bodies streamed through with bounded memory.
 
 mod support;
 
@@ -207,4 +207,118 @@ fn streams_a_gib_up_and_down_with_bounded_memory() {
     let peak_mib = pop.peak_rss_kib() / 1024;
     assert!(peak_mib < 128, "peak RSS {peak_mib} MiB");
     eprintln!("peak RSS after 3 GiB streamed: {peak_mib} MiB");
+}
+
+#[test]
+fn upgrade_hands_the_sockets_to_a_new_process_under_load_without_a_failed_request() {
+    let o = Origin::start("o");
+    let mut pop = Pop::start(&zone("u", &["u.test"], &[o.addr()], ""));
+    let bin = env!("CARGO_BIN_EXE_edgenet");
+    let pid_file = pop.dir.0.join("edgenet.pid");
+    let read_pid = || {
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read_pid(), pop.child.id().to_string());
+
+    // A second node on the same file is refused while this one runs; `--upgrade` where no node
+    // runs is refused too, naming the pid file it looked for.
+    let twice = Command::new(bin)
+        .args(["pop", "--config"])
+        .arg(&pop.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success() && said.contains("a node already runs with"),
+        "{said}"
+    );
+    let elsewhere = TempDir::new("upgrade");
+    let copy = elsewhere.0.join("edgenet.toml");
+    std::fs::copy(&pop.config, &copy).unwrap();
+    let alone = Command::new(bin)
+        .args(["pop", "--upgrade", "--config"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&alone.stderr);
+    assert!(
+        !alone.status.success() && said.contains("no running node to take over from"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&elsewhere.0.join("edgenet.pid").display().to_string()),
+        "{said}"
+    );
+
+    // A stray SIGQUIT, with no new process waiting for the sockets, takes nothing away.
+    pop.signal("QUIT");
+    assert!(
+        eventually(Duration::from_secs(10), || pop
+            .stderr()
+            .contains("no new process waits for the listening sockets")),
+        "{}",
+        pop.stderr()
+    );
+    let r = curl(&["-H", "Host: u.test", &pop.url("/echo")]);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Requests in flight on the old process when it hands over finish there.
+    let url = pop.url("/slow?ms=3000");
+    let inflight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&["-H", "Host: u.test", &url]))
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || pop
+        .metric("edgenet_inflight_requests")
+        == Some(3.0)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load_like_a_client(pop.http, "u.test", "/echo", 8, stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let started = Instant::now();
+    let mut old = pop.upgrade();
+    let status = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the old process did not exit after handing over: {}",
+            pop.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "old process: exit status {status}: {}",
+        pop.stderr()
+    );
+    for t in inflight {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "in-flight request failed: {r:?}");
+    }
+    // Only the new process is left, and it serves: the load runs on against it.
+    assert_eq!(read_pid(), pop.child.id().to_string());
+    assert!(pop.child.try_wait().unwrap().is_none(), "{}", pop.stderr());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let report = load.join().unwrap();
+    assert!(
+        report.failures.is_empty(),
+        "failed requests: {:?}",
+        report.failures
+    );
+    assert!(report.ok > 100, "load ran: {report:?}");
+    eprintln!("load through the upgrade: {report:?}");
+    let r = curl(&["-H", "Host: u.test", &pop.url("/echo")]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(get_status(pop.admin, "/ready"), Some(200));
+    let stderr = pop.stderr();
+    assert!(stderr.contains("passing the listening sockets"), "{stderr}");
+    assert!(stderr.contains("drained"), "{stderr}");
 }

@@ -1,11 +1,15 @@
 //! The anycast addresses on `lo`: added at start (unless present) so the node accepts traffic
-//! for them, removed on exit (only those it added).
+//! for them, removed on exit (only those it added, or took over on an upgrade).
 
 use std::net::IpAddr;
 use std::process::Command;
 
-/// Adds each address to `lo` unless it is there already; returns the ones added.
-pub fn add_lo_addresses(addrs: &[(IpAddr, u8)]) -> anyhow::Result<Vec<(IpAddr, u8)>> {
+/// Adds each address to `lo` unless it is there already; returns the ones added, and with
+/// `claim_present` (an upgrade: the old node handed them over) those that were there too.
+pub fn add_lo_addresses(
+    addrs: &[(IpAddr, u8)],
+    claim_present: bool,
+) -> anyhow::Result<Vec<(IpAddr, u8)>> {
     let mut added = Vec::new();
     for (ip, len) in addrs {
         let family = if ip.is_ipv4() { "-4" } else { "-6" };
@@ -15,6 +19,9 @@ pub fn add_lo_addresses(addrs: &[(IpAddr, u8)]) -> anyhow::Result<Vec<(IpAddr, u
             .output()
             .map_err(|e| anyhow::anyhow!("anycast.lo_addresses: cannot run ip(8): {e}"))?;
         if String::from_utf8_lossy(&present.stdout).contains(&ip.to_string()) {
+            if claim_present {
+                added.push((*ip, *len));
+            }
             continue;
         }
         let out = Command::new("ip")

@@ -10,6 +10,7 @@ mod lo;
 mod metrics;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub struct Anycast {
     metrics: AnycastMetrics,
     /// Addresses this node put on `lo` (removed again on exit).
     added: Vec<(IpAddr, u8)>,
+    /// Set once the sessions and addresses went to a new process (`hand_over`).
+    handed_over: AtomicBool,
 }
 
 /// The controller's checks: the node's own listeners first (up after 3 passes, down at the
@@ -62,13 +65,15 @@ fn check_specs(config: &AnycastConfig) -> Vec<CheckSpec> {
 
 impl Anycast {
     /// Puts the addresses on `lo`, starts the speaker and the checks on a thread of their own.
-    /// `listeners` are the node's own listeners, checked like any other check.
+    /// `listeners` are the node's own listeners, checked like any other check. On an upgrade
+    /// (`take_over`) the addresses already on `lo` are the old node's, now this one's.
     pub fn start(
         config: &AnycastConfig,
         listeners: Vec<SocketAddr>,
         metrics: &Metrics,
+        take_over: bool,
     ) -> anyhow::Result<Arc<Anycast>> {
-        let added = lo::add_lo_addresses(&config.lo_addresses)?;
+        let added = lo::add_lo_addresses(&config.lo_addresses, take_over)?;
         let config = config.clone();
         let am = AnycastMetrics::new(metrics);
         crate::own_thread::start("anycast", move |ready| async move {
@@ -113,6 +118,7 @@ impl Anycast {
                 stopped: Mutex::new(Some(stopped_rx)),
                 metrics: am,
                 added,
+                handed_over: AtomicBool::new(false),
             });
             let _ = ready.send(Ok(node.clone()));
             node.run(listeners, stop_rx).await;
@@ -300,9 +306,25 @@ impl Anycast {
         tokio::time::sleep(self.config.drain_time).await;
     }
 
-    /// Ends the BGP sessions with a Cease and removes the addresses this node put on `lo`.
-    /// Blocks for at most about a second.
+    /// Ends the BGP sessions with a Cease and removes the addresses this node put on `lo`
+    /// (unless it handed them over). Blocks for at most about a second.
     pub fn shutdown(&self) {
+        self.end_sessions();
+        if !self.handed_over.load(Ordering::Relaxed) {
+            lo::remove_lo_addresses(&self.added);
+        }
+    }
+
+    /// An upgrade: ends the BGP sessions (with a Cease, so the new process's speaker can open
+    /// them again at once) and leaves the addresses on `lo` to the new process. Peers drop the
+    /// routes for the seconds until the new sessions are up: there is no BGP graceful restart
+    /// (RFC 4724) yet to keep them.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
+        self.end_sessions();
+    }
+
+    fn end_sessions(&self) {
         let stopping = lock(&self.stop).is_some();
         if stopping {
             self.feed(Event::Shutdown);
@@ -310,7 +332,6 @@ impl Anycast {
                 let _ = rx.recv_timeout(Duration::from_millis(1500));
             }
         }
-        lo::remove_lo_addresses(&self.added);
     }
 
     /// The status for `GET /anycast`.

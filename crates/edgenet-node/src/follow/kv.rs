@@ -195,10 +195,45 @@ impl KvReplica {
         memory_bytes: usize,
         control: Option<(String, String)>,
     ) -> anyhow::Result<KvReplica> {
-        let db = redb::Database::builder()
+        let db = Self::create(path, memory_bytes)
+            .map_err(|e| anyhow::anyhow!("the key-value copy {}: {e}", path.display()))?;
+        Self::from_db(db, memory_bytes, control)
+    }
+
+    /// [`KvReplica::open`], or, while another process holds the copy at `path` (the node an
+    /// upgrade takes over from), the second copy beside it (`NAME.kv.b.redb`), which catches
+    /// up from the stream where it left off.
+    pub fn open_either(
+        path: &Path,
+        memory_bytes: usize,
+        control: Option<(String, String)>,
+    ) -> anyhow::Result<KvReplica> {
+        match Self::create(path, memory_bytes) {
+            Ok(db) => Self::from_db(db, memory_bytes, control),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                let other = path.with_extension("b.redb");
+                tracing::info!(
+                    held = %path.display(),
+                    copy = %other.display(),
+                    "the key-value copy is held by the node this one takes over from: using the other"
+                );
+                Self::open(&other, memory_bytes, control)
+            }
+            Err(e) => anyhow::bail!("the key-value copy {}: {e}", path.display()),
+        }
+    }
+
+    fn create(path: &Path, memory_bytes: usize) -> Result<redb::Database, redb::DatabaseError> {
+        redb::Database::builder()
             .set_cache_size((memory_bytes / 4).clamp(1 << 20, 64 << 20))
             .create(path)
-            .map_err(|e| anyhow::anyhow!("the key-value copy {}: {e}", path.display()))?;
+    }
+
+    fn from_db(
+        db: redb::Database,
+        memory_bytes: usize,
+        control: Option<(String, String)>,
+    ) -> anyhow::Result<KvReplica> {
         let tx = db.begin_write()?;
         let seq = {
             tx.open_table(VALUES)?;

@@ -35,6 +35,8 @@ pub struct Following {
     pub token: Option<String>,
     /// The last-known-good file (default: NAME.control-state.json beside the config).
     pub state: Option<PathBuf>,
+    /// Take over from the node running with this configuration file (`--upgrade`).
+    pub upgrade: bool,
 }
 
 /// Applies each version of the control plane's objects to the node: the PoP directory, the
@@ -597,6 +599,7 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         name,
         token,
         state,
+        upgrade,
     } = f;
     let started = std::time::SystemTime::now();
     let nats = control.starts_with("nats://");
@@ -661,7 +664,7 @@ pub fn run(f: Following) -> anyhow::Result<()> {
     // The edge key-value store's copy: its stream and workers' writes go over HTTP.
     let kv_file = super::kv_file(&opts.state_file, &opts.pop);
     let kv_control = (!nats).then(|| (opts.control.clone(), opts.token.clone()));
-    let kv = Arc::new(super::kv::KvReplica::open(
+    let kv = Arc::new(super::kv::KvReplica::open_either(
         &kv_file,
         config.workers.kv_memory,
         kv_control,
@@ -671,6 +674,7 @@ pub fn run(f: Following) -> anyhow::Result<()> {
         control_certs,
         backbone: have.then_some(files),
         kv: Some(kv.clone()),
+        upgrade,
     };
     run_with(path, config, run, move |node| {
         let applier = Arc::new(NodeApplier {

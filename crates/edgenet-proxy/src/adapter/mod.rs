@@ -523,6 +523,11 @@ impl<R: Role> ProxyHttp for EdgeProxy<R> {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        // Draining (SIGTERM, or handing over to a new process): this response is the
+        // connection's last, and says so, so the client does not send another into a close.
+        if session.is_process_shutting_down() {
+            session.set_keepalive(None);
+        }
         // An HTTP/1.0 origin must not turn the client's HTTP/1.1 connection into HTTP/1.0.
         if session.req_header().version == Version::HTTP_11 {
             resp.set_version(Version::HTTP_11);

@@ -330,6 +330,15 @@ impl Pop {
         self.wait_ready();
     }
 
+    /// Starts `edgenet pop --upgrade` on this PoP's file: the new process becomes this PoP's;
+    /// the old one, returned, hands its sockets over, drains and exits.
+    pub fn upgrade(&mut self) -> Child {
+        let mut extra = self.extra.clone();
+        extra.push("--upgrade".into());
+        let new = Pop::spawn(&self.dir.0, &self.config, &extra, &self.env);
+        std::mem::replace(&mut self.child, new)
+    }
+
     pub fn wait_ready(&self) {
         // Generous: a node with a JavaScript worker compiles it (seconds) before it is ready.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -585,10 +594,26 @@ impl KeepAlive {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         head.push_str("\r\n");
-        self.stream.get_mut().write_all(head.as_bytes())?;
+        // The server closed the connection before any byte of a response: what an HTTP client
+        // may retry on a new connection (RFC 9112 section 9.3.1), told apart as
+        // `ConnectionAborted`.
+        let before = |e: Error| Error::new(ErrorKind::ConnectionAborted, e);
+        self.stream
+            .get_mut()
+            .write_all(head.as_bytes())
+            .map_err(before)?;
         let mut line = String::new();
-        if self.stream.read_line(&mut line)? == 0 {
-            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed"));
+        match self.stream.read_line(&mut line) {
+            Ok(0) => {
+                return Err(before(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed",
+                )))
+            }
+            Err(e) if line.is_empty() => return Err(before(e)),
+            r => {
+                r?;
+            }
         }
         let status = line
             .split_whitespace()
@@ -630,6 +655,8 @@ pub struct LoadReport {
     pub failures: Vec<String>,
     /// Every value of the `watch` response header seen, in order of first appearance.
     pub seen: Vec<String>,
+    /// Requests sent again on a new connection ([`load_like_a_client`]).
+    pub retried: u64,
 }
 
 /// Runs `conns` keep-alive connections sending GET `path` to `host` until `stop` is set.
@@ -641,6 +668,32 @@ pub fn load(
     watch: &str,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<LoadReport> {
+    load_as(port, host, path, conns, watch, stop, false)
+}
+
+/// [`load`] as browsers and curl behave while a server process hands over to another: a
+/// connection the server ends with `Connection: close` is not used again, and a request on a
+/// reused connection that the server closed before any byte of a response is sent once more
+/// on a new connection. Any other error, or a second one, is a failure.
+pub fn load_like_a_client(
+    port: u16,
+    host: &str,
+    path: &str,
+    conns: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<LoadReport> {
+    load_as(port, host, path, conns, "", stop, true)
+}
+
+fn load_as(
+    port: u16,
+    host: &str,
+    path: &str,
+    conns: usize,
+    watch: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    like_a_client: bool,
+) -> std::thread::JoinHandle<LoadReport> {
     let (host, path, watch) = (host.to_string(), path.to_string(), watch.to_string());
     std::thread::spawn(move || {
         let workers: Vec<_> = (0..conns)
@@ -650,19 +703,39 @@ pub fn load(
                 std::thread::spawn(move || {
                     let mut report = LoadReport::default();
                     let mut client = None;
+                    // Whether the connection in `client` has carried a response.
+                    let mut reused = false;
                     while !stop.load(Ordering::Relaxed) {
                         if client.is_none() {
                             match KeepAlive::connect(port) {
-                                Ok(c) => client = Some(c),
+                                Ok(c) => (client, reused) = (Some(c), false),
                                 Err(e) => {
                                     report.failures.push(format!("connect: {e}"));
                                     continue;
                                 }
                             }
                         }
-                        match client.as_mut().unwrap().get(&host, &path) {
+                        let got = client.as_mut().unwrap().get(&host, &path);
+                        let retry = like_a_client
+                            && reused
+                            && got
+                                .as_ref()
+                                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionAborted);
+                        if retry {
+                            report.retried += 1;
+                            client = None;
+                            continue;
+                        }
+                        reused = true;
+                        match got {
                             Ok(r) if r.status == 200 => {
                                 report.ok += 1;
+                                if like_a_client
+                                    && r.header("connection")
+                                        .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+                                {
+                                    client = None;
+                                }
                                 if let Some(v) = r.header(&watch) {
                                     if !report.seen.iter().any(|s| s == v) {
                                         report.seen.push(v.to_string());
@@ -684,6 +757,7 @@ pub fn load(
         for w in workers {
             let r = w.join().unwrap();
             total.ok += r.ok;
+            total.retried += r.retried;
             total.failures.extend(r.failures);
             for v in r.seen {
                 if !total.seen.contains(&v) {
