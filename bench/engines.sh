@@ -10,9 +10,11 @@
 #   edgenet        the PoP with one pass-through zone (every stage on the path)
 #
 # Each candidate adds the same headers (X-Forwarded-For, -Proto, X-Request-Id). Figures per
-# candidate: pass-through at 64 connections (req/s, p99) and 1,000 connections from one address.
-# The last line is one JSON object with each candidate's ratios to nginx.
-# Usage: bench/engines.sh          (DURATION=8 REPEATS=3; about 4 minutes)
+# candidate: pass-through at 64 connections (req/s, p99), 1,000 connections from one address,
+# HTTP/2 over TLS 1.3 (h2load, 4 connections x 100 streams) and new TLS 1.3 handshakes (wrk
+# with `Connection: close`), all with edgenet's generated ECDSA P-256 certificate.
+# The last line is one JSON object with each candidate's ratios to nginx (WHO_FIGURE_vs_nginx).
+# Usage: bench/engines.sh          (DURATION=8 REPEATS=3; about 8 minutes)
 #        PERF=DIR bench/engines.sh records a perf profile of each candidate's first run in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ REPEATS=${REPEATS:-3}
 CONNS=64
 
 . "$(dirname "$0")/lib.sh"
-need nginx wrk taskset:util-linux python3 curl
+need nginx wrk h2load:nghttp2-client taskset:util-linux python3 curl
 need_two_cores
 
 cargo build --release --locked --bin edgenet --example plain_pingora --example plain_hyper \
@@ -31,13 +33,16 @@ BIN=$PWD/target/release
 
 ORIGIN=$(free_port) E_HTTP=$(free_port) E_ADMIN=$(free_port)
 N_HTTP=$(free_port) P_HTTP=$(free_port) H_HTTP=$(free_port)
+E_TLS=$(free_port) N_TLS=$(free_port) P_TLS=$(free_port) H_TLS=$(free_port)
 origin_1k_conf "$ORIGIN"
 taskset -c 1 nginx -c "$WORK/origin.conf" -p "$WORK" -g 'daemon off;' &
 PIDS+=($!)
 
 {
   bench_node_conf "$E_HTTP" "$E_ADMIN"
+  printf '\n[[listeners]]\naddress = "127.0.0.1:%s"\nprotocol = "https"\n' "$E_TLS"
   bench_passthrough_zone bench localhost "$ORIGIN"
+  printf '[zones.tls]\ncert = "bench.pem"\nkey = "bench.key"\ngenerate_if_missing = true\n'
 } >"$WORK/edgenet.toml"
 {
   nginx_common proxy
@@ -47,6 +52,10 @@ PIDS+=($!)
 upstream origin { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 10000000; }
 server {
   listen 127.0.0.1:$N_HTTP backlog=4096;
+  listen 127.0.0.1:$N_TLS ssl http2 backlog=4096;
+  ssl_certificate $WORK/bench.pem;
+  ssl_certificate_key $WORK/bench.key;
+  ssl_protocols TLSv1.2 TLSv1.3;
   location / {
     proxy_pass http://origin;
     proxy_http_version 1.1;
@@ -61,24 +70,42 @@ server {
 CONF
 } >"$WORK/proxy.conf"
 
-declare -A PID_OF PORT_OF
+declare -A PID_OF PORT_OF TLS_OF
 start() {
-  local who=$1 port=$2
-  shift 2
+  local who=$1 port=$2 tls=$3
+  shift 3
   taskset -c 0 "$@" 2>"$WORK/$who.err" &
   PID_OF[$who]=$!
   PORT_OF[$who]=$port
+  TLS_OF[$who]=$tls
   PIDS+=($!)
 }
 wait_port "$ORIGIN"
-start nginx "$N_HTTP" nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;'
-start pingora "$P_HTTP" "$BIN/examples/plain_pingora" "127.0.0.1:$P_HTTP" "127.0.0.1:$ORIGIN"
-start hyper "$H_HTTP" "$BIN/examples/plain_hyper" "127.0.0.1:$H_HTTP" "127.0.0.1:$ORIGIN" 1
-start edgenet "$E_HTTP" "$BIN/edgenet" pop --config "$WORK/edgenet.toml"
+# edgenet first: it makes the certificate the others use.
+start edgenet "$E_HTTP" "$E_TLS" "$BIN/edgenet" pop --config "$WORK/edgenet.toml"
+wait_port "$E_TLS"
+start nginx "$N_HTTP" "$N_TLS" nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;'
+start pingora "$P_HTTP" "$P_TLS" "$BIN/examples/plain_pingora" "127.0.0.1:$P_HTTP" "127.0.0.1:$ORIGIN" \
+  "127.0.0.1:$P_TLS" "$WORK/bench.pem" "$WORK/bench.key"
+start hyper "$H_HTTP" "$H_TLS" "$BIN/examples/plain_hyper" "127.0.0.1:$H_HTTP" "127.0.0.1:$ORIGIN" 1 \
+  "127.0.0.1:$H_TLS" "$WORK/bench.pem" "$WORK/bench.key"
 CANDIDATES=(nginx pingora hyper edgenet)
+
+# Runs h2load over TLS on core 1; prints req/s; fails when any request failed or it was not h2.
+run_h2load() {
+  local out
+  out=$(taskset -c 1 h2load -c4 -m100 -D "$DURATION" --warm-up-time=1 "https://localhost:$1/")
+  grep -qE "^requests: .* 0 failed, 0 errored" <<<"$out" || { echo "h2load reported failures: $out" >&2; exit 1; }
+  grep -q "TLSv1.3" <<<"$out" || { echo "not TLS 1.3: $out" >&2; exit 1; }
+  grep 'Application protocol' <<<"$out" | grep -q h2 || { echo "not h2: $out" >&2; exit 1; }
+  awk '/^finished in/ {print $4}' <<<"$out"
+}
 
 for who in "${CANDIDATES[@]}"; do
   wait_port "${PORT_OF[$who]}"
+  wait_port "${TLS_OF[$who]}"
+  [ "$(curl -sk --http2 -o /dev/null -w '%{http_version} %{size_download}' "https://localhost:${TLS_OF[$who]}/")" = "2 1024" ] ||
+    { echo "$who does not answer 1 KiB over HTTP/2 and TLS" >&2; exit 1; }
   got=$(curl -s -D "$WORK/$who.head" "http://localhost:${PORT_OF[$who]}/" | wc -c)
   [ "$got" = 1024 ] || { echo "$who answered $got bytes, not 1024" >&2; exit 1; }
   grep -qi '^x-request-id:' "$WORK/$who.head" || { echo "$who added no X-Request-Id" >&2; exit 1; }
@@ -97,9 +124,11 @@ for r in $(seq "$REPEATS"); do
     read -r rps p99 _ < <(run_wrk "$CONNS" "$url")
     [ -n "${PERF_PID:-}" ] && { wait "$PERF_PID" || true; PERF_PID=; }
     read -r c1000 _ < <(run_wrk 1000 "$url")
-    R[$who.rps]+="$rps " R[$who.p99]+="$p99 " R[$who.c1000]+="$c1000 "
-    printf '%-8s run %d: pass-through %9.0f req/s p99 %6.2f ms | c1000 one address %9.0f req/s\n' \
-      "$who" "$r" "$rps" "$p99" "$c1000" >&2
+    h2=$(run_h2load "${TLS_OF[$who]}")
+    read -r hs _ < <(run_wrk 16 -H "Connection: close" "https://localhost:${TLS_OF[$who]}/")
+    R[$who.rps]+="$rps " R[$who.p99]+="$p99 " R[$who.c1000]+="$c1000 " R[$who.h2]+="$h2 " R[$who.hs]+="$hs "
+    printf '%-8s run %d: pass-through %7.0f req/s p99 %5.2f ms | c1000 %7.0f | h2 TLS %7.0f | handshakes %6.0f /s\n' \
+      "$who" "$r" "$rps" "$p99" "$c1000" "$h2" "$hs" >&2
   done
 done
 
@@ -110,16 +139,15 @@ rss_mib() {
   for p in "$1" $(pgrep -P "$1" || true); do kib=$((kib + $(rss_kib "$p"))); done
   echo $((kib / 1024))
 }
-echo "medians of $REPEATS runs of ${DURATION}s, one core each (req/s, p99 ms, ratio to nginx):"
+echo "medians of $REPEATS runs of ${DURATION}s, one core each: req/s (rps, c1000, h2), p99 ms, handshakes/s (hs); ratio to nginx:"
 json="{"
 for who in "${CANDIDATES[@]}"; do
-  rps=$(med "$who.rps") p99=$(med "$who.p99") c1000=$(med "$who.c1000")
-  printf '  %-8s pass-through %9.0f (%s) p99 %6.2f (%s) | c1000 %9.0f (%s) | RSS %d MiB\n' "$who" \
-    "$rps" "$(ratio "$rps" "$(med nginx.rps)")" "$p99" "$(ratio "$p99" "$(med nginx.p99)")" \
-    "$c1000" "$(ratio "$c1000" "$(med nginx.c1000)")" "$(rss_mib "${PID_OF[$who]}")"
-  [ "$who" = nginx ] && continue
-  json+="\"${who}_vs_nginx\": $(ratio "$rps" "$(med nginx.rps)"), "
-  json+="\"${who}_p99_vs_nginx\": $(ratio "$p99" "$(med nginx.p99)"), "
-  json+="\"${who}_c1000_vs_nginx\": $(ratio "$c1000" "$(med nginx.c1000)"), "
+  line="  $(printf '%-8s' "$who")"
+  for f in rps p99 c1000 h2 hs; do
+    v=$(med "$who.$f") q=$(ratio "$(med "$who.$f")" "$(med "nginx.$f")")
+    line+=" $f $v ($q)"
+    [ "$who" = nginx ] || json+="\"${who}_${f}_vs_nginx\": $q, "
+  done
+  echo "$line | RSS $(rss_mib "${PID_OF[$who]}") MiB"
 done
 echo "${json%, }}"

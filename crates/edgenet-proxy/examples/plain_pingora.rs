@@ -3,7 +3,9 @@
 //! `bench/engines.sh` runs it beside `plain_hyper` and edgenet to tell the engine's own cost
 //! from edgenet's.
 //!
-//! Usage: plain_pingora LISTEN_ADDR ORIGIN_ADDR
+//! With a TLS address, certificate and key it also listens for TLS (rustls, ALPN `h2`).
+//!
+//! Usage: plain_pingora LISTEN_ADDR ORIGIN_ADDR [TLS_ADDR CERT_PEM KEY_PEM]
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::ServerConf;
@@ -67,17 +69,18 @@ impl ProxyHttp for Plain {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let (listen, origin) = match (args.next(), args.next()) {
-        (Some(l), Some(o)) => (l, o),
-        _ => {
-            eprintln!("usage: plain_pingora LISTEN_ADDR ORIGIN_ADDR");
-            std::process::exit(2);
-        }
-    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 2 {
+        eprintln!("usage: plain_pingora LISTEN_ADDR ORIGIN_ADDR [TLS_ADDR CERT_PEM KEY_PEM]");
+        std::process::exit(2);
+    }
+    let (listen, origin) = (args[0].clone(), args[1].clone());
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        // As edgenet's: Pingora's default (128) closes upstream connections beyond it, which
+        // at 1,000 client connections means a new origin connection per request.
+        upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -90,6 +93,12 @@ fn main() {
         },
     );
     proxy.add_tcp(&listen);
+    if let [addr, cert, key] = &args[2.min(args.len())..] {
+        let mut tls = pingora_core::listeners::tls::TlsSettings::intermediate(cert, key)
+            .expect("CERT_PEM and KEY_PEM");
+        tls.enable_h2();
+        proxy.add_tls_with_settings(addr, None, tls);
+    }
     server.add_service(proxy);
     server.run_forever();
 }
