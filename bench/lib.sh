@@ -143,6 +143,39 @@ origin_1k_conf() {
   } >"$WORK/origin.conf"
 }
 
+# Writes $WORK/proxy.conf: nginx as the reverse proxy the proxy benchmarks compare against, in
+# front of the origin on port $1, listening on $2 (HTTP) and $3 (HTTP/2 over TLS, with
+# $WORK/bench.pem and bench.key: edgenet's generated ECDSA P-256 certificate, for a fair
+# handshake); upstream keep-alive, and the headers edgenet adds.
+nginx_proxy_conf() {
+  {
+    nginx_common proxy
+    echo "http { access_log off; keepalive_requests 10000000;"
+    nginx_temp proxy
+    cat <<CONF
+upstream origin { server 127.0.0.1:$1; keepalive 256; keepalive_requests 10000000; }
+server {
+  listen 127.0.0.1:$2 backlog=4096;
+  listen 127.0.0.1:$3 ssl http2 backlog=4096;
+  server_name localhost;
+  ssl_certificate $WORK/bench.pem;
+  ssl_certificate_key $WORK/bench.key;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  location / {
+    proxy_pass http://origin;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Request-Id \$request_id;
+    add_header X-Request-Id \$request_id;
+  }
+}
+}
+CONF
+  } >"$WORK/proxy.conf"
+}
+
 # wrk's "99%  1.23ms" in milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; print v}'; }
 

@@ -63,33 +63,8 @@ wait_port "$ORIGIN"
 wait_port "$E_HTTP"
 wait_port "$E_HTTPS"
 
-# nginx as the proxy, with edgenet's generated certificate (ECDSA P-256) for a fair handshake.
-{
-  nginx_common proxy
-  echo "http { access_log off; keepalive_requests 10000000;"
-  nginx_temp proxy
-  cat <<CONF
-upstream origin { server 127.0.0.1:$ORIGIN; keepalive 256; keepalive_requests 10000000; }
-server {
-  listen 127.0.0.1:$N_HTTP backlog=4096;
-  listen 127.0.0.1:$N_HTTPS ssl http2 backlog=4096;
-  server_name localhost;
-  ssl_certificate $WORK/bench.pem;
-  ssl_certificate_key $WORK/bench.key;
-  ssl_protocols TLSv1.2 TLSv1.3;
-  location / {
-    proxy_pass http://origin;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_set_header X-Request-Id \$request_id;
-    add_header X-Request-Id \$request_id;
-  }
-}
-}
-CONF
-} >"$WORK/proxy.conf"
+# nginx as the proxy, with edgenet's generated certificate.
+nginx_proxy_conf "$ORIGIN" "$N_HTTP" "$N_HTTPS"
 taskset -c 0 nginx -c "$WORK/proxy.conf" -p "$WORK" -g 'daemon off;' &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)

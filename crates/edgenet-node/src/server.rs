@@ -86,6 +86,7 @@ pub fn run_with(
                  sessions do not pass to a new process yet: restart it instead"
             );
         }
+        files.check_socket_path()?;
         Some(files.running()?)
     } else {
         if let Ok(pid) = files.running() {

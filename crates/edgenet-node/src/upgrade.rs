@@ -38,19 +38,25 @@ impl NodeFiles {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow::anyhow!("--config {}: not a file name", config.display()))?;
         let dir = config.parent().unwrap_or(Path::new("."));
-        let files = NodeFiles {
+        Ok(NodeFiles {
             pid: dir.join(format!("{stem}.pid")),
             upgrade_sock: dir.join(format!("{stem}.upgrade.sock")),
-        };
-        let len = files.upgrade_sock.as_os_str().len();
+        })
+    }
+
+    /// Refuses an upgrade socket path longer than a Unix socket address holds: checked by
+    /// `--upgrade` only, so a node at a long path still runs (it just cannot be upgraded).
+    pub fn check_socket_path(&self) -> anyhow::Result<()> {
+        let len = self.upgrade_sock.as_os_str().len();
         if len > SUN_PATH_MAX {
             anyhow::bail!(
-                "the upgrade socket {} would be {len} bytes long, more than a Unix socket \
-                 address holds ({SUN_PATH_MAX}): move the configuration file to a shorter path",
-                files.upgrade_sock.display()
+                "--upgrade: the upgrade socket {} would be {len} bytes long, more than a Unix \
+                 socket address holds ({SUN_PATH_MAX}): move the configuration file to a \
+                 shorter path",
+                self.upgrade_sock.display()
             );
         }
-        Ok(files)
+        Ok(())
     }
 
     /// Records this process as the node's running one. The file is locked for as long as the
@@ -173,7 +179,8 @@ mod tests {
         assert_eq!(f.pid, Path::new("/etc/edgenet/pop.pid"));
         assert_eq!(f.upgrade_sock, Path::new("/etc/edgenet/pop.upgrade.sock"));
         let long = format!("/{}/pop.toml", "d".repeat(120));
-        let e = NodeFiles::beside(Path::new(&long)).unwrap_err().to_string();
+        let f = NodeFiles::beside(Path::new(&long)).unwrap();
+        let e = f.check_socket_path().unwrap_err().to_string();
         assert!(e.contains("more than a Unix socket address holds"), "{e}");
     }
 

@@ -16,6 +16,32 @@ fn header_rule(value: &str) -> String {
     )
 }
 
+/// `n` GET `path` requests to `host` through curl, each on a thread of its own.
+fn in_flight(pop: &Pop, host: &str, path: &str, n: usize) -> Vec<std::thread::JoinHandle<Resp>> {
+    (0..n)
+        .map(|_| {
+            let (url, host) = (pop.url(path), format!("Host: {host}"));
+            std::thread::spawn(move || curl(&["-H", &host, &url]))
+        })
+        .collect()
+}
+
+/// How `child` exited; fails with `what()` if it still runs `limit` after `since`.
+fn exit_within(
+    child: &mut std::process::Child,
+    since: Instant,
+    limit: Duration,
+    what: impl Fn() -> String,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(since.elapsed() < limit, "{}", what());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn reloads_valid_and_invalid_configs_under_load_without_a_failed_request() {
     let o = Origin::start("o");
@@ -89,13 +115,7 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
     let mut idle = KeepAlive::connect(pop.http).unwrap();
     assert_eq!(idle.get("d.test", "/echo").unwrap().status, 200);
 
-    let url = pop.url("/slow?ms=1500");
-    let inflight: Vec<_> = (0..5)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || curl(&["-H", "Host: d.test", &url]))
-        })
-        .collect();
+    let inflight = in_flight(&pop, "d.test", "/slow?ms=1500", 5);
     assert!(eventually(Duration::from_secs(3), || pop
         .metric("edgenet_inflight_requests")
         == Some(5.0)));
@@ -116,16 +136,9 @@ fn sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0() {
         assert_eq!(r.status, 200, "in-flight request failed: {r:?}");
         assert_eq!(r.json()["path"], "/slow?ms=1500");
     }
-    let status = loop {
-        if let Some(s) = pop.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(8),
-            "the PoP did not exit after draining (drain_timeout is 10s)"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut pop.child, sent, Duration::from_secs(8), || {
+        "the PoP did not exit after draining (drain_timeout is 10s)".to_string()
+    });
     assert!(status.success(), "exit status {status}: {}", pop.stderr());
     assert!(pop.stderr().contains("drained"), "{}", pop.stderr());
     let log = pop.access_log();
@@ -266,13 +279,7 @@ fn upgrade_hands_the_sockets_to_a_new_process_under_load_without_a_failed_reques
     assert_eq!(r.status, 200, "{r:?}");
 
     // Requests in flight on the old process when it hands over finish there.
-    let url = pop.url("/slow?ms=3000");
-    let inflight: Vec<_> = (0..3)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || curl(&["-H", "Host: u.test", &url]))
-        })
-        .collect();
+    let inflight = in_flight(&pop, "u.test", "/slow?ms=3000", 3);
     assert!(eventually(Duration::from_secs(2), || pop
         .metric("edgenet_inflight_requests")
         == Some(3.0)));
@@ -282,17 +289,12 @@ fn upgrade_hands_the_sockets_to_a_new_process_under_load_without_a_failed_reques
 
     let started = Instant::now();
     let mut old = pop.upgrade();
-    let status = loop {
-        if let Some(s) = old.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
+    let status = exit_within(&mut old, started, Duration::from_secs(30), || {
+        format!(
             "the old process did not exit after handing over: {}",
             pop.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        )
+    });
     assert!(
         status.success(),
         "old process: exit status {status}: {}",
